@@ -1,0 +1,95 @@
+import { Kysely, Migrator, PostgresDialect, sql, type Migration } from "kysely";
+import pg from "pg";
+import { MIGRATIONS } from "./migrations/index.js";
+import type { WriteSideTables } from "./schema.js";
+
+/** Connection settings of the PostgreSQL database. */
+export interface DatabaseSettings {
+  /** A postgres:// URL. */
+  readonly url: string;
+  /** Schema holding every Tidemark table (default `tidemark`). */
+  readonly schema: string;
+  /** Maximum pooled connections (default 10). */
+  readonly poolSize?: number;
+  /** Server-side statement timeout in milliseconds (default 15 000). */
+  readonly statementTimeoutMs?: number;
+}
+
+/** A Kysely database with the pool behind it, so callers can LISTEN on a dedicated client. */
+export interface Database<T = WriteSideTables> {
+  readonly db: Kysely<T>;
+  readonly pool: pg.Pool;
+  readonly schema: string;
+  close(): Promise<void>;
+}
+
+const INT8_OID = 20;
+
+/** Parses int8 as a JS number and refuses values that would lose precision. */
+export function parseInt8(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`int8 value ${value} exceeds 2^53`);
+  return n;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Validates a schema name (it is interpolated as an identifier). */
+export function checkSchemaName(schema: string): string {
+  if (!SCHEMA_NAME.test(schema)) throw new Error(`schema name ${JSON.stringify(schema)} must match ${SCHEMA_NAME}`);
+  return schema;
+}
+
+/**
+ * Opens a pool whose connections resolve unqualified names in `settings.schema` first. Nothing
+ * connects until the first query.
+ */
+export function createDatabase<T = WriteSideTables>(settings: DatabaseSettings): Database<T> {
+  const schema = checkSchemaName(settings.schema);
+  const pool = new pg.Pool({
+    connectionString: settings.url,
+    max: settings.poolSize ?? 10,
+    options: `-c search_path=${schema},public -c statement_timeout=${settings.statementTimeoutMs ?? 15_000}`,
+    connectionTimeoutMillis: 5_000,
+    types: {
+      getTypeParser: ((oid: number, format?: string) =>
+        oid === INT8_OID ? parseInt8 : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
+    },
+  });
+  // An idle client's error (server restart) must not crash the process; the next query reconnects.
+  pool.on("error", () => {});
+  const db = new Kysely<T>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    db,
+    pool,
+    schema,
+    async close() {
+      await db.destroy();
+    },
+  };
+}
+
+/**
+ * Creates the schema and runs every pending migration. Kysely holds an advisory lock while it
+ * migrates, so several processes may start at once.
+ */
+export async function migrateToLatest(
+  db: Kysely<any>,
+  schema: string,
+  migrations: Readonly<Record<string, Migration>> = MIGRATIONS,
+): Promise<string[]> {
+  await sql`create schema if not exists ${sql.id(checkSchemaName(schema))}`.execute(db);
+  const migrator = new Migrator({
+    db: db.withSchema(schema),
+    migrationTableSchema: schema,
+    provider: { getMigrations: async () => ({ ...migrations }) },
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error !== undefined) throw new Error("database migration failed", { cause: error });
+  return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+}
+
+/** The NOTIFY channel on which commits wake relays and subscribers. */
+export function commitChannel(schema: string): string {
+  return `${schema}_commits`;
+}

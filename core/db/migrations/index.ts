@@ -1,0 +1,10 @@
+import type { Migration } from "kysely";
+import * as writeSide from "./2026-11-27-01-write-side.js";
+
+/**
+ * Every migration, by dated name. Names sort in the order they must run; append new ones with a
+ * later date and never reorder.
+ */
+export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
+  "2026-11-27-01-write-side": writeSide,
+});

@@ -1,0 +1,117 @@
+/**
+ * The event envelope on the wire and at rest: protobuf JSON with proto field names, so any language
+ * decodes it. Also the canonical content hash that decides idempotent retries (CONTRACT.md W4).
+ */
+import { createHash } from "node:crypto";
+import { create, fromJsonString, toJsonString, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import {
+  EventEnvelopeSchema,
+  EventKind,
+  VoidMarkerSchema,
+  type EventEnvelope,
+  type VoidMarker,
+} from "../gen/tidemark/v1/envelope_pb.js";
+
+export { EventEnvelopeSchema, EventKind, VoidMarkerSchema, type EventEnvelope, type VoidMarker };
+
+/** Content type of envelope bytes in S3 and on Kafka. */
+export const ENVELOPE_CONTENT_TYPE = "application/vnd.tidemark.event+json";
+/** Content type of a void marker in S3. */
+export const VOID_CONTENT_TYPE = "application/vnd.tidemark.void+json";
+
+/** Metadata keys that describe transport, not content: excluded from the content hash. */
+export const TRACE_METADATA_KEYS: ReadonlySet<string> = new Set(["traceparent", "tracestate", "baggage"]);
+
+/** Encodes an envelope as protobuf JSON with proto field names. */
+export function encodeEnvelope(envelope: EventEnvelope): string {
+  return toJsonString(EventEnvelopeSchema, envelope, { useProtoFieldName: true });
+}
+
+/** Decodes envelope JSON; unknown fields are ignored so newer writers do not break older readers. */
+export function decodeEnvelope(json: string): EventEnvelope {
+  return fromJsonString(EventEnvelopeSchema, json, { ignoreUnknownFields: true });
+}
+
+/** What a slot object holds: an event, or a void marker that closed the slot. */
+export type SlotContent =
+  | { readonly type: "event"; readonly envelope: EventEnvelope }
+  | { readonly type: "void"; readonly marker: VoidMarker };
+
+/** Encodes a void marker for a slot. */
+export function encodeVoidMarker(marker: VoidMarker): string {
+  return toJsonString(VoidMarkerSchema, marker, { useProtoFieldName: true });
+}
+
+/** Builds a void marker for an abandoned reservation. */
+export function voidMarker(input: {
+  aggregateType: string;
+  aggregateId: string;
+  seq: number;
+  eventId: string;
+  reason: string;
+  now: Date;
+}): VoidMarker {
+  return create(VoidMarkerSchema, {
+    aggregateType: input.aggregateType,
+    aggregateId: input.aggregateId,
+    sequenceNumber: BigInt(input.seq),
+    eventId: input.eventId,
+    voidedAt: timestampFromDate(input.now),
+    reason: input.reason,
+  });
+}
+
+/** Decodes a slot object. Void markers carry `voided_at` and never `event_type`. */
+export function decodeSlot(json: string): SlotContent {
+  const parsed = JSON.parse(json) as Record<string, unknown>;
+  if ("voided_at" in parsed && !("event_type" in parsed)) {
+    return { type: "void", marker: fromJsonString(VoidMarkerSchema, json, { ignoreUnknownFields: true }) };
+  }
+  return { type: "event", envelope: decodeEnvelope(json) };
+}
+
+/** The parts of an event that make up its content for idempotency. */
+export interface EventContent {
+  readonly eventType: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly data: JsonObject;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly schemaVersion: number;
+  readonly kind: EventKind;
+}
+
+/**
+ * The canonical content hash: SHA-256 over canonical JSON (sorted keys) of type, aggregate, data,
+ * schema version, kind and the semantic metadata — not trace headers, not server-assigned fields.
+ */
+export function contentHash(content: EventContent): string {
+  const metadata: Record<string, string> = {};
+  for (const [key, value] of Object.entries(content.metadata)) {
+    if (!TRACE_METADATA_KEYS.has(key)) metadata[key] = value;
+  }
+  const canonical = canonicalJson({
+    aggregate_id: content.aggregateId,
+    aggregate_type: content.aggregateType,
+    data: content.data,
+    event_type: content.eventType,
+    kind: content.kind,
+    metadata,
+    schema_version: content.schemaVersion,
+  });
+  return `sha256:${createHash("sha256").update(canonical).digest("hex")}`;
+}
+
+/** JSON with object keys sorted at every level; arrays keep their order. */
+export function canonicalJson(value: JsonValue): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  const keys = Object.keys(value).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k] as JsonValue)}`).join(",")}}`;
+}
+
+/** The metadata value of `kind` for an event kind, as the origin wrote it. */
+export function kindLabel(kind: EventKind): "domain" | "command" {
+  return kind === EventKind.COMMAND ? "command" : "domain";
+}

@@ -1,0 +1,110 @@
+/**
+ * The closed set of domain errors. Each carries what the client needs and nothing internal; the gRPC
+ * layer maps them to status codes in one place (server/grpc/status.ts). Guards test the shape, so
+ * they work across module copies and realms.
+ */
+
+/** One offending request field. */
+export interface FieldViolation {
+  readonly field: string;
+  readonly description: string;
+}
+
+abstract class TidemarkError extends Error {
+  abstract readonly kind: string;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A malformed request: INVALID_ARGUMENT naming every offending field. Nothing was written. */
+export class ValidationError extends TidemarkError {
+  readonly kind = "validation" as const;
+  constructor(readonly violations: readonly FieldViolation[]) {
+    super(violations.map((v) => `${v.field}: ${v.description}`).join("; "));
+  }
+}
+
+/** The aggregate's head differs from the expected one (CONTRACT.md W3): ABORTED. */
+export class ConcurrencyError extends TidemarkError {
+  readonly kind = "concurrency" as const;
+  constructor(
+    readonly aggregateType: string,
+    readonly aggregateId: string,
+    readonly expectedSeq: number,
+    readonly actualSeq: number,
+  ) {
+    super(`${aggregateType}/${aggregateId}: expected sequence ${expectedSeq}, but the head is ${actualSeq}`);
+  }
+}
+
+/** An event_id was used before with other content (CONTRACT.md W4): ALREADY_EXISTS. */
+export class IdempotencyError extends TidemarkError {
+  readonly kind = "idempotency" as const;
+  constructor(
+    readonly eventId: string,
+    readonly storedHash: string,
+    readonly incomingHash: string,
+    detail = "was appended before with other content",
+  ) {
+    super(`event_id ${eventId} ${detail}`);
+  }
+}
+
+/** The instance or stream does not exist: NOT_FOUND. */
+export class NotFoundError extends TidemarkError {
+  readonly kind = "not-found" as const;
+}
+
+/** The command is invalid in the current state (e.g. update a deleted instance): FAILED_PRECONDITION. */
+export class PreconditionError extends TidemarkError {
+  readonly kind = "precondition" as const;
+}
+
+/** A dependency (S3, PostgreSQL, Kafka) failed or timed out: UNAVAILABLE, nothing acknowledged. */
+export class UnavailableError extends TidemarkError {
+  readonly kind = "unavailable" as const;
+}
+
+/** Any Tidemark domain error. */
+export type DomainError =
+  | ValidationError
+  | ConcurrencyError
+  | IdempotencyError
+  | NotFoundError
+  | PreconditionError
+  | UnavailableError;
+
+function hasKind(e: unknown, kind: string): boolean {
+  return typeof e === "object" && e !== null && (e as { kind?: unknown }).kind === kind && e instanceof Error;
+}
+
+export const isValidationError = (e: unknown): e is ValidationError => hasKind(e, "validation");
+export const isConcurrencyError = (e: unknown): e is ConcurrencyError => hasKind(e, "concurrency");
+export const isIdempotencyError = (e: unknown): e is IdempotencyError => hasKind(e, "idempotency");
+export const isNotFoundError = (e: unknown): e is NotFoundError => hasKind(e, "not-found");
+export const isPreconditionError = (e: unknown): e is PreconditionError => hasKind(e, "precondition");
+export const isUnavailableError = (e: unknown): e is UnavailableError => hasKind(e, "unavailable");
+
+/** Collects field violations and throws one ValidationError naming all of them. */
+export class Violations {
+  readonly list: FieldViolation[] = [];
+  add(field: string, description: string | undefined): void {
+    if (description !== undefined) this.list.push({ field, description });
+  }
+  throwIfAny(): void {
+    if (this.list.length > 0) throw new ValidationError(this.list);
+  }
+}
+
+/** Walks an error's `cause` chain (and AggregateError members) to the root cause. */
+export function rootCause(e: unknown): unknown {
+  let current = e;
+  for (let depth = 0; depth < 16; depth++) {
+    const next = (current as { cause?: unknown } | null)?.cause;
+    if (next === undefined || next === null) break;
+    current = next;
+  }
+  return current;
+}

@@ -1,0 +1,474 @@
+/**
+ * Repository of the commit log (`stream_heads`, `event_log`, `global_counter`). Functions take the
+ * database or a transaction first; the write path, the sweeper, the relay and readers share them.
+ */
+import { sql, type Kysely, type Transaction } from "kysely";
+import { commitChannel } from "./db/database.js";
+import type { SlotState, WriteSideTables } from "./db/schema.js";
+import { ConcurrencyError, IdempotencyError } from "./errors.js";
+
+type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
+
+/** What the client expects of the stream's head (CONTRACT.md W3). */
+export type Expectation = { readonly type: "exact"; readonly seq: number } | { readonly type: "any" };
+
+/** A slot to reserve for one proposed event. */
+export interface SlotRequest {
+  readonly eventId: string;
+  readonly eventType: string;
+  readonly contentHash: string;
+  readonly orderingKey: string | null;
+}
+
+/** A reserved or existing slot of the commit log. */
+export interface SlotRow {
+  readonly logId: number;
+  readonly eventId: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly seq: number;
+  readonly eventType: string;
+  readonly contentHash: string;
+  readonly orderingKey: string | null;
+  readonly state: SlotState;
+  readonly globalPosition: number | null;
+  readonly batchFirstSeq: number;
+  readonly batchLastSeq: number;
+  readonly committedAt: Date | null;
+}
+
+/** Outcome of {@link reserveSlots}. */
+export type Reservation =
+  | { readonly type: "reserved"; readonly slots: readonly SlotRow[] }
+  /** Every event_id was appended before with the same content: the original slots, in request order. */
+  | { readonly type: "existing"; readonly slots: readonly SlotRow[] };
+
+const UNIQUE_VIOLATION = "23505";
+
+/**
+ * Step 1 of an append, one transaction: lock the aggregate's head, look the event_ids up, check the
+ * expectation and reserve contiguous pending slots. Throws ConcurrencyError (nothing reserved, no
+ * number consumed) or IdempotencyError.
+ */
+export async function reserveSlots(
+  db: Kysely<WriteSideTables>,
+  aggregateType: string,
+  aggregateId: string,
+  expectation: Expectation,
+  events: readonly SlotRequest[],
+): Promise<Reservation> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await db.transaction().execute((trx) => reserveIn(trx, aggregateType, aggregateId, expectation, events));
+    } catch (e) {
+      // The same event_id was reserved concurrently for another aggregate: look again, the
+      // lookup now finds it and reports the conflict.
+      if (attempt === 0 && (e as { code?: string }).code === UNIQUE_VIOLATION) continue;
+      throw e;
+    }
+  }
+}
+
+async function reserveIn(
+  trx: Transaction<WriteSideTables>,
+  aggregateType: string,
+  aggregateId: string,
+  expectation: Expectation,
+  events: readonly SlotRequest[],
+): Promise<Reservation> {
+  // Creates the head row when missing and locks it either way; concurrent appends to one
+  // aggregate queue here, so the lookup below sees every earlier reservation.
+  const { head } = await trx
+    .insertInto("stream_heads")
+    .values({ aggregate_type: aggregateType, aggregate_id: aggregateId, head: 0 })
+    .onConflict((oc) => oc.columns(["aggregate_type", "aggregate_id"]).doUpdateSet({ head: sql`stream_heads.head` }))
+    .returning("head")
+    .executeTakeFirstOrThrow();
+
+  const ids = events.map((e) => e.eventId);
+  const found = await selectSlots(trx).where("event_id", "in", ids).where("state", "<>", "void").execute();
+  if (found.length > 0) return { type: "existing", slots: matchExisting(events, found.map(toSlotRow)) };
+
+  if (expectation.type === "exact" && head !== expectation.seq) {
+    throw new ConcurrencyError(aggregateType, aggregateId, expectation.seq, head);
+  }
+  const first = head + 1;
+  const last = head + events.length;
+  await trx
+    .updateTable("stream_heads")
+    .set({ head: last, updated_at: sql`now()` })
+    .where("aggregate_type", "=", aggregateType)
+    .where("aggregate_id", "=", aggregateId)
+    .execute();
+  const rows = await trx
+    .insertInto("event_log")
+    .values(
+      events.map((e, i) => ({
+        event_id: e.eventId,
+        aggregate_type: aggregateType,
+        aggregate_id: aggregateId,
+        seq: first + i,
+        event_type: e.eventType,
+        content_hash: e.contentHash,
+        ordering_key: e.orderingKey,
+        batch_first_seq: first,
+        batch_last_seq: last,
+        state: "pending" as const,
+      })),
+    )
+    .returning(SLOT_COLUMNS)
+    .execute();
+  return { type: "reserved", slots: rows.map(toSlotRow).sort((a, b) => a.seq - b.seq) };
+}
+
+/** A retry is the original append only when every event matches, in the same contiguous order. */
+function matchExisting(events: readonly SlotRequest[], found: readonly SlotRow[]): SlotRow[] {
+  const byId = new Map(found.map((row) => [row.eventId, row]));
+  const slots: SlotRow[] = [];
+  for (const event of events) {
+    const row = byId.get(event.eventId);
+    if (row === undefined) {
+      const other = found[0]!;
+      throw new IdempotencyError(other.eventId, other.contentHash, other.contentHash, "was appended before in a different batch");
+    }
+    if (row.contentHash !== event.contentHash) throw new IdempotencyError(row.eventId, row.contentHash, event.contentHash);
+    slots.push(row);
+  }
+  for (let i = 1; i < slots.length; i++) {
+    const prev = slots[i - 1]!;
+    const cur = slots[i]!;
+    if (cur.seq !== prev.seq + 1 || cur.aggregateId !== prev.aggregateId || cur.aggregateType !== prev.aggregateType) {
+      throw new IdempotencyError(cur.eventId, cur.contentHash, cur.contentHash, "was appended before in a different batch");
+    }
+  }
+  const first = slots[0]!;
+  const last = slots[slots.length - 1]!;
+  if (first.seq !== first.batchFirstSeq || last.seq !== last.batchLastSeq) {
+    throw new IdempotencyError(first.eventId, first.contentHash, first.contentHash, "was appended before in a different batch");
+  }
+  return slots;
+}
+
+const SLOT_COLUMNS = [
+  "log_id",
+  "event_id",
+  "aggregate_type",
+  "aggregate_id",
+  "seq",
+  "event_type",
+  "content_hash",
+  "ordering_key",
+  "state",
+  "global_position",
+  "batch_first_seq",
+  "batch_last_seq",
+  "committed_at",
+] as const;
+
+function selectSlots(db: Db) {
+  return db.selectFrom("event_log").select(SLOT_COLUMNS);
+}
+
+type SlotRecord = {
+  log_id: number;
+  event_id: string;
+  aggregate_type: string;
+  aggregate_id: string;
+  seq: number;
+  event_type: string;
+  content_hash: string;
+  ordering_key: string | null;
+  state: SlotState;
+  global_position: number | null;
+  batch_first_seq: number;
+  batch_last_seq: number;
+  committed_at: Date | null;
+};
+
+function toSlotRow(r: SlotRecord): SlotRow {
+  return {
+    logId: r.log_id,
+    eventId: r.event_id,
+    aggregateType: r.aggregate_type,
+    aggregateId: r.aggregate_id,
+    seq: r.seq,
+    eventType: r.event_type,
+    contentHash: r.content_hash,
+    orderingKey: r.ordering_key,
+    state: r.state,
+    globalPosition: r.global_position,
+    batchFirstSeq: r.batch_first_seq,
+    batchLastSeq: r.batch_last_seq,
+    committedAt: r.committed_at,
+  };
+}
+
+/** Outcome of {@link commitSlots} per log id. */
+export type CommitOutcome =
+  | { readonly type: "committed"; readonly position: number }
+  | { readonly type: "void" }
+  /** A predecessor slot of the same aggregate is still pending: try again later. */
+  | { readonly type: "deferred" }
+  | { readonly type: "missing" };
+
+/**
+ * Step 3 of an append, one transaction for many slots (group commit): takes the commit counter's
+ * row lock, so commit order equals global position order and a reader that sees position p has
+ * seen every position below p (CONTRACT.md R1). A slot commits only after its predecessor in the
+ * stream is resolved, which keeps per-aggregate order in global order (R2). Wakes listeners.
+ */
+export async function commitSlots(
+  db: Kysely<WriteSideTables>,
+  schema: string,
+  logIds: readonly number[],
+): Promise<Map<number, CommitOutcome>> {
+  const outcomes = new Map<number, CommitOutcome>();
+  if (logIds.length === 0) return outcomes;
+  await db.transaction().execute(async (trx) => {
+    const counter = await trx
+      .updateTable("global_counter")
+      .set({ position: sql`position` })
+      .where("id", "=", 1)
+      .returning("position")
+      .executeTakeFirstOrThrow();
+    const rows = await trx
+      .selectFrom("event_log as e")
+      .leftJoin("event_log as p", (join) =>
+        join
+          .onRef("p.aggregate_type", "=", "e.aggregate_type")
+          .onRef("p.aggregate_id", "=", "e.aggregate_id")
+          .on("p.seq", "=", sql<number>`e.seq - 1`),
+      )
+      .select(["e.log_id", "e.aggregate_type", "e.aggregate_id", "e.seq", "e.state", "e.global_position", "p.state as pred_state"])
+      .where("e.log_id", "in", [...logIds])
+      .orderBy("e.aggregate_type")
+      .orderBy("e.aggregate_id")
+      .orderBy("e.seq")
+      .execute();
+
+    const resolvedHere = new Set<string>();
+    const assignments: Array<{ logId: number; position: number }> = [];
+    let position = counter.position;
+    for (const row of rows) {
+      if (row.state === "committed") {
+        outcomes.set(row.log_id, { type: "committed", position: row.global_position! });
+        continue;
+      }
+      if (row.state === "void") {
+        outcomes.set(row.log_id, { type: "void" });
+        continue;
+      }
+      const predKey = `${row.aggregate_type}\u0000${row.aggregate_id}\u0000${row.seq - 1}`;
+      // A missing predecessor row means the slot predates this log (re-synchronised from S3).
+      const predResolved = row.pred_state === null || row.pred_state !== "pending" || resolvedHere.has(predKey);
+      if (!predResolved) {
+        outcomes.set(row.log_id, { type: "deferred" });
+        continue;
+      }
+      position += 1;
+      assignments.push({ logId: row.log_id, position });
+      outcomes.set(row.log_id, { type: "committed", position });
+      resolvedHere.add(`${row.aggregate_type}\u0000${row.aggregate_id}\u0000${row.seq}`);
+    }
+    for (const id of logIds) if (!outcomes.has(id)) outcomes.set(id, { type: "missing" });
+    if (assignments.length === 0) return;
+
+    const values = sql.join(assignments.map((a) => sql`(${a.logId}::bigint, ${a.position}::bigint)`));
+    await sql`
+      update event_log as e
+         set state = 'committed', global_position = v.position, committed_at = now()
+        from (values ${values}) as v(log_id, position)
+       where e.log_id = v.log_id and e.state = 'pending'`.execute(trx);
+    await sql`
+      with c as (update global_counter set position = ${position} where id = 1 returning position)
+      select pg_notify(${commitChannel(schema)}, c.position::text) from c`.execute(trx);
+  });
+  return outcomes;
+}
+
+/** Marks pending slots void (never published, never read). Returns the log ids it changed. */
+export async function voidSlots(db: Db, logIds: readonly number[]): Promise<number[]> {
+  if (logIds.length === 0) return [];
+  const rows = await db
+    .updateTable("event_log")
+    .set({ state: "void" })
+    .where("log_id", "in", [...logIds])
+    .where("state", "=", "pending")
+    .returning("log_id")
+    .execute();
+  return rows.map((r) => r.log_id);
+}
+
+/** Removes pending reservations whose slots belong to events this log did not know (W6). */
+export async function forgetSlots(db: Db, logIds: readonly number[]): Promise<void> {
+  if (logIds.length === 0) return;
+  await db.deleteFrom("event_log").where("log_id", "in", [...logIds]).where("state", "=", "pending").execute();
+}
+
+/** Pending slots reserved longer ago than `olderThanMs` by the database clock, oldest first. */
+export async function expiredPendingSlots(db: Db, olderThanMs: number, limit: number): Promise<SlotRow[]> {
+  const rows = await selectSlots(db)
+    .where("state", "=", "pending")
+    .where("reserved_at", "<", sql<Date>`now() - make_interval(secs => ${olderThanMs / 1000})`)
+    .orderBy("aggregate_type")
+    .orderBy("aggregate_id")
+    .orderBy("seq")
+    .limit(limit)
+    .execute();
+  return rows.map(toSlotRow);
+}
+
+/** Every slot of the batch that `slot` belongs to, in sequence order. */
+export async function batchSlots(db: Db, slot: SlotRow): Promise<SlotRow[]> {
+  const rows = await selectSlots(db)
+    .where("aggregate_type", "=", slot.aggregateType)
+    .where("aggregate_id", "=", slot.aggregateId)
+    .where("seq", ">=", slot.batchFirstSeq)
+    .where("seq", "<=", slot.batchLastSeq)
+    .orderBy("seq")
+    .execute();
+  return rows.map(toSlotRow);
+}
+
+/** Slots of one stream from `fromSeq` on, in sequence order (at most `limit`). */
+export async function streamSlots(
+  db: Db,
+  aggregateType: string,
+  aggregateId: string,
+  fromSeq: number,
+  limit: number,
+): Promise<SlotRow[]> {
+  const rows = await selectSlots(db)
+    .where("aggregate_type", "=", aggregateType)
+    .where("aggregate_id", "=", aggregateId)
+    .where("seq", ">=", fromSeq)
+    .orderBy("seq")
+    .limit(limit)
+    .execute();
+  return rows.map(toSlotRow);
+}
+
+/** A stream's allocation head, or undefined when the stream was never reserved. */
+export async function allocatedHead(db: Db, aggregateType: string, aggregateId: string): Promise<number | undefined> {
+  const row = await db
+    .selectFrom("stream_heads")
+    .select("head")
+    .where("aggregate_type", "=", aggregateType)
+    .where("aggregate_id", "=", aggregateId)
+    .executeTakeFirst();
+  return row?.head;
+}
+
+/**
+ * Raises a stream's allocation head to at least `head` (re-synchronisation from S3, W6), and
+ * records slots found in S3 that the log did not know.
+ */
+export async function raiseHead(db: Db, aggregateType: string, aggregateId: string, head: number): Promise<number> {
+  const row = await db
+    .insertInto("stream_heads")
+    .values({ aggregate_type: aggregateType, aggregate_id: aggregateId, head })
+    .onConflict((oc) =>
+      oc.columns(["aggregate_type", "aggregate_id"]).doUpdateSet({
+        head: sql`greatest(stream_heads.head, excluded.head)`,
+        updated_at: sql`now()`,
+      }),
+    )
+    .returning("head")
+    .executeTakeFirstOrThrow();
+  return row.head;
+}
+
+/** Records a slot found in S3 but unknown to the log, as pending, so the commit path publishes it. */
+export async function adoptSlot(
+  db: Db,
+  slot: Omit<SlotRow, "logId" | "state" | "globalPosition" | "committedAt">,
+  state: "pending" | "void",
+): Promise<number | undefined> {
+  const row = await db
+    .insertInto("event_log")
+    .values({
+      event_id: slot.eventId,
+      aggregate_type: slot.aggregateType,
+      aggregate_id: slot.aggregateId,
+      seq: slot.seq,
+      event_type: slot.eventType,
+      content_hash: slot.contentHash,
+      ordering_key: slot.orderingKey,
+      batch_first_seq: slot.batchFirstSeq,
+      batch_last_seq: slot.batchLastSeq,
+      state,
+    })
+    .onConflict((oc) => oc.doNothing())
+    .returning("log_id")
+    .executeTakeFirst();
+  return row?.log_id;
+}
+
+/** Committed slots with a global position above `after`, in position order (at most `limit`). */
+export async function committedAfter(db: Db, after: number, limit: number): Promise<SlotRow[]> {
+  const rows = await selectSlots(db)
+    .where("state", "=", "committed")
+    .where("global_position", ">", after)
+    .orderBy("global_position")
+    .limit(limit)
+    .execute();
+  return rows.map(toSlotRow);
+}
+
+/** The highest global position committed so far. */
+export async function lastPosition(db: Db): Promise<number> {
+  const row = await db.selectFrom("global_counter").select("position").where("id", "=", 1).executeTakeFirstOrThrow();
+  return row.position;
+}
+
+/** The live (non-void) slot holding `eventId`, if any. */
+export async function findLiveSlot(db: Db, eventId: string): Promise<SlotRow | undefined> {
+  const row = await selectSlots(db).where("event_id", "=", eventId).where("state", "<>", "void").executeTakeFirst();
+  return row === undefined ? undefined : toSlotRow(row);
+}
+
+/** A stream's heads: allocated, resolved (contiguous committed or void prefix) and last position. */
+export interface StreamState {
+  readonly allocated: number;
+  readonly resolved: number;
+  readonly globalPosition: number;
+}
+
+/** The state of one stream, or undefined when it was never reserved. */
+export async function streamState(db: Db, aggregateType: string, aggregateId: string): Promise<StreamState | undefined> {
+  const allocated = await allocatedHead(db, aggregateType, aggregateId);
+  if (allocated === undefined) return undefined;
+  const row = await db
+    .selectFrom("event_log")
+    .select([
+      sql<number | null>`min(seq) filter (where state = 'pending')`.as("first_pending"),
+      sql<number | null>`max(global_position)`.as("position"),
+    ])
+    .where("aggregate_type", "=", aggregateType)
+    .where("aggregate_id", "=", aggregateId)
+    .executeTakeFirst();
+  const firstPending = row?.first_pending ?? null;
+  const resolved = firstPending === null ? allocated : Number(firstPending) - 1;
+  return { allocated, resolved, globalPosition: Number(row?.position ?? 0) };
+}
+
+/** Aggregate ids of one type that start with `prefix`, after `after`, in order (at most `limit`). */
+export async function listStreams(
+  db: Db,
+  aggregateType: string,
+  prefix: string,
+  after: string,
+  limit: number,
+): Promise<string[]> {
+  const rows = await db
+    .selectFrom("stream_heads")
+    .select("aggregate_id")
+    .where("aggregate_type", "=", aggregateType)
+    .where(sql<boolean>`starts_with(aggregate_id, ${prefix})`)
+    .where("aggregate_id", ">", after)
+    .where("head", ">", 0)
+    .orderBy("aggregate_id")
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.aggregate_id);
+}

@@ -1,0 +1,132 @@
+import {
+  CreateBucketCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from "@aws-sdk/client-s3";
+import { UnavailableError } from "./errors.js";
+import type { CreateOutcome, ObjectStore } from "./object-store.js";
+
+/** Connection settings of an S3-compatible store. */
+export interface S3Settings {
+  readonly endpoint: string;
+  readonly bucket: string;
+  readonly region: string;
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  /** Per-request timeout in milliseconds (default 10 000). */
+  readonly requestTimeoutMs?: number;
+  /** Attempts the SDK makes for a retriable failure (default 3). */
+  readonly maxAttempts?: number;
+}
+
+const CONFLICT_RETRIES = 5;
+
+/** An {@link ObjectStore} over any S3 API server (AWS S3, S3Proxy, MinIO), path-style addressing. */
+export class S3ObjectStore implements ObjectStore {
+  private readonly client: S3Client;
+  readonly bucket: string;
+
+  constructor(settings: S3Settings) {
+    this.bucket = settings.bucket;
+    this.client = new S3Client({
+      endpoint: settings.endpoint,
+      region: settings.region,
+      forcePathStyle: true,
+      credentials: { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey },
+      maxAttempts: settings.maxAttempts ?? 3,
+      // Checksums beyond what S3 requires are not understood by every S3-compatible server.
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      requestHandler: {
+        requestTimeout: settings.requestTimeoutMs ?? 10_000,
+        connectionTimeout: Math.min(settings.requestTimeoutMs ?? 10_000, 3_000),
+      },
+    });
+  }
+
+  async createIfAbsent(key: string, body: string, contentType: string): Promise<CreateOutcome> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            Body: body,
+            ContentType: contentType,
+            IfNoneMatch: "*",
+          }),
+        );
+        return "created";
+      } catch (e) {
+        const status = httpStatus(e);
+        if (status === 412) return "exists";
+        // 409 ConditionalRequestConflict: a concurrent conditional write of the same key is in
+        // progress; its outcome decides ours, so ask again.
+        if (status === 409 && attempt < CONFLICT_RETRIES) continue;
+        throw unavailable(`put ${key}`, e);
+      }
+    }
+  }
+
+  async get(key: string): Promise<string | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      return out.Body === undefined ? "" : await out.Body.transformToString("utf8");
+    } catch (e) {
+      if (httpStatus(e) === 404) return undefined;
+      throw unavailable(`get ${key}`, e);
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const out = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
+        );
+        for (const item of out.Contents ?? []) if (item.Key !== undefined) keys.push(item.Key);
+        token = out.IsTruncated === true ? out.NextContinuationToken : undefined;
+      } while (token !== undefined);
+    } catch (e) {
+      throw unavailable(`list ${prefix}`, e);
+    }
+    return keys.sort();
+  }
+
+  async ensureReady(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      return;
+    } catch (e) {
+      const status = httpStatus(e);
+      if (status !== 404 && status !== 403) throw unavailable(`head bucket ${this.bucket}`, e);
+    }
+    try {
+      await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+    } catch (e) {
+      const name = (e as { name?: string }).name;
+      if (name !== "BucketAlreadyOwnedByYou" && name !== "BucketAlreadyExists") {
+        throw unavailable(`create bucket ${this.bucket}`, e);
+      }
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+function httpStatus(e: unknown): number | undefined {
+  if (e instanceof S3ServiceException) return e.$metadata.httpStatusCode;
+  return (e as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+}
+
+function unavailable(what: string, cause: unknown): UnavailableError {
+  return new UnavailableError(`object store: ${what} failed`, { cause });
+}

@@ -1,0 +1,184 @@
+/**
+ * Builds and runs the gRPC server: database (migrated), object store, committer, sweeper, services,
+ * reflection and health. `startServer` returns a handle whose `stop` shuts down in reverse order.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { CommitListener } from "../core/commit-listener.js";
+import { createDatabase, migrateToLatest, type Database } from "../core/db/database.js";
+import type { WriteSideTables } from "../core/db/schema.js";
+import { createLogger, type Logger } from "../core/log.js";
+import type { ObjectStore } from "../core/object-store.js";
+import { S3ObjectStore } from "../core/s3-object-store.js";
+import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
+import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
+import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
+import { file_tidemark_v1_errors } from "../gen/tidemark/v1/errors_pb.js";
+import { EventStoreService, file_tidemark_v1_event_store } from "../gen/tidemark/v1/event_store_pb.js";
+import { file_tidemark_v1_instance, InstanceService } from "../gen/tidemark/v1/instance_pb.js";
+import { Committer } from "./committer.js";
+import type { ServerConfig } from "./config.js";
+import { EventStore } from "./event-store.js";
+import { bindService, type CallObserver } from "./grpc/bridge.js";
+import { HealthState, ServingStatus } from "./grpc/health.js";
+import { addReflection } from "./grpc/reflection.js";
+import { InstanceCommands } from "./instances/instance-commands.js";
+import type { Limits } from "./limits.js";
+import { eventStoreHandlers } from "./services/event-store-service.js";
+import { instanceHandlers } from "./services/instance-service.js";
+import { subscribeHandler } from "./subscribe.js";
+import { Sweeper } from "./sweeper.js";
+import type { SlotRow } from "../core/event-log.js";
+
+/** Parts a caller (tests, the embedded mode) may supply instead of the configured ones. */
+export interface ServerOverrides {
+  readonly log?: Logger;
+  readonly objects?: ObjectStore;
+  readonly database?: Database<WriteSideTables>;
+  readonly observe?: CallObserver;
+  /** Crash injection for tests: runs after each slot object is created, before commit. */
+  readonly afterWrite?: (slot: SlotRow) => Promise<void>;
+}
+
+/** A running server. */
+export interface ServerHandle {
+  /** `host:port` actually bound. */
+  readonly address: string;
+  readonly port: number;
+  readonly store: EventStore;
+  readonly sweeper: Sweeper;
+  readonly committer: Committer;
+  readonly health: HealthState;
+  readonly database: Database<WriteSideTables>;
+  readonly objects: ObjectStore;
+  /** Graceful shutdown: stop accepting, let calls finish for `graceMs`, then cancel; close clients. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Starts the server described by `config`. */
+export async function startServer(config: ServerConfig, overrides: ServerOverrides = {}): Promise<ServerHandle> {
+  const log = overrides.log ?? createLogger("tidemark-server", config.logLevel);
+  const ownsDatabase = overrides.database === undefined;
+  const database =
+    overrides.database ??
+    createDatabase<WriteSideTables>({ url: required(config.pgUrl, "TIDEMARK_PG_URL"), schema: config.pgSchema, poolSize: config.pgPoolSize });
+  const ownsObjects = overrides.objects === undefined;
+  const objects =
+    overrides.objects ??
+    new S3ObjectStore({
+      endpoint: required(config.s3Endpoint, "TIDEMARK_S3_ENDPOINT"),
+      bucket: config.s3Bucket,
+      region: config.s3Region,
+      accessKeyId: required(config.s3AccessKey, "TIDEMARK_S3_ACCESS_KEY"),
+      secretAccessKey: required(config.s3SecretKey, "TIDEMARK_S3_SECRET_KEY"),
+      requestTimeoutMs: config.s3RequestTimeoutMs,
+    });
+
+  const applied = await migrateToLatest(database.db, database.schema);
+  if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
+  await objects.ensureReady();
+
+  const limits: Limits = {
+    maxMessageBytes: config.maxMessageBytes,
+    maxDataBytes: config.maxDataBytes,
+    maxDataDepth: config.maxDataDepth,
+    maxEventsPerAppend: config.maxEventsPerAppend,
+    maxMetadataEntries: config.maxMetadataEntries,
+    maxMetadataValueLength: config.maxMetadataValueLength,
+  };
+  const committer = new Committer(database.db, database.schema, log, { maxWaitMs: config.writeDeadlineMs * 2 + config.sweepIntervalMs * 4 });
+  const store = new EventStore({
+    db: database.db,
+    objects,
+    committer,
+    log,
+    cacheSize: config.eventCacheSize,
+    ...(overrides.afterWrite === undefined ? {} : { afterWrite: overrides.afterWrite }),
+  });
+  const sweeper = new Sweeper({
+    db: database.db,
+    objects,
+    committer,
+    store,
+    log,
+    deadlineMs: config.writeDeadlineMs,
+    intervalMs: config.sweepIntervalMs,
+  });
+  const listener = new CommitListener(required(config.pgUrl, "TIDEMARK_PG_URL"), database.schema, log);
+  await listener.start();
+  const commands = new InstanceCommands(store, database.db);
+  const health = new HealthState();
+  const shutdown = new AbortController();
+
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": config.maxMessageBytes,
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  const observe = overrides.observe ?? (() => {});
+  for (const bound of [
+    bindService(EventStoreService, eventStoreHandlers(store, limits, subscribeHandler(database.db, store, listener, shutdown.signal)), log, observe),
+    bindService(InstanceService, instanceHandlers(commands, database.db, limits), log, observe),
+    bindService(Health, health.handlers(), log),
+  ]) {
+    server.addService(bound.definition, bound.implementation);
+  }
+  addReflection(server, [
+    file_tidemark_v1_event_store,
+    file_tidemark_v1_instance,
+    file_tidemark_v1_errors,
+    file_google_rpc_status,
+    file_google_rpc_error_details,
+    file_grpc_health_v1_health,
+  ]);
+
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(config.grpcAddr, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  const host = config.grpcAddr.slice(0, config.grpcAddr.lastIndexOf(":"));
+  const address = `${host}:${port}`;
+  sweeper.start();
+  for (const name of ["", EventStoreService.typeName, InstanceService.typeName]) health.set(name, ServingStatus.SERVING);
+  log.info({ address, schema: database.schema, bucket: config.s3Bucket }, "tidemark server listening");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    address,
+    port,
+    store,
+    sweeper,
+    committer,
+    health,
+    database,
+    objects,
+    stop(graceMs = config.shutdownGraceMs) {
+      stopping ??= (async () => {
+        health.shutdown();
+        shutdown.abort();
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            log.warn({ graceMs }, "grace period over; cancelling remaining calls");
+            server.forceShutdown();
+            resolve();
+          }, graceMs);
+          timer.unref();
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        await sweeper.stop();
+        committer.close();
+        await listener.close();
+        if (ownsObjects) objects.close();
+        if (ownsDatabase) await database.close();
+        log.info("tidemark server stopped");
+      })();
+      return stopping;
+    },
+  };
+}
+
+function required(value: string | undefined, name: string): string {
+  if (value === undefined || value === "") throw new Error(`${name} is required`);
+  return value;
+}

@@ -1,0 +1,134 @@
+/**
+ * Group commit (step 3 of an append): slots written to S3 queue here and commit together in one
+ * PostgreSQL transaction, so the serialised commit counter costs one lock hold per batch, not per
+ * event. Slots whose stream predecessor is still pending wait and are retried.
+ */
+import type { Kysely } from "kysely";
+import type { WriteSideTables } from "../core/db/schema.js";
+import { UnavailableError } from "../core/errors.js";
+import { commitSlots } from "../core/event-log.js";
+import type { Logger } from "../core/log.js";
+
+interface Waiter {
+  readonly logIds: readonly number[];
+  readonly positions: Map<number, number>;
+  readonly expiresAt: number;
+  resolve(positions: Map<number, number>): void;
+  reject(error: Error): void;
+}
+
+/** Settings of the committer. */
+export interface CommitterOptions {
+  /** Most slots in one commit transaction (default 500). */
+  readonly maxBatch?: number;
+  /** How often slots that wait for a predecessor are retried, in ms (default 25). */
+  readonly retryIntervalMs?: number;
+  /** How long a slot may wait for its predecessor before the caller gets UNAVAILABLE (default 70 000). */
+  readonly maxWaitMs?: number;
+}
+
+/** Commits written slots in groups; one per process. */
+export class Committer {
+  private queue: Waiter[] = [];
+  private waiting: Waiter[] = [];
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly maxBatch: number;
+  private readonly retryIntervalMs: number;
+  private readonly maxWaitMs: number;
+  /** Commit transactions run so far, and slots they committed (for metrics and tests). */
+  readonly stats = { transactions: 0, slots: 0 };
+
+  constructor(
+    private readonly db: Kysely<WriteSideTables>,
+    private readonly schema: string,
+    private readonly log: Logger,
+    options: CommitterOptions = {},
+  ) {
+    this.maxBatch = options.maxBatch ?? 500;
+    this.retryIntervalMs = options.retryIntervalMs ?? 25;
+    this.maxWaitMs = options.maxWaitMs ?? 70_000;
+  }
+
+  /**
+   * Commits the slots and resolves with their global positions. Rejects with UnavailableError when
+   * a slot was voided (its write came too late) or could not commit in time; the slot then stays
+   * for the sweeper, and nothing was acknowledged.
+   */
+  commit(logIds: readonly number[]): Promise<Map<number, number>> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ logIds, positions: new Map(), expiresAt: Date.now() + this.maxWaitMs, resolve, reject });
+      this.kick();
+    });
+  }
+
+  /** Rejects everything still waiting (shutdown). */
+  close(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    for (const w of [...this.queue, ...this.waiting]) w.reject(new UnavailableError("server is shutting down"));
+    this.queue = [];
+    this.waiting = [];
+  }
+
+  private kick(): void {
+    if (this.running) return;
+    this.running = true;
+    void this.drain().finally(() => {
+      this.running = false;
+      if (this.queue.length > 0) this.kick();
+      else this.scheduleRetry();
+    });
+  }
+
+  private scheduleRetry(): void {
+    if (this.waiting.length === 0 || this.timer !== undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.queue.push(...this.waiting);
+      this.waiting = [];
+      this.kick();
+    }, this.retryIntervalMs);
+    this.timer.unref();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch: Waiter[] = [];
+      let slots = 0;
+      while (this.queue.length > 0 && (batch.length === 0 || slots + this.queue[0]!.logIds.length <= this.maxBatch)) {
+        const w = this.queue.shift()!;
+        batch.push(w);
+        slots += w.logIds.length;
+      }
+      const ids = batch.flatMap((w) => w.logIds.filter((id) => !w.positions.has(id)));
+      let outcomes;
+      try {
+        outcomes = await commitSlots(this.db, this.schema, ids);
+        this.stats.transactions += 1;
+      } catch (e) {
+        this.log.warn({ err: e, slots: ids.length }, "commit transaction failed");
+        for (const w of batch) w.reject(new UnavailableError("could not commit to the database", { cause: e }));
+        continue;
+      }
+      const now = Date.now();
+      for (const w of batch) {
+        let voided = false;
+        for (const id of w.logIds) {
+          const outcome = outcomes.get(id);
+          if (outcome?.type === "committed") w.positions.set(id, outcome.position);
+          else if (outcome?.type === "void" || outcome?.type === "missing") voided = true;
+        }
+        if (voided) {
+          w.reject(new UnavailableError("the write reached the store after its slot was closed; retry the append"));
+        } else if (w.positions.size === w.logIds.length) {
+          this.stats.slots += w.logIds.length;
+          w.resolve(w.positions);
+        } else if (now > w.expiresAt) {
+          w.reject(new UnavailableError("an earlier event of this stream is still unresolved; retry later"));
+        } else {
+          this.waiting.push(w);
+        }
+      }
+    }
+  }
+}

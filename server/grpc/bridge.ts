@@ -1,0 +1,177 @@
+/**
+ * Turns protobuf-es service descriptors into grpc-js service definitions with typed handlers, so
+ * the rest of the server never sees grpc-js. Errors thrown by handlers become gRPC statuses through
+ * {@link toServiceError}, the one place where domain errors meet status codes.
+ */
+import * as grpc from "@grpc/grpc-js";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import type { Logger } from "../../core/log.js";
+import { toServiceError } from "./status.js";
+
+/** What a handler knows about its call. */
+export interface CallContext {
+  /** Aborted when the client cancels or the deadline passes. */
+  readonly signal: AbortSignal;
+  /** Request metadata (text values only), lower-case keys. */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** `/package.Service/Method`. */
+  readonly path: string;
+}
+
+type Unary<I extends DescMessage, O extends DescMessage> = (
+  request: MessageShape<I>,
+  context: CallContext,
+) => Promise<MessageInitShape<O>>;
+type ServerStreaming<I extends DescMessage, O extends DescMessage> = (
+  request: MessageShape<I>,
+  context: CallContext,
+) => AsyncIterable<MessageInitShape<O>>;
+
+/** The handlers of a generated service, one per method, typed by its descriptor. */
+export type ServiceHandlers<S extends GenServiceMethods> = {
+  [K in keyof S]: S[K]["methodKind"] extends "unary"
+    ? Unary<S[K]["input"], S[K]["output"]>
+    : S[K]["methodKind"] extends "server_streaming"
+      ? ServerStreaming<S[K]["input"], S[K]["output"]>
+      : never;
+};
+
+/** Observes every finished call (metrics, logs). */
+export type CallObserver = (path: string, code: grpc.status, seconds: number) => void;
+
+/** A service ready for `server.addService`. */
+export interface BoundService {
+  readonly definition: grpc.ServiceDefinition;
+  readonly implementation: grpc.UntypedServiceImplementation;
+}
+
+/** The grpc-js definition of a protobuf-es service (also usable with makeGenericClientConstructor). */
+export function serviceDefinition(service: DescService): grpc.ServiceDefinition {
+  const definition: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
+  for (const method of service.methods) {
+    definition[method.name] = {
+      path: `/${service.typeName}/${method.name}`,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: (value: MessageShape<DescMessage>) => Buffer.from(toBinary(method.input, value)),
+      requestDeserialize: (bytes: Buffer) => fromBinary(method.input, bytes),
+      responseSerialize: (value: MessageShape<DescMessage>) => Buffer.from(toBinary(method.output, value)),
+      responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
+      originalName: method.localName,
+    };
+  }
+  return definition;
+}
+
+/** Binds typed handlers to a generated service. */
+export function bindService<S extends GenServiceMethods>(
+  service: GenService<S>,
+  handlers: ServiceHandlers<S>,
+  log: Logger,
+  observe: CallObserver = () => {},
+): BoundService {
+  const definition = serviceDefinition(service);
+  const implementation: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const handler = (handlers as Record<string, unknown>)[method.localName];
+    if (typeof handler !== "function") throw new Error(`no handler for ${service.typeName}.${method.name}`);
+    const path = `/${service.typeName}/${method.name}`;
+    if (method.methodKind === "unary") {
+      implementation[method.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const started = performance.now();
+        const { context, dispose } = callContext(call, path);
+        (handler as Unary<DescMessage, DescMessage>)(call.request as MessageShape<DescMessage>, context).then(
+          (out) => {
+            dispose();
+            observe(path, grpc.status.OK, (performance.now() - started) / 1000);
+            callback(null, create(method.output, out));
+          },
+          (e: unknown) => {
+            dispose();
+            const error = toServiceError(e, log, path);
+            observe(path, error.code, (performance.now() - started) / 1000);
+            callback(error);
+          },
+        );
+      };
+    } else if (method.methodKind === "server_streaming") {
+      implementation[method.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        const started = performance.now();
+        const { context, dispose } = callContext(call, path);
+        void (async () => {
+          try {
+            for await (const out of (handler as ServerStreaming<DescMessage, DescMessage>)(
+              call.request as MessageShape<DescMessage>,
+              context,
+            )) {
+              if (context.signal.aborted) break;
+              // Back-pressure: a slow client stops the producer instead of growing a buffer.
+              if (!call.write(create(method.output, out))) await waitForDrain(call, context.signal);
+            }
+            if (!context.signal.aborted) call.end();
+            observe(path, context.signal.aborted ? grpc.status.CANCELLED : grpc.status.OK, (performance.now() - started) / 1000);
+          } catch (e) {
+            const error = toServiceError(e, log, path);
+            observe(path, error.code, (performance.now() - started) / 1000);
+            if (!context.signal.aborted) call.emit("error", error);
+          } finally {
+            dispose();
+          }
+        })();
+      };
+    } else {
+      throw new Error(`${method.methodKind} methods are not supported (${path})`);
+    }
+  }
+  return { definition, implementation };
+}
+
+type AnyServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+function callContext(call: AnyServerCall, path: string): { context: CallContext; dispose: () => void } {
+  const controller = new AbortController();
+  const onCancel = () => controller.abort(new Error("call cancelled"));
+  call.on("cancelled", onCancel);
+  const metadata: Record<string, string> = {};
+  for (const [key, value] of Object.entries(call.metadata.getMap())) {
+    if (typeof value === "string") metadata[key] = value;
+  }
+  const deadline = call.getDeadline();
+  const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
+  let timer: NodeJS.Timeout | undefined;
+  if (Number.isFinite(deadlineMs) && deadlineMs > 0) {
+    timer = setTimeout(() => controller.abort(new Error("deadline exceeded")), Math.max(0, deadlineMs - Date.now()));
+    timer.unref();
+  }
+  return {
+    context: { signal: controller.signal, metadata, path },
+    dispose: () => {
+      call.removeListener("cancelled", onCancel);
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  };
+}
+
+function waitForDrain(call: grpc.ServerWritableStream<unknown, unknown>, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.removeListener("drain", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    call.once("drain", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** The handler map of a generated service constant, e.g. `HandlersOf<typeof EventStoreService>`. */
+export type HandlersOf<T> = T extends GenService<infer S> ? ServiceHandlers<S> : never;

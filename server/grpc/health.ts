@@ -1,0 +1,65 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  Health,
+  HealthCheckResponse_ServingStatus as ServingStatus,
+  HealthCheckResponseSchema,
+} from "../../gen/grpc/health/v1/health_pb.js";
+import { NotFoundError } from "../../core/errors.js";
+import type { HandlersOf } from "./bridge.js";
+
+export { ServingStatus };
+
+/**
+ * Serving status per service name for the standard `grpc.health.v1.Health` service; the empty
+ * name is the whole server. Watchers get every change.
+ */
+export class HealthState {
+  private readonly statuses = new Map<string, ServingStatus>();
+  private readonly watchers = new Set<() => void>();
+
+  set(service: string, status: ServingStatus): void {
+    this.statuses.set(service, status);
+    for (const wake of this.watchers) wake();
+  }
+
+  /** Marks every known service NOT_SERVING (graceful shutdown). */
+  shutdown(): void {
+    for (const name of this.statuses.keys()) this.statuses.set(name, ServingStatus.NOT_SERVING);
+    for (const wake of this.watchers) wake();
+  }
+
+  get(service: string): ServingStatus | undefined {
+    return this.statuses.get(service);
+  }
+
+  handlers(): HandlersOf<typeof Health> {
+    return {
+      check: async (request) => {
+        const status = this.get(request.service);
+        if (status === undefined) throw new NotFoundError(`unknown service ${JSON.stringify(request.service)}`);
+        return create(HealthCheckResponseSchema, { status });
+      },
+      watch: (request, context) => this.watch(request.service, context.signal),
+    };
+  }
+
+  private async *watch(service: string, signal: AbortSignal) {
+    let last: ServingStatus | undefined;
+    while (!signal.aborted) {
+      const status = this.get(service) ?? ServingStatus.SERVICE_UNKNOWN;
+      if (status !== last) {
+        last = status;
+        yield { status };
+      }
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.watchers.delete(wake);
+          signal.removeEventListener("abort", wake);
+          resolve();
+        };
+        this.watchers.add(wake);
+        signal.addEventListener("abort", wake, { once: true });
+      });
+    }
+  }
+}

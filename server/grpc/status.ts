@@ -1,0 +1,101 @@
+/**
+ * The one mapping from domain errors to gRPC statuses (CONTRACT.md, API table). Details travel as a
+ * `google.rpc.Status` in `grpc-status-details-bin`; causes are logged, never sent to the client.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { anyPack, type Any } from "@bufbuild/protobuf/wkt";
+import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
+import { ConcurrencyConflictSchema, IdempotencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
+import {
+  isConcurrencyError,
+  isIdempotencyError,
+  isNotFoundError,
+  isPreconditionError,
+  isUnavailableError,
+  isValidationError,
+  rootCause,
+} from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
+
+const ERROR_DOMAIN = "tidemark.dev";
+
+/** A grpc-js error with code, message and rich details. */
+export interface ServiceError {
+  readonly code: grpc.status;
+  readonly details: string;
+  readonly metadata: grpc.Metadata;
+}
+
+/** Maps any thrown value to a gRPC status; unexpected errors are logged and become INTERNAL. */
+export function toServiceError(e: unknown, log: Logger, path: string): ServiceError {
+  if (isValidationError(e)) {
+    const detail = create(BadRequestSchema, {
+      fieldViolations: e.violations.map((v) => ({ field: v.field, description: v.description })),
+    });
+    return build(grpc.status.INVALID_ARGUMENT, e.message, [pack(BadRequestSchema, detail), info("INVALID_ARGUMENT", {})]);
+  }
+  if (isConcurrencyError(e)) {
+    const detail = create(ConcurrencyConflictSchema, {
+      aggregateType: e.aggregateType,
+      aggregateId: e.aggregateId,
+      expectedSeq: BigInt(e.expectedSeq),
+      actualSeq: BigInt(e.actualSeq),
+    });
+    return build(grpc.status.ABORTED, e.message, [
+      pack(ConcurrencyConflictSchema, detail),
+      info("SEQUENCE_CONFLICT", { expected_seq: String(e.expectedSeq), actual_seq: String(e.actualSeq) }),
+    ]);
+  }
+  if (isIdempotencyError(e)) {
+    const detail = create(IdempotencyConflictSchema, {
+      eventId: e.eventId,
+      storedHash: e.storedHash,
+      incomingHash: e.incomingHash,
+    });
+    return build(grpc.status.ALREADY_EXISTS, e.message, [pack(IdempotencyConflictSchema, detail), info("EVENT_ID_REUSED", {})]);
+  }
+  if (isNotFoundError(e)) return build(grpc.status.NOT_FOUND, e.message, []);
+  if (isPreconditionError(e)) return build(grpc.status.FAILED_PRECONDITION, e.message, []);
+  if (isUnavailableError(e) || isInfrastructureFailure(e)) {
+    log.warn({ err: e, cause: rootCause(e), path }, "dependency unavailable");
+    return build(grpc.status.UNAVAILABLE, isUnavailableError(e) ? e.message : "a dependency is unavailable; nothing was acknowledged", []);
+  }
+  log.error({ err: e, path }, "unexpected error");
+  return build(grpc.status.INTERNAL, "internal error", []);
+}
+
+/**
+ * True for failures of the database connection (refused, reset, server shutting down, too many
+ * clients, timeouts): the request may be retried, nothing was acknowledged.
+ */
+export function isInfrastructureFailure(e: unknown): boolean {
+  const root = rootCause(e) as { code?: unknown; message?: unknown } | null;
+  for (const candidate of [e as typeof root, root]) {
+    const code = typeof candidate?.code === "string" ? candidate.code : "";
+    if (/^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN)$/.test(code)) return true;
+    // PostgreSQL classes 08 (connection), 53 (resources), 57P (operator intervention), 57014 (statement timeout).
+    if (/^(08|53|57P)/.test(code) || code === "57014" || code === "40001" || code === "40P01") return true;
+    const message = typeof candidate?.message === "string" ? candidate.message : "";
+    if (/Connection terminated|connection timeout|timeout exceeded when trying to connect/i.test(message)) return true;
+  }
+  return false;
+}
+
+function pack<D extends DescMessage>(schema: D, message: MessageShape<D>): Any {
+  return anyPack(schema, message);
+}
+
+function info(reason: string, metadata: Record<string, string>): Any {
+  return anyPack(ErrorInfoSchema, create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata }));
+}
+
+function build(code: grpc.status, message: string, details: Any[]): ServiceError {
+  const metadata = new grpc.Metadata();
+  if (details.length > 0) {
+    const status = create(StatusSchema, { code, message, details });
+    metadata.set("grpc-status-details-bin", Buffer.from(toBinary(StatusSchema, status)));
+  }
+  return { code, details: message, metadata };
+}

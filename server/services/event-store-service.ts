@@ -1,0 +1,61 @@
+import { create } from "@bufbuild/protobuf";
+import { Violations } from "../../core/errors.js";
+import { checkAggregateId, checkAggregateType } from "../../core/ids.js";
+import { EventStoreService, ReadStreamResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
+import type { EventStore } from "../event-store.js";
+import type { HandlersOf } from "../grpc/bridge.js";
+import type { Limits } from "../limits.js";
+import { checkSeq, validateAppend } from "../validation.js";
+
+/** Subscribe is served by the relay's subscription hub when present. */
+export type SubscribeHandler = HandlersOf<typeof EventStoreService>["subscribe"];
+
+/** gRPC handlers of tidemark.v1.EventStoreService. */
+export function eventStoreHandlers(
+  store: EventStore,
+  limits: Limits,
+  subscribe: SubscribeHandler,
+): HandlersOf<typeof EventStoreService> {
+  return {
+    async appendEvents(request, context) {
+      const input = validateAppend(request, limits, context.metadata["traceparent"]);
+      const out = await store.append(input);
+      return {
+        replayed: out.replayed,
+        events: out.events.map((e) => ({
+          eventId: e.eventId,
+          sequenceNumber: BigInt(e.seq),
+          globalPosition: BigInt(e.position),
+        })),
+      };
+    },
+
+    async *readStream(request) {
+      const v = new Violations();
+      v.add("aggregate_type", checkAggregateType(request.aggregateType));
+      v.add("aggregate_id", checkAggregateId(request.aggregateId));
+      v.add("from_seq", checkSeq(request.fromSeq));
+      v.throwIfAny();
+      // NOT_FOUND for a stream that never existed, before the first message.
+      await store.head(request.aggregateType, request.aggregateId);
+      for await (const event of store.read(request.aggregateType, request.aggregateId, Number(request.fromSeq), request.maxCount)) {
+        yield create(ReadStreamResponseSchema, { event });
+      }
+    },
+
+    async getStreamHead(request) {
+      const v = new Violations();
+      v.add("aggregate_type", checkAggregateType(request.aggregateType));
+      v.add("aggregate_id", checkAggregateId(request.aggregateId));
+      v.throwIfAny();
+      const state = await store.head(request.aggregateType, request.aggregateId);
+      return {
+        head: BigInt(state.resolved),
+        allocated: BigInt(state.allocated),
+        globalPosition: BigInt(state.globalPosition),
+      };
+    },
+
+    subscribe,
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * Brings the real services up (PostgreSQL, Kafka, S3Proxy) with the stack script when they are not
+ * running, and hands their addresses to the tests. `up` is idempotent and fast when warm.
+ */
+import { execFileSync } from "node:child_process";
+import type { TestProject } from "vitest/node";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    stack: Record<string, string>;
+  }
+}
+
+export default function setup(project: TestProject): void {
+  const script = new URL("../../scripts/stack.sh", import.meta.url).pathname;
+  try {
+    execFileSync("bash", [script, "status"], { stdio: "ignore" });
+  } catch {
+    execFileSync("bash", [script, "up"], { stdio: ["ignore", "inherit", "inherit"] });
+  }
+  const out = execFileSync("bash", [script, "env"], { encoding: "utf8" });
+  const env: Record<string, string> = {};
+  for (const line of out.split("\n")) {
+    const match = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (match) env[match[1]!] = match[2]!.replace(/^["']|["']$/g, "");
+  }
+  for (const name of ["TIDEMARK_PG_URL", "TIDEMARK_S3_ENDPOINT", "TIDEMARK_KAFKA_BROKERS"]) {
+    if (!env[name]) throw new Error(`stack env did not provide ${name}`);
+  }
+  if (env["PATH"]) process.env["PATH"] = env["PATH"];
+  project.provide("stack", env);
+}
