@@ -2,7 +2,6 @@
  * Builds and runs the gRPC server: database (migrated), object store, committer, sweeper, services,
  * reflection and health. `startServer` returns a handle whose `stop` shuts down in reverse order.
  */
-import * as grpc from "@grpc/grpc-js";
 import { CommitListener } from "../core/commit-listener.js";
 import { createDatabase, migrateToLatest, type Database } from "../core/db/database.js";
 import type { WriteSideTables } from "../core/db/schema.js";
@@ -21,6 +20,7 @@ import { EventStore } from "./event-store.js";
 import { bindService, type CallObserver } from "./grpc/bridge.js";
 import { HealthState, ServingStatus } from "./grpc/health.js";
 import { addReflection } from "./grpc/reflection.js";
+import { listenGrpc } from "./grpc/grpc-server.js";
 import { InstanceCommands } from "./instances/instance-commands.js";
 import type { Limits } from "./limits.js";
 import { eventStoreHandlers } from "./services/event-store-service.js";
@@ -35,6 +35,8 @@ export interface ServerOverrides {
   readonly objects?: ObjectStore;
   readonly database?: Database<WriteSideTables>;
   readonly observe?: CallObserver;
+  /** Crash injection for tests: runs before each slot object is written. */
+  readonly beforeWrite?: (slot: SlotRow) => Promise<void>;
   /** Crash injection for tests: runs after each slot object is created, before commit. */
   readonly afterWrite?: (slot: SlotRow) => Promise<void>;
 }
@@ -92,6 +94,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     committer,
     log,
     cacheSize: config.eventCacheSize,
+    ...(overrides.beforeWrite === undefined ? {} : { beforeWrite: overrides.beforeWrite }),
     ...(overrides.afterWrite === undefined ? {} : { afterWrite: overrides.afterWrite }),
   });
   const sweeper = new Sweeper({
@@ -109,31 +112,28 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   const health = new HealthState();
   const shutdown = new AbortController();
 
-  const server = new grpc.Server({
-    "grpc.max_receive_message_length": config.maxMessageBytes,
-    "grpc.max_send_message_length": 64 * 1024 * 1024,
-    "grpc.keepalive_permit_without_calls": 1,
-  });
   const observe = overrides.observe ?? (() => {});
-  for (const bound of [
-    bindService(EventStoreService, eventStoreHandlers(store, limits, subscribeHandler(database.db, store, listener, shutdown.signal)), log, observe),
-    bindService(InstanceService, instanceHandlers(commands, database.db, limits), log, observe),
-    bindService(Health, health.handlers(), log),
-  ]) {
-    server.addService(bound.definition, bound.implementation);
-  }
-  addReflection(server, [
-    file_tidemark_v1_event_store,
-    file_tidemark_v1_instance,
-    file_tidemark_v1_errors,
-    file_google_rpc_status,
-    file_google_rpc_error_details,
-    file_grpc_health_v1_health,
-  ]);
-
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(config.grpcAddr, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  const server = await listenGrpc(
+    config.grpcAddr,
+    [
+      bindService(EventStoreService, eventStoreHandlers(store, limits, subscribeHandler(database.db, store, listener, shutdown.signal)), log, observe),
+      bindService(InstanceService, instanceHandlers(commands, database.db, limits), log, observe),
+      bindService(Health, health.handlers(), log),
+    ],
+    {
+      maxReceiveBytes: config.maxMessageBytes,
+      configure: (grpcServer) =>
+        addReflection(grpcServer, [
+          file_tidemark_v1_event_store,
+          file_tidemark_v1_instance,
+          file_tidemark_v1_errors,
+          file_google_rpc_status,
+          file_google_rpc_error_details,
+          file_grpc_health_v1_health,
+        ]),
+    },
   );
+  const port = server.port;
   const host = config.grpcAddr.slice(0, config.grpcAddr.lastIndexOf(":"));
   const address = `${host}:${port}`;
   sweeper.start();
@@ -154,18 +154,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
       stopping ??= (async () => {
         health.shutdown();
         shutdown.abort();
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            log.warn({ graceMs }, "grace period over; cancelling remaining calls");
-            server.forceShutdown();
-            resolve();
-          }, graceMs);
-          timer.unref();
-          server.tryShutdown(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
+        await server.shutdown(graceMs, () => log.warn({ graceMs }, "grace period over; cancelling remaining calls"));
         await sweeper.stop();
         committer.close();
         await listener.close();

@@ -71,6 +71,8 @@ export interface EventStoreDeps {
   readonly now?: () => Date;
   /** Decoded events kept in memory (default 10 000). */
   readonly cacheSize?: number;
+  /** Called before each slot object is written (tests inject crashes and delays here). */
+  readonly beforeWrite?: (slot: SlotRow) => Promise<void>;
   /** Called after each slot object is created and before it commits (tests inject crashes here). */
   readonly afterWrite?: (slot: SlotRow) => Promise<void>;
 }
@@ -146,6 +148,7 @@ export class EventStore {
           contentHash: event.contentHash,
         });
         const key = slotKey(input.aggregateType, input.aggregateId, slot.seq);
+        await this.deps.beforeWrite?.(slot);
         const created = await this.deps.objects.createIfAbsent(key, encodeEnvelope(envelope), ENVELOPE_CONTENT_TYPE);
         if (created === "created") {
           this.cache.set(key, envelope);

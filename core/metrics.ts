@@ -1,0 +1,59 @@
+/**
+ * Prometheus metrics: one registry per process (so tests can run several processes' worth of
+ * components in one Node process without clashes), exposed over HTTP at /metrics.
+ */
+import http from "node:http";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export { Counter, Gauge, Histogram, Registry };
+
+/** A fresh registry, with Node's default process metrics when `withDefaults` is set. */
+export function createRegistry(withDefaults = false): Registry {
+  const registry = new Registry();
+  if (withDefaults) collectDefaultMetrics({ register: registry, prefix: "tidemark_" });
+  return registry;
+}
+
+/** Latency buckets in seconds, from 0.5 ms to 10 s. */
+export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** A running metrics endpoint. */
+export interface MetricsServer {
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+/** Serves `GET /metrics` (and `/healthz`) for the registries on `addr` (host:port; port 0 picks one). */
+export async function startMetricsServer(addr: string, registries: readonly Registry[]): Promise<MetricsServer> {
+  const merged = Registry.merge([...registries]);
+  const server = http.createServer((req, res) => {
+    if (req.url === "/metrics") {
+      merged.metrics().then(
+        (body) => {
+          res.writeHead(200, { "content-type": merged.contentType });
+          res.end(body);
+        },
+        (e: unknown) => {
+          res.writeHead(500);
+          res.end(String(e));
+        },
+      );
+    } else if (req.url === "/healthz") {
+      res.writeHead(200);
+      res.end("ok\n");
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  const colon = addr.lastIndexOf(":");
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(Number(addr.slice(colon + 1)), addr.slice(0, colon), resolve);
+  });
+  const bound = server.address() as { port: number };
+  return {
+    address: `${addr.slice(0, colon)}:${bound.port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
