@@ -45,6 +45,13 @@ export type Reservation =
 
 const UNIQUE_VIOLATION = "23505";
 
+/** Internal signal: the head row is behind the commit log and must be repaired first. */
+class HeadBehindLog extends Error {
+  constructor(readonly logged: number) {
+    super("stream head is behind the commit log");
+  }
+}
+
 /**
  * Step 1 of an append, one transaction: lock the aggregate's head, look the event_ids up, check the
  * expectation and reserve contiguous pending slots. Throws ConcurrencyError (nothing reserved, no
@@ -61,10 +68,17 @@ export async function reserveSlots(
     try {
       return await db.transaction().execute((trx) => reserveIn(trx, aggregateType, aggregateId, expectation, events));
     } catch (e) {
-      // The same event_id was reserved concurrently for another aggregate: look again, the
-      // lookup now finds it and reports the conflict.
-      if (attempt === 0 && (e as { code?: string }).code === UNIQUE_VIOLATION) continue;
-      throw e;
+      if (e instanceof HeadBehindLog && attempt <= 1) {
+        await raiseHead(db, aggregateType, aggregateId, e.logged);
+        continue;
+      }
+      const { code, constraint } = e as { code?: string; constraint?: string };
+      if (attempt > 1 || code !== UNIQUE_VIOLATION) throw e;
+      // The head row is behind the log (restored from an older backup, W6): raise it past every
+      // known slot and decide again, so the client sees the real head.
+      if (constraint === "event_log_slot_uq") await raiseHead(db, aggregateType, aggregateId, await maxLoggedSeq(db, aggregateType, aggregateId));
+      // Otherwise the same event_id was reserved concurrently for another aggregate: the lookup
+      // now finds it and reports the conflict.
     }
   }
 }
@@ -78,12 +92,19 @@ async function reserveIn(
 ): Promise<Reservation> {
   // Creates the head row when missing and locks it either way; concurrent appends to one
   // aggregate queue here, so the lookup below sees every earlier reservation.
-  const { head } = await trx
+  const locked = await trx
     .insertInto("stream_heads")
     .values({ aggregate_type: aggregateType, aggregate_id: aggregateId, head: 0 })
     .onConflict((oc) => oc.columns(["aggregate_type", "aggregate_id"]).doUpdateSet({ head: sql`stream_heads.head` }))
     .returning("head")
     .executeTakeFirstOrThrow();
+  const head = locked.head;
+  if (head === 0) {
+    // A new head row for a stream the log already knows means the heads were lost (W6): repair
+    // the head outside this transaction (which would roll it back) and decide again.
+    const logged = await maxLoggedSeq(trx, aggregateType, aggregateId);
+    if (logged > 0) throw new HeadBehindLog(logged);
+  }
 
   const ids = events.map((e) => e.eventId);
   const found = await selectSlots(trx).where("event_id", "in", ids).where("state", "<>", "void").execute();
@@ -471,4 +492,15 @@ export async function listStreams(
     .limit(limit)
     .execute();
   return rows.map((r) => r.aggregate_id);
+}
+
+/** The highest seq the log holds for a stream (0 when none). */
+async function maxLoggedSeq(db: Db, aggregateType: string, aggregateId: string): Promise<number> {
+  const row = await db
+    .selectFrom("event_log")
+    .select(sql<number | null>`max(seq)`.as("max"))
+    .where("aggregate_type", "=", aggregateType)
+    .where("aggregate_id", "=", aggregateId)
+    .executeTakeFirst();
+  return Number(row?.max ?? 0);
 }

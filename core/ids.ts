@@ -113,9 +113,36 @@ export function instanceAggregateId(database: string, className: string, instanc
   return `${database}/${className}/${instanceId}`;
 }
 
+/**
+ * Longest path segment the encoded id is split into. Filesystem-backed S3 servers store each
+ * segment as a file name, and file systems cap those at 255 bytes.
+ */
+const MAX_SEGMENT = 200;
+
+/**
+ * The encoded id as one or more path segments. Every segment but the last ends with `~`, a
+ * character the encoding never produces, so no id's segments are a prefix of another id's.
+ */
+function idPath(aggregateId: string): string {
+  const encoded = encodeKeySegment(aggregateId);
+  const parts: string[] = [];
+  for (let i = 0; i < encoded.length; i += MAX_SEGMENT) parts.push(encoded.slice(i, i + MAX_SEGMENT));
+  return parts.map((p, i) => (i < parts.length - 1 ? `${p}~` : p)).join("/");
+}
+
 /** The key prefix that holds one stream's slots and nothing else (ends with `/`). */
 export function streamPrefix(aggregateType: string, aggregateId: string): string {
-  return `streams/${encodeKeySegment(aggregateType)}/${encodeKeySegment(aggregateId)}/`;
+  return `streams/${encodeKeySegment(aggregateType)}/${idPath(aggregateId)}/`;
+}
+
+/** Splits a slot key made by {@link slotKey} back into aggregate type, id and seq. */
+export function parseSlotKey(key: string): { aggregateType: string; aggregateId: string; seq: number } | undefined {
+  const parts = key.split("/");
+  if (parts.length < 4 || parts[0] !== "streams") return undefined;
+  const seq = seqOfSlotKey(key);
+  if (seq === undefined) return undefined;
+  const idParts = parts.slice(2, -1).map((p, i, all) => (i < all.length - 1 ? p.slice(0, -1) : p));
+  return { aggregateType: decodeKeySegment(parts[1]!), aggregateId: decodeKeySegment(idParts.join("")), seq };
 }
 
 /** The key of one sequence slot: the sequence number as 20 digits, so keys sort by number. */

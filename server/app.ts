@@ -17,7 +17,9 @@ import { file_tidemark_v1_instance, InstanceService } from "../gen/tidemark/v1/i
 import { Committer } from "./committer.js";
 import type { ServerConfig } from "./config.js";
 import { EventStore } from "./event-store.js";
-import { bindService, type CallObserver } from "./grpc/bridge.js";
+import { bindService } from "./grpc/bridge.js";
+import { createRegistry, startMetricsServer, type MetricsServer, type Registry } from "../core/metrics.js";
+import { serverMetrics } from "./server-metrics.js";
 import { HealthState, ServingStatus } from "./grpc/health.js";
 import { addReflection } from "./grpc/reflection.js";
 import { listenGrpc } from "./grpc/grpc-server.js";
@@ -34,7 +36,8 @@ export interface ServerOverrides {
   readonly log?: Logger;
   readonly objects?: ObjectStore;
   readonly database?: Database<WriteSideTables>;
-  readonly observe?: CallObserver;
+  /** Registry for the server's metrics (default: a fresh one with process metrics). */
+  readonly registry?: Registry;
   /** Crash injection for tests: runs before each slot object is written. */
   readonly beforeWrite?: (slot: SlotRow) => Promise<void>;
   /** Crash injection for tests: runs after each slot object is created, before commit. */
@@ -52,6 +55,7 @@ export interface ServerHandle {
   readonly health: HealthState;
   readonly database: Database<WriteSideTables>;
   readonly objects: ObjectStore;
+  readonly registry: Registry;
   /** Graceful shutdown: stop accepting, let calls finish for `graceMs`, then cancel; close clients. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -112,7 +116,10 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   const health = new HealthState();
   const shutdown = new AbortController();
 
-  const observe = overrides.observe ?? (() => {});
+  const registry = overrides.registry ?? createRegistry(true);
+  const metrics = serverMetrics(registry);
+  metrics.track(committer, sweeper);
+  const observe = metrics.observe;
   const server = await listenGrpc(
     config.grpcAddr,
     [
@@ -137,6 +144,11 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   const host = config.grpcAddr.slice(0, config.grpcAddr.lastIndexOf(":"));
   const address = `${host}:${port}`;
   sweeper.start();
+  let metricsServer: MetricsServer | undefined;
+  if (config.metricsAddr !== "") {
+    metricsServer = await startMetricsServer(config.metricsAddr, [registry]);
+    log.info({ address: metricsServer.address }, "metrics at /metrics");
+  }
   for (const name of ["", EventStoreService.typeName, InstanceService.typeName]) health.set(name, ServingStatus.SERVING);
   log.info({ address, schema: database.schema, bucket: config.s3Bucket }, "tidemark server listening");
 
@@ -150,12 +162,14 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     health,
     database,
     objects,
+    registry,
     stop(graceMs = config.shutdownGraceMs) {
       stopping ??= (async () => {
         health.shutdown();
         shutdown.abort();
         await server.shutdown(graceMs, () => log.warn({ graceMs }, "grace period over; cancelling remaining calls"));
         await sweeper.stop();
+        await metricsServer?.close();
         committer.close();
         await listener.close();
         if (ownsObjects) objects.close();

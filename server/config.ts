@@ -32,6 +32,7 @@ export const SERVER_SETTINGS = {
   maxMetadataValueLength: { env: "TIDEMARK_MAX_METADATA_VALUE_LENGTH", default: DEFAULT_LIMITS.maxMetadataValueLength, parse: parse.int(1, 65_536), description: "Longest metadata value, in characters." },
   eventCacheSize: { env: "TIDEMARK_EVENT_CACHE_SIZE", default: 10_000, parse: parse.int(0, 10_000_000), description: "Decoded events kept in memory (events are immutable, so the cache is never stale)." },
   shutdownGraceMs: { env: "TIDEMARK_SHUTDOWN_GRACE_MS", default: 10_000, parse: parse.int(0, 600_000), description: "On SIGTERM, in-flight calls get this long before they are cancelled." },
+  metricsAddr: { env: "TIDEMARK_METRICS_ADDR", default: "", parse: parse.hostPort, description: "Serve Prometheus metrics at http://ADDR/metrics (host:port); unset means no metrics endpoint." },
   logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
   allocatorMode: { env: "EVENT_STORE_SEQUENCE_ALLOCATOR_MODE", default: "postgres", parse: parse.oneOf("postgres"), description: "Accepted for compatibility with the origin; only `postgres` exists (optimistic concurrency cannot be switched off)." },
   eventSourcing: { env: "ENABLE_EVENT_SOURCING", default: true, parse: guaranteeSwitch("event sourcing"), description: "Accepted for compatibility with the origin; must not be false." },

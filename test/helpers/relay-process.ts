@@ -1,0 +1,90 @@
+/**
+ * Runs a relay as a real child process (`node --import tsx …`), for kill -9, SIGSTOP and takeover
+ * tests. Every child is tracked and killed by {@link killAllRelays}, so no test leaves one behind.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { waitFor } from "./wait-for.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+/** A relay child process. */
+export interface RelayProcess {
+  readonly pid: number;
+  /** Every stdout line, parsed when it is JSON (pino logs) else kept as `{ text }`. */
+  readonly lines: Array<Record<string, any>>;
+  /** Resolves with the exit code or signal. */
+  readonly exited: Promise<number | NodeJS.Signals>;
+  /** Waits for a stdout line that satisfies `match`, and returns it. */
+  waitForLine(match: (line: Record<string, any>) => boolean, what: string, timeoutMs?: number): Promise<Record<string, any>>;
+  signal(signal: NodeJS.Signals): void;
+}
+
+const children = new Set<ChildProcess>();
+
+/**
+ * Spawns `entry` (default relay/main.ts) with exactly `env` (plus PATH and NODE_ENV); stderr is
+ * kept with stdout so a start failure shows up in `lines`.
+ */
+export function spawnRelay(env: Record<string, string>, entry = "relay/main.ts"): RelayProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+    cwd: ROOT,
+    env: { PATH: process.env["PATH"] ?? "", NODE_ENV: "production", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.add(child);
+  const lines: Array<Record<string, any>> = [];
+  const echo = process.env["TIDEMARK_TEST_LOG_LEVEL"] !== undefined;
+  const collect = (stream: NodeJS.ReadableStream) => {
+    let buffered = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      buffered += chunk;
+      let nl;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.trim() === "") continue;
+        if (echo) process.stdout.write(`[relay ${child.pid}] ${line}\n`);
+        try {
+          lines.push(JSON.parse(line) as Record<string, any>);
+        } catch {
+          lines.push({ text: line });
+        }
+      }
+    });
+  };
+  collect(child.stdout!);
+  collect(child.stderr!);
+  const exited = new Promise<number | NodeJS.Signals>((resolve) => {
+    child.on("exit", (code, signal) => {
+      children.delete(child);
+      resolve(code ?? signal ?? -1);
+    });
+  });
+  return {
+    pid: child.pid!,
+    lines,
+    exited,
+    async waitForLine(match, what, timeoutMs = 60_000) {
+      return waitFor(() => lines.find(match), { timeoutMs, intervalMs: 20, what: `${what} (relay pid ${child.pid})` });
+    },
+    signal(signal) {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+  };
+}
+
+/** SIGKILLs every relay child still running and waits for them to exit. */
+export async function killAllRelays(): Promise<void> {
+  const pending = [...children].map(
+    (child) =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once("exit", () => resolve());
+        child.kill("SIGCONT");
+        child.kill("SIGKILL");
+      }),
+  );
+  await Promise.all(pending);
+}

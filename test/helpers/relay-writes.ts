@@ -1,0 +1,93 @@
+/**
+ * Writes below the gRPC API for relay tests: reserve a slot and create its S3 object exactly as the
+ * server does, then commit it in a transaction the test controls — the same statements as
+ * core/event-log.ts commitSlots (counter row lock, position, NOTIFY) — so it can be held open, or
+ * committed without a notification.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { contentHash, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventEnvelopeSchema, EventKind } from "../../core/envelope.js";
+import { reserveSlots } from "../../core/event-log.js";
+import { slotKey } from "../../core/ids.js";
+import { commitChannel } from "../../core/db/database.js";
+import type { ServerHandle } from "../../server/app.js";
+
+/** A reserved slot whose object is in S3, not yet committed. */
+export interface WrittenSlot {
+  readonly logId: number;
+  readonly eventId: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly seq: number;
+  readonly key: string;
+  readonly body: string;
+}
+
+/** Steps 1 and 2 of an append (reserve, conditional create), as the server's EventStore does them. */
+export async function writeSlot(server: ServerHandle, aggregateType: string, aggregateId: string, eventId: string, data: Record<string, unknown> = {}): Promise<WrittenSlot> {
+  const metadata = { kind: "domain" };
+  const hash = contentHash({ eventType: "Noted", aggregateType, aggregateId, data: data as never, metadata, schemaVersion: 1, kind: EventKind.DOMAIN });
+  const reservation = await reserveSlots(server.database.db, aggregateType, aggregateId, { type: "any" }, [{ eventId, eventType: "Noted", contentHash: hash, orderingKey: null }]);
+  const slot = reservation.slots[0]!;
+  const envelope = create(EventEnvelopeSchema, {
+    eventId,
+    eventType: "Noted",
+    aggregateType,
+    aggregateId,
+    sequenceNumber: BigInt(slot.seq),
+    occurredAt: timestampFromDate(new Date()),
+    actor: "relay-test",
+    data: data as never,
+    metadata,
+    schemaVersion: 1,
+    kind: EventKind.DOMAIN,
+    contentHash: hash,
+  });
+  const key = slotKey(aggregateType, aggregateId, slot.seq);
+  const body = encodeEnvelope(envelope);
+  if ((await server.objects.createIfAbsent(key, body, ENVELOPE_CONTENT_TYPE)) !== "created") throw new Error(`${key} exists`);
+  return { logId: slot.logId, eventId, aggregateType, aggregateId, seq: slot.seq, key, body };
+}
+
+/** A commit transaction held open by the test. */
+export interface OpenCommit {
+  readonly position: number;
+  commit(): Promise<void>;
+  rollback(): Promise<void>;
+}
+
+/**
+ * Step 3 in a transaction left open: takes the commit counter's row lock, gives `slot` the next
+ * position and (unless `notify` is false) queues the NOTIFY — the statements of commitSlots.
+ */
+export async function beginCommit(server: ServerHandle, slot: WrittenSlot, { notify = true } = {}): Promise<OpenCommit> {
+  const client = await server.database.pool.connect();
+  let position: number;
+  try {
+    await client.query("begin");
+    const counter = await client.query<{ position: string }>("update global_counter set position = position where id = 1 returning position");
+    position = Number(counter.rows[0]!.position) + 1;
+    const updated = await client.query(
+      "update event_log set state = 'committed', global_position = $2, committed_at = now() where log_id = $1 and state = 'pending'",
+      [slot.logId, position],
+    );
+    if (updated.rowCount !== 1) throw new Error(`slot ${slot.logId} is not pending`);
+    await client.query("update global_counter set position = $1 where id = 1", [position]);
+    if (notify) await client.query("select pg_notify($1, $2)", [commitChannel(server.database.schema), String(position)]);
+  } catch (e) {
+    await client.query("rollback").catch(() => {});
+    client.release();
+    throw e;
+  }
+  let done = false;
+  const finish = async (statement: string) => {
+    if (done) return;
+    done = true;
+    try {
+      await client.query(statement);
+    } finally {
+      client.release();
+    }
+  };
+  return { position, commit: () => finish("commit"), rollback: () => finish("rollback") };
+}
