@@ -8,7 +8,8 @@
 #   bash scripts/stack.sh logs
 #
 # Progress and diagnostics go to stderr; `env` prints only `export` lines on stdout.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "stack: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 # ---------------------------------------------------------------- pinned versions
 KAFKA_VERSION=4.1.1              # org.apache.kafka:kafka_2.13
@@ -55,11 +56,13 @@ fi
 
 ensure_dirs() { mkdir -p "$LOG_DIR" "$RUN_DIR" "$KAFKA_DIR" "$S3_DIR"; }
 
-# Serialise state-changing subcommands (two `up`s at once). Children close fd 9.
-take_lock() {
+# Serialise state-changing subcommands (two `up`s at once): re-run this script under
+# `flock -o`, so the lock is held by flock itself and never inherited by the services we start.
+with_lock() { # with_lock ARGS... (the original arguments)
+  if [ "${_TIDEMARK_STACK_LOCKED:-}" = "$STACK_DIR" ]; then unset _TIDEMARK_STACK_LOCKED; return 0; fi
+  command -v flock >/dev/null 2>&1 || return 0
   ensure_dirs
-  exec 9>"$STACK_DIR/.lock"
-  if command -v flock >/dev/null 2>&1; then flock 9; fi
+  _TIDEMARK_STACK_LOCKED=$STACK_DIR exec flock -o "$STACK_DIR/.lock" bash "${BASH_SOURCE[0]}" "$@"
 }
 
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
@@ -127,7 +130,7 @@ spawn() {
   [ -f "$out" ] && mv -f "$out" "$out.prev"
   # shellcheck disable=SC2016
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
-    </dev/null >"$out" 2>&1 9>&- &
+    </dev/null >"$out" 2>&1 &
   local i
   for i in $(seq 1 50); do [ -s "$RUN_DIR/$name.pid" ] && return 0; sleep 0.05; done
   die "$name: no pid file written"
@@ -139,7 +142,7 @@ resolve_classpath() {
   local dir=$1 cp_file=$1/classpath.txt ok=1
   if [ -f "$dir/pom.xml" ] && cmp -s "$dir/pom.xml" "$dir/pom.xml.new" && [ -s "$cp_file" ]; then
     local jar
-    IFS=: read -r -a jars <"$cp_file"
+    IFS=: read -r -a jars <"$cp_file" || true
     for jar in "${jars[@]}"; do [ -f "$jar" ] || { ok=0; break; }; done
     if [ $ok -eq 1 ]; then rm -f "$dir/pom.xml.new"; return 0; fi
   fi
@@ -182,7 +185,7 @@ pg_login_ok() {
 }
 
 pg_up() {
-  local t0 restart=0 cur
+  local t0 restart=0 cur was=""
   t0=$(now_ns)
   if [ ! -x "$PG_BIN/postgres" ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
     log "postgres: installing postgresql-$PG_MAJOR (apt)"
@@ -204,6 +207,8 @@ pg_up() {
   elif [ "$status" != "online" ]; then
     $SUDO pg_ctlcluster "$PG_MAJOR" main start >>"$SETUP_LOG" 2>&1 \
       || die "postgres did not start (see $SETUP_LOG and /var/log/postgresql/postgresql-$PG_MAJOR-main.log)"
+  else
+    was=already
   fi
   local i
   for i in $(seq 1 100); do pg_healthy && break; sleep 0.1; done
@@ -217,7 +222,7 @@ SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT FROM pg_
 SQL
     pg_login_ok || die "password login as $PG_USER over TCP 127.0.0.1:$PG_PORT fails (check pg_hba.conf)"
   fi
-  log "postgres: up at 127.0.0.1:$PG_PORT ($(since "$t0"))"
+  log "postgres: ${was:+$was }up at 127.0.0.1:$PG_PORT ($(since "$t0"))"
 }
 
 pg_down() {
@@ -306,7 +311,7 @@ EOF
     fi
     java -cp "$(cat "$KAFKA_DIR/classpath.txt")" -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.xml" \
       kafka.tools.StorageTool format --standalone -t "$id" -c "$KAFKA_DIR/server.properties" \
-      >>"$SETUP_LOG" 2>&1 9>&- || die "kafka storage format failed (see $SETUP_LOG)"
+      >>"$SETUP_LOG" 2>&1 || die "kafka storage format failed (see $SETUP_LOG)"
   fi
 }
 
@@ -408,7 +413,7 @@ s3_launch() {
 
 s3curl() {
   curl -sS -m 20 --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
-    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -H "Content-Type: application/octet-stream" "$@"
 }
 
 s3_create_bucket() { # 200 created, 409 already owned by us
@@ -460,16 +465,25 @@ check_s3() {
     echo "check-s3: sequential If-None-Match: * -> $a then $b, body '$r': FAIL"; fail=1
   fi
   s3curl -o /dev/null -X DELETE "$key" || true
+  # Race: two writers with 1 MiB bodies (so the writes overlap), same new key, If-None-Match: *.
+  # Expect one 200 and one 412, and the stored object to be the winner's body.
   tmp=$(mktemp -d)
-  local rounds=${CHECK_S3_ROUNDS:-10} i ok=0
+  head -c 1048576 /dev/zero | tr '\0' a >"$tmp/body-a"
+  head -c 1048576 /dev/zero | tr '\0' b >"$tmp/body-b"
+  local rounds=${CHECK_S3_ROUNDS:-10} i ok=0 ca cb want got
   for i in $(seq 1 "$rounds"); do
     key="$base/race-$run-$i"
-    s3curl -o /dev/null -w '%{http_code}' -X PUT -H 'If-None-Match: *' --data-binary "writer-a" "$key" >"$tmp/a" &
-    s3curl -o /dev/null -w '%{http_code}' -X PUT -H 'If-None-Match: *' --data-binary "writer-b" "$key" >"$tmp/b" &
+    s3curl -o /dev/null -w '%{http_code}' -X PUT -H 'If-None-Match: *' --data-binary "@$tmp/body-a" "$key" >"$tmp/a" 2>/dev/null &
+    s3curl -o /dev/null -w '%{http_code}' -X PUT -H 'If-None-Match: *' --data-binary "@$tmp/body-b" "$key" >"$tmp/b" 2>/dev/null &
     wait
-    r=$(printf '%s\n%s\n' "$(cat "$tmp/a")" "$(cat "$tmp/b")" | sort | tr '\n' ' ')
-    if [ "$r" = "200 412 " ]; then ok=$((ok + 1)); else echo "check-s3: race round $i answered: $r"; fi
-    s3curl -o /dev/null -X DELETE "$key" || true
+    ca=$(cat "$tmp/a"); cb=$(cat "$tmp/b"); want=""
+    if [ "$ca" = 200 ] && [ "$cb" = 412 ]; then want=a; elif [ "$ca" = 412 ] && [ "$cb" = 200 ]; then want=b; fi
+    got=no
+    if [ -n "$want" ] && s3curl -o "$tmp/got" "$key" 2>/dev/null && cmp -s "$tmp/got" "$tmp/body-$want"; then got=yes; fi
+    if [ "$got" = yes ]; then ok=$((ok + 1)); else
+      echo "check-s3: race round $i answered $ca and $cb (stored body is the winner's: $got)"
+    fi
+    s3curl -o /dev/null -X DELETE "$key" 2>/dev/null || true
   done
   rm -rf "$tmp"
   if [ "$ok" -eq "$rounds" ]; then
@@ -543,7 +557,6 @@ cmd_status() {
 
 cmd_up() {
   local t0 tk ts kl=1 sl=1; t0=$(now_ns)
-  take_lock
   pg_up
   # Resolve jars, then start both JVMs in parallel and wait for each.
   s3_prepare
@@ -552,16 +565,15 @@ cmd_up() {
   tk=$(now_ns); kafka_launch || kl=0
   if [ $sl -eq 1 ]; then s3_wait "$ts"; else
     s3_create_bucket "$S3_BUCKET" || die "could not create bucket $S3_BUCKET"
-    log "s3proxy: already up at http://127.0.0.1:$S3_PORT"
+    log "s3proxy: already up at http://127.0.0.1:$S3_PORT ($(since "$ts"))"
   fi
-  if [ $kl -eq 1 ]; then kafka_wait "$tk"; else log "kafka: already up at 127.0.0.1:$KAFKA_PORT"; fi
+  if [ $kl -eq 1 ]; then kafka_wait "$tk"; else log "kafka: already up at 127.0.0.1:$KAFKA_PORT ($(since "$tk"))"; fi
   grpcurl_ensure
   kcat_ensure
   log "stack: up ($(since "$t0")); state in $STACK_DIR; eval \"\$(bash scripts/stack.sh env)\""
 }
 
 cmd_down() {
-  take_lock
   stop_service kafka "$KAFKA_PATTERN"
   stop_service s3proxy "$S3_PATTERN"
   pg_down
@@ -592,19 +604,20 @@ EOF
 
 main() {
   local cmd=${1:-}
+  case "$cmd" in up|down|kafka-start|kafka-stop|kafka-kill|s3-start|s3-stop|s3-kill) with_lock "$@"; ensure_dirs ;; esac
   [ $# -gt 0 ] && shift
   case "$cmd" in
     up) cmd_up ;;
     down) cmd_down ;;
-    status) cmd_status ;;
+    status) local rc=0; cmd_status || rc=$?; exit "$rc" ;;
     env) cmd_env ;;
-    check-s3) check_s3 ;;
-    kafka-start) take_lock; kafka_start ;;
-    kafka-stop) take_lock; stop_service kafka "$KAFKA_PATTERN" ;;
-    kafka-kill) take_lock; stop_service kafka "$KAFKA_PATTERN" KILL ;;
-    s3-start) take_lock; s3_start ;;
-    s3-stop) take_lock; stop_service s3proxy "$S3_PATTERN" ;;
-    s3-kill) take_lock; stop_service s3proxy "$S3_PATTERN" KILL ;;
+    check-s3) local rc=0; check_s3 || rc=$?; exit "$rc" ;;
+    kafka-start) kafka_start ;;
+    kafka-stop) stop_service kafka "$KAFKA_PATTERN" ;;
+    kafka-kill) stop_service kafka "$KAFKA_PATTERN" KILL ;;
+    s3-start) s3_start ;;
+    s3-stop) stop_service s3proxy "$S3_PATTERN" ;;
+    s3-kill) stop_service s3proxy "$S3_PATTERN" KILL ;;
     kafka-topics)
       ensure_dirs; ensure_java_maven
       local cp; cp=$(kafka_tools_cp)
