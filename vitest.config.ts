@@ -1,24 +1,31 @@
 import { defineConfig } from "vitest/config";
 
+// Two cores serve the tests and the real services: keep the fan-out small.
+const heavy = { testTimeout: 60_000, hookTimeout: 120_000, maxWorkers: 2, pool: "forks" as const };
+
 export default defineConfig({
   test: {
     projects: [
       {
+        test: { name: "unit", include: ["test/unit/**/*.test.ts"] },
+      },
+      {
+        // The contract suites and the real-service scenarios, against PostgreSQL, Kafka and S3Proxy.
         test: {
-          name: "unit",
-          include: ["test/unit/**/*.test.ts"],
+          name: "integration",
+          include: ["test/contract/**/*.test.ts", "test/integration/**/*.test.ts"],
+          globalSetup: ["test/helpers/global-setup.ts"],
+          provide: { backend: "services" },
+          ...heavy,
         },
       },
       {
+        // The same contract suites against the embedded default (PGlite and local files).
         test: {
-          name: "integration",
-          include: ["test/integration/**/*.test.ts"],
-          globalSetup: ["test/helpers/global-setup.ts"],
-          testTimeout: 60_000,
-          hookTimeout: 120_000,
-          // Two cores serve the tests and the real services: keep the fan-out small.
-          maxWorkers: 2,
-          pool: "forks",
+          name: "embedded",
+          include: ["test/contract/**/*.test.ts"],
+          provide: { backend: "embedded", stack: undefined },
+          ...heavy,
         },
       },
     ],

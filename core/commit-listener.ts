@@ -7,20 +7,50 @@ import pg from "pg";
 import { commitChannel } from "./db/database.js";
 import type { Logger } from "./log.js";
 
+/** A live LISTEN subscription. */
+export interface ListenHandle {
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a LISTEN on `channel`: calls `onNotify` per notification and `onLost` when the subscription
+ * breaks (after which the listener reconnects).
+ */
+export type ListenConnector = (channel: string, onNotify: (payload: string) => void, onLost: (e: unknown) => void) => Promise<ListenHandle>;
+
+/** LISTEN over a dedicated node-postgres connection to `url`. */
+export function pgListenConnector(url: string): ListenConnector {
+  return async (channel, onNotify, onLost) => {
+    const client = new pg.Client({ connectionString: url });
+    client.on("notification", (msg) => onNotify(msg.payload ?? ""));
+    client.on("error", (e) => {
+      client.end().catch(() => {});
+      onLost(e);
+    });
+    await client.connect();
+    await client.query(`listen "${channel}"`);
+    return { close: () => client.end().catch(() => {}) };
+  };
+}
+
 /** Listens for commits and wakes waiters. */
 export class CommitListener {
-  private client: pg.Client | undefined;
+  private handle: ListenHandle | undefined;
+  private readonly connector: ListenConnector;
   private readonly waiters = new Set<() => void>();
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   /** Highest position announced so far (0 until the first notification). */
   lastAnnounced = 0;
 
+  /** `source` is a PostgreSQL URL or a {@link ListenConnector} (e.g. for the embedded database). */
   constructor(
-    private readonly url: string,
+    source: string | ListenConnector,
     private readonly schema: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.connector = typeof source === "string" ? pgListenConnector(source) : source;
+  }
 
   /** Connects and starts listening; failures are retried in the background. */
   async start(): Promise<void> {
@@ -31,26 +61,25 @@ export class CommitListener {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url });
-    client.on("notification", (msg) => {
-      const position = Number(msg.payload ?? 0);
-      if (Number.isFinite(position) && position > this.lastAnnounced) this.lastAnnounced = position;
-      this.wakeAll();
-    });
-    client.on("error", (e) => {
-      this.log.warn({ err: e }, "commit listener connection lost; reconnecting");
-      this.client = undefined;
-      client.end().catch(() => {});
-      this.wakeAll();
-      this.scheduleReconnect();
-    });
-    await client.connect();
-    await client.query(`listen "${commitChannel(this.schema)}"`);
+    const handle = await this.connector(
+      commitChannel(this.schema),
+      (payload) => {
+        const position = Number(payload);
+        if (Number.isFinite(position) && position > this.lastAnnounced) this.lastAnnounced = position;
+        this.wakeAll();
+      },
+      (e) => {
+        this.log.warn({ err: e }, "commit listener connection lost; reconnecting");
+        this.handle = undefined;
+        this.wakeAll();
+        this.scheduleReconnect();
+      },
+    );
     if (this.closed) {
-      await client.end();
+      await handle.close();
       return;
     }
-    this.client = client;
+    this.handle = handle;
     // Anything committed while we were not listening must be looked at.
     this.wakeAll();
   }
@@ -87,8 +116,8 @@ export class CommitListener {
     this.closed = true;
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     this.wakeAll();
-    const client = this.client;
-    this.client = undefined;
-    await client?.end().catch(() => {});
+    const handle = this.handle;
+    this.handle = undefined;
+    await handle?.close();
   }
 }

@@ -2,18 +2,20 @@
  * Builds and runs the gRPC server: database (migrated), object store, committer, sweeper, services,
  * reflection and health. `startServer` returns a handle whose `stop` shuts down in reverse order.
  */
-import { CommitListener } from "../core/commit-listener.js";
-import { createDatabase, migrateToLatest, type Database } from "../core/db/database.js";
+import { openBackends } from "../core/backends.js";
+import { CommitListener, type ListenConnector } from "../core/commit-listener.js";
+import { migrateToLatest, type Database } from "../core/db/database.js";
 import type { WriteSideTables } from "../core/db/schema.js";
 import { createLogger, type Logger } from "../core/log.js";
 import type { ObjectStore } from "../core/object-store.js";
-import { S3ObjectStore } from "../core/s3-object-store.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
 import { file_tidemark_v1_errors } from "../gen/tidemark/v1/errors_pb.js";
 import { EventStoreService, file_tidemark_v1_event_store } from "../gen/tidemark/v1/event_store_pb.js";
 import { file_tidemark_v1_instance, InstanceService } from "../gen/tidemark/v1/instance_pb.js";
+import { file_tidemark_v1_processing, ProcessingService } from "../gen/tidemark/v1/processing_pb.js";
+import { createInstanceReadModel, processingHandlers, type ConsumerTables } from "../consumers/index.js";
 import { Committer } from "./committer.js";
 import type { ServerConfig } from "./config.js";
 import { EventStore } from "./event-store.js";
@@ -26,7 +28,7 @@ import { listenGrpc } from "./grpc/grpc-server.js";
 import { InstanceCommands } from "./instances/instance-commands.js";
 import type { Limits } from "./limits.js";
 import { eventStoreHandlers } from "./services/event-store-service.js";
-import { instanceHandlers } from "./services/instance-service.js";
+import { instanceHandlers, type InstanceReadModel } from "./services/instance-service.js";
 import { subscribeHandler } from "./subscribe.js";
 import { Sweeper } from "./sweeper.js";
 import type { SlotRow } from "../core/event-log.js";
@@ -36,12 +38,16 @@ export interface ServerOverrides {
   readonly log?: Logger;
   readonly objects?: ObjectStore;
   readonly database?: Database<WriteSideTables>;
+  /** How to LISTEN for commits on `database` (a URL or a connector); default: what opened it. */
+  readonly listen?: string | ListenConnector;
   /** Registry for the server's metrics (default: a fresh one with process metrics). */
   readonly registry?: Registry;
   /** Crash injection for tests: runs before each slot object is written. */
   readonly beforeWrite?: (slot: SlotRow) => Promise<void>;
   /** Crash injection for tests: runs after each slot object is created, before commit. */
   readonly afterWrite?: (slot: SlotRow) => Promise<void>;
+  /** The read model for EVENTUAL and AT_LEAST_POSITION reads (default: the consumers' `instances` table). */
+  readonly readModel?: InstanceReadModel;
 }
 
 /** A running server. */
@@ -63,21 +69,12 @@ export interface ServerHandle {
 /** Starts the server described by `config`. */
 export async function startServer(config: ServerConfig, overrides: ServerOverrides = {}): Promise<ServerHandle> {
   const log = overrides.log ?? createLogger("tidemark-server", config.logLevel);
-  const ownsDatabase = overrides.database === undefined;
-  const database =
-    overrides.database ??
-    createDatabase<WriteSideTables>({ url: required(config.pgUrl, "TIDEMARK_PG_URL"), schema: config.pgSchema, poolSize: config.pgPoolSize });
-  const ownsObjects = overrides.objects === undefined;
-  const objects =
-    overrides.objects ??
-    new S3ObjectStore({
-      endpoint: required(config.s3Endpoint, "TIDEMARK_S3_ENDPOINT"),
-      bucket: config.s3Bucket,
-      region: config.s3Region,
-      accessKeyId: required(config.s3AccessKey, "TIDEMARK_S3_ACCESS_KEY"),
-      secretAccessKey: required(config.s3SecretKey, "TIDEMARK_S3_SECRET_KEY"),
-      requestTimeoutMs: config.s3RequestTimeoutMs,
-    });
+  // Backends the caller did not supply are opened here and closed on stop.
+  const opened = overrides.database === undefined || overrides.objects === undefined ? await openBackends(config) : undefined;
+  const database: Database<WriteSideTables> = overrides.database ?? opened!.database;
+  const objects = overrides.objects ?? opened!.objects;
+  const listenSource = overrides.listen ?? opened?.listen ?? config.pgUrl;
+  if (opened !== undefined) log.info({ mode: opened.mode, where: opened.where }, "storage");
 
   const applied = await migrateToLatest(database.db, database.schema);
   if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
@@ -110,7 +107,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     deadlineMs: config.writeDeadlineMs,
     intervalMs: config.sweepIntervalMs,
   });
-  const listener = new CommitListener(required(config.pgUrl, "TIDEMARK_PG_URL"), database.schema, log);
+  const listener = new CommitListener(listenSource, database.schema, log);
   await listener.start();
   const commands = new InstanceCommands(store, database.db);
   const health = new HealthState();
@@ -124,7 +121,8 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     config.grpcAddr,
     [
       bindService(EventStoreService, eventStoreHandlers(store, limits, subscribeHandler(database.db, store, listener, shutdown.signal)), log, observe),
-      bindService(InstanceService, instanceHandlers(commands, database.db, limits), log, observe),
+      bindService(InstanceService, instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), log, observe),
+      bindService(ProcessingService, processingHandlers(database.db.withTables<ConsumerTables>()), log, observe),
       bindService(Health, health.handlers(), log),
     ],
     {
@@ -133,6 +131,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
         addReflection(grpcServer, [
           file_tidemark_v1_event_store,
           file_tidemark_v1_instance,
+          file_tidemark_v1_processing,
           file_tidemark_v1_errors,
           file_google_rpc_status,
           file_google_rpc_error_details,
@@ -149,7 +148,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     metricsServer = await startMetricsServer(config.metricsAddr, [registry]);
     log.info({ address: metricsServer.address }, "metrics at /metrics");
   }
-  for (const name of ["", EventStoreService.typeName, InstanceService.typeName]) health.set(name, ServingStatus.SERVING);
+  for (const name of ["", EventStoreService.typeName, InstanceService.typeName, ProcessingService.typeName]) health.set(name, ServingStatus.SERVING);
   log.info({ address, schema: database.schema, bucket: config.s3Bucket }, "tidemark server listening");
 
   let stopping: Promise<void> | undefined;
@@ -172,16 +171,10 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
         await metricsServer?.close();
         committer.close();
         await listener.close();
-        if (ownsObjects) objects.close();
-        if (ownsDatabase) await database.close();
+        await opened?.close();
         log.info("tidemark server stopped");
       })();
       return stopping;
     },
   };
-}
-
-function required(value: string | undefined, name: string): string {
-  if (value === undefined || value === "") throw new Error(`${name} is required`);
-  return value;
 }

@@ -3,6 +3,7 @@
  * is documented in docs/CONFIGURATION.md, generated from this table.
  */
 import { parse, parseSettings, type Setting } from "../core/settings.js";
+import { backendMode } from "../core/backends.js";
 import { DEFAULT_LIMITS } from "./limits.js";
 
 const guaranteeSwitch = (what: string) => (raw: string) => {
@@ -13,14 +14,15 @@ const guaranteeSwitch = (what: string) => (raw: string) => {
 /** The settings the server reads. */
 export const SERVER_SETTINGS = {
   grpcAddr: { env: "TIDEMARK_GRPC_ADDR", default: "127.0.0.1:50051", parse: parse.hostPort, description: "Address the gRPC server listens on (port 0 picks a free port)." },
-  pgUrl: { env: "TIDEMARK_PG_URL", parse: parse.url, description: "PostgreSQL connection URL (postgres://user:password@host:port/database).", secret: true },
+  dataDir: { env: "TIDEMARK_DATA_DIR", default: ".tidemark", parse: parse.string, description: "Where the embedded mode keeps its database and objects (used when no PostgreSQL/S3 is configured)." },
+  pgUrl: { env: "TIDEMARK_PG_URL", default: "", defaultLabel: "unset (embedded mode)", parse: parse.url, description: "PostgreSQL connection URL (postgres://user:password@host:port/database). With the S3 settings, selects the services mode.", secret: true },
   pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
   pgPoolSize: { env: "TIDEMARK_PG_POOL_SIZE", default: 10, parse: parse.int(1, 1000), description: "Maximum PostgreSQL connections of the process." },
-  s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", parse: parse.url, description: "S3 API endpoint (path-style), e.g. http://127.0.0.1:9000." },
+  s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", default: "", defaultLabel: "unset (embedded mode)", parse: parse.url, description: "S3 API endpoint (path-style), e.g. http://127.0.0.1:9000." },
   s3Bucket: { env: "TIDEMARK_S3_BUCKET", aliases: ["EVENT_STORE_BUCKET"], default: "tidemark-events", parse: parse.string, description: "Bucket holding the event streams; created on first start." },
   s3Region: { env: "TIDEMARK_S3_REGION", default: "us-east-1", parse: parse.string, description: "Region used to sign S3 requests." },
-  s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", parse: parse.string, description: "S3 access key id.", secret: true },
-  s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", parse: parse.string, description: "S3 secret access key.", secret: true },
+  s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 access key id.", secret: true },
+  s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 secret access key.", secret: true },
   s3RequestTimeoutMs: { env: "TIDEMARK_S3_REQUEST_TIMEOUT_MS", default: 5000, parse: parse.int(100, 600_000), description: "Timeout of one S3 request." },
   writeDeadlineMs: { env: "TIDEMARK_WRITE_DEADLINE_MS", default: 25_000, parse: parse.int(100, 3_600_000), description: "A reserved sequence slot not written within this time is resolved by the sweeper (found and committed, or voided)." },
   sweepIntervalMs: { env: "TIDEMARK_SWEEP_INTERVAL_MS", default: 2000, parse: parse.int(50, 600_000), description: "How often the sweeper looks for expired reservations." },
@@ -43,5 +45,7 @@ export type ServerConfig = ReturnType<typeof loadServerConfig>;
 
 /** Parses the server configuration; throws ConfigError naming every bad variable. */
 export function loadServerConfig(env: Readonly<Record<string, string | undefined>> = process.env) {
-  return parseSettings(SERVER_SETTINGS, env);
+  const config = parseSettings(SERVER_SETTINGS, env);
+  backendMode(config);
+  return config;
 }

@@ -32,6 +32,12 @@ export function parseInt8(value: string): number {
   return n;
 }
 
+/** node-postgres type parsers that read int8 as a safe JS number (shared by every pool). */
+export const int8TypeParsers = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === INT8_OID ? parseInt8 : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
+};
+
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /** Validates a schema name (it is interpolated as an identifier). */
@@ -51,10 +57,7 @@ export function createDatabase<T = WriteSideTables>(settings: DatabaseSettings):
     max: settings.poolSize ?? 10,
     options: `-c search_path=${schema},public -c statement_timeout=${settings.statementTimeoutMs ?? 15_000}`,
     connectionTimeoutMillis: 5_000,
-    types: {
-      getTypeParser: ((oid: number, format?: string) =>
-        oid === INT8_OID ? parseInt8 : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
-    },
+    types: int8TypeParsers,
   });
   // An idle client's error (server restart) must not crash the process; the next query reconnects.
   pool.on("error", () => {});

@@ -1,10 +1,10 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Violations } from "../../core/errors.js";
+import { NotFoundError, UnavailableError, Violations } from "../../core/errors.js";
 import { INSTANCE_AGGREGATE_TYPE } from "../../core/domain/instance.js";
 import { listStreams } from "../../core/event-log.js";
 import { instanceAggregateId } from "../../core/ids.js";
-import { InstanceService, type InstanceSchema } from "../../gen/tidemark/v1/instance_pb.js";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { InstanceService, ReadConsistency, type InstanceSchema } from "../../gen/tidemark/v1/instance_pb.js";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import type { Kysely } from "kysely";
 import type { WriteSideTables } from "../../core/db/schema.js";
 import type { HandlersOf } from "../grpc/bridge.js";
@@ -21,11 +21,61 @@ import { checkInstancePart } from "../../core/ids.js";
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
 
-/** gRPC handlers of tidemark.v1.InstanceService. */
+/** An instance as a read model holds it. */
+export interface ReadModelInstance {
+  readonly database: string;
+  readonly className: string;
+  readonly instanceId: string;
+  readonly properties: JsonObject;
+  readonly version: number;
+  readonly deleted: boolean;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly globalPosition: number;
+}
+
+/**
+ * The port to the instances read model that EVENTUAL and AT_LEAST_POSITION reads use (implemented
+ * by consumers/read-model.ts). Without one, every read folds the stream, which satisfies every
+ * consistency level.
+ */
+export interface InstanceReadModel {
+  /** One instance, deleted ones included; undefined when the model has none. */
+  get(database: string, className: string, instanceId: string): Promise<ReadModelInstance | undefined>;
+  /** Instances of a class after `afterInstanceId` in id order, at most `limit`. */
+  list(database: string, className: string, afterInstanceId: string, limit: number, includeDeleted: boolean): Promise<ReadModelInstance[]>;
+  /** True once the model reflects every event up to `position`; false when it gave up waiting. */
+  waitForPosition(position: number, signal: AbortSignal): Promise<boolean>;
+}
+
+/**
+ * Whether a read goes to the read model: EVENTUAL, or AT_LEAST_POSITION once the model reached
+ * `min_position` (UNAVAILABLE when it does not in time). Unspecified and STRONG fold the stream.
+ */
+async function useReadModel(
+  readModel: InstanceReadModel | undefined,
+  request: { consistency: ReadConsistency; minPosition: bigint },
+  signal: AbortSignal,
+): Promise<InstanceReadModel | undefined> {
+  if (readModel === undefined) return undefined;
+  if (request.consistency === ReadConsistency.EVENTUAL) return readModel;
+  if (request.consistency !== ReadConsistency.AT_LEAST_POSITION) return undefined;
+  const v = new Violations();
+  if (request.minPosition === 0n) v.add("min_position", "is required for READ_CONSISTENCY_AT_LEAST_POSITION");
+  if (request.minPosition > BigInt(Number.MAX_SAFE_INTEGER)) v.add("min_position", "exceeds 2^53");
+  v.throwIfAny();
+  if (!(await readModel.waitForPosition(Number(request.minPosition), signal))) {
+    throw new UnavailableError(`the read model has not reached position ${request.minPosition} yet; retry or read with READ_CONSISTENCY_STRONG`);
+  }
+  return readModel;
+}
+
+/** gRPC handlers of tidemark.v1.InstanceService; `readModel` serves EVENTUAL and AT_LEAST_POSITION reads. */
 export function instanceHandlers(
   commands: InstanceCommands,
   db: Kysely<WriteSideTables>,
   limits: Limits,
+  readModel?: InstanceReadModel,
 ): HandlersOf<typeof InstanceService> {
   return {
     async createInstance(request, context) {
@@ -40,13 +90,17 @@ export function instanceHandlers(
       const input = validateInstanceCommand("delete", request, limits);
       return { result: toResult(await commands.execute(input, context.metadata["traceparent"])) };
     },
-    async getInstance(request) {
+    async getInstance(request, context) {
       const v = new Violations();
       const address = checkAddress(v, request);
       v.throwIfAny();
-      return { instance: toInstance(await commands.get(address)) };
+      const model = await useReadModel(readModel, request, context.signal);
+      if (model === undefined) return { instance: toInstance(await commands.get(address)) };
+      const found = await model.get(address.database, address.className, address.instanceId);
+      if (found === undefined) throw new NotFoundError(`instance ${instanceAggregateId(address.database, address.className, address.instanceId)} does not exist in the read model`);
+      return { instance: fromReadModel(found) };
     },
-    async listInstances(request) {
+    async listInstances(request, context) {
       const v = new Violations();
       v.add("database", checkInstancePart(request.database));
       v.add("class_name", checkInstancePart(request.className));
@@ -61,6 +115,14 @@ export function instanceHandlers(
       v.throwIfAny();
       const pageSize = request.pageSize === 0 ? DEFAULT_PAGE_SIZE : request.pageSize;
       const prefix = instanceAggregateId(request.database, request.className, "");
+      const model = await useReadModel(readModel, request, context.signal);
+      if (model !== undefined) {
+        // Same page token as the strong listing (the last aggregate id), so pages can mix consistencies.
+        const rows = await model.list(request.database, request.className, after.slice(prefix.length), pageSize + 1, request.includeDeleted);
+        const page = rows.slice(0, pageSize);
+        const token = rows.length > pageSize ? instanceAggregateId(request.database, request.className, page[page.length - 1]!.instanceId) : "";
+        return { instances: page.map(fromReadModel), nextPageToken: token === "" ? "" : Buffer.from(token, "utf8").toString("base64url") };
+      }
       const instances: Array<MessageInitShape<typeof InstanceSchema>> = [];
       let cursor = after;
       let more = true;
@@ -105,5 +167,19 @@ function toInstance(view: InstanceView): MessageInitShape<typeof InstanceSchema>
     createdAt: timestampFromDate(view.state.createdAt),
     updatedAt: timestampFromDate(view.state.updatedAt),
     globalPosition: BigInt(view.state.globalPosition),
+  };
+}
+
+function fromReadModel(row: ReadModelInstance): MessageInitShape<typeof InstanceSchema> {
+  return {
+    database: row.database,
+    className: row.className,
+    instanceId: row.instanceId,
+    properties: row.properties,
+    version: BigInt(row.version),
+    deleted: row.deleted,
+    createdAt: timestampFromDate(row.createdAt),
+    updatedAt: timestampFromDate(row.updatedAt),
+    globalPosition: BigInt(row.globalPosition),
   };
 }

@@ -7,7 +7,8 @@ import type { TestProject } from "vitest/node";
 
 declare module "vitest" {
   export interface ProvidedContext {
-    stack: Record<string, string>;
+    stack: Record<string, string> | undefined;
+    backend: "services" | "embedded";
   }
 }
 

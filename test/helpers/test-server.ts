@@ -3,6 +3,9 @@
  * the stack's services. `close` stops it and drops the schema.
  */
 import { randomBytes } from "node:crypto";
+import { rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { inject } from "vitest";
 import { sql } from "kysely";
 import { startServer, type ServerOverrides, type ServerHandle } from "../../server/app.js";
@@ -31,20 +34,33 @@ export function uniqueId(prefix: string): string {
   return `${prefix}${randomBytes(5).toString("hex")}`;
 }
 
-/** The environment the stack script exported. */
+/** The environment the stack script exported (only in projects that start the stack). */
 export function stackEnv(): Record<string, string> {
-  return inject("stack");
+  const env = inject("stack");
+  if (env === undefined) throw new Error("this test needs the real stack: run it in the integration project");
+  return env;
 }
 
-/** Server config for tests: the stack's services, a fresh schema and bucket, port 0. */
+/** Which storage the contract suites run against in this vitest project. */
+export function testBackend(): "services" | "embedded" {
+  return inject("backend") ?? "services";
+}
+
+/**
+ * Server config for tests, port 0: with the "services" backend the stack's PostgreSQL and S3 with
+ * a fresh schema and bucket; with the "embedded" backend a fresh data directory.
+ */
 export function testServerConfig(extra: Record<string, string> = {}): ServerConfig {
   const id = uniqueId("t");
+  const storage =
+    testBackend() === "embedded"
+      ? { TIDEMARK_DATA_DIR: path.join(os.tmpdir(), "tidemark-tests", id) }
+      : { ...stackEnv(), TIDEMARK_S3_BUCKET: `tm-${id}` };
   return loadServerConfig({
-    ...stackEnv(),
+    ...storage,
     TIDEMARK_GRPC_ADDR: "127.0.0.1:0",
     TIDEMARK_PG_SCHEMA: `${id}`,
-    TIDEMARK_S3_BUCKET: `tm-${id}`,
-    TIDEMARK_LOG_LEVEL: process.env["TIDEMARK_TEST_LOG_LEVEL"] ?? "error",
+    TIDEMARK_LOG_LEVEL: process.env["TIDEMARK_TEST_LOG_LEVEL"] ?? "fatal",
     TIDEMARK_SHUTDOWN_GRACE_MS: "2000",
     ...extra,
   });
@@ -72,6 +88,10 @@ export async function startTestServer(config: ServerConfig = testServerConfig(),
     async close() {
       stopClients();
       await server.stop(1000);
+      if (config.pgUrl === "") {
+        await rm(config.dataDir, { recursive: true, force: true });
+        return;
+      }
       const { createDatabase } = await import("../../core/db/database.js");
       const database = createDatabase({ url: config.pgUrl, schema: config.pgSchema, poolSize: 1 });
       await sql`drop schema if exists ${sql.id(config.pgSchema)} cascade`.execute(database.db);

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../../gen/grpc/health/v1/health_pb.js";
 import { createClient } from "../../server/grpc/client.js";
 import { expectStatus, grpc } from "../helpers/grpc-errors.js";
-import { stackEnv, startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
+import { startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
+import { findTool } from "../helpers/tools.js";
 import type { SlotRow } from "../../core/event-log.js";
 import type { SubscribeResponse } from "../../gen/tidemark/v1/event_store_pb.js";
 
@@ -23,7 +24,7 @@ afterAll(async () => {
 
 async function grpcurl(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
   try {
-    const out = await run("grpcurl", ["-plaintext", ...args], { env: { ...process.env, PATH: stackEnv()["PATH"] ?? process.env["PATH"] } });
+    const out = await run(findTool("grpcurl"), ["-plaintext", ...args]);
     return { ...out, code: 0 };
   } catch (e) {
     const err = e as { stdout: string; stderr: string; code: number };
