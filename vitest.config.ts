@@ -7,7 +7,8 @@ export default defineConfig({
   test: {
     projects: [
       {
-        test: { name: "unit", include: ["test/unit/**/*.test.ts"] },
+        // Same worker limit as the other projects: vitest runs projects of one group together.
+        test: { name: "unit", include: ["test/unit/**/*.test.ts"], maxWorkers: 2 },
       },
       {
         // The contract suites and the real-service scenarios, against PostgreSQL, Kafka and S3Proxy.

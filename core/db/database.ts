@@ -59,8 +59,10 @@ export function createDatabase<T = WriteSideTables>(settings: DatabaseSettings):
     connectionTimeoutMillis: 5_000,
     types: int8TypeParsers,
   });
-  // An idle client's error (server restart) must not crash the process; the next query reconnects.
+  // A connection error (server restart, 57P01) must not crash the process: idle clients report it
+  // to the pool, checked-out ones to themselves; the query in flight fails and the next reconnects.
   pool.on("error", () => {});
+  pool.on("connect", (client) => client.on("error", () => {}));
   const db = new Kysely<T>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,
@@ -87,9 +89,14 @@ export async function migrateToLatest(
     migrationTableSchema: schema,
     provider: { getMigrations: async () => ({ ...migrations }) },
   });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error !== undefined) throw new Error("database migration failed", { cause: error });
-  return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+  // Kysely introspects every schema before migrating, so concurrent DDL elsewhere (another process
+  // migrating, a projection swapping tables) can fail an attempt spuriously: try again.
+  for (let attempt = 1; ; attempt++) {
+    const { error, results } = await migrator.migrateToLatest();
+    if (error === undefined) return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+    if (attempt >= 5) throw new Error("database migration failed", { cause: error });
+    await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+  }
 }
 
 /** The NOTIFY channel on which commits wake relays and subscribers. */

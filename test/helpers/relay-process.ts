@@ -21,6 +21,10 @@ export interface RelayProcess {
 }
 
 const children = new Set<ChildProcess>();
+// A test worker that exits without its afterAll (a crash, a timeout) must not leave relays behind.
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
 
 /**
  * Spawns `entry` (default relay/main.ts) with exactly `env` (plus PATH and NODE_ENV); stderr is

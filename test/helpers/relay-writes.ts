@@ -1,7 +1,8 @@
 /**
  * Writes below the gRPC API for relay tests: reserve a slot and create its S3 object exactly as the
- * server does, then commit it in a transaction the test controls — the same statements as
- * core/event-log.ts commitSlots (counter row lock, position, NOTIFY) — so it can be held open, or
+ * server does, then commit it in a transaction the test controls — the same steps as the commit
+ * path (core/event-log.ts commitSlots, SQL function commit_slots: lock the counter row first, give
+ * the next position, mark committed, advance the counter, NOTIFY) — so it can be held open, or
  * committed without a notification.
  */
 import { create } from "@bufbuild/protobuf";
@@ -58,7 +59,7 @@ export interface OpenCommit {
 
 /**
  * Step 3 in a transaction left open: takes the commit counter's row lock, gives `slot` the next
- * position and (unless `notify` is false) queues the NOTIFY — the statements of commitSlots.
+ * position and (unless `notify` is false) queues the NOTIFY, as commit_slots does.
  */
 export async function beginCommit(server: ServerHandle, slot: WrittenSlot, { notify = true } = {}): Promise<OpenCommit> {
   const client = await server.database.pool.connect();

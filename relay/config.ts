@@ -1,0 +1,56 @@
+/**
+ * Configuration of the relay, parsed once from the environment, typed and frozen. PostgreSQL and
+ * S3 settings use the same variables as the server, so one environment serves both processes.
+ */
+import { parse, parseSettings, type Setting } from "../core/settings.js";
+import { checkTopicName, parseRoutes, type Route } from "./topic-router.js";
+
+const topic = (raw: string): string => {
+  const problem = checkTopicName(raw);
+  if (problem !== undefined) throw new Error(problem);
+  return raw;
+};
+
+const brokers = (raw: string): string[] => {
+  const list = parse.list(raw);
+  if (list.length === 0) throw new Error("must name at least one broker (host:port)");
+  return list.map(parse.hostPort);
+};
+
+/** The settings the relay reads. */
+export const RELAY_SETTINGS = {
+  pgUrl: { env: "TIDEMARK_PG_URL", parse: parse.url, description: "PostgreSQL connection URL (postgres://user:password@host:port/database).", secret: true },
+  pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
+  pgPoolSize: { env: "TIDEMARK_PG_POOL_SIZE", default: 5, parse: parse.int(3, 1000), description: "Maximum PostgreSQL connections of the relay process (at least 3: reader, checkpoint, lease)." },
+  s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", parse: parse.url, description: "S3 API endpoint (path-style), e.g. http://127.0.0.1:9000." },
+  s3Bucket: { env: "TIDEMARK_S3_BUCKET", aliases: ["EVENT_STORE_BUCKET"], default: "tidemark-events", parse: parse.string, description: "Bucket holding the event streams." },
+  s3Region: { env: "TIDEMARK_S3_REGION", default: "us-east-1", parse: parse.string, description: "Region used to sign S3 requests." },
+  s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", parse: parse.string, description: "S3 access key id.", secret: true },
+  s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", parse: parse.string, description: "S3 secret access key.", secret: true },
+  s3RequestTimeoutMs: { env: "TIDEMARK_S3_REQUEST_TIMEOUT_MS", default: 5000, parse: parse.int(100, 600_000), description: "Timeout of one S3 request." },
+  kafkaBrokers: { env: "TIDEMARK_KAFKA_BROKERS", parse: brokers, description: "Kafka bootstrap brokers, comma-separated host:port." },
+  kafkaClientId: { env: "TIDEMARK_KAFKA_CLIENT_ID", default: "tidemark-relay", parse: parse.string, description: "Kafka client id of the relay's producer and admin client." },
+  topic: { env: "TIDEMARK_RELAY_TOPIC", default: "tidemark.events", parse: topic, description: "Default topic: every event no route matches goes here." },
+  routes: { env: "TIDEMARK_RELAY_ROUTES", default: [] as Route[], defaultLabel: "none", parse: parseRoutes, description: "Ordered routing rules `match=topic`, comma-separated; match is an aggregate type, `kind:domain`/`kind:command`, or `Type+kind:K`; the first match wins (e.g. `kind:command=commands,Order=orders`)." },
+  partitions: { env: "TIDEMARK_RELAY_PARTITIONS", default: 12, parse: parse.int(1, 10_000), description: "Partitions of each topic the relay creates (existing topics are left as they are)." },
+  replication: { env: "TIDEMARK_RELAY_REPLICATION", default: 1, parse: parse.int(1, 32), description: "Replication factor of each topic the relay creates (use 3 on a production cluster)." },
+  retentionMs: { env: "TIDEMARK_RELAY_RETENTION_MS", default: 604_800_000, parse: parse.int(-1), description: "`retention.ms` of the topics the relay creates (-1 keeps messages forever)." },
+  deadLetterTopic: { env: "TIDEMARK_DEAD_LETTER_TOPIC", default: "tidemark.dead-letter", parse: topic, description: "Dead-letter topic, reserved and created by the relay for consumers (the relay never produces to it)." },
+  leaseMs: { env: "TIDEMARK_RELAY_LEASE_MS", default: 10_000, parse: parse.int(3000, 600_000), description: "Lease of the active relay, on the database clock; a standby takes over within this time after the active one dies. Kafka request timeouts are derived from it (lease/10, connection lease/20)." },
+  batchSize: { env: "TIDEMARK_RELAY_BATCH_SIZE", default: 500, parse: parse.int(1, 10_000), description: "Most events in one produce request (and one checkpoint step)." },
+  readAheadBatches: { env: "TIDEMARK_RELAY_READ_AHEAD", default: 2, parse: parse.int(0, 64), description: "Batches read from S3 ahead of the one Kafka is acknowledging (bounds memory)." },
+  readConcurrency: { env: "TIDEMARK_RELAY_READ_CONCURRENCY", default: 32, parse: parse.int(1, 1024), description: "Parallel S3 reads while preparing a batch." },
+  pollMs: { env: "TIDEMARK_RELAY_POLL_MS", default: 1000, parse: parse.int(10, 600_000), description: "Longest wait for a commit notification before the relay looks anyway (the polling fallback)." },
+  name: { env: "TIDEMARK_RELAY_NAME", default: "default", parse: parse.string, description: "Name of the relay: relays with one name share one lease and one checkpoint (one active, others standby)." },
+  metricsAddr: { env: "TIDEMARK_METRICS_ADDR", default: "", defaultLabel: "off", parse: (raw: string) => parse.hostPort(raw), description: "host:port of the Prometheus /metrics endpoint; unset to disable." },
+  logIntervalMs: { env: "TIDEMARK_RELAY_LOG_INTERVAL_MS", default: 30_000, parse: parse.int(100, 3_600_000), description: "How often the relay logs its progress and lag (the lag metrics are refreshed every second)." },
+  logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
+} satisfies Record<string, Setting<unknown>>;
+
+/** The relay's parsed configuration. */
+export type RelayConfig = ReturnType<typeof loadRelayConfig>;
+
+/** Parses the relay configuration; throws ConfigError naming every bad variable. */
+export function loadRelayConfig(env: Readonly<Record<string, string | undefined>> = process.env) {
+  return parseSettings(RELAY_SETTINGS, env);
+}

@@ -1,0 +1,206 @@
+/**
+ * The Kafka side of the relay, over kafkajs: an idempotent producer (acks=all) and topic creation.
+ * kafkajs rolls an idempotent producer's sequence numbers back when a send fails, so the broker
+ * would silently drop a *different* batch that reuses them; a producer therefore only ever retries
+ * the identical batch, and is replaced before anything else is sent after an unacknowledged one.
+ */
+import { Kafka, logLevel, Partitioners, type LogEntry, type Producer } from "kafkajs";
+import type { Logger } from "../core/log.js";
+
+/** A message routed to its topic. */
+export interface RoutedMessage {
+  readonly topic: string;
+  readonly key: string;
+  readonly value: string;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** One produce request: `id` identifies it across retries (the same id must carry the same messages). */
+export interface PublishBatch {
+  readonly id: string;
+  readonly messages: readonly RoutedMessage[];
+}
+
+/** What the relay needs from Kafka. */
+export interface Publisher {
+  /** Longest time one `publish` call can take before it settles, in ms. */
+  readonly maxSendMs: number;
+  /** Resolves once Kafka acknowledged every message (acks=all); throws otherwise. */
+  publish(batch: PublishBatch): Promise<void>;
+  /** Disconnects the producer; the next publish connects a new one (a new producer id). */
+  reset(): Promise<void>;
+}
+
+/** How topics are created. */
+export interface TopicSpec {
+  readonly topics: readonly string[];
+  readonly partitions: number;
+  readonly replication: number;
+  readonly retentionMs: number;
+}
+
+/** Connection settings of the Kafka client. */
+export interface KafkaSettings {
+  readonly brokers: readonly string[];
+  readonly clientId: string;
+  /** Client-side timeout of one request (default 2 000). */
+  readonly requestTimeoutMs?: number;
+  /** Timeout of a TCP connection (default 1 000). */
+  readonly connectionTimeoutMs?: number;
+}
+
+// kafkajs retries inside one publish; kept short so a publish settles within maxSendMs, and the
+// relay retries the same batch itself.
+const PRODUCER_RETRY = { retries: 1, initialRetryTime: 100, maxRetryTime: 300 } as const;
+
+/** Producer errors after which the producer's id or sequence state is unusable: replace it. */
+const PRODUCER_STATE_ERRORS = new Set([
+  "OUT_OF_ORDER_SEQUENCE_NUMBER",
+  "UNKNOWN_PRODUCER_ID",
+  "INVALID_PRODUCER_EPOCH",
+  "INVALID_PRODUCER_ID_MAPPING",
+  "DUPLICATE_SEQUENCE_NUMBER",
+  "PRODUCER_FENCED",
+]);
+
+/** A kafkajs client with the relay's settings; kafkajs logs go to `log`. */
+export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
+  return new Kafka({
+    clientId: settings.clientId,
+    brokers: [...settings.brokers],
+    requestTimeout: settings.requestTimeoutMs ?? 2000,
+    connectionTimeout: settings.connectionTimeoutMs ?? 1000,
+    enforceRequestTimeout: true,
+    retry: PRODUCER_RETRY,
+    logLevel: logLevel.INFO,
+    logCreator: () => (entry: LogEntry) => forwardLog(log, entry),
+  });
+}
+
+function forwardLog(log: Logger, { namespace, level, log: entry }: LogEntry): void {
+  const { message, timestamp: _timestamp, logger: _logger, ...extra } = entry as LogEntry["log"] & { logger?: string };
+  const fields = { kafkajs: namespace, ...extra };
+  // The relay limits kafkajs's retries on purpose and retries the identical batch itself (or
+  // replaces the producer), which keeps the idempotence kafkajs warns about here.
+  if (message.startsWith("Limiting retries for the idempotent producer")) log.debug(fields, message);
+  // kafkajs reports every failed request as ERROR; the relay retries and decides what is an error.
+  else if (level === logLevel.ERROR || level === logLevel.WARN) log.warn(fields, message);
+  else if (level === logLevel.INFO) log.debug(fields, message);
+  else log.trace(fields, message);
+}
+
+/** The relay's idempotent producer. */
+export class KafkaPublisher implements Publisher {
+  readonly maxSendMs: number;
+  private producer: Producer | undefined;
+  /** Id of the batch the current producer sent without an acknowledgement. */
+  private unacknowledged: string | undefined;
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly settings: KafkaSettings,
+    private readonly log: Logger,
+  ) {
+    const request = settings.requestTimeoutMs ?? 2000;
+    const connect = settings.connectionTimeoutMs ?? 1000;
+    // Each kafkajs attempt may connect, refresh metadata and produce; then its own short backoff.
+    this.maxSendMs = (PRODUCER_RETRY.retries + 1) * (connect + 2 * request) + PRODUCER_RETRY.maxRetryTime;
+  }
+
+  async publish(batch: PublishBatch): Promise<void> {
+    if (this.unacknowledged !== undefined && this.unacknowledged !== batch.id) await this.reset();
+    const producer = await this.connected();
+    this.unacknowledged = batch.id;
+    try {
+      await producer.sendBatch({ acks: -1, timeout: this.settings.requestTimeoutMs ?? 2000, topicMessages: groupByTopic(batch.messages) });
+    } catch (e) {
+      const type = errorType(e);
+      if (type !== undefined && PRODUCER_STATE_ERRORS.has(type)) {
+        this.log.warn({ err: e, type }, "producer state rejected by the broker; replacing the producer");
+        await this.reset();
+      }
+      throw e;
+    }
+    this.unacknowledged = undefined;
+  }
+
+  async reset(): Promise<void> {
+    const producer = this.producer;
+    this.producer = undefined;
+    this.unacknowledged = undefined;
+    await producer?.disconnect().catch((e: unknown) => this.log.debug({ err: e }, "producer disconnect failed"));
+  }
+
+  private async connected(): Promise<Producer> {
+    if (this.producer !== undefined) return this.producer;
+    const producer = this.kafka.producer({
+      idempotent: true,
+      // kafkajs serialises idempotent requests per broker; one in flight keeps per-partition order.
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: PRODUCER_RETRY,
+    });
+    try {
+      await producer.connect();
+    } catch (e) {
+      await producer.disconnect().catch(() => {});
+      throw e;
+    }
+    this.producer = producer;
+    return producer;
+  }
+}
+
+function groupByTopic(messages: readonly RoutedMessage[]) {
+  const byTopic = new Map<string, Array<{ key: string; value: string; headers: Record<string, string> }>>();
+  for (const m of messages) {
+    let list = byTopic.get(m.topic);
+    if (list === undefined) byTopic.set(m.topic, (list = []));
+    list.push({ key: m.key, value: m.value, headers: { ...m.headers } });
+  }
+  return [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs }));
+}
+
+/** The kafkajs protocol error type (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER) anywhere in the cause chain. */
+export function errorType(e: unknown): string | undefined {
+  let current = e;
+  for (let depth = 0; depth < 8 && current !== null && typeof current === "object"; depth++) {
+    const type = (current as { type?: unknown }).type;
+    if (typeof type === "string") return type;
+    current = (current as { cause?: unknown; originalError?: unknown }).cause ?? (current as { originalError?: unknown }).originalError;
+  }
+  return undefined;
+}
+
+/**
+ * Creates the topics that are missing (partitions, replication, retention.ms); existing topics are
+ * left alone, and a partition count other than the configured one is logged. Idempotent.
+ */
+export async function ensureTopics(kafka: Kafka, spec: TopicSpec, log: Logger): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = spec.topics.filter((t) => !existing.has(t));
+    // Only missing topics are requested: with a mix, kafkajs skips waiting for the new leaders.
+    const created = missing.length === 0 ? false : await admin.createTopics({
+      waitForLeaders: true,
+      topics: missing.map((topic) => ({
+        topic,
+        numPartitions: spec.partitions,
+        replicationFactor: spec.replication,
+        configEntries: [{ name: "retention.ms", value: String(spec.retentionMs) }],
+      })),
+    });
+    const metadata = await admin.fetchTopicMetadata({ topics: [...spec.topics] });
+    for (const t of metadata.topics) {
+      if (t.partitions.length !== spec.partitions) {
+        log.warn({ topic: t.name, partitions: t.partitions.length, configured: spec.partitions }, "existing topic has another partition count; left as it is");
+      }
+    }
+    log.info({ topics: spec.topics, created: created ? missing : [] }, "topics ready");
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}

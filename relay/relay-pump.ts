@@ -1,0 +1,297 @@
+/**
+ * One lease term of the active relay: read committed events in global order (a bounded number of
+ * batches ahead), produce each batch to Kafka until it is acknowledged, then move the durable
+ * checkpoint over the acknowledged prefix under the lease's fencing token (CONTRACT.md R1, R4, R5).
+ * Nothing is ever skipped: a batch is retried until Kafka takes it, an unreadable event blocks.
+ */
+import type { Kysely } from "kysely";
+import type { Logger } from "../core/log.js";
+import { AckTracker } from "./ack-tracker.js";
+import type { EventReader, ReadBatch } from "./event-reader.js";
+import type { Publisher, RoutedMessage } from "./kafka-publisher.js";
+import type { RelayLease } from "./relay-lease.js";
+import type { RelayMetrics } from "./relay-metrics.js";
+import { advanceCheckpoint, readCheckpoint } from "./relay-repository.js";
+import type { RelayTables } from "./schema.js";
+import { sleep } from "./sleep.js";
+import { UnreadableEventError } from "./to-kafka-message.js";
+import type { TopicRouter } from "./topic-router.js";
+
+export type { ReadBatch };
+
+/** Test hooks at the named steps of a batch; a hook that throws or never returns simulates a crash. */
+export interface RelayHooks {
+  /** After a batch was read from the log and S3, before it is produced. */
+  readonly afterRead?: (batch: ReadBatch) => Promise<void> | void;
+  /** After Kafka acknowledged a batch, before the checkpoint moves over it. */
+  readonly afterProduce?: (batch: ReadBatch) => Promise<void> | void;
+  /** After the checkpoint moved over a batch. */
+  readonly afterCheckpoint?: (batch: ReadBatch, checkpoint: number) => Promise<void> | void;
+}
+
+/** Why a term ended. */
+export type TermOutcome = "stopped" | "fenced" | "lease-lost";
+
+/** Wakes the reader when a commit is announced (core/commit-listener.ts provides it). */
+export interface CommitWake {
+  readonly lastAnnounced: number;
+  wait(timeoutMs: number, signal?: AbortSignal): Promise<void>;
+}
+
+/** What a term needs. */
+export interface PumpDeps {
+  readonly db: Kysely<RelayTables>;
+  readonly name: string;
+  readonly reader: EventReader;
+  readonly publisher: Publisher;
+  readonly router: TopicRouter;
+  readonly lease: RelayLease;
+  readonly wake: CommitWake;
+  readonly metrics: RelayMetrics;
+  readonly log: Logger;
+  readonly hooks: RelayHooks;
+  /** Longest wait for a commit notification before the reader looks anyway. */
+  readonly pollMs: number;
+  /** Batches read ahead of the one being produced. */
+  readonly readAhead: number;
+  /** Creates the topics (retried until it succeeds or the term ends). */
+  readonly ensureTopics: () => Promise<void>;
+}
+
+/** Progress counters, for status and periodic logs. */
+export interface PumpProgress {
+  published: number;
+  checkpoint: number;
+  blockedAt: number | undefined;
+}
+
+const MAX_BACKOFF_MS = 5000;
+const ALARM_LOG_INTERVAL_MS = 30_000;
+
+/** Runs lease terms; one instance per relay process. */
+export class RelayPump {
+  readonly progress: PumpProgress = { published: 0, checkpoint: 0, blockedAt: undefined };
+  private queue: ReadBatch[] = [];
+  private sending = false;
+  private readonly queueListeners = new Set<() => void>();
+
+  constructor(private readonly deps: PumpDeps) {}
+
+  /**
+   * Publishes until `stop` (graceful: the batch in flight is finished and checkpointed) or `term`
+   * (the lease is gone: stop at once, the checkpoint would be refused anyway) aborts, or until a
+   * checkpoint write is refused because another relay holds the lease.
+   */
+  async run(stop: AbortSignal, term: AbortSignal): Promise<TermOutcome> {
+    const { deps } = this;
+    const halt = AbortSignal.any([stop, term]);
+    const ended = (): TermOutcome => (term.aborted ? "lease-lost" : "stopped");
+
+    const checkpoint = await this.retrying("reading the checkpoint", () => readCheckpoint(deps.db, deps.name), halt);
+    if (checkpoint === undefined) return ended();
+    const start = checkpoint.value;
+    if ((await this.retrying("creating topics", deps.ensureTopics, halt)) === undefined) return ended();
+
+    this.progress.checkpoint = start.position;
+    deps.metrics.checkpoint.set(start.position);
+    deps.log.info({ relay: deps.name, token: deps.lease.token, checkpoint: start.position }, "relay publishing from the checkpoint");
+
+    this.queue = [];
+    this.sending = false;
+    const readerStop = new AbortController();
+    const readerSignal = AbortSignal.any([halt, readerStop.signal]);
+    const reading = this.readLoop(start.position, readerSignal);
+    try {
+      return await this.sendLoop(new AckTracker(start.position), stop, term);
+    } finally {
+      readerStop.abort();
+      await reading;
+    }
+  }
+
+  private async readLoop(from: number, signal: AbortSignal): Promise<void> {
+    const { deps } = this;
+    let cursor = from;
+    let backoff = 100;
+    let lastAlarmLog = 0;
+    while (!signal.aborted) {
+      // Bounded in-flight work: at most readAhead batches wait behind the one being produced.
+      if (this.queue.length + (this.sending ? 1 : 0) > deps.readAhead) {
+        await this.waitQueue(signal);
+        continue;
+      }
+      // Read before checking for news: a commit announced during the query is looked at again.
+      const announced = deps.wake.lastAnnounced;
+      let batch: ReadBatch | undefined;
+      try {
+        batch = await deps.reader.next(cursor);
+      } catch (e) {
+        if (e instanceof UnreadableEventError) {
+          deps.metrics.readErrors.inc({ reason: e.reason });
+          deps.metrics.blocked.set(1);
+          deps.metrics.blockedPosition.set(e.position);
+          const first = this.progress.blockedAt !== e.position;
+          this.progress.blockedAt = e.position;
+          if (first || Date.now() - lastAlarmLog > ALARM_LOG_INTERVAL_MS) {
+            lastAlarmLog = Date.now();
+            const fields = { alarm: "relay_blocked", reason: e.reason, position: e.position, key: e.key, err: e };
+            // A missing or corrupt object is data loss in the source of truth: an operator must act.
+            if (e.reason === "unavailable") deps.log.warn(fields, "relay blocked: the object store is unavailable");
+            else deps.log.error(fields, "relay blocked: a committed event cannot be read; it will not be skipped");
+          }
+        } else {
+          deps.log.warn({ err: e, after: cursor }, "reading the commit log failed; retrying");
+        }
+        await sleep(backoff, signal);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        continue;
+      }
+      backoff = 100;
+      if (batch === undefined) {
+        if (deps.wake.lastAnnounced === announced) await deps.wake.wait(deps.pollMs, signal);
+        continue;
+      }
+      if (this.progress.blockedAt !== undefined && batch.last >= this.progress.blockedAt) {
+        deps.log.warn({ alarm: "relay_blocked", position: this.progress.blockedAt }, "relay unblocked: the event is readable again");
+        this.progress.blockedAt = undefined;
+        deps.metrics.blocked.set(0);
+        deps.metrics.blockedPosition.set(0);
+      }
+      await deps.hooks.afterRead?.(batch);
+      if (signal.aborted) return;
+      this.queue.push(batch);
+      cursor = batch.last;
+      this.notifyQueue();
+    }
+  }
+
+  private async sendLoop(tracker: AckTracker, stop: AbortSignal, term: AbortSignal): Promise<TermOutcome> {
+    const { deps } = this;
+    const halt = AbortSignal.any([stop, term]);
+    for (;;) {
+      if (term.aborted) return "lease-lost";
+      if (stop.aborted) return "stopped";
+      const batch = this.queue.shift();
+      if (batch === undefined) {
+        await this.waitQueue(halt);
+        continue;
+      }
+      this.sending = true;
+      tracker.register({ after: batch.after, last: batch.last });
+      const messages: RoutedMessage[] = batch.messages.map((m) => ({
+        topic: deps.router.topicFor(m.aggregateType, m.kind),
+        key: m.key,
+        value: m.value,
+        headers: m.headers,
+      }));
+      const acked = await this.publishUntilAcked(batch, messages, stop, term);
+      if (!acked) return term.aborted ? "lease-lost" : "stopped";
+      this.recordPublished(batch, messages);
+      await deps.hooks.afterProduce?.(batch);
+
+      const prefix = tracker.ack({ after: batch.after, last: batch.last });
+      const moved = await this.checkpointUntilDone(prefix, term);
+      if (moved === "fenced") {
+        deps.log.warn({ relay: deps.name, position: prefix }, "checkpoint refused: another relay holds the lease; stepping down");
+        return "fenced";
+      }
+      if (moved === "lease-lost") return "lease-lost";
+      this.progress.checkpoint = prefix;
+      deps.metrics.checkpoint.set(prefix);
+      await deps.hooks.afterCheckpoint?.(batch, prefix);
+      // The batch is done only now: with readAhead 0, reading, producing and checkpointing alternate.
+      this.sending = false;
+      this.notifyQueue();
+    }
+  }
+
+  /** Sends one batch until Kafka acknowledges it; false when the term ends first. */
+  private async publishUntilAcked(batch: ReadBatch, messages: RoutedMessage[], stop: AbortSignal, term: AbortSignal): Promise<boolean> {
+    const { deps } = this;
+    const halt = AbortSignal.any([stop, term]);
+    const id = `${batch.after}-${batch.last}`;
+    let backoff = 100;
+    let failures = 0;
+    for (;;) {
+      // R5: only send while the lease certainly outlives the request, so a relay that lost its
+      // lease has no request in flight by the time a standby can take over.
+      while (deps.lease.remainingMs() < deps.publisher.maxSendMs) {
+        if (halt.aborted || deps.lease.token === undefined) return false;
+        await deps.lease.waitChange(100, halt);
+      }
+      if (halt.aborted) return false;
+      try {
+        await deps.publisher.publish({ id, messages });
+        if (failures > 0) deps.log.info({ batch: id, failures }, "Kafka acknowledged the batch after failures");
+        return true;
+      } catch (e) {
+        failures += 1;
+        deps.metrics.produceErrors.inc();
+        if (failures === 1 || failures % 10 === 0) {
+          deps.log.warn({ err: e, batch: id, events: messages.length, failures }, "producing to Kafka failed; retrying the same batch");
+        }
+        await sleep(backoff, halt);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      }
+    }
+  }
+
+  private async checkpointUntilDone(position: number, term: AbortSignal): Promise<"moved" | "fenced" | "lease-lost"> {
+    const { deps } = this;
+    let backoff = 100;
+    for (;;) {
+      const token = deps.lease.token;
+      if (token === undefined || term.aborted) return "lease-lost";
+      try {
+        return (await advanceCheckpoint(deps.db, deps.name, token, position)) ? "moved" : "fenced";
+      } catch (e) {
+        deps.log.warn({ err: e, position }, "writing the checkpoint failed; retrying");
+        await sleep(backoff, term);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      }
+    }
+  }
+
+  private recordPublished(batch: ReadBatch, messages: readonly RoutedMessage[]): void {
+    const { metrics, lease } = this.deps;
+    const ackedAt = Date.now() + lease.clockOffsetMs;
+    const perTopic = new Map<string, number>();
+    for (const m of messages) perTopic.set(m.topic, (perTopic.get(m.topic) ?? 0) + 1);
+    for (const [topic, n] of perTopic) metrics.published.inc({ topic }, n);
+    metrics.batchSize.observe(messages.length);
+    for (const m of batch.messages) metrics.publishLatency.observe(Math.max(0, ackedAt - m.committedAt.getTime()) / 1000);
+    this.progress.published += messages.length;
+  }
+
+  /** Runs `action` until it succeeds ({ value }) or `signal` aborts (undefined). */
+  private async retrying<T>(what: string, action: () => Promise<T>, signal: AbortSignal): Promise<{ value: T } | undefined> {
+    let backoff = 100;
+    while (!signal.aborted) {
+      try {
+        return { value: await action() };
+      } catch (e) {
+        this.deps.log.warn({ err: e }, `${what} failed; retrying`);
+        await sleep(backoff, signal);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      }
+    }
+    return undefined;
+  }
+
+  private waitQueue(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
+      const done = () => {
+        this.queueListeners.delete(done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      this.queueListeners.add(done);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  private notifyQueue(): void {
+    for (const listener of [...this.queueListeners]) listener();
+  }
+}

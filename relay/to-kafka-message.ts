@@ -1,0 +1,99 @@
+/**
+ * The one wire format (CONTRACT.md R3): the value is the envelope's protobuf JSON with proto field
+ * names and `global_position` set from the commit log (the S3 object stores 0, because the position
+ * is assigned at commit); headers repeat the identity fields, the content type and the trace context.
+ */
+import { decodeSlot, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventKind, kindLabel } from "../core/envelope.js";
+import type { SlotRow } from "../core/event-log.js";
+import type { EventKindLabel } from "./topic-router.js";
+
+/** Why an event could not be turned into a message; the relay blocks on it and raises an alarm. */
+export type UnreadableReason = "missing" | "unavailable" | "void" | "corrupt" | "mismatch";
+
+/** An event the relay must not skip but cannot read: it stops there until the object is readable. */
+export class UnreadableEventError extends Error {
+  override name = "UnreadableEventError";
+  constructor(
+    readonly reason: UnreadableReason,
+    readonly position: number,
+    readonly key: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** A Kafka message for one committed event, before routing picks its topic. */
+export interface EventMessage {
+  readonly position: number;
+  readonly eventId: string;
+  readonly aggregateType: string;
+  readonly kind: EventKindLabel;
+  /** Database time of the commit, for the commit-to-ack latency. */
+  readonly committedAt: Date;
+  readonly key: string;
+  readonly value: string;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** W3C trace context keys carried from metadata to headers. */
+const TRACE_HEADERS = ["traceparent", "tracestate"] as const;
+
+/**
+ * Builds the message of a committed log row from the bytes of its S3 object. Throws
+ * UnreadableEventError when the object is a void marker, cannot be decoded, or holds another event.
+ */
+export function toKafkaMessage(row: SlotRow, objectKey: string, body: string): EventMessage {
+  const position = row.globalPosition!;
+  let content;
+  try {
+    content = decodeSlot(body);
+  } catch (e) {
+    throw new UnreadableEventError("corrupt", position, objectKey, `object ${objectKey} is not an envelope`, { cause: e });
+  }
+  if (content.type === "void") {
+    throw new UnreadableEventError("void", position, objectKey, `object ${objectKey} is a void marker but the log says committed`);
+  }
+  const envelope = content.envelope;
+  if (envelope.eventId !== row.eventId || Number(envelope.sequenceNumber) !== row.seq) {
+    throw new UnreadableEventError(
+      "mismatch",
+      position,
+      objectKey,
+      `object ${objectKey} holds event ${envelope.eventId} seq ${envelope.sequenceNumber}, the log says ${row.eventId} seq ${row.seq}`,
+    );
+  }
+  envelope.globalPosition = BigInt(position);
+  const orderingKey = envelope.metadata["ordering_key"];
+  // R2: one key per ordering domain, so Kafka keeps the events of that key in one partition.
+  const key = orderingKey !== undefined && orderingKey !== "" ? orderingKey : `${envelope.aggregateType}/${envelope.aggregateId}`;
+  const headers: Record<string, string> = {
+    event_id: envelope.eventId,
+    event_type: envelope.eventType,
+    aggregate_type: envelope.aggregateType,
+    aggregate_id: envelope.aggregateId,
+    sequence_number: envelope.sequenceNumber.toString(),
+    global_position: String(position),
+    "content-type": ENVELOPE_CONTENT_TYPE,
+  };
+  for (const name of TRACE_HEADERS) {
+    const value = envelope.metadata[name];
+    if (value !== undefined && value !== "") headers[name] = value;
+  }
+  return {
+    position,
+    eventId: envelope.eventId,
+    aggregateType: envelope.aggregateType,
+    kind: eventKind(envelope.kind, envelope.metadata["kind"]),
+    committedAt: row.committedAt!,
+    key,
+    value: encodeEnvelope(envelope),
+    headers,
+  };
+}
+
+function eventKind(kind: EventKind, metadataKind: string | undefined): EventKindLabel {
+  if (kind === EventKind.UNSPECIFIED) return metadataKind === "command" ? "command" : "domain";
+  return kindLabel(kind);
+}
