@@ -2,8 +2,8 @@
 // @generated from file tidemark/v1/instance.proto (package tidemark.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/instance.proto.
  */
 export const file_tidemark_v1_instance: GenFile = /*@__PURE__*/
-  fileDesc("Chp0aWRlbWFyay92MS9pbnN0YW5jZS5wcm90bxILdGlkZW1hcmsudjEijQIKCEluc3RhbmNlEhAKCGRhdGFiYXNlGAEgASgJEhIKCmNsYXNzX25hbWUYAiABKAkSEwoLaW5zdGFuY2VfaWQYAyABKAkSKwoKcHJvcGVydGllcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHdmVyc2lvbhgFIAEoBBIPCgdkZWxldGVkGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2dsb2JhbF9wb3NpdGlvbhgJIAEoBCKXAgoVQ3JlYXRlSW5zdGFuY2VSZXF1ZXN0EhAKCGRhdGFiYXNlGAEgASgJEhIKCmNsYXNzX25hbWUYAiABKAkSEwoLaW5zdGFuY2VfaWQYAyABKAkSKwoKcHJvcGVydGllcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKY29tbWFuZF9pZBgFIAEoCRINCgVhY3RvchgGIAEoCRJCCghtZXRhZGF0YRgHIAMoCzIwLnRpZGVtYXJrLnYxLkNyZWF0ZUluc3RhbmNlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLDAgoVVXBkYXRlSW5zdGFuY2VSZXF1ZXN0EhAKCGRhdGFiYXNlGAEgASgJEhIKCmNsYXNzX25hbWUYAiABKAkSEwoLaW5zdGFuY2VfaWQYAyABKAkSKwoKcHJvcGVydGllcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSGQoMZXhwZWN0ZWRfc2VxGAUgASgESACIAQESEgoKY29tbWFuZF9pZBgGIAEoCRINCgVhY3RvchgHIAEoCRJCCghtZXRhZGF0YRgIIAMoCzIwLnRpZGVtYXJrLnYxLlVwZGF0ZUluc3RhbmNlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIPCg1fZXhwZWN0ZWRfc2VxIpYCChVEZWxldGVJbnN0YW5jZVJlcXVlc3QSEAoIZGF0YWJhc2UYASABKAkSEgoKY2xhc3NfbmFtZRgCIAEoCRITCgtpbnN0YW5jZV9pZBgDIAEoCRIZCgxleHBlY3RlZF9zZXEYBCABKARIAIgBARISCgpjb21tYW5kX2lkGAUgASgJEg0KBWFjdG9yGAYgASgJEkIKCG1ldGFkYXRhGAcgAygLMjAudGlkZW1hcmsudjEuRGVsZXRlSW5zdGFuY2VSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg8KDV9leHBlY3RlZF9zZXEiZQoNQ29tbWFuZFJlc3VsdBIQCghldmVudF9pZBgBIAEoCRIXCg9zZXF1ZW5jZV9udW1iZXIYAiABKAQSFwoPZ2xvYmFsX3Bvc2l0aW9uGAMgASgEEhAKCHJlcGxheWVkGAQgASgIIkQKFkNyZWF0ZUluc3RhbmNlUmVzcG9uc2USKgoGcmVzdWx0GAEgASgLMhoudGlkZW1hcmsudjEuQ29tbWFuZFJlc3VsdCJEChZVcGRhdGVJbnN0YW5jZVJlc3BvbnNlEioKBnJlc3VsdBgBIAEoCzIaLnRpZGVtYXJrLnYxLkNvbW1hbmRSZXN1bHQiRAoWRGVsZXRlSW5zdGFuY2VSZXNwb25zZRIqCgZyZXN1bHQYASABKAsyGi50aWRlbWFyay52MS5Db21tYW5kUmVzdWx0Ik8KEkdldEluc3RhbmNlUmVxdWVzdBIQCghkYXRhYmFzZRgBIAEoCRISCgpjbGFzc19uYW1lGAIgASgJEhMKC2luc3RhbmNlX2lkGAMgASgJIj4KE0dldEluc3RhbmNlUmVzcG9uc2USJwoIaW5zdGFuY2UYASABKAsyFS50aWRlbWFyay52MS5JbnN0YW5jZSJ8ChRMaXN0SW5zdGFuY2VzUmVxdWVzdBIQCghkYXRhYmFzZRgBIAEoCRISCgpjbGFzc19uYW1lGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEhcKD2luY2x1ZGVfZGVsZXRlZBgFIAEoCCJaChVMaXN0SW5zdGFuY2VzUmVzcG9uc2USKAoJaW5zdGFuY2VzGAEgAygLMhUudGlkZW1hcmsudjEuSW5zdGFuY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMswDCg9JbnN0YW5jZVNlcnZpY2USWQoOQ3JlYXRlSW5zdGFuY2USIi50aWRlbWFyay52MS5DcmVhdGVJbnN0YW5jZVJlcXVlc3QaIy50aWRlbWFyay52MS5DcmVhdGVJbnN0YW5jZVJlc3BvbnNlElkKDlVwZGF0ZUluc3RhbmNlEiIudGlkZW1hcmsudjEuVXBkYXRlSW5zdGFuY2VSZXF1ZXN0GiMudGlkZW1hcmsudjEuVXBkYXRlSW5zdGFuY2VSZXNwb25zZRJZCg5EZWxldGVJbnN0YW5jZRIiLnRpZGVtYXJrLnYxLkRlbGV0ZUluc3RhbmNlUmVxdWVzdBojLnRpZGVtYXJrLnYxLkRlbGV0ZUluc3RhbmNlUmVzcG9uc2USUAoLR2V0SW5zdGFuY2USHy50aWRlbWFyay52MS5HZXRJbnN0YW5jZVJlcXVlc3QaIC50aWRlbWFyay52MS5HZXRJbnN0YW5jZVJlc3BvbnNlElYKDUxpc3RJbnN0YW5jZXMSIS50aWRlbWFyay52MS5MaXN0SW5zdGFuY2VzUmVxdWVzdBoiLnRpZGVtYXJrLnYxLkxpc3RJbnN0YW5jZXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chp0aWRlbWFyay92MS9pbnN0YW5jZS5wcm90bxILdGlkZW1hcmsudjEijQIKCEluc3RhbmNlEhAKCGRhdGFiYXNlGAEgASgJEhIKCmNsYXNzX25hbWUYAiABKAkSEwoLaW5zdGFuY2VfaWQYAyABKAkSKwoKcHJvcGVydGllcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHdmVyc2lvbhgFIAEoBBIPCgdkZWxldGVkGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2dsb2JhbF9wb3NpdGlvbhgJIAEoBCKXAgoVQ3JlYXRlSW5zdGFuY2VSZXF1ZXN0EhAKCGRhdGFiYXNlGAEgASgJEhIKCmNsYXNzX25hbWUYAiABKAkSEwoLaW5zdGFuY2VfaWQYAyABKAkSKwoKcHJvcGVydGllcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKY29tbWFuZF9pZBgFIAEoCRINCgVhY3RvchgGIAEoCRJCCghtZXRhZGF0YRgHIAMoCzIwLnRpZGVtYXJrLnYxLkNyZWF0ZUluc3RhbmNlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLDAgoVVXBkYXRlSW5zdGFuY2VSZXF1ZXN0EhAKCGRhdGFiYXNlGAEgASgJEhIKCmNsYXNzX25hbWUYAiABKAkSEwoLaW5zdGFuY2VfaWQYAyABKAkSKwoKcHJvcGVydGllcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSGQoMZXhwZWN0ZWRfc2VxGAUgASgESACIAQESEgoKY29tbWFuZF9pZBgGIAEoCRINCgVhY3RvchgHIAEoCRJCCghtZXRhZGF0YRgIIAMoCzIwLnRpZGVtYXJrLnYxLlVwZGF0ZUluc3RhbmNlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIPCg1fZXhwZWN0ZWRfc2VxIpYCChVEZWxldGVJbnN0YW5jZVJlcXVlc3QSEAoIZGF0YWJhc2UYASABKAkSEgoKY2xhc3NfbmFtZRgCIAEoCRITCgtpbnN0YW5jZV9pZBgDIAEoCRIZCgxleHBlY3RlZF9zZXEYBCABKARIAIgBARISCgpjb21tYW5kX2lkGAUgASgJEg0KBWFjdG9yGAYgASgJEkIKCG1ldGFkYXRhGAcgAygLMjAudGlkZW1hcmsudjEuRGVsZXRlSW5zdGFuY2VSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg8KDV9leHBlY3RlZF9zZXEiZQoNQ29tbWFuZFJlc3VsdBIQCghldmVudF9pZBgBIAEoCRIXCg9zZXF1ZW5jZV9udW1iZXIYAiABKAQSFwoPZ2xvYmFsX3Bvc2l0aW9uGAMgASgEEhAKCHJlcGxheWVkGAQgASgIIkQKFkNyZWF0ZUluc3RhbmNlUmVzcG9uc2USKgoGcmVzdWx0GAEgASgLMhoudGlkZW1hcmsudjEuQ29tbWFuZFJlc3VsdCJEChZVcGRhdGVJbnN0YW5jZVJlc3BvbnNlEioKBnJlc3VsdBgBIAEoCzIaLnRpZGVtYXJrLnYxLkNvbW1hbmRSZXN1bHQiRAoWRGVsZXRlSW5zdGFuY2VSZXNwb25zZRIqCgZyZXN1bHQYASABKAsyGi50aWRlbWFyay52MS5Db21tYW5kUmVzdWx0IpgBChJHZXRJbnN0YW5jZVJlcXVlc3QSEAoIZGF0YWJhc2UYASABKAkSEgoKY2xhc3NfbmFtZRgCIAEoCRITCgtpbnN0YW5jZV9pZBgDIAEoCRIxCgtjb25zaXN0ZW5jeRgEIAEoDjIcLnRpZGVtYXJrLnYxLlJlYWRDb25zaXN0ZW5jeRIUCgxtaW5fcG9zaXRpb24YBSABKAQiPgoTR2V0SW5zdGFuY2VSZXNwb25zZRInCghpbnN0YW5jZRgBIAEoCzIVLnRpZGVtYXJrLnYxLkluc3RhbmNlIsUBChRMaXN0SW5zdGFuY2VzUmVxdWVzdBIQCghkYXRhYmFzZRgBIAEoCRISCgpjbGFzc19uYW1lGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEhcKD2luY2x1ZGVfZGVsZXRlZBgFIAEoCBIxCgtjb25zaXN0ZW5jeRgGIAEoDjIcLnRpZGVtYXJrLnYxLlJlYWRDb25zaXN0ZW5jeRIUCgxtaW5fcG9zaXRpb24YByABKAQiWgoVTGlzdEluc3RhbmNlc1Jlc3BvbnNlEigKCWluc3RhbmNlcxgBIAMoCzIVLnRpZGVtYXJrLnYxLkluc3RhbmNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSqXAQoPUmVhZENvbnNpc3RlbmN5EiAKHFJFQURfQ09OU0lTVEVOQ1lfVU5TUEVDSUZJRUQQABIdChlSRUFEX0NPTlNJU1RFTkNZX0VWRU5UVUFMEAESGwoXUkVBRF9DT05TSVNURU5DWV9TVFJPTkcQAhImCiJSRUFEX0NPTlNJU1RFTkNZX0FUX0xFQVNUX1BPU0lUSU9OEAMyzAMKD0luc3RhbmNlU2VydmljZRJZCg5DcmVhdGVJbnN0YW5jZRIiLnRpZGVtYXJrLnYxLkNyZWF0ZUluc3RhbmNlUmVxdWVzdBojLnRpZGVtYXJrLnYxLkNyZWF0ZUluc3RhbmNlUmVzcG9uc2USWQoOVXBkYXRlSW5zdGFuY2USIi50aWRlbWFyay52MS5VcGRhdGVJbnN0YW5jZVJlcXVlc3QaIy50aWRlbWFyay52MS5VcGRhdGVJbnN0YW5jZVJlc3BvbnNlElkKDkRlbGV0ZUluc3RhbmNlEiIudGlkZW1hcmsudjEuRGVsZXRlSW5zdGFuY2VSZXF1ZXN0GiMudGlkZW1hcmsudjEuRGVsZXRlSW5zdGFuY2VSZXNwb25zZRJQCgtHZXRJbnN0YW5jZRIfLnRpZGVtYXJrLnYxLkdldEluc3RhbmNlUmVxdWVzdBogLnRpZGVtYXJrLnYxLkdldEluc3RhbmNlUmVzcG9uc2USVgoNTGlzdEluc3RhbmNlcxIhLnRpZGVtYXJrLnYxLkxpc3RJbnN0YW5jZXNSZXF1ZXN0GiIudGlkZW1hcmsudjEuTGlzdEluc3RhbmNlc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An instance's current state.
@@ -340,6 +340,20 @@ export type GetInstanceRequest = Message<"tidemark.v1.GetInstanceRequest"> & {
    * @generated from field: string instance_id = 3;
    */
   instanceId: string;
+
+  /**
+   * How fresh the answer must be (unspecified: STRONG).
+   *
+   * @generated from field: tidemark.v1.ReadConsistency consistency = 4;
+   */
+  consistency: ReadConsistency;
+
+  /**
+   * For READ_CONSISTENCY_AT_LEAST_POSITION: a global position from a command's result.
+   *
+   * @generated from field: uint64 min_position = 5;
+   */
+  minPosition: bigint;
 };
 
 /**
@@ -398,6 +412,20 @@ export type ListInstancesRequest = Message<"tidemark.v1.ListInstancesRequest"> &
    * @generated from field: bool include_deleted = 5;
    */
   includeDeleted: boolean;
+
+  /**
+   * How fresh the answer must be (unspecified: STRONG). A page token works with any consistency.
+   *
+   * @generated from field: tidemark.v1.ReadConsistency consistency = 6;
+   */
+  consistency: ReadConsistency;
+
+  /**
+   * For READ_CONSISTENCY_AT_LEAST_POSITION: a global position from a command's result.
+   *
+   * @generated from field: uint64 min_position = 7;
+   */
+  minPosition: bigint;
 };
 
 /**
@@ -430,6 +458,48 @@ export type ListInstancesResponse = Message<"tidemark.v1.ListInstancesResponse">
  */
 export const ListInstancesResponseSchema: GenMessage<ListInstancesResponse> = /*@__PURE__*/
   messageDesc(file_tidemark_v1_instance, 11);
+
+/**
+ * How fresh a read must be.
+ *
+ * @generated from enum tidemark.v1.ReadConsistency
+ */
+export enum ReadConsistency {
+  /**
+   * The same as STRONG: what reads did before this field existed.
+   *
+   * @generated from enum value: READ_CONSISTENCY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * From the read model (the instances projection): fast, possibly behind recent commands.
+   *
+   * @generated from enum value: READ_CONSISTENCY_EVENTUAL = 1;
+   */
+  EVENTUAL = 1,
+
+  /**
+   * Folded from the instance's event stream: reflects every acknowledged command.
+   *
+   * @generated from enum value: READ_CONSISTENCY_STRONG = 2;
+   */
+  STRONG = 2,
+
+  /**
+   * From the read model once it reflects every event up to min_position (read-your-writes).
+   * Waits up to the call's deadline (and the server's maximum), then fails with UNAVAILABLE.
+   *
+   * @generated from enum value: READ_CONSISTENCY_AT_LEAST_POSITION = 3;
+   */
+  AT_LEAST_POSITION = 3,
+}
+
+/**
+ * Describes the enum tidemark.v1.ReadConsistency.
+ */
+export const ReadConsistencySchema: GenEnum<ReadConsistency> = /*@__PURE__*/
+  enumDesc(file_tidemark_v1_instance, 0);
 
 /**
  * Instances: JSON objects in a database (tenant) and class, changed by commands that the server

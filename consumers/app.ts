@@ -1,0 +1,203 @@
+/**
+ * Builds and runs consumers: database (migrated), Kafka client, dead-letter topic and producer, one
+ * runtime per handler, housekeeping and metrics. `startConsumer` runs user handlers;
+ * `startProjection` runs the instances projection with its position tracker. Each returns a handle
+ * whose `stop` shuts down in reverse order.
+ */
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import { Partitioners, type Kafka } from "kafkajs";
+import { createDatabase, migrateToLatest, type Database } from "../core/db/database.js";
+import { createLogger, type Logger } from "../core/log.js";
+import { createRegistry, startMetricsServer, type Registry } from "../core/metrics.js";
+import { startHousekeeping, startPositionTracker, type BackgroundLoop } from "./background.js";
+import { checkTiming, type ConsumerConfig } from "./config.js";
+import { ConsumerRuntime, type CrashPoint, type CrashPointInfo } from "./consumer-runtime.js";
+import { ensureTopic } from "./dead-letter.js";
+import type { ConsumedEvent, Handler } from "./handler.js";
+import { createKafka } from "./kafka.js";
+import { ConsumerMetrics } from "./metrics.js";
+import { instancesProjection } from "./projection.js";
+import type { ConsumerDatabase } from "./schema.js";
+
+/** Parts a caller (tests, an embedding process) may supply instead of the configured ones. */
+export interface ConsumerOverrides {
+  readonly log?: Logger;
+  /** A database to use (not closed on stop); default: a pool from the configuration. */
+  readonly database?: Database<ConsumerDatabase>;
+  readonly kafka?: Kafka;
+  /** Registry to register the metrics in; default: a fresh one. */
+  readonly metricsRegistry?: Registry;
+  /** Worker identity in registry rows; default `host/pid/random`. */
+  readonly owner?: string;
+  /** Test hook: runs at each named crash point. */
+  readonly crashPoint?: (point: CrashPoint, info: CrashPointInfo) => Promise<void>;
+  /** Called after each event's outcome is recorded. */
+  readonly onRecorded?: (handler: string, event: ConsumedEvent | undefined) => void;
+  /** Run registry housekeeping in this process (default true; several processes may). */
+  readonly housekeeping?: boolean;
+}
+
+/** A running consumer process (one or more handlers). */
+export interface ConsumerHandle {
+  readonly handlers: readonly string[];
+  readonly metrics: ConsumerMetrics;
+  readonly database: Database<ConsumerDatabase>;
+  /** `host:port` of /metrics, when enabled. */
+  readonly metricsAddress: string | undefined;
+  /** Stops consuming (in-flight events finish), then closes what this handle opened. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts one consumer group per handler (`{groupPrefix}{name}`) on the configured topics, with
+ * the registry's guarantees: exactly-once effect, per-aggregate order, retries, dead letters.
+ * Resolves once every consumer has joined its group.
+ */
+export async function startConsumer(config: ConsumerConfig, handlers: Handler | readonly Handler[], overrides: ConsumerOverrides = {}): Promise<ConsumerHandle> {
+  return launch(config, Array.isArray(handlers) ? handlers : [handlers as Handler], overrides);
+}
+
+/** A running projection: a consumer handle plus the projection's applied position. */
+export interface ProjectionHandle extends ConsumerHandle {
+  /** Moves the stored applied position forward now. */
+  nudgePosition(): void;
+}
+
+/**
+ * Starts the instances projection (handler `projection:instances`) and the tracker that keeps its
+ * applied global position current for read-your-writes.
+ */
+export async function startProjection(config: ConsumerConfig, overrides: ConsumerOverrides = {}): Promise<ProjectionHandle> {
+  let tracker: BackgroundLoop | undefined;
+  const handle = await launch(config, [instancesProjection()], {
+    ...overrides,
+    onRecorded: (name, event) => {
+      tracker?.nudge();
+      overrides.onRecorded?.(name, event);
+    },
+  }, (database, metrics, log) => {
+    tracker = startPositionTracker({ db: database.db, metrics, log });
+    return () => tracker!.stop();
+  });
+  return { ...handle, nudgePosition: () => tracker?.nudge() };
+}
+
+async function launch(
+  config: ConsumerConfig,
+  handlers: readonly Handler[],
+  overrides: ConsumerOverrides,
+  extra?: (database: Database<ConsumerDatabase>, metrics: ConsumerMetrics, log: Logger) => () => Promise<void>,
+): Promise<ConsumerHandle> {
+  checkTiming(config);
+  if (handlers.length === 0) throw new Error("startConsumer needs at least one handler");
+  const names = handlers.map((h) => h.name);
+  if (new Set(names).size !== names.length) throw new Error(`handler names must be unique, got ${names.join(", ")}`);
+  const log = overrides.log ?? createLogger("tidemark-consumer", config.logLevel);
+  const ownsDatabase = overrides.database === undefined;
+  const database = overrides.database ?? createDatabase<ConsumerDatabase>({ url: config.pgUrl, schema: config.pgSchema, poolSize: config.pgPoolSize });
+  const cleanups: Array<() => Promise<void>> = [];
+  if (ownsDatabase) cleanups.push(() => database.close());
+  // A connection that dies while its client is checked out (a handler's transaction between two
+  // statements) emits 'error' on the client; unheard, that would crash the process. The next
+  // query on it fails instead, and the runtime treats that as an outage.
+  database.pool.on("connect", (client) => client.on("error", () => {}));
+  try {
+    const applied = await migrateToLatest(database.db, database.schema);
+    if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
+
+    const kafka = overrides.kafka ?? createKafka(config.kafkaBrokers, config.kafkaClientId, log);
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await ensureTopic(admin, config.deadLetterTopic, config.deadLetterPartitions, config.deadLetterReplication);
+    } finally {
+      await admin.disconnect();
+    }
+    // Dead letters are at least once (keyed by handler and event id); an idempotent producer would
+    // need unbounded retries, and a send must fail during an outage so the partition pauses.
+    const producer = kafka.producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+    cleanups.unshift(() => producer.disconnect());
+
+    const registry = overrides.metricsRegistry ?? createRegistry(config.metricsAddr !== "");
+    const metrics = new ConsumerMetrics(registry);
+    if (extra !== undefined) cleanups.unshift(extra(database, metrics, log));
+    if (overrides.housekeeping ?? true) {
+      const housekeeping = startHousekeeping({
+        db: database.db,
+        intervalMs: config.pruneIntervalMs,
+        retentionMs: config.retentionMs,
+        batchSize: config.pruneBatchSize,
+        metrics,
+        log,
+      });
+      cleanups.unshift(() => housekeeping.stop());
+    }
+
+    const owner = overrides.owner ?? `${hostname()}/${process.pid}/${randomBytes(3).toString("hex")}`;
+    const runtimes = handlers.map(
+      (handler) =>
+        new ConsumerRuntime({
+          handler,
+          db: database.db,
+          kafka,
+          producer,
+          topics: config.topics,
+          groupId: `${config.groupPrefix}${handler.name}`,
+          fromBeginning: config.fromBeginning,
+          deadLetterTopic: config.deadLetterTopic,
+          leaseMs: config.leaseMs,
+          heartbeatMs: config.heartbeatMs,
+          maxAttempts: config.maxAttempts,
+          backoff: { baseMs: config.retryBaseMs, maxMs: config.retryMaxMs, jitter: 0.2 },
+          concurrency: config.concurrency,
+          maxInFlight: config.maxInFlight,
+          partitionsConsumedConcurrently: config.partitionsConsumedConcurrently,
+          sessionTimeoutMs: config.sessionTimeoutMs,
+          metrics,
+          log,
+          owner,
+          ...(overrides.crashPoint === undefined ? {} : { crashPoint: overrides.crashPoint }),
+          onRecorded: (event) => overrides.onRecorded?.(handler.name, event),
+        }),
+    );
+    cleanups.unshift(async () => {
+      await Promise.all(runtimes.map((r) => r.stop()));
+    });
+    await Promise.all(runtimes.map((r) => r.start()));
+
+    let metricsAddress: string | undefined;
+    if (config.metricsAddr !== "") {
+      const server = await startMetricsServer(config.metricsAddr, [registry]);
+      metricsAddress = server.address;
+      cleanups.unshift(() => server.close());
+    }
+    log.info({ handlers: names, topics: config.topics, schema: database.schema, owner }, "tidemark consumers running");
+
+    let stopping: Promise<void> | undefined;
+    return {
+      handlers: names,
+      metrics,
+      database,
+      metricsAddress,
+      stop() {
+        stopping ??= runCleanups(cleanups, log).then(() => log.info({ handlers: names }, "tidemark consumers stopped"));
+        return stopping;
+      },
+    };
+  } catch (e) {
+    await runCleanups(cleanups, log);
+    throw e;
+  }
+}
+
+async function runCleanups(cleanups: ReadonlyArray<() => Promise<void>>, log: Logger): Promise<void> {
+  for (const cleanup of cleanups) {
+    try {
+      await cleanup();
+    } catch (e) {
+      log.warn({ err: e }, "shutdown step failed");
+    }
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Configuration of a consumer process, parsed once from the environment, typed and frozen. The
+ * origin's variable names are accepted as aliases; the registry cannot be switched off.
+ */
+import { ConfigError, parse, parseSettings, type Setting } from "../core/settings.js";
+
+/** Seconds (decimals allowed) as milliseconds, within bounds. */
+const seconds =
+  (min: number, max: number) =>
+  (raw: string): number => {
+    const n = Number(raw);
+    if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !Number.isFinite(n) || n < min || n > max) {
+      throw new Error(`must be a number of seconds from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+    }
+    return Math.round(n * 1000);
+  };
+
+const registryRequired = (raw: string): true => {
+  if (/^(0|false|no|off)$/i.test(raw)) {
+    throw new Error(
+      "Tidemark does not run consumers without the processed-event registry: it is what makes side effects " +
+        "exactly-once (claim, lease, fencing), keeps per-aggregate order and records retries and dead letters (CONTRACT.md C1-C5)",
+    );
+  }
+  if (!/^(1|true|yes|on)$/i.test(raw)) throw new Error(`must be true, got ${JSON.stringify(raw)}`);
+  return true;
+};
+
+/** The settings a consumer process reads. Lease and heartbeat are in seconds, kept as milliseconds. */
+export const CONSUMER_SETTINGS = {
+  pgUrl: { env: "TIDEMARK_PG_URL", parse: parse.url, description: "PostgreSQL connection URL (the registry, the read model and the commit log).", secret: true },
+  pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
+  pgPoolSize: { env: "TIDEMARK_CONSUMER_PG_POOL_SIZE", default: 12, parse: parse.int(2, 1000), description: "Maximum PostgreSQL connections of the consumer process; keep it above the handler concurrency." },
+  kafkaBrokers: { env: "TIDEMARK_KAFKA_BROKERS", parse: parse.list, description: "Kafka bootstrap brokers, comma-separated host:port." },
+  kafkaClientId: { env: "TIDEMARK_KAFKA_CLIENT_ID", default: "tidemark-consumer", parse: parse.string, description: "Kafka client id of the consumer process." },
+  topics: { env: "TIDEMARK_CONSUMER_TOPICS", default: ["tidemark.events"], parse: parse.list, description: "Topics the consumers subscribe to, comma-separated." },
+  groupPrefix: { env: "TIDEMARK_CONSUMER_GROUP_PREFIX", default: "tidemark.", parse: parse.string, description: "Each handler consumes in the group `{prefix}{handler name}`." },
+  fromBeginning: { env: "TIDEMARK_CONSUMER_FROM_BEGINNING", default: true, parse: parse.bool, description: "A new consumer group starts at the beginning of its topics (a projection must see every event)." },
+  deadLetterTopic: { env: "TIDEMARK_DEAD_LETTER_TOPIC", default: "tidemark.dead-letter", parse: parse.string, description: "Topic receiving poison and exhausted events with their cause; created when missing." },
+  deadLetterPartitions: { env: "TIDEMARK_DEAD_LETTER_PARTITIONS", default: 3, parse: parse.int(1, 10_000), description: "Partitions of the dead-letter topic when it is created." },
+  deadLetterReplication: { env: "TIDEMARK_DEAD_LETTER_REPLICATION", default: 1, parse: parse.int(1, 32), description: "Replication factor of the dead-letter topic when it is created." },
+  registryEnabled: { env: "ENABLE_PROCESSED_EVENT_REGISTRY", default: true, parse: registryRequired, description: "Accepted for compatibility with the origin; must not be false." },
+  leaseMs: { env: "TIDEMARK_CONSUMER_LEASE_SECONDS", aliases: ["PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS"], default: 30_000, defaultLabel: "`30`", parse: seconds(0.5, 3600), description: "Lease of a claim, in seconds: a crashed holder's event is taken over after at most this long." },
+  heartbeatMs: { env: "TIDEMARK_CONSUMER_HEARTBEAT_SECONDS", aliases: ["PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS"], default: 10_000, defaultLabel: "`10`", parse: seconds(0.1, 3600), description: "How often a holder renews its lease, in seconds; must be below the lease." },
+  maxAttempts: { env: "TIDEMARK_CONSUMER_MAX_ATTEMPTS", default: 10, parse: parse.int(1, 1000), description: "Attempts (retries and takeovers included) before an event is dead-lettered." },
+  retryBaseMs: { env: "TIDEMARK_CONSUMER_RETRY_BASE_MS", default: 500, parse: parse.int(1, 3_600_000), description: "Backoff before the second attempt; doubles per attempt." },
+  retryMaxMs: { env: "TIDEMARK_CONSUMER_RETRY_MAX_MS", default: 60_000, parse: parse.int(1, 86_400_000), description: "Upper bound of the retry backoff." },
+  concurrency: { env: "TIDEMARK_CONSUMER_CONCURRENCY", default: 8, parse: parse.int(1, 1000), description: "Handler calls running at once per partition (different aggregates; one aggregate is always sequential)." },
+  maxInFlight: { env: "TIDEMARK_CONSUMER_MAX_IN_FLIGHT", default: 1000, parse: parse.int(1, 1_000_000), description: "Messages of one partition held between fetch and commit; the partition pauses above it." },
+  partitionsConsumedConcurrently: { env: "TIDEMARK_CONSUMER_PARTITIONS_CONCURRENTLY", default: 4, parse: parse.int(1, 1000), description: "Partitions whose batches are dispatched at once." },
+  sessionTimeoutMs: { env: "TIDEMARK_KAFKA_SESSION_TIMEOUT_MS", default: 30_000, parse: parse.int(6000, 300_000), description: "Kafka group session timeout: a dead consumer's partitions move after this long." },
+  retentionMs: { env: "TIDEMARK_CONSUMER_RETENTION_HOURS", default: 7 * 24 * 3_600_000, defaultLabel: "`168` (7 days)", parse: (raw: string) => parse.int(1, 24 * 365 * 10)(raw) * 3_600_000, description: "Done registry rows older than this are pruned (watermarks stay)." },
+  pruneIntervalMs: { env: "TIDEMARK_CONSUMER_PRUNE_INTERVAL_SECONDS", default: 600_000, defaultLabel: "`600`", parse: seconds(1, 86_400), description: "How often housekeeping runs (0 rows is cheap: an index range scan)." },
+  pruneBatchSize: { env: "TIDEMARK_CONSUMER_PRUNE_BATCH_SIZE", default: 1000, parse: parse.int(1, 100_000), description: "Rows deleted per housekeeping statement." },
+  metricsAddr: { env: "TIDEMARK_METRICS_ADDR", default: "", defaultLabel: "off", parse: (raw: string) => (raw === "" ? raw : parse.hostPort(raw)), description: "host:port serving /metrics; empty disables it." },
+  s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", default: "", defaultLabel: "*required for rebuild*", parse: parse.url, description: "S3 API endpoint the rebuild reads events from." },
+  s3Bucket: { env: "TIDEMARK_S3_BUCKET", aliases: ["EVENT_STORE_BUCKET"], default: "tidemark-events", parse: parse.string, description: "Bucket holding the event streams." },
+  s3Region: { env: "TIDEMARK_S3_REGION", default: "us-east-1", parse: parse.string, description: "Region used to sign S3 requests." },
+  s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", default: "", defaultLabel: "*required for rebuild*", parse: parse.string, description: "S3 access key id.", secret: true },
+  s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", default: "", defaultLabel: "*required for rebuild*", parse: parse.string, description: "S3 secret access key.", secret: true },
+  logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
+} satisfies Record<string, Setting<unknown>>;
+
+/** A consumer process's parsed configuration. */
+export type ConsumerConfig = ReturnType<typeof loadConsumerConfig>;
+
+/**
+ * Parses the consumer configuration; throws ConfigError naming every bad variable, and when the
+ * heartbeat is not below the lease (a holder would lose its lease between two heartbeats).
+ */
+export function loadConsumerConfig(env: Readonly<Record<string, string | undefined>> = process.env) {
+  const config = parseSettings(CONSUMER_SETTINGS, env);
+  checkTiming(config);
+  return config;
+}
+
+/** Throws when the heartbeat is not below the lease; also used on configs built in code. */
+export function checkTiming(config: { readonly leaseMs: number; readonly heartbeatMs: number }): void {
+  if (config.heartbeatMs >= config.leaseMs) {
+    throw new ConfigError(
+      `invalid configuration: the heartbeat (${config.heartbeatMs / 1000} s, TIDEMARK_CONSUMER_HEARTBEAT_SECONDS) must be below the lease (${config.leaseMs / 1000} s, TIDEMARK_CONSUMER_LEASE_SECONDS)`,
+    );
+  }
+}

@@ -1,0 +1,552 @@
+/**
+ * Runs one handler in a Kafka consumer group (CONTRACT.md C1–C5). Per message: claim in the
+ * registry → heartbeat → side effect and "done" in one transaction → commit the offset once the
+ * contiguous prefix of the partition has a recorded outcome. Per partition, events of one
+ * aggregate run one after another and different aggregates run in parallel (bounded), so one slow
+ * aggregate never stalls the rest of its partition (weakness 13). When the registry or Kafka is
+ * unreachable the partition pauses and its offset stays put (weakness 12).
+ */
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from "kafkajs";
+import type { Kysely } from "kysely";
+import type { Logger } from "../core/log.js";
+import { backoffDelay, type BackoffPolicy } from "./backoff.js";
+import { publishDeadLetter, type DeadLetterReason } from "./dead-letter.js";
+import { decodeMessage, headerText, poisonEventId, type RawMessage } from "./decode.js";
+import {
+  classifyFailure,
+  describeFailure,
+  InfrastructureError,
+  isLeaseLostError,
+  LeaseLostError,
+  PoisonError,
+} from "./failures.js";
+import { wants, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
+import type { ConsumerMetrics } from "./metrics.js";
+import { OffsetWindow } from "./offset-window.js";
+import {
+  claimEvent,
+  finishClaim,
+  lockWatermark,
+  markDeadLettered,
+  renewLease,
+  scheduleRetry,
+  type Claim,
+  type ClaimRequest,
+} from "./registry.js";
+import type { ConsumerDatabase } from "./schema.js";
+
+/** Named points in the processing of one message where tests inject crashes. */
+export type CrashPoint = "after-claim" | "before-side-effect" | "after-side-effect" | "before-done" | "before-offset-commit";
+
+/** Where a crash point was reached. */
+export interface CrashPointInfo {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly eventId?: string;
+}
+
+/** Everything a runtime needs; `startConsumer` (app.ts) builds it from the configuration. */
+export interface ConsumerRuntimeOptions {
+  readonly handler: Handler;
+  readonly db: Kysely<ConsumerDatabase>;
+  readonly kafka: Kafka;
+  /** Shared producer for dead letters. */
+  readonly producer: Producer;
+  readonly topics: readonly string[];
+  readonly groupId: string;
+  readonly fromBeginning: boolean;
+  readonly deadLetterTopic: string;
+  readonly leaseMs: number;
+  readonly heartbeatMs: number;
+  readonly maxAttempts: number;
+  readonly backoff: BackoffPolicy;
+  readonly concurrency: number;
+  readonly maxInFlight: number;
+  readonly partitionsConsumedConcurrently: number;
+  readonly sessionTimeoutMs: number;
+  readonly metrics: ConsumerMetrics;
+  readonly log: Logger;
+  /** Identifies this worker in registry rows. */
+  readonly owner: string;
+  /** Test hook: runs at each crash point (a test child blocks here and is killed). */
+  readonly crashPoint?: (point: CrashPoint, info: CrashPointInfo) => Promise<void>;
+  /** Called after an event's outcome is recorded (the projection nudges its position tracker). */
+  readonly onRecorded?: (event: ConsumedEvent | undefined) => void;
+}
+
+/** What one processing step asks the message loop to do next. */
+type Step = { readonly type: "finished" } | { readonly type: "wait"; readonly ms: number; readonly leaseLost?: boolean };
+
+const FINISHED: Step = Object.freeze({ type: "finished" });
+/** Longest single sleep while waiting for another holder, so a finished holder is noticed quickly. */
+const MAX_POLL_MS = 1000;
+const OUTAGE_BACKOFF: BackoffPolicy = Object.freeze({ baseMs: 100, maxMs: 5000, jitter: 0.2 });
+
+/** Per-partition state of one consumer group generation. */
+class PartitionState {
+  readonly window = new OffsetWindow();
+  /** Tail of the task chain of each aggregate: events of one aggregate run in order. */
+  readonly chains = new Map<string, Promise<void>>();
+  readonly slots: Semaphore;
+  /** Aborted when the partition is revoked (a new generation) or the runtime stops. */
+  readonly abort = new AbortController();
+  committed: bigint | undefined;
+  committing: Promise<void> | undefined;
+  commitAgain = false;
+  paused = false;
+  outage = false;
+
+  constructor(
+    readonly topic: string,
+    readonly partition: number,
+    concurrency: number,
+  ) {
+    this.slots = new Semaphore(concurrency);
+  }
+}
+
+/** A running consumer of one handler. */
+export class ConsumerRuntime {
+  private readonly consumer: Consumer;
+  private readonly log: Logger;
+  private partitions = new Map<string, PartitionState>();
+  /** Tasks by event id, so a redelivery in a new generation waits for the old task instead of its lease. */
+  private readonly inFlightEvents = new Map<string, Promise<void>>();
+  private readonly tasks = new Set<Promise<void>>();
+  private stopping = false;
+  private commitRetryTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: ConsumerRuntimeOptions) {
+    this.log = options.log.child({ handler: options.handler.name });
+    this.consumer = options.kafka.consumer({
+      groupId: options.groupId,
+      sessionTimeout: options.sessionTimeoutMs,
+      heartbeatInterval: Math.max(500, Math.floor(options.sessionTimeoutMs / 10)),
+      rebalanceTimeout: Math.max(options.sessionTimeoutMs, 20_000),
+      maxWaitTimeInMs: 500,
+      allowAutoTopicCreation: false,
+      // kafkajs gives up after its retries and restarts the consumer; offsets are safe either way.
+      retry: { initialRetryTime: 250, maxRetryTime: 5000, retries: 10, restartOnFailure: async () => !this.stopping },
+    });
+  }
+
+  /** The handler's name. */
+  get name(): string {
+    return this.options.handler.name;
+  }
+
+  /** Joins the group and starts consuming; resolves once the consumer is running. */
+  async start(): Promise<void> {
+    const { consumer } = this;
+    // A new generation may reassign partitions; in-flight work of the old one finishes through
+    // the registry (fenced), but only the new generation commits offsets.
+    consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      this.log.info({ assignment: event.payload.memberAssignment }, "joined consumer group");
+      this.abandonAll();
+    });
+    consumer.on(consumer.events.CRASH, (event) => {
+      this.log.warn({ err: event.payload.error, restart: event.payload.restart }, "kafka consumer crashed");
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topics: [...this.options.topics], fromBeginning: this.options.fromBeginning });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently,
+      eachBatch: (payload) => this.onBatch(payload),
+    });
+  }
+
+  /**
+   * Stops: no new attempts start, running attempts finish (up to `graceMs`), finished offsets are
+   * committed, then the consumer leaves the group. Unfinished messages are redelivered later.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.commitRetryTimer !== undefined) clearTimeout(this.commitRetryTimer);
+    for (const state of this.partitions.values()) state.abort.abort();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.tasks]),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+    ]);
+    clearTimeout(timer);
+    await Promise.allSettled([...this.partitions.values()].map((state) => this.commit(state, true)));
+    await this.consumer.disconnect().catch((e: unknown) => this.log.warn({ err: e }, "kafka consumer disconnect failed"));
+  }
+
+  private async onBatch({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const state = this.partitionState(batch.topic, batch.partition);
+    for (const message of batch.messages) {
+      if (!isRunning() || isStale() || this.stopping || state.abort.signal.aborted) return;
+      if (state.window.size >= this.options.maxInFlight) {
+        // Back-pressure: the rest of the batch is fetched again after the partition resumes.
+        this.pause(state);
+        return;
+      }
+      const offset = BigInt(message.offset);
+      if (state.window.dispatch(offset)) this.dispatch(state, message);
+      // Resolving moves the fetch position only; commits follow the registry (C5).
+      resolveOffset(message.offset);
+    }
+  }
+
+  private partitionState(topic: string, partition: number): PartitionState {
+    const key = `${topic}\u0000${partition}`;
+    let state = this.partitions.get(key);
+    if (state === undefined) {
+      state = new PartitionState(topic, partition, this.options.concurrency);
+      this.partitions.set(key, state);
+    }
+    return state;
+  }
+
+  private abandonAll(): void {
+    const old = this.partitions;
+    this.partitions = new Map();
+    for (const state of old.values()) {
+      state.abort.abort();
+      if (state.paused) this.resume(state, true);
+    }
+  }
+
+  private dispatch(state: PartitionState, message: KafkaMessage): void {
+    const raw: RawMessage = {
+      topic: state.topic,
+      partition: state.partition,
+      offset: message.offset,
+      value: message.value,
+      headers: message.headers as RawMessage["headers"],
+    };
+    let event: ConsumedEvent | undefined;
+    let poison: PoisonError | undefined;
+    try {
+      event = decodeMessage(raw);
+    } catch (e) {
+      poison = e instanceof PoisonError ? e : new PoisonError("message could not be decoded", { cause: e });
+    }
+    const chainKey = event === undefined ? `\u0001${message.offset}` : `${event.aggregateType}\u0000${event.aggregateId}`;
+    const eventKey = event?.eventId ?? poisonEventId(raw);
+    const previous = state.chains.get(chainKey) ?? Promise.resolve();
+    const task: Promise<void> = previous.then(async () => {
+      // The same event may still be running from an earlier generation (a rebalance redelivered it).
+      const earlier = this.inFlightEvents.get(eventKey);
+      if (earlier !== undefined) await earlier;
+      const run = this.process(state, raw, event, poison);
+      const running = run.then(() => undefined, () => undefined);
+      this.inFlightEvents.set(eventKey, running);
+      try {
+        if (await run) {
+          state.window.finish(BigInt(raw.offset));
+          this.options.onRecorded?.(event);
+          void this.commit(state);
+        }
+      } finally {
+        if (this.inFlightEvents.get(eventKey) === running) this.inFlightEvents.delete(eventKey);
+      }
+    });
+    const tracked = task.catch((e: unknown) => this.log.error({ err: e, offset: raw.offset }, "message task failed unexpectedly"));
+    state.chains.set(chainKey, tracked);
+    this.tasks.add(tracked);
+    void tracked.finally(() => {
+      this.tasks.delete(tracked);
+      if (state.chains.get(chainKey) === tracked) state.chains.delete(chainKey);
+      if (state.paused && !state.outage && state.window.size < Math.max(1, this.options.maxInFlight / 2)) this.resume(state);
+    });
+  }
+
+  /**
+   * Processes one message until its outcome is recorded (true) or the partition is given up
+   * (false: stop or rebalance; the message will be redelivered). Infrastructure failures loop
+   * here with backoff, the partition paused, without counting attempts.
+   */
+  private async process(state: PartitionState, raw: RawMessage, event: ConsumedEvent | undefined, poison: PoisonError | undefined): Promise<boolean> {
+    if (event !== undefined && !wants(this.options.handler, event.aggregateType, event.eventType)) {
+      this.options.metrics.processed.inc({ handler: this.name, outcome: "filtered" });
+      return true;
+    }
+    let outages = 0;
+    let leaseLost = false;
+    for (;;) {
+      if (this.stopping || state.abort.signal.aborted) return false;
+      let step: Step;
+      try {
+        step = await state.slots.run(() => this.attempt(raw, event, poison, leaseLost));
+        leaseLost = step.type === "wait" && step.leaseLost === true;
+        if (state.outage) this.outageOver(state);
+        outages = 0;
+      } catch (e) {
+        if (e instanceof InfrastructureError) {
+          outages += 1;
+          this.options.metrics.infrastructureFailures.inc({ handler: this.name, stage: e.message });
+          if (outages === 1 || outages % 20 === 0) this.log.warn({ err: e.cause ?? e, stage: e.message, offset: raw.offset }, "infrastructure unavailable; partition paused, retrying");
+          this.outageBegan(state);
+          await sleep(backoffDelay(outages, OUTAGE_BACKOFF), state.abort.signal);
+          continue;
+        }
+        this.log.error({ err: e, offset: raw.offset }, "unexpected failure while processing; retrying");
+        await sleep(backoffDelay(++outages, OUTAGE_BACKOFF), state.abort.signal);
+        continue;
+      }
+      if (step.type === "finished") return true;
+      await sleep(step.ms, state.abort.signal);
+    }
+  }
+
+  /** One attempt: claim, then dead-letter, skip or apply. Throws InfrastructureError on an outage. */
+  private async attempt(raw: RawMessage, event: ConsumedEvent | undefined, poison: PoisonError | undefined, afterLeaseLost: boolean): Promise<Step> {
+    const { options } = this;
+    const request: ClaimRequest = event === undefined
+      ? {
+          handler: this.name,
+          eventId: poisonEventId(raw),
+          aggregateType: headerText(raw, "aggregate_type") ?? "",
+          aggregateId: headerText(raw, "aggregate_id") ?? "",
+          seq: 0,
+          globalPosition: null,
+          eventType: headerText(raw, "event_type") ?? "",
+          commandId: null,
+          owner: options.owner,
+          leaseMs: options.leaseMs,
+          countResume: afterLeaseLost,
+        }
+      : {
+          handler: this.name,
+          eventId: event.eventId,
+          aggregateType: event.aggregateType,
+          aggregateId: event.aggregateId,
+          seq: event.seq,
+          globalPosition: event.globalPosition > 0 ? event.globalPosition : null,
+          eventType: event.eventType,
+          commandId: event.metadata["command_id"] ?? null,
+          owner: options.owner,
+          leaseMs: options.leaseMs,
+          countResume: afterLeaseLost,
+        };
+    const outcome = await infra("claim", () => claimEvent(options.db, request));
+    if (outcome.type === "finished") {
+      options.metrics.processed.inc({ handler: this.name, outcome: "duplicate" });
+      return FINISHED;
+    }
+    if (outcome.type === "wait") return { type: "wait", ms: Math.min(outcome.ms, MAX_POLL_MS) };
+    const claim = outcome.claim;
+    if (claim.claimedFrom === "processing") {
+      options.metrics.leaseTakeovers.inc({ handler: this.name });
+      this.log.info({ eventId: claim.eventId, attempts: claim.attempts }, "took over an expired lease");
+    }
+    const info: CrashPointInfo = { topic: raw.topic, partition: raw.partition, offset: raw.offset, eventId: claim.eventId };
+    await options.crashPoint?.("after-claim", info);
+
+    if (event === undefined) return this.deadLetter(claim, raw, "poison", describeFailure(poison));
+    if (claim.attempts > options.maxAttempts) {
+      // Takeovers count: an event that kills its worker every time ends here instead of forever.
+      const last = claim.lastError ?? "the holder's lease expired (it crashed or stalled)";
+      return this.deadLetter(claim, raw, "exhausted", `gave up after ${claim.attempts - 1} attempts; last error: ${last}`);
+    }
+    return this.apply(claim, raw, event, info);
+  }
+
+  /** Runs the side effect and "done" in one transaction while heartbeats keep the lease. */
+  private async apply(claim: Claim, raw: RawMessage, event: ConsumedEvent, info: CrashPointInfo): Promise<Step> {
+    const { options } = this;
+    const lease = new AbortController();
+    const heartbeat = setInterval(() => {
+      renewLease(options.db, claim, options.leaseMs).then(
+        (held) => {
+          if (!held) lease.abort(new LeaseLostError(`${this.name}: lease of ${claim.eventId} lost`));
+        },
+        // An outage: the next heartbeat tries again; if the lease runs out, "done" is refused.
+        (e: unknown) => this.log.warn({ err: e, eventId: claim.eventId }, "heartbeat failed"),
+      );
+    }, options.heartbeatMs);
+    const log = this.log;
+    let eventLog: Logger | undefined;
+    const context: HandlerContext = {
+      attempt: claim.attempts,
+      signal: lease.signal,
+      // A child logger per event costs more than most handlers: made on first use only.
+      get log() {
+        return (eventLog ??= log.child({ eventId: event.eventId }));
+      },
+    };
+    try {
+      const result = await options.db.transaction().execute(async (tx) => {
+        const applied = await lockWatermark(tx, this.name, event.aggregateType, event.aggregateId);
+        if (event.seq <= applied) {
+          await finishClaim(tx, claim, "skipped_stale");
+          return "skipped_stale" as const;
+        }
+        await options.crashPoint?.("before-side-effect", info);
+        const started = performance.now();
+        try {
+          await options.handler.handle(event, tx, context);
+        } finally {
+          options.metrics.handlerSeconds.observe({ handler: this.name }, (performance.now() - started) / 1000);
+        }
+        await options.crashPoint?.("after-side-effect", info);
+        if (lease.signal.aborted) throw lease.signal.reason;
+        await options.crashPoint?.("before-done", info);
+        await finishClaim(tx, claim, "done");
+        return "done" as const;
+      });
+      options.metrics.processed.inc({ handler: this.name, outcome: result });
+      if (result === "skipped_stale") {
+        options.metrics.skippedStale.inc({ handler: this.name });
+        this.log.info({ eventId: event.eventId, seq: event.seq }, "skipped a stale event (a higher seq of its aggregate was applied)");
+      }
+      return FINISHED;
+    } catch (e) {
+      if (isLeaseLostError(e)) {
+        options.metrics.leaseLost.inc({ handler: this.name });
+        this.log.warn({ eventId: event.eventId, fence: claim.fence }, "lease lost; the side effect was rolled back");
+        return { type: "wait", ms: 0, leaseLost: true };
+      }
+      const failure = classifyFailure(e);
+      if (failure === "infrastructure") throw new InfrastructureError("handler transaction", { cause: e });
+      const cause = describeFailure(e);
+      if (failure === "poison") return this.deadLetter(claim, raw, "poison", cause);
+      if (claim.attempts >= options.maxAttempts) return this.deadLetter(claim, raw, "exhausted", `gave up after ${claim.attempts} attempts; last error: ${cause}`);
+      const delay = backoffDelay(claim.attempts, options.backoff);
+      const scheduled = await infra("schedule retry", () => scheduleRetry(options.db, claim, delay, cause));
+      if (!scheduled) return { type: "wait", ms: 0 };
+      options.metrics.retries.inc({ handler: this.name });
+      this.log.info({ eventId: event.eventId, attempt: claim.attempts, delayMs: delay, err: e }, "attempt failed; retry scheduled");
+      return { type: "wait", ms: delay };
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  /** Produces the dead letter, then records dead_lettered (a crash between repeats the letter, never loses it). */
+  private async deadLetter(claim: Claim, raw: RawMessage, reason: DeadLetterReason, cause: string): Promise<Step> {
+    const { options } = this;
+    await infra(
+      "dead-letter produce",
+      () => publishDeadLetter(options.producer, options.deadLetterTopic, { handler: this.name, eventId: claim.eventId, reason, cause, attempts: claim.attempts, message: raw }),
+    );
+    const marked = await infra("mark dead-lettered", () => markDeadLettered(options.db, claim, cause));
+    if (!marked) return { type: "wait", ms: 0 };
+    options.metrics.deadLetters.inc({ handler: this.name, reason });
+    options.metrics.processed.inc({ handler: this.name, outcome: "dead_lettered" });
+    this.log.warn({ eventId: claim.eventId, reason, cause, offset: raw.offset }, "event dead-lettered");
+    return FINISHED;
+  }
+
+  /** Commits the partition's finished prefix; one commit at a time, coalescing later requests. */
+  private commit(state: PartitionState, final = false): Promise<void> {
+    if (state.committing !== undefined) {
+      state.commitAgain = true;
+      return state.committing;
+    }
+    state.committing = (async () => {
+      do {
+        state.commitAgain = false;
+        if (state.abort.signal.aborted && !final) return;
+        const next = state.window.commitCandidate(state.committed);
+        if (next === undefined) return;
+        try {
+          await this.options.crashPoint?.("before-offset-commit", { topic: state.topic, partition: state.partition, offset: String(next) });
+          await this.consumer.commitOffsets([{ topic: state.topic, partition: state.partition, offset: String(next) }]);
+          state.committed = next;
+          this.options.metrics.committedOffset.set({ handler: this.name, topic: state.topic, partition: String(state.partition) }, Number(next));
+        } catch (e) {
+          this.options.metrics.infrastructureFailures.inc({ handler: this.name, stage: "offset commit" });
+          this.log.warn({ err: e, topic: state.topic, partition: state.partition }, "offset commit failed; will retry");
+          this.scheduleCommitRetry();
+          return;
+        }
+      } while (state.commitAgain);
+    })().finally(() => {
+      state.committing = undefined;
+    });
+    return state.committing;
+  }
+
+  private scheduleCommitRetry(): void {
+    if (this.commitRetryTimer !== undefined || this.stopping) return;
+    this.commitRetryTimer = setTimeout(() => {
+      this.commitRetryTimer = undefined;
+      for (const state of this.partitions.values()) void this.commit(state);
+    }, 1000);
+    this.commitRetryTimer.unref();
+  }
+
+  private outageBegan(state: PartitionState): void {
+    state.outage = true;
+    this.pause(state);
+  }
+
+  private outageOver(state: PartitionState): void {
+    state.outage = false;
+    if (state.paused && state.window.size < this.options.maxInFlight) this.resume(state);
+  }
+
+  private pause(state: PartitionState): void {
+    // A revoked generation must not pause the partition its successor consumes.
+    if (state.paused || state.abort.signal.aborted) return;
+    try {
+      this.consumer.pause([{ topic: state.topic, partitions: [state.partition] }]);
+    } catch (e) {
+      // The consumer is restarting (Kafka unreachable): nothing is fetched anyway, and the next
+      // generation starts with fresh partition state.
+      this.log.debug({ err: e }, "could not pause the partition");
+      return;
+    }
+    state.paused = true;
+    this.options.metrics.pausedPartitions.inc({ handler: this.name });
+  }
+
+  private resume(state: PartitionState, force = false): void {
+    if (!state.paused || (!force && this.stopping)) return;
+    state.paused = false;
+    this.options.metrics.pausedPartitions.dec({ handler: this.name });
+    try {
+      this.consumer.resume([{ topic: state.topic, partitions: [state.partition] }]);
+    } catch (e) {
+      this.log.debug({ err: e }, "could not resume the partition");
+    }
+  }
+}
+
+/** Runs a registry or Kafka call; any failure becomes an InfrastructureError (an outage). */
+async function infra<T>(stage: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    throw new InfrastructureError(stage, { cause: e });
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** A counting semaphore: at most `permits` calls of {@link run} at once, first come first served. */
+class Semaphore {
+  private readonly waiting: Array<() => void> = [];
+  constructor(private permits: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.permits > 0) this.permits -= 1;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next !== undefined) next();
+      else this.permits += 1;
+    }
+  }
+}

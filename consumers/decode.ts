@@ -1,0 +1,76 @@
+/**
+ * Turns a Kafka message into a {@link ConsumedEvent}: the value is the envelope's protobuf JSON
+ * (CONTRACT.md R3). Anything that does not decode into a valid envelope is poison: it would fail
+ * the same way on every attempt, so it goes to the dead-letter topic at once (C3).
+ */
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { decodeEnvelope } from "../core/envelope.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType } from "../core/ids.js";
+import { PoisonError } from "./failures.js";
+import type { ConsumedEvent } from "./handler.js";
+
+/** The parts of a Kafka message the decoder reads. */
+export interface RawMessage {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly value: Buffer | null;
+  readonly headers?: Readonly<Record<string, Buffer | string | (Buffer | string)[] | undefined>> | undefined;
+}
+
+/** Decodes and validates a message; throws PoisonError naming what is wrong. */
+export function decodeMessage(message: RawMessage): ConsumedEvent {
+  if (message.value === null || message.value.length === 0) throw new PoisonError("message has no value (tombstone or empty)");
+  let envelope;
+  try {
+    envelope = decodeEnvelope(message.value.toString("utf8"));
+  } catch (e) {
+    throw new PoisonError("message value is not EventEnvelope JSON", { cause: e });
+  }
+  const problems: string[] = [];
+  const check = (field: string, reason: string | undefined) => {
+    if (reason !== undefined) problems.push(`${field} ${reason}`);
+  };
+  check("event_id", checkEventId(envelope.eventId));
+  check("event_type", checkEventType(envelope.eventType));
+  check("aggregate_type", checkAggregateType(envelope.aggregateType));
+  check("aggregate_id", checkAggregateId(envelope.aggregateId));
+  if (envelope.sequenceNumber < 1n || envelope.sequenceNumber > BigInt(Number.MAX_SAFE_INTEGER)) {
+    problems.push(`sequence_number must be from 1 to 2^53, got ${envelope.sequenceNumber}`);
+  }
+  if (envelope.globalPosition > BigInt(Number.MAX_SAFE_INTEGER)) problems.push("global_position exceeds 2^53");
+  if (problems.length > 0) throw new PoisonError(`invalid envelope: ${problems.join("; ")}`);
+  return {
+    envelope,
+    eventId: envelope.eventId,
+    eventType: envelope.eventType,
+    aggregateType: envelope.aggregateType,
+    aggregateId: envelope.aggregateId,
+    seq: Number(envelope.sequenceNumber),
+    globalPosition: Number(envelope.globalPosition),
+    occurredAt: envelope.occurredAt === undefined ? new Date(0) : timestampDate(envelope.occurredAt),
+    data: envelope.data ?? {},
+    metadata: envelope.metadata,
+    topic: message.topic,
+    partition: message.partition,
+    offset: message.offset,
+  };
+}
+
+/** A header as text, if present (kafkajs gives Buffers). */
+export function headerText(message: RawMessage, name: string): string | undefined {
+  const value = message.headers?.[name];
+  const first = Array.isArray(value) ? value[0] : value;
+  if (first === undefined) return undefined;
+  return typeof first === "string" ? first : first.toString("utf8");
+}
+
+/**
+ * The registry key of a message that did not decode: its `event_id` header when that is a valid
+ * id, else its Kafka coordinates (stable across redeliveries, so it is dead-lettered once).
+ */
+export function poisonEventId(message: RawMessage): string {
+  const header = headerText(message, "event_id");
+  if (header !== undefined && checkEventId(header) === undefined) return header;
+  return `kafka:${message.topic}:${message.partition}:${message.offset}`;
+}

@@ -1,0 +1,71 @@
+/**
+ * The handler API: what a user writes to build a consumer. A handler is a name (its registry key
+ * and consumer group) and a function that applies one event inside a PostgreSQL transaction that
+ * also records "done", so a database side effect happens exactly once (CONTRACT.md C1).
+ */
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { Transaction } from "kysely";
+import type { EventEnvelope } from "../core/envelope.js";
+import type { Logger } from "../core/log.js";
+
+/** One event as a handler sees it: the decoded envelope plus where it came from. */
+export interface ConsumedEvent {
+  readonly envelope: EventEnvelope;
+  readonly eventId: string;
+  readonly eventType: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly seq: number;
+  /** The store-wide position the relay set (0 when the producer did not set it). */
+  readonly globalPosition: number;
+  readonly occurredAt: Date;
+  readonly data: JsonObject;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+}
+
+/** What a handler knows about the attempt it runs in. */
+export interface HandlerContext {
+  /** 1 for the first attempt; takeovers and retries count. */
+  readonly attempt: number;
+  /** Aborted when the lease is lost: stop external work, the transaction will not commit. */
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+}
+
+/**
+ * A consumer's handler. `handle` runs inside a transaction that commits together with the
+ * registry's "done"; throw to fail the attempt (PoisonError or ValidationError: dead-letter at
+ * once; anything else: retry with backoff, dead-letter when exhausted). A side effect outside
+ * PostgreSQL must be idempotent by `event.eventId`, because a crash after it and before "done"
+ * repeats it.
+ */
+export interface Handler<DB = any> {
+  /** Registry key and default consumer group suffix, e.g. `projection:instances`. */
+  readonly name: string;
+  /** Only these aggregate types reach `handle` (default all); others are acknowledged untouched. */
+  readonly aggregateTypes?: readonly string[];
+  /** Only these event types reach `handle` (default all). */
+  readonly eventTypes?: readonly string[];
+  handle(event: ConsumedEvent, tx: Transaction<DB>, context: HandlerContext): Promise<void>;
+}
+
+const HANDLER_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/;
+
+/**
+ * Declares a handler, checking its name (letters, digits, `_ . : -`, at most 128 characters).
+ * `defineHandler({ name: "audit", async handle(event, tx) { await tx.insertInto(...)... } })`.
+ */
+export function defineHandler<DB = any>(handler: Handler<DB>): Handler<DB> {
+  if (!HANDLER_NAME.test(handler.name)) throw new Error(`handler name ${JSON.stringify(handler.name)} must match ${HANDLER_NAME}`);
+  return Object.freeze({ ...handler });
+}
+
+/** True when `handler` wants `event` (its aggregate and event type filters). */
+export function wants(handler: Handler<unknown>, aggregateType: string, eventType: string): boolean {
+  if (handler.aggregateTypes !== undefined && !handler.aggregateTypes.includes(aggregateType)) return false;
+  if (handler.eventTypes !== undefined && !handler.eventTypes.includes(eventType)) return false;
+  return true;
+}

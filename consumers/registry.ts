@@ -1,0 +1,343 @@
+/**
+ * The processed-event registry (CONTRACT.md C1–C4, C7) and the ordering guard (C2), as repository
+ * functions that take the database or a transaction first: the caller owns the transaction, so a
+ * PostgreSQL side effect and its "done" commit together. Every time comparison and every lease is
+ * computed by PostgreSQL (`clock_timestamp()`), never by the worker's clock (weakness 10).
+ */
+import { sql, type Kysely, type Transaction } from "kysely";
+import type { ConsumerDatabase, ProcessingState } from "./schema.js";
+import { LeaseLostError } from "./failures.js";
+
+/** The database or a transaction over the consumers' tables. */
+export type RegistryDb = Kysely<ConsumerDatabase> | Transaction<ConsumerDatabase>;
+
+/** What the registry records about an event when a handler claims it. */
+export interface ClaimRequest {
+  readonly handler: string;
+  readonly eventId: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  /** 0 when unknown (an undecodable message): no ordering guard applies. */
+  readonly seq: number;
+  readonly globalPosition: number | null;
+  readonly eventType: string;
+  readonly commandId: string | null;
+  /**
+   * Identifies the worker (unique per process run). A `processing` row with this owner is this
+   * worker's own claim interrupted by an outage: resuming it is neither a takeover nor an attempt.
+   * The runtime never runs one event twice at once, so no other task of the worker can hold it.
+   */
+  readonly owner: string;
+  readonly leaseMs: number;
+  /**
+   * Count resuming this worker's own claim as an attempt: set after the worker lost its lease
+   * (a handler slower than the lease), so such an event is eventually dead-lettered, not retried
+   * forever. Resuming after an outage does not count.
+   */
+  readonly countResume?: boolean;
+}
+
+/** A held claim: the fencing token every later step must present. */
+export interface Claim {
+  readonly handler: string;
+  readonly eventId: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly seq: number;
+  readonly fence: number;
+  /** Attempts so far, this one included. */
+  readonly attempts: number;
+  /** The state this claim replaced: null (new), 'processing' (a takeover), 'retry_scheduled', 'self' (resumed). */
+  readonly claimedFrom: string | null;
+  /** The error recorded by the previous attempt, if any. */
+  readonly lastError: string | null;
+}
+
+/** Outcome of {@link claimEvent}. */
+export type ClaimOutcome =
+  | { readonly type: "claimed"; readonly claim: Claim }
+  /** The event already has a final outcome for this handler: nothing to do. */
+  | { readonly type: "finished"; readonly state: Extract<ProcessingState, "done" | "dead_lettered" | "skipped_stale"> }
+  /**
+   * Not now: another worker holds a live lease ("held"), the retry is not due ("not_due"), or a
+   * lower seq of the same aggregate is still in flight ("ordering"). Ask again after `ms`.
+   */
+  | { readonly type: "wait"; readonly reason: "held" | "not_due" | "ordering"; readonly ms: number };
+
+const ORDERING_POLL_MS = 100;
+
+/**
+ * Claims `(handler, event_id)` with a fresh fencing token and a lease of `leaseMs` (DB clock).
+ * Succeeds for a new event, an expired lease (a takeover: counts an attempt, C4), a due retry, or
+ * this worker's own claim interrupted by an outage. Refuses while a lower seq of the same aggregate is
+ * processing or scheduled for retry (C2: n+1 waits while n is in flight). Of two concurrent
+ * claims exactly one succeeds (the primary key decides).
+ */
+export async function claimEvent(db: RegistryDb, request: ClaimRequest): Promise<ClaimOutcome> {
+  const { rows } = await sql<{ fence: number; attempts: number; claimed_from: string | null; last_error: string | null }>`
+    insert into processed_events as pe (
+      handler, event_id, aggregate_type, aggregate_id, seq, global_position, event_type, command_id,
+      state, fence, owner, claimed_from, lease_expires_at, heartbeat_at, attempts, created_at, updated_at)
+    select ${request.handler}::text, ${request.eventId}::text, ${request.aggregateType}::text, ${request.aggregateId}::text,
+      ${request.seq}::bigint, ${request.globalPosition}::bigint, ${request.eventType}::text, ${request.commandId}::text,
+      'processing', nextval('processed_event_fence'), ${request.owner}::text, null,
+      now.t + ${request.leaseMs}::bigint * interval '1 millisecond', now.t, 1, now.t, now.t
+    from (select clock_timestamp() as t) as now
+    where not exists (
+      select 1 from processed_events p
+      where p.handler = ${request.handler} and p.aggregate_type = ${request.aggregateType}
+        and p.aggregate_id = ${request.aggregateId} and p.seq < ${request.seq}::bigint and p.event_id <> ${request.eventId}
+        and ${request.seq}::bigint > 0
+        and (p.state = 'retry_scheduled' or (p.state = 'processing' and p.lease_expires_at > clock_timestamp())))
+    on conflict (handler, event_id) do update set
+      state = 'processing',
+      fence = excluded.fence,
+      owner = excluded.owner,
+      claimed_from = case when pe.state = 'processing' and pe.owner = excluded.owner then 'self' else pe.state end,
+      lease_expires_at = excluded.lease_expires_at,
+      heartbeat_at = excluded.heartbeat_at,
+      next_attempt_at = null,
+      attempts = pe.attempts + case when pe.state = 'processing' and pe.owner = excluded.owner and not ${request.countResume ?? false}::boolean then 0 else 1 end,
+      global_position = coalesce(pe.global_position, excluded.global_position),
+      updated_at = excluded.updated_at
+    where (pe.state = 'processing' and (pe.lease_expires_at <= clock_timestamp() or pe.owner = excluded.owner))
+       or (pe.state = 'retry_scheduled' and pe.next_attempt_at <= clock_timestamp())
+    returning fence, attempts, claimed_from, last_error`.execute(db);
+  const row = rows[0];
+  if (row !== undefined) {
+    return {
+      type: "claimed",
+      claim: {
+        handler: request.handler,
+        eventId: request.eventId,
+        aggregateType: request.aggregateType,
+        aggregateId: request.aggregateId,
+        seq: request.seq,
+        fence: Number(row.fence),
+        attempts: row.attempts,
+        claimedFrom: row.claimed_from,
+        lastError: row.last_error,
+      },
+    };
+  }
+
+  const { rows: current } = await sql<{ state: ProcessingState; lease_left_ms: number | null; due_in_ms: number | null }>`
+    select state,
+      ceil(extract(epoch from (lease_expires_at - clock_timestamp())) * 1000)::integer as lease_left_ms,
+      ceil(extract(epoch from (next_attempt_at - clock_timestamp())) * 1000)::integer as due_in_ms
+    from processed_events where handler = ${request.handler} and event_id = ${request.eventId}`.execute(db);
+  const state = current[0];
+  if (state === undefined) return { type: "wait", reason: "ordering", ms: ORDERING_POLL_MS };
+  switch (state.state) {
+    case "done":
+    case "dead_lettered":
+    case "skipped_stale":
+      return { type: "finished", state: state.state };
+    case "processing":
+      return { type: "wait", reason: "held", ms: Math.max(10, (state.lease_left_ms ?? 0) + 5) };
+    case "retry_scheduled":
+      if ((state.due_in_ms ?? 0) > 0) return { type: "wait", reason: "not_due", ms: state.due_in_ms! + 5 };
+      return { type: "wait", reason: "ordering", ms: ORDERING_POLL_MS };
+  }
+}
+
+/**
+ * Extends the lease by `leaseMs` from now (DB clock). Returns false when the claim is no longer
+ * held — fenced by another claim, finished, or its lease already expired — and then the holder
+ * must stop: its completion would be refused anyway.
+ */
+export async function renewLease(db: RegistryDb, claim: Claim, leaseMs: number): Promise<boolean> {
+  const result = await sql`
+    update processed_events set
+      lease_expires_at = now.t + ${leaseMs}::bigint * interval '1 millisecond', heartbeat_at = now.t, updated_at = now.t
+    from (select clock_timestamp() as t) as now
+    where handler = ${claim.handler} and event_id = ${claim.eventId} and fence = ${claim.fence}
+      and state = 'processing' and lease_expires_at > now.t`.execute(db);
+  return Number(result.numAffectedRows ?? 0n) === 1;
+}
+
+/**
+ * The ordering guard's read inside the side effect's transaction: locks the watermark row of
+ * `(handler, aggregate)` until the transaction ends (so two workers cannot apply one aggregate at
+ * once) and returns the highest seq applied so far (0 when none).
+ */
+export async function lockWatermark(tx: Transaction<ConsumerDatabase>, handler: string, aggregateType: string, aggregateId: string): Promise<number> {
+  for (;;) {
+    // Usually the row exists: a plain row lock, no new tuple version (an upsert would write one per event).
+    const row = await tx
+      .selectFrom("consumer_watermarks")
+      .select("applied_seq")
+      .where("handler", "=", handler)
+      .where("aggregate_type", "=", aggregateType)
+      .where("aggregate_id", "=", aggregateId)
+      .forUpdate()
+      .executeTakeFirst();
+    if (row !== undefined) return row.applied_seq;
+    await tx
+      .insertInto("consumer_watermarks")
+      .values({ handler, aggregate_type: aggregateType, aggregate_id: aggregateId, applied_seq: 0 })
+      .onConflict((oc) => oc.doNothing())
+      .execute();
+  }
+}
+
+/**
+ * Records the outcome of a held claim inside the caller's transaction: `done` (and raises the
+ * watermark to the event's seq) or `skipped_stale`. Throws LeaseLostError — so the transaction,
+ * side effect included, rolls back — unless this claim's fence is current and its lease is live
+ * on the database clock at this moment (C1).
+ */
+export async function finishClaim(tx: Transaction<ConsumerDatabase>, claim: Claim, state: "done" | "skipped_stale"): Promise<void> {
+  const ordered = claim.seq > 0;
+  const { rows } = await sql<{ finished: number }>`
+    with fin as (
+      update processed_events set state = ${state}, finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+        lease_expires_at = null
+      where handler = ${claim.handler} and event_id = ${claim.eventId} and fence = ${claim.fence}
+        and state = 'processing' and lease_expires_at > clock_timestamp()
+      returning seq
+    ), mark as (
+      update consumer_watermarks set applied_seq = ${claim.seq}::bigint, applied_event_id = ${claim.eventId}, updated_at = clock_timestamp()
+      where handler = ${claim.handler} and aggregate_type = ${claim.aggregateType} and aggregate_id = ${claim.aggregateId}
+        and applied_seq < ${claim.seq}::bigint and ${state === "done" && ordered}::boolean and exists (select 1 from fin)
+      returning 1
+    )
+    select (select count(*) from fin)::integer as finished`.execute(tx);
+  if (rows[0]?.finished !== 1) {
+    throw new LeaseLostError(`${claim.handler}: the claim of ${claim.eventId} (fence ${claim.fence}) expired or was taken over`);
+  }
+}
+
+/**
+ * Schedules another attempt after `delayMs` (DB clock) and records the error. Returns false when
+ * the claim was fenced meanwhile (a newer claim owns the row; nothing changed).
+ */
+export async function scheduleRetry(db: RegistryDb, claim: Claim, delayMs: number, error: string): Promise<boolean> {
+  const result = await sql`
+    update processed_events set state = 'retry_scheduled',
+      next_attempt_at = clock_timestamp() + ${delayMs}::bigint * interval '1 millisecond',
+      last_error = ${error}, lease_expires_at = null, updated_at = clock_timestamp()
+    where handler = ${claim.handler} and event_id = ${claim.eventId} and fence = ${claim.fence} and state = 'processing'`.execute(db);
+  return Number(result.numAffectedRows ?? 0n) === 1;
+}
+
+/**
+ * Marks a held claim dead-lettered with its cause (after the dead-letter message was produced).
+ * Returns false when the claim was fenced meanwhile.
+ */
+export async function markDeadLettered(db: RegistryDb, claim: Claim, error: string): Promise<boolean> {
+  const result = await sql`
+    update processed_events set state = 'dead_lettered', last_error = ${error}, lease_expires_at = null,
+      finished_at = clock_timestamp(), updated_at = clock_timestamp()
+    where handler = ${claim.handler} and event_id = ${claim.eventId} and fence = ${claim.fence} and state = 'processing'`.execute(db);
+  return Number(result.numAffectedRows ?? 0n) === 1;
+}
+
+/** Options of {@link pruneDone}. */
+export interface PruneOptions {
+  /** Rows finished longer ago than this are deleted (default 7 days). */
+  readonly retentionMs?: number;
+  /** Rows deleted per statement (default 1000), so no statement holds many locks for long. */
+  readonly batchSize?: number;
+  /** Stop after this many batches (default unlimited); the next run continues. */
+  readonly maxBatches?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** Default retention of `done` rows: 7 days. */
+export const DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
+/**
+ * Housekeeping (CONTRACT.md C7): deletes `done` rows whose outcome is older than the retention,
+ * in bounded batches, and returns how many it deleted. Only `done` rows go: watermarks stay, so
+ * a redelivered old event is still recognised as stale; dead-lettered, retrying and in-flight rows
+ * stay for inspection and recovery.
+ */
+export async function pruneDone(db: Kysely<ConsumerDatabase>, options: PruneOptions = {}): Promise<number> {
+  const retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
+  const batchSize = options.batchSize ?? 1000;
+  let total = 0;
+  for (let batch = 0; batch < (options.maxBatches ?? Number.POSITIVE_INFINITY); batch++) {
+    if (options.signal?.aborted) break;
+    const result = await sql`
+      delete from processed_events where ctid in (
+        select ctid from processed_events
+        where state = 'done' and finished_at < clock_timestamp() - ${retentionMs}::bigint * interval '1 millisecond'
+        order by finished_at
+        limit ${batchSize}::integer
+        for update skip locked)`.execute(db);
+    const deleted = Number(result.numAffectedRows ?? 0n);
+    total += deleted;
+    if (deleted < batchSize) break;
+  }
+  return total;
+}
+
+/** One registry row as the status call reports it. */
+export interface ProcessingRecord {
+  readonly handler: string;
+  readonly eventId: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly seq: number;
+  readonly globalPosition: number | null;
+  readonly eventType: string;
+  readonly commandId: string | null;
+  readonly state: ProcessingState;
+  readonly attempts: number;
+  readonly lastError: string | null;
+  readonly updatedAt: Date;
+  readonly leaseExpiresAt: Date | null;
+  readonly nextAttemptAt: Date | null;
+}
+
+/** Registry rows of one event (all handlers), or of every event a command produced. */
+export async function findRecords(db: RegistryDb, key: { eventId: string } | { commandId: string }): Promise<ProcessingRecord[]> {
+  let query = db
+    .selectFrom("processed_events")
+    .select([
+      "handler",
+      "event_id",
+      "aggregate_type",
+      "aggregate_id",
+      "seq",
+      "global_position",
+      "event_type",
+      "command_id",
+      "state",
+      "attempts",
+      "last_error",
+      "updated_at",
+      "lease_expires_at",
+      "next_attempt_at",
+    ]);
+  query = "eventId" in key ? query.where("event_id", "=", key.eventId) : query.where("command_id", "=", key.commandId);
+  const rows = await query.orderBy("event_id").orderBy("handler").limit(1000).execute();
+  return rows.map((r) => ({
+    handler: r.handler,
+    eventId: r.event_id,
+    aggregateType: r.aggregate_type,
+    aggregateId: r.aggregate_id,
+    seq: r.seq,
+    globalPosition: r.global_position,
+    eventType: r.event_type,
+    commandId: r.command_id,
+    state: r.state,
+    attempts: r.attempts,
+    lastError: r.last_error,
+    updatedAt: r.updated_at,
+    leaseExpiresAt: r.lease_expires_at,
+    nextAttemptAt: r.next_attempt_at,
+  }));
+}
+
+/** Watermarks of one aggregate, per handler: how far each handler applied it. */
+export async function watermarksOf(db: RegistryDb, aggregateType: string, aggregateId: string): Promise<Map<string, number>> {
+  const rows = await db
+    .selectFrom("consumer_watermarks")
+    .select(["handler", "applied_seq"])
+    .where("aggregate_type", "=", aggregateType)
+    .where("aggregate_id", "=", aggregateId)
+    .execute();
+  return new Map(rows.map((r) => [r.handler, r.applied_seq]));
+}

@@ -1,0 +1,23 @@
+/**
+ * The side effect of consumer tests: one row in `effects` per application of an event, written in
+ * the handler's transaction (so it rolls back with it). Free of vitest imports: child processes use it.
+ */
+import { sql, type Kysely, type Transaction } from "kysely";
+import { defineHandler, type Handler } from "../../consumers/index.js";
+
+/** Records one side effect in the handler's transaction (rolled back with it). */
+export async function recordEffect(tx: Transaction<any> | Kysely<any>, handler: string, eventId: string, seq: number, aggregateId: string): Promise<void> {
+  await sql`insert into effects (handler, event_id, seq, aggregate_id) values (${handler}, ${eventId}, ${seq}, ${aggregateId})`.execute(tx);
+}
+
+/** A handler whose side effect is a row in `effects`; `before` runs first (gates, failures). */
+export function effectHandler(name: string, before?: (eventId: string, attempt: number) => Promise<void>): Handler {
+  return defineHandler({
+    name,
+    async handle(event, tx, context) {
+      await before?.(event.eventId, context.attempt);
+      await recordEffect(tx, name, event.eventId, event.seq, event.aggregateId);
+    },
+  });
+}
+

@@ -1,0 +1,177 @@
+/**
+ * The processed-event registry against real PostgreSQL: concurrent claims (exactly one wins),
+ * fencing of a holder whose lease expired (its side effect rolls back), leases on the database
+ * clock, the cross-worker ordering guard, and housekeeping that prunes only old `done` rows while
+ * the watermark still recognises a redelivered old event (C1, C2, C4, C7).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sql } from "kysely";
+import type { Database } from "../../core/db/database.js";
+import { startConsumer, pruneDone, isLeaseLostError, type ConsumerDatabase } from "../../consumers/index.js";
+import { claimEvent, finishClaim, lockWatermark, renewLease, scheduleRetry, type Claim, type ClaimRequest } from "../../consumers/registry.js";
+import { consumerTestConfig, consumerTestId, dropTestDatabase, effectCounts, effectHandler, openTestDatabase, recordEffect, registryRow, testEnvelope } from "../helpers/consumer-env.js";
+import { openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+const id = consumerTestId("creg");
+let database: Database<ConsumerDatabase>;
+
+beforeAll(async () => {
+  database = await openTestDatabase(id);
+});
+afterAll(async () => {
+  await dropTestDatabase(database);
+});
+
+const request = (eventId: string, seq: number, extra: Partial<ClaimRequest> = {}): ClaimRequest => ({
+  handler: "reg",
+  eventId,
+  aggregateType: "Task",
+  aggregateId: extra.aggregateId ?? "agg",
+  seq,
+  globalPosition: null,
+  eventType: "Noted",
+  commandId: null,
+  owner: "worker-a",
+  leaseMs: 30_000,
+  ...extra,
+});
+
+async function claimed(eventId: string, seq: number, extra: Partial<ClaimRequest> = {}): Promise<Claim> {
+  const outcome = await claimEvent(database.db, request(eventId, seq, extra));
+  if (outcome.type !== "claimed") throw new Error(`expected a claim, got ${JSON.stringify(outcome)}`);
+  return outcome.claim;
+}
+
+/** The side effect and "done" in one transaction, as the runtime does it. */
+async function applyAndFinish(claim: Claim, beforeFinish?: () => Promise<void>): Promise<void> {
+  await database.db.transaction().execute(async (tx) => {
+    await lockWatermark(tx, claim.handler, claim.aggregateType, claim.aggregateId);
+    await recordEffect(tx, claim.handler, claim.eventId, claim.seq, claim.aggregateId);
+    await beforeFinish?.();
+    await finishClaim(tx, claim, "done");
+  });
+}
+
+/** Waits until the database clock is past the claim's lease. */
+async function untilLeaseExpired(eventId: string): Promise<void> {
+  await waitFor(async () => {
+    const { rows } = await sql<{ expired: boolean }>`
+      select lease_expires_at <= clock_timestamp() as expired from processed_events where handler = 'reg' and event_id = ${eventId}`.execute(database.db);
+    return rows[0]?.expired === true;
+  }, { what: "the lease to expire on the database clock" });
+}
+
+describe("claims", () => {
+  it("lets exactly one of many concurrent claims win, each claim with a fresh fencing token", async () => {
+    const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => claimEvent(database.db, request(`${id}-race`, 1, { owner: `worker-${i}` }))));
+    const winners = outcomes.filter((o) => o.type === "claimed");
+    expect(winners).toHaveLength(1);
+    expect(outcomes.filter((o) => o.type === "wait" && o.reason === "held")).toHaveLength(7);
+    const row = await registryRow(database.db, "reg", `${id}-race`);
+    expect(row).toMatchObject({ state: "processing", attempts: 1, fence: (winners[0] as { claim: Claim }).claim.fence });
+    // The lease is computed on the database clock: exactly the lease after the database's heartbeat time.
+    expect(row!.lease_expires_at!.getTime() - row!.heartbeat_at!.getTime()).toBe(30_000);
+  });
+
+  it("fences a holder whose lease expired: its done is refused, its side effect rolls back, the taker's lands once", async () => {
+    const first = await claimed(`${id}-fence`, 1, { leaseMs: 300 });
+    // A heartbeat before expiry extends the lease; after expiry it cannot revive it.
+    expect(await renewLease(database.db, first, 300)).toBe(true);
+    await untilLeaseExpired(`${id}-fence`);
+    expect(await renewLease(database.db, first, 300)).toBe(false);
+
+    let error: unknown;
+    await applyAndFinish(first).catch((e: unknown) => (error = e));
+    expect(isLeaseLostError(error)).toBe(true);
+    expect((await effectCounts(database.db, "reg")).get(`${id}-fence`)).toBeUndefined();
+
+    // A takeover: a new token, one more attempt; the old holder stays fenced even with a live lease.
+    const taker = await claimed(`${id}-fence`, 1, { owner: "worker-b" });
+    expect(taker).toMatchObject({ attempts: 2, claimedFrom: "processing" });
+    expect(taker.fence).toBeGreaterThan(first.fence);
+    error = undefined;
+    await applyAndFinish(first).catch((e: unknown) => (error = e));
+    expect(isLeaseLostError(error)).toBe(true);
+    await applyAndFinish(taker);
+    expect((await effectCounts(database.db, "reg")).get(`${id}-fence`)).toBe(1);
+    expect(await registryRow(database.db, "reg", `${id}-fence`)).toMatchObject({ state: "done", attempts: 2, owner: "worker-b" });
+    expect(await claimEvent(database.db, request(`${id}-fence`, 1))).toEqual({ type: "finished", state: "done" });
+  });
+
+  it("refuses the done of a holder whose lease expired while its transaction was open", async () => {
+    const claim = await claimed(`${id}-slow`, 1, { leaseMs: 300 });
+    let error: unknown;
+    await applyAndFinish(claim, () => untilLeaseExpired(`${id}-slow`)).catch((e: unknown) => (error = e));
+    expect(isLeaseLostError(error)).toBe(true);
+    expect((await effectCounts(database.db, "reg")).get(`${id}-slow`)).toBeUndefined();
+    expect((await registryRow(database.db, "reg", `${id}-slow`))?.state).toBe("processing");
+  });
+
+  it("makes seq n+1 of an aggregate wait while seq n is processing or scheduled for retry, on any worker", async () => {
+    const n = await claimed(`${id}-ord-1`, 1, { aggregateId: "ord" });
+    expect(await claimEvent(database.db, request(`${id}-ord-2`, 2, { aggregateId: "ord", owner: "worker-b" }))).toMatchObject({ type: "wait", reason: "ordering" });
+    // Other aggregates are not held up.
+    expect((await claimEvent(database.db, request(`${id}-other-1`, 5, { aggregateId: "other" }))).type).toBe("claimed");
+
+    expect(await scheduleRetry(database.db, n, 60_000, "flaky")).toBe(true);
+    expect(await claimEvent(database.db, request(`${id}-ord-2`, 2, { aggregateId: "ord" }))).toMatchObject({ type: "wait", reason: "ordering" });
+    expect(await claimEvent(database.db, request(`${id}-ord-1`, 1, { aggregateId: "ord" }))).toMatchObject({ type: "wait", reason: "not_due" });
+
+    await sql`update processed_events set next_attempt_at = clock_timestamp() where event_id = ${`${id}-ord-1`}`.execute(database.db);
+    const retry = await claimed(`${id}-ord-1`, 1, { aggregateId: "ord" });
+    expect(retry).toMatchObject({ attempts: 2, claimedFrom: "retry_scheduled", lastError: "flaky" });
+    await applyAndFinish(retry);
+    const next = await claimed(`${id}-ord-2`, 2, { aggregateId: "ord" });
+    await applyAndFinish(next);
+    expect(await database.db.selectFrom("consumer_watermarks").select("applied_seq").where("aggregate_id", "=", "ord").executeTakeFirst()).toEqual({ applied_seq: 2 });
+  });
+});
+
+describe("C7 housekeeping", () => {
+  let tk: TestKafka;
+  beforeAll(async () => {
+    tk = await openTestKafka(`${id}.`);
+  });
+  afterAll(async () => {
+    await tk?.close();
+  });
+
+  it("prunes only done rows past the retention, in batches; the watermark still recognises a redelivered old event", async () => {
+    const topic = `${id}.prune`;
+    await tk.createTopic(topic);
+    const config = consumerTestConfig(id, { TIDEMARK_CONSUMER_TOPICS: topic });
+    const events = [1, 2, 3].map((seq) => testEnvelope({ eventId: `${id}-hk-${seq}`, aggregateId: "hk", seq }));
+    await tk.produce(topic, events);
+    const handle = await startConsumer(config, effectHandler("hk"), { database, housekeeping: false });
+    try {
+      await waitFor(async () => (await registryRow(database.db, "hk", `${id}-hk-3`))?.state === "done", { what: "the events to be done" });
+
+      // Age the rows: two old done rows, one recent; old rows in every other state must stay.
+      const age = (eventId: string, days: number, state?: string) =>
+        sql`update processed_events set finished_at = now() - ${days} * interval '1 day', updated_at = now() - ${days} * interval '1 day'
+            ${state === undefined ? sql`` : sql`, state = ${state}`} where event_id = ${eventId}`.execute(database.db);
+      await age(`${id}-hk-1`, 8);
+      await age(`${id}-hk-2`, 9);
+      await age(`${id}-hk-3`, 1);
+      const keep = ["dead_lettered", "skipped_stale", "retry_scheduled", "processing"];
+      for (const [i, state] of keep.entries()) {
+        await claimed(`${id}-keep-${i}`, 1, { aggregateId: `keep${i}`, handler: "hk" });
+        await age(`${id}-keep-${i}`, 30, state);
+      }
+
+      expect(await pruneDone(database.db, { batchSize: 1, maxBatches: 1 })).toBe(1);
+      expect(await pruneDone(database.db, { batchSize: 1 })).toBe(1);
+      expect(await pruneDone(database.db)).toBe(0);
+      const left = await database.db.selectFrom("processed_events").select(["event_id", "state"]).where("handler", "=", "hk").orderBy("event_id").execute();
+      expect(left.map((r) => r.event_id)).toEqual([`${id}-hk-3`, ...keep.map((_, i) => `${id}-keep-${i}`)]);
+
+      // The pruned seq 1 arrives again (a replay from an old offset): recognised as stale, not applied.
+      await tk.produce(topic, [events[0]!]);
+      await waitFor(async () => (await registryRow(database.db, "hk", `${id}-hk-1`))?.state === "skipped_stale", { what: "the redelivered old event to be skipped" });
+      expect((await effectCounts(database.db, "hk")).get(`${id}-hk-1`)).toBe(1);
+    } finally {
+      await handle.stop();
+    }
+  });
+});
