@@ -19,8 +19,14 @@ describe("server configuration", () => {
 
   it("names the variable in errors", () => {
     expect(() => loadServerConfig({ ...minimal, TIDEMARK_WRITE_DEADLINE_MS: "soon" })).toThrowError(/TIDEMARK_WRITE_DEADLINE_MS: must be an integer/);
-    expect(() => loadServerConfig({})).toThrowError(/TIDEMARK_PG_URL is required/);
-    expect(() => loadServerConfig({})).toThrowError(ConfigError);
+    expect(() => loadServerConfig({ TIDEMARK_PG_URL: minimal.TIDEMARK_PG_URL })).toThrowError(/TIDEMARK_S3_ENDPOINT, TIDEMARK_S3_ACCESS_KEY, TIDEMARK_S3_SECRET_KEY must be set too/);
+    expect(() => loadServerConfig({ TIDEMARK_S3_ENDPOINT: "nope" })).toThrowError(ConfigError);
+  });
+
+  it("selects the embedded mode when no service is configured", () => {
+    const config = loadServerConfig({});
+    expect(config.pgUrl).toBe("");
+    expect(config.dataDir).toBe(".tidemark");
   });
 
   it("accepts the origin's names as aliases", () => {
