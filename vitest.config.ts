@@ -5,6 +5,7 @@ const heavy = { testTimeout: 60_000, hookTimeout: 120_000, maxWorkers: 2, pool: 
 
 export default defineConfig({
   test: {
+    reporters: ["default", "./test/helpers/summary-reporter.ts"],
     projects: [
       {
         // Same worker limit as the other projects: vitest runs projects of one group together.
