@@ -22,10 +22,11 @@ export default defineConfig({
         },
       },
       {
-        // The same contract suites against the embedded default (PGlite and local files).
+        // The same contract suites against the embedded default (PGlite and local files), plus the
+        // embedded all-in-one process, the CLI and `npm start` as the README runs it.
         test: {
           name: "embedded",
-          include: ["test/contract/**/*.test.ts"],
+          include: ["test/contract/**/*.test.ts", "test/embedded/**/*.test.ts"],
           provide: { backend: "embedded", stack: undefined },
           ...heavy,
         },

@@ -1,8 +1,8 @@
 /**
- * Builds and runs consumers: database (migrated), Kafka client, dead-letter topic and producer, one
- * runtime per handler, housekeeping and metrics. `startConsumer` runs user handlers;
- * `startProjection` runs the instances projection with its position tracker. Each returns a handle
- * whose `stop` shuts down in reverse order.
+ * Builds and runs consumers: database (migrated), message sources (Kafka consumer groups, or the
+ * sources an embedding process supplies), dead letters, one runtime per handler, housekeeping and
+ * metrics. `startConsumer` runs user handlers; `startProjection` runs the instances projection
+ * with its position tracker. Each returns a handle whose `stop` shuts down in reverse order.
  */
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
@@ -11,11 +11,13 @@ import { createDatabase, migrateToLatest, type Database } from "../core/db/datab
 import { createLogger, type Logger } from "../core/log.js";
 import { createRegistry, startMetricsServer, type Registry } from "../core/metrics.js";
 import { startHousekeeping, startPositionTracker, type BackgroundLoop } from "./background.js";
-import { checkTiming, type ConsumerConfig } from "./config.js";
+import { checkTiming, requireServices, type ConsumerConfig } from "./config.js";
 import { ConsumerRuntime, type CrashPoint, type CrashPointInfo } from "./consumer-runtime.js";
-import { ensureTopic } from "./dead-letter.js";
+import { ensureTopic, kafkaDeadLetters, type DeadLetterSink } from "./dead-letter.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
 import { createKafka } from "./kafka.js";
+import { KafkaSource } from "./kafka-source.js";
+import type { MessageSource, SourceRequest } from "./message-source.js";
 import { ConsumerMetrics } from "./metrics.js";
 import { instancesProjection } from "./projection.js";
 import type { ConsumerDatabase } from "./schema.js";
@@ -26,6 +28,13 @@ export interface ConsumerOverrides {
   /** A database to use (not closed on stop); default: a pool from the configuration. */
   readonly database?: Database<ConsumerDatabase>;
   readonly kafka?: Kafka;
+  /**
+   * Where each handler's messages come from instead of Kafka (the embedded mode: the relay serves
+   * the commit log in process). Requires `deadLetters` and `database`; no Kafka is contacted.
+   */
+  readonly source?: (request: SourceRequest) => MessageSource;
+  /** Where dead letters go instead of the Kafka dead-letter topic (required with `source`). */
+  readonly deadLetters?: DeadLetterSink;
   /** Registry to register the metrics in; default: a fresh one. */
   readonly metricsRegistry?: Registry;
   /** Worker identity in registry rows; default `host/pid/random`. */
@@ -66,11 +75,12 @@ export interface ProjectionHandle extends ConsumerHandle {
 
 /**
  * Starts the instances projection (handler `projection:instances`) and the tracker that keeps its
- * applied global position current for read-your-writes.
+ * applied global position current for read-your-writes; `alongside` handlers run in the same
+ * consumer process (one metrics registry, one housekeeping loop).
  */
-export async function startProjection(config: ConsumerConfig, overrides: ConsumerOverrides = {}): Promise<ProjectionHandle> {
+export async function startProjection(config: ConsumerConfig, overrides: ConsumerOverrides = {}, alongside: readonly Handler[] = []): Promise<ProjectionHandle> {
   let tracker: BackgroundLoop | undefined;
-  const handle = await launch(config, [instancesProjection()], {
+  const handle = await launch(config, [instancesProjection(), ...alongside], {
     ...overrides,
     onRecorded: (name, event) => {
       tracker?.nudge();
@@ -93,6 +103,8 @@ async function launch(
   if (handlers.length === 0) throw new Error("startConsumer needs at least one handler");
   const names = handlers.map((h) => h.name);
   if (new Set(names).size !== names.length) throw new Error(`handler names must be unique, got ${names.join(", ")}`);
+  if (overrides.source !== undefined && overrides.deadLetters === undefined) throw new Error("a message source override needs a dead-letter sink too");
+  requireServices(config, { database: overrides.database === undefined, kafka: overrides.source === undefined && overrides.kafka === undefined });
   const log = overrides.log ?? createLogger("tidemark-consumer", config.logLevel);
   const ownsDatabase = overrides.database === undefined;
   const database = overrides.database ?? createDatabase<ConsumerDatabase>({ url: config.pgUrl, schema: config.pgSchema, poolSize: config.pgPoolSize });
@@ -106,19 +118,35 @@ async function launch(
     const applied = await migrateToLatest(database.db, database.schema);
     if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
 
-    const kafka = overrides.kafka ?? createKafka(config.kafkaBrokers, config.kafkaClientId, log);
-    const admin = kafka.admin();
-    await admin.connect();
-    try {
-      await ensureTopic(admin, config.deadLetterTopic, config.deadLetterPartitions, config.deadLetterReplication);
-    } finally {
-      await admin.disconnect();
+    let sourceFor: (request: SourceRequest) => MessageSource;
+    let deadLetters: DeadLetterSink;
+    if (overrides.source !== undefined) {
+      sourceFor = overrides.source;
+      deadLetters = overrides.deadLetters!;
+    } else {
+      const kafka = overrides.kafka ?? createKafka(config.kafkaBrokers, config.kafkaClientId, log);
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        await ensureTopic(admin, config.deadLetterTopic, config.deadLetterPartitions, config.deadLetterReplication);
+      } finally {
+        await admin.disconnect();
+      }
+      // Dead letters are at least once (keyed by handler and event id); an idempotent producer would
+      // need unbounded retries, and a send must fail during an outage so the partition pauses.
+      const producer = kafka.producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
+      await producer.connect();
+      cleanups.unshift(() => producer.disconnect());
+      deadLetters = overrides.deadLetters ?? kafkaDeadLetters(producer, config.deadLetterTopic);
+      sourceFor = (request) =>
+        new KafkaSource({
+          ...request,
+          kafka,
+          sessionTimeoutMs: config.sessionTimeoutMs,
+          partitionsConsumedConcurrently: config.partitionsConsumedConcurrently,
+          log: log.child({ handler: request.groupId.slice(config.groupPrefix.length) }),
+        });
     }
-    // Dead letters are at least once (keyed by handler and event id); an idempotent producer would
-    // need unbounded retries, and a send must fail during an outage so the partition pauses.
-    const producer = kafka.producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
-    await producer.connect();
-    cleanups.unshift(() => producer.disconnect());
 
     const registry = overrides.metricsRegistry ?? createRegistry(config.metricsAddr !== "");
     const metrics = new ConsumerMetrics(registry);
@@ -141,20 +169,14 @@ async function launch(
         new ConsumerRuntime({
           handler,
           db: database.db,
-          kafka,
-          producer,
-          topics: config.topics,
-          groupId: `${config.groupPrefix}${handler.name}`,
-          fromBeginning: config.fromBeginning,
-          deadLetterTopic: config.deadLetterTopic,
+          source: sourceFor({ groupId: `${config.groupPrefix}${handler.name}`, topics: config.topics, fromBeginning: config.fromBeginning }),
+          deadLetters,
           leaseMs: config.leaseMs,
           heartbeatMs: config.heartbeatMs,
           maxAttempts: config.maxAttempts,
           backoff: { baseMs: config.retryBaseMs, maxMs: config.retryMaxMs, jitter: 0.2 },
           concurrency: config.concurrency,
           maxInFlight: config.maxInFlight,
-          partitionsConsumedConcurrently: config.partitionsConsumedConcurrently,
-          sessionTimeoutMs: config.sessionTimeoutMs,
           metrics,
           log,
           owner,
@@ -173,7 +195,7 @@ async function launch(
       metricsAddress = server.address;
       cleanups.unshift(() => server.close());
     }
-    log.info({ handlers: names, topics: config.topics, schema: database.schema, owner }, "tidemark consumers running");
+    log.info({ handlers: names, sources: runtimes.map((r) => r.sourceDescription), deadLetters: deadLetters.where, schema: database.schema, owner }, "tidemark consumers running");
 
     let stopping: Promise<void> | undefined;
     return {

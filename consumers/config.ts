@@ -2,6 +2,7 @@
  * Configuration of a consumer process, parsed once from the environment, typed and frozen. The
  * origin's variable names are accepted as aliases; the registry cannot be switched off.
  */
+import { ORIGIN_SETTINGS } from "../core/origin-settings.js";
 import { ConfigError, parse, parseSettings, type Setting } from "../core/settings.js";
 
 /** Seconds (decimals allowed) as milliseconds, within bounds. */
@@ -15,23 +16,12 @@ const seconds =
     return Math.round(n * 1000);
   };
 
-const registryRequired = (raw: string): true => {
-  if (/^(0|false|no|off)$/i.test(raw)) {
-    throw new Error(
-      "Tidemark does not run consumers without the processed-event registry: it is what makes side effects " +
-        "exactly-once (claim, lease, fencing), keeps per-aggregate order and records retries and dead letters (CONTRACT.md C1-C5)",
-    );
-  }
-  if (!/^(1|true|yes|on)$/i.test(raw)) throw new Error(`must be true, got ${JSON.stringify(raw)}`);
-  return true;
-};
-
 /** The settings a consumer process reads. Lease and heartbeat are in seconds, kept as milliseconds. */
 export const CONSUMER_SETTINGS = {
-  pgUrl: { env: "TIDEMARK_PG_URL", parse: parse.url, description: "PostgreSQL connection URL (the registry, the read model and the commit log).", secret: true },
+  pgUrl: { env: "TIDEMARK_PG_URL", default: "", defaultLabel: "*required* (unset: the embedded mode of `tidemark start`)", parse: parse.url, description: "PostgreSQL connection URL (the registry, the read model and the commit log).", secret: true },
   pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
   pgPoolSize: { env: "TIDEMARK_CONSUMER_PG_POOL_SIZE", default: 12, parse: parse.int(2, 1000), description: "Maximum PostgreSQL connections of the consumer process; keep it above the handler concurrency." },
-  kafkaBrokers: { env: "TIDEMARK_KAFKA_BROKERS", parse: parse.list, description: "Kafka bootstrap brokers, comma-separated host:port." },
+  kafkaBrokers: { env: "TIDEMARK_KAFKA_BROKERS", default: [] as string[], defaultLabel: "*required* (unset: the embedded mode of `tidemark start`)", parse: parse.list, description: "Kafka bootstrap brokers, comma-separated host:port. In the embedded mode the consumers read the commit log in process instead." },
   kafkaClientId: { env: "TIDEMARK_KAFKA_CLIENT_ID", default: "tidemark-consumer", parse: parse.string, description: "Kafka client id of the consumer process." },
   topics: { env: "TIDEMARK_CONSUMER_TOPICS", default: ["tidemark.events"], parse: parse.list, description: "Topics the consumers subscribe to, comma-separated." },
   groupPrefix: { env: "TIDEMARK_CONSUMER_GROUP_PREFIX", default: "tidemark.", parse: parse.string, description: "Each handler consumes in the group `{prefix}{handler name}`." },
@@ -39,7 +29,6 @@ export const CONSUMER_SETTINGS = {
   deadLetterTopic: { env: "TIDEMARK_DEAD_LETTER_TOPIC", default: "tidemark.dead-letter", parse: parse.string, description: "Topic receiving poison and exhausted events with their cause; created when missing." },
   deadLetterPartitions: { env: "TIDEMARK_DEAD_LETTER_PARTITIONS", default: 3, parse: parse.int(1, 10_000), description: "Partitions of the dead-letter topic when it is created." },
   deadLetterReplication: { env: "TIDEMARK_DEAD_LETTER_REPLICATION", default: 1, parse: parse.int(1, 32), description: "Replication factor of the dead-letter topic when it is created." },
-  registryEnabled: { env: "ENABLE_PROCESSED_EVENT_REGISTRY", default: true, parse: registryRequired, description: "Accepted for compatibility with the origin; must not be false." },
   leaseMs: { env: "TIDEMARK_CONSUMER_LEASE_SECONDS", aliases: ["PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS"], default: 30_000, defaultLabel: "`30`", parse: seconds(0.5, 3600), description: "Lease of a claim, in seconds: a crashed holder's event is taken over after at most this long." },
   heartbeatMs: { env: "TIDEMARK_CONSUMER_HEARTBEAT_SECONDS", aliases: ["PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS"], default: 10_000, defaultLabel: "`10`", parse: seconds(0.1, 3600), description: "How often a holder renews its lease, in seconds; must be below the lease." },
   maxAttempts: { env: "TIDEMARK_CONSUMER_MAX_ATTEMPTS", default: 10, parse: parse.int(1, 1000), description: "Attempts (retries and takeovers included) before an event is dead-lettered." },
@@ -59,6 +48,7 @@ export const CONSUMER_SETTINGS = {
   s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", default: "", defaultLabel: "*required for rebuild*", parse: parse.string, description: "S3 access key id.", secret: true },
   s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", default: "", defaultLabel: "*required for rebuild*", parse: parse.string, description: "S3 secret access key.", secret: true },
   logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
+  ...ORIGIN_SETTINGS,
 } satisfies Record<string, Setting<unknown>>;
 
 /** A consumer process's parsed configuration. */
@@ -72,6 +62,20 @@ export function loadConsumerConfig(env: Readonly<Record<string, string | undefin
   const config = parseSettings(CONSUMER_SETTINGS, env);
   checkTiming(config);
   return config;
+}
+
+/**
+ * Throws ConfigError naming each missing variable when a consumer must reach the real services
+ * (PostgreSQL for the registry, Kafka for the events): a standalone consumer process, or any
+ * consumer not given an in-process database and message source.
+ */
+export function requireServices(config: { readonly pgUrl: string; readonly kafkaBrokers: readonly string[] }, needs: { database: boolean; kafka: boolean } = { database: true, kafka: true }): void {
+  const missing: string[] = [];
+  if (needs.database && config.pgUrl === "") missing.push("TIDEMARK_PG_URL is required: the registry, the read model and the commit log live in PostgreSQL");
+  if (needs.kafka && config.kafkaBrokers.length === 0) missing.push("TIDEMARK_KAFKA_BROKERS is required: a standalone consumer reads the events the relay publishes to Kafka");
+  if (missing.length > 0) {
+    throw new ConfigError(`invalid configuration:\n  ${missing.join("\n  ")}\n  (with no services at all, \`tidemark start\` runs the consumers in process on the embedded storage)`);
+  }
 }
 
 /** Throws when the heartbeat is not below the lease; also used on configs built in code. */

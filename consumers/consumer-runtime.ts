@@ -1,17 +1,17 @@
 /**
- * Runs one handler in a Kafka consumer group (CONTRACT.md C1–C5). Per message: claim in the
- * registry → heartbeat → side effect and "done" in one transaction → commit the offset once the
- * contiguous prefix of the partition has a recorded outcome. Per partition, events of one
- * aggregate run one after another and different aggregates run in parallel (bounded), so one slow
- * aggregate never stalls the rest of its partition (weakness 13). When the registry or Kafka is
- * unreachable the partition pauses and its offset stays put (weakness 12).
+ * Runs one handler on a message source — a Kafka consumer group, or the commit log in process in
+ * the embedded mode (CONTRACT.md C1–C5). Per message: claim in the registry → heartbeat → side
+ * effect and "done" in one transaction → commit the offset once the contiguous prefix of the
+ * partition has a recorded outcome. Per partition, events of one aggregate run one after another
+ * and different aggregates run in parallel (bounded), so one slow aggregate never stalls the rest
+ * of its partition (weakness 13). When the registry or the source is unreachable the partition
+ * pauses and its offset stays put (weakness 12).
  */
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from "kafkajs";
 import type { Kysely } from "kysely";
 import type { Logger } from "../core/log.js";
 import { backoffDelay, type BackoffPolicy } from "./backoff.js";
-import { publishDeadLetter, type DeadLetterReason } from "./dead-letter.js";
-import { decodeMessage, headerText, poisonEventId, type RawMessage } from "./decode.js";
+import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
+import { decodeMessage, headerText, poisonEventId, traceIdOf, type RawMessage } from "./decode.js";
 import {
   classifyFailure,
   describeFailure,
@@ -21,6 +21,7 @@ import {
   PoisonError,
 } from "./failures.js";
 import { wants, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
+import type { MessageSource, SourceBatch, SourceMessage } from "./message-source.js";
 import type { ConsumerMetrics } from "./metrics.js";
 import { OffsetWindow } from "./offset-window.js";
 import {
@@ -50,21 +51,16 @@ export interface CrashPointInfo {
 export interface ConsumerRuntimeOptions {
   readonly handler: Handler;
   readonly db: Kysely<ConsumerDatabase>;
-  readonly kafka: Kafka;
-  /** Shared producer for dead letters. */
-  readonly producer: Producer;
-  readonly topics: readonly string[];
-  readonly groupId: string;
-  readonly fromBeginning: boolean;
-  readonly deadLetterTopic: string;
+  /** Where the messages come from (this runtime's own source: one per handler). */
+  readonly source: MessageSource;
+  /** Where dead letters go (may be shared by runtimes). */
+  readonly deadLetters: DeadLetterSink;
   readonly leaseMs: number;
   readonly heartbeatMs: number;
   readonly maxAttempts: number;
   readonly backoff: BackoffPolicy;
   readonly concurrency: number;
   readonly maxInFlight: number;
-  readonly partitionsConsumedConcurrently: number;
-  readonly sessionTimeoutMs: number;
   readonly metrics: ConsumerMetrics;
   readonly log: Logger;
   /** Identifies this worker in registry rows. */
@@ -108,7 +104,7 @@ class PartitionState {
 
 /** A running consumer of one handler. */
 export class ConsumerRuntime {
-  private readonly consumer: Consumer;
+  private readonly source: MessageSource;
   private readonly log: Logger;
   private partitions = new Map<string, PartitionState>();
   /** Tasks by event id, so a redelivery in a new generation waits for the old task instead of its lease. */
@@ -119,16 +115,12 @@ export class ConsumerRuntime {
 
   constructor(private readonly options: ConsumerRuntimeOptions) {
     this.log = options.log.child({ handler: options.handler.name });
-    this.consumer = options.kafka.consumer({
-      groupId: options.groupId,
-      sessionTimeout: options.sessionTimeoutMs,
-      heartbeatInterval: Math.max(500, Math.floor(options.sessionTimeoutMs / 10)),
-      rebalanceTimeout: Math.max(options.sessionTimeoutMs, 20_000),
-      maxWaitTimeInMs: 500,
-      allowAutoTopicCreation: false,
-      // kafkajs gives up after its retries and restarts the consumer; offsets are safe either way.
-      retry: { initialRetryTime: 250, maxRetryTime: 5000, retries: 10, restartOnFailure: async () => !this.stopping },
-    });
+    this.source = options.source;
+  }
+
+  /** Where this runtime's messages come from, for logs. */
+  get sourceDescription(): string {
+    return this.source.description;
   }
 
   /** The handler's name. */
@@ -136,26 +128,15 @@ export class ConsumerRuntime {
     return this.options.handler.name;
   }
 
-  /** Joins the group and starts consuming; resolves once the consumer is running. */
+  /** Starts consuming from the source; resolves once the source is running. */
   async start(): Promise<void> {
-    const { consumer } = this;
-    // A new generation may reassign partitions; in-flight work of the old one finishes through
-    // the registry (fenced), but only the new generation commits offsets.
-    consumer.on(consumer.events.GROUP_JOIN, (event) => {
-      this.log.info({ assignment: event.payload.memberAssignment }, "joined consumer group");
-      this.abandonAll();
+    await this.source.start({
+      onBatch: (batch) => this.onBatch(batch),
+      // A new generation may reassign partitions; in-flight work of the old one finishes through
+      // the registry (fenced), but only the new generation commits offsets.
+      onAssignment: () => this.abandonAll(),
     });
-    consumer.on(consumer.events.CRASH, (event) => {
-      this.log.warn({ err: event.payload.error, restart: event.payload.restart }, "kafka consumer crashed");
-    });
-    await consumer.connect();
-    await consumer.subscribe({ topics: [...this.options.topics], fromBeginning: this.options.fromBeginning });
-    await consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently,
-      eachBatch: (payload) => this.onBatch(payload),
-    });
+    this.log.info({ source: this.source.description }, "consuming");
   }
 
   /**
@@ -174,10 +155,11 @@ export class ConsumerRuntime {
     ]);
     clearTimeout(timer);
     await Promise.allSettled([...this.partitions.values()].map((state) => this.commit(state, true)));
-    await this.consumer.disconnect().catch((e: unknown) => this.log.warn({ err: e }, "kafka consumer disconnect failed"));
+    await this.source.stop().catch((e: unknown) => this.log.warn({ err: e }, "stopping the message source failed"));
   }
 
-  private async onBatch({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  private async onBatch(batch: SourceBatch): Promise<void> {
+    const { resolveOffset, isRunning, isStale } = batch;
     const state = this.partitionState(batch.topic, batch.partition);
     for (const message of batch.messages) {
       if (!isRunning() || isStale() || this.stopping || state.abort.signal.aborted) return;
@@ -212,13 +194,13 @@ export class ConsumerRuntime {
     }
   }
 
-  private dispatch(state: PartitionState, message: KafkaMessage): void {
+  private dispatch(state: PartitionState, message: SourceMessage): void {
     const raw: RawMessage = {
       topic: state.topic,
       partition: state.partition,
       offset: message.offset,
       value: message.value,
-      headers: message.headers as RawMessage["headers"],
+      headers: message.headers,
     };
     let event: ConsumedEvent | undefined;
     let poison: PoisonError | undefined;
@@ -325,6 +307,7 @@ export class ConsumerRuntime {
           leaseMs: options.leaseMs,
           countResume: afterLeaseLost,
         };
+    const claimSentAt = performance.now();
     const outcome = await infra("claim", () => claimEvent(options.db, request));
     if (outcome.type === "finished") {
       options.metrics.processed.inc({ handler: this.name, outcome: "duplicate" });
@@ -345,17 +328,31 @@ export class ConsumerRuntime {
       const last = claim.lastError ?? "the holder's lease expired (it crashed or stalled)";
       return this.deadLetter(claim, raw, "exhausted", `gave up after ${claim.attempts - 1} attempts; last error: ${last}`);
     }
-    return this.apply(claim, raw, event, info);
+    return this.apply(claim, raw, event, info, claimSentAt);
   }
 
-  /** Runs the side effect and "done" in one transaction while heartbeats keep the lease. */
-  private async apply(claim: Claim, raw: RawMessage, event: ConsumedEvent, info: CrashPointInfo): Promise<Step> {
+  /**
+   * Runs the side effect and "done" in one transaction while heartbeats keep the lease. The lease
+   * also ends locally: at the claim's (or the latest renewal's) send time plus the lease, the
+   * handler is abandoned and the transaction rolled back — "done" would be refused anyway, and a
+   * transaction that outlives its lease must not keep holding a database connection (in the
+   * embedded mode it holds the only one, and the heartbeat cannot run until it ends).
+   */
+  private async apply(claim: Claim, raw: RawMessage, event: ConsumedEvent, info: CrashPointInfo, claimSentAt: number): Promise<Step> {
     const { options } = this;
     const lease = new AbortController();
+    let expiry: NodeJS.Timeout | undefined;
+    const expireAt = (deadline: number) => {
+      clearTimeout(expiry);
+      expiry = setTimeout(() => lease.abort(new LeaseLostError(`${this.name}: lease of ${claim.eventId} ran out before the handler finished`)), Math.max(0, deadline - performance.now()));
+    };
+    expireAt(claimSentAt + options.leaseMs);
     const heartbeat = setInterval(() => {
+      const sentAt = performance.now();
       renewLease(options.db, claim, options.leaseMs).then(
         (held) => {
           if (!held) lease.abort(new LeaseLostError(`${this.name}: lease of ${claim.eventId} lost`));
+          else if (!lease.signal.aborted) expireAt(sentAt + options.leaseMs);
         },
         // An outage: the next heartbeat tries again; if the lease runs out, "done" is refused.
         (e: unknown) => this.log.warn({ err: e, eventId: claim.eventId }, "heartbeat failed"),
@@ -368,8 +365,9 @@ export class ConsumerRuntime {
       signal: lease.signal,
       // A child logger per event costs more than most handlers: made on first use only.
       get log() {
-        return (eventLog ??= log.child({ eventId: event.eventId }));
+        return (eventLog ??= log.child(eventFields(event)));
       },
+      traceparent: event.traceparent,
     };
     try {
       const result = await options.db.transaction().execute(async (tx) => {
@@ -381,7 +379,7 @@ export class ConsumerRuntime {
         await options.crashPoint?.("before-side-effect", info);
         const started = performance.now();
         try {
-          await options.handler.handle(event, tx, context);
+          await untilAborted(options.handler.handle(event, tx, context), lease.signal);
         } finally {
           options.metrics.handlerSeconds.observe({ handler: this.name }, (performance.now() - started) / 1000);
         }
@@ -394,13 +392,13 @@ export class ConsumerRuntime {
       options.metrics.processed.inc({ handler: this.name, outcome: result });
       if (result === "skipped_stale") {
         options.metrics.skippedStale.inc({ handler: this.name });
-        this.log.info({ eventId: event.eventId, seq: event.seq }, "skipped a stale event (a higher seq of its aggregate was applied)");
+        this.log.info({ ...eventFields(event), seq: event.seq }, "skipped a stale event (a higher seq of its aggregate was applied)");
       }
       return FINISHED;
     } catch (e) {
       if (isLeaseLostError(e)) {
         options.metrics.leaseLost.inc({ handler: this.name });
-        this.log.warn({ eventId: event.eventId, fence: claim.fence }, "lease lost; the side effect was rolled back");
+        this.log.warn({ ...eventFields(event), fence: claim.fence }, "lease lost; the side effect was rolled back");
         return { type: "wait", ms: 0, leaseLost: true };
       }
       const failure = classifyFailure(e);
@@ -412,10 +410,11 @@ export class ConsumerRuntime {
       const scheduled = await infra("schedule retry", () => scheduleRetry(options.db, claim, delay, cause));
       if (!scheduled) return { type: "wait", ms: 0 };
       options.metrics.retries.inc({ handler: this.name });
-      this.log.info({ eventId: event.eventId, attempt: claim.attempts, delayMs: delay, err: e }, "attempt failed; retry scheduled");
+      this.log.info({ ...eventFields(event), attempt: claim.attempts, delayMs: delay, err: e }, "attempt failed; retry scheduled");
       return { type: "wait", ms: delay };
     } finally {
       clearInterval(heartbeat);
+      clearTimeout(expiry);
     }
   }
 
@@ -424,13 +423,14 @@ export class ConsumerRuntime {
     const { options } = this;
     await infra(
       "dead-letter produce",
-      () => publishDeadLetter(options.producer, options.deadLetterTopic, { handler: this.name, eventId: claim.eventId, reason, cause, attempts: claim.attempts, message: raw }),
+      () => options.deadLetters.publish({ handler: this.name, eventId: claim.eventId, reason, cause, attempts: claim.attempts, message: raw }),
     );
     const marked = await infra("mark dead-lettered", () => markDeadLettered(options.db, claim, cause));
     if (!marked) return { type: "wait", ms: 0 };
     options.metrics.deadLetters.inc({ handler: this.name, reason });
     options.metrics.processed.inc({ handler: this.name, outcome: "dead_lettered" });
-    this.log.warn({ eventId: claim.eventId, reason, cause, offset: raw.offset }, "event dead-lettered");
+    const traceId = traceIdOf(headerText(raw, "traceparent"));
+    this.log.warn({ eventId: claim.eventId, ...(traceId === undefined ? {} : { traceId }), reason, cause, offset: raw.offset, to: options.deadLetters.where }, "event dead-lettered");
     return FINISHED;
   }
 
@@ -448,7 +448,7 @@ export class ConsumerRuntime {
         if (next === undefined) return;
         try {
           await this.options.crashPoint?.("before-offset-commit", { topic: state.topic, partition: state.partition, offset: String(next) });
-          await this.consumer.commitOffsets([{ topic: state.topic, partition: state.partition, offset: String(next) }]);
+          await this.source.commit(state.topic, state.partition, String(next));
           state.committed = next;
           this.options.metrics.committedOffset.set({ handler: this.name, topic: state.topic, partition: String(state.partition) }, Number(next));
         } catch (e) {
@@ -487,9 +487,9 @@ export class ConsumerRuntime {
     // A revoked generation must not pause the partition its successor consumes.
     if (state.paused || state.abort.signal.aborted) return;
     try {
-      this.consumer.pause([{ topic: state.topic, partitions: [state.partition] }]);
+      this.source.pause(state.topic, state.partition);
     } catch (e) {
-      // The consumer is restarting (Kafka unreachable): nothing is fetched anyway, and the next
+      // The source is restarting (Kafka unreachable): nothing is fetched anyway, and the next
       // generation starts with fresh partition state.
       this.log.debug({ err: e }, "could not pause the partition");
       return;
@@ -503,11 +503,17 @@ export class ConsumerRuntime {
     state.paused = false;
     this.options.metrics.pausedPartitions.dec({ handler: this.name });
     try {
-      this.consumer.resume([{ topic: state.topic, partitions: [state.partition] }]);
+      this.source.resume(state.topic, state.partition);
     } catch (e) {
       this.log.debug({ err: e }, "could not resume the partition");
     }
   }
+}
+
+/** Log fields of an event: its id and, when the producer traced it, the W3C trace context. */
+function eventFields(event: ConsumedEvent): Record<string, string> {
+  const traceId = traceIdOf(event.traceparent);
+  return traceId === undefined ? { eventId: event.eventId } : { eventId: event.eventId, traceId, traceparent: event.traceparent! };
 }
 
 /** Runs a registry or Kafka call; any failure becomes an InfrastructureError (an outage). */
@@ -517,6 +523,31 @@ async function infra<T>(stage: string, call: () => Promise<T>): Promise<T> {
   } catch (e) {
     throw new InfrastructureError(stage, { cause: e });
   }
+}
+
+/**
+ * Settles like `work`, or rejects with the signal's reason as soon as `signal` aborts (the work
+ * goes on unobserved; its transaction is rolled back, so its later queries fail).
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */

@@ -1,10 +1,12 @@
 /**
- * The dead-letter topic (CONTRACT.md C3): a message that cannot be processed is copied there
- * unchanged (value and headers, so it can be replayed), with headers naming the handler, the cause
- * and where it came from. Keyed by `{handler}/{event_id}`, so all copies of one event share a
- * partition.
+ * Dead letters (CONTRACT.md C3): a message that cannot be processed is copied unchanged (value and
+ * headers, so it can be replayed), with headers naming the handler, the cause and where it came
+ * from. With Kafka they go to the dead-letter topic, keyed by `{handler}/{event_id}` so all copies
+ * of one event share a partition; in the embedded mode they are objects in the store.
  */
 import type { Admin, IHeaders, Producer } from "kafkajs";
+import { encodeKeySegment } from "../core/ids.js";
+import type { ObjectStore } from "../core/object-store.js";
 import type { RawMessage } from "./decode.js";
 
 /** Why an event was dead-lettered. */
@@ -34,8 +36,52 @@ export interface DeadLetter {
   readonly message: RawMessage;
 }
 
-/** Produces one dead-letter message and waits for the broker's acknowledgement (acks=all). */
-export async function publishDeadLetter(producer: Producer, topic: string, letter: DeadLetter): Promise<void> {
+/**
+ * Where dead letters go. `publish` resolves once the letter is durable and throws when it cannot
+ * be stored (the runtime then treats it as an outage and tries again); a letter may be published
+ * more than once (a crash before the registry row says dead_lettered repeats it), never lost.
+ */
+export interface DeadLetterSink {
+  /** For logs, e.g. "kafka topic tidemark.dead-letter". */
+  readonly where: string;
+  publish(letter: DeadLetter): Promise<void>;
+}
+
+/** Dead letters to `topic` through `producer` (acks=all). */
+export function kafkaDeadLetters(producer: Producer, topic: string): DeadLetterSink {
+  return { where: `kafka topic ${topic}`, publish: (letter) => publishDeadLetter(producer, topic, letter) };
+}
+
+/** Prefix of dead-letter objects in the embedded mode. */
+export const DEAD_LETTER_PREFIX = "dead-letters";
+
+/**
+ * Dead letters as JSON objects in the object store (the embedded mode has no Kafka), at
+ * `dead-letters/{handler}/{event_id}/{attempts}.json` (segments encoded like aggregate ids). The
+ * body holds the same headers a Kafka dead letter carries, plus the original value as text. The
+ * conditional create makes a repeated letter of the same attempt a no-op.
+ */
+export function storeDeadLetters(objects: ObjectStore): DeadLetterSink {
+  return {
+    where: `object store ${DEAD_LETTER_PREFIX}/`,
+    async publish(letter) {
+      const key = `${DEAD_LETTER_PREFIX}/${encodeKeySegment(letter.handler)}/${encodeKeySegment(letter.eventId)}/${String(letter.attempts).padStart(6, "0")}.json`;
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(deadLetterHeaders(letter))) headers[name] = headerString(value);
+      const body = JSON.stringify({ headers, value: letter.message.value?.toString("utf8") ?? null }, null, 2);
+      await objects.createIfAbsent(key, `${body}\n`, "application/json");
+    },
+  };
+}
+
+function headerString(value: IHeaders[string]): string {
+  const first = Array.isArray(value) ? value[0] : value;
+  if (first === undefined) return "";
+  return typeof first === "string" ? first : first.toString("utf8");
+}
+
+/** The original headers plus the dead-letter headers. */
+function deadLetterHeaders(letter: DeadLetter): IHeaders {
   const headers: IHeaders = {};
   for (const [name, value] of Object.entries(letter.message.headers ?? {})) {
     if (value !== undefined) headers[name] = value as IHeaders[string];
@@ -50,6 +96,12 @@ export async function publishDeadLetter(producer: Producer, topic: string, lette
   headers[DEAD_LETTER_HEADERS.sourcePartition] = String(letter.message.partition);
   headers[DEAD_LETTER_HEADERS.sourceOffset] = letter.message.offset;
   headers[DEAD_LETTER_HEADERS.failedAt] = new Date().toISOString();
+  return headers;
+}
+
+/** Produces one dead-letter message and waits for the broker's acknowledgement (acks=all). */
+export async function publishDeadLetter(producer: Producer, topic: string, letter: DeadLetter): Promise<void> {
+  const headers = deadLetterHeaders(letter);
   await producer.send({
     topic,
     acks: -1,

@@ -51,10 +51,23 @@ export function decodeMessage(message: RawMessage): ConsumedEvent {
     occurredAt: envelope.occurredAt === undefined ? new Date(0) : timestampDate(envelope.occurredAt),
     data: envelope.data ?? {},
     metadata: envelope.metadata,
+    // The header is what the relay sent (R3); the metadata is where the server put it.
+    traceparent: nonEmpty(headerText(message, "traceparent")) ?? nonEmpty(envelope.metadata["traceparent"]),
+    tracestate: nonEmpty(headerText(message, "tracestate")) ?? nonEmpty(envelope.metadata["tracestate"]),
     topic: message.topic,
     partition: message.partition,
     offset: message.offset,
   };
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === "" ? undefined : value;
+}
+
+/** The trace id of a W3C `traceparent` (`00-{trace id}-{parent id}-{flags}`), if it is well-formed. */
+export function traceIdOf(traceparent: string | undefined): string | undefined {
+  const match = traceparent === undefined ? null : /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(traceparent.trim());
+  return match === null || /^0+$/.test(match[1]!) ? undefined : match[1];
 }
 
 /** A header as text, if present (kafkajs gives Buffers). */

@@ -21,6 +21,12 @@ export interface ConsumedEvent {
   readonly occurredAt: Date;
   readonly data: JsonObject;
   readonly metadata: Readonly<Record<string, string>>;
+  /**
+   * W3C trace context of the call that appended the event (`traceparent` gRPC metadata → envelope
+   * metadata → Kafka header), or undefined when the client sent none.
+   */
+  readonly traceparent: string | undefined;
+  readonly tracestate: string | undefined;
   readonly topic: string;
   readonly partition: number;
   readonly offset: string;
@@ -32,7 +38,10 @@ export interface HandlerContext {
   readonly attempt: number;
   /** Aborted when the lease is lost: stop external work, the transaction will not commit. */
   readonly signal: AbortSignal;
+  /** Logger bound to the event: its fields include `eventId` and, when traced, `traceId`/`traceparent`. */
   readonly log: Logger;
+  /** The event's W3C `traceparent` (same as `event.traceparent`): continue the trace from here. */
+  readonly traceparent: string | undefined;
 }
 
 /**

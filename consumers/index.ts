@@ -1,8 +1,19 @@
 /** The public face of consumers/: write a handler, run it, run and rebuild the instances projection. */
 export { startConsumer, startProjection, type ConsumerHandle, type ConsumerOverrides, type ProjectionHandle } from "./app.js";
-export { CONSUMER_SETTINGS, checkTiming, loadConsumerConfig, type ConsumerConfig } from "./config.js";
+export { CONSUMER_SETTINGS, checkTiming, loadConsumerConfig, requireServices, type ConsumerConfig } from "./config.js";
 export type { CrashPoint, CrashPointInfo } from "./consumer-runtime.js";
-export { DEAD_LETTER_HEADERS, type DeadLetterReason } from "./dead-letter.js";
+export {
+  DEAD_LETTER_HEADERS,
+  DEAD_LETTER_PREFIX,
+  kafkaDeadLetters,
+  storeDeadLetters,
+  type DeadLetter,
+  type DeadLetterReason,
+  type DeadLetterSink,
+} from "./dead-letter.js";
+export { traceIdOf } from "./decode.js";
+export { KafkaSource, type KafkaSourceOptions } from "./kafka-source.js";
+export type { MessageSource, SourceBatch, SourceEvents, SourceMessage, SourceRequest } from "./message-source.js";
 export {
   classifyFailure,
   describeFailure,

@@ -9,7 +9,7 @@ import { createLogger } from "../core/log.js";
 import { S3ObjectStore } from "../core/s3-object-store.js";
 import { ConfigError } from "../core/settings.js";
 import { startProjection } from "./app.js";
-import { loadConsumerConfig, type ConsumerConfig } from "./config.js";
+import { loadConsumerConfig, requireServices, type ConsumerConfig } from "./config.js";
 import { rebuildInstances } from "./rebuild.js";
 import { pruneDone } from "./registry.js";
 import type { ConsumerDatabase } from "./schema.js";
@@ -25,6 +25,7 @@ async function main(): Promise<void> {
   let config: ConsumerConfig;
   try {
     config = loadConsumerConfig();
+    requireServices(config, { database: true, kafka: name === "projection" });
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(`tidemark-consumer: ${e.message}\n\nRun \`npm run stack -- up\` and \`eval "$(npm run -s stack -- env)"\` to use the local stack.\n`);

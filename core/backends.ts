@@ -1,7 +1,10 @@
 /**
  * Opens the storage a process works on: PostgreSQL and an S3 API server when they are configured,
  * or the embedded pair (PGlite and the local file system under a data directory) when neither is.
+ * An embedded data directory is locked to one process: PGlite is one session in one process, and
+ * two processes on the same files would corrupt them.
  */
+import { mkdir, open, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import type { ListenConnector } from "./commit-listener.js";
 import { createDatabase, type Database } from "./db/database.js";
@@ -33,7 +36,66 @@ export interface Backends {
   readonly listen: string | ListenConnector;
   /** Human-readable description for the start-up banner. */
   readonly where: string;
+  /** The embedded data directory (absolute), when embedded. */
+  readonly dataDir?: string;
   close(): Promise<void>;
+}
+
+/** Thrown when another live process holds an embedded data directory. */
+export class DataDirInUseError extends Error {
+  override name = "DataDirInUseError";
+  constructor(
+    readonly dataDir: string,
+    readonly pid: number,
+  ) {
+    super(
+      `the data directory ${dataDir} is in use by process ${pid}: an embedded data directory can be opened by one process only. ` +
+        "Talk to the running process over gRPC (tidemark stream, tail, status --addr HOST:PORT), or stop it first.",
+    );
+  }
+}
+
+/** Name of the lock file in an embedded data directory; it holds the owner's pid. */
+export const DATA_DIR_LOCK = "LOCK";
+
+/**
+ * Takes the data directory's lock file (created exclusively, holding our pid). A lock left by a
+ * process that no longer runs (kill -9, power loss) is taken over. Returns the release function.
+ */
+async function lockDataDir(root: string): Promise<() => Promise<void>> {
+  await mkdir(root, { recursive: true });
+  const file = path.join(root, DATA_DIR_LOCK);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const handle = await open(file, "wx");
+      try {
+        await handle.writeFile(`${process.pid}\n`);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      return async () => {
+        // Only our own lock: a process that took over a lock we lost must keep it.
+        if ((await readFile(file, "utf8").catch(() => "")).trim() === String(process.pid)) await rm(file, { force: true });
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST" || attempt >= 3) throw e;
+      const pid = Number((await readFile(file, "utf8").catch(() => "")).trim());
+      // Our own pid means this process already opened it: a second PGlite on the same files.
+      if (Number.isSafeInteger(pid) && pid > 0 && (pid === process.pid || isAlive(pid))) throw new DataDirInUseError(root, pid);
+      await rm(file, { force: true });
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists but belongs to someone else.
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** Which mode the settings select; throws ConfigError for a half-configured set. */
@@ -80,7 +142,14 @@ export async function openBackends(settings: BackendSettings): Promise<Backends>
     };
   }
   const root = path.resolve(settings.dataDir);
-  const database = await createEmbeddedDatabase<any>(path.join(root, "pg"), settings.pgSchema);
+  const unlock = await lockDataDir(root);
+  let database;
+  try {
+    database = await createEmbeddedDatabase<any>(path.join(root, "pg"), settings.pgSchema);
+  } catch (e) {
+    await unlock();
+    throw e;
+  }
   const objects = new FsObjectStore(path.join(root, "objects", settings.s3Bucket));
   return {
     mode: "embedded",
@@ -88,8 +157,13 @@ export async function openBackends(settings: BackendSettings): Promise<Backends>
     objects,
     listen: database.listen,
     where: `embedded: PGlite in ${path.join(root, "pg")}, objects in ${path.join(root, "objects", settings.s3Bucket)}`,
+    dataDir: root,
     async close() {
-      await database.close();
+      try {
+        await database.close();
+      } finally {
+        await unlock();
+      }
     },
   };
 }

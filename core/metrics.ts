@@ -23,14 +23,19 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `GET /metrics` (and `/healthz`) for the registries on `addr` (host:port; port 0 picks one). */
+/**
+ * Serves `GET /metrics` (and `/healthz`) on `addr` (host:port; port 0 picks one): one endpoint for
+ * every registry of the process (server, relay, consumers), merged at each scrape so metrics
+ * registered after the start appear too. Metric names must be unique across the registries.
+ */
 export async function startMetricsServer(addr: string, registries: readonly Registry[]): Promise<MetricsServer> {
-  const merged = Registry.merge([...registries]);
+  const contentType = registries[0]?.contentType ?? Registry.PROMETHEUS_CONTENT_TYPE;
+  const render = (): Promise<string> => (registries.length === 1 ? registries[0]!.metrics() : Registry.merge([...registries]).metrics());
   const server = http.createServer((req, res) => {
     if (req.url === "/metrics") {
-      merged.metrics().then(
+      render().then(
         (body) => {
-          res.writeHead(200, { "content-type": merged.contentType });
+          res.writeHead(200, { "content-type": contentType });
           res.end(body);
         },
         (e: unknown) => {

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { CommitListener } from "../core/commit-listener.js";
 import { createDatabase, migrateToLatest, type Database } from "../core/db/database.js";
 import { createLogger, type Logger } from "../core/log.js";
-import { startMetricsServer, type MetricsServer } from "../core/metrics.js";
+import { startMetricsServer, type MetricsServer, type Registry } from "../core/metrics.js";
 import type { ObjectStore } from "../core/object-store.js";
 import { S3ObjectStore } from "../core/s3-object-store.js";
 import type { RelayConfig } from "./config.js";
@@ -31,6 +31,8 @@ export interface RelayOverrides {
   readonly hooks?: RelayHooks;
   /** Identity of this instance in the lease row (default host:pid:random). */
   readonly holder?: string;
+  /** Registry for the relay's metrics (default: a fresh one, with process metrics when served). */
+  readonly registry?: Registry;
 }
 
 /** What a running relay reports about itself. */
@@ -87,7 +89,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
       requestTimeoutMs: config.s3RequestTimeoutMs,
     });
 
-  const metrics = new RelayMetrics(config.metricsAddr !== "");
+  const metrics = overrides.registry === undefined ? new RelayMetrics(config.metricsAddr !== "") : new RelayMetrics(false, overrides.registry);
   let metricsServer: MetricsServer | undefined;
   try {
     const applied = await migrateWithRetry(database, log);

@@ -2,6 +2,7 @@
  * Configuration of the relay, parsed once from the environment, typed and frozen. PostgreSQL and
  * S3 settings use the same variables as the server, so one environment serves both processes.
  */
+import { ORIGIN_SETTINGS } from "../core/origin-settings.js";
 import { parse, parseSettings, type Setting } from "../core/settings.js";
 import { checkTopicName, parseRoutes, type Route } from "./topic-router.js";
 
@@ -45,6 +46,7 @@ export const RELAY_SETTINGS = {
   metricsAddr: { env: "TIDEMARK_METRICS_ADDR", default: "", defaultLabel: "off", parse: (raw: string) => parse.hostPort(raw), description: "host:port of the Prometheus /metrics endpoint; unset to disable." },
   logIntervalMs: { env: "TIDEMARK_RELAY_LOG_INTERVAL_MS", default: 30_000, parse: parse.int(100, 3_600_000), description: "How often the relay logs its progress and lag (the lag metrics are refreshed every second)." },
   logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
+  ...ORIGIN_SETTINGS,
 } satisfies Record<string, Setting<unknown>>;
 
 /** The relay's parsed configuration. */

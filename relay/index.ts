@@ -2,9 +2,10 @@
 export { startRelay, type RelayHandle, type RelayOverrides, type RelayStatus } from "./app.js";
 export { loadRelayConfig, RELAY_SETTINGS, type RelayConfig } from "./config.js";
 export { AckTracker, type BatchRange } from "./ack-tracker.js";
+export { EMBEDDED_CHECKPOINT_PREFIX, EmbeddedRelay, type EmbeddedRelayOptions } from "./embedded-relay.js";
 export { createKafka, ensureTopics, type KafkaSettings, type TopicSpec } from "./kafka-publisher.js";
 export type { ReadBatch, RelayHooks, TermOutcome } from "./relay-pump.js";
-export { advanceCheckpoint, readCheckpoint, readLease, relayLag, type Checkpoint, type LeaseRow, type RelayLag } from "./relay-repository.js";
+export { advanceCheckpoint, advanceGroupCheckpoint, readCheckpoint, readLease, relayLag, type Checkpoint, type LeaseRow, type RelayLag } from "./relay-repository.js";
 export type { RelayTables } from "./schema.js";
 export { toKafkaMessage, UnreadableEventError, type EventMessage, type UnreadableReason } from "./to-kafka-message.js";
 export { parseRoutes, TopicRouter, type Route } from "./topic-router.js";

@@ -38,8 +38,8 @@ export class RelayMetrics {
   /** Position the relay is blocked at (0 when not blocked). */
   readonly blockedPosition: Gauge;
 
-  constructor(withDefaults = false) {
-    const registry = createRegistry(withDefaults);
+  /** Registers in `registry` when given (a process that serves one endpoint for all its parts), else in a fresh one. */
+  constructor(withDefaults = false, registry: Registry = createRegistry(withDefaults)) {
     this.registry = registry;
     const registers = [registry];
     this.published = new Counter({ name: "tidemark_relay_published_total", help: "Events acknowledged by Kafka.", labelNames: ["topic"], registers });

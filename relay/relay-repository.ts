@@ -136,3 +136,16 @@ export async function databaseNow(db: Db): Promise<Date> {
   const { rows } = await sql<{ now: Date }>`select clock_timestamp() as now`.execute(db);
   return rows[0]!.now;
 }
+
+/**
+ * Moves the checkpoint `name` forward to `position`, never back, without a lease: for the embedded
+ * relay's consumer groups, whose only writer is the one process that holds the embedded data
+ * directory (core/backends.ts locks it).
+ */
+export async function advanceGroupCheckpoint(db: Db, name: string, position: number): Promise<void> {
+  await sql`
+    insert into relay_checkpoints as c (name, position, fencing_token, updated_at)
+    values (${name}, ${position}, 0, now())
+    on conflict (name) do update set position = excluded.position, updated_at = now()
+     where c.position < excluded.position`.execute(db);
+}

@@ -4,12 +4,8 @@
  */
 import { parse, parseSettings, type Setting } from "../core/settings.js";
 import { backendMode } from "../core/backends.js";
+import { ORIGIN_SETTINGS } from "../core/origin-settings.js";
 import { DEFAULT_LIMITS } from "./limits.js";
-
-const guaranteeSwitch = (what: string) => (raw: string) => {
-  if (/^(0|false|no|off)$/i.test(raw)) throw new Error(`Tidemark does not allow switching off ${what}`);
-  return true;
-};
 
 /** The settings the server reads. */
 export const SERVER_SETTINGS = {
@@ -36,8 +32,7 @@ export const SERVER_SETTINGS = {
   shutdownGraceMs: { env: "TIDEMARK_SHUTDOWN_GRACE_MS", default: 10_000, parse: parse.int(0, 600_000), description: "On SIGTERM, in-flight calls get this long before they are cancelled." },
   metricsAddr: { env: "TIDEMARK_METRICS_ADDR", default: "", parse: parse.hostPort, description: "Serve Prometheus metrics at http://ADDR/metrics (host:port); unset means no metrics endpoint." },
   logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
-  allocatorMode: { env: "EVENT_STORE_SEQUENCE_ALLOCATOR_MODE", default: "postgres", parse: parse.oneOf("postgres"), description: "Accepted for compatibility with the origin; only `postgres` exists (optimistic concurrency cannot be switched off)." },
-  eventSourcing: { env: "ENABLE_EVENT_SOURCING", default: true, parse: guaranteeSwitch("event sourcing"), description: "Accepted for compatibility with the origin; must not be false." },
+  ...ORIGIN_SETTINGS,
 } satisfies Record<string, Setting<unknown>>;
 
 /** The server's parsed configuration. */

@@ -1,0 +1,136 @@
+/**
+ * The commands of the `tidemark` CLI: their help (options, settings, examples). The behaviour is in
+ * run-*.ts; main.ts dispatches.
+ */
+import type { CommandSpec, OptionSpec } from "./args.js";
+
+const dataDir: OptionSpec = { type: "string", env: "TIDEMARK_DATA_DIR", value: "DIR", description: "Embedded data directory, used when no PostgreSQL/S3 is configured (default ./.tidemark)." };
+const grpcAddr: OptionSpec = { type: "string", env: "TIDEMARK_GRPC_ADDR", value: "HOST:PORT", description: "Address the gRPC server listens on (default 127.0.0.1:50051; port 0 picks one)." };
+const metricsAddr: OptionSpec = { type: "string", env: "TIDEMARK_METRICS_ADDR", value: "HOST:PORT", description: "Serve Prometheus metrics of the whole process at http://HOST:PORT/metrics (default off)." };
+const logLevel: OptionSpec = { type: "string", env: "TIDEMARK_LOG_LEVEL", value: "LEVEL", description: "JSON log level on stdout: trace, debug, info, warn, error, fatal, silent (default info)." };
+const addr: OptionSpec = { type: "string", env: "TIDEMARK_GRPC_ADDR", value: "HOST:PORT", description: "The server to talk to (default 127.0.0.1:50051)." };
+const json: OptionSpec = { type: "boolean", description: "One JSON document per line (events as the envelope's protobuf JSON, proto field names)." };
+const consumer: OptionSpec = { type: "string", multiple: true, value: "MODULE", description: "Also run the handlers a module exports (default export, or `handlers`), beside the projection." };
+
+const STORAGE = ["TIDEMARK_PG_URL", "TIDEMARK_PG_SCHEMA", "TIDEMARK_S3_ENDPOINT", "TIDEMARK_S3_BUCKET", "TIDEMARK_S3_ACCESS_KEY", "TIDEMARK_S3_SECRET_KEY"];
+const CONSUMERS = ["TIDEMARK_CONSUMER_LEASE_SECONDS", "TIDEMARK_CONSUMER_HEARTBEAT_SECONDS", "TIDEMARK_CONSUMER_MAX_ATTEMPTS", "TIDEMARK_CONSUMER_CONCURRENCY", "TIDEMARK_CONSUMER_GROUP_PREFIX", "TIDEMARK_CONSUMER_TOPICS"];
+const ORIGIN = ["ENABLE_EVENT_SOURCING", "ENABLE_PROCESSED_EVENT_REGISTRY", "EVENT_STORE_SEQUENCE_ALLOCATOR_MODE (refused when they would switch a guarantee off)"];
+
+/** Every command, in help order. */
+export const COMMANDS: readonly CommandSpec[] = [
+  {
+    name: "start",
+    summary: "server, relay and projection in one process (what `npm start` runs)",
+    description:
+      "Runs the gRPC server, the relay and the instances projection in one process. With no service variables set (the embedded mode) everything lives in TIDEMARK_DATA_DIR: a PGlite database and the event files; the relay's role is played in process, feeding the consumers the commit log with the same registry, ordering guard, retries and dead letters as with Kafka. With TIDEMARK_PG_URL, TIDEMARK_S3_* and TIDEMARK_KAFKA_BROKERS set, the same three parts run against the real services; with PostgreSQL and S3 but no Kafka, the server runs alone and the banner says that the relay and the projection need TIDEMARK_KAFKA_BROKERS.\n\nAn embedded data directory is opened by one process only: use the client commands (stream, tail, status) against the running server.",
+    positionals: [],
+    options: { "data-dir": dataDir, "grpc-addr": grpcAddr, "metrics-addr": metricsAddr, "log-level": logLevel, consumer },
+    settings: [...STORAGE, "TIDEMARK_KAFKA_BROKERS", ...CONSUMERS, ...ORIGIN],
+    examples: ["tidemark start", "tidemark start --grpc-addr 0.0.0.0:50051 --metrics-addr 127.0.0.1:9464", "tidemark start --consumer ./audit-handler.ts"],
+  },
+  {
+    name: "server",
+    summary: "the gRPC server alone (scale out: several behind a load balancer)",
+    description:
+      "Runs the gRPC server only. In the services mode run as many as you need against the same PostgreSQL and S3; the relay and the consumers run as their own processes. In the embedded mode the projection does not run (EVENTUAL and AT_LEAST_POSITION reads wait for it): prefer `tidemark start`.",
+    positionals: [],
+    options: { "data-dir": dataDir, "grpc-addr": grpcAddr, "metrics-addr": metricsAddr, "log-level": logLevel },
+    settings: [...STORAGE, "TIDEMARK_WRITE_DEADLINE_MS", "TIDEMARK_SHUTDOWN_GRACE_MS", ...ORIGIN],
+    examples: ["tidemark server --grpc-addr 0.0.0.0:50051"],
+  },
+  {
+    name: "relay",
+    summary: "the commit log → Kafka relay (needs PostgreSQL, S3 and Kafka)",
+    description:
+      "Publishes every committed event to Kafka, at least once, in per-aggregate order (docs/RELAY.md). Run two with the same TIDEMARK_RELAY_NAME on different hosts: one publishes, the other takes over within the lease.",
+    positionals: [],
+    options: { name: { type: "string", env: "TIDEMARK_RELAY_NAME", value: "NAME", description: "Relays with one name share a lease and a checkpoint (default `default`)." }, "metrics-addr": metricsAddr, "log-level": logLevel },
+    settings: [...STORAGE, "TIDEMARK_KAFKA_BROKERS", "TIDEMARK_RELAY_TOPIC", "TIDEMARK_RELAY_ROUTES", "TIDEMARK_RELAY_PARTITIONS", "TIDEMARK_RELAY_REPLICATION", "TIDEMARK_RELAY_LEASE_MS", ...ORIGIN],
+    examples: ["tidemark relay --name default --metrics-addr 0.0.0.0:9465"],
+  },
+  {
+    name: "consumer",
+    summary: "the instances projection and/or your handler modules",
+    description:
+      "Runs consumers: `projection` (the instances read model) and/or modules exporting handlers (a default export or `handlers`: one handler or a list, see docs/CONSUMERS.md). In the services mode they consume Kafka; in the embedded mode this process opens the data directory itself and reads the commit log, so no other process may hold it (to run handlers beside the server, use `tidemark start --consumer MODULE`).",
+    positionals: [{ name: "name", description: "`projection`, or the path of a handler module (.ts or .js); several may be given.", rest: true }],
+    options: { "data-dir": dataDir, "metrics-addr": metricsAddr, "log-level": logLevel },
+    settings: [...STORAGE, "TIDEMARK_KAFKA_BROKERS", ...CONSUMERS, ...ORIGIN],
+    examples: ["tidemark consumer projection", "tidemark consumer ./audit-handler.ts", "tidemark consumer projection ./audit-handler.ts"],
+  },
+  {
+    name: "migrate",
+    summary: "create or upgrade the database schema (and the bucket)",
+    description:
+      "Runs every pending migration in TIDEMARK_PG_SCHEMA and creates the bucket (or, embedded, the data directory). Every process also migrates at start; run this before rolling out a new version to many servers. Idempotent.",
+    positionals: [],
+    options: { "data-dir": dataDir },
+    settings: [...STORAGE],
+    examples: ["tidemark migrate"],
+  },
+  {
+    name: "rebuild",
+    summary: "replay the store into a fresh read model and swap it in (resumable)",
+    description:
+      "Rebuilds a projection from the store — the commit log in global order and the event objects, not Kafka — into a fresh table, then swaps it in atomically (docs/CONSUMERS.md). Progress is stored with every batch: stop it (Ctrl-C) and run it again to resume. With the real services it runs beside the live projection; an embedded data directory must not be open in another process, so stop `tidemark start` first. Shows a progress bar on a terminal, progress lines otherwise.",
+    positionals: [{ name: "projection", description: "`instances` (also accepted: `projection:instances`)." }],
+    options: { "data-dir": dataDir, "batch-size": { type: "string", value: "N", description: "Commit-log entries per batch (default 500)." } },
+    settings: [...STORAGE],
+    examples: ["tidemark rebuild instances"],
+  },
+  {
+    name: "stream",
+    summary: "print an aggregate's events (gRPC ReadStream)",
+    description: "Prints the committed events of one aggregate in sequence order, from a running server.",
+    positionals: [
+      { name: "aggregate_type", description: "e.g. Instance" },
+      { name: "aggregate_id", description: "e.g. demo/Person/ada" },
+    ],
+    options: {
+      addr,
+      from: { type: "string", value: "SEQ", description: "First sequence number (default 1)." },
+      max: { type: "string", value: "N", description: "At most N events (default all)." },
+      json,
+    },
+    examples: ["tidemark stream Instance demo/Person/ada", "tidemark stream Order o-1 --json"],
+  },
+  {
+    name: "tail",
+    summary: "follow the global log (gRPC Subscribe)",
+    description:
+      "Prints committed events of the whole store in global order as they commit. By default it starts at the end (only new events); --after 0 replays everything first. Stops on Ctrl-C, or after --limit events.",
+    positionals: [],
+    options: {
+      addr,
+      after: { type: "string", value: "POSITION", description: "Start after this global position (0 = from the beginning); default: the end." },
+      type: { type: "string", multiple: true, value: "AGGREGATE_TYPE", description: "Only events of this aggregate type." },
+      prefix: { type: "string", value: "EVENT_TYPE_PREFIX", description: "Only event types starting with this." },
+      limit: { type: "string", value: "N", description: "Exit after N events." },
+      json,
+    },
+    examples: ["tidemark tail", "tidemark tail --after 0 --type Instance --limit 10"],
+  },
+  {
+    name: "status",
+    summary: "what each consumer did with an event or a command (ProcessingService)",
+    description:
+      "Shows, per handler, the processing state of an event (by event_id) or of the events a command produced (by command_id): done, processing, retry scheduled, dead-lettered, skipped as stale, pending or pruned. Without --event or --command, the id is tried as an event id, then as a command id.",
+    positionals: [{ name: "id", description: "An event_id or a command_id." }],
+    options: {
+      addr,
+      event: { type: "boolean", description: "The id is an event_id." },
+      command: { type: "boolean", description: "The id is a command_id." },
+      json,
+    },
+    examples: ["tidemark status cmd-1", "tidemark status --event 6f3c…"],
+  },
+  {
+    name: "stack",
+    summary: "the local real services: up | down | status | env (scripts/stack.sh)",
+    description:
+      "Runs scripts/stack.sh: `up` installs what is missing and starts PostgreSQL 15, Kafka 4 and S3Proxy 4 (no Docker), `down` stops them, `status` shows them, `env` prints the export lines for their settings (`eval \"$(tidemark stack env)\"`). Other script commands pass through (docs/STACK.md).",
+    positionals: [{ name: "action", description: "up, down, status or env (others: docs/STACK.md)", rest: true }],
+    options: {},
+    examples: ["tidemark stack up", "eval \"$(tidemark stack env)\" && tidemark start"],
+  },
+];

@@ -1,0 +1,100 @@
+/**
+ * The operator commands that open the storage themselves: `migrate` and `rebuild`. In the embedded
+ * mode they take the data directory's lock, so they refuse to run while `tidemark start` holds it.
+ */
+import { openBackends } from "../../core/backends.js";
+import { migrateToLatest } from "../../core/db/database.js";
+import { MIGRATIONS } from "../../core/db/migrations/index.js";
+import { createLogger } from "../../core/log.js";
+import { INSTANCES_PROJECTION, rebuildInstances, type RebuildProgress } from "../../consumers/index.js";
+import { loadServerConfig } from "../config.js";
+import { UsageError, type ParsedCommand } from "./args.js";
+import type { Io } from "./io.js";
+
+/** `tidemark migrate`. */
+export async function runMigrate(cmd: ParsedCommand, io: Io): Promise<number> {
+  const config = loadServerConfig(cmd.env);
+  const backends = await openBackends(config);
+  try {
+    const applied = await migrateToLatest(backends.database.db, backends.database.schema);
+    await backends.objects.ensureReady();
+    const total = Object.keys(MIGRATIONS).length;
+    io.out(
+      applied.length === 0
+        ? `schema ${config.pgSchema} is up to date (${total} migrations) · ${backends.where}\n`
+        : `schema ${config.pgSchema} migrated: ${applied.join(", ")} (${applied.length} of ${total}) · ${backends.where}\n`,
+    );
+    return 0;
+  } finally {
+    await backends.close();
+  }
+}
+
+const PROJECTIONS = new Set([INSTANCES_PROJECTION, `projection:${INSTANCES_PROJECTION}`]);
+
+/** `tidemark rebuild <projection>`. */
+export async function runRebuild(cmd: ParsedCommand, io: Io): Promise<number> {
+  const [name] = cmd.positionals as [string];
+  if (!PROJECTIONS.has(name)) throw new UsageError(`unknown projection ${JSON.stringify(name)}: the one projection is \`${INSTANCES_PROJECTION}\``);
+  const rawBatch = cmd.values["batch-size"];
+  const batchSize = rawBatch === undefined ? 500 : Number(rawBatch);
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new UsageError(`--batch-size must be an integer from 1 to 100000, got ${JSON.stringify(rawBatch)}`);
+  const config = loadServerConfig(cmd.env);
+  const log = createLogger("tidemark-rebuild", config.logLevel === "info" ? "warn" : config.logLevel);
+  const backends = await openBackends(config);
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const progress = progressReporter(io);
+  try {
+    await migrateToLatest(backends.database.db, backends.database.schema);
+    io.err(`rebuilding projection ${INSTANCES_PROJECTION} from ${backends.where}\n`);
+    const result = await rebuildInstances({ db: backends.database.db, objects: backends.objects, batchSize, log, signal: stop.signal, onProgress: progress.update });
+    progress.end();
+    io.out(
+      `rebuilt ${INSTANCES_PROJECTION}: ${result.instances} instances from ${result.events} commit-log entries, up to position ${result.position}` +
+        `${result.resumedFrom > 0 ? ` (resumed at ${result.resumedFrom})` : ""}\n`,
+    );
+    return 0;
+  } catch (e) {
+    progress.end();
+    if (stop.signal.aborted) {
+      io.err("rebuild stopped; its progress is stored: run the same command again to resume\n");
+      return 130;
+    }
+    throw e;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await backends.close();
+  }
+}
+
+/** Progress of a rebuild: a bar redrawn in place on a terminal, else a line at most every second. */
+export function progressReporter(io: Io, now: () => number = Date.now): { update: (p: RebuildProgress) => void; end: () => void } {
+  let lastLine = 0;
+  let lastPhase: string | undefined;
+  let drawn = false;
+  return {
+    update(p) {
+      const pct = p.target === 0 ? 100 : Math.min(100, Math.floor((p.position / p.target) * 100));
+      if (io.errIsTTY) {
+        const width = 30;
+        const filled = Math.round((pct / 100) * width);
+        io.err(`\r${p.phase.padEnd(7)}[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(pct).padStart(3)}%  position ${p.position}/${p.target}  ${p.events} events`);
+        drawn = true;
+        return;
+      }
+      if (p.phase === lastPhase && p.phase !== "done" && now() - lastLine < 1000) return;
+      lastPhase = p.phase;
+      lastLine = now();
+      const resumed = p.resumedFrom > 0 ? `  resumed from ${p.resumedFrom}` : "";
+      io.err(`rebuild ${p.phase} ${pct}% position ${p.position}/${p.target} events ${p.events}${resumed}\n`);
+    },
+    end() {
+      if (drawn) io.err("\n");
+      drawn = false;
+    },
+  };
+}

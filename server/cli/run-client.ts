@@ -1,0 +1,186 @@
+/**
+ * The client commands: `stream`, `tail` and `status` talk gRPC to a running server (an embedded
+ * data directory cannot be opened by a second process), with the typed client of server/grpc.
+ */
+import { toJsonString } from "@bufbuild/protobuf";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { encodeEnvelope, type EventEnvelope } from "../../core/envelope.js";
+import { parse } from "../../core/settings.js";
+import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import { GetProcessingStatusResponseSchema, ProcessingService, ProcessingState, type GetProcessingStatusResponse } from "../../gen/tidemark/v1/processing_pb.js";
+import { createClient, grpc } from "../grpc/client.js";
+import { nameFlags, UsageError, type ParsedCommand } from "./args.js";
+import type { Io } from "./io.js";
+
+const DEFAULT_ADDR = "127.0.0.1:50051";
+
+/** The server address from --addr / TIDEMARK_GRPC_ADDR, validated. */
+function serverAddress(cmd: ParsedCommand): string {
+  const raw = cmd.env["TIDEMARK_GRPC_ADDR"] ?? "";
+  if (raw === "") return DEFAULT_ADDR;
+  try {
+    return parse.hostPort(raw);
+  } catch (e) {
+    throw new UsageError(nameFlags(`TIDEMARK_GRPC_ADDR: ${(e as Error).message}`, cmd.flagOf));
+  }
+}
+
+function count(cmd: ParsedCommand, option: string, min: number): number | undefined {
+  const raw = cmd.values[option];
+  if (typeof raw !== "string") return undefined;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${option} must be an integer of at least ${min}, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/** `tidemark stream <aggregate_type> <aggregate_id>`. */
+export async function runStream(cmd: ParsedCommand, io: Io): Promise<number> {
+  const [aggregateType, aggregateId] = cmd.positionals as [string, string];
+  const fromSeq = count(cmd, "from", 0) ?? 0;
+  const maxCount = count(cmd, "max", 1) ?? 0;
+  const address = serverAddress(cmd);
+  const client = createClient(EventStoreService, address);
+  try {
+    let n = 0;
+    for await (const response of client.readStream({ aggregateType, aggregateId, fromSeq: BigInt(fromSeq), maxCount })) {
+      const event = response.event!;
+      n += 1;
+      io.out(cmd.values["json"] === true ? `${encodeEnvelope(event)}\n` : `${streamLine(event)}\n`);
+    }
+    if (n === 0 && cmd.values["json"] !== true) io.err(`no events in ${aggregateType}/${aggregateId} from seq ${Math.max(1, fromSeq)}\n`);
+    return 0;
+  } catch (e) {
+    return grpcFailure(e, address, io);
+  } finally {
+    client.close();
+  }
+}
+
+/** `tidemark tail`. */
+export async function runTail(cmd: ParsedCommand, io: Io): Promise<number> {
+  const after = count(cmd, "after", 0);
+  const limit = count(cmd, "limit", 1);
+  const types = (cmd.values["type"] as string[] | undefined) ?? [];
+  const prefix = (cmd.values["prefix"] as string | undefined) ?? "";
+  const address = serverAddress(cmd);
+  const client = createClient(EventStoreService, address);
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    let n = 0;
+    const stream = client.subscribe(
+      {
+        start: after === undefined ? { case: "fromEnd", value: {} } : { case: "afterPosition", value: BigInt(after) },
+        aggregateTypes: types,
+        eventTypePrefix: prefix,
+      },
+      { signal: stop.signal },
+    );
+    for await (const response of stream) {
+      if (response.message.case === "caughtUp") {
+        io.err(`-- caught up at position ${response.position}; following new commits (Ctrl-C to stop)\n`);
+        continue;
+      }
+      if (response.message.case !== "event") continue;
+      const event = response.message.value;
+      io.out(cmd.values["json"] === true ? `${encodeEnvelope(event)}\n` : `${tailLine(event)}\n`);
+      n += 1;
+      if (limit !== undefined && n >= limit) {
+        stop.abort();
+        break;
+      }
+    }
+    return 0;
+  } catch (e) {
+    if (stop.signal.aborted) return 0;
+    return grpcFailure(e, address, io);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    client.close();
+  }
+}
+
+/** `tidemark status <id>`. */
+export async function runStatus(cmd: ParsedCommand, io: Io): Promise<number> {
+  const [id] = cmd.positionals as [string];
+  if (cmd.values["event"] === true && cmd.values["command"] === true) throw new UsageError("--event and --command exclude each other");
+  const address = serverAddress(cmd);
+  const client = createClient(ProcessingService, address);
+  try {
+    let response: GetProcessingStatusResponse | undefined;
+    if (cmd.values["command"] !== true) {
+      try {
+        response = await client.getProcessingStatus({ key: { case: "eventId", value: id } });
+      } catch (e) {
+        // Not an event id the store or any handler knows: it may be a command id.
+        if (cmd.values["event"] === true || (e as { code?: number }).code !== grpc.status.NOT_FOUND) throw e;
+      }
+    }
+    response ??= await client.getProcessingStatus({ key: { case: "commandId", value: id } });
+    if (cmd.values["json"] === true) {
+      io.out(`${toJsonString(GetProcessingStatusResponseSchema, response, { useProtoFieldName: true })}\n`);
+      return response.events.length === 0 ? 1 : 0;
+    }
+    if (response.events.length === 0) {
+      io.err(`nothing known about ${JSON.stringify(id)}: not an event id of the store, and no handler has seen events of a command with that id (yet)\n`);
+      return 1;
+    }
+    for (const event of response.events) {
+      io.out(`event ${event.eventId}  ${event.eventType}  ${event.aggregateType}/${event.aggregateId}  seq ${event.sequenceNumber}  position ${event.globalPosition}\n`);
+      if (event.handlers.length === 0) io.out("  (no handler has seen it yet)\n");
+      for (const h of event.handlers) {
+        const parts = [`  ${h.handler.padEnd(24)} ${(ProcessingState[h.state] ?? String(h.state)).padEnd(15)}`, `attempts ${h.attempts}`];
+        if (h.updatedAt !== undefined) parts.push(`updated ${iso(h.updatedAt)}`);
+        if (h.nextAttemptAt !== undefined) parts.push(`next attempt ${iso(h.nextAttemptAt)}`);
+        if (h.leaseExpiresAt !== undefined) parts.push(`lease until ${iso(h.leaseExpiresAt)}`);
+        if (h.lastError !== "") parts.push(`last error: ${h.lastError}`);
+        io.out(`${parts.join("  ")}\n`);
+      }
+    }
+    return 0;
+  } catch (e) {
+    return grpcFailure(e, address, io);
+  } finally {
+    client.close();
+  }
+}
+
+function iso(ts: Timestamp): string {
+  return timestampDate(ts).toISOString();
+}
+
+function occurred(event: EventEnvelope): string {
+  return event.occurredAt === undefined ? "-" : iso(event.occurredAt);
+}
+
+function streamLine(event: EventEnvelope): string {
+  const command = event.metadata["command_id"];
+  return [
+    `#${event.sequenceNumber}`,
+    `@${event.globalPosition}`,
+    occurred(event),
+    event.eventType,
+    JSON.stringify(event.data ?? {}),
+    `event_id=${event.eventId}${command === undefined ? "" : ` command_id=${command}`}`,
+  ].join("  ");
+}
+
+function tailLine(event: EventEnvelope): string {
+  return [`@${event.globalPosition}`, `${event.aggregateType}/${event.aggregateId}#${event.sequenceNumber}`, occurred(event), event.eventType, JSON.stringify(event.data ?? {})].join("  ");
+}
+
+/** Prints a failed call as `CODE: message` (with a hint when no server answers); exit code 1. */
+function grpcFailure(e: unknown, address: string, io: Io): number {
+  const error = e as { code?: number; details?: string; message?: string };
+  if (typeof error.code !== "number") throw e;
+  const code = grpc.status[error.code] ?? String(error.code);
+  if (error.code === grpc.status.UNAVAILABLE && /connect|No connection|ECONNREFUSED/i.test(error.details ?? "")) {
+    io.err(`tidemark: no server answers at ${address} (${code}): start one with \`tidemark start\`, or point --addr / TIDEMARK_GRPC_ADDR at it\n`);
+  } else {
+    io.err(`tidemark: ${code}: ${error.details ?? error.message}\n`);
+  }
+  return 1;
+}

@@ -1,0 +1,214 @@
+/**
+ * The `tidemark` CLI end to end, as separate processes through the bin shim, on an embedded data
+ * directory: help, configuration errors that name the variable (and flag), guarantee switches
+ * refused in every process, the origin's settings accepted, `migrate`, `start` with the client
+ * commands (`stream`, `tail`, `status`) against it, the data-directory lock, and a `rebuild` that
+ * is interrupted and resumed.
+ */
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
+import { createClient } from "../../server/grpc/client.js";
+import { background, cleanEnv, freePort, tidemark, TIDEMARK_BIN, type Background } from "../helpers/cli-process.js";
+
+let dir: string;
+let env: Record<string, string>;
+let server: Background | undefined;
+let addr: string;
+
+/** The origin's production settings (seed/), all of which Tidemark must accept. */
+const ORIGIN_ENV = {
+  ENABLE_EVENT_SOURCING: "true",
+  EVENT_STORE_BUCKET: "spice-event-store",
+  ENABLE_PROCESSED_EVENT_REGISTRY: "true",
+  PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS: "900",
+  PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS: "30",
+  EVENT_STORE_SEQUENCE_ALLOCATOR_MODE: "postgres",
+  EVENT_STORE_SEQUENCE_SCHEMA: "spice_event_registry",
+  EVENT_STORE_SEQUENCE_HANDLER_PREFIX: "write_side",
+};
+
+async function startServer(): Promise<Background> {
+  const child = background(process.execPath, [TIDEMARK_BIN, "start"], env);
+  await child.waitFor(/gRPC\s+127\.0\.0\.1:\d+/, "the banner");
+  return child;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "tidemark-cli-"));
+  addr = `127.0.0.1:${await freePort()}`;
+  env = cleanEnv({ TIDEMARK_DATA_DIR: dir, TIDEMARK_GRPC_ADDR: addr, TIDEMARK_LOG_LEVEL: "warn", ...ORIGIN_ENV });
+});
+
+afterAll(async () => {
+  await server?.stop("SIGKILL");
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("help and usage", () => {
+  it("lists every command, and each command's options with their variables", async () => {
+    const main = await tidemark(["--help"], env);
+    expect(main.code).toBe(0);
+    for (const name of ["start", "server", "relay", "consumer", "migrate", "rebuild", "stream", "tail", "status", "stack"]) expect(main.stdout).toMatch(new RegExp(`^  ${name}\\b`, "m"));
+    const stream = await tidemark(["stream", "--help"], env);
+    expect(stream.code).toBe(0);
+    expect(stream.stdout).toMatch(/Usage: tidemark stream <aggregate_type> <aggregate_id>/);
+    expect(stream.stdout).toMatch(/--addr HOST:PORT.*\n?.*\[TIDEMARK_GRPC_ADDR\]/);
+    const start = await tidemark(["start", "-h"], env);
+    expect(start.stdout).toMatch(/--data-dir DIR[\s\S]*\[TIDEMARK_DATA_DIR\]/);
+  });
+
+  it("refuses unknown commands, missing arguments and unknown options with exit code 2", async () => {
+    expect((await tidemark(["launch"], env)).code).toBe(2);
+    const missing = await tidemark(["status"], env);
+    expect(missing).toMatchObject({ code: 2 });
+    expect(missing.stderr).toMatch(/missing <id>/);
+    const unknown = await tidemark(["tail", "--follow"], env);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/Unknown option '--follow'/);
+  });
+
+  it("delegates `stack` to scripts/stack.sh with its exit code", async () => {
+    expect((await tidemark(["stack"], env)).code).toBe(2);
+    const status = await tidemark(["stack", "status"], env);
+    expect([0, 3]).toContain(status.code);
+    expect(status.stdout).toMatch(/^postgres\s/m);
+  });
+
+  it("names the variable, and the flag that set it, in configuration errors", async () => {
+    const bad = await tidemark(["start", "--grpc-addr", "nowhere"], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/TIDEMARK_GRPC_ADDR \(--grpc-addr\): must be host:port/);
+    const half = await tidemark(["server"], { ...env, TIDEMARK_PG_URL: "postgres://u:p@127.0.0.1:1/db" });
+    expect(half.code).toBe(2);
+    expect(half.stderr).toMatch(/TIDEMARK_S3_ENDPOINT, TIDEMARK_S3_ACCESS_KEY, TIDEMARK_S3_SECRET_KEY must be set too/);
+    const relay = await tidemark(["relay"], env);
+    expect(relay.code).toBe(2);
+    expect(relay.stderr).toMatch(/the relay publishes to Kafka.*TIDEMARK_KAFKA_BROKERS/s);
+  });
+});
+
+describe("settings that would switch a guarantee off", () => {
+  const cases: Array<[string[], Record<string, string>, RegExp]> = [
+    [["start"], { ENABLE_PROCESSED_EVENT_REGISTRY: "false" }, /ENABLE_PROCESSED_EVENT_REGISTRY: .*exactly-once/],
+    [["consumer", "projection"], { ENABLE_PROCESSED_EVENT_REGISTRY: "off" }, /ENABLE_PROCESSED_EVENT_REGISTRY: .*exactly-once/],
+    [["server"], { EVENT_STORE_SEQUENCE_ALLOCATOR_MODE: "memory" }, /EVENT_STORE_SEQUENCE_ALLOCATOR_MODE: must be one of postgres.*optimistic concurrency/],
+    [["start"], { ENABLE_EVENT_SOURCING: "false" }, /ENABLE_EVENT_SOURCING: Tidemark does not allow switching off event sourcing: /],
+    [["relay"], { ENABLE_EVENT_SOURCING: "0" }, /ENABLE_EVENT_SOURCING: Tidemark does not allow switching off event sourcing/],
+    [["migrate"], { EVENT_STORE_SEQUENCE_ALLOCATOR_MODE: "in_memory" }, /EVENT_STORE_SEQUENCE_ALLOCATOR_MODE: must be one of postgres/],
+  ];
+  it.each(cases)("tidemark %j with %j is refused, saying why", async (args, extra, message) => {
+    const result = await tidemark(args, { ...env, ...extra });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(message);
+    expect(existsSync(path.join(dir, "LOCK"))).toBe(false);
+  });
+});
+
+describe("an embedded deployment driven by the CLI", () => {
+  it("migrates a fresh data directory, then finds it up to date", async () => {
+    const first = await tidemark(["migrate"], env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/schema spice_event_registry migrated: 2026-11-27-01-write-side, /);
+    const again = await tidemark(["migrate"], env);
+    expect(again.stdout).toMatch(/schema spice_event_registry is up to date/);
+  });
+
+  it("starts with the origin's settings, and the client commands talk to it", async () => {
+    server = await startServer();
+    expect(server.stderr()).toMatch(/embedded mode/);
+    expect(server.stderr()).toContain(`data      ${dir}`);
+    expect(server.stderr()).toMatch(/running {3}server, relay \(in process: commit log → consumers\), projection:instances/);
+    expect(server.stderr()).toMatch(/warning {3}EVENT_STORE_SEQUENCE_HANDLER_PREFIX is accepted for the origin and has no effect/);
+    expect(existsSync(path.join(dir, "objects", "spice-event-store"))).toBe(true);
+
+    const instances = createClient(InstanceService, addr);
+    // `tail` follows: started first, it prints the next commit and exits after --limit.
+    const tail = background(process.execPath, [TIDEMARK_BIN, "tail", "--limit", "1", "--type", "Instance"], env);
+    await tail.waitFor(/caught up at position 0/, "tail to catch up");
+    const created = await instances.createInstance({ database: "demo", className: "Person", instanceId: "ada", properties: { name: "Ada" }, commandId: "cmd-1" });
+    await instances.updateInstance({ database: "demo", className: "Person", instanceId: "ada", properties: { born: 1815 }, expectedSeq: 1n, commandId: "cmd-2" });
+    await tail.waitFor(/InstanceCreated/, "tail to print the commit");
+    expect(await tail.stop("SIGTERM", 20_000)).toBe(0);
+    expect(tail.stdout()).toMatch(/^@1 {2}Instance\/demo\/Person\/ada#1 {2}\S+ {2}InstanceCreated {2}\{"properties":\{"name":"Ada"\}\}\n$/);
+
+    const stream = await tidemark(["stream", "Instance", "demo/Person/ada"], env);
+    expect(stream.code, stream.stderr).toBe(0);
+    const lines = stream.stdout.trim().split("\n");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(new RegExp(`^#1  @1  \\S+  InstanceCreated  \\{"properties":\\{"name":"Ada"\\}\\}  event_id=${created.result!.eventId} command_id=cmd-1$`));
+    expect(lines[1]).toMatch(/^#2 {2}@2 {2}\S+ {2}InstanceUpdated {2}/);
+    const json = await tidemark(["stream", "Instance", "demo/Person/ada", "--json", "--from", "2"], env);
+    expect(JSON.parse(json.stdout)).toMatchObject({ event_type: "InstanceUpdated", sequence_number: "2", aggregate_id: "demo/Person/ada" });
+
+    const replay = await tidemark(["tail", "--after", "0", "--limit", "2", "--json"], env);
+    expect(replay.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { global_position: string }).global_position)).toEqual(["1", "2"]);
+
+    // status by command id (tried as an event id first), then by event id.
+    const byCommand = await waitForStatus(["status", "cmd-2"], /projection:instances\s+DONE/);
+    expect(byCommand).toMatch(/^event \S+ {2}InstanceUpdated {2}Instance\/demo\/Person\/ada {2}seq 2 {2}position 2$/m);
+    const byEvent = await tidemark(["status", "--event", created.result!.eventId, "--json"], env);
+    expect(JSON.parse(byEvent.stdout)).toMatchObject({ events: [{ event_id: created.result!.eventId, handlers: [{ handler: "projection:instances", state: "PROCESSING_STATE_DONE" }] }] });
+    const unknown = await tidemark(["status", "no-such-id"], env);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/nothing known about "no-such-id"/);
+    instances.close();
+  });
+
+  it("refuses to open the data directory while the server holds it", async () => {
+    const migrate = await tidemark(["migrate"], env);
+    expect(migrate.code).toBe(2);
+    expect(migrate.stderr).toMatch(new RegExp(`the data directory ${dir} is in use by process \\d+`));
+  });
+
+  it("stops gracefully on SIGTERM and keeps the data; then rebuilds offline, resumably", async () => {
+    // Enough commit-log entries that a rebuild with batch size 1 can be interrupted.
+    const events = createClient(EventStoreService, addr);
+    for (let i = 0; i < 4; i++) {
+      await events.appendEvents({
+        aggregateType: "Bulk",
+        aggregateId: `b${i}`,
+        expectation: { case: "noStream", value: {} },
+        events: Array.from({ length: 100 }, (_, j) => ({ eventId: `bulk-${i}-${j}`, eventType: "Filled", data: { j } })),
+      });
+    }
+    events.close();
+    expect(await server!.stop("SIGTERM")).toBe(0);
+    expect(server!.stderr()).toMatch(/SIGTERM received, shutting down[\s\S]*tidemark: stopped/);
+    server = undefined;
+    expect(existsSync(path.join(dir, "LOCK"))).toBe(false);
+
+    const interrupted = background(process.execPath, [TIDEMARK_BIN, "rebuild", "instances", "--batch-size", "1"], env);
+    await interrupted.waitFor(/rebuild replay \d+% position [1-9]/, "the rebuild to make progress");
+    expect(await interrupted.stop("SIGINT")).toBe(130);
+    expect(interrupted.stderr()).toMatch(/rebuild stopped; its progress is stored: run the same command again to resume/);
+
+    const resumed = await tidemark(["rebuild", "instances"], env, { timeoutMs: 120_000 });
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toMatch(/rebuild replay \d+% position \d+\/402 events \d+ {2}resumed from [1-9]/);
+    expect(resumed.stdout).toMatch(/^rebuilt instances: 1 instances from 402 commit-log entries, up to position 402 \(resumed at [1-9]\d*\)$/m);
+    expect((await tidemark(["rebuild", "orders"], env)).stderr).toMatch(/unknown projection "orders"/);
+
+    server = await startServer();
+    const instances = createClient(InstanceService, addr);
+    const got = await instances.getInstance({ database: "demo", className: "Person", instanceId: "ada", consistency: ReadConsistency.EVENTUAL });
+    expect(got.instance).toMatchObject({ version: 2n, properties: { name: "Ada", born: 1815 } });
+    instances.close();
+    expect(await server.stop("SIGINT")).toBe(0);
+    server = undefined;
+  });
+});
+
+async function waitForStatus(args: string[], pattern: RegExp): Promise<string> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const result = await tidemark(args, env);
+    if (pattern.test(result.stdout)) return result.stdout;
+    if (Date.now() > deadline) throw new Error(`status never matched ${pattern}: ${result.stdout}${result.stderr}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
