@@ -66,7 +66,7 @@ export async function reserveSlots(
 ): Promise<Reservation> {
   for (let attempt = 0; ; attempt++) {
     try {
-      return await db.transaction().execute((trx) => reserveIn(trx, aggregateType, aggregateId, expectation, events));
+      return await reserveIn(db, aggregateType, aggregateId, expectation, events);
     } catch (e) {
       if (e instanceof HeadBehindLog && attempt <= 1) {
         await raiseHead(db, aggregateType, aggregateId, e.logged);
@@ -84,62 +84,35 @@ export async function reserveSlots(
 }
 
 async function reserveIn(
-  trx: Transaction<WriteSideTables>,
+  db: Kysely<WriteSideTables>,
   aggregateType: string,
   aggregateId: string,
   expectation: Expectation,
   events: readonly SlotRequest[],
 ): Promise<Reservation> {
-  // Creates the head row when missing and locks it either way; concurrent appends to one
-  // aggregate queue here, so the lookup below sees every earlier reservation.
-  const locked = await trx
-    .insertInto("stream_heads")
-    .values({ aggregate_type: aggregateType, aggregate_id: aggregateId, head: 0 })
-    .onConflict((oc) => oc.columns(["aggregate_type", "aggregate_id"]).doUpdateSet({ head: sql`stream_heads.head` }))
-    .returning("head")
-    .executeTakeFirstOrThrow();
-  const head = locked.head;
-  if (head === 0) {
-    // A new head row for a stream the log already knows means the heads were lost (W6): repair
-    // the head outside this transaction (which would roll it back) and decide again.
-    const logged = await maxLoggedSeq(trx, aggregateType, aggregateId);
-    if (logged > 0) throw new HeadBehindLog(logged);
+  // One round trip: the function `reserve_slots` (migration 2026-11-27-04) runs the transaction
+  // that used to take six (BEGIN, upsert-and-lock the head, look the event ids up, advance the
+  // head, insert the pending rows, COMMIT), with the same statements, locks and order. Round trips
+  // were the largest part of an append's latency (bench/README.md).
+  const { rows } = await sql<SlotRecord & { outcome: "reserved" | "existing" | "conflict" | "head_behind"; head: number }>`
+    select * from reserve_slots(
+      ${aggregateType}, ${aggregateId}, ${expectation.type === "exact" ? expectation.seq : null}::bigint,
+      ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
+      ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[])`.execute(db);
+  const first = rows[0];
+  if (first === undefined) throw new Error("reserve_slots returned no row");
+  switch (first.outcome) {
+    case "head_behind":
+      // A new head row for a stream the log already knows means the heads were lost (W6): the
+      // caller repairs the head and decides again.
+      throw new HeadBehindLog(first.head);
+    case "existing":
+      return { type: "existing", slots: matchExisting(events, rows.map(toSlotRow)) };
+    case "conflict":
+      throw new ConcurrencyError(aggregateType, aggregateId, expectation.type === "exact" ? expectation.seq : first.head, first.head);
+    case "reserved":
+      return { type: "reserved", slots: rows.map(toSlotRow).sort((a, b) => a.seq - b.seq) };
   }
-
-  const ids = events.map((e) => e.eventId);
-  const found = await selectSlots(trx).where("event_id", "in", ids).where("state", "<>", "void").execute();
-  if (found.length > 0) return { type: "existing", slots: matchExisting(events, found.map(toSlotRow)) };
-
-  if (expectation.type === "exact" && head !== expectation.seq) {
-    throw new ConcurrencyError(aggregateType, aggregateId, expectation.seq, head);
-  }
-  const first = head + 1;
-  const last = head + events.length;
-  await trx
-    .updateTable("stream_heads")
-    .set({ head: last, updated_at: sql`now()` })
-    .where("aggregate_type", "=", aggregateType)
-    .where("aggregate_id", "=", aggregateId)
-    .execute();
-  const rows = await trx
-    .insertInto("event_log")
-    .values(
-      events.map((e, i) => ({
-        event_id: e.eventId,
-        aggregate_type: aggregateType,
-        aggregate_id: aggregateId,
-        seq: first + i,
-        event_type: e.eventType,
-        content_hash: e.contentHash,
-        ordering_key: e.orderingKey,
-        batch_first_seq: first,
-        batch_last_seq: last,
-        state: "pending" as const,
-      })),
-    )
-    .returning(SLOT_COLUMNS)
-    .execute();
-  return { type: "reserved", slots: rows.map(toSlotRow).sort((a, b) => a.seq - b.seq) };
 }
 
 /** A retry is the original append only when every event matches, in the same contiguous order. */
@@ -245,65 +218,16 @@ export async function commitSlots(
 ): Promise<Map<number, CommitOutcome>> {
   const outcomes = new Map<number, CommitOutcome>();
   if (logIds.length === 0) return outcomes;
-  await db.transaction().execute(async (trx) => {
-    const counter = await trx
-      .updateTable("global_counter")
-      .set({ position: sql`position` })
-      .where("id", "=", 1)
-      .returning("position")
-      .executeTakeFirstOrThrow();
-    const rows = await trx
-      .selectFrom("event_log as e")
-      .leftJoin("event_log as p", (join) =>
-        join
-          .onRef("p.aggregate_type", "=", "e.aggregate_type")
-          .onRef("p.aggregate_id", "=", "e.aggregate_id")
-          .on("p.seq", "=", sql<number>`e.seq - 1`),
-      )
-      .select(["e.log_id", "e.aggregate_type", "e.aggregate_id", "e.seq", "e.state", "e.global_position", "p.state as pred_state"])
-      .where("e.log_id", "in", [...logIds])
-      .orderBy("e.aggregate_type")
-      .orderBy("e.aggregate_id")
-      .orderBy("e.seq")
-      .execute();
-
-    const resolvedHere = new Set<string>();
-    const assignments: Array<{ logId: number; position: number }> = [];
-    let position = counter.position;
-    for (const row of rows) {
-      if (row.state === "committed") {
-        outcomes.set(row.log_id, { type: "committed", position: row.global_position! });
-        continue;
-      }
-      if (row.state === "void") {
-        outcomes.set(row.log_id, { type: "void" });
-        continue;
-      }
-      const predKey = `${row.aggregate_type}\u0000${row.aggregate_id}\u0000${row.seq - 1}`;
-      // A missing predecessor row means the slot predates this log (re-synchronised from S3).
-      const predResolved = row.pred_state === null || row.pred_state !== "pending" || resolvedHere.has(predKey);
-      if (!predResolved) {
-        outcomes.set(row.log_id, { type: "deferred" });
-        continue;
-      }
-      position += 1;
-      assignments.push({ logId: row.log_id, position });
-      outcomes.set(row.log_id, { type: "committed", position });
-      resolvedHere.add(`${row.aggregate_type}\u0000${row.aggregate_id}\u0000${row.seq}`);
-    }
-    for (const id of logIds) if (!outcomes.has(id)) outcomes.set(id, { type: "missing" });
-    if (assignments.length === 0) return;
-
-    const values = sql.join(assignments.map((a) => sql`(${a.logId}::bigint, ${a.position}::bigint)`));
-    await sql`
-      update event_log as e
-         set state = 'committed', global_position = v.position, committed_at = now()
-        from (values ${values}) as v(log_id, position)
-       where e.log_id = v.log_id and e.state = 'pending'`.execute(trx);
-    await sql`
-      with c as (update global_counter set position = ${position} where id = 1 returning position)
-      select pg_notify(${commitChannel(schema)}, c.position::text) from c`.execute(trx);
-  });
+  // One round trip: the function `commit_slots` (migration 2026-11-27-04) runs the transaction
+  // that used to take six, with the same lock order (the counter first), the same predecessor rule
+  // and one NOTIFY. The committer runs one such transaction at a time, so its length is what every
+  // waiting append pays.
+  const { rows } = await sql<{ slot_id: number; outcome: "committed" | "void" | "deferred"; slot_position: number | null }>`
+    select * from commit_slots(${[...logIds]}::bigint[], ${commitChannel(schema)})`.execute(db);
+  for (const row of rows) {
+    outcomes.set(row.slot_id, row.outcome === "committed" ? { type: "committed", position: row.slot_position! } : { type: row.outcome });
+  }
+  for (const id of logIds) if (!outcomes.has(id)) outcomes.set(id, { type: "missing" });
   return outcomes;
 }
 

@@ -2,6 +2,7 @@ import type { Migration } from "kysely";
 import * as writeSide from "./2026-11-27-01-write-side.js";
 import * as relay from "./2026-11-27-02-relay.js";
 import * as consumers from "./2026-11-27-03-consumers.js";
+import * as appendFunctions from "./2026-11-27-04-append-functions.js";
 
 /**
  * Every migration, by dated name. Names sort in the order they must run; append new ones with a
@@ -11,4 +12,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   "2026-11-27-01-write-side": writeSide,
   "2026-11-27-02-relay": relay,
   "2026-11-27-03-consumers": consumers,
+  "2026-11-27-04-append-functions": appendFunctions,
 });

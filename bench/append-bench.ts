@@ -1,0 +1,191 @@
+/**
+ * P1: appends per second and latency over gRPC against the server child, at several
+ * concurrencies, for one event per call, batches, and one hot aggregate; with the floors measured
+ * at the same concurrency in between (raw conditional PUT before and after, gRPC health Check,
+ * the allocation transaction), so every ratio compares figures taken under the same noise.
+ */
+import { randomUUID } from "node:crypto";
+import { createDatabase, migrateToLatest } from "../core/db/database.js";
+import type { WriteSideTables } from "../core/db/schema.js";
+import { S3ObjectStore } from "../core/s3-object-store.js";
+import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
+import { createClient, type ClientOf } from "../server/grpc/client.js";
+import { grpcBaseline, pgAllocBaseline, s3PutBaseline } from "./baselines.js";
+import { Histogram } from "./histogram.js";
+import { readCpuMs } from "./cpu-time.js";
+import { closedLoop, type LoadResult } from "./load.js";
+import type { MemorySampler } from "./memory.js";
+import { startServerProcess } from "./processes.js";
+import { compare, figureOf, type Figure } from "./report.js";
+import type { BenchResources } from "./resources.js";
+import type { StackEnv } from "./stack-env.js";
+import type { ChartSeries } from "./svg-chart.js";
+import { appendRequest, type ExpectationShape } from "./workload.js";
+
+/** Settings of the P1 sweep. */
+export interface AppendBenchOptions {
+  readonly stack: StackEnv;
+  readonly resources: BenchResources;
+  readonly memory: MemorySampler;
+  readonly concurrencies: readonly number[];
+  /** Measured window of each P1 workload; each floor gets half of it (the raw PUT twice). */
+  readonly measureMs: number;
+  readonly warmupMs: number;
+  /** Events per call of the batch workload. */
+  readonly batchSize: number;
+  /** Server node flags (e.g. --cpu-prof). */
+  readonly serverNodeArgs: readonly string[];
+  readonly log: (message: string) => void;
+}
+
+/** What P1 found. */
+export interface AppendBenchResult {
+  readonly figures: Figure[];
+  readonly chart: ChartSeries[];
+  /** Best events/s of one event per call, many aggregates (half load is half of it). */
+  readonly maxSingleRate: number;
+  /** Best events/s of any P1 workload ("the append maximum"). */
+  readonly maxAppendRate: number;
+}
+
+/** A workload of P1. */
+interface Workload {
+  readonly key: "single" | "batch" | "hot";
+  readonly name: string;
+}
+
+/** Runs the P1 sweep and the floors, interleaved per concurrency. */
+export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBenchResult> {
+  const names = o.resources.allocate("append");
+  const floor = o.resources.allocate("floor");
+  const server = await startServerProcess(o.stack, names, { memory: o.memory, nodeArgs: o.serverNodeArgs, role: "server (P1)" });
+  const client = createClient(EventStoreService, server.address);
+  const store = new S3ObjectStore({
+    endpoint: o.stack.s3Endpoint,
+    bucket: floor.bucket,
+    region: o.stack.s3Region,
+    accessKeyId: o.stack.s3AccessKey,
+    secretAccessKey: o.stack.s3SecretKey,
+  });
+  await store.ensureReady();
+  // Same pool size as the server's default (TIDEMARK_PG_POOL_SIZE 10).
+  const database = createDatabase<WriteSideTables>({ url: o.stack.pgUrl, schema: floor.schema, poolSize: 10 });
+  await migrateToLatest(database.db, database.schema);
+
+  const workloads: Workload[] = [
+    { key: "single", name: "append 1 event/call, many aggregates" },
+    { key: "batch", name: `append ${o.batchSize} events/call, many aggregates` },
+    { key: "hot", name: "append 1 event/call, one hot aggregate (any)" },
+  ];
+  const figures: Figure[] = [];
+  const chart = new Map<string, ChartSeries & { points: Array<ChartSeries["points"][number]> }>();
+  const plot = (series: string, f: Figure) => {
+    let s = chart.get(series);
+    if (s === undefined) chart.set(series, (s = { name: series, points: [] }));
+    if (f.rate && f.p50Ms && f.p99Ms) s.points.push({ x: f.rate, p50: f.p50Ms, p99: f.p99Ms, label: `c${f.concurrency}` });
+  };
+  const half = Math.max(500, Math.round(o.measureMs / 2));
+  const run = randomUUID().slice(0, 6);
+  let maxSingleRate = 0;
+  let maxAppendRate = 0;
+  try {
+    for (const c of o.concurrencies) {
+      o.log(`P1 at concurrency ${c}: raw PUT, gRPC, PostgreSQL floors and three workloads`);
+      const putBefore = await selfCpu(() => s3PutBaseline(store, c, half, o.warmupMs));
+      const grpc = figureOf({ id: `floor.grpc.c${c}`, group: "baseline", name: "gRPC unary (health Check)", concurrency: c, unit: "calls/s" }, await grpcBaseline(server.address, c, half, o.warmupMs));
+      const pg = figureOf({ id: `floor.pg.c${c}`, group: "baseline", name: "PG allocation txn (reserveSlots shape)", concurrency: c, unit: "txn/s" }, await pgAllocBaseline(database.db, c, half, o.warmupMs));
+      const measured: Array<[Workload, LoadResult, number]> = [];
+      for (const w of workloads) {
+        const cpuBefore = readCpuMs(server.child.pid) ?? Number.NaN;
+        const result = await appendLoad(client, w, c, o, `${run}-${w.key}-c${c}`);
+        measured.push([w, result, (readCpuMs(server.child.pid) ?? Number.NaN) - cpuBefore]);
+      }
+      const putAfter = await selfCpu(() => s3PutBaseline(store, c, half, o.warmupMs));
+      const putResult = mergeResults(putBefore.result, putAfter.result);
+      const put: Figure = {
+        ...figureOf({ id: `floor.s3put.c${c}`, group: "baseline", name: "raw S3 PUT If-None-Match:*", concurrency: c, unit: "PUTs/s" }, putResult),
+        // The S3 client's own CPU per PUT (this process ran only the PUT loop), to set against the server's per event.
+        extra: { clientCpuMsPerPut: (putBefore.cpuMs + putAfter.cpuMs) / putResult.totalUnits },
+      };
+      figures.push(put, grpc, pg);
+      plot("raw S3 conditional PUT", put);
+      for (const [w, result, serverCpuMs] of measured) {
+        let f = figureOf({ id: `p1.${w.key}.c${c}`, group: "P1", name: w.name, concurrency: c, unit: "events/s" }, result);
+        f = compare(f, put);
+        f = {
+          ...f,
+          extra: {
+            vsPgAlloc: (f.rate ?? 0) / (pg.rate || Number.NaN),
+            callsPerSecondVsGrpc: (result.ops * 1000) / result.windowMs / (grpc.rate || Number.NaN),
+            serverCpuMsPerEvent: serverCpuMs / result.totalUnits,
+          },
+        };
+        figures.push(f);
+        plot(w.name, f);
+        if (w.key === "single") maxSingleRate = Math.max(maxSingleRate, f.rate ?? 0);
+        maxAppendRate = Math.max(maxAppendRate, f.rate ?? 0);
+        if (result.errors > 0) o.log(`  ${w.key} c${c}: ${result.errors} errors, e.g. ${result.errorSamples[0]}`);
+      }
+    }
+  } finally {
+    client.close();
+    store.close();
+    await database.close();
+    await server.child.stop();
+  }
+  return { figures, chart: [...chart.values()], maxSingleRate, maxAppendRate };
+}
+
+/**
+ * One P1 workload at concurrency `c`. Many aggregates: each worker owns a stream and appends
+ * with the exact expected head, so optimistic concurrency is on the measured path. Hot: every
+ * worker appends to one stream with `any`, so appends queue on that stream's head row.
+ */
+async function appendLoad(client: ClientOf<typeof EventStoreService>, w: Workload, c: number, o: AppendBenchOptions, prefix: string): Promise<LoadResult> {
+  const perCall = w.key === "batch" ? o.batchSize : 1;
+  const heads = new Array<number>(c).fill(0);
+  const generation = new Array<number>(c).fill(0);
+  return closedLoop({
+    concurrency: c,
+    durationMs: o.measureMs,
+    warmupMs: o.warmupMs,
+    op: async (worker, i) => {
+      const aggregateId = w.key === "hot" ? `${prefix}-hot` : `${prefix}-w${worker}-g${generation[worker]}`;
+      const expectation: ExpectationShape = w.key === "hot" ? "any" : { exact: heads[worker]! };
+      try {
+        const out = await client.appendEvents(appendRequest(aggregateId, expectation, perCall, i), { deadlineMs: 30_000 });
+        heads[worker] = Number(out.events[out.events.length - 1]!.sequenceNumber);
+      } catch (e) {
+        // Start a fresh stream rather than guess the head after a failure.
+        generation[worker]! += 1;
+        heads[worker] = 0;
+        throw e;
+      }
+      return perCall;
+    },
+  });
+}
+
+/** Runs `fn` and reports this process's CPU time meanwhile (user + system, ms). */
+async function selfCpu(fn: () => Promise<LoadResult>): Promise<{ result: LoadResult; cpuMs: number }> {
+  const before = process.cpuUsage();
+  const result = await fn();
+  const used = process.cpuUsage(before);
+  return { result, cpuMs: (used.user + used.system) / 1000 };
+}
+
+/** Two runs of one load as one: units over the sum of windows, latencies together. */
+export function mergeResults(a: LoadResult, b: LoadResult): LoadResult {
+  const windowMs = a.windowMs + b.windowMs;
+  return {
+    ops: a.ops + b.ops,
+    units: a.units + b.units,
+    errors: a.errors + b.errors,
+    dropped: a.dropped + b.dropped,
+    totalUnits: a.totalUnits + b.totalUnits,
+    errorSamples: [...a.errorSamples, ...b.errorSamples].slice(0, 5),
+    windowMs,
+    rate: windowMs > 0 ? ((a.units + b.units) * 1000) / windowMs : 0,
+    latency: new Histogram().merge(a.latency).merge(b.latency),
+  };
+}

@@ -1,0 +1,158 @@
+/**
+ * The results of one run: every figure with its baseline and ratio, the targets (bench/TARGETS.md)
+ * with pass/short, and the peak memory of each process; printed as a table and written as JSON.
+ */
+import type { LoadResult } from "./load.js";
+
+/** One measured figure (or one that could not be measured, with the reason). */
+export interface Figure {
+  readonly id: string;
+  readonly group: "baseline" | "P1" | "P2" | "P3" | "P4" | "soak";
+  readonly name: string;
+  readonly concurrency?: number;
+  /** Unit of `rate`, e.g. "events/s". */
+  readonly unit: string;
+  readonly rate?: number;
+  readonly p50Ms?: number;
+  readonly p99Ms?: number;
+  readonly samples?: number;
+  readonly errors?: number;
+  readonly errorSamples?: readonly string[];
+  /** The figure this one is compared with. */
+  readonly baselineId?: string;
+  /** rate / baseline rate. */
+  readonly rateRatio?: number;
+  /** p99 / baseline p99. */
+  readonly p99Ratio?: number;
+  /** Set when the figure was not measured, e.g. "not measured: relay not available". */
+  readonly notMeasured?: string;
+  readonly extra?: Readonly<Record<string, number | string>>;
+}
+
+/** A target of bench/TARGETS.md, evaluated on this run. */
+export interface Target {
+  readonly name: string;
+  /** The measured value (a ratio, ms, or MiB), or null when not measured. */
+  readonly value: number | null;
+  readonly target: number;
+  readonly op: ">=" | "<=";
+  readonly unit: string;
+  /** null when not measured. */
+  readonly met: boolean | null;
+  readonly note?: string;
+}
+
+/** Memory of one process over the run. */
+export interface MemoryFigure {
+  readonly process: string;
+  readonly peakMiB: number;
+  readonly lastMiB: number;
+}
+
+/** Everything one run produced (the JSON file). */
+export interface BenchReport {
+  readonly meta: Readonly<Record<string, unknown>>;
+  readonly figures: Figure[];
+  readonly targets: Target[];
+  readonly memory: MemoryFigure[];
+  readonly soak?: Readonly<Record<string, unknown>>;
+}
+
+/** A figure from a load result. */
+export function figureOf(
+  base: Omit<Figure, "rate" | "p50Ms" | "p99Ms" | "samples" | "errors" | "errorSamples">,
+  result: LoadResult,
+): Figure {
+  const s = result.latency.summary();
+  return {
+    ...base,
+    rate: result.rate,
+    p50Ms: s.p50,
+    p99Ms: s.p99,
+    samples: s.count,
+    errors: result.errors,
+    ...(result.errorSamples.length > 0 ? { errorSamples: result.errorSamples } : {}),
+  };
+}
+
+/** `figure` with its ratios to `baseline` filled in. */
+export function compare(figure: Figure, baseline: Figure | undefined, ratios: { rate?: boolean; p99?: boolean } = { rate: true, p99: true }): Figure {
+  if (baseline === undefined || figure.notMeasured !== undefined) return figure;
+  return {
+    ...figure,
+    baselineId: baseline.id,
+    ...(ratios.rate !== false && figure.rate !== undefined && baseline.rate ? { rateRatio: figure.rate / baseline.rate } : {}),
+    ...(ratios.p99 !== false && figure.p99Ms !== undefined && baseline.p99Ms ? { p99Ratio: figure.p99Ms / baseline.p99Ms } : {}),
+  };
+}
+
+/** Evaluates a target; a missing value is "not measured". */
+export function target(name: string, value: number | undefined, op: ">=" | "<=", threshold: number, unit: string, note?: string): Target {
+  const measured = value !== undefined && Number.isFinite(value);
+  return {
+    name,
+    value: measured ? value : null,
+    target: threshold,
+    op,
+    unit,
+    met: measured ? (op === ">=" ? value >= threshold : value <= threshold) : null,
+    ...(note === undefined ? {} : { note }),
+  };
+}
+
+const fmt = (n: number | undefined, digits = 1): string => {
+  if (n === undefined || !Number.isFinite(n)) return "—";
+  if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString("en-US");
+  return n.toFixed(digits);
+};
+
+function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>, rightAligned: ReadonlySet<number>): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells.map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  return [line(headers), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+/** The terminal rendering: figures with baselines and ratios, targets, memory. */
+export function renderReport(report: BenchReport): string {
+  const byId = new Map(report.figures.map((f) => [f.id, f]));
+  const rows = report.figures.map((f) => {
+    const b = f.baselineId === undefined ? undefined : byId.get(f.baselineId);
+    if (f.notMeasured !== undefined) return [f.group, f.name, f.concurrency === undefined ? "" : String(f.concurrency), f.notMeasured, "", "", "", "", "", "", "", "", ""];
+    const cpu = f.extra?.["serverCpuMsPerEvent"] ?? f.extra?.["clientCpuMsPerPut"];
+    return [
+      f.group,
+      f.name,
+      f.concurrency === undefined ? "" : String(f.concurrency),
+      `${fmt(f.rate, 0)} ${f.unit}`,
+      fmt(f.p50Ms),
+      fmt(f.p99Ms),
+      f.errors ? String(f.errors) : "",
+      b === undefined ? "" : b.name,
+      b === undefined ? "" : fmt(b.rate, 0),
+      b === undefined ? "" : fmt(b.p99Ms),
+      f.rateRatio === undefined ? "" : `${f.rateRatio.toFixed(2)}×`,
+      f.p99Ratio === undefined ? "" : `${f.p99Ratio.toFixed(2)}×`,
+      typeof cpu === "number" ? fmt(cpu, 2) : "",
+    ];
+  });
+  const out: string[] = [];
+  out.push(table(["grp", "figure", "conc", "rate", "p50 ms", "p99 ms", "err", "baseline", "base rate", "base p99", "rate/base", "p99/base", "cpu ms"], rows, new Set([2, 3, 4, 5, 6, 8, 9, 10, 11, 12])));
+  out.push("cpu ms: server CPU per event (P1), or the S3 client's CPU per PUT (raw PUT)");
+  out.push("");
+  out.push(
+    table(
+      ["target", "value", "target", "result"],
+      report.targets.map((t) => [
+        t.name,
+        t.value === null ? "—" : `${fmt(t.value, 2)} ${t.unit}`.trim(),
+        `${t.op === ">=" ? "≥" : "≤"} ${fmt(t.target, 2)} ${t.unit}`.trim(),
+        t.met === null ? `not measured${t.note === undefined ? "" : `: ${t.note}`}` : `${t.met ? "pass" : "SHORT"}${t.note === undefined ? "" : ` (${t.note})`}`,
+      ]),
+      new Set([1, 2]),
+    ),
+  );
+  out.push("");
+  out.push(table(["process", "peak RSS MiB", "last RSS MiB"], report.memory.map((m) => [m.process, fmt(m.peakMiB), fmt(m.lastMiB)]), new Set([1, 2])));
+  return out.join("\n");
+}

@@ -1,0 +1,223 @@
+/**
+ * Tidemark's benchmarks against the physical floor of its own parts, side by side in one run:
+ *
+ *   node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N]
+ *                                  [--profile] [--only append|pipeline] [--concurrency 8,32,64]
+ *                                  [--half-rate N]
+ *
+ * Prints a table (each figure, its baseline, the ratio) and the targets of bench/TARGETS.md with
+ * pass/short; writes every figure as JSON (default bench/results/latest.json) and an SVG chart of
+ * latency against throughput next to it. Reports only: it never fails on a missed target.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, totalmem } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { runAppendBench } from "./append-bench.js";
+import { killAllChildren, ROOT } from "./child-process.js";
+import { MemorySampler } from "./memory.js";
+import { runPipelineBench, SERVER_ROLE, type SoakResult } from "./pipeline-bench.js";
+import { renderReport, target, type BenchReport, type Figure, type Target } from "./report.js";
+import { BenchResources } from "./resources.js";
+import { loadStackEnv } from "./stack-env.js";
+import { latencyThroughputSvg, type ChartSeries } from "./svg-chart.js";
+
+interface Args {
+  readonly quick: boolean;
+  readonly json: string;
+  readonly soakMinutes: number;
+  readonly profile: boolean;
+  readonly only: "append" | "pipeline" | undefined;
+  readonly concurrencies: number[];
+  /** Overrides the half load (events/s); default half of the maximum measured in place. */
+  readonly halfRate: number | undefined;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  let quick = false;
+  let json = join(ROOT, "bench/results/latest.json");
+  let soakMinutes = 0;
+  let profile = false;
+  let only: Args["only"];
+  let concurrencies = [8, 32, 64];
+  let halfRate: number | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${arg} needs a value`);
+      return v;
+    };
+    if (arg === "--quick") quick = true;
+    else if (arg === "--json") json = resolve(value());
+    else if (arg === "--soak") soakMinutes = soakMinutes || 10;
+    else if (arg === "--soak-minutes") soakMinutes = Number(value());
+    else if (arg === "--profile") profile = true;
+    else if (arg === "--only") {
+      const v = value();
+      if (v !== "append" && v !== "pipeline") throw new Error("--only takes append or pipeline");
+      only = v;
+    } else if (arg === "--concurrency") concurrencies = value().split(",").map(Number);
+    else if (arg === "--half-rate") halfRate = Number(value());
+    else if (arg === "--help" || arg === "-h") {
+      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline] [--concurrency 8,32,64] [--half-rate N]\n");
+      process.exit(0);
+    } else throw new Error(`unknown argument ${arg}`);
+  }
+  if (concurrencies.some((c) => !Number.isInteger(c) || c < 1 || c > 1024)) throw new Error("--concurrency takes integers from 1 to 1024");
+  if (!Number.isFinite(soakMinutes) || soakMinutes < 0) throw new Error("--soak-minutes takes a number of minutes");
+  if (halfRate !== undefined && !(halfRate > 0)) throw new Error("--half-rate takes a positive number of events/s");
+  return { quick, json, soakMinutes, profile, only, concurrencies, halfRate };
+}
+
+const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const stack = loadStackEnv();
+  const resources = new BenchResources(stack);
+  const memory = new MemorySampler(500);
+  memory.track("bench", process.pid);
+  const started = Date.now();
+  const outDir = dirname(args.json);
+  mkdirSync(outDir, { recursive: true });
+  const profileDir = join(outDir, "profiles");
+  const serverNodeArgs = args.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
+
+  let cleaningUp = false;
+  const onSignal = () => {
+    if (cleaningUp) process.exit(130);
+    cleaningUp = true;
+    log("interrupted; stopping children and removing the benchmark's schemas, buckets and topics");
+    killAllChildren();
+    resources.cleanup(log).finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  const q = args.quick;
+  const figures: Figure[] = [];
+  const chart: ChartSeries[] = [];
+  let maxSingleRate = 0;
+  let maxAppendRate = 0;
+  let soak: SoakResult | undefined;
+  let halfRates: Readonly<Record<string, number>> = {};
+  try {
+    if (args.only !== "pipeline") {
+      const p1 = await runAppendBench({
+        stack,
+        resources,
+        memory,
+        concurrencies: args.concurrencies,
+        measureMs: q ? 2000 : 6000,
+        warmupMs: q ? 400 : 1000,
+        batchSize: 10,
+        serverNodeArgs,
+        log,
+      });
+      figures.push(...p1.figures);
+      chart.push(...p1.chart);
+      maxSingleRate = p1.maxSingleRate;
+      maxAppendRate = p1.maxAppendRate;
+    }
+    if (args.only !== "append") {
+      const pipeline = await runPipelineBench({
+        stack,
+        resources,
+        memory,
+        halfRateOverride: args.halfRate,
+        maxMeasureMs: q ? 2000 : 6000,
+        backlogEvents: q ? 4000 : 20_000,
+        halfLoadMs: q ? 4000 : 15_000,
+        kafkaMeasureMs: q ? 2000 : 6000,
+        warmupMs: q ? 400 : 1000,
+        drainTimeoutMs: q ? 60_000 : 240_000,
+        soakMs: args.soakMinutes * 60_000,
+        serverNodeArgs,
+        log,
+      });
+      figures.push(...pipeline.figures);
+      halfRates = pipeline.halfRates;
+      soak = pipeline.soak;
+    }
+  } finally {
+    memory.stop();
+    killAllChildren();
+    log("removing the benchmark's schemas, buckets and topics");
+    await resources.cleanup(log);
+  }
+
+  const report: BenchReport = {
+    meta: {
+      date: new Date(started).toISOString(),
+      durationS: Math.round((Date.now() - started) / 1000),
+      quick: args.quick,
+      concurrencies: args.concurrencies,
+      node: process.version,
+      cpus: cpus().length,
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      loadavgAtEnd: loadavg(),
+      commit: gitCommit(),
+      maxSingleRate,
+      maxAppendRate,
+      halfRates,
+    },
+    figures,
+    targets: targets(figures, args.concurrencies, maxAppendRate, soak),
+    memory: memory.all().map((p) => ({ process: p.name, peakMiB: p.peakMiB, lastMiB: p.lastMiB })),
+    ...(soak === undefined ? {} : { soak: { ...soak } }),
+  };
+  const svgPath = args.json.replace(/\.json$/i, "") + ".svg";
+  writeFileSync(args.json, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(svgPath, latencyThroughputSvg("Tidemark P1 appends vs raw S3 conditional PUT (points: concurrency)", chart, "events/s or PUTs/s"));
+  process.stdout.write(`\n${renderReport(report)}\n`);
+  if (soak !== undefined) {
+    process.stdout.write(`\nsoak ${Number((soak.durationMs / 60_000).toFixed(1))} min at ${Math.round(soak.rate)} events/s, RSS reference minute → last minute (flat = within ${soak.tolerance * 100}%):\n`);
+    for (const p of soak.processes) process.stdout.write(`  ${p.process.padEnd(11)} ${p.referenceMiB.toFixed(1)} → ${p.endMiB.toFixed(1)} MiB (${(p.growth * 100).toFixed(1)}%)\n`);
+  }
+  process.stdout.write(`\nwrote ${args.json} and ${svgPath}${args.profile ? `; CPU profiles of the server in ${profileDir}` : ""} (${report.meta["durationS"]} s)\n`);
+}
+
+/** The targets of bench/TARGETS.md, evaluated on this run's figures. */
+function targets(figures: readonly Figure[], concurrencies: readonly number[], maxAppendRate: number, soak: SoakResult | undefined): Target[] {
+  const f = (id: string) => figures.find((x) => x.id === id && x.notMeasured === undefined);
+  const why = (id: string) => figures.find((x) => x.id === id)?.notMeasured;
+  const out: Target[] = [];
+  for (const c of concurrencies) {
+    const single = f(`p1.single.c${c}`);
+    out.push(target(`P1 1 event/call c${c}: rate / raw PUT rate`, single?.rateRatio, ">=", 0.6, "×"));
+    out.push(target(`P1 1 event/call c${c}: p99 / raw PUT p99`, single?.p99Ratio, "<=", 3, "×"));
+    out.push(target(`P1 10 events/call c${c}: rate / raw PUT rate`, f(`p1.batch.c${c}`)?.rateRatio, ">=", 0.6, "×"));
+  }
+  // A half load the machine could not sustain is reported, but flagged: its latency includes queueing.
+  const overloaded = (x: Figure | undefined) =>
+    x?.extra?.["sustained"] === "no" ? `half load not sustained (${Math.round(x.rate ?? 0)} of ${x.extra["targetRate"]}/s)` : undefined;
+  const latency = f("p2.latency");
+  out.push(target("P2 commit → Kafka p50 at half load", latency?.p50Ms, "<=", 20, "ms", why("p2.latency") ?? overloaded(latency)));
+  out.push(target("P2 commit → Kafka p99 at half load", latency?.p99Ms, "<=", 100, "ms", why("p2.latency") ?? overloaded(latency)));
+  const drain = f("p2.drain");
+  out.push(target("P2 relay max / append max", drain?.rate === undefined || maxAppendRate === 0 ? undefined : drain.rate / maxAppendRate, ">=", 1, "×", why("p2.drain")));
+  const projection = f("p3.drain");
+  out.push(target("P3 projection max / append max", projection?.rate === undefined || maxAppendRate === 0 ? undefined : projection.rate / maxAppendRate, ">=", 1, "×", why("p3.drain")));
+  out.push(target("P4 command OK → read model p99 at half load", f("p4.latency")?.p99Ms, "<=", 150, "ms", why("p4.latency") ?? overloaded(f("p4.latency"))));
+  const server = soak?.processes.find((p) => p.process === SERVER_ROLE);
+  out.push(target("server RSS growth over the soak", server === undefined ? undefined : server.growth * 100, "<=", (soak?.tolerance ?? 0.1) * 100, "%", soak === undefined ? "run with --soak" : undefined));
+  return out;
+}
+
+function gitCommit(): string | undefined {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`bench: failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    killAllChildren();
+    process.exit(1);
+  },
+);
