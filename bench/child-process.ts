@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { collectLines } from "../test/helpers/json-lines.js";
 
 /** The repository root (the children's working directory). */
 export const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -42,31 +43,12 @@ export function spawnNode(
   const lines: Array<Record<string, unknown>> = [];
   const listeners = new Set<() => void>();
   const echo = process.env["TIDEMARK_BENCH_ECHO"] !== undefined;
-  const collect = (stream: NodeJS.ReadableStream) => {
-    let buffered = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
-      buffered += chunk;
-      let nl;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (line.trim() === "") continue;
-        if (echo) process.stderr.write(`[${name} ${child.pid}] ${line}\n`);
-        let parsed: Record<string, unknown>;
-        try {
-          parsed = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          parsed = { text: line };
-        }
-        lines.push(parsed);
-        if (lines.length > KEEP_LINES) lines.shift();
-        for (const l of listeners) l();
-      }
-    });
-  };
-  collect(child.stdout!);
-  collect(child.stderr!);
+  collectLines(child, (parsed, raw) => {
+    if (echo) process.stderr.write(`[${name} ${child.pid}] ${raw}\n`);
+    lines.push(parsed);
+    if (lines.length > KEEP_LINES) lines.shift();
+    for (const l of listeners) l();
+  });
   let exitedWith: number | NodeJS.Signals | undefined;
   const exited = new Promise<number | NodeJS.Signals>((resolve) => {
     child.on("exit", (code, signal) => {

@@ -20,7 +20,7 @@ import type { CommitWake } from "./relay-pump.js";
 import { advanceGroupCheckpoint, relayLag } from "./relay-repository.js";
 import { writeSideView, type RelayTables } from "./schema.js";
 import { sleep } from "./sleep.js";
-import { UnreadableEventError } from "./to-kafka-message.js";
+import { logBlocked, UnreadableEventError } from "./to-kafka-message.js";
 
 /** What the embedded relay needs; the database and object store are the process's one instance. */
 export interface EmbeddedRelayOptions {
@@ -226,10 +226,7 @@ class LogSource implements MessageSource {
           if (blockedAt !== e.position || Date.now() - lastAlarmLog > ALARM_LOG_INTERVAL_MS) {
             lastAlarmLog = Date.now();
             blockedAt = e.position;
-            const fields = { alarm: "relay_blocked", reason: e.reason, position: e.position, key: e.key, err: e };
-            // A missing or corrupt object is data loss in the source of truth: an operator must act.
-            if (e.reason === "unavailable") deps.log.warn(fields, "embedded relay blocked: the object store is unavailable");
-            else deps.log.error(fields, "embedded relay blocked: a committed event cannot be read; it will not be skipped");
+            logBlocked(deps.log, e, "embedded relay");
           }
         } else {
           deps.log.warn({ err: e, after: cursor }, "reading the commit log failed; retrying");

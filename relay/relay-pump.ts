@@ -14,7 +14,7 @@ import type { RelayMetrics } from "./relay-metrics.js";
 import { advanceCheckpoint, readCheckpoint } from "./relay-repository.js";
 import type { RelayTables } from "./schema.js";
 import { sleep } from "./sleep.js";
-import { UnreadableEventError } from "./to-kafka-message.js";
+import { logBlocked, UnreadableEventError } from "./to-kafka-message.js";
 import type { TopicRouter } from "./topic-router.js";
 
 export type { ReadBatch };
@@ -134,10 +134,7 @@ export class RelayPump {
           this.progress.blockedAt = e.position;
           if (first || Date.now() - lastAlarmLog > ALARM_LOG_INTERVAL_MS) {
             lastAlarmLog = Date.now();
-            const fields = { alarm: "relay_blocked", reason: e.reason, position: e.position, key: e.key, err: e };
-            // A missing or corrupt object is data loss in the source of truth: an operator must act.
-            if (e.reason === "unavailable") deps.log.warn(fields, "relay blocked: the object store is unavailable");
-            else deps.log.error(fields, "relay blocked: a committed event cannot be read; it will not be skipped");
+            logBlocked(deps.log, e, "relay");
           }
         } else {
           deps.log.warn({ err: e, after: cursor }, "reading the commit log failed; retrying");

@@ -5,6 +5,7 @@
  */
 import { decodeSlot, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventKind, kindLabel } from "../core/envelope.js";
 import type { SlotRow } from "../core/event-log.js";
+import type { Logger } from "../core/log.js";
 import type { EventKindLabel } from "./topic-router.js";
 
 /** Why an event could not be turned into a message; the relay blocks on it and raises an alarm. */
@@ -22,6 +23,17 @@ export class UnreadableEventError extends Error {
   ) {
     super(message, options);
   }
+}
+
+/**
+ * Raises the alarm for publication blocked at an unreadable event (`who` names the relay): a
+ * warning while the object store is unavailable, an error when the object is missing or corrupt.
+ */
+export function logBlocked(log: Logger, e: UnreadableEventError, who: string): void {
+  const fields = { alarm: "relay_blocked", reason: e.reason, position: e.position, key: e.key, err: e };
+  // A missing or corrupt object is data loss in the source of truth: an operator must act.
+  if (e.reason === "unavailable") log.warn(fields, `${who} blocked: the object store is unavailable`);
+  else log.error(fields, `${who} blocked: a committed event cannot be read; it will not be skipped`);
 }
 
 /** A Kafka message for one committed event, before routing picks its topic. */

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { waitFor } from "./wait-for.js";
+import { collectLines } from "./json-lines.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -31,25 +32,10 @@ export function spawnConsumer(env: Record<string, string>, entry = "test/helpers
   children.add(child);
   const lines: Array<Record<string, any>> = [];
   const echo = process.env["TIDEMARK_TEST_LOG_LEVEL"] !== undefined;
-  for (const stream of [child.stdout!, child.stderr!]) {
-    let buffered = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
-      buffered += chunk;
-      let nl;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (line.trim() === "") continue;
-        if (echo) process.stdout.write(`[consumer ${child.pid}] ${line}\n`);
-        try {
-          lines.push(JSON.parse(line) as Record<string, any>);
-        } catch {
-          lines.push({ text: line });
-        }
-      }
-    });
-  }
+  collectLines(child, (line, raw) => {
+    if (echo) process.stdout.write(`[consumer ${child.pid}] ${raw}\n`);
+    lines.push(line);
+  });
   const exited = new Promise<number | NodeJS.Signals>((resolve) => {
     child.on("exit", (code, signal) => {
       children.delete(child);

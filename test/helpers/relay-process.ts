@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { waitFor } from "./wait-for.js";
+import { collectLines } from "./json-lines.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -39,27 +40,10 @@ export function spawnRelay(env: Record<string, string>, entry = "relay/main.ts")
   children.add(child);
   const lines: Array<Record<string, any>> = [];
   const echo = process.env["TIDEMARK_TEST_LOG_LEVEL"] !== undefined;
-  const collect = (stream: NodeJS.ReadableStream) => {
-    let buffered = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
-      buffered += chunk;
-      let nl;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (line.trim() === "") continue;
-        if (echo) process.stdout.write(`[relay ${child.pid}] ${line}\n`);
-        try {
-          lines.push(JSON.parse(line) as Record<string, any>);
-        } catch {
-          lines.push({ text: line });
-        }
-      }
-    });
-  };
-  collect(child.stdout!);
-  collect(child.stderr!);
+  collectLines(child, (line, raw) => {
+    if (echo) process.stdout.write(`[relay ${child.pid}] ${raw}\n`);
+    lines.push(line);
+  });
   const exited = new Promise<number | NodeJS.Signals>((resolve) => {
     child.on("exit", (code, signal) => {
       children.delete(child);
