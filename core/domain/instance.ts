@@ -95,14 +95,21 @@ export function foldInstance(events: Iterable<InstanceEvent>): InstanceState {
  * append's concurrency check (expected_seq 0), so the client gets ABORTED with the actual head.
  */
 export function decideInstance(state: InstanceState, command: InstanceCommand): DecidedEvent {
+  if (command.type !== "create") requireLive(state);
+  return instanceEventOf(command);
+}
+
+/**
+ * The event a command produces when it is accepted. Depends on the command alone, so a retried
+ * command rebuilds exactly the event its first attempt appended (same content hash).
+ */
+export function instanceEventOf(command: InstanceCommand): DecidedEvent {
   switch (command.type) {
     case "create":
       return { eventType: InstanceEventType.created, data: { properties: command.properties } };
     case "update":
-      requireLive(state);
       return { eventType: InstanceEventType.updated, data: { patch: command.patch } };
     case "delete":
-      requireLive(state);
       return { eventType: InstanceEventType.deleted, data: {} };
   }
 }

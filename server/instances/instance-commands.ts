@@ -11,6 +11,7 @@ import { findLiveSlot, type Expectation } from "../../core/event-log.js";
 import {
   decideInstance,
   foldInstance,
+  instanceEventOf,
   INSTANCE_AGGREGATE_TYPE,
   type InstanceCommand,
   type InstanceEvent,
@@ -129,8 +130,8 @@ export class InstanceCommands {
       decided = decideInstance(state, input.command);
       expectation = { type: "exact", seq: expected };
     } else {
-      // Same command again: rebuild the event it produced (decisions are deterministic).
-      decided = decideInstance({ exists: true, deleted: false, properties: {}, version: 0, globalPosition: 0, createdAt: new Date(0), updatedAt: new Date(0) }, input.command);
+      // Same command again: rebuild the event it produced, not a new decision on today's state.
+      decided = instanceEventOf(input.command);
     }
     const event: ProposedEventInput = {
       eventId,
