@@ -5,18 +5,20 @@
  * commands (`stream`, `tail`, `status`) against it, the data-directory lock, and a `rebuild` that
  * is interrupted and resumed.
  */
+import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
+import { slotKey } from "../../core/ids.js";
 import { createClient } from "../../server/grpc/client.js";
 import { background, cleanEnv, freePort, tidemark, TIDEMARK_BIN, type Background } from "../helpers/cli-process.js";
 
 /** Appends of 100 events that the rebuild test replays (plus the two events of `ada`). */
-const BULK_APPENDS = 30;
+const BULK_APPENDS = 4;
 
 let dir: string;
 let env: Record<string, string>;
@@ -169,8 +171,7 @@ describe("an embedded deployment driven by the CLI", () => {
   });
 
   it("stops gracefully on SIGTERM and keeps the data; then rebuilds offline, resumably", async () => {
-    // Enough commit-log entries that a rebuild with batch size 1 is still running when the
-    // interrupt arrives, on a fast machine too (400 were replayed before the signal landed once).
+    // Enough commit-log entries that the resumed rebuild has a tail to replay.
     const events = createClient(EventStoreService, addr);
     for (let i = 0; i < BULK_APPENDS; i++) {
       await events.appendEvents({
@@ -186,10 +187,23 @@ describe("an embedded deployment driven by the CLI", () => {
     server = undefined;
     expect(existsSync(path.join(dir, "LOCK"))).toBe(false);
 
+    // Park the rebuild deterministically: the first event's object becomes a FIFO, so the rebuild
+    // blocks reading it until the test writes the original bytes — the interrupt lands while it
+    // waits, whatever the machine's speed, and the rebuild stops after that first batch.
+    const first = path.join(dir, "objects", ORIGIN_ENV.EVENT_STORE_BUCKET, ...slotKey("Instance", "demo/Person/ada", 1).split("/"));
+    const original = await readFile(first);
+    await rm(first);
+    execFileSync("mkfifo", [first]);
     const interrupted = background(process.execPath, [TIDEMARK_BIN, "rebuild", "instances", "--batch-size", "1"], env);
-    await interrupted.waitFor(/rebuild replay \d+% position [1-9]/, "the rebuild to make progress");
-    expect(await interrupted.stop("SIGINT")).toBe(130);
+    await interrupted.waitFor(/rebuilding projection instances from/, "the rebuild to start");
+    const stopping = interrupted.stop("SIGINT");
+    await writeFile(first, original);
+    const interruptedCode = await stopping;
+    expect(interruptedCode, interrupted.stderr()).toBe(130);
+    expect(interrupted.stderr()).toMatch(/rebuild replay 0% position 1\//);
     expect(interrupted.stderr()).toMatch(/rebuild stopped; its progress is stored: run the same command again to resume/);
+    await rm(first);
+    await writeFile(first, original);
 
     const resumed = await tidemark(["rebuild", "instances"], env, { timeoutMs: 120_000 });
     expect(resumed.code, resumed.stderr).toBe(0);
