@@ -2,12 +2,8 @@
  * Runs a consumer as a real child process (`node --import tsx …`) for kill -9 tests. Every child
  * is tracked and killed by {@link killAllConsumers}, so no test leaves one behind.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { waitFor } from "./wait-for.js";
-import { collectLines } from "./json-lines.js";
-
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+import type { ChildProcess } from "node:child_process";
+import { spawnTsx } from "./json-lines.js";
 
 /** A consumer child process. */
 export interface ConsumerProcess {
@@ -24,30 +20,12 @@ const children = new Set<ChildProcess>();
 
 /** Spawns `entry` (default the crash child) with exactly `env` (plus PATH). */
 export function spawnConsumer(env: Record<string, string>, entry = "test/helpers/consumer-child.ts"): ConsumerProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
-    cwd: ROOT,
-    env: { PATH: process.env["PATH"] ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  const lines: Array<Record<string, any>> = [];
-  const echo = process.env["TIDEMARK_TEST_LOG_LEVEL"] !== undefined;
-  collectLines(child, (line, raw) => {
-    if (echo) process.stdout.write(`[consumer ${child.pid}] ${raw}\n`);
-    lines.push(line);
-  });
-  const exited = new Promise<number | NodeJS.Signals>((resolve) => {
-    child.on("exit", (code, signal) => {
-      children.delete(child);
-      resolve(code ?? signal ?? -1);
-    });
-  });
+  const { child, pid, lines, exited, waitForLine } = spawnTsx(entry, env, "consumer", children);
   return {
-    pid: child.pid!,
+    pid,
     lines,
     exited,
-    waitForLine: (match, what, timeoutMs = 60_000) =>
-      waitFor(() => lines.find(match), { timeoutMs, intervalMs: 20, what: `${what} (consumer pid ${child.pid}; output: ${JSON.stringify(lines.slice(-5))})` }),
+    waitForLine,
     async kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       await exited;

@@ -2,12 +2,8 @@
  * Runs a relay as a real child process (`node --import tsx …`), for kill -9, SIGSTOP and takeover
  * tests. Every child is tracked and killed by {@link killAllRelays}, so no test leaves one behind.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { waitFor } from "./wait-for.js";
-import { collectLines } from "./json-lines.js";
-
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+import type { ChildProcess } from "node:child_process";
+import { spawnTsx } from "./json-lines.js";
 
 /** A relay child process. */
 export interface RelayProcess {
@@ -32,31 +28,12 @@ process.on("exit", () => {
  * kept with stdout so a start failure shows up in `lines`.
  */
 export function spawnRelay(env: Record<string, string>, entry = "relay/main.ts"): RelayProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
-    cwd: ROOT,
-    env: { PATH: process.env["PATH"] ?? "", NODE_ENV: "production", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  const lines: Array<Record<string, any>> = [];
-  const echo = process.env["TIDEMARK_TEST_LOG_LEVEL"] !== undefined;
-  collectLines(child, (line, raw) => {
-    if (echo) process.stdout.write(`[relay ${child.pid}] ${raw}\n`);
-    lines.push(line);
-  });
-  const exited = new Promise<number | NodeJS.Signals>((resolve) => {
-    child.on("exit", (code, signal) => {
-      children.delete(child);
-      resolve(code ?? signal ?? -1);
-    });
-  });
+  const { child, pid, lines, exited, waitForLine } = spawnTsx(entry, { NODE_ENV: "production", ...env }, "relay", children);
   return {
-    pid: child.pid!,
+    pid,
     lines,
     exited,
-    async waitForLine(match, what, timeoutMs = 60_000) {
-      return waitFor(() => lines.find(match), { timeoutMs, intervalMs: 20, what: `${what} (relay pid ${child.pid})` });
-    },
+    waitForLine,
     signal(signal) {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
