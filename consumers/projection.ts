@@ -5,11 +5,10 @@
  * below a row's version is already reflected (a redelivery, or a rebuild got there first).
  */
 import { sql, type Kysely, type Transaction } from "kysely";
-import type { JsonObject } from "@bufbuild/protobuf";
 import { evolveInstance, INSTANCE_AGGREGATE_TYPE, INITIAL_INSTANCE_STATE, type InstanceEvent, type InstanceState } from "../core/domain/instance.js";
 import { PoisonError } from "./failures.js";
 import { defineHandler, type Handler } from "./handler.js";
-import type { ConsumerDatabase, ConsumerTables } from "./schema.js";
+import type { ConsumerDatabase, ConsumerTables, InstanceRow } from "./schema.js";
 
 /** Registry name of the instances projection. */
 export const INSTANCES_PROJECTION_HANDLER = "projection:instances";
@@ -32,18 +31,6 @@ export function parseInstanceAggregateId(aggregateId: string): { database: strin
   return { database: parts[0]!, className: parts[1]!, instanceId: parts[2]! };
 }
 
-type Row = {
-  database: string;
-  class_name: string;
-  instance_id: string;
-  properties: JsonObject;
-  version: number;
-  deleted: boolean;
-  created_at: Date;
-  updated_at: Date;
-  global_position: number;
-};
-
 /**
  * Applies events (any aggregates, each aggregate's events in seq order) to `table` inside `tx`:
  * locks the affected rows, folds with evolveInstance, skips events at or below a row's version,
@@ -58,7 +45,7 @@ export async function projectInstanceEvents(tx: Transaction<any> | Kysely<any>, 
     else list.push(event);
   }
   const addresses = [...byAggregate.keys()].map((id) => ({ id, ...parseInstanceAggregateId(id) }));
-  const { rows } = await sql<Row>`
+  const { rows } = await sql<InstanceRow>`
     select database, class_name, instance_id, properties, version, deleted, created_at, updated_at, global_position
     from ${sql.id(table)}
     where (database, class_name, instance_id) in (${sql.join(addresses.map((a) => sql`(${a.database}, ${a.className}, ${a.instanceId})`))})
@@ -93,7 +80,7 @@ export async function projectInstanceEvents(tx: Transaction<any> | Kysely<any>, 
   return writes.length;
 }
 
-function toState(row: Row): InstanceState {
+function toState(row: InstanceRow): InstanceState {
   return {
     exists: true,
     deleted: row.deleted,

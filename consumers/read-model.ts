@@ -6,7 +6,7 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Kysely } from "kysely";
 import { reflectsPosition } from "./projection.js";
-import type { ConsumerDatabase } from "./schema.js";
+import type { ConsumerDatabase, InstanceRow } from "./schema.js";
 
 /** An instance as the read model holds it. */
 export interface ReadModelInstance {
@@ -90,17 +90,7 @@ export function createInstanceReadModel(db: Kysely<ConsumerDatabase>, options: R
   };
 }
 
-function toInstance(row: {
-  database: string;
-  class_name: string;
-  instance_id: string;
-  properties: JsonObject;
-  version: number;
-  deleted: boolean;
-  created_at: Date;
-  updated_at: Date;
-  global_position: number;
-}): ReadModelInstance {
+function toInstance(row: InstanceRow): ReadModelInstance {
   return {
     database: row.database,
     className: row.class_name,

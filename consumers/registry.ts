@@ -11,8 +11,8 @@ import { LeaseLostError } from "./failures.js";
 /** The database or a transaction over the consumers' tables. */
 export type RegistryDb = Kysely<ConsumerDatabase> | Transaction<ConsumerDatabase>;
 
-/** What the registry records about an event when a handler claims it. */
-export interface ClaimRequest {
+/** Which handler and which event a registry row is about. */
+export interface RegistryEvent {
   readonly handler: string;
   readonly eventId: string;
   readonly aggregateType: string;
@@ -22,6 +22,10 @@ export interface ClaimRequest {
   readonly globalPosition: number | null;
   readonly eventType: string;
   readonly commandId: string | null;
+}
+
+/** What the registry records about an event when a handler claims it. */
+export interface ClaimRequest extends RegistryEvent {
   /**
    * Identifies the worker (unique per process run). A `processing` row with this owner is this
    * worker's own claim interrupted by an outage: resuming it is neither a takeover nor an attempt.
@@ -274,15 +278,7 @@ export async function pruneDone(db: Kysely<ConsumerDatabase>, options: PruneOpti
 }
 
 /** One registry row as the status call reports it. */
-export interface ProcessingRecord {
-  readonly handler: string;
-  readonly eventId: string;
-  readonly aggregateType: string;
-  readonly aggregateId: string;
-  readonly seq: number;
-  readonly globalPosition: number | null;
-  readonly eventType: string;
-  readonly commandId: string | null;
+export interface ProcessingRecord extends RegistryEvent {
   readonly state: ProcessingState;
   readonly attempts: number;
   readonly lastError: string | null;

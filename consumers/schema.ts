@@ -3,7 +3,7 @@
  * the instances read model and the projection's bookkeeping. Sequence numbers, positions and fencing
  * tokens are JS numbers, as on the write side (core/db/schema.ts).
  */
-import type { ColumnType, Generated, JSONColumnType, Kysely, Transaction } from "kysely";
+import type { ColumnType, Generated, JSONColumnType, Kysely, Selectable, Transaction } from "kysely";
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Int8, WriteSideTables } from "../core/db/schema.js";
 
@@ -58,6 +58,9 @@ export interface InstancesTable {
   updated_at: Date;
   global_position: Int8;
 }
+
+/** One row of the instances read model as read (the projection's table and its rebuild twin). */
+export type InstanceRow = Selectable<InstancesTable>;
 
 /** How far a projection has applied the store, for read-your-writes. */
 export interface ProjectionPositionsTable {

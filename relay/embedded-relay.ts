@@ -15,12 +15,10 @@ import { lastPosition } from "../core/event-log.js";
 import type { Logger } from "../core/log.js";
 import { Counter, Gauge, type Registry } from "../core/metrics.js";
 import type { ObjectStore } from "../core/object-store.js";
-import { EventReader, type ReadBatch } from "./event-reader.js";
-import type { CommitWake } from "./relay-pump.js";
+import { EventReader, PatientReader, type CommitWake } from "./event-reader.js";
 import { advanceGroupCheckpoint, relayLag } from "./relay-repository.js";
 import { writeSideView, type RelayTables } from "./schema.js";
 import { sleep } from "./sleep.js";
-import { logBlocked, UnreadableEventError } from "./to-kafka-message.js";
 
 /** What the embedded relay needs; the database and object store are the process's one instance. */
 export interface EmbeddedRelayOptions {
@@ -42,8 +40,8 @@ export interface EmbeddedRelayOptions {
 /** Prefix of the embedded relay's checkpoint names in `relay_checkpoints`. */
 export const EMBEDDED_CHECKPOINT_PREFIX = "embedded:";
 
-const MAX_BACKOFF_MS = 5000;
-const ALARM_LOG_INTERVAL_MS = 30_000;
+/** Pause before a batch the consumer failed on is delivered again. */
+const RETRY_BATCH_MS = 100;
 
 class EmbeddedRelayMetrics {
   readonly delivered: Counter<"group">;
@@ -206,45 +204,25 @@ class LogSource implements MessageSource {
     const { deps } = this;
     const signal = this.halt.signal;
     let cursor = from;
-    let backoff = 100;
-    let blockedAt: number | undefined;
-    let lastAlarmLog = 0;
+    const reader = new PatientReader({
+      reader: deps.reader,
+      wake: deps.wake,
+      pollMs: deps.pollMs,
+      log: deps.log,
+      label: "embedded relay",
+      onUnreadable: (e) => {
+        deps.metrics.readErrors.inc({ group: this.groupId, reason: e.reason });
+        deps.metrics.blocked.set({ group: this.groupId }, 1);
+      },
+      onUnblocked: () => deps.metrics.blocked.set({ group: this.groupId }, 0),
+    });
     while (!signal.aborted) {
       if (this.paused) {
         await this.waitResume();
         continue;
       }
-      // Read before checking for news: a commit announced during the query is looked at again.
-      const announced = deps.wake.lastAnnounced;
-      let batch: ReadBatch | undefined;
-      try {
-        batch = await deps.reader.next(cursor);
-      } catch (e) {
-        if (e instanceof UnreadableEventError) {
-          deps.metrics.readErrors.inc({ group: this.groupId, reason: e.reason });
-          deps.metrics.blocked.set({ group: this.groupId }, 1);
-          if (blockedAt !== e.position || Date.now() - lastAlarmLog > ALARM_LOG_INTERVAL_MS) {
-            lastAlarmLog = Date.now();
-            blockedAt = e.position;
-            logBlocked(deps.log, e, "embedded relay");
-          }
-        } else {
-          deps.log.warn({ err: e, after: cursor }, "reading the commit log failed; retrying");
-        }
-        await sleep(backoff, signal);
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
-        continue;
-      }
-      backoff = 100;
-      if (batch === undefined) {
-        if (deps.wake.lastAnnounced === announced) await deps.wake.wait(deps.pollMs, signal);
-        continue;
-      }
-      if (blockedAt !== undefined) {
-        deps.log.warn({ alarm: "relay_blocked", position: blockedAt }, "embedded relay unblocked: the event is readable again");
-        blockedAt = undefined;
-        deps.metrics.blocked.set({ group: this.groupId }, 0);
-      }
+      const batch = await reader.step(cursor, signal);
+      if (batch === undefined) continue;
       let resolved = cursor;
       try {
         await events.onBatch({
@@ -259,7 +237,7 @@ class LogSource implements MessageSource {
         });
       } catch (e) {
         deps.log.error({ err: e, after: cursor }, "consumer failed on a batch; delivering it again");
-        await sleep(backoff, signal);
+        await sleep(RETRY_BATCH_MS, signal);
       }
       let taken = 0;
       for (const m of batch.messages) if (m.position > cursor && m.position <= resolved) taken++;

@@ -9,7 +9,9 @@ import { committedAfter, type SlotRow } from "../core/event-log.js";
 import { slotKey } from "../core/ids.js";
 import type { ObjectStore } from "../core/object-store.js";
 import { writeSideView, type RelayTables } from "./schema.js";
-import { toKafkaMessage, UnreadableEventError, type EventMessage } from "./to-kafka-message.js";
+import type { Logger } from "../core/log.js";
+import { sleep } from "./sleep.js";
+import { logBlocked, toKafkaMessage, UnreadableEventError, type EventMessage } from "./to-kafka-message.js";
 
 /** Committed events after `after`, up to and including `last`, with their messages, in order. */
 export interface ReadBatch {
@@ -82,5 +84,80 @@ export class EventReader {
       if (e instanceof UnreadableEventError) return e;
       throw e;
     }
+  }
+}
+
+/** Wakes a reader when a commit is announced (core/commit-listener.ts provides it). */
+export interface CommitWake {
+  readonly lastAnnounced: number;
+  wait(timeoutMs: number, signal?: AbortSignal): Promise<void>;
+}
+
+/** What a {@link PatientReader} works with; the callbacks set the caller's own metrics. */
+export interface PatientReaderDeps {
+  readonly reader: EventReader;
+  readonly wake: CommitWake;
+  /** Longest wait for a commit notification before looking anyway. */
+  readonly pollMs: number;
+  readonly log: Logger;
+  /** Names the relay in alarm lines ("relay", "embedded relay"). */
+  readonly label: string;
+  /** A read failed because the event at `e.position` cannot be read (called on every attempt). */
+  onUnreadable(e: UnreadableEventError): void;
+  /** The event that blocked publication was read after all. */
+  onUnblocked(): void;
+}
+
+const MAX_BACKOFF_MS = 5000;
+const ALARM_LOG_INTERVAL_MS = 30_000;
+
+/**
+ * Reads the commit log one step at a time for a relay loop: a batch, or nothing after waiting —
+ * for a commit when the log has no news, or with exponential backoff after a failed read. An
+ * unreadable event is never skipped: the step retries it and raises the blocked alarm (logged at
+ * most every 30 s) until the event reads again (CONTRACT.md R1).
+ */
+export class PatientReader {
+  private backoff = 100;
+  private lastAlarmLog = 0;
+  /** Position publication is blocked at, if any. */
+  blockedAt: number | undefined;
+
+  constructor(private readonly deps: PatientReaderDeps) {}
+
+  async step(cursor: number, signal: AbortSignal): Promise<ReadBatch | undefined> {
+    const { deps } = this;
+    // Read before checking for news: a commit announced during the query is looked at again.
+    const announced = deps.wake.lastAnnounced;
+    let batch: ReadBatch | undefined;
+    try {
+      batch = await deps.reader.next(cursor);
+    } catch (e) {
+      if (e instanceof UnreadableEventError) {
+        deps.onUnreadable(e);
+        const first = this.blockedAt !== e.position;
+        this.blockedAt = e.position;
+        if (first || Date.now() - this.lastAlarmLog > ALARM_LOG_INTERVAL_MS) {
+          this.lastAlarmLog = Date.now();
+          logBlocked(deps.log, e, deps.label);
+        }
+      } else {
+        deps.log.warn({ err: e, after: cursor }, "reading the commit log failed; retrying");
+      }
+      await sleep(this.backoff, signal);
+      this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+      return undefined;
+    }
+    this.backoff = 100;
+    if (batch === undefined) {
+      if (deps.wake.lastAnnounced === announced) await deps.wake.wait(deps.pollMs, signal);
+      return undefined;
+    }
+    if (this.blockedAt !== undefined && batch.last >= this.blockedAt) {
+      deps.log.warn({ alarm: "relay_blocked", position: this.blockedAt }, `${deps.label} unblocked: the event is readable again`);
+      this.blockedAt = undefined;
+      deps.onUnblocked();
+    }
+    return batch;
   }
 }

@@ -7,17 +7,16 @@
 import type { Kysely } from "kysely";
 import type { Logger } from "../core/log.js";
 import { AckTracker } from "./ack-tracker.js";
-import type { EventReader, ReadBatch } from "./event-reader.js";
+import { PatientReader, type CommitWake, type EventReader, type ReadBatch } from "./event-reader.js";
 import type { Publisher, RoutedMessage } from "./kafka-publisher.js";
 import type { RelayLease } from "./relay-lease.js";
 import type { RelayMetrics } from "./relay-metrics.js";
 import { advanceCheckpoint, readCheckpoint } from "./relay-repository.js";
 import type { RelayTables } from "./schema.js";
 import { sleep } from "./sleep.js";
-import { logBlocked, UnreadableEventError } from "./to-kafka-message.js";
 import type { TopicRouter } from "./topic-router.js";
 
-export type { ReadBatch };
+export type { CommitWake, ReadBatch };
 
 /** Test hooks at the named steps of a batch; a hook that throws or never returns simulates a crash. */
 export interface RelayHooks {
@@ -32,11 +31,6 @@ export interface RelayHooks {
 /** Why a term ended. */
 export type TermOutcome = "stopped" | "fenced" | "lease-lost";
 
-/** Wakes the reader when a commit is announced (core/commit-listener.ts provides it). */
-export interface CommitWake {
-  readonly lastAnnounced: number;
-  wait(timeoutMs: number, signal?: AbortSignal): Promise<void>;
-}
 
 /** What a term needs. */
 export interface PumpDeps {
@@ -66,7 +60,6 @@ export interface PumpProgress {
 }
 
 const MAX_BACKOFF_MS = 5000;
-const ALARM_LOG_INTERVAL_MS = 30_000;
 
 /** Runs lease terms; one instance per relay process. */
 export class RelayPump {
@@ -112,48 +105,34 @@ export class RelayPump {
   private async readLoop(from: number, signal: AbortSignal): Promise<void> {
     const { deps } = this;
     let cursor = from;
-    let backoff = 100;
-    let lastAlarmLog = 0;
+    const reader = new PatientReader({
+      reader: deps.reader,
+      wake: deps.wake,
+      pollMs: deps.pollMs,
+      log: deps.log,
+      label: "relay",
+      onUnreadable: (e) => {
+        deps.metrics.readErrors.inc({ reason: e.reason });
+        deps.metrics.blocked.set(1);
+        deps.metrics.blockedPosition.set(e.position);
+        this.progress.blockedAt = e.position;
+      },
+      onUnblocked: () => {
+        this.progress.blockedAt = undefined;
+        deps.metrics.blocked.set(0);
+        deps.metrics.blockedPosition.set(0);
+      },
+    });
+    // A block outlives a lease term: the next term clears it once the event reads again.
+    reader.blockedAt = this.progress.blockedAt;
     while (!signal.aborted) {
       // Bounded in-flight work: at most readAhead batches wait behind the one being produced.
       if (this.queue.length + (this.sending ? 1 : 0) > deps.readAhead) {
         await this.waitQueue(signal);
         continue;
       }
-      // Read before checking for news: a commit announced during the query is looked at again.
-      const announced = deps.wake.lastAnnounced;
-      let batch: ReadBatch | undefined;
-      try {
-        batch = await deps.reader.next(cursor);
-      } catch (e) {
-        if (e instanceof UnreadableEventError) {
-          deps.metrics.readErrors.inc({ reason: e.reason });
-          deps.metrics.blocked.set(1);
-          deps.metrics.blockedPosition.set(e.position);
-          const first = this.progress.blockedAt !== e.position;
-          this.progress.blockedAt = e.position;
-          if (first || Date.now() - lastAlarmLog > ALARM_LOG_INTERVAL_MS) {
-            lastAlarmLog = Date.now();
-            logBlocked(deps.log, e, "relay");
-          }
-        } else {
-          deps.log.warn({ err: e, after: cursor }, "reading the commit log failed; retrying");
-        }
-        await sleep(backoff, signal);
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
-        continue;
-      }
-      backoff = 100;
-      if (batch === undefined) {
-        if (deps.wake.lastAnnounced === announced) await deps.wake.wait(deps.pollMs, signal);
-        continue;
-      }
-      if (this.progress.blockedAt !== undefined && batch.last >= this.progress.blockedAt) {
-        deps.log.warn({ alarm: "relay_blocked", position: this.progress.blockedAt }, "relay unblocked: the event is readable again");
-        this.progress.blockedAt = undefined;
-        deps.metrics.blocked.set(0);
-        deps.metrics.blockedPosition.set(0);
-      }
+      const batch = await reader.step(cursor, signal);
+      if (batch === undefined) continue;
       await deps.hooks.afterRead?.(batch);
       if (signal.aborted) return;
       this.queue.push(batch);

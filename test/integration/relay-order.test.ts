@@ -40,26 +40,30 @@ async function caughtUp(t: TestServer, relay: RelayHandle, timeoutMs = 90_000): 
   );
 }
 
-describe("R1/R2 under 16 concurrent writers across 50 aggregates", () => {
-  let t: TestServer;
-  let relay: RelayHandle;
-  let collector: Collector;
-  const names = relayTopics("ro");
-
+/** A server and a relay on fresh topics with a collector, for one describe block; `settings` tune the relay. */
+function relayFixture(prefix: string, settings: Record<string, string>) {
+  const names = relayTopics(prefix);
+  const fx = {} as { t: TestServer; relay: RelayHandle; collector: Collector };
   beforeAll(async () => {
-    t = await startTestServer();
-    relay = await startTestRelay(relayTestConfig(t.config, { TIDEMARK_RELAY_TOPIC: names.topic, TIDEMARK_DEAD_LETTER_TOPIC: names.deadLetter, TIDEMARK_RELAY_PARTITIONS: "6", TIDEMARK_RELAY_BATCH_SIZE: "50" }));
-    await waitFor(() => relay.status().topicsReady, { what: "topics", timeoutMs: 60_000 });
-    collector = await startCollector(brokers(), [names.topic]);
+    fx.t = await startTestServer();
+    fx.relay = await startTestRelay(relayTestConfig(fx.t.config, { TIDEMARK_RELAY_TOPIC: names.topic, TIDEMARK_DEAD_LETTER_TOPIC: names.deadLetter, ...settings }));
+    await waitFor(() => fx.relay.status().topicsReady, { what: "topics", timeoutMs: 60_000 });
+    fx.collector = await startCollector(brokers(), [names.topic]);
   });
   afterAll(async () => {
-    await collector?.close();
+    await fx.collector?.close();
     await stopAllRelays();
     await deleteTopics(brokers(), [names.topic, names.deadLetter]);
-    await t?.close();
+    await fx.t?.close();
   });
+  return fx;
+}
+
+describe("R1/R2 under 16 concurrent writers across 50 aggregates", () => {
+  const fx = relayFixture("ro", { TIDEMARK_RELAY_PARTITIONS: "6", TIDEMARK_RELAY_BATCH_SIZE: "50" });
 
   it("publishes every committed event once, each key's events in order", { timeout: 180_000 }, async () => {
+    const { t, relay, collector } = fx;
     const writers = 16;
     const appendsPerWriter = 40;
     let n = 0;
@@ -101,26 +105,11 @@ describe("R1/R2 under 16 concurrent writers across 50 aggregates", () => {
 });
 
 describe("R1 a deliberately delayed commit", () => {
-  let t: TestServer;
-  let relay: RelayHandle;
-  let collector: Collector;
-  const names = relayTopics("rd");
-
-  beforeAll(async () => {
-    t = await startTestServer();
-    // One partition: Kafka's offsets show the order in which the relay produced.
-    relay = await startTestRelay(relayTestConfig(t.config, { TIDEMARK_RELAY_TOPIC: names.topic, TIDEMARK_DEAD_LETTER_TOPIC: names.deadLetter, TIDEMARK_RELAY_PARTITIONS: "1", TIDEMARK_RELAY_BATCH_SIZE: "4", TIDEMARK_RELAY_POLL_MS: "50" }));
-    await waitFor(() => relay.status().topicsReady, { what: "topics", timeoutMs: 60_000 });
-    collector = await startCollector(brokers(), [names.topic]);
-  });
-  afterAll(async () => {
-    await collector?.close();
-    await stopAllRelays();
-    await deleteTopics(brokers(), [names.topic, names.deadLetter]);
-    await t?.close();
-  });
+  // One partition: Kafka's offsets show the order in which the relay produced.
+  const fx = relayFixture("rd", { TIDEMARK_RELAY_PARTITIONS: "1", TIDEMARK_RELAY_BATCH_SIZE: "4", TIDEMARK_RELAY_POLL_MS: "50" });
 
   it("publishes an event whose commit was held open while later appends ran, in position order, nothing missing", { timeout: 120_000 }, async () => {
+    const { t, relay, collector } = fx;
     await t.events.appendEvents({ aggregateType: "Early", aggregateId: "e", expectation: { case: "any", value: {} }, events: [{ eventId: "before", eventType: "Noted", data: {} as never }] });
     await collector.waitForEvents(["before"]);
 
@@ -156,25 +145,10 @@ describe("R1 a deliberately delayed commit", () => {
 });
 
 describe("control: the same check catches a commit that lands below the relay's position", () => {
-  let t: TestServer;
-  let relay: RelayHandle;
-  let collector: Collector;
-  const names = relayTopics("rc");
-
-  beforeAll(async () => {
-    t = await startTestServer();
-    relay = await startTestRelay(relayTestConfig(t.config, { TIDEMARK_RELAY_TOPIC: names.topic, TIDEMARK_DEAD_LETTER_TOPIC: names.deadLetter, TIDEMARK_RELAY_PARTITIONS: "1", TIDEMARK_RELAY_POLL_MS: "50" }));
-    await waitFor(() => relay.status().topicsReady, { what: "topics", timeoutMs: 60_000 });
-    collector = await startCollector(brokers(), [names.topic]);
-  });
-  afterAll(async () => {
-    await collector?.close();
-    await stopAllRelays();
-    await deleteTopics(brokers(), [names.topic, names.deadLetter]);
-    await t?.close();
-  });
+  const fx = relayFixture("rc", { TIDEMARK_RELAY_PARTITIONS: "1", TIDEMARK_RELAY_POLL_MS: "50" });
 
   it("reports the event as missing when a writer takes its position without holding the counter until commit", async () => {
+    const { t, relay, collector } = fx;
     // The broken write path R1 forbids: the position is allocated (counter bumped and committed at
     // once) and the event's own commit comes later, so allocation order and commit order differ.
     const slot = await writeSlot(t.server, "Slow", "s", "allocated-early");
