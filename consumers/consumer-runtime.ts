@@ -23,13 +23,18 @@ import {
 import { wants, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
 import type { MessageSource, SourceBatch, SourceMessage } from "./message-source.js";
 import type { ConsumerMetrics } from "./metrics.js";
+import { GroupQueue } from "./group-queue.js";
 import { OffsetWindow } from "./offset-window.js";
 import {
   claimEvent,
+  claimEvents,
   finishClaim,
+  finishClaims,
   lockWatermark,
+  lockWatermarks,
   markDeadLettered,
   renewLease,
+  renewLeases,
   scheduleRetry,
   type Claim,
   type ClaimRequest,
@@ -45,6 +50,8 @@ export interface CrashPointInfo {
   readonly partition: number;
   readonly offset: string;
   readonly eventId?: string;
+  /** On the group path: how many events the group holds. */
+  readonly groupSize?: number;
 }
 
 /** Everything a runtime needs; `startConsumer` (app.ts) builds it from the configuration. */
@@ -69,7 +76,36 @@ export interface ConsumerRuntimeOptions {
   readonly crashPoint?: (point: CrashPoint, info: CrashPointInfo) => Promise<void>;
   /** Called after an event's outcome is recorded (the projection nudges its position tracker). */
   readonly onRecorded?: (event: ConsumedEvent | undefined) => void;
+  /** Most events in one group of a handler with `handleBatch` (default 64). */
+  readonly maxGroupSize?: number;
+  /**
+   * A group still running after this long (ms, default 2000) is rolled back and its events go
+   * one by one, so one slow event holds the others of its group no longer than this.
+   */
+  readonly groupTimeoutMs?: number;
 }
+
+/** An event waiting to join a group (handlers with `handleBatch`). */
+interface GroupItem {
+  readonly request: ClaimRequest;
+  readonly event: ConsumedEvent;
+  readonly raw: RawMessage;
+}
+
+/**
+ * What became of an event in its group: applied or skipped with the group (`finished`); claimed
+ * but left to the per-event path (`claimed`: the group rolled back, or the claim is a takeover, a
+ * retry or exhausted); or not claimed (`refused`: the per-event claim tells why).
+ */
+type GroupOutcome =
+  | { readonly type: "finished" }
+  | { readonly type: "claimed"; readonly claim: Claim; readonly claimSentAt: number }
+  | { readonly type: "refused" };
+
+const REFUSED: GroupOutcome = Object.freeze({ type: "refused" });
+const GROUP_FINISHED: GroupOutcome = Object.freeze({ type: "finished" });
+/** Groups running at once: one claims while another applies. */
+const PARALLEL_GROUPS = 2;
 
 /** What one processing step asks the message loop to do next. */
 type Step = { readonly type: "finished" } | { readonly type: "wait"; readonly ms: number; readonly leaseLost?: boolean };
@@ -112,10 +148,15 @@ export class ConsumerRuntime {
   private readonly tasks = new Set<Promise<void>>();
   private stopping = false;
   private commitRetryTimer: NodeJS.Timeout | undefined;
+  /** Present when the handler applies groups (`handleBatch`). */
+  private readonly groups: GroupQueue<GroupItem, GroupOutcome> | undefined;
 
   constructor(private readonly options: ConsumerRuntimeOptions) {
     this.log = options.log.child({ handler: options.handler.name });
     this.source = options.source;
+    if (options.handler.handleBatch !== undefined) {
+      this.groups = new GroupQueue((items) => this.applyGroup(items), options.maxGroupSize ?? 64, PARALLEL_GROUPS);
+    }
   }
 
   /** Where this runtime's messages come from, for logs. */
@@ -307,6 +348,12 @@ export class ConsumerRuntime {
           leaseMs: options.leaseMs,
           countResume: afterLeaseLost,
         };
+    if (this.groups !== undefined && event !== undefined && !afterLeaseLost) {
+      const grouped = await infra("claim", () => this.groups!.submit({ request, event, raw }));
+      if (grouped.type === "finished") return FINISHED;
+      if (grouped.type === "claimed") return this.afterClaim(grouped.claim, raw, event, poison, grouped.claimSentAt);
+      // Refused in the group: the single claim below finds out why (held, ordering, finished).
+    }
     const claimSentAt = performance.now();
     const outcome = await infra("claim", () => claimEvent(options.db, request));
     if (outcome.type === "finished") {
@@ -314,7 +361,12 @@ export class ConsumerRuntime {
       return FINISHED;
     }
     if (outcome.type === "wait") return { type: "wait", ms: Math.min(outcome.ms, MAX_POLL_MS) };
-    const claim = outcome.claim;
+    return this.afterClaim(outcome.claim, raw, event, poison, claimSentAt);
+  }
+
+  /** What follows a granted claim: dead-letter (poison, exhausted) or apply. */
+  private async afterClaim(claim: Claim, raw: RawMessage, event: ConsumedEvent | undefined, poison: PoisonError | undefined, claimSentAt: number): Promise<Step> {
+    const { options } = this;
     if (claim.claimedFrom === "processing") {
       options.metrics.leaseTakeovers.inc({ handler: this.name });
       this.log.info({ eventId: claim.eventId, attempts: claim.attempts }, "took over an expired lease");
@@ -329,6 +381,107 @@ export class ConsumerRuntime {
       return this.deadLetter(claim, raw, "exhausted", `gave up after ${claim.attempts - 1} attempts; last error: ${last}`);
     }
     return this.apply(claim, raw, event, info, claimSentAt);
+  }
+
+  /**
+   * Claims a group of events in one statement and applies the fresh ones in one transaction with
+   * their "done" and watermarks (C1, C2 as per event: the same rows, the same fencing). Anything
+   * unusual leaves the event to the per-event path: a refused claim, a takeover, a retry, an
+   * exhausted event, or a group that rolled back for any reason (a failing handler, a lost lease,
+   * an outage) — its members keep their claims and go through `handle` one by one. Rejects only
+   * when the claim statement fails (an outage: nothing was claimed).
+   */
+  private async applyGroup(items: readonly GroupItem[]): Promise<GroupOutcome[]> {
+    const { options } = this;
+    const claimSentAt = performance.now();
+    const claims = await claimEvents(options.db, this.name, options.owner, options.leaseMs, items.map((i) => i.request));
+    const indexOf = new Map(items.map((item, i) => [item.event.eventId, i]));
+    const outcomes: GroupOutcome[] = items.map((item) => {
+      const claim = claims.get(item.event.eventId);
+      return claim === undefined ? REFUSED : { type: "claimed", claim, claimSentAt };
+    });
+    const members = items
+      .map((item) => ({ item, claim: claims.get(item.event.eventId) }))
+      .filter((m): m is { item: GroupItem; claim: Claim } => m.claim !== undefined && (m.claim.claimedFrom === null || m.claim.claimedFrom === "self") && m.claim.attempts <= options.maxAttempts)
+      // Each aggregate's events in seq order (one runtime runs one event per aggregate at a time;
+      // an old generation's redelivery may add another).
+      .sort((a, b) => compareKeys(a.item.event, b.item.event) || a.item.event.seq - b.item.event.seq);
+    if (members.length === 0) return outcomes;
+    const infos = members.map(({ item, claim }) => ({ topic: item.raw.topic, partition: item.raw.partition, offset: item.raw.offset, eventId: claim.eventId, groupSize: members.length }));
+    const crashAt = async (point: CrashPoint, which: ReadonlyArray<CrashPointInfo>) => {
+      if (options.crashPoint !== undefined) for (const info of which) await options.crashPoint(point, info);
+    };
+    await crashAt("after-claim", infos);
+
+    const held = members.map((m) => m.claim);
+    const groupTimeoutMs = options.groupTimeoutMs ?? 2000;
+    const lease = new AbortController();
+    let expiry: NodeJS.Timeout | undefined;
+    const expireAt = (deadline: number) => {
+      clearTimeout(expiry);
+      expiry = setTimeout(() => lease.abort(new LeaseLostError(`${this.name}: a lease of the group ran out before it finished`)), Math.max(0, deadline - performance.now()));
+    };
+    expireAt(claimSentAt + options.leaseMs);
+    const budget = setTimeout(
+      () => lease.abort(new Error(`${this.name}: the group of ${held.length} took longer than ${groupTimeoutMs} ms`)),
+      groupTimeoutMs,
+    );
+    const heartbeat = setInterval(() => {
+      const sentAt = performance.now();
+      renewLeases(options.db, held, options.leaseMs).then(
+        (count) => {
+          if (count < held.length) lease.abort(new LeaseLostError(`${this.name}: ${held.length - count} leases of the group lost`));
+          else if (!lease.signal.aborted) expireAt(sentAt + options.leaseMs);
+        },
+        (e: unknown) => this.log.warn({ err: e, events: held.length }, "heartbeat failed"),
+      );
+    }, options.heartbeatMs);
+    const started = performance.now();
+    try {
+      const results = await options.db.transaction().execute(async (tx) => {
+        const applied = await lockWatermarks(tx, this.name, members.map((m) => m.item.event));
+        const fresh: ConsumedEvent[] = [];
+        const freshInfos: CrashPointInfo[] = [];
+        const finish: Array<{ claim: Claim; state: "done" | "skipped_stale" }> = [];
+        members.forEach(({ item, claim }, i) => {
+          const stale = item.event.seq <= (applied.get(`${item.event.aggregateType}\u0000${item.event.aggregateId}`) ?? 0);
+          if (!stale) {
+            fresh.push(item.event);
+            freshInfos.push(infos[i]!);
+          }
+          finish.push({ claim, state: stale ? "skipped_stale" : "done" });
+        });
+        await crashAt("before-side-effect", freshInfos);
+        if (fresh.length > 0) {
+          await untilAborted(options.handler.handleBatch!(fresh, tx, { signal: lease.signal, log: this.log }), lease.signal);
+        }
+        await crashAt("after-side-effect", freshInfos);
+        if (lease.signal.aborted) throw lease.signal.reason;
+        await crashAt("before-done", freshInfos);
+        await finishClaims(tx, finish);
+        return finish;
+      });
+      options.metrics.handlerSeconds.observe({ handler: this.name }, (performance.now() - started) / 1000);
+      options.metrics.groupSize.observe({ handler: this.name }, members.length);
+      for (const { claim, state } of results) {
+        options.metrics.processed.inc({ handler: this.name, outcome: state });
+        if (state === "skipped_stale") {
+          options.metrics.skippedStale.inc({ handler: this.name });
+          this.log.info({ eventId: claim.eventId, seq: claim.seq }, "skipped a stale event (a higher seq of its aggregate was applied)");
+        }
+        outcomes[indexOf.get(claim.eventId)!] = GROUP_FINISHED;
+      }
+    } catch (e) {
+      // Rolled back as a whole: the per-event path retries each member with the claim it holds,
+      // and counts, retries or dead-letters exactly as it would have without the group.
+      options.metrics.groupFallbacks.inc({ handler: this.name });
+      this.log.info({ err: e, events: members.length }, "group rolled back; applying its events one by one");
+    } finally {
+      clearInterval(heartbeat);
+      clearTimeout(expiry);
+      clearTimeout(budget);
+    }
+    return outcomes;
   }
 
   /**
@@ -508,6 +661,13 @@ export class ConsumerRuntime {
       this.log.debug({ err: e }, "could not resume the partition");
     }
   }
+}
+
+/** Orders events by aggregate (type, then id). */
+function compareKeys(a: ConsumedEvent, b: ConsumedEvent): number {
+  if (a.aggregateType !== b.aggregateType) return a.aggregateType < b.aggregateType ? -1 : 1;
+  if (a.aggregateId !== b.aggregateId) return a.aggregateId < b.aggregateId ? -1 : 1;
+  return 0;
 }
 
 /** Log fields of an event: its id and, when the producer traced it, the W3C trace context. */

@@ -59,6 +59,23 @@ export interface Handler<DB = any> {
   /** Only these event types reach `handle` (default all). */
   readonly eventTypes?: readonly string[];
   handle(event: ConsumedEvent, tx: Transaction<DB>, context: HandlerContext): Promise<void>;
+  /**
+   * Optional: applies several events in one transaction, for handlers whose whole side effect is
+   * in PostgreSQL (a projection). When present, the runtime claims the events that arrive
+   * together in one statement and applies them, their "done" and their watermarks in one
+   * transaction — a few round trips per group instead of several per event. The events are
+   * fresh (above their aggregate's watermark), of several aggregates, each aggregate's in seq
+   * order. Any failure rolls the whole group back and its events go through `handle` one by one,
+   * so retries, dead letters and their counting are exactly those of `handle`.
+   */
+  handleBatch?(events: readonly ConsumedEvent[], tx: Transaction<DB>, context: BatchContext): Promise<void>;
+}
+
+/** What a handler knows about a group applied by {@link Handler.handleBatch}. */
+export interface BatchContext {
+  /** Aborted when a lease of the group is lost: the transaction will not commit. */
+  readonly signal: AbortSignal;
+  readonly log: Logger;
 }
 
 const HANDLER_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/;

@@ -24,7 +24,7 @@ export {
   PoisonError,
   type FailureClass,
 } from "./failures.js";
-export { defineHandler, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
+export { defineHandler, type BatchContext, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
 export { ConsumerMetrics } from "./metrics.js";
 export { processingHandlers } from "./processing-service.js";
 export {

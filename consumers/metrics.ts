@@ -30,6 +30,10 @@ export class ConsumerMetrics {
   readonly projectionPosition: Gauge<"projection">;
   /** Rows deleted by housekeeping. */
   readonly pruned: Counter;
+  /** Events applied together by one `handleBatch` transaction. */
+  readonly groupSize: Histogram<"handler">;
+  /** Groups rolled back and handed to the per-event path. */
+  readonly groupFallbacks: Counter<"handler">;
 
   constructor(readonly registry: Registry) {
     const registers = [registry];
@@ -44,6 +48,8 @@ export class ConsumerMetrics {
     this.pausedPartitions = new Gauge({ name: "tidemark_consumer_paused_partitions", help: "Partitions currently paused.", labelNames: ["handler"], registers });
     this.committedOffset = new Gauge({ name: "tidemark_consumer_committed_offset", help: "Highest offset committed, per partition.", labelNames: ["handler", "topic", "partition"], registers });
     this.projectionPosition = new Gauge({ name: "tidemark_projection_applied_position", help: "Global position up to which the projection reflects every event.", labelNames: ["projection"], registers });
+    this.groupSize = new Histogram({ name: "tidemark_consumer_group_size", help: "Events applied together in one transaction (handlers with handleBatch).", labelNames: ["handler"], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers });
+    this.groupFallbacks = new Counter({ name: "tidemark_consumer_group_fallbacks_total", help: "Groups rolled back and applied one event at a time.", labelNames: ["handler"], registers });
     this.pruned = new Counter({ name: "tidemark_consumer_registry_pruned_total", help: "Done rows deleted by housekeeping.", registers });
   }
 }

@@ -7,7 +7,7 @@
 import { sql, type Kysely, type Transaction } from "kysely";
 import { evolveInstance, INSTANCE_AGGREGATE_TYPE, INITIAL_INSTANCE_STATE, type InstanceEvent, type InstanceState } from "../core/domain/instance.js";
 import { PoisonError } from "./failures.js";
-import { defineHandler, type Handler } from "./handler.js";
+import { defineHandler, type ConsumedEvent, type Handler } from "./handler.js";
 import type { ConsumerDatabase, ConsumerTables, InstanceRow } from "./schema.js";
 
 /** Registry name of the instances projection. */
@@ -94,25 +94,32 @@ function toState(row: InstanceRow): InstanceState {
 
 /**
  * The live projection handler: each instance event is applied to `instances` in the registry's
- * transaction, so the row and "done" commit together (C1) behind the ordering guard (C2).
+ * transaction, so the row and "done" commit together (C1) behind the ordering guard (C2); events
+ * that arrive together are applied as a group in one such transaction.
  */
 export function instancesProjection(): Handler<ConsumerTables> {
   return defineHandler<ConsumerTables>({
     name: INSTANCES_PROJECTION_HANDLER,
     aggregateTypes: [INSTANCE_AGGREGATE_TYPE],
     async handle(event, tx) {
-      await projectInstanceEvents(tx, INSTANCES_TABLE, [
-        {
-          aggregateId: event.aggregateId,
-          eventType: event.eventType,
-          seq: event.seq,
-          globalPosition: event.globalPosition,
-          occurredAt: event.occurredAt,
-          data: event.data,
-        },
-      ]);
+      await projectInstanceEvents(tx, INSTANCES_TABLE, [projectionEvent(event)]);
+    },
+    // A group is one locking read and one upsert, whatever its size.
+    async handleBatch(events, tx) {
+      await projectInstanceEvents(tx, INSTANCES_TABLE, events.map(projectionEvent));
     },
   });
+}
+
+function projectionEvent(event: ConsumedEvent): InstanceProjectionEvent {
+  return {
+    aggregateId: event.aggregateId,
+    eventType: event.eventType,
+    seq: event.seq,
+    globalPosition: event.globalPosition,
+    occurredAt: event.occurredAt,
+    data: event.data,
+  };
 }
 
 /**

@@ -78,52 +78,9 @@ const ORDERING_POLL_MS = 100;
  * claims exactly one succeeds (the primary key decides).
  */
 export async function claimEvent(db: RegistryDb, request: ClaimRequest): Promise<ClaimOutcome> {
-  const { rows } = await sql<{ fence: number; attempts: number; claimed_from: string | null; last_error: string | null }>`
-    insert into processed_events as pe (
-      handler, event_id, aggregate_type, aggregate_id, seq, global_position, event_type, command_id,
-      state, fence, owner, claimed_from, lease_expires_at, heartbeat_at, attempts, created_at, updated_at)
-    select ${request.handler}::text, ${request.eventId}::text, ${request.aggregateType}::text, ${request.aggregateId}::text,
-      ${request.seq}::bigint, ${request.globalPosition}::bigint, ${request.eventType}::text, ${request.commandId}::text,
-      'processing', nextval('processed_event_fence'), ${request.owner}::text, null,
-      now.t + ${request.leaseMs}::bigint * interval '1 millisecond', now.t, 1, now.t, now.t
-    from (select clock_timestamp() as t) as now
-    where not exists (
-      select 1 from processed_events p
-      where p.handler = ${request.handler} and p.aggregate_type = ${request.aggregateType}
-        and p.aggregate_id = ${request.aggregateId} and p.seq < ${request.seq}::bigint and p.event_id <> ${request.eventId}
-        and ${request.seq}::bigint > 0
-        and (p.state = 'retry_scheduled' or (p.state = 'processing' and p.lease_expires_at > clock_timestamp())))
-    on conflict (handler, event_id) do update set
-      state = 'processing',
-      fence = excluded.fence,
-      owner = excluded.owner,
-      claimed_from = case when pe.state = 'processing' and pe.owner = excluded.owner then 'self' else pe.state end,
-      lease_expires_at = excluded.lease_expires_at,
-      heartbeat_at = excluded.heartbeat_at,
-      next_attempt_at = null,
-      attempts = pe.attempts + case when pe.state = 'processing' and pe.owner = excluded.owner and not ${request.countResume ?? false}::boolean then 0 else 1 end,
-      global_position = coalesce(pe.global_position, excluded.global_position),
-      updated_at = excluded.updated_at
-    where (pe.state = 'processing' and (pe.lease_expires_at <= clock_timestamp() or pe.owner = excluded.owner))
-       or (pe.state = 'retry_scheduled' and pe.next_attempt_at <= clock_timestamp())
-    returning fence, attempts, claimed_from, last_error`.execute(db);
-  const row = rows[0];
-  if (row !== undefined) {
-    return {
-      type: "claimed",
-      claim: {
-        handler: request.handler,
-        eventId: request.eventId,
-        aggregateType: request.aggregateType,
-        aggregateId: request.aggregateId,
-        seq: request.seq,
-        fence: Number(row.fence),
-        attempts: row.attempts,
-        claimedFrom: row.claimed_from,
-        lastError: row.last_error,
-      },
-    };
-  }
+  const granted = await claimEvents(db, request.handler, request.owner, request.leaseMs, [request], request.countResume ?? false);
+  const claim = granted.get(request.eventId);
+  if (claim !== undefined) return { type: "claimed", claim };
 
   const { rows: current } = await sql<{ state: ProcessingState; lease_left_ms: number | null; due_in_ms: number | null }>`
     select state,
@@ -336,4 +293,170 @@ export async function watermarksOf(db: RegistryDb, aggregateType: string, aggreg
     .where("aggregate_id", "=", aggregateId)
     .execute();
   return new Map(rows.map((r) => [r.handler, r.applied_seq]));
+}
+
+/** A claim {@link claimEvents} granted, by event id. */
+export type GroupClaims = Map<string, Claim>;
+
+/**
+ * Claims several events of one handler in one statement: the same rules as {@link claimEvent} for
+ * each (new, expired lease, due retry, own interrupted claim; refused behind an unfinished lower
+ * seq of its aggregate), with one lease clock reading for all. Events of one aggregate may come
+ * together: the ordering check does not see rows this statement inserts, so seq n and n+1 are
+ * claimed together and the caller applies them in order. Returns the granted claims; an event
+ * missing from the result was refused, and {@link claimEvent} tells why. `countResume`: resuming
+ * this worker's own claim counts an attempt (see {@link ClaimRequest.countResume}).
+ */
+export async function claimEvents(
+  db: RegistryDb,
+  handler: string,
+  owner: string,
+  leaseMs: number,
+  events: readonly RegistryEvent[],
+  countResume = false,
+): Promise<GroupClaims> {
+  const granted: GroupClaims = new Map();
+  if (events.length === 0) return granted;
+  // In event id order, so that two workers claiming overlapping groups lock rows in one order.
+  const unique = [...new Map(events.map((e) => [e.eventId, e])).values()].sort((a, b) => (a.eventId < b.eventId ? -1 : a.eventId > b.eventId ? 1 : 0));
+  const column = <T>(pick: (e: RegistryEvent) => T) => unique.map(pick);
+  const { rows } = await sql<{ event_id: string; fence: number; attempts: number; claimed_from: string | null; last_error: string | null }>`
+    insert into processed_events as pe (
+      handler, event_id, aggregate_type, aggregate_id, seq, global_position, event_type, command_id,
+      state, fence, owner, claimed_from, lease_expires_at, heartbeat_at, attempts, created_at, updated_at)
+    select ${handler}::text, r.event_id, r.aggregate_type, r.aggregate_id, r.seq, r.global_position, r.event_type, r.command_id,
+      'processing', nextval('processed_event_fence'), ${owner}::text, null,
+      now.t + ${leaseMs}::bigint * interval '1 millisecond', now.t, 1, now.t, now.t
+    from unnest(
+        ${column((e) => e.eventId)}::text[], ${column((e) => e.aggregateType)}::text[], ${column((e) => e.aggregateId)}::text[],
+        ${column((e) => e.seq)}::bigint[], ${column((e) => e.globalPosition)}::bigint[], ${column((e) => e.eventType)}::text[],
+        ${column((e) => e.commandId)}::text[])
+      as r(event_id, aggregate_type, aggregate_id, seq, global_position, event_type, command_id)
+    cross join (select clock_timestamp() as t) as now
+    where not exists (
+      select 1 from processed_events p
+      where p.handler = ${handler} and p.aggregate_type = r.aggregate_type
+        and p.aggregate_id = r.aggregate_id and p.seq < r.seq and p.event_id <> r.event_id and r.seq > 0
+        and (p.state = 'retry_scheduled' or (p.state = 'processing' and p.lease_expires_at > clock_timestamp())))
+    on conflict (handler, event_id) do update set
+      state = 'processing',
+      fence = excluded.fence,
+      owner = excluded.owner,
+      claimed_from = case when pe.state = 'processing' and pe.owner = excluded.owner then 'self' else pe.state end,
+      lease_expires_at = excluded.lease_expires_at,
+      heartbeat_at = excluded.heartbeat_at,
+      next_attempt_at = null,
+      attempts = pe.attempts + case when pe.state = 'processing' and pe.owner = excluded.owner and not ${countResume}::boolean then 0 else 1 end,
+      global_position = coalesce(pe.global_position, excluded.global_position),
+      updated_at = excluded.updated_at
+    where (pe.state = 'processing' and (pe.lease_expires_at <= clock_timestamp() or pe.owner = excluded.owner))
+       or (pe.state = 'retry_scheduled' and pe.next_attempt_at <= clock_timestamp())
+    returning event_id, fence, attempts, claimed_from, last_error`.execute(db);
+  const byId = new Map(unique.map((e) => [e.eventId, e]));
+  for (const row of rows) {
+    const e = byId.get(row.event_id)!;
+    granted.set(row.event_id, {
+      handler,
+      eventId: e.eventId,
+      aggregateType: e.aggregateType,
+      aggregateId: e.aggregateId,
+      seq: e.seq,
+      fence: Number(row.fence),
+      attempts: row.attempts,
+      claimedFrom: row.claimed_from,
+      lastError: row.last_error,
+    });
+  }
+  return granted;
+}
+
+/** Extends the leases of several held claims (DB clock); returns how many are still held. */
+export async function renewLeases(db: RegistryDb, claims: readonly Claim[], leaseMs: number): Promise<number> {
+  if (claims.length === 0) return 0;
+  const result = await sql`
+    update processed_events p set
+      lease_expires_at = now.t + ${leaseMs}::bigint * interval '1 millisecond', heartbeat_at = now.t, updated_at = now.t
+    from (select clock_timestamp() as t) as now,
+      unnest(${claims.map((c) => c.eventId)}::text[], ${claims.map((c) => c.fence)}::bigint[]) as c(event_id, fence)
+    where p.handler = ${claims[0]!.handler} and p.event_id = c.event_id and p.fence = c.fence
+      and p.state = 'processing' and p.lease_expires_at > now.t`.execute(db);
+  return Number(result.numAffectedRows ?? 0n);
+}
+
+/**
+ * {@link lockWatermark} for several aggregates of one handler at once, in key order (so two
+ * transactions locking overlapping sets cannot deadlock): returns the applied seq of each
+ * `aggregateType \0 aggregateId`, 0 for none.
+ */
+export async function lockWatermarks(tx: Transaction<ConsumerDatabase>, handler: string, aggregates: ReadonlyArray<{ aggregateType: string; aggregateId: string }>): Promise<Map<string, number>> {
+  const keyOf = (type: string, id: string) => `${type}\u0000${id}`;
+  const wanted = [...new Map(aggregates.map((a) => [keyOf(a.aggregateType, a.aggregateId), a])).entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const types = wanted.map(([, a]) => a.aggregateType);
+  const ids = wanted.map(([, a]) => a.aggregateId);
+  const applied = new Map<string, number>();
+  for (let round = 0; applied.size < wanted.length; round++) {
+    if (round === 5) throw new Error(`${handler}: could not lock the watermarks of ${wanted.length} aggregates`);
+    // New rows are inserted (and so locked) by this statement; existing ones are locked in key
+    // order. One statement's snapshot misses a row a concurrent transaction inserts and commits
+    // in between: then neither part returns it, and the loop asks again.
+    const { rows } = await sql<{ aggregate_type: string; aggregate_id: string; applied_seq: number }>`
+      with wanted as (
+        select t.aggregate_type, t.aggregate_id from unnest(${types}::text[], ${ids}::text[]) as t(aggregate_type, aggregate_id)
+      ), inserted as (
+        insert into consumer_watermarks (handler, aggregate_type, aggregate_id, applied_seq)
+        select ${handler}::text, w.aggregate_type, w.aggregate_id, 0 from wanted w
+        on conflict do nothing
+        returning aggregate_type, aggregate_id, applied_seq
+      ), locked as (
+        select m.aggregate_type, m.aggregate_id, m.applied_seq from consumer_watermarks m
+        where m.handler = ${handler} and (m.aggregate_type, m.aggregate_id) in (select aggregate_type, aggregate_id from wanted)
+        order by m.aggregate_type, m.aggregate_id
+        for update
+      )
+      select aggregate_type, aggregate_id, applied_seq from inserted
+      union all
+      select aggregate_type, aggregate_id, applied_seq from locked`.execute(tx);
+    for (const r of rows) applied.set(keyOf(r.aggregate_type, r.aggregate_id), Number(r.applied_seq));
+  }
+  return applied;
+}
+
+/**
+ * {@link finishClaim} for several held claims in one statement: each becomes `done` or
+ * `skipped_stale`, and each aggregate's watermark rises to the highest seq done. Throws
+ * LeaseLostError — the caller's transaction, side effects included, rolls back — unless every
+ * claim's fence is current and its lease live at this moment.
+ */
+export async function finishClaims(tx: Transaction<ConsumerDatabase>, outcomes: ReadonlyArray<{ claim: Claim; state: "done" | "skipped_stale" }>): Promise<void> {
+  if (outcomes.length === 0) return;
+  const handler = outcomes[0]!.claim.handler;
+  const marks = new Map<string, Claim>();
+  for (const { claim, state } of outcomes) {
+    if (state !== "done" || claim.seq <= 0) continue;
+    const key = `${claim.aggregateType}\u0000${claim.aggregateId}`;
+    const mark = marks.get(key);
+    if (mark === undefined || mark.seq < claim.seq) marks.set(key, claim);
+  }
+  const top = [...marks.values()];
+  const { rows } = await sql<{ finished: number }>`
+    with fin as (
+      update processed_events p set state = c.state, finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+        lease_expires_at = null
+      from unnest(${outcomes.map((o) => o.claim.eventId)}::text[], ${outcomes.map((o) => o.claim.fence)}::bigint[], ${outcomes.map((o) => o.state)}::text[])
+        as c(event_id, fence, state)
+      where p.handler = ${handler} and p.event_id = c.event_id and p.fence = c.fence
+        and p.state = 'processing' and p.lease_expires_at > clock_timestamp()
+      returning p.event_id
+    ), mark as (
+      update consumer_watermarks w set applied_seq = m.seq, applied_event_id = m.event_id, updated_at = clock_timestamp()
+      from unnest(${top.map((c) => c.aggregateType)}::text[], ${top.map((c) => c.aggregateId)}::text[], ${top.map((c) => c.seq)}::bigint[], ${top.map((c) => c.eventId)}::text[])
+        as m(aggregate_type, aggregate_id, seq, event_id)
+      where w.handler = ${handler} and w.aggregate_type = m.aggregate_type and w.aggregate_id = m.aggregate_id
+        and w.applied_seq < m.seq
+      returning 1
+    )
+    select (select count(*) from fin)::integer as finished`.execute(tx);
+  if (rows[0]?.finished !== outcomes.length) {
+    throw new LeaseLostError(`${handler}: ${outcomes.length - (rows[0]?.finished ?? 0)} of ${outcomes.length} claims expired or were taken over`);
+  }
 }

@@ -38,6 +38,7 @@ export class S3ObjectStore implements ObjectStore {
       forcePathStyle: true,
       credentials: { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey },
       maxAttempts: settings.maxAttempts ?? 3,
+      cacheMiddleware: true,
       // Checksums beyond what S3 requires are not understood by every S3-compatible server.
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",

@@ -21,3 +21,19 @@ export function effectHandler(name: string, before?: (eventId: string, attempt: 
   });
 }
 
+
+/**
+ * The same handler with `handleBatch`: a group runs `handle` for each of its events, in order, in
+ * the group's one transaction. Runs the contract suites through the runtime's group path (claim
+ * many, one transaction, fall back to one by one on any failure) with unchanged expectations.
+ */
+export function grouped<DB>(handler: Handler<DB>): Handler<DB> {
+  return defineHandler<DB>({
+    ...handler,
+    async handleBatch(events, tx, context) {
+      for (const event of events) {
+        await handler.handle(event, tx, { attempt: 1, signal: context.signal, log: context.log, traceparent: event.traceparent });
+      }
+    },
+  });
+}

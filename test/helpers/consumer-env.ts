@@ -9,7 +9,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createDatabase, migrateToLatest, type Database } from "../../core/db/database.js";
 import { EventEnvelopeSchema, EventKind, type EventEnvelope } from "../../core/envelope.js";
 import { loadConsumerConfig, type ConsumerConfig, type ConsumerDatabase } from "../../consumers/index.js";
-export { effectHandler, recordEffect } from "./consumer-effects.js";
+export { effectHandler, grouped, recordEffect } from "./consumer-effects.js";
 import { stackEnv, uniqueId } from "./test-server.js";
 
 /** Consumer settings for tests: lease 2 s, heartbeat 0.5 s, session 6 s, fast retries. */

@@ -37,19 +37,25 @@ const cases: Array<{ point: CrashPoint; attempts: number }> = [
   { point: "before-offset-commit", attempts: 1 },
 ];
 
-describe("kill -9 at each crash point", () => {
+// One transaction per event, and the group path (a handler with handleBatch): same crash points, same outcome.
+describe.each([
+  { mode: "per event", tag: "e", grouped: "0" },
+  { mode: "grouped", tag: "g", grouped: "1" },
+])("kill -9 at each crash point ($mode)", ({ tag, grouped }) => {
   it.each(cases)("converges with exactly one side effect after a crash at $point", async ({ point, attempts }) => {
-    const handler = `crash-${point}`;
-    const topic = `${id}.${point}`;
+    const handler = `crash-${tag}-${point}`;
+    const topic = `${id}.${tag}.${point}`;
     await tk.createTopic(topic);
-    const env = consumerTestEnv(id, { TIDEMARK_CONSUMER_TOPICS: topic, TIDEMARK_TEST_HANDLER: handler });
-    const victim = testEnvelope({ eventId: `${id}-${point}-1`, aggregateId: `agg-${point}`, seq: 1 });
-    const next = testEnvelope({ eventId: `${id}-${point}-2`, aggregateId: `agg-${point}`, seq: 2 });
+    const env = consumerTestEnv(id, { TIDEMARK_CONSUMER_TOPICS: topic, TIDEMARK_TEST_HANDLER: handler, TIDEMARK_TEST_GROUPED: grouped });
+    const victim = testEnvelope({ eventId: `${id}-${tag}-${point}-1`, aggregateId: `agg-${point}`, seq: 1 });
+    const next = testEnvelope({ eventId: `${id}-${tag}-${point}-2`, aggregateId: `agg-${point}`, seq: 2 });
     await tk.produce(topic, [victim, next]);
 
     const first = spawnConsumer({ ...env, TIDEMARK_TEST_CRASH_POINT: point, TIDEMARK_TEST_CRASH_EVENT: victim.eventId });
     const reached = await first.waitForLine((l) => l["crashPoint"] === point, `crash point ${point}`);
     expect(reached).toMatchObject({ crashPoint: point, topic, partition: 0 });
+    // The point was reached where this mode says: in a group, or on the per-event path.
+    if (point !== "before-offset-commit") expect(reached["groupSize"] !== undefined).toBe(grouped === "1");
     const before = await registryRow(database.db, handler, victim.eventId);
     expect(before?.state).toBe(point === "before-offset-commit" ? "done" : "processing");
     await first.kill();

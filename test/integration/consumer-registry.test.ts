@@ -8,7 +8,19 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import type { Database } from "../../core/db/database.js";
 import { startConsumer, pruneDone, isLeaseLostError, type ConsumerDatabase } from "../../consumers/index.js";
-import { claimEvent, finishClaim, lockWatermark, renewLease, scheduleRetry, type Claim, type ClaimRequest } from "../../consumers/registry.js";
+import {
+  claimEvent,
+  claimEvents,
+  finishClaim,
+  finishClaims,
+  lockWatermark,
+  lockWatermarks,
+  renewLease,
+  renewLeases,
+  scheduleRetry,
+  type Claim,
+  type ClaimRequest,
+} from "../../consumers/registry.js";
 import { consumerTestConfig, consumerTestId, dropTestDatabase, effectCounts, effectHandler, openTestDatabase, recordEffect, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -173,5 +185,72 @@ describe("C7 housekeeping", () => {
     } finally {
       await handle.stop();
     }
+  });
+});
+
+describe("group claims (handlers with handleBatch)", () => {
+  it("grants and refuses in one statement exactly as one claim at a time would", async () => {
+    const g = (name: string) => `${id}-grp-${name}`;
+    // Already done; held by another worker; behind a held lower seq; a new aggregate with seq 1 and 2.
+    await applyAndFinish(await claimed(g("done"), 1, { aggregateId: "g-done" }));
+    await claimed(g("held"), 1, { aggregateId: "g-held", owner: "worker-b" });
+    const requests = [
+      request(g("done"), 1, { aggregateId: "g-done" }),
+      request(g("held"), 1, { aggregateId: "g-held" }),
+      request(g("behind"), 2, { aggregateId: "g-held" }),
+      request(g("new-1"), 1, { aggregateId: "g-new" }),
+      request(g("new-2"), 2, { aggregateId: "g-new" }),
+    ];
+    const granted = await claimEvents(database.db, "reg", "worker-a", 30_000, requests);
+    expect([...granted.keys()].sort()).toEqual([g("new-1"), g("new-2")]);
+    const [one, two] = [granted.get(g("new-1"))!, granted.get(g("new-2"))!];
+    expect(one).toMatchObject({ attempts: 1, claimedFrom: null, seq: 1 });
+    expect(two.fence).not.toBe(one.fence);
+    // Each refusal is what a single claim says about it.
+    expect(await claimEvent(database.db, requests[0]!)).toEqual({ type: "finished", state: "done" });
+    expect(await claimEvent(database.db, requests[1]!)).toMatchObject({ type: "wait", reason: "held" });
+    expect(await claimEvent(database.db, requests[2]!)).toMatchObject({ type: "wait", reason: "ordering" });
+    // Asked again by the same worker: its own claim of seq 1 resumes without counting an attempt;
+    // seq 2 now waits behind seq 1, which is processing (as one claim at a time would say).
+    const again = await claimEvents(database.db, "reg", "worker-a", 30_000, requests.slice(3));
+    expect([...again.keys()]).toEqual([g("new-1")]);
+    expect(again.get(g("new-1"))).toMatchObject({ attempts: 1, claimedFrom: "self" });
+    const held = [again.get(g("new-1"))!, two];
+    expect(await renewLeases(database.db, held, 30_000)).toBe(2);
+    expect(await renewLeases(database.db, [one, two], 30_000)).toBe(1);
+
+    // Applied together: both done, the watermark at the higher seq.
+    await database.db.transaction().execute(async (tx) => {
+      expect(await lockWatermarks(tx, "reg", [{ aggregateType: "Task", aggregateId: "g-new" }, { aggregateType: "Task", aggregateId: "g-done" }])).toEqual(
+        new Map([["Task\u0000g-new", 0], ["Task\u0000g-done", 1]]),
+      );
+      for (const c of held) await recordEffect(tx, "reg", c.eventId, c.seq, c.aggregateId);
+      await finishClaims(tx, held.map((claim) => ({ claim, state: "done" as const })));
+    });
+    expect(await registryRow(database.db, "reg", g("new-2"))).toMatchObject({ state: "done", attempts: 1 });
+    const mark = await database.db.selectFrom("consumer_watermarks").select("applied_seq").where("handler", "=", "reg").where("aggregate_id", "=", "g-new").executeTakeFirstOrThrow();
+    expect(mark.applied_seq).toBe(2);
+  });
+
+  it("refuses the whole group's done when one lease expired: every side effect of the group rolls back", async () => {
+    const g = (name: string) => `${id}-grl-${name}`;
+    const live = await claimed(g("live"), 1, { aggregateId: "grl-a" });
+    const late = await claimed(g("late"), 1, { aggregateId: "grl-b", leaseMs: 300 });
+    await untilLeaseExpired(g("late"));
+    expect(await renewLeases(database.db, [live, late], 30_000)).toBe(1);
+    let error: unknown;
+    await database.db
+      .transaction()
+      .execute(async (tx) => {
+        await lockWatermarks(tx, "reg", [live, late]);
+        for (const c of [live, late]) await recordEffect(tx, "reg", c.eventId, c.seq, c.aggregateId);
+        await finishClaims(tx, [{ claim: live, state: "done" }, { claim: late, state: "done" }]);
+      })
+      .catch((e: unknown) => (error = e));
+    expect(isLeaseLostError(error)).toBe(true);
+    const effects = await effectCounts(database.db, "reg");
+    expect(effects.get(g("live"))).toBeUndefined();
+    expect(effects.get(g("late"))).toBeUndefined();
+    expect((await registryRow(database.db, "reg", g("live")))?.state).toBe("processing");
   });
 });
