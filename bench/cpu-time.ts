@@ -2,7 +2,7 @@
  * CPU time of a process from /proc/PID/stat (user + system), in milliseconds. CPU per event is far
  * steadier than wall-clock rates on a shared machine, so the bench reports it beside each P1 row.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
@@ -18,4 +18,46 @@ export function readCpuMs(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Which service a process of the stack is, by its command line (undefined: not one of them). */
+function serviceOf(cmdline: string): "postgres" | "s3proxy" | "kafka" | undefined {
+  if (cmdline.startsWith("postgres") || cmdline.includes("/postgres")) return "postgres";
+  if (cmdline.includes("s3proxy")) return "s3proxy";
+  if (cmdline.includes("kafka.Kafka")) return "kafka";
+  return undefined;
+}
+
+/** CPU time so far (ms) of this process, of `pids` by name, and of each local stack service (all its processes). */
+export function cpuSnapshot(pids: Readonly<Record<string, number | undefined>> = {}): Record<string, number> {
+  const own = process.cpuUsage();
+  const out: Record<string, number> = { bench: (own.user + own.system) / 1000 };
+  for (const [name, pid] of Object.entries(pids)) {
+    const ms = pid === undefined ? undefined : readCpuMs(pid);
+    if (ms !== undefined) out[name] = ms;
+  }
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\u0000", " ");
+    } catch {
+      continue; // exited meanwhile
+    }
+    const service = serviceOf(cmdline);
+    const ms = service === undefined ? undefined : readCpuMs(Number(entry));
+    if (service !== undefined && ms !== undefined) out[service] = (out[service] ?? 0) + ms;
+  }
+  return out;
+}
+
+/** CPU per unit (ms) between two snapshots, by process; processes that used none are left out. */
+export function cpuPerUnit(before: Readonly<Record<string, number>>, after: Readonly<Record<string, number>>, units: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (units <= 0) return out;
+  for (const [name, ms] of Object.entries(after)) {
+    const used = ms - (before[name] ?? 0);
+    if (used > 0) out[name] = used / units;
+  }
+  return out;
 }

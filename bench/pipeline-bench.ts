@@ -21,6 +21,7 @@ import type { NodeChild } from "./child-process.js";
 import { Histogram } from "./histogram.js";
 import { closedLoop, openLoop, sleep, waitUntil, type LoadResult } from "./load.js";
 import type { MemorySampler } from "./memory.js";
+import { cpuPerUnit, cpuSnapshot } from "./cpu-time.js";
 import { projectionEntry, relayAvailable, startProjectionProcess, startRelayProcess, startServerProcess } from "./processes.js";
 import { compare, figureOf, type Figure } from "./report.js";
 import type { BenchResources } from "./resources.js";
@@ -153,7 +154,9 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
       const relay = await startRelayProcess(o.stack, names, { memory: o.memory });
       children.push(relay);
       relayRunning = true;
+      const drainCpuBefore = cpuSnapshot({ relay: relay.pid });
       const drain = await measureDrain(() => checkpoint(database.db), head, o.drainTimeoutMs);
+      const drainCpu = cpuPerUnit(drainCpuBefore, cpuSnapshot({ relay: relay.pid }), drain.events);
       const produceAfter = await kafkaProduceBaseline(kafka, floorNames.topic, RELAY_BATCH, half, o.warmupMs);
       const getAfter = await s3GetBaseline(store, keys, RELAY_READ_CONCURRENCY, half, o.warmupMs);
       store.close();
@@ -177,6 +180,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
               startToFirstPublishMs: Math.round(drain.firstAt - relayStarted),
               vsKafkaProduce: drain.rate / (produce.rate || Number.NaN),
               vsS3Get: drain.rate / (get.rate || Number.NaN),
+              cpuMsPerUnit: drainCpu,
             },
           },
           floor,
@@ -225,7 +229,9 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
           const projection = await startProjectionProcess(o.stack, names, { memory: o.memory });
           children.push(projection);
           projectionRunning = true;
+          const projectionCpuBefore = cpuSnapshot({ projection: projection.pid });
           const projected = await measureDrain(() => appliedEvents(database.db), backlog.events, o.drainTimeoutMs);
+          const projectionCpu = cpuPerUnit(projectionCpuBefore, cpuSnapshot({ projection: projection.pid }), projected.events);
           figures.push({
             id: "p3.drain",
             group: "P3",
@@ -233,7 +239,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
             unit: "events/s",
             rate: projected.rate,
             ...(projected.complete ? {} : { errors: 1, errorSamples: [`drain incomplete after ${o.drainTimeoutMs} ms`] }),
-            extra: { events: projected.events, drainMs: Math.round(projected.ms), startToFirstAppliedMs: Math.round(projected.firstAt - projectionStarted) },
+            extra: { events: projected.events, drainMs: Math.round(projected.ms), startToFirstAppliedMs: Math.round(projected.firstAt - projectionStarted), cpuMsPerUnit: projectionCpu },
           });
         } catch (e) {
           o.log(`P3 failed: ${String(e)}`);

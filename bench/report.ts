@@ -26,7 +26,8 @@ export interface Figure {
   readonly p99Ratio?: number;
   /** Set when the figure was not measured, e.g. "not measured: relay not available". */
   readonly notMeasured?: string;
-  readonly extra?: Readonly<Record<string, number | string>>;
+  /** Anything else measured; `cpuMsPerUnit`: CPU (ms) per event or PUT by process (bench, server, postgres, s3proxy, kafka). */
+  readonly extra?: Readonly<Record<string, number | string | Readonly<Record<string, number>>>>;
 }
 
 /** A target of bench/TARGETS.md, evaluated on this run. */
@@ -140,6 +141,26 @@ export function renderReport(report: BenchReport): string {
   out.push(table(["grp", "figure", "conc", "rate", "p50 ms", "p99 ms", "err", "baseline", "base rate", "base p99", "rate/base", "p99/base", "cpu ms"], rows, new Set([2, 3, 4, 5, 6, 8, 9, 10, 11, 12])));
   out.push("cpu ms: server CPU per event (P1), or the S3 client's CPU per PUT (raw PUT)");
   out.push("");
+  const cpuRows = report.figures.filter((f) => typeof f.extra?.["cpuMsPerUnit"] === "object");
+  if (cpuRows.length > 0) {
+    // On one machine every process shares the same cores: a rate ratio is, roughly, the ratio of
+    // these sums. This shows which process spends what an append costs beyond its PUT.
+    const present = new Set(cpuRows.flatMap((f) => Object.keys(f.extra!["cpuMsPerUnit"] as Readonly<Record<string, number>>)));
+    const processes = ["bench", "server", "relay", "projection", "postgres", "s3proxy", "kafka"].filter((p) => present.has(p));
+    out.push(
+      table(
+        ["CPU ms per event (or per PUT, raw)", "conc", ...processes, "total"],
+        cpuRows.map((f) => {
+          const cpu = f.extra!["cpuMsPerUnit"] as Readonly<Record<string, number>>;
+          const total = processes.reduce((sum, p) => sum + (cpu[p] ?? 0), 0);
+          return [f.name, f.concurrency === undefined ? "" : String(f.concurrency), ...processes.map((p) => (cpu[p] === undefined ? "" : fmt(cpu[p], 2))), fmt(total, 2)];
+        }),
+        new Set(processes.map((_, i) => i + 2).concat([1, processes.length + 2])),
+      ),
+    );
+    out.push("bench = the load's client side (gRPC client for P1, the S3 client for raw PUTs); drains: from the first step to the head");
+    out.push("");
+  }
   out.push(
     table(
       ["target", "value", "target", "result"],

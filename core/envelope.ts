@@ -3,7 +3,7 @@
  * decodes it. Also the canonical content hash that decides idempotent retries (CONTRACT.md W4).
  */
 import { createHash } from "node:crypto";
-import { create, fromJsonString, toJsonString, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { create, fromJson, fromJsonString, toJsonString, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   EventEnvelopeSchema,
@@ -64,11 +64,12 @@ export function voidMarker(input: {
 
 /** Decodes a slot object. Void markers carry `voided_at` and never `event_type`. */
 export function decodeSlot(json: string): SlotContent {
-  const parsed = JSON.parse(json) as Record<string, unknown>;
-  if ("voided_at" in parsed && !("event_type" in parsed)) {
-    return { type: "void", marker: fromJsonString(VoidMarkerSchema, json, { ignoreUnknownFields: true }) };
+  // Parsed once; the protobuf decoder then reads the parsed value instead of parsing again.
+  const parsed = JSON.parse(json) as JsonValue;
+  if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) && "voided_at" in parsed && !("event_type" in parsed)) {
+    return { type: "void", marker: fromJson(VoidMarkerSchema, parsed, { ignoreUnknownFields: true }) };
   }
-  return { type: "event", envelope: decodeEnvelope(json) };
+  return { type: "event", envelope: fromJson(EventEnvelopeSchema, parsed, { ignoreUnknownFields: true }) };
 }
 
 /** The parts of an event that make up its content for idempotency. */

@@ -94,11 +94,19 @@ async function reserveIn(
   // that used to take six (BEGIN, upsert-and-lock the head, look the event ids up, advance the
   // head, insert the pending rows, COMMIT), with the same statements, locks and order. Round trips
   // were the largest part of an append's latency (bench/README.md).
+  //
+  // Its commit does not wait for the WAL flush (synchronous_commit off for this transaction only),
+  // which takes a flush wait off every append. Nothing acknowledged depends on it: an append is
+  // acknowledged only after its commit transaction (step 3), which waits for the flush, and the
+  // WAL is flushed in order, so the reservation is durable before any OK. A database crash can
+  // lose only reservations whose appends were never acknowledged; their objects, if written, are
+  // found again exactly as after lost allocations (W6: conflict, resync from S3) or by the
+  // sweeper's void marker (W5).
   const { rows } = await sql<SlotRecord & { outcome: "reserved" | "existing" | "conflict" | "head_behind"; head: number }>`
-    select * from reserve_slots(
+    select r.* from set_config('synchronous_commit', 'off', true) as unflushed, reserve_slots(
       ${aggregateType}, ${aggregateId}, ${expectation.type === "exact" ? expectation.seq : null}::bigint,
       ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
-      ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[])`.execute(db);
+      ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[]) as r`.execute(db);
   const first = rows[0];
   if (first === undefined) throw new Error("reserve_slots returned no row");
   switch (first.outcome) {

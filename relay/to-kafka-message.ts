@@ -3,7 +3,7 @@
  * names and `global_position` set from the commit log (the S3 object stores 0, because the position
  * is assigned at commit); headers repeat the identity fields, the content type and the trace context.
  */
-import { decodeSlot, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventKind, kindLabel } from "../core/envelope.js";
+import { decodeSlot, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventKind, kindLabel, type EventEnvelope } from "../core/envelope.js";
 import type { SlotRow } from "../core/event-log.js";
 import type { Logger } from "../core/log.js";
 import type { EventKindLabel } from "./topic-router.js";
@@ -76,7 +76,6 @@ export function toKafkaMessage(row: SlotRow, objectKey: string, body: string): E
       `object ${objectKey} holds event ${envelope.eventId} seq ${envelope.sequenceNumber}, the log says ${row.eventId} seq ${row.seq}`,
     );
   }
-  envelope.globalPosition = BigInt(position);
   const orderingKey = envelope.metadata["ordering_key"];
   // R2: one key per ordering domain, so Kafka keeps the events of that key in one partition.
   const key = orderingKey !== undefined && orderingKey !== "" ? orderingKey : `${envelope.aggregateType}/${envelope.aggregateId}`;
@@ -100,9 +99,22 @@ export function toKafkaMessage(row: SlotRow, objectKey: string, body: string): E
     kind: eventKind(envelope.kind, envelope.metadata["kind"]),
     committedAt: row.committedAt!,
     key,
-    value: encodeEnvelope(envelope),
+    value: withGlobalPosition(body, envelope, position),
     headers,
   };
+}
+
+/**
+ * The stored envelope with `global_position` set: the stored bytes with the field put first, so
+ * everything S3 holds reaches Kafka byte for byte (unknown fields of newer writers included) without
+ * encoding the envelope again. Stored envelopes never carry a position (the log assigns it at
+ * commit); one that does is re-encoded with the log's.
+ */
+function withGlobalPosition(body: string, envelope: EventEnvelope, position: number): string {
+  if (body.startsWith("{\"") && envelope.globalPosition === 0n && !body.includes('"global_position"') && !body.includes('"globalPosition"')) {
+    return `{"global_position":"${position}",${body.slice(1)}`;
+  }
+  return encodeEnvelope({ ...envelope, globalPosition: BigInt(position) });
 }
 
 function eventKind(kind: EventKind, metadataKind: string | undefined): EventKindLabel {

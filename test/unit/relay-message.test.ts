@@ -64,6 +64,14 @@ describe("Kafka message of a committed event", () => {
     expect(fromJsonString(EventEnvelopeSchema, m.value).globalPosition).toBe(42n);
   });
 
+  it("passes fields a newer writer added through unchanged, and sets the log's position over a stored one", () => {
+    const newer = stored().replace('{"event_id"', '{"tenant_region":"eu-1","event_id"');
+    const value = JSON.parse(toKafkaMessage(row, "k", newer).value);
+    expect(value).toMatchObject({ tenant_region: "eu-1", global_position: "42", event_id: "e-1" });
+    const positioned = stored().replace('{"event_id"', '{"global_position":"7","event_id"');
+    expect(JSON.parse(toKafkaMessage(row, "k", positioned).value).global_position).toBe("42");
+  });
+
   it("carries identity, content type and W3C trace context in headers", () => {
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const m = toKafkaMessage(row, "k", stored({ traceparent, tracestate: "rojo=00f067aa0ba902b7", baggage: "x=1" }));
