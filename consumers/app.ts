@@ -177,6 +177,8 @@ async function launch(
           backoff: { baseMs: config.retryBaseMs, maxMs: config.retryMaxMs, jitter: 0.2 },
           concurrency: config.concurrency,
           maxInFlight: config.maxInFlight,
+          maxGroupSize: config.maxGroupSize,
+          groupTimeoutMs: config.groupTimeoutMs,
           metrics,
           log,
           owner,

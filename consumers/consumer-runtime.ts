@@ -76,7 +76,7 @@ export interface ConsumerRuntimeOptions {
   readonly crashPoint?: (point: CrashPoint, info: CrashPointInfo) => Promise<void>;
   /** Called after an event's outcome is recorded (the projection nudges its position tracker). */
   readonly onRecorded?: (event: ConsumedEvent | undefined) => void;
-  /** Most events in one group of a handler with `handleBatch` (default 64). */
+  /** Most events in one group of a handler with `handleBatch` (default 64; 1: no groups). */
   readonly maxGroupSize?: number;
   /**
    * A group still running after this long (ms, default 2000) is rolled back and its events go
@@ -154,7 +154,7 @@ export class ConsumerRuntime {
   constructor(private readonly options: ConsumerRuntimeOptions) {
     this.log = options.log.child({ handler: options.handler.name });
     this.source = options.source;
-    if (options.handler.handleBatch !== undefined) {
+    if (options.handler.handleBatch !== undefined && (options.maxGroupSize ?? 64) > 1) {
       this.groups = new GroupQueue((items) => this.applyGroup(items), options.maxGroupSize ?? 64, PARALLEL_GROUPS);
     }
   }
