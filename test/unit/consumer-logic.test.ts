@@ -108,6 +108,11 @@ describe("consumer configuration", () => {
   it("accepts the origin's variable names", () => {
     expect(loadConsumerConfig({ ...base, PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS: "2", PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS: "0.5", ENABLE_PROCESSED_EVENT_REGISTRY: "true" })).toMatchObject({ leaseMs: 2000, heartbeatMs: 500 });
   });
+  it("groups up to 64 events for 2 s by default; size 1 turns groups off; nonsense is refused by name", () => {
+    expect(loadConsumerConfig(base)).toMatchObject({ maxGroupSize: 64, groupTimeoutMs: 2000 });
+    expect(loadConsumerConfig({ ...base, TIDEMARK_CONSUMER_GROUP_SIZE: "1", TIDEMARK_CONSUMER_GROUP_TIMEOUT_MS: "250" })).toMatchObject({ maxGroupSize: 1, groupTimeoutMs: 250 });
+    expect(() => loadConsumerConfig({ ...base, TIDEMARK_CONSUMER_GROUP_SIZE: "0" })).toThrow(/TIDEMARK_CONSUMER_GROUP_SIZE/);
+  });
   it("refuses a heartbeat that is not below the lease", () => {
     expect(() => loadConsumerConfig({ ...base, PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS: "10", PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS: "10" })).toThrow(ConfigError);
   });
