@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import net from "node:net";
 import { Kafka, logLevel } from "kafkajs";
 import type { Database } from "../../core/db/database.js";
-import { PoisonError, startConsumer, type ConsumerDatabase } from "../../consumers/index.js";
-import { consumerTestConfig, consumerTestId, dropTestDatabase, effectCounts, effectHandler, openTestDatabase, registryRow, testEnvelope } from "../helpers/consumer-env.js";
+import { PoisonError, startConsumer, type ConsumerDatabase, type Handler } from "../../consumers/index.js";
+import { consumerTestConfig, consumerTestId, dropTestDatabase, effectCounts, effectHandler, grouped, openTestDatabase, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { collectTopic, openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.js";
 import { stackEnv } from "../helpers/test-server.js";
@@ -34,9 +34,13 @@ async function counterValue(counter: { get(): Promise<{ values: Array<{ value: n
   return (await counter.get()).values.reduce((sum, v) => sum + v.value, 0);
 }
 
-describe("registry outage", () => {
+// Per event, and through the group path (the handler with handleBatch): the same outcome.
+describe.each([
+  { mode: "per event", name: "pgdown", wrap: (h: Handler) => h, inGroups: false },
+  { mode: "grouped", name: "pgdown-grouped", wrap: grouped, inGroups: true },
+])("registry outage ($mode)", ({ name, wrap, inGroups }) => {
   it("pauses without skipping while PostgreSQL is unreachable, then applies everything once", async () => {
-    const topic = `${id}.pgdown`;
+    const topic = `${id}.${name}`;
     await tk.createTopic(topic);
     const pgUrl = new URL(stackEnv()["TIDEMARK_PG_URL"]!);
     const proxy = await startTcpProxy(pgUrl.hostname, Number(pgUrl.port || 5432));
@@ -44,37 +48,39 @@ describe("registry outage", () => {
     pgUrl.host = `127.0.0.1:${proxy.port}`;
     // The consumer reaches PostgreSQL only through the proxy; the test watches directly.
     const config = consumerTestConfig(id, { TIDEMARK_CONSUMER_TOPICS: topic, TIDEMARK_PG_URL: pgUrl.toString() });
-    const handler = effectHandler("pgdown", () => new Promise((r) => setTimeout(r, 10)));
-    const events = Array.from({ length: 60 }, (_, i) => testEnvelope({ eventId: `${id}-pg-${i}`, aggregateId: `a${i % 6}`, seq: Math.floor(i / 6) + 1 }));
+    const handler = wrap(effectHandler(name, () => new Promise((r) => setTimeout(r, 10))));
+    const events = Array.from({ length: 60 }, (_, i) => testEnvelope({ eventId: `${id}-${name}-${i}`, aggregateId: `a${i % 6}`, seq: Math.floor(i / 6) + 1 }));
     const handle = await startConsumer(config, handler, { housekeeping: false });
     try {
       await tk.produce(topic, events.slice(0, 20));
-      await waitFor(async () => (await effectCounts(database.db, "pgdown")).size >= 5, { what: "the stream to be under way" });
+      await waitFor(async () => (await effectCounts(database.db, name)).size >= 5, { what: "the stream to be under way" });
 
       proxy.down();
       await tk.produce(topic, events.slice(20));
       const failures = await counterValue(handle.metrics.infrastructureFailures);
       await waitFor(async () => (await counterValue(handle.metrics.infrastructureFailures)) > failures + 5, { what: "the consumer to hit the outage repeatedly" });
       expect(await counterValue(handle.metrics.pausedPartitions)).toBe(1);
-      const committedDuring = (await tk.committed(`${id}.pgdown`, topic))[0]!;
-      const appliedDuring = (await effectCounts(database.db, "pgdown")).size;
+      const committedDuring = (await tk.committed(`${id}.${name}`, topic))[0]!;
+      const appliedDuring = (await effectCounts(database.db, name)).size;
       // The committed offset never passes an event without a recorded outcome.
       expect(committedDuring).toBeLessThanOrEqual(appliedDuring);
       await waitFor(async () => (await counterValue(handle.metrics.infrastructureFailures)) > failures + 15, { what: "more failed attempts" });
-      expect((await tk.committed(`${id}.pgdown`, topic))[0]).toBe(committedDuring);
+      expect((await tk.committed(`${id}.${name}`, topic))[0]).toBe(committedDuring);
 
       proxy.up();
-      await waitFor(async () => (await tk.committed(`${id}.pgdown`, topic))[0] === 60, { timeoutMs: 30_000, what: "every offset to be committed after recovery" });
-      const counts = await effectCounts(database.db, "pgdown");
+      await waitFor(async () => (await tk.committed(`${id}.${name}`, topic))[0] === 60, { timeoutMs: 30_000, what: "every offset to be committed after recovery" });
+      const counts = await effectCounts(database.db, name);
       expect(counts.size).toBe(60);
       expect([...counts.values()].every((n) => n === 1)).toBe(true);
-      const states = await database.db.selectFrom("processed_events").select(["state", "attempts"]).where("handler", "=", "pgdown").execute();
+      const states = await database.db.selectFrom("processed_events").select(["state", "attempts"]).where("handler", "=", name).execute();
       expect(states.every((r) => r.state === "done")).toBe(true);
       // An outage is not the event's fault: a resumed claim does not count an attempt.
       expect(states.every((r) => r.attempts === 1)).toBe(true);
       expect(await counterValue(handle.metrics.pausedPartitions)).toBe(0);
+      const groupedEvents = (await handle.metrics.groupSize.get()).values.find((v) => v.metricName === "tidemark_consumer_group_size_sum")?.value ?? 0;
+      expect(groupedEvents > 0).toBe(inGroups);
       for (let a = 0; a < 6; a++) {
-        const mark = await database.db.selectFrom("consumer_watermarks").select("applied_seq").where("handler", "=", "pgdown").where("aggregate_id", "=", `a${a}`).executeTakeFirst();
+        const mark = await database.db.selectFrom("consumer_watermarks").select("applied_seq").where("handler", "=", name).where("aggregate_id", "=", `a${a}`).executeTakeFirst();
         expect(mark?.applied_seq).toBe(10);
       }
     } finally {
