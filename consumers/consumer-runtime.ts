@@ -23,6 +23,7 @@ import {
 import { wants, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
 import type { MessageSource, SourceBatch, SourceMessage } from "./message-source.js";
 import type { ConsumerMetrics } from "./metrics.js";
+import { Coalescer } from "./coalescer.js";
 import { GroupQueue } from "./group-queue.js";
 import { OffsetWindow } from "./offset-window.js";
 import {
@@ -124,8 +125,10 @@ class PartitionState {
   /** Aborted when the partition is revoked (a new generation) or the runtime stops. */
   readonly abort = new AbortController();
   committed: bigint | undefined;
-  committing: Promise<void> | undefined;
-  commitAgain = false;
+  /** Offset commits of this partition, one at a time, later requests coalesced. */
+  readonly commits: Coalescer;
+  /** The runtime is stopping: commit the finished prefix even though the partition is aborted. */
+  finalCommit = false;
   paused = false;
   outage = false;
 
@@ -133,8 +136,10 @@ class PartitionState {
     readonly topic: string,
     readonly partition: number,
     concurrency: number,
+    commitOnce: (state: PartitionState) => Promise<boolean>,
   ) {
     this.slots = new Semaphore(concurrency);
+    this.commits = new Coalescer(() => commitOnce(this));
   }
 }
 
@@ -220,7 +225,7 @@ export class ConsumerRuntime {
     const key = `${topic}\u0000${partition}`;
     let state = this.partitions.get(key);
     if (state === undefined) {
-      state = new PartitionState(topic, partition, this.options.concurrency);
+      state = new PartitionState(topic, partition, this.options.concurrency, (s) => this.commitOnce(s));
       this.partitions.set(key, state);
     }
     return state;
@@ -589,32 +594,27 @@ export class ConsumerRuntime {
 
   /** Commits the partition's finished prefix; one commit at a time, coalescing later requests. */
   private commit(state: PartitionState, final = false): Promise<void> {
-    if (state.committing !== undefined) {
-      state.commitAgain = true;
-      return state.committing;
+    if (final) state.finalCommit = true;
+    return state.commits.request();
+  }
+
+  /** One commit of the finished prefix; false when it failed (a retry is scheduled) or may not run. */
+  private async commitOnce(state: PartitionState): Promise<boolean> {
+    if (state.abort.signal.aborted && !state.finalCommit) return false;
+    const next = state.window.commitCandidate(state.committed);
+    if (next === undefined) return true;
+    try {
+      await this.options.crashPoint?.("before-offset-commit", { topic: state.topic, partition: state.partition, offset: String(next) });
+      await this.source.commit(state.topic, state.partition, String(next));
+      state.committed = next;
+      this.options.metrics.committedOffset.set({ handler: this.name, topic: state.topic, partition: String(state.partition) }, Number(next));
+      return true;
+    } catch (e) {
+      this.options.metrics.infrastructureFailures.inc({ handler: this.name, stage: "offset commit" });
+      this.log.warn({ err: e, topic: state.topic, partition: state.partition }, "offset commit failed; will retry");
+      this.scheduleCommitRetry();
+      return false;
     }
-    state.committing = (async () => {
-      do {
-        state.commitAgain = false;
-        if (state.abort.signal.aborted && !final) return;
-        const next = state.window.commitCandidate(state.committed);
-        if (next === undefined) return;
-        try {
-          await this.options.crashPoint?.("before-offset-commit", { topic: state.topic, partition: state.partition, offset: String(next) });
-          await this.source.commit(state.topic, state.partition, String(next));
-          state.committed = next;
-          this.options.metrics.committedOffset.set({ handler: this.name, topic: state.topic, partition: String(state.partition) }, Number(next));
-        } catch (e) {
-          this.options.metrics.infrastructureFailures.inc({ handler: this.name, stage: "offset commit" });
-          this.log.warn({ err: e, topic: state.topic, partition: state.partition }, "offset commit failed; will retry");
-          this.scheduleCommitRetry();
-          return;
-        }
-      } while (state.commitAgain);
-    })().finally(() => {
-      state.committing = undefined;
-    });
-    return state.committing;
   }
 
   private scheduleCommitRetry(): void {
