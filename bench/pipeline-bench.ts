@@ -21,6 +21,7 @@ import type { NodeChild } from "./child-process.js";
 import { Histogram } from "./histogram.js";
 import { closedLoop, openLoop, sleep, waitUntil, type LoadResult } from "./load.js";
 import type { MemorySampler } from "./memory.js";
+import { analyzeSchema } from "./analyze.js";
 import { cpuPerUnit, cpuSnapshot } from "./cpu-time.js";
 import { projectionEntry, relayAvailable, startProjectionProcess, startRelayProcess, startServerProcess } from "./processes.js";
 import { compare, figureOf, type Figure } from "./report.js";
@@ -130,6 +131,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
     o.log(`P2: backlog of ${o.backlogEvents} instance events (no relay running)`);
     const backlog = await appendBacklog(events, o.backlogEvents);
     const head = await headPosition(database.db);
+    await analyzeSchema(database.db, names.schema);
 
     if (!relayAvailable()) {
       notMeasured([P2_DRAIN, P2_LATENCY, P3_DRAIN, P4_LATENCY], "not measured: relay not available");
