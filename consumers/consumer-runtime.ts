@@ -598,9 +598,11 @@ export class ConsumerRuntime {
     return state.commits.request();
   }
 
-  /** One commit of the finished prefix; false when it failed (a retry is scheduled) or may not run. */
+  /** One commit of the finished prefix; false when it failed (a retry is scheduled). */
   private async commitOnce(state: PartitionState): Promise<boolean> {
-    if (state.abort.signal.aborted && !state.finalCommit) return false;
+    // A revoked partition commits nothing (its successor owns the offsets) — unless the runtime is
+    // stopping and asked for the final commit, which may come while this run is under way.
+    if (state.abort.signal.aborted && !state.finalCommit) return true;
     const next = state.window.commitCandidate(state.committed);
     if (next === undefined) return true;
     try {
