@@ -115,7 +115,7 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
       const put: Figure = {
         ...figureOf({ id: `floor.s3put.c${c}`, group: "baseline", name: "raw S3 PUT If-None-Match:*", concurrency: c, unit: "PUTs/s" }, putResult),
         // The S3 client's own CPU per PUT (this process ran only the PUT loop), to set against the server's per event.
-        extra: { clientCpuMsPerPut: (putCpu["bench"] ?? Number.NaN) / putResult.totalUnits, cpuMsPerUnit: cpuPerUnit({}, putCpu, putResult.totalUnits) },
+        extra: { cpuMsPerUnit: cpuPerUnit({}, putCpu, putResult.totalUnits) },
       };
       figures.push(put, grpc, pg);
       plot("raw S3 conditional PUT", put);
@@ -127,7 +127,6 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
           extra: {
             vsPgAlloc: (f.rate ?? 0) / (pg.rate || Number.NaN),
             callsPerSecondVsGrpc: (result.ops * 1000) / result.windowMs / (grpc.rate || Number.NaN),
-            serverCpuMsPerEvent: (cpu["server"] ?? Number.NaN) / result.totalUnits,
             cpuMsPerUnit: cpuPerUnit({}, cpu, result.totalUnits),
           },
         };

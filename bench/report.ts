@@ -120,7 +120,9 @@ export function renderReport(report: BenchReport): string {
   const rows = report.figures.map((f) => {
     const b = f.baselineId === undefined ? undefined : byId.get(f.baselineId);
     if (f.notMeasured !== undefined) return [f.group, f.name, f.concurrency === undefined ? "" : String(f.concurrency), f.notMeasured, "", "", "", "", "", "", "", "", ""];
-    const cpu = f.extra?.["serverCpuMsPerEvent"] ?? f.extra?.["clientCpuMsPerPut"];
+    // The server's CPU per event (P1), or on a raw PUT row the bench's own: what the S3 client costs.
+    const byProcess = f.extra?.["cpuMsPerUnit"] as Readonly<Record<string, number>> | undefined;
+    const cpu = byProcess?.["server"] ?? (f.group === "baseline" ? byProcess?.["bench"] : undefined);
     return [
       f.group,
       f.name,

@@ -9,6 +9,7 @@
  */
 import type { Kysely } from "kysely";
 import type { Logger } from "../core/log.js";
+import { sleep } from "../core/sleep.js";
 import { backoffDelay, type BackoffPolicy } from "./backoff.js";
 import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
 import { decodeMessage, headerText, poisonEventId, traceIdOf, type RawMessage } from "./decode.js";
@@ -34,7 +35,6 @@ import {
   lockWatermark,
   lockWatermarks,
   markDeadLettered,
-  renewLease,
   renewLeases,
   scheduleRetry,
   type Claim,
@@ -420,27 +420,11 @@ export class ConsumerRuntime {
 
     const held = members.map((m) => m.claim);
     const groupTimeoutMs = options.groupTimeoutMs ?? 2000;
-    const lease = new AbortController();
-    let expiry: NodeJS.Timeout | undefined;
-    const expireAt = (deadline: number) => {
-      clearTimeout(expiry);
-      expiry = setTimeout(() => lease.abort(new LeaseLostError(`${this.name}: a lease of the group ran out before it finished`)), Math.max(0, deadline - performance.now()));
-    };
-    expireAt(claimSentAt + options.leaseMs);
+    const lease = this.keepLeases(held, claimSentAt, `the group of ${held.length}`);
     const budget = setTimeout(
       () => lease.abort(new Error(`${this.name}: the group of ${held.length} took longer than ${groupTimeoutMs} ms`)),
       groupTimeoutMs,
     );
-    const heartbeat = setInterval(() => {
-      const sentAt = performance.now();
-      renewLeases(options.db, held, options.leaseMs).then(
-        (count) => {
-          if (count < held.length) lease.abort(new LeaseLostError(`${this.name}: ${held.length - count} leases of the group lost`));
-          else if (!lease.signal.aborted) expireAt(sentAt + options.leaseMs);
-        },
-        (e: unknown) => this.log.warn({ err: e, events: held.length }, "heartbeat failed"),
-      );
-    }, options.heartbeatMs);
     const started = performance.now();
     try {
       const results = await options.db.transaction().execute(async (tx) => {
@@ -482,8 +466,7 @@ export class ConsumerRuntime {
       options.metrics.groupFallbacks.inc({ handler: this.name });
       this.log.info({ err: e, events: members.length }, "group rolled back; applying its events one by one");
     } finally {
-      clearInterval(heartbeat);
-      clearTimeout(expiry);
+      lease.stop();
       clearTimeout(budget);
     }
     return outcomes;
@@ -498,24 +481,7 @@ export class ConsumerRuntime {
    */
   private async apply(claim: Claim, raw: RawMessage, event: ConsumedEvent, info: CrashPointInfo, claimSentAt: number): Promise<Step> {
     const { options } = this;
-    const lease = new AbortController();
-    let expiry: NodeJS.Timeout | undefined;
-    const expireAt = (deadline: number) => {
-      clearTimeout(expiry);
-      expiry = setTimeout(() => lease.abort(new LeaseLostError(`${this.name}: lease of ${claim.eventId} ran out before the handler finished`)), Math.max(0, deadline - performance.now()));
-    };
-    expireAt(claimSentAt + options.leaseMs);
-    const heartbeat = setInterval(() => {
-      const sentAt = performance.now();
-      renewLease(options.db, claim, options.leaseMs).then(
-        (held) => {
-          if (!held) lease.abort(new LeaseLostError(`${this.name}: lease of ${claim.eventId} lost`));
-          else if (!lease.signal.aborted) expireAt(sentAt + options.leaseMs);
-        },
-        // An outage: the next heartbeat tries again; if the lease runs out, "done" is refused.
-        (e: unknown) => this.log.warn({ err: e, eventId: claim.eventId }, "heartbeat failed"),
-      );
-    }, options.heartbeatMs);
+    const lease = this.keepLeases([claim], claimSentAt, claim.eventId);
     const log = this.log;
     let eventLog: Logger | undefined;
     const context: HandlerContext = {
@@ -571,9 +537,43 @@ export class ConsumerRuntime {
       this.log.info({ ...eventFields(event), attempt: claim.attempts, delayMs: delay, err: e }, "attempt failed; retry scheduled");
       return { type: "wait", ms: delay };
     } finally {
-      clearInterval(heartbeat);
-      clearTimeout(expiry);
+      lease.stop();
     }
+  }
+
+  /**
+   * Keeps the leases of held claims (one event's, or a group's) while their transaction runs:
+   * renews them every heartbeat, and aborts `signal` when one is lost or when the lease runs out
+   * locally — at the claim's (or the latest renewal's) send time plus the lease. `stop()` ends it.
+   */
+  private keepLeases(claims: readonly Claim[], sentAt: number, what: string): { signal: AbortSignal; abort(reason: unknown): void; stop(): void } {
+    const { options } = this;
+    const lease = new AbortController();
+    let expiry: NodeJS.Timeout | undefined;
+    const expireAt = (deadline: number) => {
+      clearTimeout(expiry);
+      expiry = setTimeout(() => lease.abort(new LeaseLostError(`${this.name}: lease of ${what} ran out before the handler finished`)), Math.max(0, deadline - performance.now()));
+    };
+    expireAt(sentAt + options.leaseMs);
+    const heartbeat = setInterval(() => {
+      const renewedAt = performance.now();
+      renewLeases(options.db, claims, options.leaseMs).then(
+        (count) => {
+          if (count < claims.length) lease.abort(new LeaseLostError(`${this.name}: lease of ${what} lost`));
+          else if (!lease.signal.aborted) expireAt(renewedAt + options.leaseMs);
+        },
+        // An outage: the next heartbeat tries again; if the lease runs out, "done" is refused.
+        (e: unknown) => this.log.warn({ err: e, lease: what }, "heartbeat failed"),
+      );
+    }, options.heartbeatMs);
+    return {
+      signal: lease.signal,
+      abort: (reason) => lease.abort(reason),
+      stop: () => {
+        clearInterval(heartbeat);
+        clearTimeout(expiry);
+      },
+    };
   }
 
   /** Produces the dead letter, then records dead_lettered (a crash between repeats the letter, never loses it). */
@@ -709,20 +709,6 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
         reject(e);
       },
     );
-  });
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
   });
 }
 

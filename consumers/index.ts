@@ -34,7 +34,8 @@ export {
   instancesProjection,
   reflectsPosition,
 } from "./projection.js";
-export { createInstanceReadModel, type InstanceReadModelReader, type ReadModelInstance, type ReadModelOptions } from "./read-model.js";
+export { createInstanceReadModel, type InstanceReadModelReader, type ReadModelOptions } from "./read-model.js";
+export type { ReadModelInstance } from "../core/domain/instance.js";
 export { rebuildInstances, type RebuildOptions, type RebuildProgress, type RebuildResult } from "./rebuild.js";
 export {
   claimEvent,

@@ -1,25 +1,13 @@
 /**
  * Reads of the instances read model for the server's EVENTUAL and AT_LEAST_POSITION reads. It
  * implements the server's read-model port (server/services/instance-service.ts InstanceReadModel)
- * structurally, so neither side imports the other.
+ * structurally, so neither side imports the other; the row shape both speak is core's
+ * ReadModelInstance.
  */
-import type { JsonObject } from "@bufbuild/protobuf";
 import type { Kysely } from "kysely";
+import type { ReadModelInstance } from "../core/domain/instance.js";
 import { reflectsPosition } from "./projection.js";
 import type { ConsumerDatabase, InstanceRow } from "./schema.js";
-
-/** An instance as the read model holds it. */
-export interface ReadModelInstance {
-  readonly database: string;
-  readonly className: string;
-  readonly instanceId: string;
-  readonly properties: JsonObject;
-  readonly version: number;
-  readonly deleted: boolean;
-  readonly createdAt: Date;
-  readonly updatedAt: Date;
-  readonly globalPosition: number;
-}
 
 /** Options of {@link createInstanceReadModel}. */
 export interface ReadModelOptions {

@@ -108,13 +108,7 @@ export async function claimEvent(db: RegistryDb, request: ClaimRequest): Promise
  * must stop: its completion would be refused anyway.
  */
 export async function renewLease(db: RegistryDb, claim: Claim, leaseMs: number): Promise<boolean> {
-  const result = await sql`
-    update processed_events set
-      lease_expires_at = now.t + ${leaseMs}::bigint * interval '1 millisecond', heartbeat_at = now.t, updated_at = now.t
-    from (select clock_timestamp() as t) as now
-    where handler = ${claim.handler} and event_id = ${claim.eventId} and fence = ${claim.fence}
-      and state = 'processing' and lease_expires_at > now.t`.execute(db);
-  return Number(result.numAffectedRows ?? 0n) === 1;
+  return (await renewLeases(db, [claim], leaseMs)) === 1;
 }
 
 /**
@@ -123,23 +117,8 @@ export async function renewLease(db: RegistryDb, claim: Claim, leaseMs: number):
  * once) and returns the highest seq applied so far (0 when none).
  */
 export async function lockWatermark(tx: Transaction<ConsumerDatabase>, handler: string, aggregateType: string, aggregateId: string): Promise<number> {
-  for (;;) {
-    // Usually the row exists: a plain row lock, no new tuple version (an upsert would write one per event).
-    const row = await tx
-      .selectFrom("consumer_watermarks")
-      .select("applied_seq")
-      .where("handler", "=", handler)
-      .where("aggregate_type", "=", aggregateType)
-      .where("aggregate_id", "=", aggregateId)
-      .forUpdate()
-      .executeTakeFirst();
-    if (row !== undefined) return row.applied_seq;
-    await tx
-      .insertInto("consumer_watermarks")
-      .values({ handler, aggregate_type: aggregateType, aggregate_id: aggregateId, applied_seq: 0 })
-      .onConflict((oc) => oc.doNothing())
-      .execute();
-  }
+  const applied = await lockWatermarks(tx, handler, [{ aggregateType, aggregateId }]);
+  return applied.values().next().value ?? 0;
 }
 
 /**
@@ -149,24 +128,7 @@ export async function lockWatermark(tx: Transaction<ConsumerDatabase>, handler: 
  * on the database clock at this moment (C1).
  */
 export async function finishClaim(tx: Transaction<ConsumerDatabase>, claim: Claim, state: "done" | "skipped_stale"): Promise<void> {
-  const ordered = claim.seq > 0;
-  const { rows } = await sql<{ finished: number }>`
-    with fin as (
-      update processed_events set state = ${state}, finished_at = clock_timestamp(), updated_at = clock_timestamp(),
-        lease_expires_at = null
-      where handler = ${claim.handler} and event_id = ${claim.eventId} and fence = ${claim.fence}
-        and state = 'processing' and lease_expires_at > clock_timestamp()
-      returning seq
-    ), mark as (
-      update consumer_watermarks set applied_seq = ${claim.seq}::bigint, applied_event_id = ${claim.eventId}, updated_at = clock_timestamp()
-      where handler = ${claim.handler} and aggregate_type = ${claim.aggregateType} and aggregate_id = ${claim.aggregateId}
-        and applied_seq < ${claim.seq}::bigint and ${state === "done" && ordered}::boolean and exists (select 1 from fin)
-      returning 1
-    )
-    select (select count(*) from fin)::integer as finished`.execute(tx);
-  if (rows[0]?.finished !== 1) {
-    throw new LeaseLostError(`${claim.handler}: the claim of ${claim.eventId} (fence ${claim.fence}) expired or was taken over`);
-  }
+  await finishClaims(tx, [{ claim, state }]);
 }
 
 /**
@@ -457,6 +419,11 @@ export async function finishClaims(tx: Transaction<ConsumerDatabase>, outcomes: 
     )
     select (select count(*) from fin)::integer as finished`.execute(tx);
   if (rows[0]?.finished !== outcomes.length) {
-    throw new LeaseLostError(`${handler}: ${outcomes.length - (rows[0]?.finished ?? 0)} of ${outcomes.length} claims expired or were taken over`);
+    const { claim } = outcomes[0]!;
+    throw new LeaseLostError(
+      outcomes.length === 1
+        ? `${handler}: the claim of ${claim.eventId} (fence ${claim.fence}) expired or was taken over`
+        : `${handler}: ${outcomes.length - (rows[0]?.finished ?? 0)} of ${outcomes.length} claims expired or were taken over`,
+    );
   }
 }

@@ -6,6 +6,7 @@
 import pg from "pg";
 import { commitChannel } from "./db/database.js";
 import type { Logger } from "./log.js";
+import { sleepUntilWoken } from "./sleep.js";
 
 /** A live LISTEN subscription. */
 export interface ListenHandle {
@@ -95,18 +96,9 @@ export class CommitListener {
 
   /** Resolves at the next commit, after `timeoutMs`, or when `signal` aborts — whichever comes first. */
   wait(timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        signal?.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      this.waiters.add(done);
-      signal?.addEventListener("abort", done, { once: true });
-    });
+    return sleepUntilWoken(this.waiters, timeoutMs, signal);
   }
+
 
   private wakeAll(): void {
     for (const wake of [...this.waiters]) wake();

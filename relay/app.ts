@@ -19,7 +19,7 @@ import { RelayMetrics } from "./relay-metrics.js";
 import { RelayPump, type RelayHooks, type TermOutcome } from "./relay-pump.js";
 import { readCheckpoint, relayLag, type RelayLag } from "./relay-repository.js";
 import type { RelayTables } from "./schema.js";
-import { sleep } from "./sleep.js";
+import { sleep } from "../core/sleep.js";
 import { TopicRouter } from "./topic-router.js";
 
 /** Parts a caller (tests) may supply instead of the configured ones. */

@@ -18,7 +18,7 @@ import type { ObjectStore } from "../core/object-store.js";
 import { EventReader, PatientReader, type CommitWake } from "./event-reader.js";
 import { advanceGroupCheckpoint, relayLag } from "./relay-repository.js";
 import { writeSideView, type RelayTables } from "./schema.js";
-import { sleep } from "./sleep.js";
+import { sleep } from "../core/sleep.js";
 
 /** What the embedded relay needs; the database and object store are the process's one instance. */
 export interface EmbeddedRelayOptions {

@@ -10,7 +10,7 @@ import { slotKey } from "../core/ids.js";
 import type { ObjectStore } from "../core/object-store.js";
 import { writeSideView, type RelayTables } from "./schema.js";
 import type { Logger } from "../core/log.js";
-import { sleep } from "./sleep.js";
+import { sleep } from "../core/sleep.js";
 import { logBlocked, toKafkaMessage, UnreadableEventError, type EventMessage } from "./to-kafka-message.js";
 
 /** Committed events after `after`, up to and including `last`, with their messages, in order. */

@@ -9,6 +9,7 @@ import type { Kysely } from "kysely";
 import type { Logger } from "../core/log.js";
 import { acquireLease, releaseLease, renewLease, type LeaseGrant } from "./relay-repository.js";
 import type { RelayTables } from "./schema.js";
+import { sleepUntilWoken } from "../core/sleep.js";
 
 /** Outcome of a renewal. */
 export type RenewOutcome = "renewed" | "lost" | "error";
@@ -85,18 +86,9 @@ export class RelayLease {
 
   /** Resolves at the next grant or loss, or after `ms`. */
   waitChange(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.listeners.delete(done);
-        signal?.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.listeners.add(done);
-      signal?.addEventListener("abort", done, { once: true });
-    });
+    return sleepUntilWoken(this.listeners, ms, signal);
   }
+
 
   private notify(): void {
     for (const listener of [...this.listeners]) listener();

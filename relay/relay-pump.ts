@@ -13,7 +13,7 @@ import type { RelayLease } from "./relay-lease.js";
 import type { RelayMetrics } from "./relay-metrics.js";
 import { advanceCheckpoint, readCheckpoint } from "./relay-repository.js";
 import type { RelayTables } from "./schema.js";
-import { sleep } from "./sleep.js";
+import { sleep } from "../core/sleep.js";
 import type { TopicRouter } from "./topic-router.js";
 
 export type { CommitWake, ReadBatch };

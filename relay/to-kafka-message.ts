@@ -111,7 +111,7 @@ export function toKafkaMessage(row: SlotRow, objectKey: string, body: string): E
  * commit); one that does is re-encoded with the log's.
  */
 function withGlobalPosition(body: string, envelope: EventEnvelope, position: number): string {
-  if (body.startsWith("{\"") && envelope.globalPosition === 0n && !body.includes('"global_position"') && !body.includes('"globalPosition"')) {
+  if (body.startsWith("{\"") && !body.includes('"global_position"') && !body.includes('"globalPosition"')) {
     return `{"global_position":"${position}",${body.slice(1)}`;
   }
   return encodeEnvelope({ ...envelope, globalPosition: BigInt(position) });

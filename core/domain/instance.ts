@@ -123,3 +123,19 @@ function objectField(data: JsonObject, key: string): JsonObject {
   const value = data[key];
   return typeof value === "object" && value !== null && !Array.isArray(value) ? value : {};
 }
+
+/**
+ * An instance as the instances read model holds it: the row the projection (consumers/) writes and
+ * the server's EVENTUAL and AT_LEAST_POSITION reads return.
+ */
+export interface ReadModelInstance {
+  readonly database: string;
+  readonly className: string;
+  readonly instanceId: string;
+  readonly properties: JsonObject;
+  readonly version: number;
+  readonly deleted: boolean;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly globalPosition: number;
+}

@@ -1,10 +1,10 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { NotFoundError, UnavailableError, Violations } from "../../core/errors.js";
-import { INSTANCE_AGGREGATE_TYPE } from "../../core/domain/instance.js";
+import { INSTANCE_AGGREGATE_TYPE, type ReadModelInstance } from "../../core/domain/instance.js";
 import { listStreams } from "../../core/event-log.js";
 import { instanceAggregateId } from "../../core/ids.js";
 import { InstanceService, ReadConsistency, type InstanceSchema } from "../../gen/tidemark/v1/instance_pb.js";
-import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Kysely } from "kysely";
 import type { WriteSideTables } from "../../core/db/schema.js";
 import type { HandlersOf } from "../grpc/bridge.js";
@@ -20,19 +20,6 @@ import { checkInstancePart } from "../../core/ids.js";
 
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
-
-/** An instance as a read model holds it. */
-export interface ReadModelInstance {
-  readonly database: string;
-  readonly className: string;
-  readonly instanceId: string;
-  readonly properties: JsonObject;
-  readonly version: number;
-  readonly deleted: boolean;
-  readonly createdAt: Date;
-  readonly updatedAt: Date;
-  readonly globalPosition: number;
-}
 
 /**
  * The port to the instances read model that EVENTUAL and AT_LEAST_POSITION reads use (implemented

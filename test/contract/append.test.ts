@@ -2,6 +2,7 @@
  * The write path against real PostgreSQL and S3Proxy, through the generated TypeScript client:
  * CONTRACT.md W1, W2, W3, W4, W7 and the id rules of A2.
  */
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSlotKey, slotKey, streamPrefix } from "../../core/ids.js";
 import { ConcurrencyConflictSchema, IdempotencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
@@ -26,6 +27,31 @@ describe("W1 durable ack", () => {
     const body = await t.server.objects.get(slotKey("Order", "w1", 1));
     expect(body).toBeDefined();
     expect(JSON.parse(body!)).toMatchObject({ event_id: "w1-e1", aggregate_type: "Order", aggregate_id: "w1", sequence_number: "1", data: { total: 12.5 } });
+  });
+});
+
+describe("W1 durable ack: what an OK rests on", () => {
+  // The reservation commits without waiting for the WAL flush (core/event-log.ts), for its own
+  // transaction only; the commit transaction that precedes every OK must wait for it, or an
+  // acknowledged event could vanish from the commit log (and never be published, R1) in a crash.
+  it("leaves every pooled connection and the commit function flushing their commits", async () => {
+    // Reservations on as many connections as the pool will open.
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        t.events.appendEvents({ aggregateType: "Order", aggregateId: `w1-flush-${i}`, expectation: { case: "expectedSeq", value: 0n }, events: [event(`w1-flush-e${i}`)] }),
+      ),
+    );
+    const db = t.server.database.db;
+    const settings = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        db.connection().execute(async (c) => (await sql<{ s: string }>`select current_setting('synchronous_commit') as s, pg_sleep(0.05)`.execute(c)).rows[0]!.s),
+      ),
+    );
+    expect(new Set(settings)).toEqual(new Set(["on"]));
+    const { rows } = await sql<{ proconfig: string[] | null }>`
+      select p.proconfig from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where p.proname = 'commit_slots' and n.nspname = current_schema()`.execute(db);
+    expect(rows).toEqual([{ proconfig: null }]);
   });
 });
 

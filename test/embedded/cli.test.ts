@@ -16,6 +16,7 @@ import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance
 import { slotKey } from "../../core/ids.js";
 import { createClient } from "../../server/grpc/client.js";
 import { background, cleanEnv, freePort, tidemark, TIDEMARK_BIN, type Background } from "../helpers/cli-process.js";
+import { ORIGIN_ENV } from "../helpers/origin-env.js";
 
 /** Appends of 100 events that the rebuild test replays (plus the two events of `ada`). */
 const BULK_APPENDS = 4;
@@ -24,18 +25,6 @@ let dir: string;
 let env: Record<string, string>;
 let server: Background | undefined;
 let addr: string;
-
-/** The origin's production settings (seed/), all of which Tidemark must accept. */
-const ORIGIN_ENV = {
-  ENABLE_EVENT_SOURCING: "true",
-  EVENT_STORE_BUCKET: "spice-event-store",
-  ENABLE_PROCESSED_EVENT_REGISTRY: "true",
-  PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS: "900",
-  PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS: "30",
-  EVENT_STORE_SEQUENCE_ALLOCATOR_MODE: "postgres",
-  EVENT_STORE_SEQUENCE_SCHEMA: "spice_event_registry",
-  EVENT_STORE_SEQUENCE_HANDLER_PREFIX: "write_side",
-};
 
 async function startServer(): Promise<Background> {
   const child = background(process.execPath, [TIDEMARK_BIN, "start"], env);

@@ -11,14 +11,14 @@ import { decodeSlot } from "../../core/envelope.js";
 import { slotKey } from "../../core/ids.js";
 import type { Kysely } from "kysely";
 import type { WriteSideTables } from "../../core/db/schema.js";
-import { stackEnv, uniqueId } from "./test-server.js";
+import { stackBrokers, uniqueId } from "./test-server.js";
 import { waitFor } from "./wait-for.js";
 
 /** A quiet kafkajs client on the stack's brokers. */
 export function testKafka(clientId = "consumer-test"): Kafka {
   return new Kafka({
     clientId,
-    brokers: stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(","),
+    brokers: stackBrokers(),
     logLevel: logLevel.NOTHING,
     retry: { initialRetryTime: 200, maxRetryTime: 2000, retries: 30 },
   });

@@ -41,6 +41,11 @@ export function stackEnv(): Record<string, string> {
   return env;
 }
 
+/** The stack's Kafka bootstrap brokers (integration project). */
+export function stackBrokers(): string[] {
+  return stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(",");
+}
+
 /** Which storage the contract suites run against in this vitest project. */
 export function testBackend(): "services" | "embedded" {
   return inject("backend") ?? "services";

@@ -10,10 +10,9 @@ import type { Kysely } from "kysely";
 import { copiesByEvent, deleteTopics, orderViolations, startCollector } from "../helpers/relay-kafka.js";
 import { killAllRelays, spawnRelay } from "../helpers/relay-process.js";
 import { relayEnv, relayTopics } from "../helpers/relay-test.js";
-import { startTestServer, stackEnv, type TestServer } from "../helpers/test-server.js";
+import { startTestServer, stackBrokers, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
-const brokers = () => stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(",");
 const BATCH = 10;
 const EVENTS = 60;
 const topics: string[] = [];
@@ -36,7 +35,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killAllRelays();
-  await deleteTopics(brokers(), topics);
+  await deleteTopics(stackBrokers(), topics);
   await t?.close();
 });
 
@@ -71,7 +70,7 @@ describe("R1/R4 kill -9 of the relay process", () => {
       const checkpointAtKill = (await readCheckpoint(db, `crash-${step}`)).position;
       expect(checkpointAtKill).toBe(step === "after-checkpoint" ? paused["last"] : paused["after"]);
 
-      const collector = await startCollector(brokers(), [names.topic]);
+      const collector = await startCollector(stackBrokers(), [names.topic]);
       try {
         // What the killed relay left on Kafka: batches 1-2, plus batch 3 unless killed before producing it.
         const producedBeforeKill = step === "after-read" ? 2 * BATCH : 3 * BATCH;

@@ -10,10 +10,9 @@ import { writeSideView, type RelayTables } from "../../relay/schema.js";
 import { copiesByEvent, deleteTopics, orderViolations, startCollector } from "../helpers/relay-kafka.js";
 import { killAllRelays, spawnRelay, type RelayProcess } from "../helpers/relay-process.js";
 import { relayEnv, relayTopics } from "../helpers/relay-test.js";
-import { startTestServer, stackEnv, type TestServer } from "../helpers/test-server.js";
+import { startTestServer, stackBrokers, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
-const brokers = () => stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(",");
 const LEASE_MS = 3000;
 const topics: string[] = [];
 
@@ -35,7 +34,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killAllRelays();
-  await deleteTopics(brokers(), topics);
+  await deleteTopics(stackBrokers(), topics);
   await t?.close();
 });
 
@@ -92,7 +91,7 @@ describe("R5 one active relay", () => {
     const active = relays.find((r) => r.pid === activePid)!;
     const standby = relays.find((r) => r.pid !== activePid)!;
     await active.waitForLine((l) => l["msg"] === "relay publishing from the checkpoint", "the active relay to publish");
-    const kafka = await startCollector(brokers(), [names.topic]);
+    const kafka = await startCollector(stackBrokers(), [names.topic]);
     const writer = backgroundWriter("pair");
     try {
       await kafka.waitUntil((m) => m.length >= 20, "the active relay's first messages");
@@ -132,7 +131,7 @@ describe("R5 one active relay", () => {
     const tokenA = (await readLease(db, "zombie"))!.token;
     const b = spawnRelay(env);
     await sql`create trigger audit after insert or update on relay_checkpoints for each row execute function audit_checkpoint()`.execute(db);
-    const kafka = await startCollector(brokers(), [names.topic]);
+    const kafka = await startCollector(stackBrokers(), [names.topic]);
     const writer = backgroundWriter("zombie");
     try {
       await kafka.waitUntil((m) => m.length >= 10, "relay A's first messages");

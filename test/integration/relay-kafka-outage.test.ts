@@ -12,13 +12,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RelayHandle } from "../../relay/app.js";
 import { copiesByEvent, deleteTopics, orderViolations, startCollector, type Collector } from "../helpers/relay-kafka.js";
 import { relayTestConfig, relayTopics, startTestRelay, stopAllRelays } from "../helpers/relay-test.js";
-import { startTestServer, stackEnv, type TestServer } from "../helpers/test-server.js";
+import { startTestServer, stackBrokers, stackEnv, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 const run = promisify(execFile);
 const STACK = new URL("../../scripts/stack.sh", import.meta.url).pathname;
 const stack = (command: string) => run("bash", [STACK, command], { env: { ...process.env, ...stackEnv() }, timeout: 120_000 });
-const brokers = () => stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(",");
 const names = relayTopics("rx");
 
 let t: TestServer;
@@ -29,14 +28,14 @@ beforeAll(async () => {
   t = await startTestServer();
   relay = await startTestRelay(relayTestConfig(t.config, { TIDEMARK_RELAY_TOPIC: names.topic, TIDEMARK_DEAD_LETTER_TOPIC: names.deadLetter, TIDEMARK_RELAY_BATCH_SIZE: "20" }));
   await waitFor(() => relay.status().topicsReady, { what: "topics", timeoutMs: 60_000 });
-  collector = await startCollector(brokers(), [names.topic]);
+  collector = await startCollector(stackBrokers(), [names.topic]);
 });
 
 afterAll(async () => {
   await stack("kafka-start");
   await collector?.close();
   await stopAllRelays();
-  await deleteTopics(brokers(), [names.topic, names.deadLetter]);
+  await deleteTopics(stackBrokers(), [names.topic, names.deadLetter]);
   await t?.close();
 });
 

@@ -8,10 +8,9 @@ import type { RelayHandle } from "../../relay/app.js";
 import { copiesByEvent, deleteTopics, orderViolations, startCollector, type Collected, type Collector } from "../helpers/relay-kafka.js";
 import { relayTestConfig, relayTopics, startTestRelay, stopAllRelays } from "../helpers/relay-test.js";
 import { beginCommit, writeSlot } from "../helpers/relay-writes.js";
-import { startTestServer, stackEnv, type TestServer } from "../helpers/test-server.js";
+import { startTestServer, stackBrokers, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
-const brokers = () => stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(",");
 
 /** Every committed event of the schema, in position order. */
 async function committedEvents(t: TestServer) {
@@ -48,12 +47,12 @@ function relayFixture(prefix: string, settings: Record<string, string>) {
     fx.t = await startTestServer();
     fx.relay = await startTestRelay(relayTestConfig(fx.t.config, { TIDEMARK_RELAY_TOPIC: names.topic, TIDEMARK_DEAD_LETTER_TOPIC: names.deadLetter, ...settings }));
     await waitFor(() => fx.relay.status().topicsReady, { what: "topics", timeoutMs: 60_000 });
-    fx.collector = await startCollector(brokers(), [names.topic]);
+    fx.collector = await startCollector(stackBrokers(), [names.topic]);
   });
   afterAll(async () => {
     await fx.collector?.close();
     await stopAllRelays();
-    await deleteTopics(brokers(), [names.topic, names.deadLetter]);
+    await deleteTopics(stackBrokers(), [names.topic, names.deadLetter]);
     await fx.t?.close();
   });
   return fx;

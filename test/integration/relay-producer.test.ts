@@ -14,25 +14,24 @@ import { ensureTopics, KafkaPublisher, type KafkaSettings } from "../../relay/ka
 import { startDropProxy, type DropProxy } from "../helpers/kafka-drop-proxy.js";
 import { deleteTopics, startCollector } from "../helpers/relay-kafka.js";
 import { relayTopics } from "../helpers/relay-test.js";
-import { stackEnv } from "../helpers/test-server.js";
+import { stackBrokers } from "../helpers/test-server.js";
 
-const brokers = () => stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(",");
 const log = createLogger("test-producer", "silent");
 const topics: string[] = [];
 let proxy: DropProxy;
 
 beforeAll(async () => {
-  const [host, port] = brokers()[0]!.split(":");
+  const [host, port] = stackBrokers()[0]!.split(":");
   proxy = await startDropProxy(host!, Number(port));
 });
 afterAll(async () => {
   await proxy?.close();
-  await deleteTopics(brokers(), topics);
+  await deleteTopics(stackBrokers(), topics);
 });
 
-const settings: KafkaSettings = { brokers: brokers(), clientId: "relay-producer-test", requestTimeoutMs: 2000, connectionTimeoutMs: 1000 };
+const settings: KafkaSettings = { brokers: stackBrokers(), clientId: "relay-producer-test", requestTimeoutMs: 2000, connectionTimeoutMs: 1000 };
 const viaProxy = () =>
-  new Kafka({ clientId: "relay-producer-test", brokers: brokers(), socketFactory: proxy.socketFactory, logLevel: logLevel.NOTHING, retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 300 } });
+  new Kafka({ clientId: "relay-producer-test", brokers: stackBrokers(), socketFactory: proxy.socketFactory, logLevel: logLevel.NOTHING, retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 300 } });
 
 async function freshTopic(): Promise<string> {
   const topic = relayTopics("rpp").topic;
@@ -42,7 +41,7 @@ async function freshTopic(): Promise<string> {
 }
 
 async function topicValues(topic: string, expected: number): Promise<string[]> {
-  const collector = await startCollector(brokers(), [topic]);
+  const collector = await startCollector(stackBrokers(), [topic]);
   try {
     await collector.waitUntil((m) => m.length >= expected, `${expected} messages`, 30_000);
     return [...collector.messages].sort((a, b) => a.offset - b.offset).map((m) => m.eventId);

@@ -10,10 +10,9 @@ import type { RelayHandle } from "../../relay/app.js";
 import { describeTopic, deleteTopics, startCollector, type Collector } from "../helpers/relay-kafka.js";
 import { relayTestConfig, startTestRelay, stopAllRelays, relayTopics } from "../helpers/relay-test.js";
 import { beginCommit, writeSlot } from "../helpers/relay-writes.js";
-import { startTestServer, stackEnv, type TestServer } from "../helpers/test-server.js";
+import { startTestServer, stackBrokers, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
-const brokers = () => stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(",");
 const names = relayTopics("rp");
 const orders = `${names.topic}.orders`;
 const commands = `${names.topic}.commands`;
@@ -38,13 +37,13 @@ beforeAll(async () => {
   relay = await startTestRelay(config);
   allTopics.push(...relay.topics.topics);
   await waitFor(() => relay.status().topicsReady, { what: "the relay to create its topics", timeoutMs: 60_000 });
-  collector = await startCollector(brokers(), [names.topic, orders, commands]);
+  collector = await startCollector(stackBrokers(), [names.topic, orders, commands]);
 });
 
 afterAll(async () => {
   await collector?.close();
   await stopAllRelays();
-  await deleteTopics(brokers(), allTopics);
+  await deleteTopics(stackBrokers(), allTopics);
   await t?.close();
 });
 
@@ -119,7 +118,7 @@ describe("R7 routing", () => {
 
   it("creates every topic with the configured partitions and retention, and reserves the dead-letter topic", async () => {
     for (const topic of [names.topic, orders, commands, names.deadLetter]) {
-      expect(await describeTopic(brokers(), topic)).toEqual({ partitions: 4, retentionMs: "3600000" });
+      expect(await describeTopic(stackBrokers(), topic)).toEqual({ partitions: 4, retentionMs: "3600000" });
     }
   });
 });
@@ -138,7 +137,7 @@ describe("R6 low latency", () => {
     );
     allTopics.push(`${names.topic}.polled`);
     await waitFor(() => polling.status().topicsReady, { what: "the polling relay's topics" });
-    const polled = await startCollector(brokers(), [`${names.topic}.polled`]);
+    const polled = await startCollector(stackBrokers(), [`${names.topic}.polled`]);
     try {
       const slot = await writeSlot(t.server, "Ping", "p2", "r6-silent");
       const open = await beginCommit(t.server, slot, { notify: false });

@@ -15,6 +15,7 @@ import { mainHelp } from "../../server/cli/main.js";
 import { progressReporter } from "../../server/cli/run-admin.js";
 import { loadServerConfig } from "../../server/config.js";
 import { testEnvelope } from "../helpers/consumer-env.js";
+import { ORIGIN_ENV } from "../helpers/origin-env.js";
 
 const command = (name: string) => COMMANDS.find((c) => c.name === name)!;
 
@@ -58,16 +59,7 @@ describe("command-line parsing", () => {
 });
 
 describe("the origin's settings, in every process", () => {
-  const origin = {
-    ENABLE_EVENT_SOURCING: "true",
-    EVENT_STORE_BUCKET: "spice-event-store",
-    ENABLE_PROCESSED_EVENT_REGISTRY: "true",
-    PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS: "900",
-    PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS: "30",
-    EVENT_STORE_SEQUENCE_ALLOCATOR_MODE: "postgres",
-    EVENT_STORE_SEQUENCE_SCHEMA: "spice_event_registry",
-    EVENT_STORE_SEQUENCE_HANDLER_PREFIX: "write_side",
-  };
+  const origin = ORIGIN_ENV;
 
   it("accepts the seed's production settings, as aliases where they mean the same", () => {
     expect(loadServerConfig({ ...SERVICES, ...origin })).toMatchObject({ s3Bucket: "spice-event-store", pgSchema: "spice_event_registry", sequenceHandlerPrefix: "write_side" });
