@@ -13,6 +13,7 @@ import { loadConsumerConfig, requireServices, type ConsumerConfig } from "./conf
 import { rebuildInstances } from "./rebuild.js";
 import { pruneDone } from "./registry.js";
 import type { ConsumerDatabase } from "./schema.js";
+import { untilShutdownSignal } from "../core/shutdown.js";
 
 const COMMANDS = ["projection", "rebuild", "prune"] as const;
 
@@ -40,21 +41,7 @@ async function main(): Promise<void> {
 
 async function runProjection(config: ConsumerConfig): Promise<void> {
   const handle = await startProjection(config);
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) process.exit(130);
-    process.stderr.write(`tidemark-consumer: ${signal} received, shutting down (again to force)\n`);
-    handle.stop().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        process.stderr.write(`tidemark-consumer: shutdown failed: ${String(e)}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
+  process.exit(await untilShutdownSignal("tidemark-consumer", () => handle.stop()));
 }
 
 async function runRebuild(config: ConsumerConfig): Promise<void> {

@@ -6,6 +6,7 @@
 import { ConfigError } from "../core/settings.js";
 import { startRelay } from "./app.js";
 import { loadRelayConfig } from "./config.js";
+import { untilShutdownSignal } from "../core/shutdown.js";
 
 async function main(): Promise<void> {
   let config;
@@ -19,21 +20,7 @@ async function main(): Promise<void> {
     throw e;
   }
   const relay = await startRelay(config);
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) process.exit(130);
-    process.stderr.write(`tidemark-relay: ${signal} received, shutting down (again to force)\n`);
-    relay.stop().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        process.stderr.write(`tidemark-relay: shutdown failed: ${String(e)}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
+  process.exit(await untilShutdownSignal("tidemark-relay", () => relay.stop()));
 }
 
 main().catch((e: unknown) => {
