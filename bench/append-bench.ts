@@ -13,7 +13,7 @@ import { createClient, type ClientOf } from "../server/grpc/client.js";
 import { analyzeSchema } from "./analyze.js";
 import { grpcBaseline, pgAllocBaseline, s3PutBaseline } from "./baselines.js";
 import { Histogram } from "./histogram.js";
-import { cpuPerUnit, cpuSnapshot } from "./cpu-time.js";
+import { cpuPerUnit, cpuSnapshot, cpuUsedSince } from "./cpu-time.js";
 import { closedLoop, type LoadResult } from "./load.js";
 import type { MemorySampler } from "./memory.js";
 import { startServerProcess } from "./processes.js";
@@ -115,7 +115,7 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
       const put: Figure = {
         ...figureOf({ id: `floor.s3put.c${c}`, group: "baseline", name: "raw S3 PUT If-None-Match:*", concurrency: c, unit: "PUTs/s" }, putResult),
         // The S3 client's own CPU per PUT (this process ran only the PUT loop), to set against the server's per event.
-        extra: { cpuMsPerUnit: cpuPerUnit({}, putCpu, putResult.totalUnits) },
+        extra: { cpuMsPerUnit: cpuPerUnit(putCpu, putResult.totalUnits) },
       };
       figures.push(put, grpc, pg);
       plot("raw S3 conditional PUT", put);
@@ -127,7 +127,7 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
           extra: {
             vsPgAlloc: (f.rate ?? 0) / (pg.rate || Number.NaN),
             callsPerSecondVsGrpc: (result.ops * 1000) / result.windowMs / (grpc.rate || Number.NaN),
-            cpuMsPerUnit: cpuPerUnit({}, cpu, result.totalUnits),
+            cpuMsPerUnit: cpuPerUnit(cpu, result.totalUnits),
           },
         };
         figures.push(f);
@@ -182,10 +182,10 @@ async function appendLoad(client: ClientOf<typeof EventStoreService>, w: Workloa
  * measured window alike, so per-unit figures divide by all units completed.
  */
 async function withCpu(fn: () => Promise<LoadResult>, serverPid?: number): Promise<{ result: LoadResult; cpu: Record<string, number> }> {
-  const before = cpuSnapshot({ server: serverPid });
+  const pids = { server: serverPid };
+  const before = cpuSnapshot(pids);
   const result = await fn();
-  const after = cpuSnapshot({ server: serverPid });
-  return { result, cpu: Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)])) };
+  return { result, cpu: cpuUsedSince(before, pids) };
 }
 
 /** Two runs of one load as one: units over the sum of windows, latencies together. */

@@ -51,13 +51,16 @@ export function cpuSnapshot(pids: Readonly<Record<string, number | undefined>> =
   return out;
 }
 
-/** CPU per unit (ms) between two snapshots, by process; processes that used none are left out. */
-export function cpuPerUnit(before: Readonly<Record<string, number>>, after: Readonly<Record<string, number>>, units: number): Record<string, number> {
+/** CPU time (ms) each process used since `before` (a {@link cpuSnapshot} of the same `pids`). */
+export function cpuUsedSince(before: Readonly<Record<string, number>>, pids: Readonly<Record<string, number | undefined>> = {}): Record<string, number> {
+  const after = cpuSnapshot(pids);
+  return Object.fromEntries(Object.entries(after).map(([name, ms]) => [name, ms - (before[name] ?? 0)]));
+}
+
+/** CPU per unit (ms) by process; processes that used none are left out. */
+export function cpuPerUnit(used: Readonly<Record<string, number>>, units: number): Record<string, number> {
   const out: Record<string, number> = {};
   if (units <= 0) return out;
-  for (const [name, ms] of Object.entries(after)) {
-    const used = ms - (before[name] ?? 0);
-    if (used > 0) out[name] = used / units;
-  }
+  for (const [name, ms] of Object.entries(used)) if (ms > 0) out[name] = ms / units;
   return out;
 }

@@ -22,7 +22,7 @@ import { Histogram } from "./histogram.js";
 import { closedLoop, openLoop, sleep, waitUntil, type LoadResult } from "./load.js";
 import type { MemorySampler } from "./memory.js";
 import { analyzeSchema } from "./analyze.js";
-import { cpuPerUnit, cpuSnapshot } from "./cpu-time.js";
+import { cpuPerUnit, cpuSnapshot, cpuUsedSince } from "./cpu-time.js";
 import { projectionEntry, relayAvailable, startProjectionProcess, startRelayProcess, startServerProcess } from "./processes.js";
 import { compare, figureOf, type Figure } from "./report.js";
 import type { BenchResources } from "./resources.js";
@@ -158,7 +158,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
       relayRunning = true;
       const drainCpuBefore = cpuSnapshot({ relay: relay.pid });
       const drain = await measureDrain(() => checkpoint(database.db), head, o.drainTimeoutMs);
-      const drainCpu = cpuPerUnit(drainCpuBefore, cpuSnapshot({ relay: relay.pid }), drain.events);
+      const drainCpu = cpuPerUnit(cpuUsedSince(drainCpuBefore, { relay: relay.pid }), drain.events);
       const produceAfter = await kafkaProduceBaseline(kafka, floorNames.topic, RELAY_BATCH, half, o.warmupMs);
       const getAfter = await s3GetBaseline(store, keys, RELAY_READ_CONCURRENCY, half, o.warmupMs);
       store.close();
@@ -233,7 +233,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
           projectionRunning = true;
           const projectionCpuBefore = cpuSnapshot({ projection: projection.pid });
           const projected = await measureDrain(() => appliedEvents(database.db), backlog.events, o.drainTimeoutMs);
-          const projectionCpu = cpuPerUnit(projectionCpuBefore, cpuSnapshot({ projection: projection.pid }), projected.events);
+          const projectionCpu = cpuPerUnit(cpuUsedSince(projectionCpuBefore, { projection: projection.pid }), projected.events);
           figures.push({
             id: "p3.drain",
             group: "P3",
