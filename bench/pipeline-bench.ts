@@ -10,7 +10,6 @@ import { sql, type Kysely } from "kysely";
 import type { Consumer, Kafka } from "kafkajs";
 import { createDatabase } from "../core/db/database.js";
 import { S3ObjectStore } from "../core/s3-object-store.js";
-import { EventKind } from "../core/envelope.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService } from "../gen/tidemark/v1/instance_pb.js";
 import { createClient, type ClientOf } from "../server/grpc/client.js";
@@ -90,7 +89,7 @@ const INSTANCE_DB = "bench";
 /** Concurrency of the in-place maximum-rate measurements. */
 const MAX_CONCURRENCY = 32;
 const INSTANCE_CLASS = "Item";
-/** Events per backlog append (one InstanceCreated then InstanceUpdated ones, one instance each). */
+/** Events per backlog instance (one InstanceCreated then InstanceUpdated ones). */
 const BACKLOG_BATCH = 10;
 /** A stream of events is "flat" when its end RSS is within this fraction of the reference. */
 export const SOAK_TOLERANCE = 0.1;
@@ -129,7 +128,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
   const reason = (e: unknown) => `not measured: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]!.slice(0, 120)}`;
   try {
     o.log(`P2: backlog of ${o.backlogEvents} instance events (no relay running)`);
-    const backlog = await appendBacklog(events, o.backlogEvents);
+    const backlog = await appendBacklog(instances, o.backlogEvents);
     const head = await headPosition(database.db);
     await analyzeSchema(database.db, names.schema);
 
@@ -305,36 +304,27 @@ async function createTopics(kafka: Kafka, topics: readonly string[]): Promise<vo
 }
 
 /**
- * Appends `total` instance events with generic appends of BACKLOG_BATCH events (InstanceCreated,
- * then InstanceUpdated), one new instance per call, so the projection has real work to do.
+ * Appends `total` instance events through InstanceService (generic appends cannot write Instance
+ * streams): per instance one CreateInstance then BACKLOG_BATCH - 1 UpdateInstance commands, 32
+ * instances at a time, so the projection has real work to do.
  */
-async function appendBacklog(events: EventsClient, total: number): Promise<{ events: number; instances: number }> {
-  const calls = Math.ceil(total / BACKLOG_BATCH);
+async function appendBacklog(instances: InstancesClient, total: number): Promise<{ events: number; instances: number }> {
+  const count = Math.ceil(total / BACKLOG_BATCH);
   const run = randomUUID().slice(0, 6);
   let next = 0;
   await Promise.all(
-    Array.from({ length: 16 }, async () => {
-      for (let i = next++; i < calls; i = next++) {
-        await events.appendEvents(
-          {
-            aggregateType: "Instance",
-            aggregateId: `${INSTANCE_DB}/${INSTANCE_CLASS}/backlog-${run}-${i}`,
-            expectation: { case: "noStream", value: {} },
-            events: Array.from({ length: BACKLOG_BATCH }, (_, j) => ({
-              eventId: randomUUID(),
-              eventType: j === 0 ? "InstanceCreated" : "InstanceUpdated",
-              data: j === 0 ? { properties: eventData(i) } : { patch: { n: j, note: `update ${j}` } },
-              kind: EventKind.DOMAIN,
-              schemaVersion: 1,
-            })),
-            actor: "bench",
-          },
-          { deadlineMs: 60_000 },
-        );
+    Array.from({ length: MAX_CONCURRENCY }, async () => {
+      for (let i = next++; i < count; i = next++) {
+        const address = { database: INSTANCE_DB, className: INSTANCE_CLASS, instanceId: `backlog-${run}-${i}` };
+        const options = { deadlineMs: 60_000 };
+        await instances.createInstance({ ...address, properties: eventData(i), commandId: `${run}-${i}-0`, actor: "bench" }, options);
+        for (let j = 1; j < BACKLOG_BATCH; j++) {
+          await instances.updateInstance({ ...address, properties: { n: j, note: `update ${j}` }, expectedSeq: BigInt(j), commandId: `${run}-${i}-${j}`, actor: "bench" }, options);
+        }
       }
     }),
   );
-  return { events: calls * BACKLOG_BATCH, instances: calls };
+  return { events: count * BACKLOG_BATCH, instances: count };
 }
 
 async function headPosition(db: Kysely<any>): Promise<number> {

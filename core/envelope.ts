@@ -3,7 +3,7 @@
  * decodes it. Also the canonical content hash that decides idempotent retries (CONTRACT.md W4).
  */
 import { createHash } from "node:crypto";
-import { create, fromJson, fromJsonString, toJsonString, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { create, fromJson, toJson, toJsonString, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   EventEnvelopeSchema,
@@ -12,6 +12,7 @@ import {
   type EventEnvelope,
   type VoidMarker,
 } from "../gen/tidemark/v1/envelope_pb.js";
+import { isJsonObject } from "./json-object.js";
 
 export { EventEnvelopeSchema, EventKind, VoidMarkerSchema, type EventEnvelope, type VoidMarker };
 
@@ -23,14 +24,44 @@ export const VOID_CONTENT_TYPE = "application/vnd.tidemark.void+json";
 /** Metadata keys that describe transport, not content: excluded from the content hash. */
 export const TRACE_METADATA_KEYS: ReadonlySet<string> = new Set(["traceparent", "tracestate", "baggage"]);
 
-/** Encodes an envelope as protobuf JSON with proto field names. */
-export function encodeEnvelope(envelope: EventEnvelope): string {
-  return toJsonString(EventEnvelopeSchema, envelope, { useProtoFieldName: true });
+/** The proto (snake_case) names of the envelope's fields, in field-number order. */
+const ENVELOPE_FIELDS = EventEnvelopeSchema.fields.map((f) => f.name);
+
+/**
+ * Encodes an envelope as protobuf JSON with proto field names, fields in field-number order. `data`
+ * is written by JSON.stringify rather than protobuf-es, which builds objects by assignment and so
+ * would drop a key such as `__proto__`: the stored data is exactly what the client sent. Pass
+ * `dataJson` when the caller already has `data` encoded (validation does).
+ */
+export function encodeEnvelope(envelope: EventEnvelope, dataJson?: string): string {
+  const rest = toJson(EventEnvelopeSchema, { ...envelope, data: undefined }, { useProtoFieldName: true }) as JsonObject;
+  const data = dataJson ?? (envelope.data === undefined ? undefined : JSON.stringify(envelope.data));
+  const parts: string[] = [];
+  for (const name of ENVELOPE_FIELDS) {
+    if (name === "data") {
+      if (data !== undefined) parts.push(`"data":${data}`);
+    } else if (rest[name] !== undefined) {
+      parts.push(`${JSON.stringify(name)}:${JSON.stringify(rest[name])}`);
+    }
+  }
+  return `{${parts.join(",")}}`;
 }
 
 /** Decodes envelope JSON; unknown fields are ignored so newer writers do not break older readers. */
 export function decodeEnvelope(json: string): EventEnvelope {
-  return fromJsonString(EventEnvelopeSchema, json, { ignoreUnknownFields: true });
+  return envelopeFromJson(JSON.parse(json) as JsonValue);
+}
+
+/** The envelope of parsed JSON, with `data` taken as parsed (every key kept, see encodeEnvelope). */
+function envelopeFromJson(parsed: JsonValue): EventEnvelope {
+  if (!isJsonObject(parsed)) throw new Error("an envelope must be a JSON object");
+  const { data, ...rest } = parsed;
+  const envelope = fromJson(EventEnvelopeSchema, rest, { ignoreUnknownFields: true });
+  if (data !== undefined && data !== null) {
+    if (!isJsonObject(data)) throw new Error("an envelope's data must be a JSON object");
+    envelope.data = data;
+  }
+  return envelope;
 }
 
 /** What a slot object holds: an event, or a void marker that closed the slot. */
@@ -69,7 +100,7 @@ export function decodeSlot(json: string): SlotContent {
   if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) && "voided_at" in parsed && !("event_type" in parsed)) {
     return { type: "void", marker: fromJson(VoidMarkerSchema, parsed, { ignoreUnknownFields: true }) };
   }
-  return { type: "event", envelope: fromJson(EventEnvelopeSchema, parsed, { ignoreUnknownFields: true }) };
+  return { type: "event", envelope: envelopeFromJson(parsed) };
 }
 
 /** The parts of an event that make up its content for idempotency. */

@@ -21,6 +21,10 @@ const INSTANCE_PART = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
 // C0/C1 controls, DEL, lone surrogates, and the Unicode line/paragraph separators.
 // eslint-disable-next-line no-control-regex
 const FORBIDDEN_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/u;
+// Characters that render as nothing or reorder text: U+FEFF (byte order mark), zero-width spaces
+// and joiners, soft hyphen, variation selectors, tags, and the bidi controls. Two ids that differ
+// only by them look identical to a person, so ids may not contain them at all.
+const INVISIBLE_CHARS = /[\p{Default_Ignorable_Code_Point}\p{Bidi_Control}]/u;
 
 /** Returns the reason an aggregate type is invalid, or undefined when it is valid. */
 export function checkAggregateType(value: string): string | undefined {
@@ -83,6 +87,7 @@ function checkFreeText(value: string, maxBytes: number): string | undefined {
   if (value.length === 0) return "is required";
   if (Buffer.byteLength(value, "utf8") > maxBytes) return `must be at most ${maxBytes} bytes of UTF-8`;
   if (FORBIDDEN_CHARS.test(value)) return "must not contain control characters or lone surrogates";
+  if (INVISIBLE_CHARS.test(value)) return "must not contain invisible or bidi control characters (U+FEFF, zero-width, bidi overrides, ...)";
   if (value.normalize("NFC") !== value) return "must be in Unicode NFC form";
   if (value.trim() !== value) return "must not start or end with white space";
   return undefined;

@@ -2,7 +2,7 @@
  * The write path and stream reads (CONTRACT.md W1–W7): reserve slots in PostgreSQL, create the
  * event objects in S3 with a conditional create, then commit them through the group committer.
  */
-import { clone, create, type JsonObject } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import type { WriteSideTables } from "../core/db/schema.js";
@@ -38,6 +38,8 @@ export interface ProposedEventInput {
   readonly eventId: string;
   readonly eventType: string;
   readonly data: JsonObject;
+  /** `data` encoded as JSON, when validation already encoded it (saves encoding it again). */
+  readonly dataJson?: string | undefined;
   /** Includes `kind`; trace keys are carried but not hashed. */
   readonly metadata: Readonly<Record<string, string>>;
   readonly schemaVersion: number;
@@ -149,7 +151,7 @@ export class EventStore {
         });
         const key = slotKey(input.aggregateType, input.aggregateId, slot.seq);
         await this.deps.beforeWrite?.(slot);
-        const created = await this.deps.objects.createIfAbsent(key, encodeEnvelope(envelope), ENVELOPE_CONTENT_TYPE);
+        const created = await this.deps.objects.createIfAbsent(key, encodeEnvelope(envelope, event.dataJson), ENVELOPE_CONTENT_TYPE);
         if (created === "created") {
           this.cache.set(key, envelope);
           await this.deps.afterWrite?.(slot);
@@ -283,8 +285,8 @@ export class EventStore {
       envelope = content.envelope;
       this.cache.set(key, envelope);
     }
-    const out = clone(EventEnvelopeSchema, envelope);
-    out.globalPosition = BigInt(row.globalPosition ?? 0);
-    return out;
+    // A shallow copy: the cached envelope is shared and never changes, and protobuf-es's clone
+    // would rebuild `data` by assignment (losing a `__proto__` key).
+    return { ...envelope, globalPosition: BigInt(row.globalPosition ?? 0) };
   }
 }

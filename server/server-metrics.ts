@@ -16,6 +16,12 @@ export function serverMetrics(registry: Registry): ServerMetrics {
   const calls = new Counter({ name: "tidemark_grpc_calls_total", help: "gRPC calls by method and status code", labelNames: ["method", "code"], registers: [registry] });
   const latency = new Histogram({ name: "tidemark_grpc_call_seconds", help: "gRPC call latency by method", labelNames: ["method"], buckets: LATENCY_BUCKETS, registers: [registry] });
   const conflicts = new Counter({ name: "tidemark_append_conflicts_total", help: "Appends refused with ABORTED (expected_seq mismatch)", registers: [registry] });
+  const internal = new Counter({
+    name: "tidemark_grpc_internal_errors_total",
+    help: "Calls answered INTERNAL, by method: always a Tidemark bug (a client's mistake is INVALID_ARGUMENT or another code); each is logged with its cause",
+    labelNames: ["method"],
+    registers: [registry],
+  });
   let committer: Committer | undefined;
   let sweeper: Sweeper | undefined;
   new Gauge({
@@ -49,6 +55,7 @@ export function serverMetrics(registry: Registry): ServerMetrics {
       calls.inc({ method, code: grpcStatus.name(code) });
       latency.observe({ method }, seconds);
       if (code === grpcStatus.ABORTED) conflicts.inc();
+      if (code === grpcStatus.INTERNAL) internal.inc({ method });
     },
     track(c, s) {
       committer = c;

@@ -1,24 +1,41 @@
 /**
  * Request validation: every problem becomes a field violation naming the field, and a request with
- * any violation is refused before anything is written (CONTRACT.md A2).
+ * any violation is refused before anything is reserved or written (CONTRACT.md A2). A value that
+ * passes can be stored exactly as sent: ids are taken as they are or refused, data has a JSON form.
  */
-import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import type { JsonObject } from "@bufbuild/protobuf";
 import { contentHash, EventKind, kindLabel } from "../core/envelope.js";
 import { Violations } from "../core/errors.js";
 import type { Expectation } from "../core/event-log.js";
 import { checkAggregateId, checkAggregateType, checkEventId, checkEventType } from "../core/ids.js";
+import { checkJsonValue, type JsonRules } from "../core/json-object.js";
 import type { AppendEventsRequest } from "../gen/tidemark/v1/event_store_pb.js";
 import type { AppendInput, ProposedEventInput } from "./event-store.js";
 import type { Limits } from "./limits.js";
 
 const METADATA_KEY = /^[A-Za-z0-9_.-]{1,64}$/;
+// C0 and C1 controls and DEL: a value with NUL, CR or LF breaks logs, headers and text protocols.
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f]/;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Aggregate types whose streams belong to a domain service: only that service writes them, so a
+ * generic append cannot forge what the service decides (GetInstance folds these streams).
+ */
+export const DOMAIN_AGGREGATE_TYPES: ReadonlyMap<string, string> = new Map([["Instance", "tidemark.v1.InstanceService"]]);
+
+/**
+ * Metadata keys the server sets itself; a client may not send them. `command_id` is what
+ * GetProcessingStatus finds a command's events by, and InstanceService sets it from the request.
+ */
+export const SERVER_METADATA_KEYS: ReadonlySet<string> = new Set(["command_id"]);
 
 /** Validates an AppendEvents request into an append; throws ValidationError naming every bad field. */
 export function validateAppend(request: AppendEventsRequest, limits: Limits, traceparent?: string): AppendInput {
   const v = new Violations();
   v.add("aggregate_type", checkAggregateType(request.aggregateType));
+  const owner = DOMAIN_AGGREGATE_TYPES.get(request.aggregateType);
+  if (owner !== undefined) v.add("aggregate_type", `${request.aggregateType} streams are written only through ${owner}`);
   v.add("aggregate_id", checkAggregateId(request.aggregateId));
   v.add("actor", checkActor(request.actor));
   let expectation: Expectation = { type: "any" };
@@ -48,9 +65,9 @@ export function validateAppend(request: AppendEventsRequest, limits: Limits, tra
     ids.add(event.eventId);
     v.add(`${at}.event_type`, checkEventType(event.eventType));
     const data = event.data ?? {};
-    v.add(`${at}.data`, checkJson(data, limits));
+    const checked = checkJson(v, `${at}.data`, data, limits);
     const metadata = { ...event.metadata };
-    v.add(`${at}.metadata`, checkMetadata(metadata, limits));
+    v.add(`${at}.metadata`, checkMetadata(metadata, limits, SERVER_METADATA_KEYS));
     let kind = event.kind;
     if (kind === EventKind.UNSPECIFIED) kind = metadata["kind"] === "command" ? EventKind.COMMAND : EventKind.DOMAIN;
     if (!(kind in EventKind)) v.add(`${at}.kind`, `unknown kind ${kind}`);
@@ -69,7 +86,7 @@ export function validateAppend(request: AppendEventsRequest, limits: Limits, tra
       schemaVersion,
       kind,
     });
-    events.push({ eventId: event.eventId, eventType: event.eventType, data, metadata, schemaVersion, kind, contentHash: hash });
+    events.push({ eventId: event.eventId, eventType: event.eventType, data, dataJson: checked, metadata, schemaVersion, kind, contentHash: hash });
   });
   v.throwIfAny();
   return { aggregateType: request.aggregateType, aggregateId: request.aggregateId, expectation, events, actor: request.actor };
@@ -87,34 +104,39 @@ export function checkActor(actor: string): string | undefined {
   return undefined;
 }
 
-/** Metadata: bounded entry count, key charset and value length. */
-export function checkMetadata(metadata: Readonly<Record<string, string>>, limits: Limits): string | undefined {
-  const entries = Object.entries(metadata);
-  if (entries.length > limits.maxMetadataEntries) return `must have at most ${limits.maxMetadataEntries} entries`;
-  for (const [key, value] of entries) {
+/**
+ * Metadata: bounded entry count, key charset, no `__proto__` (it cannot be kept in a JSON object
+ * built by assignment, as protobuf-es builds maps), none of the keys in `reserved`, and values of
+ * bounded length without control characters.
+ */
+export function checkMetadata(metadata: Readonly<Record<string, string>>, limits: Limits, reserved: ReadonlySet<string> = new Set()): string | undefined {
+  const keys = Object.keys(metadata);
+  if (keys.length > limits.maxMetadataEntries) return `must have at most ${limits.maxMetadataEntries} entries`;
+  for (const key of keys) {
+    const value = metadata[key]!;
     if (!METADATA_KEY.test(key)) return `key ${JSON.stringify(key.slice(0, 80))} must match [A-Za-z0-9_.-]{1,64}`;
+    if (key === "__proto__") return "key __proto__ is not allowed";
+    if (reserved.has(key)) return `key ${key} is set by the server and cannot be sent`;
     if (value.length > limits.maxMetadataValueLength) {
       return `value of ${key} must be at most ${limits.maxMetadataValueLength} characters`;
     }
+    if (CONTROL.test(value)) return `value of ${key} must not contain control characters (NUL, CR, LF, ...)`;
   }
   return undefined;
 }
 
-/** A JSON object within the size and depth limits. */
-export function checkJson(data: JsonObject, limits: Limits): string | undefined {
-  const depth = jsonDepth(data, limits.maxDataDepth + 1);
-  if (depth > limits.maxDataDepth) return `must nest at most ${limits.maxDataDepth} levels deep`;
-  const bytes = Buffer.byteLength(JSON.stringify(data), "utf8");
-  if (bytes > limits.maxDataBytes) return `must be at most ${limits.maxDataBytes} bytes as JSON, got ${bytes}`;
-  return undefined;
+/** The JSON rules of event data (and instance properties, with `refuseNul`) under `limits`. */
+export function jsonRules(limits: Limits, refuseNul = false): JsonRules {
+  return { maxDepth: limits.maxDataDepth, maxBytes: limits.maxDataBytes, refuseNul };
 }
 
-function jsonDepth(value: JsonValue, stopAt: number, depth = 0): number {
-  if (value === null || typeof value !== "object" || depth >= stopAt) return depth;
-  let max = depth + 1;
-  for (const child of Array.isArray(value) ? value : Object.values(value)) {
-    max = Math.max(max, jsonDepth(child, stopAt, depth + 1));
-    if (max >= stopAt) break;
-  }
-  return max;
+/**
+ * Checks a JSON object field (`data`, `properties`) and adds a violation naming the exact place, e.g.
+ * `events[0].data.price: must be a finite number`. Returns the value encoded as JSON when it passes.
+ */
+export function checkJson(v: Violations, field: string, value: JsonObject, limits: Limits, refuseNul = false): string | undefined {
+  const result = checkJsonValue(value, jsonRules(limits, refuseNul));
+  if ("json" in result) return result.json;
+  v.add(`${field}${result.problem.at}`, result.problem.reason);
+  return undefined;
 }

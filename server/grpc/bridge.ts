@@ -6,15 +6,15 @@
 import * as grpc from "@grpc/grpc-js";
 import {
   create,
-  fromBinary,
-  toBinary,
   type DescMessage,
   type DescService,
   type MessageInitShape,
   type MessageShape,
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import { ValidationError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
+import { decodeBinary, DecodeError, encodeBinary } from "../../core/proto-binary.js";
 import { toServiceError } from "./status.js";
 
 /** What a handler knows about its call. */
@@ -54,7 +54,32 @@ export interface BoundService {
   readonly implementation: grpc.UntypedServiceImplementation;
 }
 
-/** The grpc-js definition of a protobuf-es service (also usable with makeGenericClientConstructor). */
+/**
+ * What the server's request deserializer returns for bytes that are not the expected message: grpc-js
+ * would answer INTERNAL for a throw, so the failure travels to the handler, which refuses the call
+ * with INVALID_ARGUMENT naming the field.
+ */
+class UndecodableRequest {
+  constructor(readonly error: DecodeError) {}
+}
+
+function decodeRequest(method: DescService["methods"][number], bytes: Buffer): MessageShape<DescMessage> | UndecodableRequest {
+  try {
+    return decodeBinary(method.input, bytes, { strictEnums: true });
+  } catch (e) {
+    return new UndecodableRequest(e instanceof DecodeError ? e : new DecodeError("", (e as Error).message));
+  }
+}
+
+function decodeFailure(request: unknown): ValidationError | undefined {
+  if (!(request instanceof UndecodableRequest)) return undefined;
+  return new ValidationError([{ field: request.error.field === "" ? "request" : request.error.field, description: request.error.reason }]);
+}
+
+/**
+ * The grpc-js definition of a protobuf-es service (also usable with makeGenericClientConstructor).
+ * Messages go through core/proto-binary.ts, which keeps every key and BOM a client sent.
+ */
 export function serviceDefinition(service: DescService): grpc.ServiceDefinition {
   const definition: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
   for (const method of service.methods) {
@@ -62,10 +87,10 @@ export function serviceDefinition(service: DescService): grpc.ServiceDefinition 
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
-      requestSerialize: (value: MessageShape<DescMessage>) => Buffer.from(toBinary(method.input, value)),
-      requestDeserialize: (bytes: Buffer) => fromBinary(method.input, bytes),
-      responseSerialize: (value: MessageShape<DescMessage>) => Buffer.from(toBinary(method.output, value)),
-      responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
+      requestSerialize: (value: MessageShape<DescMessage>) => Buffer.from(encodeBinary(method.input, value)),
+      requestDeserialize: (bytes: Buffer) => decodeRequest(method, bytes) as MessageShape<DescMessage>,
+      responseSerialize: (value: MessageShape<DescMessage>) => Buffer.from(encodeBinary(method.output, value)),
+      responseDeserialize: (bytes: Buffer) => decodeBinary(method.output, bytes),
       originalName: method.localName,
     };
   }
@@ -89,7 +114,9 @@ export function bindService<S extends GenServiceMethods>(
       implementation[method.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const started = performance.now();
         const { context, dispose } = callContext(call, path);
-        (handler as Unary<DescMessage, DescMessage>)(call.request as MessageShape<DescMessage>, context).then(
+        const refused = decodeFailure(call.request);
+        const result = refused === undefined ? (handler as Unary<DescMessage, DescMessage>)(call.request as MessageShape<DescMessage>, context) : Promise.reject(refused);
+        result.then(
           (out) => {
             dispose();
             observe(path, grpc.status.OK, (performance.now() - started) / 1000);
@@ -109,6 +136,8 @@ export function bindService<S extends GenServiceMethods>(
         const { context, dispose } = callContext(call, path);
         void (async () => {
           try {
+            const refused = decodeFailure(call.request);
+            if (refused !== undefined) throw refused;
             for await (const out of (handler as ServerStreaming<DescMessage, DescMessage>)(
               call.request as MessageShape<DescMessage>,
               context,

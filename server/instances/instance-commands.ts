@@ -6,7 +6,7 @@ import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { v5 as uuidv5 } from "uuid";
 import { contentHash, EventKind, kindLabel } from "../../core/envelope.js";
-import { ConcurrencyError, IdempotencyError, NotFoundError, Violations } from "../../core/errors.js";
+import { ConcurrencyError, IdempotencyError, NotFoundError, PreconditionError, Violations } from "../../core/errors.js";
 import { findLiveSlot, type Expectation } from "../../core/event-log.js";
 import {
   decideInstance,
@@ -22,7 +22,10 @@ import type { Kysely } from "kysely";
 import type { WriteSideTables } from "../../core/db/schema.js";
 import type { EventStore, ProposedEventInput } from "../event-store.js";
 import type { Limits } from "../limits.js";
-import { checkActor, checkJson, checkMetadata, checkSeq } from "../validation.js";
+import { checkActor, checkJson, checkMetadata, checkSeq, SERVER_METADATA_KEYS } from "../validation.js";
+
+/** Metadata keys an instance command sets itself: the request's command_id, and the kind. */
+const INSTANCE_METADATA_KEYS: ReadonlySet<string> = new Set([...SERVER_METADATA_KEYS, "kind"]);
 
 /** Namespace of event ids derived from command ids (UUIDv5). */
 export const COMMAND_EVENT_NAMESPACE = "6f1d7c1e-4c39-5b8e-9a55-2f1f0d1e7a10";
@@ -86,9 +89,10 @@ export function validateInstanceCommand(type: InstanceCommand["type"], raw: RawI
   const address = checkAddress(v, raw);
   v.add("command_id", checkEventId(raw.commandId) === undefined ? undefined : `${checkEventId(raw.commandId)} (a client-chosen id that makes retries safe)`);
   v.add("actor", checkActor(raw.actor));
-  v.add("metadata", checkMetadata(raw.metadata, limits));
+  v.add("metadata", checkMetadata(raw.metadata, limits, INSTANCE_METADATA_KEYS));
   const properties = raw.properties ?? {};
-  if (type !== "delete") v.add("properties", checkJson(properties, limits));
+  // The read model keeps properties in PostgreSQL jsonb, which cannot hold U+0000.
+  if (type !== "delete") checkJson(v, "properties", properties, limits, true);
   let expectedSeq = 0;
   if (type === "create") {
     if (raw.expectedSeq !== undefined && raw.expectedSeq !== 0n) v.add("expected_seq", "must be 0 or unset for create");
@@ -124,6 +128,10 @@ export class InstanceCommands {
     let expectation: Expectation = { type: "any" };
     if (previous === undefined) {
       const { state, version } = await this.fold(aggregateId);
+      // Deletion is final: the id keeps its history and is never reused (docs/CONTRACT.md, Instances).
+      if (input.command.type === "create" && state.exists && state.deleted) {
+        throw new PreconditionError(`instance ${aggregateId} was deleted; the id of a deleted instance is not reused`);
+      }
       // Create expects "no instance yet"; a stream holding only void slots still counts as none.
       const expected = input.command.type === "create" && !state.exists ? version : input.expectedSeq;
       if (version !== expected) throw new ConcurrencyError(INSTANCE_AGGREGATE_TYPE, aggregateId, input.expectedSeq, version);

@@ -16,7 +16,7 @@ import {
   type InstanceView,
 } from "../instances/instance-commands.js";
 import type { Limits } from "../limits.js";
-import { checkInstancePart } from "../../core/ids.js";
+import { checkInstanceId, checkInstancePart } from "../../core/ids.js";
 
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
@@ -95,7 +95,11 @@ export function instanceHandlers(
       let after = "";
       if (request.pageToken !== "") {
         after = Buffer.from(request.pageToken, "base64url").toString("utf8");
-        if (!after.startsWith(instanceAggregateId(request.database, request.className, ""))) {
+        // A token is the base64url of the last aggregate id listed: anything else (other bytes,
+        // invalid UTF-8, an id no instance can have) was not made by this server.
+        const prefix = instanceAggregateId(request.database, request.className, "");
+        const canonical = Buffer.from(after, "utf8").toString("base64url") === request.pageToken;
+        if (!canonical || !after.startsWith(prefix) || checkInstanceId(after.slice(prefix.length)) !== undefined) {
           v.add("page_token", "is not a token of this listing");
         }
       }

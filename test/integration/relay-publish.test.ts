@@ -90,6 +90,22 @@ describe("R3 one wire format", () => {
     });
   });
 
+  it("publishes data exactly as the client sent it: __proto__, constructor and unicode keys included", async () => {
+    const data = JSON.parse('{"__proto__":{"x":1},"constructor":{"prototype":2},"ключ":"\\ufeffv","k":[null,true,1.5]}') as never;
+    await t.events.appendEvents({
+      aggregateType: "Shipment",
+      aggregateId: "s/proto",
+      expectation: { case: "noStream", value: {} },
+      events: [{ eventId: "r3-proto", eventType: "ShipmentBooked", data }],
+    });
+    await collector.waitForEvents(["r3-proto"]);
+    const m = collector.messages.find((x) => x.eventId === "r3-proto")!;
+    const stored = (await t.server.objects.get(slotKey("Shipment", "s/proto", 1)))!;
+    // Byte for byte: the message is the stored object with only global_position put first.
+    expect(m.value.replace(/^\{"global_position":"\d+",/, "{")).toBe(stored);
+    expect(m.value).toContain(`"data":${JSON.stringify(data)}`);
+  });
+
   it("keys by ordering_key when the event sets one", async () => {
     await t.events.appendEvents({
       aggregateType: "Shipment",

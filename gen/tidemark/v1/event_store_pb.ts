@@ -42,6 +42,9 @@ export type ProposedEvent = Message<"tidemark.v1.ProposedEvent"> & {
   data?: JsonObject | undefined;
 
   /**
+   * Keys match [A-Za-z0-9_.-]{1,64}; values hold no control characters. `command_id` is set by the
+   * server (InstanceService) and cannot be sent.
+   *
    * @generated from field: map<string, string> metadata = 4;
    */
   metadata: { [key: string]: string };
@@ -73,6 +76,8 @@ export const ProposedEventSchema: GenMessage<ProposedEvent> = /*@__PURE__*/
  */
 export type AppendEventsRequest = Message<"tidemark.v1.AppendEventsRequest"> & {
   /**
+   * Not `Instance`: instance streams are written only through InstanceService.
+   *
    * @generated from field: string aggregate_type = 1;
    */
   aggregateType: string;
