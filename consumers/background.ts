@@ -1,5 +1,5 @@
 /**
- * Background loops of a consumer process: housekeeping of the registry (CONTRACT.md C7) and the
+ * Background loops of a consumer process: housekeeping of the registry (docs/CONTRACT.md C7) and the
  * projection's position tracker (read-your-writes). Both survive outages by trying again later.
  */
 import type { Kysely } from "kysely";

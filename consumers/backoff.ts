@@ -1,5 +1,5 @@
 /**
- * Exponential backoff with jitter (CONTRACT.md C3; the origin retried `failed` rows at once,
+ * Exponential backoff with jitter (docs/CONTRACT.md C3; the origin retried `failed` rows at once,
  * weakness 11). Pure: the random source comes in as an argument.
  */
 

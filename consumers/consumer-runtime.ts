@@ -1,6 +1,6 @@
 /**
  * Runs one handler on a message source — a Kafka consumer group, or the commit log in process in
- * the embedded mode (CONTRACT.md C1–C5). Per message: claim in the registry → heartbeat → side
+ * the embedded mode (docs/CONTRACT.md C1–C5). Per message: claim in the registry → heartbeat → side
  * effect and "done" in one transaction → commit the offset once the contiguous prefix of the
  * partition has a recorded outcome. Per partition, events of one aggregate run one after another
  * and different aggregates run in parallel (bounded), so one slow aggregate never stalls the rest

@@ -1,5 +1,5 @@
 /**
- * Dead letters (CONTRACT.md C3): a message that cannot be processed is copied unchanged (value and
+ * Dead letters (docs/CONTRACT.md C3): a message that cannot be processed is copied unchanged (value and
  * headers, so it can be replayed), with headers naming the handler, the cause and where it came
  * from. With Kafka they go to the dead-letter topic, keyed by `{handler}/{event_id}` so all copies
  * of one event share a partition; in the embedded mode they are objects in the store.

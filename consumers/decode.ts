@@ -1,6 +1,6 @@
 /**
  * Turns a Kafka message into a {@link ConsumedEvent}: the value is the envelope's protobuf JSON
- * (CONTRACT.md R3). Anything that does not decode into a valid envelope is poison: it would fail
+ * (docs/CONTRACT.md R3). Anything that does not decode into a valid envelope is poison: it would fail
  * the same way on every attempt, so it goes to the dead-letter topic at once (C3).
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";

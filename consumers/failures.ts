@@ -1,5 +1,5 @@
 /**
- * How a consumer classifies a failure (CONTRACT.md C3): poison (retrying cannot help: undecodable,
+ * How a consumer classifies a failure (docs/CONTRACT.md C3): poison (retrying cannot help: undecodable,
  * invalid), retriable (back off, dead-letter when exhausted), or infrastructure (the registry's
  * PostgreSQL or Kafka is unreachable: pause, never advance the offset, never count an attempt).
  * Classification follows the `cause` chain to its root, as kafkajs does for its own errors.
@@ -15,7 +15,7 @@ export class PoisonError extends Error {
   }
 }
 
-/** The claim's lease expired or was taken over: the holder must not complete (CONTRACT.md C1). */
+/** The claim's lease expired or was taken over: the holder must not complete (docs/CONTRACT.md C1). */
 export class LeaseLostError extends Error {
   readonly kind = "lease-lost" as const;
   constructor(message: string) {

@@ -1,7 +1,7 @@
 /**
  * The handler API: what a user writes to build a consumer. A handler is a name (its registry key
  * and consumer group) and a function that applies one event inside a PostgreSQL transaction that
- * also records "done", so a database side effect happens exactly once (CONTRACT.md C1).
+ * also records "done", so a database side effect happens exactly once (docs/CONTRACT.md C1).
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Transaction } from "kysely";

@@ -1,6 +1,6 @@
 /**
  * The Kafka implementation of {@link MessageSource}: a kafkajs consumer group with manual offset
- * commits (CONTRACT.md C5), so offsets move only when the runtime says the registry recorded the
+ * commits (docs/CONTRACT.md C5), so offsets move only when the runtime says the registry recorded the
  * outcome. kafkajs restarts the consumer after repeated failures; offsets are safe either way.
  */
 import type { Consumer, Kafka } from "kafkajs";

@@ -8,7 +8,7 @@
  */
 import type { RawMessage } from "./decode.js";
 
-/** One message of a partition. `value` is the envelope's JSON bytes (CONTRACT.md R3). */
+/** One message of a partition. `value` is the envelope's JSON bytes (docs/CONTRACT.md R3). */
 export interface SourceMessage {
   /** Position in the partition, as a decimal string; ascending within a partition. */
   readonly offset: string;

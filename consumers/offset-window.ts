@@ -1,5 +1,5 @@
 /**
- * Offset bookkeeping of one partition (CONTRACT.md C5). Messages are dispatched in offset order and
+ * Offset bookkeeping of one partition (docs/CONTRACT.md C5). Messages are dispatched in offset order and
  * finish in any order (different aggregates run in parallel); the committable offset only moves
  * over the contiguous prefix whose outcome the registry recorded, so a crash redelivers at most
  * the unfinished tail. Pure: no Kafka here.

@@ -1,6 +1,6 @@
 /**
  * gRPC handlers of tidemark.v1.ProcessingService: what each handler did with an event, from the
- * registry, completed by the watermarks for rows already pruned (CONTRACT.md C7) and for events a
+ * registry, completed by the watermarks for rows already pruned (docs/CONTRACT.md C7) and for events a
  * handler has not reached yet.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";

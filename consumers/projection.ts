@@ -1,5 +1,5 @@
 /**
- * The instances projection (CONTRACT.md C6): applies instance events to the `instances` read model
+ * The instances projection (docs/CONTRACT.md C6): applies instance events to the `instances` read model
  * with the same pure fold the server uses (core/domain/instance.ts evolveInstance), so a read from
  * the model and a strong read cannot disagree. Rows only move forward in version: an event at or
  * below a row's version is already reflected (a redelivery, or a rebuild got there first).

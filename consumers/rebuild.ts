@@ -1,5 +1,5 @@
 /**
- * Rebuilds the instances read model from the store (CONTRACT.md C6): the commit log in global
+ * Rebuilds the instances read model from the store (docs/CONTRACT.md C6): the commit log in global
  * order and the event objects in S3 — not Kafka, whose retention may have dropped old events. The
  * replay fills a fresh table while the live projection keeps serving and applying; the fresh table
  * then catches up under a lock that pauses live writes and is renamed over the live one in the

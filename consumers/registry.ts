@@ -1,5 +1,5 @@
 /**
- * The processed-event registry (CONTRACT.md C1–C4, C7) and the ordering guard (C2), as repository
+ * The processed-event registry (docs/CONTRACT.md C1–C4, C7) and the ordering guard (C2), as repository
  * functions that take the database or a transaction first: the caller owns the transaction, so a
  * PostgreSQL side effect and its "done" commit together. Every time comparison and every lease is
  * computed by PostgreSQL (`clock_timestamp()`), never by the worker's clock (weakness 10).
@@ -171,7 +171,7 @@ export interface PruneOptions {
 export const DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000;
 
 /**
- * Housekeeping (CONTRACT.md C7): deletes `done` rows whose outcome is older than the retention,
+ * Housekeeping (docs/CONTRACT.md C7): deletes `done` rows whose outcome is older than the retention,
  * in bounded batches, and returns how many it deleted. Only `done` rows go: watermarks stay, so
  * a redelivered old event is still recognised as stale; dead-lettered, retrying and in-flight rows
  * stay for inspection and recovery.

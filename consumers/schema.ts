@@ -12,7 +12,7 @@ type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 /** States of a registry row; see docs/CONSUMERS.md for the transitions. */
 export type ProcessingState = "processing" | "done" | "retry_scheduled" | "dead_lettered" | "skipped_stale";
 
-/** One row per (handler, event_id): claim, lease, outcome (CONTRACT.md C1, C3, C4). */
+/** One row per (handler, event_id): claim, lease, outcome (docs/CONTRACT.md C1, C3, C4). */
 export interface ProcessedEventsTable {
   handler: string;
   event_id: string;
@@ -36,7 +36,7 @@ export interface ProcessedEventsTable {
   finished_at: Date | null;
 }
 
-/** The ordering guard (CONTRACT.md C2): the highest seq a handler applied per aggregate. */
+/** The ordering guard (docs/CONTRACT.md C2): the highest seq a handler applied per aggregate. */
 export interface ConsumerWatermarksTable {
   handler: string;
   aggregate_type: string;
@@ -46,7 +46,7 @@ export interface ConsumerWatermarksTable {
   updated_at: Timestamp;
 }
 
-/** The instances read model (CONTRACT.md C6). */
+/** The instances read model (docs/CONTRACT.md C6). */
 export interface InstancesTable {
   database: string;
   class_name: string;

@@ -1,5 +1,5 @@
 /**
- * Wakes waiters when a commit is announced on the schema's NOTIFY channel (CONTRACT.md R6). One
+ * Wakes waiters when a commit is announced on the schema's NOTIFY channel (docs/CONTRACT.md R6). One
  * dedicated connection per process; it reconnects after failures, and waiters always have a
  * timeout, so polling takes over while notifications are unavailable.
  */

@@ -1,6 +1,6 @@
 /**
  * The event envelope on the wire and at rest: protobuf JSON with proto field names, so any language
- * decodes it. Also the canonical content hash that decides idempotent retries (CONTRACT.md W4).
+ * decodes it. Also the canonical content hash that decides idempotent retries (docs/CONTRACT.md W4).
  */
 import { createHash } from "node:crypto";
 import { create, fromJson, toJson, toJsonString, type JsonObject, type JsonValue } from "@bufbuild/protobuf";

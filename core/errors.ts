@@ -26,7 +26,7 @@ export class ValidationError extends TidemarkError {
   }
 }
 
-/** The aggregate's head differs from the expected one (CONTRACT.md W3): ABORTED. */
+/** The aggregate's head differs from the expected one (docs/CONTRACT.md W3): ABORTED. */
 export class ConcurrencyError extends TidemarkError {
   readonly kind = "concurrency" as const;
   constructor(
@@ -39,7 +39,7 @@ export class ConcurrencyError extends TidemarkError {
   }
 }
 
-/** An event_id was used before with other content (CONTRACT.md W4): ALREADY_EXISTS. */
+/** An event_id was used before with other content (docs/CONTRACT.md W4): ALREADY_EXISTS. */
 export class IdempotencyError extends TidemarkError {
   readonly kind = "idempotency" as const;
   constructor(

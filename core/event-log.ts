@@ -9,7 +9,7 @@ import { ConcurrencyError, IdempotencyError } from "./errors.js";
 
 type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
 
-/** What the client expects of the stream's head (CONTRACT.md W3). */
+/** What the client expects of the stream's head (docs/CONTRACT.md W3). */
 export type Expectation = { readonly type: "exact"; readonly seq: number } | { readonly type: "any" };
 
 /** A slot to reserve for one proposed event. */
@@ -216,7 +216,7 @@ export type CommitOutcome =
 /**
  * Step 3 of an append, one transaction for many slots (group commit): takes the commit counter's
  * row lock, so commit order equals global position order and a reader that sees position p has
- * seen every position below p (CONTRACT.md R1). A slot commits only after its predecessor in the
+ * seen every position below p (docs/CONTRACT.md R1). A slot commits only after its predecessor in the
  * stream is resolved, which keeps per-aggregate order in global order (R2). Wakes listeners.
  */
 export async function commitSlots(

@@ -1,7 +1,7 @@
 /**
  * Identifier rules and the S3 key layout. Every id that becomes part of an S3 key is validated here
  * and encoded injectively, so no id can escape its stream's prefix or share it with another id
- * (CONTRACT.md A2, weakness 6 of the origin).
+ * (docs/CONTRACT.md A2, weakness 6 of the origin).
  */
 
 /** Limits on identifiers, also listed in docs/CONFIGURATION.md. */

@@ -2,7 +2,7 @@
  * The origin's settings that have no setting of their own in Tidemark. Each is accepted with the
  * value that keeps Tidemark's guarantees, so an environment written for the origin still starts;
  * a value that would switch a guarantee off is refused at start, in every process, saying why
- * (CONTRACT.md, weakness 7: no configuration mode may silently switch a guarantee off).
+ * (docs/CONTRACT.md, weakness 7: no configuration mode may silently switch a guarantee off).
  */
 import type { Setting } from "./settings.js";
 
@@ -22,7 +22,7 @@ const allocatorMode = (raw: string): "postgres" => {
   if (raw === "postgres") return raw;
   throw new Error(
     `must be one of postgres, got ${JSON.stringify(raw)}: PostgreSQL allocates every sequence number atomically, ` +
-      "which is what optimistic concurrency (expected_seq, CONTRACT.md W3) and gap-free streams rest on; " +
+      "which is what optimistic concurrency (expected_seq, docs/CONTRACT.md W3) and gap-free streams rest on; " +
       "the origin's other modes switched that off, so Tidemark has none",
   );
 };
@@ -49,7 +49,7 @@ export const ORIGIN_SETTINGS = {
     parse: mustStayOn(
       "the processed-event registry",
       "it is what makes consumers' side effects " +
-        "exactly-once (claim, lease, fencing), keeps per-aggregate order and records retries and dead letters (CONTRACT.md C1-C5)",
+        "exactly-once (claim, lease, fencing), keeps per-aggregate order and records retries and dead letters (docs/CONTRACT.md C1-C5)",
     ),
     description: "Accepted for compatibility with the origin; must be true (the registry makes consumers exactly-once in effect).",
   },

@@ -1,5 +1,5 @@
 /**
- * The contiguous acknowledged prefix (CONTRACT.md R4): batches are registered in position order when
+ * The contiguous acknowledged prefix (docs/CONTRACT.md R4): batches are registered in position order when
  * they are sent and may be acknowledged in any order; the checkpoint may only move to the end of the
  * longest run of acknowledged batches that starts at the checkpoint.
  */

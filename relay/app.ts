@@ -1,7 +1,7 @@
 /**
  * Builds and runs a relay: database (migrated), object store, commit listener, Kafka publisher,
  * lease and metrics. Every instance competes for one lease per relay name: the holder publishes,
- * the others stand by and take over within the lease when it dies (CONTRACT.md R5).
+ * the others stand by and take over within the lease when it dies (docs/CONTRACT.md R5).
  */
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";

@@ -1,7 +1,7 @@
 /**
  * Reads the next committed events in global order and their bytes from S3, the source of truth.
  * Positions are assigned under the commit counter's lock, so "position > cursor, in order" never
- * passes an event that becomes visible later (CONTRACT.md R1). An object that cannot be read stops
+ * passes an event that becomes visible later (docs/CONTRACT.md R1). An object that cannot be read stops
  * the batch right before it: the relay never skips an event.
  */
 import type { Kysely } from "kysely";
@@ -115,7 +115,7 @@ const ALARM_LOG_INTERVAL_MS = 30_000;
  * Reads the commit log one step at a time for a relay loop: a batch, or nothing after waiting —
  * for a commit when the log has no news, or with exponential backoff after a failed read. An
  * unreadable event is never skipped: the step retries it and raises the blocked alarm (logged at
- * most every 30 s) until the event reads again (CONTRACT.md R1).
+ * most every 30 s) until the event reads again (docs/CONTRACT.md R1).
  */
 export class PatientReader {
   private backoff = 100;

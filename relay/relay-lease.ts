@@ -1,5 +1,5 @@
 /**
- * This process's view of the active-relay lease (CONTRACT.md R5). The database decides who holds
+ * This process's view of the active-relay lease (docs/CONTRACT.md R5). The database decides who holds
  * it (its clock, its row lock); locally the relay only keeps a conservative deadline — measured
  * from before each grant's request was sent, so it ends no later than the database's expiry —
  * and publishes only while enough of it is left for a produce request to settle.

@@ -1,7 +1,7 @@
 /**
  * One lease term of the active relay: read committed events in global order (a bounded number of
  * batches ahead), produce each batch to Kafka until it is acknowledged, then move the durable
- * checkpoint over the acknowledged prefix under the lease's fencing token (CONTRACT.md R1, R4, R5).
+ * checkpoint over the acknowledged prefix under the lease's fencing token (docs/CONTRACT.md R1, R4, R5).
  * Nothing is ever skipped: a batch is retried until Kafka takes it, an unreadable event blocks.
  */
 import type { Kysely } from "kysely";

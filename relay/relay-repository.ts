@@ -87,7 +87,7 @@ export async function readCheckpoint(db: Db, name: string): Promise<Checkpoint> 
 
 /**
  * Moves the checkpoint to `position` when, and only when, `token` is still the current, unexpired
- * lease (CONTRACT.md R4, R5). The lease row is share-locked for the statement, so a takeover either
+ * lease (docs/CONTRACT.md R4, R5). The lease row is share-locked for the statement, so a takeover either
  * commits first (and this write is refused) or waits until this write is visible to the new holder.
  * Returns false when fenced out.
  */

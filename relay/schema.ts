@@ -7,7 +7,7 @@ import type { Int8, WriteSideTables } from "../core/db/schema.js";
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 
-/** The active-relay lease with its fencing token (CONTRACT.md R5); times on the database clock. */
+/** The active-relay lease with its fencing token (docs/CONTRACT.md R5); times on the database clock. */
 export interface RelayLeasesTable {
   name: string;
   holder: string;
@@ -17,7 +17,7 @@ export interface RelayLeasesTable {
   renewed_at: Timestamp;
 }
 
-/** The durable checkpoint (CONTRACT.md R4): every position up to `position` is acknowledged by Kafka. */
+/** The durable checkpoint (docs/CONTRACT.md R4): every position up to `position` is acknowledged by Kafka. */
 export interface RelayCheckpointsTable {
   name: string;
   position: Int8;

@@ -1,5 +1,5 @@
 /**
- * The one wire format (CONTRACT.md R3): the value is the envelope's protobuf JSON with proto field
+ * The one wire format (docs/CONTRACT.md R3): the value is the envelope's protobuf JSON with proto field
  * names and `global_position` set from the commit log (the S3 object stores 0, because the position
  * is assigned at commit); headers repeat the identity fields, the content type and the trace context.
  */

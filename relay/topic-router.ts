@@ -1,5 +1,5 @@
 /**
- * Routing of events to Kafka topics (CONTRACT.md R7): an ordered list of rules, each matching an
+ * Routing of events to Kafka topics (docs/CONTRACT.md R7): an ordered list of rules, each matching an
  * aggregate type, an event kind, or both; the first match wins and everything else goes to the
  * default topic, so no event is ever without a topic (weakness 8 of the origin).
  */

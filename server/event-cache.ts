@@ -1,7 +1,7 @@
 import type { EventEnvelope } from "../core/envelope.js";
 
 /**
- * A bounded LRU of decoded events by slot key. Stored events never change (CONTRACT.md W2), so a
+ * A bounded LRU of decoded events by slot key. Stored events never change (docs/CONTRACT.md W2), so a
  * cached copy can never be stale.
  */
 export class EventCache {

@@ -1,5 +1,5 @@
 /**
- * The write path and stream reads (CONTRACT.md W1–W7): reserve slots in PostgreSQL, create the
+ * The write path and stream reads (docs/CONTRACT.md W1–W7): reserve slots in PostgreSQL, create the
  * event objects in S3 with a conditional create, then commit them through the group committer.
  */
 import { create, type JsonObject } from "@bufbuild/protobuf";

@@ -1,4 +1,4 @@
-/** Explicit request limits (CONTRACT.md A2); every one is a setting in server/config.ts. */
+/** Explicit request limits (docs/CONTRACT.md A2); every one is a setting in server/config.ts. */
 export interface Limits {
   /** Largest gRPC message accepted, in bytes. */
   readonly maxMessageBytes: number;

@@ -1,5 +1,5 @@
 /**
- * Resolves reservations whose writer never finished (CONTRACT.md W5): after the write deadline a
+ * Resolves reservations whose writer never finished (docs/CONTRACT.md W5): after the write deadline a
  * pending slot is either found in S3 and committed, or closed with a void marker written by the
  * same conditional create, so a late writer fails instead of landing. Batches resolve as a unit.
  */

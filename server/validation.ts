@@ -1,6 +1,6 @@
 /**
  * Request validation: every problem becomes a field violation naming the field, and a request with
- * any violation is refused before anything is reserved or written (CONTRACT.md A2). A value that
+ * any violation is refused before anything is reserved or written (docs/CONTRACT.md A2). A value that
  * passes can be stored exactly as sent: ids are taken as they are or refused, data has a JSON form.
  */
 import type { JsonObject } from "@bufbuild/protobuf";

@@ -11,7 +11,7 @@ type CreatedAt = ColumnType<Date, Date | string | undefined, Date | string>;
 /** State of a commit-log row. */
 export type SlotState = "pending" | "committed" | "void";
 
-/** Allocation of per-aggregate sequence numbers (a cache of S3, CONTRACT.md W6). */
+/** Allocation of per-aggregate sequence numbers (a cache of S3, docs/CONTRACT.md W6). */
 export interface StreamHeadsTable {
   aggregate_type: string;
   aggregate_id: string;
@@ -37,7 +37,7 @@ export interface EventLogTable {
   committed_at: Date | null;
 }
 
-/** The serialised commit counter: commit order equals global position order (CONTRACT.md R1). */
+/** The serialised commit counter: commit order equals global position order (docs/CONTRACT.md R1). */
 export interface GlobalCounterTable {
   id: number;
   position: Int8;

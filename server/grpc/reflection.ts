@@ -5,7 +5,7 @@ import { ReflectionService } from "@grpc/reflection";
 
 /**
  * Adds gRPC server reflection (v1 and v1alpha) for the given files and everything they import, so
- * grpcurl and other tools work with no .proto files at hand (CONTRACT.md A1).
+ * grpcurl and other tools work with no .proto files at hand (docs/CONTRACT.md A1).
  */
 export function addReflection(server: Pick<grpc.Server, "addService">, files: readonly DescFile[]): void {
   const seen = new Map<string, DescFile>();

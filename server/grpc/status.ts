@@ -1,5 +1,5 @@
 /**
- * The one mapping from domain errors to gRPC statuses (CONTRACT.md, API table). Details travel as a
+ * The one mapping from domain errors to gRPC statuses (docs/CONTRACT.md, API table). Details travel as a
  * `google.rpc.Status` in `grpc-status-details-bin`; causes are logged, never sent to the client.
  */
 import * as grpc from "@grpc/grpc-js";

@@ -1,5 +1,5 @@
 /**
- * The API surface (CONTRACT.md A1): reflection and a session with real grpcurl, the standard health
+ * The API surface (docs/CONTRACT.md A1): reflection and a session with real grpcurl, the standard health
  * service, graceful shutdown, and Subscribe (catch-up, caught-up marker, live, resume).
  */
 import { execFile } from "node:child_process";

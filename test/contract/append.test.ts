@@ -1,6 +1,6 @@
 /**
  * The write path against real PostgreSQL and S3Proxy, through the generated TypeScript client:
- * CONTRACT.md W1, W2, W3, W4, W7 and the id rules of A2.
+ * docs/CONTRACT.md W1, W2, W3, W4, W7 and the id rules of A2.
  */
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

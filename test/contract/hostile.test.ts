@@ -1,5 +1,5 @@
 /**
- * A careless or hostile client, as a client generated in another language can be (CONTRACT.md A2,
+ * A careless or hostile client, as a client generated in another language can be (docs/CONTRACT.md A2,
  * W3, W4): every bad request is refused with INVALID_ARGUMENT naming the field before anything is
  * reserved, ids are taken exactly as sent or refused, undecodable bytes are the client's mistake
  * (never INTERNAL), and stored data equals sent data key for key. Each numbered case is a finding of

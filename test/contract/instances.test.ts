@@ -1,6 +1,6 @@
 /**
  * InstanceService end to end against the real stack: decisions in the server, optimistic
- * concurrency on the version reads show, command_id retries, and the error table of CONTRACT.md.
+ * concurrency on the version reads show, command_id retries, and the error table of docs/CONTRACT.md.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcurrencyConflictSchema, IdempotencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";

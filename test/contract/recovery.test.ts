@@ -1,5 +1,5 @@
 /**
- * Crashes, lost allocations and outages against real PostgreSQL and S3Proxy: CONTRACT.md W5, W6,
+ * Crashes, lost allocations and outages against real PostgreSQL and S3Proxy: docs/CONTRACT.md W5, W6,
  * and "S3 / PostgreSQL unreachable → UNAVAILABLE, nothing acknowledged".
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

@@ -1,5 +1,5 @@
 /**
- * Crash recovery in the embedded mode (CONTRACT.md C1, C3, C4, C5 without Kafka). The all-in-one
+ * Crash recovery in the embedded mode (docs/CONTRACT.md C1, C3, C4, C5 without Kafka). The all-in-one
  * process is killed with SIGKILL while a handler is inside its transaction: on restart the event is
  * delivered again (the checkpoint never passed it), taken over (counting an attempt) and applied
  * exactly once, and everything written before the crash is there. A handler that never returns

@@ -129,7 +129,7 @@ export function copiesByEvent(messages: readonly Collected[]): Map<string, Colle
 }
 
 /**
- * Checks per-key order (CONTRACT.md R2) as a consumer sees it: within each partition, in offset
+ * Checks per-key order (docs/CONTRACT.md R2) as a consumer sees it: within each partition, in offset
  * order, the first copy of each event of a key comes after every earlier event of that key
  * (higher global position); later copies are duplicates. Returns the violations found.
  */

@@ -1,5 +1,5 @@
 /**
- * Crash recovery (CONTRACT.md C1, C4, C5): a real consumer child process is killed with SIGKILL at
+ * Crash recovery (docs/CONTRACT.md C1, C4, C5): a real consumer child process is killed with SIGKILL at
  * each named crash point; a second process in the same group converges on exactly one side effect,
  * taking the event over once its lease (2 s here) expired; a takeover counts an attempt.
  */

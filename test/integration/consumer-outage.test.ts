@@ -1,5 +1,5 @@
 /**
- * Infrastructure outages (CONTRACT.md C3, C5; weakness 12 of the origin): the registry's
+ * Infrastructure outages (docs/CONTRACT.md C3, C5; weakness 12 of the origin): the registry's
  * PostgreSQL or Kafka is cut mid-stream by a TCP proxy (a real network failure). The partition
  * pauses, its offset does not advance, nothing is skipped or dead-lettered for it, and after
  * recovery every event is applied exactly once.

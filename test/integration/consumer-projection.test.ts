@@ -1,5 +1,5 @@
 /**
- * The instances projection end to end (CONTRACT.md C2, C6): commands through the real server, a
+ * The instances projection end to end (docs/CONTRACT.md C2, C6): commands through the real server, a
  * test relay publishing the commit log to real Kafka, the projection applying it. Reads with each
  * consistency level, read-your-writes, a rebuild from the store (S3 + commit log) that equals the
  * live projection and is resumable, and the processing-status call over gRPC.

@@ -1,5 +1,5 @@
 /**
- * Outages of the real services (CONTRACT.md: S3 / PostgreSQL unreachable → UNAVAILABLE, nothing
+ * Outages of the real services (docs/CONTRACT.md: S3 / PostgreSQL unreachable → UNAVAILABLE, nothing
  * acknowledged): a TCP forwarder between the server and the service is cut and restored.
  */
 import { afterEach, describe, expect, it } from "vitest";

@@ -1,5 +1,5 @@
 /**
- * The relay never skips (CONTRACT.md R1) and exports its lag (R7), against real PostgreSQL,
+ * The relay never skips (docs/CONTRACT.md R1) and exports its lag (R7), against real PostgreSQL,
  * S3Proxy and Kafka: a voided slot has no position and is never published; a committed event whose
  * S3 object is gone blocks publication with an alarm (log and metric) until the object is back.
  */

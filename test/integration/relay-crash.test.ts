@@ -1,5 +1,5 @@
 /**
- * kill -9 of a real relay process at each step of a batch (CONTRACT.md R1, R4): after the read,
+ * kill -9 of a real relay process at each step of a batch (docs/CONTRACT.md R1, R4): after the read,
  * after Kafka acknowledged but before the checkpoint, and after the checkpoint. A restarted relay
  * publishes everything; duplicates come only from the acknowledged-but-not-checkpointed tail.
  */

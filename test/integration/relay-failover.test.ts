@@ -1,5 +1,5 @@
 /**
- * One active relay (CONTRACT.md R5) with real processes: a standby takes over within the lease
+ * One active relay (docs/CONTRACT.md R5) with real processes: a standby takes over within the lease
  * when the active relay is killed, and a relay that was frozen past its lease (SIGSTOP, like a long
  * GC pause) cannot move the checkpoint and stops producing when it wakes up.
  */

@@ -1,5 +1,5 @@
 /**
- * Kafka broker restart mid-stream (CONTRACT.md R1): the relay pauses — nothing is checkpointed
+ * Kafka broker restart mid-stream (docs/CONTRACT.md R1): the relay pauses — nothing is checkpointed
  * while the broker is down — and resumes when it is back, losing nothing.
  *
  * This file stops the stack's one broker (`scripts/stack.sh kafka-stop`); test files running in

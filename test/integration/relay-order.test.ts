@@ -1,5 +1,5 @@
 /**
- * Nothing skipped, per-key order (CONTRACT.md R1, R2) against real PostgreSQL, S3Proxy and Kafka:
+ * Nothing skipped, per-key order (docs/CONTRACT.md R1, R2) against real PostgreSQL, S3Proxy and Kafka:
  * 16 concurrent writers over 50 aggregates, and a commit deliberately held open while other appends
  * run — with a control run that proves the check detects a skipped event.
  */

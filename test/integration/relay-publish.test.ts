@@ -1,5 +1,5 @@
 /**
- * The relay against real PostgreSQL, S3Proxy and Kafka: the wire format (CONTRACT.md R3), routing
+ * The relay against real PostgreSQL, S3Proxy and Kafka: the wire format (docs/CONTRACT.md R3), routing
  * and topic creation (R7), wake-up by NOTIFY with polling as the fallback (R6), and the metrics.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

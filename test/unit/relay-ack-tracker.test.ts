@@ -1,4 +1,4 @@
-/** The checkpoint moves only over the contiguous acknowledged prefix (CONTRACT.md R4). */
+/** The checkpoint moves only over the contiguous acknowledged prefix (docs/CONTRACT.md R4). */
 import { describe, expect, it } from "vitest";
 import { AckTracker } from "../../relay/ack-tracker.js";
 

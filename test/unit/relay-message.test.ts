@@ -1,4 +1,4 @@
-/** The relay's wire format (CONTRACT.md R3) and key choice (R2), from the bytes stored in S3. */
+/** The relay's wire format (docs/CONTRACT.md R3) and key choice (R2), from the bytes stored in S3. */
 import { create, fromJsonString } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";

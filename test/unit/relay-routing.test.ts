@@ -1,4 +1,4 @@
-/** Routing rules (CONTRACT.md R7) and relay configuration parsing. */
+/** Routing rules (docs/CONTRACT.md R7) and relay configuration parsing. */
 import { describe, expect, it } from "vitest";
 import { parseRoutes, TopicRouter } from "../../relay/topic-router.js";
 import { loadRelayConfig } from "../../relay/config.js";

@@ -22,7 +22,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn("event_type", "text", (c) => c.notNull())
     .addColumn("content_hash", "text", (c) => c.notNull())
     .addColumn("ordering_key", "text")
-    // The slots one append reserved together (CONTRACT.md W7): they commit or void as a unit.
+    // The slots one append reserved together (docs/CONTRACT.md W7): they commit or void as a unit.
     .addColumn("batch_first_seq", "bigint", (c) => c.notNull())
     .addColumn("batch_last_seq", "bigint", (c) => c.notNull())
     .addColumn("state", "text", (c) => c.notNull().check(sql`state in ('pending', 'committed', 'void')`))

@@ -3,7 +3,7 @@ import { sql, type Kysely } from "kysely";
 // Frozen in time once released. Owned by the relay (relay/): checkpoints and the active-relay lease.
 
 export async function up(db: Kysely<any>): Promise<void> {
-  // One row per relay name: who may publish (CONTRACT.md R5). Times are the database's clock, so
+  // One row per relay name: who may publish (docs/CONTRACT.md R5). Times are the database's clock, so
   // clock skew between relay hosts cannot make two of them believe they hold the lease.
   await db.schema
     .createTable("relay_leases")
@@ -16,7 +16,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn("renewed_at", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
     .execute();
 
-  // The durable checkpoint (CONTRACT.md R4): every global position up to `position` is in Kafka.
+  // The durable checkpoint (docs/CONTRACT.md R4): every global position up to `position` is in Kafka.
   await db.schema
     .createTable("relay_checkpoints")
     .addColumn("name", "text", (c) => c.primaryKey())

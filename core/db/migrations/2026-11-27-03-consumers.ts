@@ -58,7 +58,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addPrimaryKeyConstraint("consumer_watermarks_pkey", ["handler", "aggregate_type", "aggregate_id"])
     .execute();
 
-  // The instances read model (CONTRACT.md C6). A rebuild creates a copy with LIKE ... INCLUDING ALL
+  // The instances read model (docs/CONTRACT.md C6). A rebuild creates a copy with LIKE ... INCLUDING ALL
   // and renames it over this one, so keep every index of it named after the table.
   await db.schema
     .createTable("instances")

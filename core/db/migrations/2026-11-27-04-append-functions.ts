@@ -94,7 +94,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     $fn$`.execute(db);
 
   // Step 3 of an append (commitSlots), for many slots at once. Takes the commit counter's row lock
-  // first, so commit order equals global position order (CONTRACT.md R1); a slot commits only when
+  // first, so commit order equals global position order (docs/CONTRACT.md R1); a slot commits only when
   // its stream predecessor is resolved, or is committed earlier in this same call (R2). Returns an
   // outcome per slot found: committed (with its position), void, or deferred. Notifies p_channel
   // when anything committed.

@@ -93,7 +93,7 @@ export type EventEnvelope = Message<"tidemark.v1.EventEnvelope"> & {
   kind: EventKind;
 
   /**
-   * Canonical hash of the event's content (see CONTRACT.md W4), "sha256:<hex>".
+   * Canonical hash of the event's content (see docs/CONTRACT.md W4), "sha256:<hex>".
    *
    * @generated from field: string content_hash = 13;
    */
@@ -108,7 +108,7 @@ export const EventEnvelopeSchema: GenMessage<EventEnvelope> = /*@__PURE__*/
   messageDesc(file_tidemark_v1_envelope, 0);
 
 /**
- * Closes a sequence slot that was reserved but never written (CONTRACT.md W5). Stored at the
+ * Closes a sequence slot that was reserved but never written (docs/CONTRACT.md W5). Stored at the
  * slot's key with the same conditional create as an event, so a late writer fails.
  *
  * @generated from message tidemark.v1.VoidMarker
