@@ -17,6 +17,7 @@ import { slotKey } from "../../core/ids.js";
 import { createClient } from "../../server/grpc/client.js";
 import { background, cleanEnv, freePort, tidemark, TIDEMARK_BIN, type Background } from "../helpers/cli-process.js";
 import { ORIGIN_ENV } from "../helpers/origin-env.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 /** Appends of 100 events that the rebuild test replays (plus the two events of `ada`). */
 const BULK_APPENDS = 4;
@@ -212,11 +213,17 @@ describe("an embedded deployment driven by the CLI", () => {
 });
 
 async function waitForStatus(args: string[], pattern: RegExp): Promise<string> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const result = await tidemark(args, env);
-    if (pattern.test(result.stdout)) return result.stdout;
-    if (Date.now() > deadline) throw new Error(`status never matched ${pattern}: ${result.stdout}${result.stderr}`);
-    await new Promise((r) => setTimeout(r, 200));
+  let last = "";
+  try {
+    return await waitFor(
+      async () => {
+        const result = await tidemark(args, env);
+        last = `${result.stdout}${result.stderr}`;
+        return pattern.test(result.stdout) ? result.stdout : undefined;
+      },
+      { intervalMs: 200, what: `status matching ${pattern}` },
+    );
+  } catch (e) {
+    throw new Error(`status never matched ${pattern}: ${last}`, { cause: e });
   }
 }

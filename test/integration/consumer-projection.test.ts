@@ -6,7 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sql } from "kysely";
+import { CommitListener } from "../../core/commit-listener.js";
 import { createDatabase, type Database } from "../../core/db/database.js";
+import { createLogger } from "../../core/log.js";
 import { ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
@@ -34,10 +36,12 @@ let projection: ProjectionHandle;
 let processing: ClientOf<typeof ProcessingService>;
 const topic = `${id}.events`;
 
-// The test relay: publishes the server's commits to Kafka in the background, as relay/ does.
+// The test relay: publishes the server's commits to Kafka in the background, as relay/ does, woken
+// by the commit notifications (polling each second only as the fallback).
 let published = 0;
-let relaying = true;
+const relaying = new AbortController();
 let relayLoop: Promise<void> | undefined;
+let commits: CommitListener | undefined;
 
 beforeAll(async () => {
   const serverConfig = testServerConfig();
@@ -48,16 +52,21 @@ beforeAll(async () => {
   await tk.createTopic(topic, 3);
   projection = await startProjection(consumerTestConfig(id, { TIDEMARK_PG_SCHEMA: serverConfig.pgSchema, TIDEMARK_CONSUMER_TOPICS: topic }), { housekeeping: false });
   processing = createClient(ProcessingService, t.server.address) as ClientOf<typeof ProcessingService>;
+  const listener = new CommitListener(stackEnv()["TIDEMARK_PG_URL"]!, serverConfig.pgSchema, createLogger("test-relay", "fatal"));
+  commits = listener;
+  await listener.start();
   relayLoop = (async () => {
-    while (relaying) {
+    while (!relaying.signal.aborted) {
+      const announced = listener.lastAnnounced;
       published = await publishCommitted(t.server.database.db, t.server.objects, tk, topic, published).catch(() => published);
-      await new Promise((r) => setTimeout(r, 10));
+      if (listener.lastAnnounced === announced) await listener.wait(1000, relaying.signal);
     }
   })();
 });
 afterAll(async () => {
-  relaying = false;
+  relaying.abort();
   await relayLoop;
+  await commits?.close();
   processing?.close();
   await projection?.stop();
   await tk?.close();

@@ -47,14 +47,17 @@ describe("Coalescer (offset commits)", () => {
     // running state a step after deciding to stop dropped such a request, and the partition's
     // last offsets stayed uncommitted.
     let runs = 0;
+    let late!: (request: Promise<void>) => void;
+    const lateRequest = new Promise<Promise<void>>((resolve) => (late = resolve));
     const coalescer = new Coalescer(async () => {
       runs += 1;
       await Promise.resolve();
-      if (runs === 1) queueMicrotask(() => queueMicrotask(() => void coalescer.request()));
+      if (runs === 1) queueMicrotask(() => queueMicrotask(() => late(coalescer.request())));
       return true;
     });
     await coalescer.request();
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    // The late request settles only when a run that covers it has ended.
+    await (await lateRequest);
     expect(runs).toBe(2);
   });
 

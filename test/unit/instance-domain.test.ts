@@ -26,11 +26,14 @@ describe("instance decisions", () => {
     const state = foldInstance([ev(1, InstanceEventType.created, { properties: {} }), ev(2, InstanceEventType.deleted, {})]);
     expect(state).toMatchObject({ deleted: true, version: 2 });
     expect(() => decideInstance(state, { type: "update", patch: {} })).toThrowError(expect.objectContaining({ kind: "precondition" }));
+    // Captured, then asserted: an assertion inside `catch` passes when nothing throws.
+    let error: unknown;
     try {
       decideInstance(state, { type: "delete" });
     } catch (e) {
-      expect(isPreconditionError(e)).toBe(true);
+      error = e;
     }
+    expect(isPreconditionError(error)).toBe(true);
   });
 
   it("given nothing, when updated, then NOT_FOUND", () => {
