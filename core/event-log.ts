@@ -90,10 +90,9 @@ async function reserveIn(
   expectation: Expectation,
   events: readonly SlotRequest[],
 ): Promise<Reservation> {
-  // One round trip: the function `reserve_slots` (migration 2026-11-27-04) runs the transaction
-  // that used to take six (BEGIN, upsert-and-lock the head, look the event ids up, advance the
-  // head, insert the pending rows, COMMIT), with the same statements, locks and order. Round trips
-  // were the largest part of an append's latency (bench/README.md).
+  // One round trip: the function `reserve_slots` (core/db/functions/reserve_slots.sql) upserts and
+  // locks the head, looks the event ids up, advances the head and inserts the pending rows in one
+  // transaction. Round trips were the largest part of an append's latency (bench/README.md).
   //
   // Its commit does not wait for the WAL flush (synchronous_commit off for this transaction only),
   // which takes a flush wait off every append. Nothing acknowledged depends on it: an append is
@@ -226,10 +225,9 @@ export async function commitSlots(
 ): Promise<Map<number, CommitOutcome>> {
   const outcomes = new Map<number, CommitOutcome>();
   if (logIds.length === 0) return outcomes;
-  // One round trip: the function `commit_slots` (migration 2026-11-27-04) runs the transaction
-  // that used to take six, with the same lock order (the counter first), the same predecessor rule
-  // and one NOTIFY. The committer runs one such transaction at a time, so its length is what every
-  // waiting append pays.
+  // One round trip: the function `commit_slots` (core/db/functions/commit_slots.sql) takes the
+  // counter's lock first, applies the predecessor rule and notifies once. The committer runs one
+  // such transaction at a time, so its length is what every waiting append pays.
   const { rows } = await sql<{ slot_id: number; outcome: "committed" | "void" | "deferred"; slot_position: number | null }>`
     select * from commit_slots(${[...logIds]}::bigint[], ${commitChannel(schema)})`.execute(db);
   for (const row of rows) {

@@ -1,6 +1,7 @@
 import { Kysely, Migrator, PostgresDialect, sql, type Migration } from "kysely";
 import pg from "pg";
 import { MIGRATIONS } from "./migrations/index.js";
+import { applySqlFunctions } from "./sql-functions.js";
 import type { WriteSideTables } from "./schema.js";
 
 /** Connection settings of the PostgreSQL database. */
@@ -75,8 +76,10 @@ export function createDatabase<T = WriteSideTables>(settings: DatabaseSettings):
 }
 
 /**
- * Creates the schema and runs every pending migration. Kysely holds an advisory lock while it
- * migrates, so several processes may start at once.
+ * Creates the schema, runs every pending migration, then applies the SQL function files that
+ * changed (core/db/sql-functions.ts). Returns what it applied (migration names, `function NAME`).
+ * Kysely holds an advisory lock while it migrates, and the functions apply under one of their own,
+ * so several processes may start at once.
  */
 export async function migrateToLatest(
   db: Kysely<any>,
@@ -93,7 +96,11 @@ export async function migrateToLatest(
   // migrating, a projection swapping tables) can fail an attempt spuriously: try again.
   for (let attempt = 1; ; attempt++) {
     const { error, results } = await migrator.migrateToLatest();
-    if (error === undefined) return (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+    if (error === undefined) {
+      const applied = (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+      const functions = await applySqlFunctions(db, schema);
+      return [...applied, ...functions.map((name) => `function ${name}`)];
+    }
     if (attempt >= 5) throw new Error("database migration failed", { cause: error });
     await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
   }

@@ -1,0 +1,60 @@
+-- commit_slots: step 3 of an append, for many slots in one transaction (group commit).
+--
+-- Takes the commit counter's row lock first, so commit order equals global position order and a
+-- reader that sees position p has seen every position below p (docs/CONTRACT.md R1). A slot commits
+-- only when its stream predecessor is resolved, or commits earlier in this same call (R2). Returns an
+-- outcome per slot found: committed (with its position), void, or deferred (a predecessor is still
+-- pending). Notifies p_channel when anything committed (R6).
+--
+-- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
+-- place; a change of the signature or the result columns needs a `drop function` first.
+create or replace function commit_slots(p_log_ids bigint[], p_channel text)
+returns table (slot_id bigint, outcome text, slot_position bigint)
+language plpgsql as $fn$
+declare
+  v_position bigint;
+  v_ids bigint[] := '{}';
+  v_positions bigint[] := '{}';
+  v_last_type text;
+  v_last_id text;
+  v_last_seq bigint;
+  r record;
+begin
+  select c.position into v_position from global_counter c where c.id = 1 for update;
+  for r in
+    select e.log_id, e.aggregate_type, e.aggregate_id, e.seq, e.state, e.global_position, p.state as pred_state
+      from event_log e
+      left join event_log p
+        on p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id and p.seq = e.seq - 1
+     where e.log_id = any(p_log_ids)
+     order by e.aggregate_type, e.aggregate_id, e.seq
+  loop
+    if r.state = 'committed' then
+      slot_id := r.log_id; outcome := 'committed'; slot_position := r.global_position;
+    elsif r.state = 'void' then
+      slot_id := r.log_id; outcome := 'void'; slot_position := null;
+    -- A missing predecessor row means the slot predates this log (re-synchronised from S3).
+    -- Rows come in stream order, so a predecessor committed in this call is the previous row.
+    elsif r.pred_state is null or r.pred_state <> 'pending'
+          or (r.aggregate_type = v_last_type and r.aggregate_id = v_last_id and r.seq - 1 = v_last_seq) then
+      v_position := v_position + 1;
+      v_ids := v_ids || r.log_id;
+      v_positions := v_positions || v_position;
+      v_last_type := r.aggregate_type; v_last_id := r.aggregate_id; v_last_seq := r.seq;
+      slot_id := r.log_id; outcome := 'committed'; slot_position := v_position;
+    else
+      slot_id := r.log_id; outcome := 'deferred'; slot_position := null;
+    end if;
+    return next;
+  end loop;
+  if cardinality(v_ids) = 0 then
+    return;
+  end if;
+  update event_log e
+     set state = 'committed', global_position = v.position, committed_at = now()
+    from unnest(v_ids, v_positions) as v(log_id, position)
+   where e.log_id = v.log_id and e.state = 'pending';
+  update global_counter c set position = v_position where c.id = 1;
+  perform pg_notify(p_channel, v_position::text);
+end
+$fn$;

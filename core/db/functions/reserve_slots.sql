@@ -1,0 +1,90 @@
+-- reserve_slots: step 1 of an append, one transaction in one round trip (docs/CONTRACT.md W3, W4, W7).
+--
+-- Locks the aggregate's head row (creating it when missing, so appends to one aggregate queue here),
+-- looks the event ids up, checks the expectation and reserves contiguous pending slots. Returns one
+-- row per slot: outcome `reserved` (the new pending rows) or `existing` (live rows holding any of the
+-- event ids: the caller decides retry or conflict); or a single row without a slot: `conflict` (head
+-- is the actual head; nothing reserved, no number used up) or `head_behind` (the head row is 0 while
+-- the log knows `head` slots — heads were lost, W6: the caller repairs the head and asks again).
+-- p_expected null means "any". Errors (unique violations) reach the caller with their code and
+-- constraint, which core/event-log.ts uses to repair and retry.
+--
+-- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
+-- place; a change of the signature or the result columns needs a `drop function` first.
+create or replace function reserve_slots(
+  p_aggregate_type text, p_aggregate_id text, p_expected bigint,
+  p_event_ids text[], p_event_types text[], p_content_hashes text[], p_ordering_keys text[])
+returns table (
+  outcome text, head bigint,
+  log_id bigint, event_id text, aggregate_type text, aggregate_id text, seq bigint,
+  event_type text, content_hash text, ordering_key text, state text, global_position bigint,
+  batch_first_seq bigint, batch_last_seq bigint, committed_at timestamptz)
+language plpgsql as $fn$
+#variable_conflict use_column
+declare
+  v_head bigint;
+  v_created boolean;
+  v_logged bigint;
+  v_count int := cardinality(p_event_ids);
+begin
+  -- Creates the head row when missing and locks it either way: appends to one aggregate queue here.
+  insert into stream_heads as h (aggregate_type, aggregate_id, head)
+  values (p_aggregate_type, p_aggregate_id, 0)
+  on conflict (aggregate_type, aggregate_id) do update set head = h.head
+  returning h.head, h.xmax = 0 into v_head, v_created;
+
+  if v_head = 0 then
+    select coalesce(max(e.seq), 0) into v_logged
+      from event_log e where e.aggregate_type = p_aggregate_type and e.aggregate_id = p_aggregate_id;
+    if v_logged > 0 then
+      -- Every outcome but a reservation leaves no head row behind, as a rolled-back
+      -- transaction would (xmax = 0: this call inserted the row).
+      if v_created then
+        delete from stream_heads h where h.aggregate_type = p_aggregate_type and h.aggregate_id = p_aggregate_id;
+      end if;
+      return query select 'head_behind'::text, v_logged, null::bigint, null::text, null::text, null::text, null::bigint,
+        null::text, null::text, null::text, null::text, null::bigint, null::bigint, null::bigint, null::timestamptz;
+      return;
+    end if;
+  end if;
+
+  return query
+    select 'existing'::text, v_head, e.log_id, e.event_id, e.aggregate_type, e.aggregate_id, e.seq,
+           e.event_type, e.content_hash, e.ordering_key, e.state, e.global_position,
+           e.batch_first_seq, e.batch_last_seq, e.committed_at
+      from event_log e
+     where e.event_id = any(p_event_ids) and e.state <> 'void';
+  if found then
+    if v_created then
+      delete from stream_heads h where h.aggregate_type = p_aggregate_type and h.aggregate_id = p_aggregate_id;
+    end if;
+    return;
+  end if;
+
+  if p_expected is not null and v_head <> p_expected then
+    if v_created then
+      delete from stream_heads h where h.aggregate_type = p_aggregate_type and h.aggregate_id = p_aggregate_id;
+    end if;
+    return query select 'conflict'::text, v_head, null::bigint, null::text, null::text, null::text, null::bigint,
+      null::text, null::text, null::text, null::text, null::bigint, null::bigint, null::bigint, null::timestamptz;
+    return;
+  end if;
+
+  update stream_heads h set head = v_head + v_count, updated_at = now()
+   where h.aggregate_type = p_aggregate_type and h.aggregate_id = p_aggregate_id;
+
+  return query
+    with inserted as (
+      insert into event_log (event_id, aggregate_type, aggregate_id, seq, event_type, content_hash,
+                             ordering_key, batch_first_seq, batch_last_seq, state)
+      select u.event_id, p_aggregate_type, p_aggregate_id, v_head + u.ord, u.event_type, u.content_hash,
+             u.ordering_key, v_head + 1, v_head + v_count, 'pending'
+        from unnest(p_event_ids, p_event_types, p_content_hashes, p_ordering_keys)
+             with ordinality as u(event_id, event_type, content_hash, ordering_key, ord)
+      returning *)
+    select 'reserved'::text, v_head + v_count, i.log_id, i.event_id, i.aggregate_type, i.aggregate_id, i.seq,
+           i.event_type, i.content_hash, i.ordering_key, i.state, i.global_position,
+           i.batch_first_seq, i.batch_last_seq, i.committed_at
+      from inserted i;
+end
+$fn$;
