@@ -25,3 +25,18 @@ export function createKafka(brokers: readonly string[], clientId: string, log: L
     connectionTimeout: 3_000,
   });
 }
+
+/**
+ * Connects to `brokers` once, without kafkajs's retries, and disconnects: throws within a few
+ * seconds when Kafka does not answer, where a client of {@link createKafka} keeps trying for half
+ * a minute — for a caller that retries on its own terms (and may be told to stop meanwhile).
+ */
+export async function probeKafka(brokers: readonly string[], clientId: string): Promise<void> {
+  const kafka = new Kafka({ clientId, brokers: [...brokers], logLevel: logLevel.NOTHING, retry: { retries: 0 }, connectionTimeout: 3_000, requestTimeout: 5_000 });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+  } finally {
+    await admin.disconnect();
+  }
+}
