@@ -6,7 +6,7 @@
  */
 import { performance } from "node:perf_hooks";
 import type { Logger } from "../../core/log.js";
-import type { Registry } from "../../core/metrics.js";
+import { adoptMetrics, createRegistry, type Registry } from "../../core/metrics.js";
 import { ConfigError } from "../../core/settings.js";
 import { sleep } from "../../core/sleep.js";
 
@@ -17,13 +17,17 @@ export type PartState = "starting" | "running" | "failed" | "stopped";
 export interface BackgroundPartOptions<H> {
   /** Names the part in logs, e.g. "relay" or "consumers". */
   readonly name: string;
-  /** One attempt; it should give up soon after `signal` aborts (the process is stopping). */
-  readonly start: (signal: AbortSignal) => Promise<H>;
+  /**
+   * One attempt; it should give up soon after `signal` aborts (the process is stopping), and
+   * register its metrics in `registry`, the attempt's own.
+   */
+  readonly start: (signal: AbortSignal, registry: Registry) => Promise<H>;
   readonly stop: (handle: H) => Promise<void>;
   readonly log: Logger;
   /**
-   * The registry the attempts register their metrics in: what a failed attempt registered is
-   * removed, so the next attempt can register the same names again.
+   * Where the metrics of the attempt that succeeds end up. Each attempt registers in a registry of
+   * its own, dropped when it fails: the next attempt registers the same names again, and parts
+   * starting side by side never touch each other's metrics.
    */
   readonly registry?: Registry;
   /** Delay after the first failed attempt, doubled after each further one up to `maxDelayMs`. */
@@ -108,22 +112,20 @@ export class BackgroundPart<H> {
     const { signal } = this.abort;
     const began = performance.now();
     for (let attempt = 1; !signal.aborted; attempt++) {
-      const registered = new Set(options.registry?.getMetricsAsArray().map((m) => m.name));
+      const attemptRegistry = createRegistry();
       try {
-        const handle = await options.start(signal);
+        const handle = await options.start(signal, attemptRegistry);
         if (signal.aborted) {
           // Came up as the process stopped: nobody else will stop it.
           await options.stop(handle).catch((e: unknown) => options.log.warn({ err: e, part: options.name }, "stopping a part that started late failed"));
           break;
         }
+        if (options.registry !== undefined) adoptMetrics(attemptRegistry, options.registry);
         this.running = handle;
         this.current = "running";
         options.log.info({ part: options.name, attempts: attempt, afterMs: Math.round(performance.now() - began) }, `${options.name} started`);
         return handle;
       } catch (e) {
-        for (const metric of options.registry?.getMetricsAsArray() ?? []) {
-          if (!registered.has(metric.name)) options.registry!.removeSingleMetric(metric.name);
-        }
         if (signal.aborted) break;
         this.failures++;
         this.lastError = e;

@@ -237,10 +237,10 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
         ...partOptions,
         log: relayLog,
         name: "relay",
-        start: async () => {
+        start: async (_signal, attemptRegistry) => {
           const listener = new CommitListener(opened.listen, database.schema, relayLog);
           await listener.start();
-          const relay = new EmbeddedRelay({ db: database.db, objects: opened.objects, wake: listener, log: relayLog, registry });
+          const relay = new EmbeddedRelay({ db: database.db, objects: opened.objects, wake: listener, log: relayLog, registry: attemptRegistry });
           report(RELAY_HEALTH, true);
           return { kind: "embedded", relay, listener };
         },
@@ -251,13 +251,13 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
         ...partOptions,
         log: consumersLog,
         name: "consumers",
-        start: async (signal) => {
+        start: async (signal, attemptRegistry) => {
           const relay = await relayStarted;
           if (relay === undefined || !("kind" in relay)) throw new Error("the embedded relay did not start");
           return startConsumers(consumerConfig!, parts, {
             log: consumersLog,
             database,
-            metricsRegistry: registry,
+            metricsRegistry: attemptRegistry,
             source: relay.relay.source,
             deadLetters: storeDeadLetters(opened.objects),
             onRunning,
@@ -273,10 +273,10 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
           ...partOptions,
           log: relayLog,
           name: "relay",
-          start: () =>
+          start: (_signal, attemptRegistry) =>
             startRelay(
               { ...relayConfig!, ...quiet },
-              { log: relayLog, registry, onReadiness: (r) => report(RELAY_HEALTH, r !== "waiting") },
+              { log: relayLog, registry: attemptRegistry, onReadiness: (r) => report(RELAY_HEALTH, r !== "waiting") },
             ),
           stop: (handle) => stopRelay(handle),
         });
@@ -288,7 +288,8 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
           name: "consumers",
           // Kafka is tried once per attempt: while it is down the attempts (and their log lines) come
           // at this part's backoff, and a stop never leaves kafkajs retrying behind it.
-          start: (signal) => startConsumers(consumerConfig!, parts, { log: consumersLog, metricsRegistry: registry, onRunning, signal, failFast: background }),
+          start: (signal, attemptRegistry) =>
+            startConsumers(consumerConfig!, parts, { log: consumersLog, metricsRegistry: attemptRegistry, onRunning, signal, failFast: background }),
           stop: (handle) => handle.stop(),
         });
       }

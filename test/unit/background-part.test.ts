@@ -7,7 +7,7 @@
  */
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { Counter, createRegistry } from "../../core/metrics.js";
+import { Counter, createRegistry, Gauge } from "../../core/metrics.js";
 import { ConfigError } from "../../core/settings.js";
 import { BackgroundPart } from "../../server/cli/background-part.js";
 import { HealthState, ServingStatus } from "../../server/grpc/health.js";
@@ -16,30 +16,49 @@ import { waitFor } from "../helpers/wait-for.js";
 const silent = pino({ level: "silent" });
 
 describe("a background part", () => {
-  it("retries a failing start with backoff until it runs, removing what a failed attempt registered", async () => {
+  it("retries a failing start with backoff until it runs; only the attempt that ran leaves its metrics", async () => {
     const registry = createRegistry();
+    new Counter({ name: "process_total", help: "h", registers: [registry] });
     let attempts = 0;
-    const part = new BackgroundPart({
+    let release: (() => void) | undefined;
+    const flaky = new BackgroundPart({
       name: "flaky",
       log: silent,
       registry,
       baseDelayMs: 1,
       maxDelayMs: 2,
-      start: async () => {
+      start: async (_signal, attemptRegistry) => {
         attempts++;
         // Registered before the failure, as a part's metrics are: the next attempt registers them again.
-        new Counter({ name: "flaky_total", help: "h", registers: [registry] });
+        const counter = new Counter({ name: "flaky_total", help: "h", registers: [attemptRegistry] });
         if (attempts < 3) throw new Error(`not yet (${attempts})`);
+        counter.inc(5);
         return { attempts };
       },
       stop: async () => {},
     });
-    expect(part.state).toBe("starting");
-    expect(await part.started).toEqual({ attempts: 3 });
-    expect(part.state).toBe("running");
-    expect(part.failedAttempts).toBe(2);
-    expect((part.failure as Error).message).toBe("not yet (2)");
-    expect(registry.getMetricsAsArray().map((m) => m.name)).toEqual(["flaky_total"]);
+    // A part starting beside it, still in its attempt while the other one fails and retries.
+    const slow = new BackgroundPart({
+      name: "slow",
+      log: silent,
+      registry,
+      start: async (_signal, attemptRegistry) => {
+        new Gauge({ name: "slow_value", help: "h", registers: [attemptRegistry] });
+        await new Promise<void>((resolve) => (release = resolve));
+        return "slow";
+      },
+      stop: async () => {},
+    });
+    expect(flaky.state).toBe("starting");
+    expect(await flaky.started).toEqual({ attempts: 3 });
+    expect(flaky.state).toBe("running");
+    expect(flaky.failedAttempts).toBe(2);
+    expect((flaky.failure as Error).message).toBe("not yet (2)");
+    expect(registry.getMetricsAsArray().map((m) => m.name)).toEqual(["process_total", "flaky_total"]);
+    expect(await registry.metrics()).toContain("flaky_total 5");
+    release!();
+    expect(await slow.started).toBe("slow");
+    expect(registry.getMetricsAsArray().map((m) => m.name).sort()).toEqual(["flaky_total", "process_total", "slow_value"]);
   });
 
   it("gives up at once on a configuration error, and on any error when it must not retry", async () => {
