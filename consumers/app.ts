@@ -15,7 +15,7 @@ import { checkTiming, requireServices, type ConsumerConfig } from "./config.js";
 import { ConsumerRuntime, type CrashPoint, type CrashPointInfo } from "./consumer-runtime.js";
 import { ensureTopic, kafkaDeadLetters, type DeadLetterSink } from "./dead-letter.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
-import { createKafka, probeKafka } from "./kafka.js";
+import { createKafka, KafkaSockets, probeKafka } from "./kafka.js";
 import { KafkaSource } from "./kafka-source.js";
 import type { MessageSource, SourceRequest } from "./message-source.js";
 import { ConsumerMetrics } from "./metrics.js";
@@ -127,6 +127,8 @@ async function launch(
   // query on it fails instead, and the runtime treats that as an outage.
   database.pool.on("connect", (client) => client.on("error", () => {}));
   const signal = overrides.signal;
+  // Only a start that can be aborted needs to cut its connections (see the catch below).
+  const sockets = signal !== undefined && overrides.kafka === undefined ? new KafkaSockets() : undefined;
   try {
     const applied = await unlessAborted(migrateToLatest(database.db, database.schema), signal);
     if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
@@ -138,7 +140,7 @@ async function launch(
       deadLetters = overrides.deadLetters!;
     } else {
       if (overrides.failFast === true) await unlessAborted(probeKafka(config.kafkaBrokers, config.kafkaClientId), signal);
-      const kafka = overrides.kafka ?? createKafka(config.kafkaBrokers, config.kafkaClientId, log);
+      const kafka = overrides.kafka ?? createKafka(config.kafkaBrokers, config.kafkaClientId, log, sockets);
       const admin = kafka.admin();
       try {
         await unlessAborted(admin.connect(), signal);
@@ -227,7 +229,13 @@ async function launch(
       },
     };
   } catch (e) {
-    await runCleanups(cleanups, log);
+    const cleaning = runCleanups(cleanups, log);
+    if (signal?.aborted) {
+      // The sources' stop waits for a group join in flight (up to Kafka's session timeout): cut the
+      // connections, once the cleanups have marked the sources stopping (so kafkajs does not restart them).
+      setImmediate(() => sockets?.destroyAll(new StartAbortedError()));
+    }
+    await cleaning;
     throw e;
   }
 }

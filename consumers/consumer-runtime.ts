@@ -185,7 +185,8 @@ export class ConsumerRuntime {
       onAssignment: () => this.abandonAll(),
       onRunning: (running) => this.options.onRunning?.(running),
     });
-    this.log.info({ source: this.source.description }, "consuming");
+    // A start given up (the process stopping) also ends here, and consumes nothing.
+    if (!this.stopping) this.log.info({ source: this.source.description }, "consuming");
   }
 
   /**

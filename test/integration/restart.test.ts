@@ -28,8 +28,8 @@ let env: Record<string, string>;
 let addr: string;
 const children: Background[] = [];
 
-function start(): Background {
-  const child = background(process.execPath, [TIDEMARK_BIN, "start"], env);
+function start(extra: Record<string, string> = {}): Background {
+  const child = background(process.execPath, [TIDEMARK_BIN, "start"], { ...env, ...extra });
   children.push(child);
   return child;
 }
@@ -132,5 +132,25 @@ describe("restart of the all-in-one process after kill -9", () => {
     // Both events went through the relay and Kafka to the projection of the new process.
     expect((await readThroughProjection("after-restart", created)).instance?.version).toBe(1n);
     expect(await second.stop("SIGTERM")).toBe(0);
+  });
+
+  it("stops gracefully while its projection still waits to rejoin, giving the join up", { timeout: 180_000 }, async () => {
+    const third = start();
+    await waitFor(async () => (await status(PROJECTION_HEALTH)) === ServingStatus.SERVING, { what: "the third projection in its group", timeoutMs: 90_000 });
+    expect(await third.stop("SIGKILL")).toBe("SIGKILL");
+
+    // Debug logs show kafkajs starting the group consumer: from then on its join is in flight,
+    // and Kafka answers it only once the killed member's session has timed out.
+    const fourth = start({ TIDEMARK_LOG_LEVEL: "debug" });
+    await waitFor(() => create("before-stop"), { what: "the first OK append of the fourth process", intervalMs: 50, timeoutMs: 60_000 });
+    await fourth.waitFor(/"namespace":"Consumer"[^\n]*"msg":"Starting"/, "the projection's consumer to start joining", 60_000);
+    expect(await status(PROJECTION_HEALTH)).toBe(ServingStatus.NOT_SERVING);
+    expect(await fourth.stop("SIGTERM")).toBe(0);
+    const out = fourth.stdout();
+    expect(out).toContain('"msg":"tidemark stopped"');
+    // The join in flight was cut, not waited for: no abandoned start, and it never joined.
+    expect(out).not.toContain("not waiting for it any longer");
+    expect(out).not.toContain('"msg":"joined consumer group"');
+    expect(out).not.toContain('"msg":"consumers started"');
   });
 });
