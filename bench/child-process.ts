@@ -19,6 +19,8 @@ export interface NodeChild {
   readonly exited: Promise<number | NodeJS.Signals>;
   /** Resolves with the first line matching `match`; rejects on timeout or exit. */
   waitForLine(match: (line: Record<string, unknown>) => boolean, what: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Sends `signal` to the child (e.g. SIGKILL to crash it); `exited` tells when it is gone. */
+  kill(signal: NodeJS.Signals): void;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves once the child is gone. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -82,6 +84,9 @@ export function spawnNode(
         listeners.add(check);
         check();
       });
+    },
+    kill(signal) {
+      if (exitedWith === undefined) child.kill(signal);
     },
     async stop(graceMs = 15_000) {
       if (exitedWith !== undefined) return;

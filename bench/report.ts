@@ -7,7 +7,7 @@ import type { LoadResult } from "./load.js";
 /** One measured figure (or one that could not be measured, with the reason). */
 export interface Figure {
   readonly id: string;
-  readonly group: "baseline" | "P1" | "P2" | "P3" | "P4" | "soak";
+  readonly group: "baseline" | "P1" | "P2" | "P3" | "P4" | "soak" | "restart";
   readonly name: string;
   readonly concurrency?: number;
   /** Unit of `rate`, e.g. "events/s". */
@@ -117,7 +117,9 @@ function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]
 /** The terminal rendering: figures with baselines and ratios, targets, memory. */
 export function renderReport(report: BenchReport): string {
   const byId = new Map(report.figures.map((f) => [f.id, f]));
-  const rows = report.figures.map((f) => {
+  // Restart figures are a few samples each (min/median/max), not rates: they get their own table.
+  const restarts = report.figures.filter((f) => f.group === "restart");
+  const rows = report.figures.filter((f) => f.group !== "restart").map((f) => {
     const b = f.baselineId === undefined ? undefined : byId.get(f.baselineId);
     if (f.notMeasured !== undefined) return [f.group, f.name, f.concurrency === undefined ? "" : String(f.concurrency), f.notMeasured, "", "", "", "", "", "", "", "", ""];
     // The server's CPU per event (P1), or on a raw PUT row the bench's own: what the S3 client costs.
@@ -140,9 +142,11 @@ export function renderReport(report: BenchReport): string {
     ];
   });
   const out: string[] = [];
-  out.push(table(["grp", "figure", "conc", "rate", "p50 ms", "p99 ms", "err", "baseline", "base rate", "base p99", "rate/base", "p99/base", "cpu ms"], rows, new Set([2, 3, 4, 5, 6, 8, 9, 10, 11, 12])));
-  out.push("cpu ms: server CPU per event (P1), or the S3 client's CPU per PUT (raw PUT)");
-  out.push("");
+  if (rows.length > 0) {
+    out.push(table(["grp", "figure", "conc", "rate", "p50 ms", "p99 ms", "err", "baseline", "base rate", "base p99", "rate/base", "p99/base", "cpu ms"], rows, new Set([2, 3, 4, 5, 6, 8, 9, 10, 11, 12])));
+    out.push("cpu ms: server CPU per event (P1), or the S3 client's CPU per PUT (raw PUT)");
+    out.push("");
+  }
   const cpuRows = report.figures.filter((f) => typeof f.extra?.["cpuMsPerUnit"] === "object");
   if (cpuRows.length > 0) {
     // On one machine every process shares the same cores: a rate ratio is, roughly, the ratio of
@@ -161,6 +165,20 @@ export function renderReport(report: BenchReport): string {
       ),
     );
     out.push("bench = the load's client side (gRPC client for P1, the S3 client for raw PUTs); drains: from the first step to the head");
+    out.push("");
+  }
+  if (restarts.length > 0) {
+    const ms = (f: Figure, key: string) => {
+      const v = f.extra?.[key];
+      return typeof v === "number" ? fmt(v, 0) : "";
+    };
+    out.push(
+      table(
+        ["restart (spawn → …, ms)", "min", "median", "max", "samples"],
+        restarts.map((f) => (f.notMeasured !== undefined ? [f.name, f.notMeasured, "", "", ""] : [f.name, ms(f, "minMs"), ms(f, "medianMs"), ms(f, "maxMs"), String(f.extra?.["samplesMs"] ?? "")])),
+        new Set([1, 2, 3]),
+      ),
+    );
     out.push("");
   }
   out.push(

@@ -2,7 +2,7 @@
  * Tidemark's benchmarks against the physical floor of its own parts, side by side in one run:
  *
  *   node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N]
- *                                  [--profile] [--only append|pipeline] [--concurrency 8,32,64]
+ *                                  [--profile] [--only append|pipeline|restart] [--concurrency 8,32,64]
  *                                  [--half-rate N]
  *
  * Prints a table (each figure, its baseline, the ratio) and the targets of bench/TARGETS.md with
@@ -17,6 +17,7 @@ import { runAppendBench } from "./append-bench.js";
 import { killAllChildren, ROOT } from "./child-process.js";
 import { MemorySampler } from "./memory.js";
 import { runPipelineBench, SERVER_ROLE, type SoakResult } from "./pipeline-bench.js";
+import { runRestartBench } from "./restart-bench.js";
 import { renderReport, target, type BenchReport, type Figure, type Target } from "./report.js";
 import { BenchResources } from "./resources.js";
 import { loadStackEnv } from "./stack-env.js";
@@ -27,7 +28,7 @@ interface Args {
   readonly json: string;
   readonly soakMinutes: number;
   readonly profile: boolean;
-  readonly only: "append" | "pipeline" | undefined;
+  readonly only: "append" | "pipeline" | "restart" | undefined;
   readonly concurrencies: number[];
   /** Overrides the half load (events/s); default half of the maximum measured in place. */
   readonly halfRate: number | undefined;
@@ -55,12 +56,12 @@ function parseArgs(argv: readonly string[]): Args {
     else if (arg === "--profile") profile = true;
     else if (arg === "--only") {
       const v = value();
-      if (v !== "append" && v !== "pipeline") throw new Error("--only takes append or pipeline");
+      if (v !== "append" && v !== "pipeline" && v !== "restart") throw new Error("--only takes append, pipeline or restart");
       only = v;
     } else if (arg === "--concurrency") concurrencies = value().split(",").map(Number);
     else if (arg === "--half-rate") halfRate = Number(value());
     else if (arg === "--help" || arg === "-h") {
-      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline] [--concurrency 8,32,64] [--half-rate N]\n");
+      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline|restart] [--concurrency 8,32,64] [--half-rate N]\n");
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
   }
@@ -103,7 +104,7 @@ async function main(): Promise<void> {
   let soak: SoakResult | undefined;
   let halfRates: Readonly<Record<string, number>> = {};
   try {
-    if (args.only !== "pipeline") {
+    if (args.only === undefined || args.only === "append") {
       const p1 = await runAppendBench({
         stack,
         resources,
@@ -120,7 +121,7 @@ async function main(): Promise<void> {
       maxSingleRate = p1.maxSingleRate;
       maxAppendRate = p1.maxAppendRate;
     }
-    if (args.only !== "append") {
+    if (args.only === undefined || args.only === "pipeline") {
       const pipeline = await runPipelineBench({
         stack,
         resources,
@@ -139,6 +140,9 @@ async function main(): Promise<void> {
       figures.push(...pipeline.figures);
       halfRates = pipeline.halfRates;
       soak = pipeline.soak;
+    }
+    if (args.only === undefined || args.only === "restart") {
+      figures.push(...(await runRestartBench({ stack, resources, memory, restarts: 3, appendsBeforeKill: q ? 50 : 200, log })));
     }
   } finally {
     memory.stop();
@@ -200,6 +204,9 @@ function targets(figures: readonly Figure[], concurrencies: readonly number[], m
   const projection = f("p3.drain");
   out.push(target("P3 projection max / append max", projection?.rate === undefined || maxAppendRate === 0 ? undefined : projection.rate / maxAppendRate, ">=", 1, "×", why("p3.drain")));
   out.push(target("P4 command OK → read model p99 at half load", f("p4.latency")?.p99Ms, "<=", 150, "ms", why("p4.latency") ?? overloaded(f("p4.latency"))));
+  const restart = f("restart.first-ok");
+  const worst = restart?.extra?.["maxMs"];
+  out.push(target("restart (kill -9, services) → first OK append, worst of 3", typeof worst === "number" ? worst / 1000 : undefined, "<=", 5, "s", why("restart.first-ok")));
   const server = soak?.processes.find((p) => p.process === SERVER_ROLE);
   out.push(target("server RSS growth over the soak", server === undefined ? undefined : server.growth * 100, "<=", (soak?.tolerance ?? 0.1) * 100, "%", soak === undefined ? "run with --soak" : undefined));
   return out;

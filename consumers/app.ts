@@ -15,7 +15,7 @@ import { checkTiming, requireServices, type ConsumerConfig } from "./config.js";
 import { ConsumerRuntime, type CrashPoint, type CrashPointInfo } from "./consumer-runtime.js";
 import { ensureTopic, kafkaDeadLetters, type DeadLetterSink } from "./dead-letter.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
-import { createKafka } from "./kafka.js";
+import { createKafka, KafkaSockets, probeKafka } from "./kafka.js";
 import { KafkaSource } from "./kafka-source.js";
 import type { MessageSource, SourceRequest } from "./message-source.js";
 import { ConsumerMetrics } from "./metrics.js";
@@ -45,6 +45,18 @@ export interface ConsumerOverrides {
   readonly onRecorded?: (handler: string, event: ConsumedEvent | undefined) => void;
   /** Run registry housekeeping in this process (default true; several processes may). */
   readonly housekeeping?: boolean;
+  /**
+   * Called when a handler's source starts delivering (joined its consumer group) and when it stops
+   * (the group membership was lost until kafkajs rejoins): a process's health entries follow it.
+   */
+  readonly onRunning?: (handler: string, running: boolean) => void;
+  /** Aborts a start still in progress (Kafka unreachable, a group join waiting): it rejects and closes what it opened. */
+  readonly signal?: AbortSignal;
+  /**
+   * Try Kafka once before anything else and fail within seconds when it does not answer, instead
+   * of waiting out kafkajs's retries (for a caller that retries the whole start itself).
+   */
+  readonly failFast?: boolean;
 }
 
 /** A running consumer process (one or more handlers). */
@@ -114,8 +126,11 @@ async function launch(
   // statements) emits 'error' on the client; unheard, that would crash the process. The next
   // query on it fails instead, and the runtime treats that as an outage.
   database.pool.on("connect", (client) => client.on("error", () => {}));
+  const signal = overrides.signal;
+  // Only a start that can be aborted needs to cut its connections (see the catch below).
+  const sockets = signal !== undefined && overrides.kafka === undefined ? new KafkaSockets() : undefined;
   try {
-    const applied = await migrateToLatest(database.db, database.schema);
+    const applied = await unlessAborted(migrateToLatest(database.db, database.schema), signal);
     if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
 
     let sourceFor: (request: SourceRequest) => MessageSource;
@@ -124,19 +139,20 @@ async function launch(
       sourceFor = overrides.source;
       deadLetters = overrides.deadLetters!;
     } else {
-      const kafka = overrides.kafka ?? createKafka(config.kafkaBrokers, config.kafkaClientId, log);
+      if (overrides.failFast === true) await unlessAborted(probeKafka(config.kafkaBrokers, config.kafkaClientId), signal);
+      const kafka = overrides.kafka ?? createKafka(config.kafkaBrokers, config.kafkaClientId, log, sockets);
       const admin = kafka.admin();
-      await admin.connect();
       try {
-        await ensureTopic(admin, config.deadLetterTopic, config.deadLetterPartitions, config.deadLetterReplication);
+        await unlessAborted(admin.connect(), signal);
+        await unlessAborted(ensureTopic(admin, config.deadLetterTopic, config.deadLetterPartitions, config.deadLetterReplication), signal);
       } finally {
         await admin.disconnect();
       }
       // Dead letters are at least once (keyed by handler and event id); an idempotent producer would
       // need unbounded retries, and a send must fail during an outage so the partition pauses.
       const producer = kafka.producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
-      await producer.connect();
       cleanups.unshift(() => producer.disconnect());
+      await unlessAborted(producer.connect(), signal);
       deadLetters = overrides.deadLetters ?? kafkaDeadLetters(producer, config.deadLetterTopic);
       sourceFor = (request) =>
         new KafkaSource({
@@ -184,12 +200,14 @@ async function launch(
           owner,
           ...(overrides.crashPoint === undefined ? {} : { crashPoint: overrides.crashPoint }),
           onRecorded: (event) => overrides.onRecorded?.(handler.name, event),
+          onRunning: (running) => overrides.onRunning?.(handler.name, running),
         }),
     );
     cleanups.unshift(async () => {
       await Promise.all(runtimes.map((r) => r.stop()));
     });
-    await Promise.all(runtimes.map((r) => r.start()));
+    // An abort leaves the joins to the cleanups: stopping a source disconnects it, which ends its join.
+    await unlessAborted(Promise.all(runtimes.map((r) => r.start())), signal);
 
     let metricsAddress: string | undefined;
     if (config.metricsAddr !== "") {
@@ -211,8 +229,48 @@ async function launch(
       },
     };
   } catch (e) {
-    await runCleanups(cleanups, log);
+    const cleaning = runCleanups(cleanups, log);
+    if (signal?.aborted) {
+      // The sources' stop waits for a group join in flight (up to Kafka's session timeout): cut the
+      // connections, once the cleanups have marked the sources stopping (so kafkajs does not restart them).
+      setImmediate(() => sockets?.destroyAll(new StartAbortedError()));
+    }
+    await cleaning;
     throw e;
+  }
+}
+
+/**
+ * `step`, or a rejection as soon as `signal` aborts: a start waiting on Kafka (kafkajs retries a
+ * connection for half a minute) gives way to a stop at once; the cleanups close what the step opened.
+ */
+function unlessAborted<T>(step: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return step;
+  if (signal.aborted) {
+    step.catch(() => {});
+    return Promise.reject(new StartAbortedError());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new StartAbortedError());
+    signal.addEventListener("abort", onAbort, { once: true });
+    step.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+/** A start given up because its signal aborted (the process is stopping). */
+class StartAbortedError extends Error {
+  constructor() {
+    super("start aborted: the process is stopping");
+    this.name = "StartAbortedError";
   }
 }
 

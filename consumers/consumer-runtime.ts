@@ -77,6 +77,8 @@ export interface ConsumerRuntimeOptions {
   readonly crashPoint?: (point: CrashPoint, info: CrashPointInfo) => Promise<void>;
   /** Called after an event's outcome is recorded (the projection nudges its position tracker). */
   readonly onRecorded?: (event: ConsumedEvent | undefined) => void;
+  /** Called when the source starts or stops delivering (joined or lost its group): health only. */
+  readonly onRunning?: (running: boolean) => void;
   /** Most events in one group of a handler with `handleBatch` (default 64; 1: no groups). */
   readonly maxGroupSize?: number;
   /**
@@ -181,8 +183,10 @@ export class ConsumerRuntime {
       // A new generation may reassign partitions; in-flight work of the old one finishes through
       // the registry (fenced), but only the new generation commits offsets.
       onAssignment: () => this.abandonAll(),
+      onRunning: (running) => this.options.onRunning?.(running),
     });
-    this.log.info({ source: this.source.description }, "consuming");
+    // A start given up (the process stopping) also ends here, and consumes nothing.
+    if (!this.stopping) this.log.info({ source: this.source.description }, "consuming");
   }
 
   /**

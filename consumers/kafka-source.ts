@@ -40,9 +40,12 @@ export class KafkaSource implements MessageSource {
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
       options.log.info({ assignment: event.payload.memberAssignment }, "joined consumer group");
       events.onAssignment();
+      events.onRunning(true);
     });
     consumer.on(consumer.events.CRASH, (event) => {
       options.log.warn({ err: event.payload.error, restart: event.payload.restart }, "kafka consumer crashed");
+      // kafkajs rejoins after a restart (GROUP_JOIN again); until then nothing is delivered.
+      events.onRunning(false);
     });
     await consumer.connect();
     await consumer.subscribe({ topics: [...options.topics], fromBeginning: options.fromBeginning });

@@ -41,6 +41,11 @@ export interface SourceEvents {
    * assignment may finish through the registry (fenced) but must not commit offsets.
    */
   onAssignment(): void;
+  /**
+   * The source delivers (true: joined its consumer group, or serves the log) or cannot (false: the
+   * group membership was lost, until it rejoins). Health reporting only; delivery needs no call.
+   */
+  onRunning(running: boolean): void;
 }
 
 /** Who asks for a source: one per handler. */

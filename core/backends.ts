@@ -8,7 +8,6 @@ import { mkdir, open, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import type { ListenConnector } from "./commit-listener.js";
 import { createDatabase, type Database } from "./db/database.js";
-import { createEmbeddedDatabase } from "./db/embedded-database.js";
 import { FsObjectStore } from "./fs-object-store.js";
 import type { ObjectStore } from "./object-store.js";
 import { S3ObjectStore } from "./s3-object-store.js";
@@ -145,6 +144,8 @@ export async function openBackends(settings: BackendSettings): Promise<Backends>
   const unlock = await lockDataDir(root);
   let database;
   try {
+    // Loaded here: PGlite's module costs a services-mode process a few hundred ms of its start.
+    const { createEmbeddedDatabase } = await import("./db/embedded-database.js");
     database = await createEmbeddedDatabase<any>(path.join(root, "pg"), settings.pgSchema);
   } catch (e) {
     await unlock();

@@ -3,7 +3,7 @@
  * components in one Node process without clashes), exposed over HTTP at /metrics.
  */
 import http from "node:http";
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from "prom-client";
 
 export { Counter, Gauge, Histogram, Registry };
 
@@ -12,6 +12,15 @@ export function createRegistry(withDefaults = false): Registry {
   const registry = new Registry();
   if (withDefaults) collectDefaultMetrics({ register: registry, prefix: "tidemark_" });
   return registry;
+}
+
+/**
+ * Registers every metric of `from` in `into` as well (the same objects, so both show each update);
+ * throws when `into` already has one of the names.
+ */
+export function adoptMetrics(from: Registry, into: Registry): void {
+  // getMetricsAsArray is typed as plain objects but returns the metric instances themselves.
+  for (const metric of from.getMetricsAsArray() as unknown as Metric[]) into.registerMetric(metric);
 }
 
 /** Latency buckets in seconds, from 0.5 ms to 10 s. */

@@ -33,7 +33,16 @@ export interface RelayOverrides {
   readonly holder?: string;
   /** Registry for the relay's metrics (default: a fresh one, with process metrics when served). */
   readonly registry?: Registry;
+  /** Called whenever {@link RelayStatus.readiness} changes (a process's health entry follows it). */
+  readonly onReadiness?: (readiness: RelayReadiness) => void;
 }
+
+/**
+ * Whether a relay instance does its job: `publishing` (it holds the lease and its topics exist, so
+ * Kafka answered), `standby` (the database says another instance holds the lease), `waiting` (it
+ * cannot tell, or cannot publish yet: the database or Kafka unreachable, a term just ended).
+ */
+export type RelayReadiness = "waiting" | "standby" | "publishing";
 
 /** What a running relay reports about itself. */
 export interface RelayStatus {
@@ -50,6 +59,8 @@ export interface RelayStatus {
   readonly topicsReady: boolean;
   /** How the latest lease term ended. */
   readonly lastTerm: TermOutcome | "error" | undefined;
+  /** Whether this instance does its job now: publishing, standing by, or waiting (see {@link RelayReadiness}). */
+  readonly readiness: RelayReadiness;
 }
 
 /** A running relay. */
@@ -118,6 +129,13 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
     retentionMs: config.retentionMs,
   };
   let topicsReady = false;
+  let readiness: RelayReadiness = "waiting";
+  const setReadiness = (next: RelayReadiness) => {
+    if (next === readiness) return;
+    readiness = next;
+    log.info({ relay: config.name, readiness: next }, "relay readiness");
+    overrides.onReadiness?.(next);
+  };
 
   const listener = new CommitListener(config.pgUrl, database.schema, log);
   await listener.start();
@@ -139,6 +157,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
       if (topicsReady) return;
       await ensureTopics(kafka, topics, log);
       topicsReady = true;
+      if (lease.token !== undefined) setReadiness("publishing");
     },
   });
 
@@ -170,11 +189,17 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
         acquired = await lease.acquire();
       } catch (e) {
         log.warn({ err: e }, "could not reach the database for the relay lease; retrying");
-      }
-      if (!acquired) {
+        setReadiness("waiting");
         await sleep(renewEveryMs, stopping.signal);
         continue;
       }
+      if (!acquired) {
+        setReadiness("standby");
+        await sleep(renewEveryMs, stopping.signal);
+        continue;
+      }
+      // Publishing only once Kafka has answered in some term: until then the term is still waiting.
+      setReadiness(topicsReady ? "publishing" : "waiting");
       metrics.leaseAcquired.inc();
       metrics.active.set(1);
       const term = new AbortController();
@@ -188,6 +213,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
       }
       lastTerm = outcome;
       term.abort();
+      setReadiness("waiting");
       // A new term gets a new producer (a new producer id): a stepped-down relay sends nothing more.
       await publisher.reset();
       metrics.active.set(0);
@@ -262,6 +288,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
       blockedAt: pump.progress.blockedAt,
       topicsReady,
       lastTerm,
+      readiness,
     }),
     stop() {
       stopped ??= (async () => {

@@ -188,6 +188,7 @@ class LogSource implements MessageSource {
     this.deps.metrics.checkpoint.set({ group: this.groupId }, from);
     this.deps.log.info({ checkpoint: from }, "embedded relay serving the commit log");
     this.loop = this.run(events, from);
+    events.onRunning(true);
   }
 
   /** The stored checkpoint; a new group starts at 0 or at the current head, and stores that choice. */

@@ -1,5 +1,5 @@
 /** The public face of relay/: start a relay, its configuration, and the pieces tests and tools use. */
-export { startRelay, type RelayHandle, type RelayOverrides, type RelayStatus } from "./app.js";
+export { startRelay, type RelayHandle, type RelayOverrides, type RelayReadiness, type RelayStatus } from "./app.js";
 export { loadRelayConfig, RELAY_SETTINGS, type RelayConfig } from "./config.js";
 export { AckTracker, type BatchRange } from "./ack-tracker.js";
 export { EMBEDDED_CHECKPOINT_PREFIX, EmbeddedRelay, type EmbeddedRelayOptions } from "./embedded-relay.js";

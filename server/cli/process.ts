@@ -12,6 +12,8 @@ import { createLogger, type Logger } from "../../core/log.js";
 import { createRegistry, startMetricsServer, type MetricsServer, type Registry } from "../../core/metrics.js";
 import { ConfigError } from "../../core/settings.js";
 import {
+  checkTiming,
+  INSTANCES_PROJECTION_HANDLER,
   loadConsumerConfig,
   requireServices,
   startConsumer,
@@ -23,6 +25,8 @@ import {
 import { EmbeddedRelay, loadRelayConfig, startRelay, type RelayHandle } from "../../relay/index.js";
 import { startServer, type ServerHandle } from "../app.js";
 import { loadServerConfig, type ServerConfig } from "../config.js";
+import { ServingStatus } from "../grpc/health.js";
+import { BackgroundPart, type PartState } from "./background-part.js";
 
 /** Which parts a process runs. */
 export interface ProcessParts {
@@ -44,6 +48,27 @@ export interface ProcessOverrides {
   readonly log?: Logger;
 }
 
+/** The health entry (grpc.health.v1 service name) of the relay: the Kafka relay, or the embedded relay's role. */
+export const RELAY_HEALTH = "tidemark.relay";
+
+/** The health entry of consumer handler `handler`, e.g. `tidemark.consumer.projection:instances`. */
+export function consumerHealth(handler: string): string {
+  return `tidemark.consumer.${handler}`;
+}
+
+/** One part a process runs beside its server, as the health service reports it. */
+export interface PartReport {
+  /** As in {@link TidemarkProcess.components}, e.g. "relay (…)" or "projection:instances". */
+  readonly component: string;
+  /** Its grpc.health.v1 service name ({@link RELAY_HEALTH}, {@link consumerHealth}). */
+  readonly health: string;
+  /**
+   * `starting` until its start succeeded and its health entry was SERVING once (relay: publishing or
+   * standing by; consumer: joined its group); then `running`, or `failed` / `stopped`.
+   */
+  readonly state: PartState;
+}
+
 /** A running process. */
 export interface TidemarkProcess {
   readonly mode: "embedded" | "services";
@@ -55,22 +80,35 @@ export interface TidemarkProcess {
   readonly grpcAddress: string | undefined;
   /** `host:port` of the Prometheus endpoint, when TIDEMARK_METRICS_ADDR is set. */
   readonly metricsAddress: string | undefined;
-  /** What runs, e.g. ["server", "relay (in process)", "projection:instances"]. */
+  /** What this process runs, started or still starting, e.g. ["server", "relay (in process: …)", "projection:instances"]. */
   readonly components: readonly string[];
   /** Things the operator should know (a part that could not run, a setting without effect). */
   readonly warnings: readonly string[];
   readonly server: ServerHandle | undefined;
+  /** The consumers once they run; undefined while they start in the background. */
   readonly consumers: ConsumerHandle | undefined;
+  /** The relay once it runs; undefined while it starts in the background. */
   readonly relay: RelayHandle | EmbeddedRelay | undefined;
+  /** The parts beside the server (relay, consumer handlers) and where their start stands now. */
+  parts(): readonly PartReport[];
+  /** The components still starting now (empty once every part runs). */
+  starting(): readonly string[];
+  /** Resolves once no part is `starting` any more (each runs, failed or stopped; see {@link parts}); never rejects. */
+  readonly ready: Promise<void>;
   readonly registry: Registry;
   readonly log: Logger;
-  /** Stops in reverse order: metrics, server (graceful), consumers, relay, storage. */
+  /** Aborts starts still in progress, then stops in reverse order: metrics, server (graceful), consumers, relay, storage. */
   stop(): Promise<void>;
 }
 
 /**
  * Starts the parts described by `parts` with the settings in `env`. Throws ConfigError (naming the
  * variables) when the configuration is invalid or a part cannot run in the selected mode.
+ *
+ * With a server, the process resolves as soon as the write path serves (database migrated, object
+ * store ready, committer and sweeper running); the relay and the consumers start in the background,
+ * retried with backoff while Kafka, the relay lease or a consumer group are not ready, and their
+ * health entries say when each runs. Without a server, the parts are awaited and a failure throws.
  */
 export async function startProcess(env: Readonly<Record<string, string | undefined>>, parts: ProcessParts, overrides: ProcessOverrides = {}): Promise<TidemarkProcess> {
   const serverConfig = loadServerConfig(env);
@@ -106,6 +144,10 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
     }
   }
   if (mode === "services" && runConsumers) requireServices(consumerConfig!, { database: true, kafka: true });
+  // Checked here, not in the background: a configuration error must stop the process, not be retried.
+  if (runConsumers) checkTiming(consumerConfig!);
+  const handlerNames = runConsumers ? [...(parts.projection ? [INSTANCES_PROJECTION_HANDLER] : []), ...parts.handlers.map((h) => h.name)] : [];
+  if (new Set(handlerNames).size !== handlerNames.length) throw new ConfigError(`invalid configuration:\n  handler names must be unique, got ${handlerNames.join(", ")}`);
   const relayConfig = runRelay ? loadRelayConfig(env) : undefined;
   if (mode === "embedded" && parts.server && !consuming) {
     warnings.push("the projection is not running in this process: EVENTUAL and AT_LEAST_POSITION reads wait for it; `tidemark start` runs it here.");
@@ -114,82 +156,176 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
   const log = overrides.log ?? createLogger("tidemark", serverConfig.logLevel);
   // One registry for every part: one endpoint, process metrics once.
   const registry = createRegistry(true);
-  const components: string[] = [];
-  const cleanups: Array<() => Promise<void>> = [];
-  const stopAll = async () => {
-    for (const cleanup of cleanups.splice(0)) {
-      try {
-        await cleanup();
-      } catch (e) {
-        log.warn({ err: e }, "shutdown step failed");
-      }
-    }
-  };
   // Parts get no metrics address of their own: the process serves one endpoint.
   const quiet = { metricsAddr: "" } as const;
 
   let server: ServerHandle | undefined;
-  let consumers: ConsumerHandle | undefined;
-  let relay: RelayHandle | EmbeddedRelay | undefined;
   let backends: Backends | undefined;
+  let metrics: MetricsServer | undefined;
+  let relayPart: BackgroundPart<RelayHandle | EmbeddedPart> | undefined;
+  let consumersPart: BackgroundPart<ConsumerHandle> | undefined;
+  const reports: Array<{ component: string; health: string; part: () => { readonly state: PartState } }> = [];
+  // Health entries that were SERVING at least once: a part counts as started only then.
+  const everServing = new Set<string>();
+  let tracking = false;
+  let settle: () => void = () => {};
+  const ready = new Promise<void>((resolve) => (settle = resolve));
+  const stateOf = (r: (typeof reports)[number]): PartState => {
+    const state = r.part().state;
+    return state === "running" && !everServing.has(r.health) ? "starting" : state;
+  };
+  const check = () => {
+    if (tracking && reports.every((r) => stateOf(r) !== "starting")) settle();
+  };
+  const stopAll = async () => {
+    // Background starts give way first, so nothing comes up while the server drains.
+    consumersPart?.cancel();
+    relayPart?.cancel();
+    const steps: Array<(() => Promise<void>) | undefined> = [
+      metrics === undefined ? undefined : () => metrics!.close(),
+      server === undefined ? undefined : () => server!.stop(),
+      consumersPart === undefined ? undefined : () => consumersPart!.stop(),
+      relayPart === undefined ? undefined : () => relayPart!.stop(),
+      backends === undefined ? undefined : () => backends!.close(),
+    ];
+    for (const step of steps) {
+      try {
+        await step?.();
+      } catch (e) {
+        log.warn({ err: e }, "shutdown step failed");
+      }
+    }
+    check();
+  };
+
   let where: string;
   try {
     if (mode === "embedded") {
       backends = await openBackends(serverConfig);
-      const opened = backends;
-      cleanups.unshift(() => opened.close());
       where = backends.where;
-      const database = backends.database;
-      await migrateToLatest(database.db, database.schema);
+      await migrateToLatest(backends.database.db, backends.database.schema);
       await backends.objects.ensureReady();
-      if (runConsumers) {
-        const listener = new CommitListener(backends.listen, database.schema, log.child({ component: "relay" }));
-        await listener.start();
-        cleanups.unshift(() => listener.close());
-        const embedded = new EmbeddedRelay({ db: database.db, objects: backends.objects, wake: listener, log: log.child({ component: "relay" }), registry });
-        cleanups.unshift(() => embedded.stop());
-        relay = embedded;
-        components.push("relay (in process: commit log → consumers)");
-        consumers = await startConsumers(consumerConfig!, parts, {
-          log: log.child({ component: "consumers" }),
-          database,
-          metricsRegistry: registry,
-          source: embedded.source,
-          deadLetters: storeDeadLetters(backends.objects),
-        });
-      }
       if (parts.server) {
-        server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry, database, objects: backends.objects, listen: backends.listen });
+        server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry, database: backends.database, objects: backends.objects, listen: backends.listen });
       }
     } else {
       where = describeServices(serverConfig);
-      if (runRelay) {
-        const handle = await startRelay({ ...relayConfig!, ...quiet }, { log: log.child({ component: "relay" }), registry });
-        relay = handle;
-        cleanups.unshift(() => handle.stop());
-        components.push(`relay (${relayConfig!.name} → Kafka ${relayConfig!.kafkaBrokers.join(",")})`);
-      }
-      if (runConsumers) {
-        consumers = await startConsumers(consumerConfig!, parts, { log: log.child({ component: "consumers" }), metricsRegistry: registry });
-      }
       if (parts.server) server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry });
     }
-    if (consumers !== undefined) {
-      const handle = consumers;
-      cleanups.unshift(() => handle.stop());
-      components.push(...handle.handlers);
+    if (serverConfig.metricsAddr !== "") metrics = await startMetricsServer(serverConfig.metricsAddr, [registry]);
+
+    const health = server?.health;
+    const report = (name: string, up: boolean) => {
+      health?.set(name, up ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+      if (up) everServing.add(name);
+      check();
+    };
+    // With a server, a part that cannot start yet is retried behind it; without one there is
+    // nothing to serve meanwhile, so a failure ends the process as before.
+    const background = server !== undefined;
+    const relayLog = log.child({ component: "relay" });
+    const consumersLog = log.child({ component: "consumers" });
+    const partOptions = { registry, retry: background };
+    const onRunning = (handler: string, running: boolean) => report(consumerHealth(handler), running);
+    for (const name of handlerNames) health?.set(consumerHealth(name), ServingStatus.NOT_SERVING);
+
+    if (mode === "embedded" && runConsumers) {
+      const opened = backends!;
+      const database = opened.database;
+      health?.set(RELAY_HEALTH, ServingStatus.NOT_SERVING);
+      relayPart = new BackgroundPart<RelayHandle | EmbeddedPart>({
+        ...partOptions,
+        log: relayLog,
+        name: "relay",
+        start: async (_signal, attemptRegistry) => {
+          const listener = new CommitListener(opened.listen, database.schema, relayLog);
+          await listener.start();
+          const relay = new EmbeddedRelay({ db: database.db, objects: opened.objects, wake: listener, log: relayLog, registry: attemptRegistry });
+          report(RELAY_HEALTH, true);
+          return { kind: "embedded", relay, listener };
+        },
+        stop: (handle) => stopRelay(handle),
+      });
+      const relayStarted = relayPart.started;
+      consumersPart = new BackgroundPart<ConsumerHandle>({
+        ...partOptions,
+        log: consumersLog,
+        name: "consumers",
+        start: async (signal, attemptRegistry) => {
+          const relay = await relayStarted;
+          if (relay === undefined || !("kind" in relay)) throw new Error("the embedded relay did not start");
+          return startConsumers(consumerConfig!, parts, {
+            log: consumersLog,
+            database,
+            metricsRegistry: attemptRegistry,
+            source: relay.relay.source,
+            deadLetters: storeDeadLetters(opened.objects),
+            onRunning,
+            signal,
+          });
+        },
+        stop: (handle) => handle.stop(),
+      });
+    } else if (mode === "services") {
+      if (runRelay) {
+        health?.set(RELAY_HEALTH, ServingStatus.NOT_SERVING);
+        relayPart = new BackgroundPart<RelayHandle | EmbeddedPart>({
+          ...partOptions,
+          log: relayLog,
+          name: "relay",
+          start: (_signal, attemptRegistry) =>
+            startRelay(
+              { ...relayConfig!, ...quiet },
+              { log: relayLog, registry: attemptRegistry, onReadiness: (r) => report(RELAY_HEALTH, r !== "waiting") },
+            ),
+          stop: (handle) => stopRelay(handle),
+        });
+      }
+      if (runConsumers) {
+        consumersPart = new BackgroundPart<ConsumerHandle>({
+          ...partOptions,
+          log: consumersLog,
+          name: "consumers",
+          // Kafka is tried once per attempt: while it is down the attempts (and their log lines) come
+          // at this part's backoff, and a stop never leaves kafkajs retrying behind it.
+          start: (signal, attemptRegistry) =>
+            startConsumers(consumerConfig!, parts, { log: consumersLog, metricsRegistry: attemptRegistry, onRunning, signal, failFast: background }),
+          stop: (handle) => handle.stop(),
+        });
+      }
     }
-    if (server !== undefined) {
-      const handle = server;
-      cleanups.unshift(() => handle.stop());
-      components.unshift("server");
+
+    const components: string[] = [];
+    if (server !== undefined) components.push("server");
+    if (relayPart !== undefined) {
+      const component = mode === "embedded" ? "relay (in process: commit log → consumers)" : `relay (${relayConfig!.name} → Kafka ${relayConfig!.kafkaBrokers.join(",")})`;
+      const part = relayPart;
+      components.push(component);
+      reports.push({ component, health: RELAY_HEALTH, part: () => part });
     }
-    let metrics: MetricsServer | undefined;
-    if (serverConfig.metricsAddr !== "") {
-      metrics = await startMetricsServer(serverConfig.metricsAddr, [registry]);
-      const m = metrics;
-      cleanups.unshift(() => m.close());
+    if (consumersPart !== undefined) {
+      const part = consumersPart;
+      components.push(...handlerNames);
+      for (const name of handlerNames) reports.push({ component: name, health: consumerHealth(name), part: () => part });
     }
+    if (!background) {
+      // No server to keep serving meanwhile: wait for the parts, and fail as the process did before.
+      for (const part of [relayPart, consumersPart]) {
+        if (part !== undefined && (await part.started) === undefined) throw part.failure ?? new Error(`${part.name} did not start`);
+      }
+    }
+
+    tracking = true;
+    for (const part of [relayPart, consumersPart]) void part?.started.then(check);
+    check();
+    const starting = () => reports.filter((r) => stateOf(r) === "starting").map((r) => r.component);
+    void ready.then(() => {
+      if (reports.length > 0) log.info({ components, parts: reports.map((r) => ({ component: r.component, state: stateOf(r) })) }, "tidemark parts settled");
+    });
+    const relayHandle = () => {
+      const handle = relayPart?.handle;
+      return handle !== undefined && "kind" in handle ? handle.relay : handle;
+    };
     const result: TidemarkProcess = {
       mode,
       where,
@@ -199,8 +335,15 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
       components,
       warnings,
       server,
-      consumers,
-      relay,
+      get consumers() {
+        return consumersPart?.handle;
+      },
+      get relay() {
+        return relayHandle();
+      },
+      parts: () => reports.map((r) => ({ component: r.component, health: r.health, state: stateOf(r) })),
+      starting,
+      ready,
       registry,
       log,
       stop: async () => {
@@ -209,7 +352,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
       },
     };
     log.info(
-      { mode, where, dataDir: result.dataDir, grpc: result.grpcAddress, metrics: result.metricsAddress, components, warnings },
+      { mode, where, dataDir: result.dataDir, grpc: result.grpcAddress, metrics: result.metricsAddress, components, starting: starting(), warnings },
       "tidemark started",
     );
     return result;
@@ -217,6 +360,19 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
     await stopAll();
     throw e;
   }
+}
+
+/** The embedded relay's role and the commit listener that wakes it. */
+interface EmbeddedPart {
+  readonly kind: "embedded";
+  readonly relay: EmbeddedRelay;
+  readonly listener: CommitListener;
+}
+
+async function stopRelay(handle: RelayHandle | EmbeddedPart): Promise<void> {
+  if (!("kind" in handle)) return handle.stop();
+  await handle.relay.stop();
+  await handle.listener.close();
 }
 
 async function startConsumers(
@@ -234,7 +390,7 @@ function describeServices(config: ServerConfig): string {
   return `PostgreSQL ${pg.host}${pg.pathname} (schema ${config.pgSchema}), S3 ${config.s3Endpoint}/${config.s3Bucket}`;
 }
 
-/** The human-readable start-up banner (stderr): mode, data, addresses, parts, warnings. */
+/** The human-readable start-up banner (stderr): mode, data, addresses, parts (and which still start), warnings. */
 export function banner(command: string, p: TidemarkProcess, version: string): string {
   const lines = [`tidemark ${version} · ${command} · ${p.mode === "embedded" ? "embedded mode (no services configured)" : "services mode"}`];
   const field = (name: string, value: string) => lines.push(`  ${name.padEnd(10)}${value}`);
@@ -243,6 +399,12 @@ export function banner(command: string, p: TidemarkProcess, version: string): st
   if (p.grpcAddress !== undefined) field("gRPC", `${p.grpcAddress}   (try: grpcurl -plaintext ${p.grpcAddress} list)`);
   field("metrics", p.metricsAddress === undefined ? "off (set TIDEMARK_METRICS_ADDR=127.0.0.1:9464 to serve /metrics)" : `http://${p.metricsAddress}/metrics`);
   field("running", p.components.join(", ") || "nothing");
+  const starting = p.parts().filter((part) => part.state === "starting");
+  if (starting.length > 0) {
+    const entries = [...new Set(starting.map((part) => part.health))].join(", ");
+    const how = p.grpcAddress === undefined ? "a line follows once up" : `health ${entries} say SERVING once up`;
+    field("starting", `${starting.map((part) => part.component).join(", ")} — in the background; ${how}`);
+  }
   for (const warning of p.warnings) lines.push(`  warning   ${warning}`);
   lines.push("  stop with Ctrl-C (SIGINT) or SIGTERM; a second signal forces");
   return `${lines.join("\n")}\n`;

@@ -15,6 +15,18 @@ export async function runProcess(cmd: ParsedCommand, io: Io, version: string, na
   const parts = await partsOf(cmd, name);
   const running = await startProcess(cmd.env, parts);
   io.err(banner(name, running, version));
+  if (running.starting().length > 0) {
+    // The banner said some parts were still starting: say when they are up (or gave up).
+    const began = Date.now();
+    void running.ready.then(() => {
+      const states = running.parts();
+      if (states.some((p) => p.state === "stopped")) return;
+      const up = states.filter((p) => p.state === "running").map((p) => p.component);
+      const failed = states.filter((p) => p.state === "failed").map((p) => p.component);
+      if (up.length > 0) io.err(`tidemark: ${up.join(", ")} running (${((Date.now() - began) / 1000).toFixed(1)} s after the server)\n`);
+      if (failed.length > 0) io.err(`tidemark: ${failed.join(", ")} could not start (see the log); the server keeps serving\n`);
+    });
+  }
   return untilShutdownSignal("tidemark", () => running.stop(), (text) => io.err(text));
 }
 

@@ -11,27 +11,36 @@ export { ServingStatus };
 
 /**
  * Serving status per service name for the standard `grpc.health.v1.Health` service; the empty
- * name is the whole server. Watchers get every change.
+ * name is the whole server, other names are its services and the parts of its process (e.g.
+ * `tidemark.relay`). Watchers get every change.
  */
 export class HealthState {
   private readonly statuses = new Map<string, ServingStatus>();
   private readonly watchers = new Set<() => void>();
+  private down = false;
 
+  /** Sets the status of `service` (adding the name); ignored after {@link shutdown}. */
   set(service: string, status: ServingStatus): void {
+    // A part that comes up while the process shuts down must not report SERVING again.
+    if (this.down) return;
+    if (this.statuses.get(service) === status) return;
     this.statuses.set(service, status);
     for (const wake of this.watchers) wake();
   }
 
-  /** Marks every known service NOT_SERVING (graceful shutdown). */
+  /** Marks every known service NOT_SERVING for good (graceful shutdown). */
   shutdown(): void {
+    this.down = true;
     for (const name of this.statuses.keys()) this.statuses.set(name, ServingStatus.NOT_SERVING);
     for (const wake of this.watchers) wake();
   }
 
+  /** The status of `service`, or undefined when the name is not known. */
   get(service: string): ServingStatus | undefined {
     return this.statuses.get(service);
   }
 
+  /** Check and Watch over these statuses; Check of an unknown name is NOT_FOUND. */
   handlers(): HandlersOf<typeof Health> {
     return {
       check: async (request) => {
@@ -50,6 +59,8 @@ export class HealthState {
       if (status !== last) {
         last = status;
         yield { status };
+        // Look again before waiting: a change made while the stream was suspended woke nobody.
+        continue;
       }
       await new Promise<void>((resolve) => {
         const wake = () => {

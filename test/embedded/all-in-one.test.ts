@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataDirInUseError, openBackends } from "../../core/backends.js";
 import { migrateToLatest } from "../../core/db/database.js";
 import { DEAD_LETTER_PREFIX, defineHandler, INSTANCES_PROJECTION_HANDLER, PoisonError, type ConsumerDatabase } from "../../consumers/index.js";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
@@ -108,7 +109,8 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const db = () => proc.consumers!.database.db as unknown as import("kysely").Kysely<ConsumerDatabase>;
+// The one embedded database, through the server: the consumers may still be starting in the background.
+const db = () => proc.server!.database.db as unknown as import("kysely").Kysely<ConsumerDatabase>;
 const addr = (instanceId: string) => ({ database: "acme", className: "Person", instanceId });
 
 describe("embedded all-in-one", () => {
@@ -117,6 +119,28 @@ describe("embedded all-in-one", () => {
     expect(proc.dataDir).toBe(dir);
     expect(proc.components).toEqual(["server", "relay (in process: commit log → consumers)", INSTANCES_PROJECTION_HANDLER, "effects", "tracer", "flaky"]);
     expect(proc.warnings).toEqual([]);
+  });
+
+  it("reports the relay's role and every consumer in the health service once they run", async () => {
+    const health = createClient(Health, proc.grpcAddress!);
+    try {
+      expect((await health.check({ service: "" })).status).toBe(ServingStatus.SERVING);
+      for (const service of ["tidemark.relay", ...[INSTANCES_PROJECTION_HANDLER, "effects", "tracer", "flaky"].map((h) => `tidemark.consumer.${h}`)]) {
+        await waitFor(async () => (await health.check({ service })).status === ServingStatus.SERVING, { what: `${service} SERVING` });
+      }
+      await proc.ready;
+      expect(proc.starting()).toEqual([]);
+      expect(proc.parts().map((p) => [p.component, p.health, p.state])).toEqual([
+        ["relay (in process: commit log → consumers)", "tidemark.relay", "running"],
+        [INSTANCES_PROJECTION_HANDLER, `tidemark.consumer.${INSTANCES_PROJECTION_HANDLER}`, "running"],
+        ["effects", "tidemark.consumer.effects", "running"],
+        ["tracer", "tidemark.consumer.tracer", "running"],
+        ["flaky", "tidemark.consumer.flaky", "running"],
+      ]);
+      expect(proc.consumers?.handlers).toEqual([INSTANCES_PROJECTION_HANDLER, "effects", "tracer", "flaky"]);
+    } finally {
+      health.close();
+    }
   });
 
   it("applies every command exactly once, in per-aggregate order, and the read model shows it", async () => {
