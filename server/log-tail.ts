@@ -2,7 +2,8 @@
  * One shared tail of the commit log for every live subscriber of a process. A single reader reads
  * the committed rows after its position (woken by commits, polling as the fallback) and hands each
  * row to every attached subscriber, each with its own bounded buffer; an event's envelope is loaded
- * once, when the first subscriber takes it, and shared. A subscriber whose buffer overflows (it
+ * once (by the tail before it hands the row out, or by the first subscriber that takes a row no one
+ * wanted then) and shared. A subscriber whose buffer overflows (it
  * does not keep up) is detached and reads the log on its own, by position, until it reaches the
  * tail again, then re-joins; one that starts far behind does the same before it joins. Nothing here
  * knows about gRPC: server/subscribe.ts is a thin layer on top.
@@ -82,6 +83,7 @@ interface Entry {
   readonly position: number;
   envelope: EventEnvelope | undefined;
   loading: Promise<EventEnvelope> | undefined;
+  item?: TailItem;
 }
 
 interface CaughtUpMarker {
@@ -92,6 +94,8 @@ interface CaughtUpMarker {
 type Queued = Entry | CaughtUpMarker;
 
 const MAX_BACKOFF_MS = 5000;
+/** Parallel envelope loads of one read (the same bound as stream reads). */
+const LOAD_CONCURRENCY = 16;
 
 /**
  * The shared tail. `start` begins reading (only while someone is attached), `subscribe` opens a
@@ -241,15 +245,38 @@ export class LogTail {
         continue;
       }
       backoff = 100;
-      this.fanOut(rows, rows.length < pageSize);
+      const entries: Entry[] = rows.map((row) => ({ row, position: row.globalPosition!, envelope: undefined, loading: undefined }));
+      await this.preload(entries);
+      this.fanOut(entries, rows.length < pageSize);
       this.reading = false;
       if (rows.length < pageSize && this.wake.lastAnnounced === announced) await this.wake.wait(pollMs, signal);
     }
   }
 
-  /** Hands rows read after `position` to every attached subscriber; detaches those with no room. */
-  private fanOut(rows: readonly SlotRow[], short: boolean): void {
-    const entries: Entry[] = rows.map((row) => ({ row, position: row.globalPosition!, envelope: undefined, loading: undefined }));
+  /**
+   * Loads, before they are handed out, the envelopes some attached subscriber wants, so that every
+   * subscriber finds them ready. One that fails stays unloaded: the subscribers that take it load it
+   * themselves, and fail if it still cannot be read.
+   */
+  private async preload(entries: readonly Entry[]): Promise<void> {
+    const members = [...this.members];
+    const wanted = entries.filter((e) => members.some((s) => s.accepts(e.row)));
+    let next = 0;
+    const worker = async () => {
+      while (next < wanted.length) {
+        const entry = wanted[next++]!;
+        try {
+          entry.envelope = await this.source.load(entry.row);
+        } catch (e) {
+          this.log.debug({ err: e, position: entry.position }, "log tail: event not loaded; its subscribers will try");
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(LOAD_CONCURRENCY, wanted.length) }, worker));
+  }
+
+  /** Hands entries read after `position` to every attached subscriber; detaches those with no room. */
+  private fanOut(entries: readonly Entry[], short: boolean): void {
     const last = entries.length > 0 ? entries[entries.length - 1]!.position : this.position;
     const { bufferSize, historySize } = this.settings;
     for (const s of [...this.members]) {
@@ -322,7 +349,8 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
   private closed = false;
   private queue: Queued[] = [];
   private head = 0;
-  private waiting: (() => void) | undefined;
+  /** The consumer's `next` waiting for the tail. */
+  private pending: { resolve: (r: IteratorResult<TailItem, undefined>) => void; reject: (e: unknown) => void } | undefined;
   private readonly filter: ((row: SlotRow) => boolean) | undefined;
   private readonly signal: AbortSignal | undefined;
   private readonly onAbort = () => this.close();
@@ -360,28 +388,43 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
     this.queue.push({ caughtUp: true, position: this.position! });
   }
 
-  /** Wakes a consumer waiting for the tail. */
+  /** Hands a consumer waiting for the tail what is new: an item, the end, or its own read. */
   wake(): void {
-    const waiting = this.waiting;
-    this.waiting = undefined;
-    waiting?.();
+    const pending = this.pending;
+    if (pending === undefined || (!this.closed && this.live && this.head >= this.queue.length)) return;
+    this.pending = undefined;
+    const ready = this.closed ? undefined : this.takeReady();
+    if (this.closed) pending.resolve(DONE);
+    else if (ready !== undefined) pending.resolve({ done: false, value: ready });
+    else this.nextSlowly().then(pending.resolve, pending.reject);
   }
 
-  async next(): Promise<IteratorResult<TailItem, undefined>> {
+  next(): Promise<IteratorResult<TailItem, undefined>> {
+    // A live subscriber takes the fast paths: the next item is queued with its envelope loaded, or
+    // it waits for the tail to hand it one. Per event and subscriber, the async machinery of the
+    // general path cost about as much as the write to the client.
+    if (this.closed) return Promise.resolve(DONE);
+    const ready = this.takeReady();
+    if (ready !== undefined) return Promise.resolve({ done: false, value: ready });
+    if (this.live && this.head >= this.queue.length) {
+      return new Promise((resolve, reject) => (this.pending = { resolve, reject }));
+    }
+    return this.nextSlowly();
+  }
+
+  /** The general path: load an envelope, resolve "end", join the tail, or read a page alone. */
+  private async nextSlowly(): Promise<IteratorResult<TailItem, undefined>> {
     try {
       for (;;) {
         if (this.closed) return DONE;
-        const item = this.shift();
-        if (item !== undefined) {
-          if ("caughtUp" in item) return { done: false, value: { kind: "caught-up", position: item.position } };
-          const event = await this.tail.envelopeOf(item);
-          if (this.closed) return DONE;
-          return { done: false, value: { kind: "event", position: item.position, event } };
-        }
-        if (this.live) {
-          await new Promise<void>((resolve) => (this.waiting = resolve));
+        const ready = this.takeReady();
+        if (ready !== undefined) return { done: false, value: ready };
+        if (this.head < this.queue.length) {
+          // Only an event whose envelope is not loaded yet is not ready.
+          await this.tail.envelopeOf(this.queue[this.head] as Entry);
           continue;
         }
+        if (this.live) return await this.next();
         if (this.position === undefined) {
           this.position = await this.tail.source.lastPosition();
           this.atEnd = true;
@@ -428,8 +471,21 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
     if (this.atEnd && !this.caughtUp) this.enqueueCaughtUp();
   }
 
-  private shift(): Queued | undefined {
+  /** Takes the next item if it can be handed out now (a marker, or an event with its envelope). */
+  private takeReady(): TailItem | undefined {
     if (this.head >= this.queue.length) return undefined;
+    const item = this.queue[this.head]!;
+    if ("caughtUp" in item) {
+      this.shift();
+      return { kind: "caught-up", position: item.position };
+    }
+    if (item.envelope === undefined) return undefined;
+    this.shift();
+    // One item object per event, shared by every subscriber that takes it.
+    return (item.item ??= { kind: "event", position: item.position, event: item.envelope });
+  }
+
+  private shift(): void {
     const item = this.queue[this.head]!;
     this.head += 1;
     if (this.head >= this.queue.length) {
@@ -440,6 +496,5 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
       this.head = 0;
     }
     if (!("caughtUp" in item)) this.queuedEvents -= 1;
-    return item;
   }
 }
