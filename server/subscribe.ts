@@ -10,7 +10,7 @@ import type { SlotRow } from "../core/event-log.js";
 import { checkAggregateType } from "../core/ids.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
-import type { LogTail } from "./log-tail.js";
+import type { LogTail, TailItem } from "./log-tail.js";
 import { checkSeq } from "./validation.js";
 
 export type { SubscribeResponse };
@@ -24,7 +24,16 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
   // message, and the bridge encodes it once (encoding a 1 KiB event costs ~45 µs: per subscriber,
   // it was most of what a subscriber cost the server).
   const responses = new WeakMap<EventEnvelope, SubscribeResponse>();
-  return async function* subscribe(request: SubscribeRequest, context: CallContext): AsyncGenerator<SubscribeResponse> {
+  const toResponse = (item: TailItem): SubscribeResponse => {
+    if (item.kind === "caught-up") return create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) });
+    let response = responses.get(item.event);
+    if (response === undefined) {
+      response = create(SubscribeResponseSchema, { message: { case: "event", value: item.event }, position: BigInt(item.position) });
+      responses.set(item.event, response);
+    }
+    return response;
+  };
+  return function subscribe(request: SubscribeRequest, context: CallContext): AsyncIterable<SubscribeResponse> {
     const v = new Violations();
     request.aggregateTypes.forEach((t, i) => v.add(`aggregate_types[${i}]`, checkAggregateType(t)));
     if (request.eventTypePrefix.length > 128) v.add("event_type_prefix", "must be at most 128 characters");
@@ -41,21 +50,15 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
       ...(filter === undefined ? {} : { filter }),
       signal: AbortSignal.any([context.signal, shutdown]),
     });
-    try {
-      for await (const item of subscription) {
-        if (item.kind === "caught-up") {
-          yield create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) });
-          continue;
-        }
-        let response = responses.get(item.event);
-        if (response === undefined) {
-          response = create(SubscribeResponseSchema, { message: { case: "event", value: item.event }, position: BigInt(item.position) });
-          responses.set(item.event, response);
-        }
-        yield response;
-      }
-    } finally {
-      subscription.close();
-    }
+    // A plain mapping iterator rather than an async generator: one promise per message fewer, on a
+    // path that runs once per event and subscriber. Ending the iteration closes the subscription.
+    const iterator: AsyncIterator<SubscribeResponse, undefined> = {
+      next: () => subscription.next().then((r) => (r.done ? r : { done: false, value: toResponse(r.value) })),
+      return: async () => {
+        subscription.close();
+        return { done: true, value: undefined };
+      },
+    };
+    return { [Symbol.asyncIterator]: () => iterator };
   };
 }
