@@ -5,11 +5,11 @@
  * baseline, so drift between them is shared. Every stream must receive every event appended while
  * it was open: the figure says whether they did.
  */
-import { create, fromBinary } from "@bufbuild/protobuf";
+import http2 from "node:http2";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createDatabase } from "../core/db/database.js";
 import { EventStoreService, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/tidemark/v1/event_store_pb.js";
-import { serviceDefinition } from "../server/grpc/bridge.js";
-import { createClient, grpc } from "../server/grpc/client.js";
+import { createClient } from "../server/grpc/client.js";
 import { analyzeSchema } from "./analyze.js";
 import { appendLoad, mergeResults, withCpu, type Workload } from "./append-bench.js";
 import { cpuPerUnit } from "./cpu-time.js";
@@ -128,44 +128,52 @@ interface Subscribers {
   close(): void;
 }
 
+const SUBSCRIBE_PATH = `/${EventStoreService.typeName}/${EventStoreService.method.subscribe.name}`;
+
 /**
- * Opens `n` from_end streams and resolves once each has sent its caught-up marker. Responses stay
- * bytes: decoding them in this process would bill the server's figure for work a real subscriber
- * does on its own machine (it shares these two cores).
+ * Opens `n` from_end streams and resolves once each has sent its caught-up marker. The streams are
+ * plain HTTP/2 requests that count gRPC messages by their length prefixes without decoding them: a
+ * real subscriber decodes on its own machine, and here every client cycle is taken from the two
+ * cores the server runs on (a grpc-js client costs about as much per message as the server does).
  */
 async function openSubscribers(address: string, n: number): Promise<Subscribers> {
-  const definition = serviceDefinition(EventStoreService);
-  const subscribe = definition["Subscribe"]!;
-  const Raw = grpc.makeGenericClientConstructor({ Subscribe: { ...subscribe, responseDeserialize: (bytes: Buffer) => bytes } }, "RawSubscribe");
-  const clients: grpc.Client[] = [];
-  const calls: grpc.ClientReadableStream<Buffer>[] = [];
+  const body = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { start: { case: "fromEnd", value: {} } }));
+  const request = Buffer.alloc(5 + body.length);
+  request.writeUInt32BE(body.length, 1);
+  request.set(body, 5);
+  const sessions: http2.ClientHttp2Session[] = [];
+  const streams: http2.ClientHttp2Stream[] = [];
   const events = new Array<number>(n).fill(0);
   let caughtUp = 0;
   let errors = 0;
   let closing = false;
-  const request = create(SubscribeRequestSchema, { start: { case: "fromEnd", value: {} } });
   for (let i = 0; i < n; i++) {
     if (i % STREAMS_PER_CONNECTION === 0) {
-      // A local subchannel pool gives each client its own connection.
-      clients.push(new Raw(address, grpc.credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1, "grpc-node.flow_control_window": 8 << 20 }));
+      const session = http2.connect(`http://${address}`, { settings: { initialWindowSize: 8 << 20 } });
+      session.on("connect", () => session.setLocalWindowSize(32 << 20));
+      session.on("error", () => {
+        if (!closing) errors += 1;
+      });
+      sessions.push(session);
     }
-    const raw = clients[clients.length - 1]! as unknown as { Subscribe(request: unknown): grpc.ClientReadableStream<Buffer> };
-    const call = raw.Subscribe(request);
-    let first = true;
-    call.on("data", (bytes: Buffer) => {
-      if (first) {
-        first = false;
-        const message = fromBinary(SubscribeResponseSchema, bytes);
-        if (message.message.case !== "caughtUp") errors += 1;
-        caughtUp += 1;
+    const stream = sessions[sessions.length - 1]!.request({ ":method": "POST", ":path": SUBSCRIBE_PATH, "content-type": "application/grpc", te: "trailers" });
+    stream.end(request);
+    const messages = new MessageCounter((message) => {
+      if (message === undefined) {
+        events[i]! += 1;
         return;
       }
-      events[i]! += 1;
+      if (fromBinary(SubscribeResponseSchema, message).message.case !== "caughtUp") errors += 1;
+      caughtUp += 1;
     });
-    call.on("error", (e: grpc.ServiceError) => {
-      if (!(closing && e.code === grpc.status.CANCELLED)) errors += 1;
+    stream.on("data", (chunk: Buffer) => messages.push(chunk));
+    stream.on("trailers", (trailers) => {
+      if (!closing && trailers["grpc-status"] !== "0") errors += 1;
     });
-    calls.push(call);
+    stream.on("error", () => {
+      if (!closing) errors += 1;
+    });
+    streams.push(stream);
   }
   await waitUntil(() => (caughtUp >= n ? true : errors > 0 ? Promise.reject(new Error(`${errors} subscribe streams failed`)) : undefined), `${n} subscribers to catch up`, 60_000, 20);
   return {
@@ -176,8 +184,49 @@ async function openSubscribers(address: string, n: number): Promise<Subscribers>
     },
     close() {
       closing = true;
-      for (const call of calls) call.cancel();
-      for (const c of clients) c.close();
+      for (const stream of streams) stream.close(http2.constants.NGHTTP2_CANCEL);
+      for (const session of sessions) session.close();
     },
   };
+}
+
+/**
+ * Splits a gRPC response body into its length-prefixed messages: hands the first one over as bytes
+ * (the caught-up marker, checked), and only counts the others.
+ */
+class MessageCounter {
+  private readonly header = Buffer.alloc(5);
+  private headerBytes = 0;
+  private remaining = 0;
+  private first: Buffer[] | undefined = [];
+
+  constructor(private readonly onMessage: (first: Buffer | undefined) => void) {}
+
+  push(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.remaining === 0) {
+        const take = Math.min(5 - this.headerBytes, chunk.length - at);
+        chunk.copy(this.header, this.headerBytes, at, at + take);
+        this.headerBytes += take;
+        at += take;
+        if (this.headerBytes < 5) return;
+        this.headerBytes = 0;
+        this.remaining = this.header.readUInt32BE(1);
+        if (this.remaining === 0) this.done();
+        continue;
+      }
+      const take = Math.min(this.remaining, chunk.length - at);
+      this.first?.push(chunk.subarray(at, at + take));
+      this.remaining -= take;
+      at += take;
+      if (this.remaining === 0) this.done();
+    }
+  }
+
+  private done(): void {
+    const first = this.first;
+    this.first = undefined;
+    this.onMessage(first === undefined ? undefined : Buffer.concat(first));
+  }
 }
