@@ -165,10 +165,10 @@ export class LogTail {
   }
 
   /**
-   * Attaches `s` (its queue is empty) if the tail can continue exactly where it stands: from the
-   * history when it is just behind, or at once when it is level or ahead (rows it already has are
-   * skipped when they arrive). An idle tail moves up to a subscriber that just read the end of the
-   * log. Synchronous, so no read can land between the check and the attach.
+   * For {@link TailSubscription}: attaches `s` (its queue is empty) if the tail can continue exactly
+   * where it stands: from the history when it is just behind, or at once when it is level or ahead
+   * (rows it already has are skipped when they arrive). An idle tail moves up to a subscriber that
+   * just read the end of the log. Synchronous, so no read can land between the check and the attach.
    */
   tryJoin(s: TailSubscription): boolean {
     const at = s.position!;
@@ -201,13 +201,13 @@ export class LogTail {
     return true;
   }
 
-  /** Forgets a closed subscription. */
+  /** For {@link TailSubscription}: forgets a closed subscription. */
   remove(s: TailSubscription): void {
     this.members.delete(s);
     this.open.delete(s);
   }
 
-  /** The envelope of an entry: loaded by the first subscriber that needs it, then shared. */
+  /** For {@link TailSubscription}: an entry's envelope, loaded by the first one that needs it, then shared. */
   envelopeOf(entry: Entry): Promise<EventEnvelope> | EventEnvelope {
     if (entry.envelope !== undefined) return entry.envelope;
     if (entry.loading === undefined) {
