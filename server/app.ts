@@ -124,7 +124,6 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     log,
     overrides.logTail,
   );
-  tail.start();
   const commands = new InstanceCommands(store, database.db);
   const health = new HealthState();
   const shutdown = new AbortController();
@@ -159,6 +158,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   const host = config.grpcAddr.slice(0, config.grpcAddr.lastIndexOf(":"));
   const address = `${host}:${port}`;
   sweeper.start();
+  tail.start();
   let metricsServer: MetricsServer | undefined;
   if (config.metricsAddr !== "") {
     metricsServer = await startMetricsServer(config.metricsAddr, [registry]);
