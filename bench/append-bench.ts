@@ -50,7 +50,7 @@ export interface AppendBenchResult {
 }
 
 /** A workload of P1. */
-interface Workload {
+export interface Workload {
   readonly key: "single" | "batch" | "hot";
   readonly name: string;
 }
@@ -151,7 +151,13 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
  * with the exact expected head, so optimistic concurrency is on the measured path. Hot: every
  * worker appends to one stream with `any`, so appends queue on that stream's head row.
  */
-async function appendLoad(client: ClientOf<typeof EventStoreService>, w: Workload, c: number, o: AppendBenchOptions, prefix: string): Promise<LoadResult> {
+export async function appendLoad(
+  client: ClientOf<typeof EventStoreService>,
+  w: Workload,
+  c: number,
+  o: Pick<AppendBenchOptions, "measureMs" | "warmupMs" | "batchSize">,
+  prefix: string,
+): Promise<LoadResult> {
   const perCall = w.key === "batch" ? o.batchSize : 1;
   const heads = new Array<number>(c).fill(0);
   const generation = new Array<number>(c).fill(0);
@@ -181,7 +187,7 @@ async function appendLoad(client: ClientOf<typeof EventStoreService>, w: Workloa
  * load's client side), the server when given, and the stack's services. Over the warm-up and the
  * measured window alike, so per-unit figures divide by all units completed.
  */
-async function withCpu(fn: () => Promise<LoadResult>, serverPid?: number): Promise<{ result: LoadResult; cpu: Record<string, number> }> {
+export async function withCpu(fn: () => Promise<LoadResult>, serverPid?: number): Promise<{ result: LoadResult; cpu: Record<string, number> }> {
   const pids = { server: serverPid };
   const before = cpuSnapshot(pids);
   const result = await fn();

@@ -7,7 +7,7 @@ import type { LoadResult } from "./load.js";
 /** One measured figure (or one that could not be measured, with the reason). */
 export interface Figure {
   readonly id: string;
-  readonly group: "baseline" | "P1" | "P2" | "P3" | "P4" | "soak" | "restart";
+  readonly group: "baseline" | "P1" | "P2" | "P3" | "P4" | "P5" | "soak" | "restart";
   readonly name: string;
   readonly concurrency?: number;
   /** Unit of `rate`, e.g. "events/s". */

@@ -2,8 +2,8 @@
  * Tidemark's benchmarks against the physical floor of its own parts, side by side in one run:
  *
  *   node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N]
- *                                  [--profile] [--only append|pipeline|restart] [--concurrency 8,32,64]
- *                                  [--half-rate N]
+ *                                  [--profile] [--only append|pipeline|restart|subscribers]
+ *                                  [--concurrency 8,32,64] [--half-rate N] [--subscribers N]
  *
  * Prints a table (each figure, its baseline, the ratio) and the targets of bench/TARGETS.md with
  * pass/short; writes every figure as JSON (default bench/results/latest.json) and an SVG chart of
@@ -18,6 +18,7 @@ import { killAllChildren, ROOT } from "./child-process.js";
 import { MemorySampler } from "./memory.js";
 import { runPipelineBench, SERVER_ROLE, type SoakResult } from "./pipeline-bench.js";
 import { runRestartBench } from "./restart-bench.js";
+import { runSubscriberBench } from "./subscriber-bench.js";
 import { renderReport, target, type BenchReport, type Figure, type Target } from "./report.js";
 import { BenchResources } from "./resources.js";
 import { loadStackEnv } from "./stack-env.js";
@@ -28,10 +29,12 @@ interface Args {
   readonly json: string;
   readonly soakMinutes: number;
   readonly profile: boolean;
-  readonly only: "append" | "pipeline" | "restart" | undefined;
+  readonly only: "append" | "pipeline" | "restart" | "subscribers" | undefined;
   readonly concurrencies: number[];
   /** Overrides the half load (events/s); default half of the maximum measured in place. */
   readonly halfRate: number | undefined;
+  /** Live Subscribe streams of P5 (default 300). */
+  readonly subscribers: number;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -42,6 +45,7 @@ function parseArgs(argv: readonly string[]): Args {
   let only: Args["only"];
   let concurrencies = [8, 32, 64];
   let halfRate: number | undefined;
+  let subscribers = P5_SUBSCRIBERS;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = () => {
@@ -56,22 +60,28 @@ function parseArgs(argv: readonly string[]): Args {
     else if (arg === "--profile") profile = true;
     else if (arg === "--only") {
       const v = value();
-      if (v !== "append" && v !== "pipeline" && v !== "restart") throw new Error("--only takes append, pipeline or restart");
+      if (v !== "append" && v !== "pipeline" && v !== "restart" && v !== "subscribers") throw new Error("--only takes append, pipeline, restart or subscribers");
       only = v;
     } else if (arg === "--concurrency") concurrencies = value().split(",").map(Number);
     else if (arg === "--half-rate") halfRate = Number(value());
+    else if (arg === "--subscribers") subscribers = Number(value());
     else if (arg === "--help" || arg === "-h") {
-      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline|restart] [--concurrency 8,32,64] [--half-rate N]\n");
+      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline|restart|subscribers] [--concurrency 8,32,64] [--half-rate N] [--subscribers N]\n");
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
   }
   if (concurrencies.some((c) => !Number.isInteger(c) || c < 1 || c > 1024)) throw new Error("--concurrency takes integers from 1 to 1024");
   if (!Number.isFinite(soakMinutes) || soakMinutes < 0) throw new Error("--soak-minutes takes a number of minutes");
   if (halfRate !== undefined && !(halfRate > 0)) throw new Error("--half-rate takes a positive number of events/s");
-  return { quick, json, soakMinutes, profile, only, concurrencies, halfRate };
+  if (!Number.isInteger(subscribers) || subscribers < 1 || subscribers > 5000) throw new Error("--subscribers takes an integer from 1 to 5000");
+  return { quick, json, soakMinutes, profile, only, concurrencies, halfRate, subscribers };
 }
 
 const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
+
+/** P5: live subscribers of the loaded window, and the append concurrency (bench/TARGETS.md). */
+const P5_SUBSCRIBERS = 300;
+const P5_CONCURRENCY = 8;
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
@@ -144,6 +154,20 @@ async function main(): Promise<void> {
     if (args.only === undefined || args.only === "restart") {
       figures.push(...(await runRestartBench({ stack, resources, memory, restarts: 3, appendsBeforeKill: q ? 50 : 200, log })));
     }
+    if (args.only === undefined || args.only === "subscribers") {
+      const p5 = await runSubscriberBench({
+        stack,
+        resources,
+        memory,
+        subscribers: args.subscribers,
+        concurrency: P5_CONCURRENCY,
+        measureMs: q ? 3000 : 8000,
+        warmupMs: q ? 400 : 1000,
+        serverNodeArgs,
+        log,
+      });
+      figures.push(...p5.figures);
+    }
   } finally {
     memory.stop();
     killAllChildren();
@@ -207,6 +231,9 @@ function targets(figures: readonly Figure[], concurrencies: readonly number[], m
   const restart = f("restart.first-ok");
   const worst = restart?.extra?.["maxMs"];
   out.push(target("restart (kill -9, services) → first OK append, worst of 3", typeof worst === "number" ? worst / 1000 : undefined, "<=", 5, "s", why("restart.first-ok")));
+  const p5 = figures.find((x) => x.group === "P5" && x.id.startsWith("p5.live.") && x.notMeasured === undefined);
+  const p5Note = p5 === undefined ? undefined : p5.extra?.["deliveredAll"] === "yes" ? undefined : "a subscriber missed events";
+  out.push(target(`P5 append p50 with ${p5?.extra?.["subscribers"] ?? P5_SUBSCRIBERS} live subscribers / with none`, p5?.extra?.["p50Ratio"] as number | undefined, "<=", 1.5, "×", p5Note));
   const server = soak?.processes.find((p) => p.process === SERVER_ROLE);
   out.push(target("server RSS growth over the soak", server === undefined ? undefined : server.growth * 100, "<=", (soak?.tolerance ?? 0.1) * 100, "%", soak === undefined ? "run with --soak" : undefined));
   return out;

@@ -30,8 +30,9 @@ import type { Limits } from "./limits.js";
 import { eventStoreHandlers } from "./services/event-store-service.js";
 import { instanceHandlers, type InstanceReadModel } from "./services/instance-service.js";
 import { subscribeHandler } from "./subscribe.js";
+import { LogTail, type LogTailSettings } from "./log-tail.js";
 import { Sweeper } from "./sweeper.js";
-import type { SlotRow } from "../core/event-log.js";
+import { committedAfter, lastPosition, type SlotRow } from "../core/event-log.js";
 
 /** Parts a caller (tests, the embedded mode) may supply instead of the configured ones. */
 export interface ServerOverrides {
@@ -48,6 +49,8 @@ export interface ServerOverrides {
   readonly afterWrite?: (slot: SlotRow) => Promise<void>;
   /** The read model for EVENTUAL and AT_LEAST_POSITION reads (default: the consumers' `instances` table). */
   readonly readModel?: InstanceReadModel;
+  /** Sizes of the Subscribe fan-out (default LOG_TAIL_DEFAULTS; tests shrink the buffers). */
+  readonly logTail?: Partial<LogTailSettings>;
 }
 
 /** A running server. */
@@ -58,6 +61,8 @@ export interface ServerHandle {
   readonly store: EventStore;
   readonly sweeper: Sweeper;
   readonly committer: Committer;
+  /** The shared tail of the commit log that serves every Subscribe call. */
+  readonly tail: LogTail;
   readonly health: HealthState;
   readonly database: Database<WriteSideTables>;
   readonly objects: ObjectStore;
@@ -109,18 +114,28 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   });
   const listener = new CommitListener(listenSource, database.schema, log);
   await listener.start();
+  const tail = new LogTail(
+    {
+      committedAfter: (after, limit) => committedAfter(database.db, after, limit),
+      load: (row) => store.load(row),
+      lastPosition: () => lastPosition(database.db),
+    },
+    listener,
+    log,
+    overrides.logTail,
+  );
   const commands = new InstanceCommands(store, database.db);
   const health = new HealthState();
   const shutdown = new AbortController();
 
   const registry = overrides.registry ?? createRegistry(true);
   const metrics = serverMetrics(registry);
-  metrics.track(committer, sweeper);
+  metrics.track(committer, sweeper, tail);
   const observe = metrics.observe;
   const server = await listenGrpc(
     config.grpcAddr,
     [
-      bindService(EventStoreService, eventStoreHandlers(store, limits, subscribeHandler(database.db, store, listener, shutdown.signal)), log, observe),
+      bindService(EventStoreService, eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal)), log, observe),
       bindService(InstanceService, instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), log, observe),
       bindService(ProcessingService, processingHandlers(database.db.withTables<ConsumerTables>()), log, observe),
       bindService(Health, health.handlers(), log),
@@ -143,6 +158,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   const host = config.grpcAddr.slice(0, config.grpcAddr.lastIndexOf(":"));
   const address = `${host}:${port}`;
   sweeper.start();
+  tail.start();
   let metricsServer: MetricsServer | undefined;
   if (config.metricsAddr !== "") {
     metricsServer = await startMetricsServer(config.metricsAddr, [registry]);
@@ -158,6 +174,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     store,
     sweeper,
     committer,
+    tail,
     health,
     database,
     objects,
@@ -167,6 +184,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
         health.shutdown();
         shutdown.abort();
         await server.shutdown(graceMs, () => log.warn({ graceMs }, "grace period over; cancelling remaining calls"));
+        await tail.stop();
         await sweeper.stop();
         await metricsServer?.close();
         committer.close();

@@ -2,13 +2,14 @@ import * as grpcStatus from "./grpc/status-codes.js";
 import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from "../core/metrics.js";
 import type { CallObserver } from "./grpc/bridge.js";
 import type { Committer } from "./committer.js";
+import type { LogTail } from "./log-tail.js";
 import type { Sweeper } from "./sweeper.js";
 
-/** The server's metrics: gRPC calls by method and code with latency, commits and sweeps. */
+/** The server's metrics: gRPC calls by method and code with latency, commits, sweeps and Subscribe's fan-out. */
 export interface ServerMetrics {
   readonly observe: CallObserver;
-  /** Starts reading committer and sweeper totals at scrape time. */
-  track(committer: Committer, sweeper: Sweeper): void;
+  /** Starts reading committer, sweeper and log-tail totals at scrape time. */
+  track(committer: Committer, sweeper: Sweeper, tail?: LogTail): void;
 }
 
 /** Registers the server's metrics in `registry`. */
@@ -24,6 +25,7 @@ export function serverMetrics(registry: Registry): ServerMetrics {
   });
   let committer: Committer | undefined;
   let sweeper: Sweeper | undefined;
+  let tail: LogTail | undefined;
   new Gauge({
     name: "tidemark_commit_transactions_total",
     help: "Group-commit transactions run",
@@ -49,6 +51,34 @@ export function serverMetrics(registry: Registry): ServerMetrics {
       for (const outcome of ["committed", "voided", "forgotten"] as const) this.set({ outcome }, sweeper?.totals[outcome] ?? 0);
     },
   });
+  new Gauge({
+    name: "tidemark_subscribers",
+    help: "Open Subscribe streams: live (fed by the shared log tail) or catching_up (reading the log on their own)",
+    labelNames: ["state"],
+    registers: [registry],
+    collect() {
+      this.set({ state: "live" }, tail?.live ?? 0);
+      this.set({ state: "catching_up" }, tail?.catchingUp ?? 0);
+    },
+  });
+  new Gauge({
+    name: "tidemark_subscribe_log_reads_total",
+    help: "Reads of the commit log for Subscribe: by the shared tail, or by subscribers catching up on their own",
+    labelNames: ["reader"],
+    registers: [registry],
+    collect() {
+      this.set({ reader: "tail" }, tail?.stats.tailReads ?? 0);
+      this.set({ reader: "own" }, tail?.stats.ownReads ?? 0);
+    },
+  });
+  new Gauge({
+    name: "tidemark_subscribe_slow_detached_total",
+    help: "Subscribers detached from the shared tail because they did not keep up (they catch up on their own)",
+    registers: [registry],
+    collect() {
+      this.set(tail?.stats.detached ?? 0);
+    },
+  });
   return {
     observe(path, code, seconds) {
       const method = path.slice(path.lastIndexOf("/") + 1);
@@ -57,9 +87,10 @@ export function serverMetrics(registry: Registry): ServerMetrics {
       if (code === grpcStatus.ABORTED) conflicts.inc();
       if (code === grpcStatus.INTERNAL) internal.inc({ method });
     },
-    track(c, s) {
+    track(c, s, t) {
       committer = c;
       sweeper = s;
+      tail = t;
     },
   };
 }

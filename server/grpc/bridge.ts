@@ -83,18 +83,37 @@ function decodeFailure(request: unknown): ValidationError | undefined {
 export function serviceDefinition(service: DescService): grpc.ServiceDefinition {
   const definition: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
   for (const method of service.methods) {
+    const responseStream = method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming";
+    const encode = (value: MessageShape<DescMessage>) => Buffer.from(encodeBinary(method.output, value));
     definition[method.name] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
-      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      responseStream,
       requestSerialize: (value: MessageShape<DescMessage>) => Buffer.from(encodeBinary(method.input, value)),
       requestDeserialize: (bytes: Buffer) => decodeRequest(method, bytes) as MessageShape<DescMessage>,
-      responseSerialize: (value: MessageShape<DescMessage>) => Buffer.from(encodeBinary(method.output, value)),
+      responseSerialize: responseStream ? encodeOnce(encode) : encode,
       responseDeserialize: (bytes: Buffer) => decodeBinary(method.output, bytes),
       originalName: method.localName,
     };
   }
   return definition;
+}
+
+/**
+ * A streamed response object written to many calls (Subscribe's fan-out hands every subscriber the
+ * same message) is encoded once: the bytes are kept, weakly, for as long as the object lives. So a
+ * handler must not change a message after yielding it.
+ */
+function encodeOnce(encode: (value: MessageShape<DescMessage>) => Buffer): (value: MessageShape<DescMessage>) => Buffer {
+  const encoded = new WeakMap<object, Buffer>();
+  return (value) => {
+    let bytes = encoded.get(value);
+    if (bytes === undefined) {
+      bytes = encode(value);
+      encoded.set(value, bytes);
+    }
+    return bytes;
+  };
 }
 
 /** Binds typed handlers to a generated service. */

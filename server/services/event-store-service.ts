@@ -7,7 +7,7 @@ import type { HandlersOf } from "../grpc/bridge.js";
 import type { Limits } from "../limits.js";
 import { checkSeq, validateAppend } from "../validation.js";
 
-/** Subscribe is served by the relay's subscription hub when present. */
+/** The Subscribe handler (server/subscribe.ts): a layer over the process's shared log tail. */
 export type SubscribeHandler = HandlersOf<typeof EventStoreService>["subscribe"];
 
 /** gRPC handlers of tidemark.v1.EventStoreService. */

@@ -1,0 +1,310 @@
+/**
+ * The shared log tail (server/log-tail.ts) over an in-memory commit log: one read per commit for
+ * every attached subscriber, catch-up alone then a join, each hand-over (from the history, ahead of
+ * a lagging tail, onto an idle tail) without gap or repeat, detaching a subscriber that does not
+ * keep up and its return, per-subscriber filters, one shared envelope per event, and ending.
+ */
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { EventEnvelopeSchema, type EventEnvelope } from "../../core/envelope.js";
+import type { SlotRow } from "../../core/event-log.js";
+import { createLogger } from "../../core/log.js";
+import { sleepUntilWoken } from "../../core/sleep.js";
+import { LogTail, type LogTailSettings, type TailItem, type TailSource, type TailSubscription, type TailWake } from "../../server/log-tail.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+/** A commit log in memory; a test may hold the next read at a gate. */
+class MemoryLog implements TailSource {
+  readonly rows: SlotRow[] = [];
+  reads = 0;
+  loads = 0;
+  /** The next read waits for this (then it is cleared). */
+  gate: Promise<void> | undefined;
+  /** Resolved when a read reaches the gate. */
+  atGate: (() => void) | undefined;
+  failLoadAt: number | undefined;
+  failReads = 0;
+
+  append(count: number, aggregateType = "A", eventType = "E"): number {
+    for (let i = 0; i < count; i++) {
+      const position = this.rows.length + 1;
+      this.rows.push({
+        logId: position,
+        eventId: `e${position}`,
+        aggregateType,
+        aggregateId: "x",
+        seq: position,
+        eventType,
+        contentHash: "",
+        orderingKey: null,
+        state: "committed",
+        globalPosition: position,
+        batchFirstSeq: position,
+        batchLastSeq: position,
+        committedAt: null,
+      });
+    }
+    return this.rows.length;
+  }
+
+  async committedAfter(after: number, limit: number): Promise<readonly SlotRow[]> {
+    this.reads += 1;
+    const gate = this.gate;
+    if (gate !== undefined) {
+      this.gate = undefined;
+      this.atGate?.();
+      await gate;
+    }
+    if (this.failReads > 0) {
+      this.failReads -= 1;
+      throw new Error("database unavailable");
+    }
+    return this.rows.filter((r) => r.globalPosition! > after).slice(0, limit);
+  }
+
+  async load(row: SlotRow): Promise<EventEnvelope> {
+    this.loads += 1;
+    if (row.globalPosition === this.failLoadAt) throw new Error(`object of ${row.eventId} is missing`);
+    return create(EventEnvelopeSchema, { eventId: row.eventId, eventType: row.eventType, aggregateType: row.aggregateType, globalPosition: BigInt(row.globalPosition!) });
+  }
+
+  async lastPosition(): Promise<number> {
+    return this.rows.length;
+  }
+
+  /** Holds the next read until the returned function is called; `reached` resolves when it is held. */
+  hold(): { reached: Promise<void>; release: () => void } {
+    let release!: () => void;
+    this.gate = new Promise<void>((r) => (release = r));
+    const reached = new Promise<void>((r) => (this.atGate = r));
+    return { reached, release };
+  }
+}
+
+/** Commit announcements by hand; no polling (the tail's poll interval is an hour). */
+class ManualWake implements TailWake {
+  lastAnnounced = 0;
+  private readonly waiters = new Set<() => void>();
+
+  wait(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    return sleepUntilWoken(this.waiters, timeoutMs, signal);
+  }
+
+  announce(position: number): void {
+    this.lastAnnounced = position;
+    for (const wake of [...this.waiters]) wake();
+  }
+}
+
+function setup(settings: Partial<LogTailSettings> = {}) {
+  const log = new MemoryLog();
+  const wake = new ManualWake();
+  const tail = new LogTail(log, wake, createLogger("log-tail-test", "silent"), { pollMs: 3_600_000, ...settings });
+  tail.start();
+  const commit = (count: number, aggregateType?: string, eventType?: string) => wake.announce(log.append(count, aggregateType, eventType));
+  return { log, wake, tail, commit };
+}
+
+/** Reads `n` items. */
+async function take(s: TailSubscription, n: number): Promise<TailItem[]> {
+  const out: TailItem[] = [];
+  while (out.length < n) {
+    const next = await s.next();
+    if (next.done) throw new Error(`ended after ${out.length} items`);
+    out.push(next.value);
+  }
+  return out;
+}
+
+/** Items as short strings: `3` for the event at position 3, `^3` for caught up at 3. */
+const show = (items: readonly TailItem[]) => items.map((i) => (i.kind === "event" ? `${i.position}` : `^${i.position}`));
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `${from + i}`);
+
+describe("log tail", () => {
+  it("feeds every attached subscriber from one read per commit", async () => {
+    const { log, tail, commit } = setup();
+    log.append(5);
+    const subs = Array.from({ length: 10 }, () => tail.subscribe({ after: "end" }));
+    for (const s of subs) expect(show(await take(s, 1))).toEqual(["^5"]);
+    // The first subscriber to ask for more joins the idle tail, the rest join it.
+    const pending = subs.map((s) => take(s, 3));
+    await waitFor(() => tail.live === 10);
+    const readsBefore = log.reads;
+    commit(2);
+    await waitFor(() => log.reads === readsBefore + 1);
+    commit(1);
+    for (const items of await Promise.all(pending)) expect(show(items)).toEqual(["6", "7", "8"]);
+    expect(log.reads - readsBefore).toBeLessThanOrEqual(3);
+    expect(tail.stats.ownReads).toBe(0);
+    await tail.stop();
+  });
+
+  it("catches up alone in pages, then joins the tail with one caught-up marker", async () => {
+    const { log, tail, commit } = setup({ pageSize: 10, bufferSize: 10, historySize: 4 });
+    log.append(95);
+    const s = tail.subscribe({ after: 0 });
+    expect(show(await take(s, 96))).toEqual([...range(1, 95), "^95"]);
+    const more = take(s, 3);
+    await waitFor(() => tail.live === 1);
+    commit(3);
+    expect(show(await more)).toEqual(["96", "97", "98"]);
+    expect(tail.stats.ownReads).toBe(10);
+    await tail.stop();
+  });
+
+  it("joins from the tail's history when the tail has moved on during a read of its own", async () => {
+    // A buffer that holds everything: nobody is detached here.
+    const { log, tail, commit } = setup({ pageSize: 10, bufferSize: 50, historySize: 10 });
+    const live = tail.subscribe({ after: "end" });
+    await take(live, 1);
+    const liveItems = take(live, 45);
+    await waitFor(() => tail.live === 1);
+    commit(25);
+    // Reads: at the join, then 1–10, 11–20, 21–25; the history keeps the last ones only.
+    await waitFor(() => log.reads >= 4);
+    const late = tail.subscribe({ after: 0 });
+    const held = log.hold();
+    const lateItems = take(late, 46);
+    await held.reached;
+    // While the late subscriber's first read is held, the tail reads on.
+    commit(20);
+    await waitFor(() => tail.stats.tailReads >= 7);
+    held.release();
+    expect(show(await liveItems)).toEqual(range(1, 45));
+    // Pages of its own until it is within the history, then the history, then the marker.
+    expect(show(await lateItems)).toEqual([...range(1, 45), "^45"]);
+    expect(tail.stats.ownReads).toBe(4);
+    expect(tail.stats.detached).toBe(0);
+    expect(tail.live).toBe(2);
+    await tail.stop();
+  });
+
+  it("joins ahead of a tail whose read is in flight, and skips what it already has", async () => {
+    const { log, tail, wake } = setup({ pageSize: 10 });
+    const first = tail.subscribe({ after: "end" });
+    await take(first, 1);
+    const firstItems = take(first, 6);
+    await waitFor(() => tail.live === 1);
+    const held = log.hold();
+    wake.announce(log.append(6));
+    await held.reached;
+    // The tail is reading from 0; a subscriber at 3 joins at once.
+    const ahead = tail.subscribe({ after: 3 });
+    const aheadItems = take(ahead, 4);
+    await waitFor(() => tail.live === 2);
+    held.release();
+    expect(show(await firstItems)).toEqual(range(1, 6));
+    expect(show(await aheadItems)).toEqual(["4", "5", "6", "^6"]);
+    expect(tail.stats.ownReads).toBe(0);
+    await tail.stop();
+  });
+
+  it("detaches a subscriber that does not keep up, lets it catch up alone, and takes it back", async () => {
+    // No history: coming back takes a read of its own.
+    const { tail, commit } = setup({ pageSize: 4, bufferSize: 4, historySize: 0 });
+    const slow = tail.subscribe({ after: 0 });
+    const fast = tail.subscribe({ after: 0 });
+    expect(show(await take(slow, 1))).toEqual(["^0"]);
+    expect(show(await take(fast, 1))).toEqual(["^0"]);
+    // The slow one asks for one more item, then for nothing: its queue fills up.
+    const slowFirst = take(slow, 1);
+    let fastItems = take(fast, 3);
+    await waitFor(() => tail.live === 2);
+    commit(3);
+    expect(show(await fastItems)).toEqual(["1", "2", "3"]);
+    expect(show(await slowFirst)).toEqual(["1"]);
+    fastItems = take(fast, 3);
+    commit(3);
+    expect(show(await fastItems)).toEqual(["4", "5", "6"]);
+    // 2–5 filled its queue; 6 did not fit.
+    expect(tail.stats.detached).toBe(1);
+    expect(tail.live).toBe(1);
+    expect(tail.catchingUp).toBe(1);
+    // What it had queued, then its own read of the rest; no second marker.
+    expect(show(await take(slow, 5))).toEqual(range(2, 6));
+    const slowMore = take(slow, 2);
+    const fastMore = take(fast, 2);
+    await waitFor(() => tail.live === 2);
+    commit(2);
+    expect(show(await slowMore)).toEqual(["7", "8"]);
+    expect(show(await fastMore)).toEqual(["7", "8"]);
+    expect(tail.stats.ownReads).toBe(3);
+    await tail.stop();
+  });
+
+  it("applies each subscriber's filter, live and alone, while its position moves past the rest", async () => {
+    const { log, tail, commit } = setup();
+    log.append(3, "A", "Made");
+    log.append(3, "B", "Fixed");
+    const onlyA = tail.subscribe({ after: 0, filter: (row) => row.aggregateType === "A" });
+    const onlyFixed = tail.subscribe({ after: 0, filter: (row) => row.eventType.startsWith("Fix") });
+    expect(show(await take(onlyA, 4))).toEqual(["1", "2", "3", "^6"]);
+    expect(show(await take(onlyFixed, 4))).toEqual(["4", "5", "6", "^6"]);
+    const a = take(onlyA, 1);
+    const fixed = take(onlyFixed, 2);
+    await waitFor(() => tail.live === 2);
+    commit(2, "B", "Fixed");
+    commit(1, "A", "Made");
+    expect(show(await a)).toEqual(["9"]);
+    expect(show(await fixed)).toEqual(["7", "8"]);
+    await tail.stop();
+  });
+
+  it("loads each event once for every subscriber; a failed load fails the subscribers that wanted it", async () => {
+    const { log, tail, commit } = setup();
+    const subs = [tail.subscribe({ after: "end" }), tail.subscribe({ after: "end" })];
+    for (const s of subs) await take(s, 1);
+    let pending = subs.map((s) => take(s, 1));
+    await waitFor(() => tail.live === 2);
+    commit(1);
+    const [one, two] = await Promise.all(pending);
+    expect((one![0] as { event: EventEnvelope }).event).toBe((two![0] as { event: EventEnvelope }).event);
+    expect(log.loads).toBe(1);
+
+    log.failLoadAt = 2;
+    pending = subs.map((s) => take(s, 1));
+    commit(1);
+    for (const p of pending) await expect(p).rejects.toThrow(/missing/);
+    expect(tail.live).toBe(0);
+    // The object is back: a new subscriber gets the event (from the tail's history).
+    log.failLoadAt = undefined;
+    const again = tail.subscribe({ after: 1 });
+    expect(show(await take(again, 2))).toEqual(["2", "^2"]);
+    await tail.stop();
+  });
+
+  it("retries a failed read of the log without losing an event", async () => {
+    const { log, tail, commit } = setup();
+    const s = tail.subscribe({ after: "end" });
+    await take(s, 1);
+    const items = take(s, 2);
+    await waitFor(() => tail.live === 1);
+    log.failReads = 1;
+    commit(2);
+    expect(show(await items)).toEqual(["1", "2"]);
+    await tail.stop();
+  });
+
+  it("ends subscriptions on abort and on stop", async () => {
+    const { tail } = setup();
+    const controller = new AbortController();
+    const aborted = tail.subscribe({ after: "end", signal: controller.signal });
+    const stopped = tail.subscribe({ after: "end" });
+    await take(aborted, 1);
+    await take(stopped, 1);
+    const abortedNext = aborted.next();
+    const stoppedNext = stopped.next();
+    await waitFor(() => tail.live === 2);
+    controller.abort();
+    expect(await abortedNext).toEqual({ done: true, value: undefined });
+    expect(tail.live).toBe(1);
+    await tail.stop();
+    expect(await stoppedNext).toEqual({ done: true, value: undefined });
+    expect(await tail.subscribe({ after: 0 }).next()).toEqual({ done: true, value: undefined });
+    expect(tail.live + tail.catchingUp).toBe(0);
+  });
+
+  it("refuses a history larger than the buffer", () => {
+    expect(() => new LogTail(new MemoryLog(), new ManualWake(), createLogger("log-tail-test", "silent"), { bufferSize: 4, historySize: 8 })).toThrow(RangeError);
+  });
+});
