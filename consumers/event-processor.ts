@@ -114,6 +114,7 @@ export class EventProcessor implements MessageProcessor {
     }
   }
 
+  /** True when the handler's filters leave the event out; counted as `filtered`, never claimed. */
   ignores({ event }: IncomingMessage): boolean {
     if (event === undefined || wants(this.options.handler, event.aggregateType, event.eventType)) return false;
     this.options.metrics.processed.inc({ handler: this.name, outcome: "filtered" });
