@@ -257,6 +257,11 @@ export async function watermarksOf(db: RegistryDb, aggregateType: string, aggreg
   return new Map(rows.map((r) => [r.handler, r.applied_seq]));
 }
 
+/** The key of an aggregate in the maps of this module (`type \0 id`: no id holds a NUL). */
+export function aggregateKey(aggregateType: string, aggregateId: string): string {
+  return `${aggregateType}\u0000${aggregateId}`;
+}
+
 /** A claim {@link claimEvents} granted, by event id. */
 export type GroupClaims = Map<string, Claim>;
 
@@ -348,11 +353,10 @@ export async function renewLeases(db: RegistryDb, claims: readonly Claim[], leas
 /**
  * {@link lockWatermark} for several aggregates of one handler at once, in key order (so two
  * transactions locking overlapping sets cannot deadlock): returns the applied seq of each
- * `aggregateType \0 aggregateId`, 0 for none.
+ * aggregate by {@link aggregateKey}, 0 for none.
  */
 export async function lockWatermarks(tx: Transaction<ConsumerDatabase>, handler: string, aggregates: ReadonlyArray<{ aggregateType: string; aggregateId: string }>): Promise<Map<string, number>> {
-  const keyOf = (type: string, id: string) => `${type}\u0000${id}`;
-  const wanted = [...new Map(aggregates.map((a) => [keyOf(a.aggregateType, a.aggregateId), a])).entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const wanted = [...new Map(aggregates.map((a) => [aggregateKey(a.aggregateType, a.aggregateId), a])).entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const types = wanted.map(([, a]) => a.aggregateType);
   const ids = wanted.map(([, a]) => a.aggregateId);
   const applied = new Map<string, number>();
@@ -378,7 +382,7 @@ export async function lockWatermarks(tx: Transaction<ConsumerDatabase>, handler:
       select aggregate_type, aggregate_id, applied_seq from inserted
       union all
       select aggregate_type, aggregate_id, applied_seq from locked`.execute(tx);
-    for (const r of rows) applied.set(keyOf(r.aggregate_type, r.aggregate_id), Number(r.applied_seq));
+    for (const r of rows) applied.set(aggregateKey(r.aggregate_type, r.aggregate_id), Number(r.applied_seq));
   }
   return applied;
 }
@@ -395,7 +399,7 @@ export async function finishClaims(tx: Transaction<ConsumerDatabase>, outcomes: 
   const marks = new Map<string, Claim>();
   for (const { claim, state } of outcomes) {
     if (state !== "done" || claim.seq <= 0) continue;
-    const key = `${claim.aggregateType}\u0000${claim.aggregateId}`;
+    const key = aggregateKey(claim.aggregateType, claim.aggregateId);
     const mark = marks.get(key);
     if (mark === undefined || mark.seq < claim.seq) marks.set(key, claim);
   }

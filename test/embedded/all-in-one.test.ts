@@ -22,7 +22,7 @@ import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/proces
 import { startProcess, type TidemarkProcess } from "../../server/cli/process.js";
 import { loadServerConfig } from "../../server/config.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
-import { recordEffect } from "../helpers/consumer-effects.js";
+import { createEffectsTable, recordEffect } from "../helpers/consumer-effects.js";
 import { effectCounts, effectOrder, registryRow } from "../helpers/consumer-env.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -97,9 +97,7 @@ beforeAll(async () => {
   // The side-effect table, made before the process opens the data directory.
   const backends = await openBackends(loadServerConfig(env));
   await migrateToLatest(backends.database.db, backends.database.schema);
-  await sql`create table if not exists effects (
-    n bigserial primary key, handler text not null, event_id text not null, seq bigint not null,
-    aggregate_id text not null, at timestamptz not null default clock_timestamp())`.execute(backends.database.db);
+  await createEffectsTable(backends.database.db);
   await backends.close();
   await start();
 });

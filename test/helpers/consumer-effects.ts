@@ -5,6 +5,13 @@
 import { sql, type Kysely, type Transaction } from "kysely";
 import { defineHandler, type Handler } from "../../consumers/index.js";
 
+/** Creates the `effects` table (one row per application of an event) when it is missing. */
+export async function createEffectsTable(db: Kysely<any>): Promise<void> {
+  await sql`create table if not exists effects (
+    n bigserial primary key, handler text not null, event_id text not null, seq bigint not null,
+    aggregate_id text not null, at timestamptz not null default clock_timestamp())`.execute(db);
+}
+
 /** Records one side effect in the handler's transaction (rolled back with it). */
 export async function recordEffect(tx: Transaction<any> | Kysely<any>, handler: string, eventId: string, seq: number, aggregateId: string): Promise<void> {
   await sql`insert into effects (handler, event_id, seq, aggregate_id) values (${handler}, ${eventId}, ${seq}, ${aggregateId})`.execute(tx);

@@ -9,6 +9,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createDatabase, migrateToLatest, type Database } from "../../core/db/database.js";
 import { EventEnvelopeSchema, EventKind, type EventEnvelope } from "../../core/envelope.js";
 import { loadConsumerConfig, type ConsumerConfig, type ConsumerDatabase } from "../../consumers/index.js";
+import { createEffectsTable } from "./consumer-effects.js";
 export { effectHandler, grouped, recordEffect } from "./consumer-effects.js";
 import { stackEnv, uniqueId } from "./test-server.js";
 
@@ -51,9 +52,7 @@ export function consumerTestId(prefix = "c"): string {
 export async function openTestDatabase(id: string): Promise<Database<ConsumerDatabase>> {
   const database = createDatabase<ConsumerDatabase>({ url: stackEnv()["TIDEMARK_PG_URL"]!, schema: id, poolSize: 6 });
   await migrateToLatest(database.db, id);
-  await sql`create table if not exists effects (
-    n bigserial primary key, handler text not null, event_id text not null, seq bigint not null,
-    aggregate_id text not null, at timestamptz not null default clock_timestamp())`.execute(database.db);
+  await createEffectsTable(database.db);
   return database;
 }
 
