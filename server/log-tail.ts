@@ -10,7 +10,7 @@
  *
  * Why no event is missed or repeated: positions are assigned in commit order under the commit
  * counter's lock, so reading "position > p" in order never skips an event that becomes visible
- * later (CONTRACT.md R1). Each subscriber keeps the position up to which it has queued (or
+ * later (docs/CONTRACT.md R1). Each subscriber keeps the position up to which it has queued (or
  * filtered out) every event; the tail hands it only rows above that position, and a hand-over
  * (join, detach) happens synchronously between two reads, at exactly that position.
  */
