@@ -1,5 +1,6 @@
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
+import { boundaries } from "./scripts/eslint-boundaries.js";
 
 const infrastructure = ["node:*", "@aws-sdk/*", "kafkajs", "kysely", "pg", "@grpc/*", "pino", "@electric-sql/*"];
 
@@ -14,6 +15,12 @@ export default tseslint.config(
       "@typescript-eslint/no-non-null-assertion": "off",
       "no-empty": ["error", { allowEmptyCatch: true }],
     },
+  },
+  {
+    // The corridors: folders import each other through index.ts, along the allowed dependencies.
+    files: ["cli/**/*.ts", "server/**/*.ts", "relay/**/*.ts", "consumers/**/*.ts", "core/**/*.ts", "bench/**/*.ts", "scripts/**/*.ts", "chaos/**/*.ts"],
+    plugins: { tidemark: boundaries },
+    rules: { "tidemark/boundaries": "error" },
   },
   {
     // grpc-js stays behind the bridge in server/grpc/.

@@ -5,11 +5,9 @@
  * the allocation transaction), so every ratio compares figures taken under the same noise.
  */
 import { randomUUID } from "node:crypto";
-import { createDatabase, migrateToLatest } from "../core/db/database.js";
-import type { WriteSideTables } from "../core/db/schema.js";
-import { S3ObjectStore } from "../core/s3-object-store.js";
+import { createDatabase, migrateToLatest, S3ObjectStore, type WriteSideTables } from "../core/index.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
-import { createClient, type ClientOf } from "../server/grpc/client.js";
+import { createClient, type ClientOf } from "../server/index.js";
 import { analyzeSchema } from "./analyze.js";
 import { grpcBaseline, pgAllocBaseline, s3PutBaseline } from "./baselines.js";
 import { Histogram } from "./histogram.js";

@@ -7,10 +7,9 @@
 import { randomUUID } from "node:crypto";
 import { Partitioners, type Kafka, type Producer } from "kafkajs";
 import { sql, type Kysely } from "kysely";
-import type { WriteSideTables } from "../core/db/schema.js";
-import type { S3ObjectStore } from "../core/s3-object-store.js";
+import type { S3ObjectStore, WriteSideTables } from "../core/index.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
-import { createClient } from "../server/grpc/client.js";
+import { createClient } from "../server/index.js";
 import { closedLoop, type LoadResult } from "./load.js";
 import { BENCH_AGGREGATE_TYPE, BENCH_EVENT_TYPE, envelopeBody, ENVELOPE_CONTENT_TYPE } from "./workload.js";
 

@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { collectLines } from "../test/helpers/json-lines.js";
+import { collectLines } from "../test/helpers/index.js";
 
 /** The repository root (the children's working directory). */
 export const ROOT = fileURLToPath(new URL("../", import.meta.url));

@@ -8,12 +8,11 @@
 import { randomUUID } from "node:crypto";
 import { sql, type Kysely } from "kysely";
 import type { Consumer, Kafka } from "kafkajs";
-import { createDatabase } from "../core/db/database.js";
-import { S3ObjectStore } from "../core/s3-object-store.js";
+import { createDatabase, S3ObjectStore } from "../core/index.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService } from "../gen/tidemark/v1/instance_pb.js";
-import { createClient, type ClientOf } from "../server/grpc/client.js";
-import { RELAY_SETTINGS } from "../relay/config.js";
+import { createClient, type ClientOf } from "../server/index.js";
+import { RELAY_SETTINGS } from "../relay/index.js";
 import { kafkaProduceBaseline, s3GetBaseline } from "./baselines.js";
 import { mergeResults } from "./append-bench.js";
 import type { NodeChild } from "./child-process.js";
@@ -22,7 +21,7 @@ import { closedLoop, openLoop, sleep, waitUntil, type LoadResult } from "./load.
 import type { MemorySampler } from "./memory.js";
 import { analyzeSchema } from "./analyze.js";
 import { cpuPerUnit, cpuSnapshot, cpuUsedSince } from "./cpu-time.js";
-import { projectionEntry, relayAvailable, startProjectionProcess, startRelayProcess, startServerProcess } from "./processes.js";
+import { startProjectionProcess, startRelayProcess, startServerProcess } from "./processes.js";
 import { compare, figureOf, type Figure } from "./report.js";
 import type { BenchResources } from "./resources.js";
 import type { StackEnv } from "./stack-env.js";
@@ -132,11 +131,6 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
     const head = await headPosition(database.db);
     await analyzeSchema(database.db, names.schema);
 
-    if (!relayAvailable()) {
-      notMeasured([P2_DRAIN, P2_LATENCY, P3_DRAIN, P4_LATENCY], "not measured: relay not available");
-      return { figures, halfRates };
-    }
-
     let relayRunning = false;
     try {
       o.log("P2: raw S3 GET and kafkajs produce floors, relay drain, floors again");
@@ -220,57 +214,53 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
         latencyConsumer = undefined;
       }
 
-      if (projectionEntry() === undefined) {
-        notMeasured([P3_DRAIN, P4_LATENCY], "not measured: projection not available");
+      let projectionRunning = false;
+      try {
+        o.log(`P3: projection drain of ${backlog.events} instance events`);
+        const projectionStarted = performance.now();
+        const projection = await startProjectionProcess(o.stack, names, { memory: o.memory });
+        children.push(projection);
+        projectionRunning = true;
+        const projectionCpuBefore = cpuSnapshot({ projection: projection.pid });
+        const projected = await measureDrain(() => appliedEvents(database.db), backlog.events, o.drainTimeoutMs);
+        const projectionCpu = cpuPerUnit(cpuUsedSince(projectionCpuBefore, { projection: projection.pid }), projected.events);
+        figures.push({
+          id: "p3.drain",
+          group: "P3",
+          name: `projection drain of ${projected.events} instance events (registry)`,
+          unit: "events/s",
+          rate: projected.rate,
+          ...(projected.complete ? {} : { errors: 1, errorSamples: [`drain incomplete after ${o.drainTimeoutMs} ms`] }),
+          extra: { events: projected.events, drainMs: Math.round(projected.ms), startToFirstAppliedMs: Math.round(projected.firstAt - projectionStarted), cpuMsPerUnit: projectionCpu },
+        });
+      } catch (e) {
+        o.log(`P3 failed: ${String(e)}`);
+        notMeasured([P3_DRAIN], reason(e));
+      }
+      if (!projectionRunning) {
+        notMeasured([P4_LATENCY], "not measured: the projection did not start");
       } else {
-        let projectionRunning = false;
         try {
-          o.log(`P3: projection drain of ${backlog.events} instance events`);
-          const projectionStarted = performance.now();
-          const projection = await startProjectionProcess(o.stack, names, { memory: o.memory });
-          children.push(projection);
-          projectionRunning = true;
-          const projectionCpuBefore = cpuSnapshot({ projection: projection.pid });
-          const projected = await measureDrain(() => appliedEvents(database.db), backlog.events, o.drainTimeoutMs);
-          const projectionCpu = cpuPerUnit(cpuUsedSince(projectionCpuBefore, { projection: projection.pid }), projected.events);
-          figures.push({
-            id: "p3.drain",
-            group: "P3",
-            name: `projection drain of ${projected.events} instance events (registry)`,
-            unit: "events/s",
-            rate: projected.rate,
-            ...(projected.complete ? {} : { errors: 1, errorSamples: [`drain incomplete after ${o.drainTimeoutMs} ms`] }),
-            extra: { events: projected.events, drainMs: Math.round(projected.ms), startToFirstAppliedMs: Math.round(projected.firstAt - projectionStarted), cpuMsPerUnit: projectionCpu },
+          o.log("P4: maximum CreateInstance rate with the relay and the projection running (sets the half load)");
+          const run = randomUUID().slice(0, 6);
+          const max = await closedLoop({
+            concurrency: MAX_CONCURRENCY,
+            durationMs: o.maxMeasureMs,
+            warmupMs: o.warmupMs,
+            op: (w, i) =>
+              instances
+                .createInstance({ database: INSTANCE_DB, className: INSTANCE_CLASS, instanceId: `max-${run}-${w}-${i}`, properties: eventData(i), commandId: randomUUID(), actor: "bench" }, { deadlineMs: 30_000 })
+                .then(() => 1),
           });
+          figures.push(figureOf({ id: "p4.max", group: "P4", name: `CreateInstance max, relay and projection running (c${MAX_CONCURRENCY})`, concurrency: MAX_CONCURRENCY, unit: "commands/s" }, max));
+          const rate = o.halfRateOverride ?? max.rate / 2;
+          halfRates.p4 = rate;
+          o.log(`P4: command OK → read model visible at half load (${Math.round(rate)} commands/s)`);
+          const visible = await readModelLatency(instances, database.db, rate, o.halfLoadMs);
+          figures.push(visible.commands, visible.visible);
         } catch (e) {
-          o.log(`P3 failed: ${String(e)}`);
-          notMeasured([P3_DRAIN], reason(e));
-        }
-        if (!projectionRunning) {
-          notMeasured([P4_LATENCY], "not measured: the projection did not start");
-        } else {
-          try {
-            o.log("P4: maximum CreateInstance rate with the relay and the projection running (sets the half load)");
-            const run = randomUUID().slice(0, 6);
-            const max = await closedLoop({
-              concurrency: MAX_CONCURRENCY,
-              durationMs: o.maxMeasureMs,
-              warmupMs: o.warmupMs,
-              op: (w, i) =>
-                instances
-                  .createInstance({ database: INSTANCE_DB, className: INSTANCE_CLASS, instanceId: `max-${run}-${w}-${i}`, properties: eventData(i), commandId: randomUUID(), actor: "bench" }, { deadlineMs: 30_000 })
-                  .then(() => 1),
-            });
-            figures.push(figureOf({ id: "p4.max", group: "P4", name: `CreateInstance max, relay and projection running (c${MAX_CONCURRENCY})`, concurrency: MAX_CONCURRENCY, unit: "commands/s" }, max));
-            const rate = o.halfRateOverride ?? max.rate / 2;
-            halfRates.p4 = rate;
-            o.log(`P4: command OK → read model visible at half load (${Math.round(rate)} commands/s)`);
-            const visible = await readModelLatency(instances, database.db, rate, o.halfLoadMs);
-            figures.push(visible.commands, visible.visible);
-          } catch (e) {
-            o.log(`P4 failed: ${String(e)}`);
-            notMeasured([P4_LATENCY], reason(e));
-          }
+          o.log(`P4 failed: ${String(e)}`);
+          notMeasured([P4_LATENCY], reason(e));
         }
       }
     }

@@ -1,10 +1,9 @@
 /**
- * The processes under test, started as children against one benchmark's names: the server
- * (server/main.ts), the relay (relay/main.ts) and, when consumers/ has an entry point, the
- * projection. Each is tracked by the memory sampler under its role name.
+ * The processes under test, started as children against one benchmark's names through the CLI
+ * users run (`tidemark server`, `tidemark relay`, `tidemark consumer projection`). Each is tracked
+ * by the memory sampler under its role name.
  */
-import { existsSync } from "node:fs";
-import { spawnNode, ROOT, type NodeChild } from "./child-process.js";
+import { spawnNode, type NodeChild } from "./child-process.js";
 import type { MemorySampler } from "./memory.js";
 import type { BenchNames } from "./resources.js";
 import type { StackEnv } from "./stack-env.js";
@@ -33,22 +32,25 @@ function baseEnv(stack: StackEnv, names: BenchNames): Record<string, string> {
   };
 }
 
+/** The CLI's entry point, run with `node --import tsx`. */
+export const CLI_ENTRY = "cli/main.ts";
+
 /**
- * Starts `node --import tsx server/main.ts` on 127.0.0.1:0 and waits until it listens; `role`
- * names it in the memory figures (e.g. `server (P1)`).
+ * Starts `tidemark server` on 127.0.0.1:0 and waits until it listens; `role` names it in the
+ * memory figures (e.g. `server (P1)`).
  */
 export async function startServerProcess(stack: StackEnv, names: BenchNames, options: StartOptions & { readonly role: string }): Promise<ServerProcess> {
-  const child = spawnNode(options.role, "server/main.ts", { ...baseEnv(stack, names), TIDEMARK_GRPC_ADDR: "127.0.0.1:0", ...options.env }, options.nodeArgs);
+  const child = spawnNode(options.role, CLI_ENTRY, { ...baseEnv(stack, names), TIDEMARK_GRPC_ADDR: "127.0.0.1:0", ...options.env }, options.nodeArgs, ["server"]);
   options.memory.track(options.role, child.pid);
   const line = await child.waitForLine((l) => l["msg"] === "tidemark server listening", "the server to listen");
   return { child, address: String(line["address"]) };
 }
 
-/** Starts `node --import tsx relay/main.ts` publishing to the benchmark's topic. */
+/** Starts `tidemark relay` publishing to the benchmark's topic. */
 export async function startRelayProcess(stack: StackEnv, names: BenchNames, options: StartOptions): Promise<NodeChild> {
   const child = spawnNode(
     "relay",
-    "relay/main.ts",
+    CLI_ENTRY,
     {
       ...baseEnv(stack, names),
       TIDEMARK_RELAY_TOPIC: names.topic,
@@ -57,32 +59,21 @@ export async function startRelayProcess(stack: StackEnv, names: BenchNames, opti
       ...options.env,
     },
     options.nodeArgs,
+    ["relay"],
   );
   options.memory.track("relay", child.pid);
   await child.waitForLine((l) => l["msg"] === "tidemark relay started", "the relay to start");
   return child;
 }
 
-/** True when relay/ provides its process entry point. */
-export function relayAvailable(): boolean {
-  return existsSync(`${ROOT}relay/main.ts`) && existsSync(`${ROOT}relay/index.ts`);
-}
-
-/** The consumers' process entry point (`consumers/main.ts projection`), when consumers/ has one. */
-export function projectionEntry(): string | undefined {
-  return existsSync(`${ROOT}consumers/main.ts`) && existsSync(`${ROOT}consumers/app.ts`) ? "consumers/main.ts" : undefined;
-}
-
 /**
- * Starts the consumers' process (the instances projection) on the benchmark's topic, with its own
+ * Starts `tidemark consumer projection` on the benchmark's topic, with its own
  * consumer-group prefix, and waits until it logs that it started.
  */
 export async function startProjectionProcess(stack: StackEnv, names: BenchNames, options: StartOptions): Promise<NodeChild> {
-  const entry = projectionEntry();
-  if (entry === undefined) throw new Error("consumers/ has no entry point");
   const child = spawnNode(
     "projection",
-    entry,
+    CLI_ENTRY,
     {
       ...baseEnv(stack, names),
       TIDEMARK_CONSUMER_TOPICS: names.topic,
@@ -92,7 +83,7 @@ export async function startProjectionProcess(stack: StackEnv, names: BenchNames,
       ...options.env,
     },
     options.nodeArgs,
-    ["projection"],
+    ["consumer", "projection"],
   );
   options.memory.track("projection", child.pid);
   await child.waitForLine((l) => l["msg"] === "tidemark consumers running", "the projection to join its group");

@@ -9,13 +9,9 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "kysely";
 import { Kafka, logLevel } from "kafkajs";
-import { createLogger } from "../core/log.js";
-import { startRelay, type RelayHandle } from "../relay/app.js";
-import { loadRelayConfig } from "../relay/config.js";
-import type { ReadBatch } from "../relay/relay-pump.js";
-import { startServer } from "../server/app.js";
-import { loadServerConfig } from "../server/config.js";
-import { createClient } from "../server/grpc/client.js";
+import { createLogger } from "../core/index.js";
+import { loadRelayConfig, type ReadBatch, type RelayHandle, startRelay } from "../relay/index.js";
+import { createClient, loadServerConfig, startServer } from "../server/index.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 
 const backlog = Number(process.argv[2] ?? 10_000);
@@ -114,7 +110,7 @@ try {
   await admin.connect();
   await admin.deleteTopics({ topics: [topic, `${topic}.dl`] }).catch(() => {});
   await admin.disconnect();
-  const { createDatabase } = await import("../core/db/database.js");
+  const { createDatabase } = await import("../core/index.js");
   const database = createDatabase({ url: process.env["TIDEMARK_PG_URL"]!, schema: id, poolSize: 1 });
   await sql`drop schema if exists ${sql.id(id)} cascade`.execute(database.db);
   await database.close();

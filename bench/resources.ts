@@ -11,7 +11,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { Kafka, logLevel } from "kafkajs";
 import { sql } from "kysely";
-import { createDatabase } from "../core/db/database.js";
+import { createDatabase } from "../core/index.js";
 import type { StackEnv } from "./stack-env.js";
 
 /** The names one benchmark owns. */

@@ -8,8 +8,8 @@
  */
 import { performance } from "node:perf_hooks";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
-import { createClient } from "../server/grpc/client.js";
-import { freePort } from "../test/helpers/cli-process.js";
+import { createClient } from "../server/index.js";
+import { freePort } from "../test/helpers/index.js";
 import { spawnNode, type NodeChild } from "./child-process.js";
 import { Histogram } from "./histogram.js";
 import { sleep } from "./load.js";
@@ -116,7 +116,7 @@ function childEnv(stack: StackEnv, names: BenchNames, address: string): Record<s
 /** Spawns `tidemark start` and probes it with appends until one is OK; notes when its parts came up. */
 async function startAndProbe(env: Record<string, string>, address: string, o: RestartOptions, role: string): Promise<{ child: NodeChild; cycle: Cycle }> {
   const spawnedAt = performance.now();
-  const child = spawnNode(role, "server/cli/main.ts", env, [], ["start"]);
+  const child = spawnNode(role, "cli/main.ts", env, [], ["start"]);
   o.memory.track(role, child.pid);
   const seen: { relay?: number; consumers?: number } = {};
   void child.waitForLine(isRelayPublishing, "the relay to publish", CYCLE_TIMEOUT_MS).then(() => (seen.relay = performance.now() - spawnedAt), () => {});

@@ -9,7 +9,7 @@
  */
 import http from "node:http";
 import { createHash, createHmac } from "node:crypto";
-import { S3ObjectStore } from "../core/s3-object-store.js";
+import { S3ObjectStore } from "../core/index.js";
 import { closedLoop } from "./load.js";
 import { BenchResources } from "./resources.js";
 import { loadStackEnv, type StackEnv } from "./stack-env.js";

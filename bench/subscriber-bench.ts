@@ -7,9 +7,9 @@
  */
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { createDatabase } from "../core/db/database.js";
+import { createDatabase } from "../core/index.js";
 import { EventStoreService, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/tidemark/v1/event_store_pb.js";
-import { createClient } from "../server/grpc/client.js";
+import { createClient } from "../server/index.js";
 import { analyzeSchema } from "./analyze.js";
 import { appendLoad, mergeResults, withCpu, type Workload } from "./append-bench.js";
 import { cpuPerUnit } from "./cpu-time.js";

@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { contentHash, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventEnvelopeSchema, EventKind } from "../core/envelope.js";
+import { contentHash, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventEnvelopeSchema, EventKind } from "../core/index.js";
 import type { AppendEventsRequestSchema } from "../gen/tidemark/v1/event_store_pb.js";
 
 /** Aggregate type of the generic appends. */

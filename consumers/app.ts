@@ -7,9 +7,19 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { Partitioners, type Kafka } from "kafkajs";
-import { createDatabase, migrateToLatest, type Database } from "../core/db/database.js";
-import { createLogger, type Logger } from "../core/log.js";
-import { createRegistry, startMetricsServer, type Registry } from "../core/metrics.js";
+import {
+  type ConsumerDatabase,
+  createDatabase,
+  createLogger,
+  createRegistry,
+  type Database,
+  type Logger,
+  type MessageSource,
+  migrateToLatest,
+  type Registry,
+  type SourceRequest,
+  startMetricsServer,
+} from "../core/index.js";
 import { startHousekeeping, startPositionTracker, type BackgroundLoop } from "./background.js";
 import { checkTiming, requireServices, type ConsumerConfig } from "./config.js";
 import { ConsumerRuntime, type CrashPoint, type CrashPointInfo } from "./consumer-runtime.js";
@@ -17,10 +27,8 @@ import { ensureTopic, kafkaDeadLetters, type DeadLetterSink } from "./dead-lette
 import type { ConsumedEvent, Handler } from "./handler.js";
 import { createKafka, KafkaSockets, probeKafka } from "./kafka.js";
 import { KafkaSource } from "./kafka-source.js";
-import type { MessageSource, SourceRequest } from "./message-source.js";
 import { ConsumerMetrics } from "./metrics.js";
 import { instancesProjection } from "./projection.js";
-import type { ConsumerDatabase } from "./schema.js";
 
 /** Parts a caller (tests, an embedding process) may supply instead of the configured ones. */
 export interface ConsumerOverrides {

@@ -3,11 +3,9 @@
  * projection's position tracker (read-your-writes). Both survive outages by trying again later.
  */
 import type { Kysely } from "kysely";
-import type { Logger } from "../core/log.js";
+import { advancePosition, INSTANCES_PROJECTION, type ConsumerDatabase, type Logger } from "../core/index.js";
 import type { ConsumerMetrics } from "./metrics.js";
-import { advancePosition, INSTANCES_PROJECTION } from "./projection.js";
 import { pruneDone } from "./registry.js";
-import type { ConsumerDatabase } from "./schema.js";
 
 /** A running background loop. */
 export interface BackgroundLoop {

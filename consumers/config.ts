@@ -2,8 +2,7 @@
  * Configuration of a consumer process, parsed once from the environment, typed and frozen. The
  * origin's variable names are accepted as aliases; the registry cannot be switched off.
  */
-import { ORIGIN_SETTINGS } from "../core/origin-settings.js";
-import { ConfigError, parse, parseSettings, type Setting } from "../core/settings.js";
+import { ConfigError, ORIGIN_SETTINGS, parse, parseSettings, type Setting } from "../core/index.js";
 
 /** Seconds (decimals allowed) as milliseconds, within bounds. */
 const seconds =

@@ -6,7 +6,7 @@
  * retry, dead-letter or wait as `nextStep` decides), and the lease keeper holds the claims' leases
  * while their transaction runs. docs/CONSUMERS.md describes each part.
  */
-import type { Logger } from "../core/log.js";
+import type { Logger } from "../core/index.js";
 import { EventProcessor, type EventProcessorOptions } from "./event-processor.js";
 import { LeaseKeeper, type LeaseKeeperOptions } from "./lease-keeper.js";
 import { PartitionScheduler, type PartitionSchedulerOptions } from "./partition-scheduler.js";

@@ -5,8 +5,7 @@
  * of one event share a partition; in the embedded mode they are objects in the store.
  */
 import type { Admin, IHeaders, Producer } from "kafkajs";
-import { encodeKeySegment } from "../core/ids.js";
-import type { ObjectStore } from "../core/object-store.js";
+import { encodeKeySegment, type ObjectStore } from "../core/index.js";
 import type { RawMessage } from "./decode.js";
 
 /** Why an event was dead-lettered. */

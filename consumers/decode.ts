@@ -4,8 +4,7 @@
  * the same way on every attempt, so it goes to the dead-letter topic at once (C3).
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { decodeEnvelope } from "../core/envelope.js";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType } from "../core/ids.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, decodeEnvelope, type MessageHeaders } from "../core/index.js";
 import { PoisonError } from "./failures.js";
 import type { ConsumedEvent } from "./handler.js";
 
@@ -15,7 +14,7 @@ export interface RawMessage {
   readonly partition: number;
   readonly offset: string;
   readonly value: Buffer | null;
-  readonly headers?: Readonly<Record<string, Buffer | string | (Buffer | string)[] | undefined>> | undefined;
+  readonly headers?: MessageHeaders | undefined;
 }
 
 /** Decodes and validates a message; throws PoisonError naming what is wrong. */

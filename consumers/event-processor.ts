@@ -7,7 +7,7 @@
  * its events to the per-event path, so retries and dead letters are exactly those of `handle`.
  */
 import type { Kysely, Transaction } from "kysely";
-import type { Logger } from "../core/log.js";
+import type { ConsumerDatabase, Logger } from "../core/index.js";
 import type { BackoffPolicy } from "./backoff.js";
 import type { CrashHook, CrashPoint, CrashPointInfo } from "./crash-point.js";
 import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
@@ -31,7 +31,6 @@ import {
   type ClaimOutcome,
   type ClaimRequest,
 } from "./registry.js";
-import type { ConsumerDatabase } from "./schema.js";
 
 /** What the event processor needs besides its lease keeper. */
 export interface EventProcessorOptions {

@@ -4,7 +4,7 @@
  * PostgreSQL or Kafka is unreachable: pause, never advance the offset, never count an attempt).
  * Classification follows the `cause` chain to its root, as kafkajs does for its own errors.
  */
-import { isValidationError, rootCause } from "../core/errors.js";
+import { isValidationError, rootCause } from "../core/index.js";
 
 /** A failure that retrying cannot fix; the event goes straight to the dead-letter topic. */
 export class PoisonError extends Error {

@@ -5,8 +5,7 @@
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Transaction } from "kysely";
-import type { EventEnvelope } from "../core/envelope.js";
-import type { Logger } from "../core/log.js";
+import type { EventEnvelope, Logger } from "../core/index.js";
 
 /** One event as a handler sees it: the decoded envelope plus where it came from. */
 export interface ConsumedEvent {

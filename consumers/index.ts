@@ -13,7 +13,6 @@ export {
 } from "./dead-letter.js";
 export { traceIdOf } from "./decode.js";
 export { KafkaSource, type KafkaSourceOptions } from "./kafka-source.js";
-export type { MessageSource, SourceBatch, SourceEvents, SourceMessage, SourceRequest } from "./message-source.js";
 export {
   classifyFailure,
   describeFailure,
@@ -26,21 +25,11 @@ export {
 } from "./failures.js";
 export { defineHandler, type BatchContext, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
 export { ConsumerMetrics } from "./metrics.js";
-export { processingHandlers } from "./processing-service.js";
-export {
-  advancePosition,
-  INSTANCES_PROJECTION,
-  INSTANCES_PROJECTION_HANDLER,
-  instancesProjection,
-  reflectsPosition,
-} from "./projection.js";
-export { createInstanceReadModel, type InstanceReadModelReader, type ReadModelOptions } from "./read-model.js";
-export type { ReadModelInstance } from "../core/domain/instance.js";
+export { instancesProjection, parseInstanceAggregateId, projectInstanceEvents, type InstanceProjectionEvent } from "./projection.js";
 export { rebuildInstances, type RebuildOptions, type RebuildProgress, type RebuildResult } from "./rebuild.js";
 export {
   claimEvent,
   DEFAULT_RETENTION_MS,
-  findRecords,
   finishClaim,
   lockWatermark,
   markDeadLettered,
@@ -50,8 +39,5 @@ export {
   type Claim,
   type ClaimOutcome,
   type ClaimRequest,
-  type ProcessingRecord,
   type PruneOptions,
-  type RegistryDb,
 } from "./registry.js";
-export type { ConsumerDatabase, ConsumerTables, ProcessingState } from "./schema.js";

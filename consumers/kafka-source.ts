@@ -4,8 +4,7 @@
  * outcome. kafkajs restarts the consumer after repeated failures; offsets are safe either way.
  */
 import type { Consumer, Kafka } from "kafkajs";
-import type { Logger } from "../core/log.js";
-import type { MessageSource, SourceEvents, SourceRequest } from "./message-source.js";
+import type { Logger, MessageSource, SourceEvents, SourceRequest } from "../core/index.js";
 
 /** What a Kafka source needs besides the group. */
 export interface KafkaSourceOptions extends SourceRequest {

@@ -5,7 +5,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { Kafka, logLevel, type ISocketFactory, type LogEntry } from "kafkajs";
-import type { Logger } from "../core/log.js";
+import type { Logger } from "../core/index.js";
 
 /**
  * The sockets of one kafkajs client, so that a start being given up can cut them: kafkajs's

@@ -6,10 +6,9 @@
  * (in the embedded mode it holds the only one, and no heartbeat can run until it ends).
  */
 import type { Kysely } from "kysely";
-import type { Logger } from "../core/log.js";
+import type { ConsumerDatabase, Logger } from "../core/index.js";
 import { LeaseLostError } from "./failures.js";
 import { renewLeases, type Claim } from "./registry.js";
-import type { ConsumerDatabase } from "./schema.js";
 
 /** What a lease keeper needs. */
 export interface LeaseKeeperOptions {

@@ -2,7 +2,7 @@
  * Prometheus metrics of a consumer process, in its own registry (core/metrics.ts), labelled by
  * handler. Names are listed in docs/CONSUMERS.md.
  */
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from "../core/metrics.js";
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from "../core/index.js";
 
 /** The consumer metrics, registered in one registry. */
 export class ConsumerMetrics {

@@ -7,15 +7,13 @@
  * `maxInFlight` messages between fetch and commit pause the partition (back-pressure). Offsets are
  * committed over the contiguous prefix of recorded outcomes only (C5).
  */
-import type { Logger } from "../core/log.js";
-import { sleep } from "../core/sleep.js";
+import { type Logger, type MessageSource, sleep, type SourceBatch, type SourceMessage } from "../core/index.js";
 import { backoffDelay, type BackoffPolicy } from "./backoff.js";
 import { Coalescer } from "./coalescer.js";
 import type { CrashHook } from "./crash-point.js";
 import { decodeMessage, poisonEventId, type RawMessage } from "./decode.js";
 import { InfrastructureError, PoisonError } from "./failures.js";
 import type { ConsumedEvent } from "./handler.js";
-import type { MessageSource, SourceBatch, SourceMessage } from "./message-source.js";
 import type { ConsumerMetrics } from "./metrics.js";
 import { OffsetWindow } from "./offset-window.js";
 import { aggregateKey } from "./registry.js";

@@ -5,17 +5,19 @@
  * below a row's version is already reflected (a redelivery, or a rebuild got there first).
  */
 import { sql, type Kysely, type Transaction } from "kysely";
-import { evolveInstance, INSTANCE_AGGREGATE_TYPE, INITIAL_INSTANCE_STATE, type InstanceEvent, type InstanceState } from "../core/domain/instance.js";
+import {
+  type ConsumerTables,
+  evolveInstance,
+  INITIAL_INSTANCE_STATE,
+  INSTANCE_AGGREGATE_TYPE,
+  type InstanceEvent,
+  type InstanceRow,
+  INSTANCES_PROJECTION_HANDLER,
+  INSTANCES_TABLE,
+  type InstanceState,
+} from "../core/index.js";
 import { PoisonError } from "./failures.js";
 import { defineHandler, type ConsumedEvent, type Handler } from "./handler.js";
-import type { ConsumerDatabase, ConsumerTables, InstanceRow } from "./schema.js";
-
-/** Registry name of the instances projection. */
-export const INSTANCES_PROJECTION_HANDLER = "projection:instances";
-/** Name of the projection in `projection_positions` and `projection_rebuilds`. */
-export const INSTANCES_PROJECTION = "instances";
-/** The live read-model table. */
-export const INSTANCES_TABLE = "instances";
 
 /** An instance event with its aggregate id, as the projection applies it. */
 export interface InstanceProjectionEvent extends InstanceEvent {
@@ -122,68 +124,3 @@ function projectionEvent(event: ConsumedEvent): InstanceProjectionEvent {
   };
 }
 
-/**
- * The first global position above `from` (and at most `to`) holding an instance event the
- * projection has not settled (applied, skipped as stale or dead-lettered), or undefined when every
- * one up to `to` is settled. Uses the commit log, so it is exact whatever the Kafka partitioning.
- */
-async function firstUnsettled(db: Kysely<ConsumerDatabase>, handler: string, from: number, to: number): Promise<number | undefined> {
-  const { rows } = await sql<{ position: number }>`
-    select e.global_position as position
-    from event_log e
-    left join consumer_watermarks w
-      on w.handler = ${handler} and w.aggregate_type = e.aggregate_type and w.aggregate_id = e.aggregate_id
-    left join processed_events pe on pe.handler = ${handler} and pe.event_id = e.event_id
-    where e.state = 'committed' and e.aggregate_type = ${INSTANCE_AGGREGATE_TYPE}
-      and e.global_position > ${from}::bigint and e.global_position <= ${to}::bigint
-      and coalesce(w.applied_seq, 0) < e.seq
-      and (pe.state is null or pe.state not in ('done', 'skipped_stale', 'dead_lettered'))
-    order by e.global_position
-    limit 1`.execute(db);
-  return rows[0] === undefined ? undefined : Number(rows[0].position);
-}
-
-/** The projection's stored applied position (0 before the first advance). */
-export async function storedPosition(db: Kysely<ConsumerDatabase>, projection = INSTANCES_PROJECTION): Promise<number> {
-  const row = await db.selectFrom("projection_positions").select("applied_position").where("projection", "=", projection).executeTakeFirst();
-  return row?.applied_position ?? 0;
-}
-
-/**
- * True when the read model reflects every instance event up to `position`: the stored position
- * covers it, or the commit log shows every instance event in between settled. False when
- * `position` is not committed yet.
- */
-export async function reflectsPosition(db: Kysely<ConsumerDatabase>, position: number, handler = INSTANCES_PROJECTION_HANDLER): Promise<boolean> {
-  const stored = await storedPosition(db);
-  if (stored >= position) return true;
-  const head = await db.selectFrom("global_counter").select("position").where("id", "=", 1).executeTakeFirst();
-  if (head === undefined || head.position < position) return false;
-  return (await firstUnsettled(db, handler, stored, position)) === undefined;
-}
-
-/**
- * Moves the stored applied position forward over the settled prefix of the commit log and
- * returns it. The counter is read first: every position at or below it is committed and visible
- * to the next statement, so nothing can appear behind the new position later.
- */
-export async function advancePosition(db: Kysely<ConsumerDatabase>, handler = INSTANCES_PROJECTION_HANDLER, projection = INSTANCES_PROJECTION): Promise<number> {
-  const head = await db.selectFrom("global_counter").select("position").where("id", "=", 1).executeTakeFirst();
-  const stored = await storedPosition(db, projection);
-  if (head === undefined || head.position <= stored) return stored;
-  const blocked = await firstUnsettled(db, handler, stored, head.position);
-  const next = blocked === undefined ? head.position : blocked - 1;
-  if (next <= stored) return stored;
-  const row = await db
-    .insertInto("projection_positions")
-    .values({ projection, applied_position: next })
-    .onConflict((oc) =>
-      oc.column("projection").doUpdateSet({
-        applied_position: sql`greatest(projection_positions.applied_position, excluded.applied_position)`,
-        updated_at: sql`now()`,
-      }),
-    )
-    .returning("applied_position")
-    .executeTakeFirstOrThrow();
-  return row.applied_position;
-}

@@ -6,16 +6,23 @@
  * same transaction. Progress is stored with every batch, so a stopped rebuild resumes.
  */
 import { sql, type Kysely } from "kysely";
-import { decodeSlot } from "../core/envelope.js";
-import { committedAfter, lastPosition, type SlotRow } from "../core/event-log.js";
-import { INSTANCE_AGGREGATE_TYPE } from "../core/domain/instance.js";
-import { UnavailableError } from "../core/errors.js";
-import { slotKey } from "../core/ids.js";
-import type { Logger } from "../core/log.js";
-import type { ObjectStore } from "../core/object-store.js";
+import {
+  asWriteSide,
+  committedAfter,
+  type ConsumerDatabase,
+  decodeSlot,
+  INSTANCE_AGGREGATE_TYPE,
+  INSTANCES_PROJECTION,
+  INSTANCES_TABLE,
+  lastPosition,
+  type Logger,
+  type ObjectStore,
+  slotKey,
+  type SlotRow,
+  UnavailableError,
+} from "../core/index.js";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { INSTANCES_PROJECTION, INSTANCES_TABLE, projectInstanceEvents, type InstanceProjectionEvent } from "./projection.js";
-import { asWriteSide, type ConsumerDatabase } from "./schema.js";
+import { projectInstanceEvents, type InstanceProjectionEvent } from "./projection.js";
 
 /** The table a rebuild fills before it is swapped in. */
 export const REBUILD_TABLE = "instances_next";

@@ -5,12 +5,21 @@
  */
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
-import { CommitListener } from "../core/commit-listener.js";
-import { createDatabase, migrateToLatest, type Database } from "../core/db/database.js";
-import { createLogger, type Logger } from "../core/log.js";
-import { startMetricsServer, type MetricsServer, type Registry } from "../core/metrics.js";
-import type { ObjectStore } from "../core/object-store.js";
-import { S3ObjectStore } from "../core/s3-object-store.js";
+import {
+  CommitListener,
+  createDatabase,
+  createLogger,
+  type Database,
+  type Logger,
+  type MetricsServer,
+  migrateToLatest,
+  type ObjectStore,
+  type Registry,
+  type RelayTables,
+  S3ObjectStore,
+  sleep,
+  startMetricsServer,
+} from "../core/index.js";
 import type { RelayConfig } from "./config.js";
 import { EventReader } from "./event-reader.js";
 import { createKafka, ensureTopics, KafkaPublisher, type TopicSpec } from "./kafka-publisher.js";
@@ -18,8 +27,6 @@ import { RelayLease } from "./relay-lease.js";
 import { RelayMetrics } from "./relay-metrics.js";
 import { RelayPump, type RelayHooks, type TermOutcome } from "./relay-pump.js";
 import { readCheckpoint, relayLag, type RelayLag } from "./relay-repository.js";
-import type { RelayTables } from "./schema.js";
-import { sleep } from "../core/sleep.js";
 import { TopicRouter } from "./topic-router.js";
 
 /** Parts a caller (tests) may supply instead of the configured ones. */

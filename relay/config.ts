@@ -2,8 +2,7 @@
  * Configuration of the relay, parsed once from the environment, typed and frozen. PostgreSQL and
  * S3 settings use the same variables as the server, so one environment serves both processes.
  */
-import { ORIGIN_SETTINGS } from "../core/origin-settings.js";
-import { parse, parseSettings, type Setting } from "../core/settings.js";
+import { ORIGIN_SETTINGS, parse, parseSettings, type Setting } from "../core/index.js";
 import { checkTopicName, parseRoutes, type Route } from "./topic-router.js";
 
 const topic = (raw: string): string => {

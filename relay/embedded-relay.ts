@@ -10,15 +10,22 @@
  * and moves only over outcomes the registry recorded (R4, C5), so a restart resumes there.
  */
 import type { Kysely } from "kysely";
-import type { MessageSource, SourceEvents, SourceRequest } from "../consumers/index.js";
-import { lastPosition } from "../core/event-log.js";
-import type { Logger } from "../core/log.js";
-import { Counter, Gauge, type Registry } from "../core/metrics.js";
-import type { ObjectStore } from "../core/object-store.js";
+import {
+  Counter,
+  Gauge,
+  lastPosition,
+  type Logger,
+  type MessageSource,
+  type ObjectStore,
+  type Registry,
+  type RelayTables,
+  sleep,
+  type SourceEvents,
+  type SourceRequest,
+  writeSideView,
+} from "../core/index.js";
 import { EventReader, PatientReader, type CommitWake } from "./event-reader.js";
 import { advanceGroupCheckpoint, relayLag } from "./relay-repository.js";
-import { writeSideView, type RelayTables } from "./schema.js";
-import { sleep } from "../core/sleep.js";
 
 /** What the embedded relay needs; the database and object store are the process's one instance. */
 export interface EmbeddedRelayOptions {

@@ -5,12 +5,16 @@
  * the batch right before it: the relay never skips an event.
  */
 import type { Kysely } from "kysely";
-import { committedAfter, type SlotRow } from "../core/event-log.js";
-import { slotKey } from "../core/ids.js";
-import type { ObjectStore } from "../core/object-store.js";
-import { writeSideView, type RelayTables } from "./schema.js";
-import type { Logger } from "../core/log.js";
-import { sleep } from "../core/sleep.js";
+import {
+  committedAfter,
+  type Logger,
+  type ObjectStore,
+  type RelayTables,
+  sleep,
+  slotKey,
+  type SlotRow,
+  writeSideView,
+} from "../core/index.js";
 import { logBlocked, toKafkaMessage, UnreadableEventError, type EventMessage } from "./to-kafka-message.js";
 
 /** Committed events after `after`, up to and including `last`, with their messages, in order. */

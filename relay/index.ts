@@ -6,6 +6,6 @@ export { EMBEDDED_CHECKPOINT_PREFIX, EmbeddedRelay, type EmbeddedRelayOptions } 
 export { createKafka, ensureTopics, type KafkaSettings, type TopicSpec } from "./kafka-publisher.js";
 export type { ReadBatch, RelayHooks, TermOutcome } from "./relay-pump.js";
 export { advanceCheckpoint, advanceGroupCheckpoint, readCheckpoint, readLease, relayLag, type Checkpoint, type LeaseRow, type RelayLag } from "./relay-repository.js";
-export type { RelayTables } from "./schema.js";
+export type { RelayTables } from "../core/index.js";
 export { toKafkaMessage, UnreadableEventError, type EventMessage, type UnreadableReason } from "./to-kafka-message.js";
 export { parseRoutes, TopicRouter, type Route } from "./topic-router.js";

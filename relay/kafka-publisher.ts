@@ -5,7 +5,7 @@
  * the identical batch, and is replaced before anything else is sent after an unacknowledged one.
  */
 import { Kafka, logLevel, Partitioners, type LogEntry, type Producer } from "kafkajs";
-import type { Logger } from "../core/log.js";
+import type { Logger } from "../core/index.js";
 
 /** A message routed to its topic. */
 export interface RoutedMessage {

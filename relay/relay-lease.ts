@@ -6,10 +6,8 @@
  */
 import { performance } from "node:perf_hooks";
 import type { Kysely } from "kysely";
-import type { Logger } from "../core/log.js";
+import { type Logger, type RelayTables, sleepUntilWoken } from "../core/index.js";
 import { acquireLease, releaseLease, renewLease, type LeaseGrant } from "./relay-repository.js";
-import type { RelayTables } from "./schema.js";
-import { sleepUntilWoken } from "../core/sleep.js";
 
 /** Outcome of a renewal. */
 export type RenewOutcome = "renewed" | "lost" | "error";

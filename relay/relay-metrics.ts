@@ -2,7 +2,7 @@
  * The relay's Prometheus metrics, in one registry per relay instance (so tests can run two relays
  * in one process). Names start with `tidemark_relay_`; docs/RELAY.md lists them.
  */
-import { Counter, createRegistry, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from "../core/metrics.js";
+import { Counter, createRegistry, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from "../core/index.js";
 
 /** Buckets of events per produce request. */
 const BATCH_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];

@@ -5,15 +5,13 @@
  * Nothing is ever skipped: a batch is retried until Kafka takes it, an unreadable event blocks.
  */
 import type { Kysely } from "kysely";
-import type { Logger } from "../core/log.js";
+import { type Logger, type RelayTables, sleep } from "../core/index.js";
 import { AckTracker } from "./ack-tracker.js";
 import { PatientReader, type CommitWake, type EventReader, type ReadBatch } from "./event-reader.js";
 import type { Publisher, RoutedMessage } from "./kafka-publisher.js";
 import type { RelayLease } from "./relay-lease.js";
 import type { RelayMetrics } from "./relay-metrics.js";
 import { advanceCheckpoint, readCheckpoint } from "./relay-repository.js";
-import type { RelayTables } from "./schema.js";
-import { sleep } from "../core/sleep.js";
 import type { TopicRouter } from "./topic-router.js";
 
 export type { CommitWake, ReadBatch };

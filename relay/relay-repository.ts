@@ -4,7 +4,7 @@
  * database clock (`now()`), never the relay host's, so skewed hosts cannot both hold the lease.
  */
 import { sql, type Kysely, type Transaction } from "kysely";
-import type { RelayTables } from "./schema.js";
+import type { RelayTables } from "../core/index.js";
 
 type Db = Kysely<RelayTables> | Transaction<RelayTables>;
 

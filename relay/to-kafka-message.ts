@@ -3,9 +3,16 @@
  * names and `global_position` set from the commit log (the S3 object stores 0, because the position
  * is assigned at commit); headers repeat the identity fields, the content type and the trace context.
  */
-import { decodeSlot, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventKind, kindLabel, type EventEnvelope } from "../core/envelope.js";
-import type { SlotRow } from "../core/event-log.js";
-import type { Logger } from "../core/log.js";
+import {
+  decodeSlot,
+  encodeEnvelope,
+  ENVELOPE_CONTENT_TYPE,
+  type EventEnvelope,
+  EventKind,
+  kindLabel,
+  type Logger,
+  type SlotRow,
+} from "../core/index.js";
 import type { EventKindLabel } from "./topic-router.js";
 
 /** Why an event could not be turned into a message; the relay blocks on it and raises an alarm. */

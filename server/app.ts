@@ -2,12 +2,26 @@
  * Builds and runs the gRPC server: database (migrated), object store, committer, sweeper, services,
  * reflection and health. `startServer` returns a handle whose `stop` shuts down in reverse order.
  */
-import { openBackends } from "../core/backends.js";
-import { CommitListener, type ListenConnector } from "../core/commit-listener.js";
-import { migrateToLatest, type Database } from "../core/db/database.js";
-import type { WriteSideTables } from "../core/db/schema.js";
-import { createLogger, type Logger } from "../core/log.js";
-import type { ObjectStore } from "../core/object-store.js";
+import {
+  CommitListener,
+  committedAfter,
+  type ConsumerTables,
+  createInstanceReadModel,
+  createLogger,
+  createRegistry,
+  type Database,
+  lastPosition,
+  type ListenConnector,
+  type Logger,
+  type MetricsServer,
+  migrateToLatest,
+  type ObjectStore,
+  openBackends,
+  type Registry,
+  type SlotRow,
+  startMetricsServer,
+  type WriteSideTables,
+} from "../core/index.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
@@ -15,12 +29,11 @@ import { file_tidemark_v1_errors } from "../gen/tidemark/v1/errors_pb.js";
 import { EventStoreService, file_tidemark_v1_event_store } from "../gen/tidemark/v1/event_store_pb.js";
 import { file_tidemark_v1_instance, InstanceService } from "../gen/tidemark/v1/instance_pb.js";
 import { file_tidemark_v1_processing, ProcessingService } from "../gen/tidemark/v1/processing_pb.js";
-import { createInstanceReadModel, processingHandlers, type ConsumerTables } from "../consumers/index.js";
+import { processingHandlers } from "./services/processing-service.js";
 import { Committer } from "./committer.js";
 import type { ServerConfig } from "./config.js";
 import { EventStore } from "./event-store.js";
 import { bindService } from "./grpc/bridge.js";
-import { createRegistry, startMetricsServer, type MetricsServer, type Registry } from "../core/metrics.js";
 import { serverMetrics } from "./server-metrics.js";
 import { HealthState, ServingStatus } from "./grpc/health.js";
 import { addReflection } from "./grpc/reflection.js";
@@ -32,7 +45,6 @@ import { instanceHandlers, type InstanceReadModel } from "./services/instance-se
 import { subscribeHandler } from "./subscribe.js";
 import { LogTail, type LogTailSettings } from "./log-tail.js";
 import { Sweeper } from "./sweeper.js";
-import { committedAfter, lastPosition, type SlotRow } from "../core/event-log.js";
 
 /** Parts a caller (tests, the embedded mode) may supply instead of the configured ones. */
 export interface ServerOverrides {

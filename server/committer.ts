@@ -4,10 +4,7 @@
  * event. Slots whose stream predecessor is still pending wait and are retried.
  */
 import type { Kysely } from "kysely";
-import type { WriteSideTables } from "../core/db/schema.js";
-import { UnavailableError } from "../core/errors.js";
-import { commitSlots } from "../core/event-log.js";
-import type { Logger } from "../core/log.js";
+import { commitSlots, type Logger, UnavailableError, type WriteSideTables } from "../core/index.js";
 
 interface Waiter {
   readonly logIds: readonly number[];

@@ -2,9 +2,7 @@
  * Configuration of the server, parsed once from the environment, typed and frozen. Every setting
  * is documented in docs/CONFIGURATION.md, generated from this table.
  */
-import { parse, parseSettings, type Setting } from "../core/settings.js";
-import { backendMode } from "../core/backends.js";
-import { ORIGIN_SETTINGS } from "../core/origin-settings.js";
+import { backendMode, ORIGIN_SETTINGS, parse, parseSettings, type Setting } from "../core/index.js";
 import { DEFAULT_LIMITS } from "./limits.js";
 
 /** The settings the server reads. */

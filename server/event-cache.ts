@@ -1,4 +1,4 @@
-import type { EventEnvelope } from "../core/envelope.js";
+import type { EventEnvelope } from "../core/index.js";
 
 /**
  * A bounded LRU of decoded events by slot key. Stored events never change (docs/CONTRACT.md W2), so a

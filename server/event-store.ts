@@ -5,31 +5,33 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
-import type { WriteSideTables } from "../core/db/schema.js";
 import {
+  adoptSlot,
+  ConcurrencyError,
   decodeSlot,
   encodeEnvelope,
   ENVELOPE_CONTENT_TYPE,
+  type EventEnvelope,
   EventEnvelopeSchema,
   EventKind,
-  type EventEnvelope,
-} from "../core/envelope.js";
-import { ConcurrencyError, NotFoundError, UnavailableError } from "../core/errors.js";
-import {
-  adoptSlot,
+  type Expectation,
   forgetSlots,
+  type Logger,
+  NotFoundError,
+  type ObjectStore,
   raiseHead,
   reserveSlots,
+  seqOfSlotKey,
+  slotKey,
+  type SlotRow,
+  streamPrefix,
   streamSlots,
   streamState,
-  voidSlots,
-  type Expectation,
-  type SlotRow,
   type StreamState,
-} from "../core/event-log.js";
-import { seqOfSlotKey, slotKey, streamPrefix } from "../core/ids.js";
-import type { Logger } from "../core/log.js";
-import type { ObjectStore } from "../core/object-store.js";
+  UnavailableError,
+  voidSlots,
+  type WriteSideTables,
+} from "../core/index.js";
 import type { Committer } from "./committer.js";
 import { EventCache } from "./event-cache.js";
 

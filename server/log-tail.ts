@@ -14,10 +14,7 @@
  * filtered out) every event; the tail hands it only rows above that position, and a hand-over
  * (join, detach) happens synchronously between two reads, at exactly that position.
  */
-import type { EventEnvelope } from "../core/envelope.js";
-import type { SlotRow } from "../core/event-log.js";
-import type { Logger } from "../core/log.js";
-import { sleep, sleepUntilWoken } from "../core/sleep.js";
+import { type EventEnvelope, type Logger, sleep, sleepUntilWoken, type SlotRow } from "../core/index.js";
 
 /** The commit log as the tail reads it; the server adapts its event log and event store to it. */
 export interface TailSource {

@@ -1,5 +1,5 @@
 import * as grpcStatus from "./grpc/status-codes.js";
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from "../core/metrics.js";
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from "../core/index.js";
 import type { CallObserver } from "./grpc/bridge.js";
 import type { Committer } from "./committer.js";
 import type { LogTail } from "./log-tail.js";

@@ -4,10 +4,7 @@
  * commit log once for every subscriber and hands each one its events in position order (R1).
  */
 import { create } from "@bufbuild/protobuf";
-import type { EventEnvelope } from "../core/envelope.js";
-import { Violations } from "../core/errors.js";
-import type { SlotRow } from "../core/event-log.js";
-import { checkAggregateType } from "../core/ids.js";
+import { checkAggregateType, type EventEnvelope, type SlotRow, Violations } from "../core/index.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
 import type { LogTail, TailItem } from "./log-tail.js";

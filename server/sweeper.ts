@@ -4,12 +4,21 @@
  * same conditional create, so a late writer fails instead of landing. Batches resolve as a unit.
  */
 import type { Kysely } from "kysely";
-import type { WriteSideTables } from "../core/db/schema.js";
-import { decodeSlot, encodeVoidMarker, VOID_CONTENT_TYPE, voidMarker } from "../core/envelope.js";
-import { batchSlots, expiredPendingSlots, forgetSlots, voidSlots, type SlotRow } from "../core/event-log.js";
-import { slotKey } from "../core/ids.js";
-import type { Logger } from "../core/log.js";
-import type { ObjectStore } from "../core/object-store.js";
+import {
+  batchSlots,
+  decodeSlot,
+  encodeVoidMarker,
+  expiredPendingSlots,
+  forgetSlots,
+  type Logger,
+  type ObjectStore,
+  slotKey,
+  type SlotRow,
+  VOID_CONTENT_TYPE,
+  voidMarker,
+  voidSlots,
+  type WriteSideTables,
+} from "../core/index.js";
 import type { Committer } from "./committer.js";
 import type { EventStore } from "./event-store.js";
 

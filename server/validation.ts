@@ -4,11 +4,19 @@
  * passes can be stored exactly as sent: ids are taken as they are or refused, data has a JSON form.
  */
 import type { JsonObject } from "@bufbuild/protobuf";
-import { contentHash, EventKind, kindLabel } from "../core/envelope.js";
-import { Violations } from "../core/errors.js";
-import type { Expectation } from "../core/event-log.js";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType } from "../core/ids.js";
-import { checkJsonValue, type JsonRules } from "../core/json-object.js";
+import {
+  checkAggregateId,
+  checkAggregateType,
+  checkEventId,
+  checkEventType,
+  checkJsonValue,
+  contentHash,
+  EventKind,
+  type Expectation,
+  type JsonRules,
+  kindLabel,
+  Violations,
+} from "../core/index.js";
 import type { AppendEventsRequest } from "../gen/tidemark/v1/event_store_pb.js";
 import type { AppendInput, ProposedEventInput } from "./event-store.js";
 import type { Limits } from "./limits.js";

@@ -1,12 +1,17 @@
 /**
- * Kysely table interfaces of the write side. Sequence numbers and positions are JS numbers: the
- * pools built by {@link createDatabase} parse int8 into numbers and refuse values beyond 2^53.
+ * Kysely table interfaces of every Tidemark table, beside the migrations that create them: the
+ * write side (commit log), the relay's lease and checkpoints, the consumers' registry and
+ * watermarks, and the instances read model. Sequence numbers, positions and fencing tokens are JS
+ * numbers: the pools built by {@link createDatabase} parse int8 into numbers and refuse values
+ * beyond 2^53.
  */
-import type { ColumnType } from "kysely";
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { ColumnType, Generated, JSONColumnType, Kysely, Selectable, Transaction } from "kysely";
 
 /** An int8 column read as a number. */
 export type Int8 = ColumnType<number, number | bigint, number | bigint>;
 type CreatedAt = ColumnType<Date, Date | string | undefined, Date | string>;
+type Timestamp = CreatedAt;
 
 /** State of a commit-log row. */
 export type SlotState = "pending" | "committed" | "void";
@@ -48,4 +53,132 @@ export interface WriteSideTables {
   stream_heads: StreamHeadsTable;
   event_log: EventLogTable;
   global_counter: GlobalCounterTable;
+}
+
+// ---------------------------------------------------------------------------------------- relay
+
+/** The active-relay lease with its fencing token (docs/CONTRACT.md R5); times on the database clock. */
+export interface RelayLeasesTable {
+  name: string;
+  holder: string;
+  token: Int8;
+  expires_at: Timestamp;
+  acquired_at: Timestamp;
+  renewed_at: Timestamp;
+}
+
+/** The durable checkpoint (docs/CONTRACT.md R4): every position up to `position` is acknowledged by Kafka. */
+export interface RelayCheckpointsTable {
+  name: string;
+  position: Int8;
+  fencing_token: Int8;
+  updated_at: Timestamp;
+}
+
+/** What the relay reads and writes: the commit log plus its own tables. */
+export interface RelayTables extends WriteSideTables {
+  relay_leases: RelayLeasesTable;
+  relay_checkpoints: RelayCheckpointsTable;
+}
+
+/**
+ * The same database typed for core/'s commit-log functions. Kysely's types are invariant in the
+ * table map, but every query core/ builds touches only write-side tables, which RelayTables has.
+ */
+export function writeSideView(db: Kysely<RelayTables>): Kysely<WriteSideTables> {
+  return db as unknown as Kysely<WriteSideTables>;
+}
+
+// ------------------------------------------------------------------------------------ consumers
+
+/** States of a registry row; see docs/CONSUMERS.md for the transitions. */
+export type ProcessingState = "processing" | "done" | "retry_scheduled" | "dead_lettered" | "skipped_stale";
+
+/** One row per (handler, event_id): claim, lease, outcome (docs/CONTRACT.md C1, C3, C4). */
+export interface ProcessedEventsTable {
+  handler: string;
+  event_id: string;
+  aggregate_type: string;
+  aggregate_id: string;
+  seq: Int8;
+  global_position: Int8 | null;
+  event_type: string;
+  command_id: string | null;
+  state: ProcessingState;
+  fence: Int8;
+  owner: string;
+  claimed_from: string | null;
+  lease_expires_at: Date | null;
+  heartbeat_at: Date | null;
+  next_attempt_at: Date | null;
+  attempts: Generated<number>;
+  last_error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: Date | null;
+}
+
+/** The ordering guard (docs/CONTRACT.md C2): the highest seq a handler applied per aggregate. */
+export interface ConsumerWatermarksTable {
+  handler: string;
+  aggregate_type: string;
+  aggregate_id: string;
+  applied_seq: Int8;
+  applied_event_id: string | null;
+  updated_at: Timestamp;
+}
+
+/** The instances read model (docs/CONTRACT.md C6). */
+export interface InstancesTable {
+  database: string;
+  class_name: string;
+  instance_id: string;
+  properties: JSONColumnType<JsonObject, string, string>;
+  version: Int8;
+  deleted: boolean;
+  created_at: Date;
+  updated_at: Date;
+  global_position: Int8;
+}
+
+/** One row of the instances read model as read (the projection's table and its rebuild twin). */
+export type InstanceRow = Selectable<InstancesTable>;
+
+/** How far a projection has applied the store, for read-your-writes. */
+export interface ProjectionPositionsTable {
+  projection: string;
+  applied_position: Int8;
+  updated_at: Timestamp;
+}
+
+/** A resumable rebuild of a projection. */
+export interface ProjectionRebuildsTable {
+  projection: string;
+  table_name: string;
+  state: "running" | "swapped";
+  position: Int8;
+  events: Int8;
+  started_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: Date | null;
+}
+
+/** The consumers' tables (a type alias, so `Kysely#withTables<ConsumerTables>()` accepts it). */
+export type ConsumerTables = {
+  processed_events: ProcessedEventsTable;
+  consumer_watermarks: ConsumerWatermarksTable;
+  instances: InstancesTable;
+  projection_positions: ProjectionPositionsTable;
+  projection_rebuilds: ProjectionRebuildsTable;
+};
+
+/** Everything the consumers read: their own tables and the write side's commit log. */
+export type ConsumerDatabase = ConsumerTables & WriteSideTables;
+
+/**
+ * The same connection typed for core's commit-log functions, which take the write side's tables
+ * only (Kysely's database type is invariant, though ConsumerDatabase includes those tables).
+ */
+export function asWriteSide(db: Kysely<ConsumerDatabase> | Transaction<ConsumerDatabase>): Kysely<WriteSideTables> {
+  return db as unknown as Kysely<WriteSideTables>;
 }

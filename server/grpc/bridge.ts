@@ -12,9 +12,7 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { ValidationError } from "../../core/errors.js";
-import type { Logger } from "../../core/log.js";
-import { decodeBinary, DecodeError, encodeBinary } from "../../core/proto-binary.js";
+import { decodeBinary, DecodeError, encodeBinary, type Logger, ValidationError } from "../../core/index.js";
 import { toServiceError } from "./status.js";
 
 /** What a handler knows about its call. */

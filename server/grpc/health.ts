@@ -4,7 +4,7 @@ import {
   HealthCheckResponse_ServingStatus as ServingStatus,
   HealthCheckResponseSchema,
 } from "../../gen/grpc/health/v1/health_pb.js";
-import { NotFoundError } from "../../core/errors.js";
+import { NotFoundError } from "../../core/index.js";
 import type { HandlersOf } from "./bridge.js";
 
 export { ServingStatus };

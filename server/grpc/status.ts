@@ -15,9 +15,9 @@ import {
   isPreconditionError,
   isUnavailableError,
   isValidationError,
+  type Logger,
   rootCause,
-} from "../../core/errors.js";
-import type { Logger } from "../../core/log.js";
+} from "../../core/index.js";
 
 const ERROR_DOMAIN = "tidemark.dev";
 

@@ -5,21 +5,31 @@
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { v5 as uuidv5 } from "uuid";
-import { contentHash, EventKind, kindLabel } from "../../core/envelope.js";
-import { ConcurrencyError, IdempotencyError, NotFoundError, PreconditionError, Violations } from "../../core/errors.js";
-import { findLiveSlot, type Expectation } from "../../core/event-log.js";
 import {
+  checkEventId,
+  checkInstanceId,
+  checkInstancePart,
+  ConcurrencyError,
+  contentHash,
   decideInstance,
+  EventKind,
+  type Expectation,
+  findLiveSlot,
   foldInstance,
-  instanceEventOf,
+  IdempotencyError,
   INSTANCE_AGGREGATE_TYPE,
+  instanceAggregateId,
   type InstanceCommand,
   type InstanceEvent,
+  instanceEventOf,
   type InstanceState,
-} from "../../core/domain/instance.js";
-import { checkEventId, checkInstanceId, checkInstancePart, instanceAggregateId } from "../../core/ids.js";
+  kindLabel,
+  NotFoundError,
+  PreconditionError,
+  Violations,
+  type WriteSideTables,
+} from "../../core/index.js";
 import type { Kysely } from "kysely";
-import type { WriteSideTables } from "../../core/db/schema.js";
 import type { EventStore, ProposedEventInput } from "../event-store.js";
 import type { Limits } from "../limits.js";
 import { checkActor, checkJson, checkMetadata, checkSeq, SERVER_METADATA_KEYS } from "../validation.js";

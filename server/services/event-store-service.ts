@@ -1,6 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Violations } from "../../core/errors.js";
-import { checkAggregateId, checkAggregateType } from "../../core/ids.js";
+import { checkAggregateId, checkAggregateType, Violations } from "../../core/index.js";
 import { EventStoreService, ReadStreamResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
 import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";

@@ -1,12 +1,19 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { NotFoundError, UnavailableError, Violations } from "../../core/errors.js";
-import { INSTANCE_AGGREGATE_TYPE, type ReadModelInstance } from "../../core/domain/instance.js";
-import { listStreams } from "../../core/event-log.js";
-import { instanceAggregateId } from "../../core/ids.js";
+import {
+  checkInstanceId,
+  checkInstancePart,
+  INSTANCE_AGGREGATE_TYPE,
+  instanceAggregateId,
+  listStreams,
+  NotFoundError,
+  type ReadModelInstance,
+  UnavailableError,
+  Violations,
+  type WriteSideTables,
+} from "../../core/index.js";
 import { InstanceService, ReadConsistency, type InstanceSchema } from "../../gen/tidemark/v1/instance_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Kysely } from "kysely";
-import type { WriteSideTables } from "../../core/db/schema.js";
 import type { HandlersOf } from "../grpc/bridge.js";
 import {
   checkAddress,
@@ -16,7 +23,6 @@ import {
   type InstanceView,
 } from "../instances/instance-commands.js";
 import type { Limits } from "../limits.js";
-import { checkInstanceId, checkInstancePart } from "../../core/ids.js";
 
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;

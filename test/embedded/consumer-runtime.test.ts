@@ -17,11 +17,12 @@ import { createEmbeddedDatabase, type EmbeddedDatabase } from "../../core/db/emb
 import { createLogger } from "../../core/log.js";
 import { createRegistry } from "../../core/metrics.js";
 import { ConsumerRuntime, type ConsumerRuntimeOptions } from "../../consumers/consumer-runtime.js";
-import { claimEvent, ConsumerMetrics, defineHandler, PoisonError, type ConsumerDatabase, type DeadLetter, type Handler } from "../../consumers/index.js";
+import { claimEvent, ConsumerMetrics, type DeadLetter, defineHandler, type Handler, PoisonError } from "../../consumers/index.js";
 import { createEffectsTable, effectHandler, grouped, recordEffect } from "../helpers/consumer-effects.js";
 import { effectCounts, effectOrder, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { InMemorySource } from "../helpers/in-memory-source.js";
 import { waitFor } from "../helpers/wait-for.js";
+import type { ConsumerDatabase } from "../../core/index.js";
 
 const SCHEMA = "runtime";
 const FINAL = ["done", "skipped_stale", "dead_lettered"];

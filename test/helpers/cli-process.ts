@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 /** The repository root. */
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** The bin shim, as `npm i -g` or `npx tidemark` run it. */
-export const TIDEMARK_BIN = fileURLToPath(new URL("../../server/cli/tidemark.js", import.meta.url));
+export const TIDEMARK_BIN = fileURLToPath(new URL("../../cli/tidemark.js", import.meta.url));
 
 /** This process's environment without any Tidemark, origin or npm setting: "no service variables". */
 export function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {

@@ -7,8 +7,9 @@
  * `{"crashPoint": …}` and waits forever, so the test can SIGKILL it exactly there.
  */
 import { createDatabase } from "../../core/db/database.js";
-import { loadConsumerConfig, startConsumer, type ConsumerDatabase, type CrashPoint } from "../../consumers/index.js";
+import { type CrashPoint, loadConsumerConfig, startConsumer } from "../../consumers/index.js";
 import { effectHandler, grouped } from "./consumer-effects.js";
+import type { ConsumerDatabase } from "../../core/index.js";
 
 const crashPoint = process.env["TIDEMARK_TEST_CRASH_POINT"] as CrashPoint | undefined;
 const crashEvent = process.env["TIDEMARK_TEST_CRASH_EVENT"];

@@ -8,10 +8,11 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createDatabase, migrateToLatest, type Database } from "../../core/db/database.js";
 import { EventEnvelopeSchema, EventKind, type EventEnvelope } from "../../core/envelope.js";
-import { loadConsumerConfig, type ConsumerConfig, type ConsumerDatabase } from "../../consumers/index.js";
+import { type ConsumerConfig, loadConsumerConfig } from "../../consumers/index.js";
 import { createEffectsTable } from "./consumer-effects.js";
 export { effectHandler, grouped, recordEffect } from "./consumer-effects.js";
 import { stackEnv, uniqueId } from "./test-server.js";
+import type { ConsumerDatabase } from "../../core/index.js";
 
 /** Consumer settings for tests: lease 2 s, heartbeat 0.5 s, session 6 s, fast retries. */
 export const FAST_CONSUMER_ENV: Readonly<Record<string, string>> = Object.freeze({

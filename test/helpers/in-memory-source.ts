@@ -6,7 +6,7 @@
  * how far it was resolved — so tests can check offsets (C5) and back-pressure.
  */
 import { encodeEnvelope, type EventEnvelope } from "../../core/envelope.js";
-import type { MessageSource, SourceEvents, SourceMessage } from "../../consumers/index.js";
+import type { MessageSource, SourceEvents, SourceMessage } from "../../core/index.js";
 
 /** One thing the runtime did with the source, in order. */
 export type SourceAction =

@@ -53,8 +53,8 @@ export interface TsxChild {
  * Spawns `node --import tsx entry` from the repository root with exactly `env` (plus PATH); the
  * child is added to `tracked` until it exits, so a suite can kill whatever it left running.
  */
-export function spawnTsx(entry: string, env: Record<string, string>, label: string, tracked: Set<ChildProcess>): TsxChild {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+export function spawnTsx(entry: string, env: Record<string, string>, label: string, tracked: Set<ChildProcess>, args: readonly string[] = []): TsxChild {
+  const child = spawn(process.execPath, ["--import", "tsx", entry, ...args], {
     cwd: ROOT,
     env: { PATH: process.env["PATH"] ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],

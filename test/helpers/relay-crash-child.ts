@@ -1,5 +1,5 @@
 /**
- * A relay process for kill -9 tests: relay/main.ts's start-up, plus a pause at one named step of
+ * A relay process for kill -9 tests: the relay's start-up (startRelay), plus a pause at one named step of
  * the N-th batch (TIDEMARK_TEST_PAUSE_AT = after-read | after-produce | after-checkpoint,
  * TIDEMARK_TEST_PAUSE_BATCH = N). At the pause it prints one line `{"paused": …}` with the batch's
  * positions and the checkpoint, then waits forever, so the test can SIGKILL it at exactly that step.

@@ -24,11 +24,11 @@ process.on("exit", () => {
 });
 
 /**
- * Spawns `entry` (default relay/main.ts) with exactly `env` (plus PATH and NODE_ENV); stderr is
- * kept with stdout so a start failure shows up in `lines`.
+ * Spawns `tidemark relay` (or a test `entry` of its own) with exactly `env` (plus PATH and
+ * NODE_ENV); stderr is kept with stdout so a start failure shows up in `lines`.
  */
-export function spawnRelay(env: Record<string, string>, entry = "relay/main.ts"): RelayProcess {
-  const { child, pid, lines, exited, waitForLine } = spawnTsx(entry, { NODE_ENV: "production", ...env }, "relay", children);
+export function spawnRelay(env: Record<string, string>, entry?: string): RelayProcess {
+  const { child, pid, lines, exited, waitForLine } = spawnTsx(entry ?? "cli/main.ts", { NODE_ENV: "production", ...env }, "relay", children, entry === undefined ? ["relay"] : []);
   return {
     pid,
     lines,

@@ -8,15 +8,16 @@
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDatabase } from "../../core/db/database.js";
-import { defineHandler, INSTANCES_PROJECTION_HANDLER, type ConsumedEvent } from "../../consumers/index.js";
+import { type ConsumedEvent, defineHandler } from "../../consumers/index.js";
 import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
-import { startProcess, type TidemarkProcess } from "../../server/cli/process.js";
+import { startProcess, type TidemarkProcess } from "../../cli/process.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
 import { FAST_CONSUMER_ENV } from "../helpers/consumer-env.js";
 import { deleteTopics } from "../helpers/relay-kafka.js";
 import { captureLog } from "../helpers/relay-test.js";
 import { stackEnv, uniqueId } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
+import { INSTANCES_PROJECTION_HANDLER } from "../../core/index.js";
 
 const id = uniqueId("aio");
 const topic = `tm.${id}.events`;

@@ -9,11 +9,10 @@
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDatabase } from "../../core/db/database.js";
-import { INSTANCES_PROJECTION_HANDLER } from "../../consumers/index.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
-import { startProcess, type TidemarkProcess } from "../../server/cli/process.js";
+import { startProcess, type TidemarkProcess } from "../../cli/process.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
 import { FAST_CONSUMER_ENV } from "../helpers/consumer-env.js";
 import { deleteTopics } from "../helpers/relay-kafka.js";
@@ -21,6 +20,7 @@ import { captureLog } from "../helpers/relay-test.js";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.js";
 import { stackBrokers, stackEnv, uniqueId } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
+import { INSTANCES_PROJECTION_HANDLER } from "../../core/index.js";
 
 const id = uniqueId("bg");
 const topic = `tm.${id}.events`;

@@ -5,11 +5,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Database } from "../../core/db/database.js";
-import type { ConsumerDatabase, CrashPoint } from "../../consumers/index.js";
+import type { CrashPoint } from "../../consumers/index.js";
 import { consumerTestEnv, consumerTestId, dropTestDatabase, effectCounts, openTestDatabase, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
 import { killAllConsumers, spawnConsumer } from "../helpers/consumer-process.js";
 import { waitFor } from "../helpers/wait-for.js";
+import type { ConsumerDatabase } from "../../core/index.js";
 
 const id = consumerTestId("ccr");
 let database: Database<ConsumerDatabase>;

@@ -8,7 +8,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Database } from "../../core/db/database.js";
 import { sql } from "kysely";
-import { defineHandler, startConsumer, PoisonError, DEAD_LETTER_HEADERS, type ConsumerDatabase, type ConsumerHandle, type Handler } from "../../consumers/index.js";
+import {
+  type ConsumerHandle,
+  DEAD_LETTER_HEADERS,
+  defineHandler,
+  type Handler,
+  PoisonError,
+  startConsumer,
+} from "../../consumers/index.js";
 import {
   consumerTestConfig,
   consumerTestId,
@@ -23,6 +30,7 @@ import {
 } from "../helpers/consumer-env.js";
 import { collectTopic, openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
 import { waitFor } from "../helpers/wait-for.js";
+import type { ConsumerDatabase } from "../../core/index.js";
 
 /** How one run of the suite builds its handlers. */
 export interface DeliveryMode {

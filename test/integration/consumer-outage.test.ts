@@ -8,12 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import net from "node:net";
 import { Kafka, logLevel } from "kafkajs";
 import type { Database } from "../../core/db/database.js";
-import { PoisonError, startConsumer, type ConsumerDatabase, type Handler } from "../../consumers/index.js";
+import { type Handler, PoisonError, startConsumer } from "../../consumers/index.js";
 import { consumerTestConfig, consumerTestId, dropTestDatabase, effectCounts, effectHandler, grouped, openTestDatabase, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { collectTopic, openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.js";
 import { stackEnv } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
+import type { ConsumerDatabase } from "../../core/index.js";
 
 const id = consumerTestId("cout");
 let database: Database<ConsumerDatabase>;

@@ -12,21 +12,13 @@ import { createLogger } from "../../core/log.js";
 import { ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
-import {
-  createInstanceReadModel,
-  INSTANCES_PROJECTION_HANDLER,
-  pruneDone,
-  rebuildInstances,
-  startProjection,
-  type ConsumerDatabase,
-  type ProjectionHandle,
-  type RebuildProgress,
-} from "../../consumers/index.js";
+import { type ProjectionHandle, pruneDone, rebuildInstances, type RebuildProgress, startProjection } from "../../consumers/index.js";
 import { consumerTestConfig, consumerTestId, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { openTestKafka, publishCommitted, type TestKafka } from "../helpers/consumer-kafka.js";
 import { expectStatus, grpc } from "../helpers/grpc-errors.js";
 import { startTestServer, stackEnv, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
+import { type ConsumerDatabase, createInstanceReadModel, INSTANCES_PROJECTION_HANDLER } from "../../core/index.js";
 
 const id = consumerTestId("cprj");
 let t: TestServer;

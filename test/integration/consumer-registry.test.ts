@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import type { Database } from "../../core/db/database.js";
-import { startConsumer, pruneDone, isLeaseLostError, type ConsumerDatabase } from "../../consumers/index.js";
+import { isLeaseLostError, pruneDone, startConsumer } from "../../consumers/index.js";
 import {
   claimEvent,
   claimEvents,
@@ -24,6 +24,7 @@ import {
 import { consumerTestConfig, consumerTestId, dropTestDatabase, effectCounts, effectHandler, openTestDatabase, recordEffect, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
 import { waitFor } from "../helpers/wait-for.js";
+import type { ConsumerDatabase } from "../../core/index.js";
 
 const id = consumerTestId("creg");
 let database: Database<ConsumerDatabase>;

@@ -8,11 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDatabase, type Database } from "../../core/db/database.js";
 import { ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { startRelay, loadRelayConfig, type RelayHandle } from "../../relay/index.js";
-import { createInstanceReadModel, startProjection, type ConsumerDatabase, type ProjectionHandle } from "../../consumers/index.js";
+import { type ProjectionHandle, startProjection } from "../../consumers/index.js";
 import { consumerTestConfig, consumerTestId } from "../helpers/consumer-env.js";
 import { openTestKafka } from "../helpers/consumer-kafka.js";
 import { startTestServer, stackEnv, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
+import { type ConsumerDatabase, createInstanceReadModel } from "../../core/index.js";
 
 const id = consumerTestId("ce2e");
 let t: TestServer;

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readCheckpoint } from "../../relay/relay-repository.js";
-import { writeSideView, type RelayTables } from "../../relay/schema.js";
+import { writeSideView, type RelayTables } from "../../core/db/schema.js";
 import type { Kysely } from "kysely";
 import { copiesByEvent, deleteTopics, orderViolations, startCollector } from "../helpers/relay-kafka.js";
 import { killAllRelays, spawnRelay } from "../helpers/relay-process.js";

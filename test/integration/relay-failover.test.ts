@@ -6,7 +6,7 @@
 import { sql, type Kysely } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { acquireLease, advanceCheckpoint, readCheckpoint, readLease } from "../../relay/relay-repository.js";
-import { writeSideView, type RelayTables } from "../../relay/schema.js";
+import { writeSideView, type RelayTables } from "../../core/db/schema.js";
 import { copiesByEvent, deleteTopics, orderViolations, startCollector } from "../helpers/relay-kafka.js";
 import { killAllRelays, spawnRelay, type RelayProcess } from "../helpers/relay-process.js";
 import { relayEnv, relayTopics } from "../helpers/relay-test.js";

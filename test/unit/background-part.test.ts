@@ -1,5 +1,5 @@
 /**
- * A process's background parts (server/cli/background-part.ts): a start that fails is tried again
+ * A process's background parts (cli/background-part.ts): a start that fails is tried again
  * and leaves no metrics behind for the next attempt; a configuration error is final; a stop aborts
  * a start in progress, and stops a part that comes up anyway; a running part is stopped once.
  * Also the health state the parts report into: Watch sees every change, nothing is SERVING again
@@ -9,7 +9,7 @@ import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { Counter, createRegistry, Gauge } from "../../core/metrics.js";
 import { ConfigError } from "../../core/settings.js";
-import { BackgroundPart } from "../../server/cli/background-part.js";
+import { BackgroundPart } from "../../cli/background-part.js";
 import { HealthState, ServingStatus } from "../../server/grpc/health.js";
 import { waitFor } from "../helpers/wait-for.js";
 

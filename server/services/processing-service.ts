@@ -6,18 +6,25 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
-import { NotFoundError, Violations } from "../core/errors.js";
-import { findLiveSlot } from "../core/event-log.js";
-import { checkEventId } from "../core/ids.js";
+import {
+  asWriteSide,
+  checkEventId,
+  type ConsumerDatabase,
+  findLiveSlot,
+  findRecords,
+  NotFoundError,
+  type ProcessingRecord,
+  type ProcessingState as RowState,
+  Violations,
+  watermarksOf,
+} from "../../core/index.js";
 import {
   ProcessingService,
   ProcessingState,
   type EventProcessingStatusSchema,
   type HandlerStatusSchema,
-} from "../gen/tidemark/v1/processing_pb.js";
-import type { HandlersOf } from "../server/grpc/bridge.js";
-import { findRecords, watermarksOf, type ProcessingRecord } from "./registry.js";
-import { asWriteSide, type ConsumerDatabase, type ProcessingState as RowState } from "./schema.js";
+} from "../../gen/tidemark/v1/processing_pb.js";
+import type { HandlersOf } from "../grpc/bridge.js";
 
 const STATES: Record<RowState, ProcessingState> = {
   processing: ProcessingState.PROCESSING,

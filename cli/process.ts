@@ -5,27 +5,32 @@
  * in the services mode each part opens its own pool to PostgreSQL and the relay publishes to Kafka.
  * Either way the process has one logger and one metrics registry served on one endpoint.
  */
-import { openBackends, type Backends } from "../../core/backends.js";
-import { CommitListener } from "../../core/commit-listener.js";
-import { migrateToLatest } from "../../core/db/database.js";
-import { createLogger, type Logger } from "../../core/log.js";
-import { createRegistry, startMetricsServer, type MetricsServer, type Registry } from "../../core/metrics.js";
-import { ConfigError } from "../../core/settings.js";
+import {
+  type Backends,
+  CommitListener,
+  ConfigError,
+  createLogger,
+  createRegistry,
+  INSTANCES_PROJECTION_HANDLER,
+  type Logger,
+  type MetricsServer,
+  migrateToLatest,
+  openBackends,
+  type Registry,
+  startMetricsServer,
+} from "../core/index.js";
 import {
   checkTiming,
-  INSTANCES_PROJECTION_HANDLER,
+  type ConsumerHandle,
+  type Handler,
   loadConsumerConfig,
   requireServices,
   startConsumer,
   startProjection,
   storeDeadLetters,
-  type ConsumerHandle,
-  type Handler,
-} from "../../consumers/index.js";
-import { EmbeddedRelay, loadRelayConfig, startRelay, type RelayHandle } from "../../relay/index.js";
-import { startServer, type ServerHandle } from "../app.js";
-import { loadServerConfig, type ServerConfig } from "../config.js";
-import { ServingStatus } from "../grpc/health.js";
+} from "../consumers/index.js";
+import { EmbeddedRelay, loadRelayConfig, startRelay, type RelayHandle } from "../relay/index.js";
+import { loadServerConfig, type ServerConfig, type ServerHandle, ServingStatus, startServer } from "../server/index.js";
 import { BackgroundPart, type PartState } from "./background-part.js";
 
 /** Which parts a process runs. */

@@ -1,13 +1,11 @@
 /**
- * The operator commands that open the storage themselves: `migrate` and `rebuild`. In the embedded
- * mode they take the data directory's lock, so they refuse to run while `tidemark start` holds it.
+ * The operator commands that open the storage themselves: `migrate`, `rebuild` and `prune`. In the
+ * embedded mode they take the data directory's lock, so they refuse to run while `tidemark start`
+ * holds it.
  */
-import { openBackends } from "../../core/backends.js";
-import { migrateToLatest } from "../../core/db/database.js";
-import { MIGRATIONS } from "../../core/db/migrations/index.js";
-import { createLogger } from "../../core/log.js";
-import { INSTANCES_PROJECTION, rebuildInstances, type RebuildProgress } from "../../consumers/index.js";
-import { loadServerConfig } from "../config.js";
+import { createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends } from "../core/index.js";
+import { loadConsumerConfig, pruneDone, rebuildInstances, type RebuildProgress } from "../consumers/index.js";
+import { loadServerConfig } from "../server/index.js";
 import { UsageError, type ParsedCommand } from "./args.js";
 import type { Io } from "./io.js";
 
@@ -67,6 +65,21 @@ export async function runRebuild(cmd: ParsedCommand, io: Io): Promise<number> {
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    await backends.close();
+  }
+}
+
+/** `tidemark prune`: one housekeeping pass over the registry (docs/CONTRACT.md C7). */
+export async function runPrune(cmd: ParsedCommand, io: Io): Promise<number> {
+  const config = loadServerConfig(cmd.env);
+  const consumers = loadConsumerConfig(cmd.env);
+  const backends = await openBackends(config);
+  try {
+    await migrateToLatest(backends.database.db, backends.database.schema);
+    const deleted = await pruneDone(backends.database.db, { retentionMs: consumers.retentionMs, batchSize: consumers.pruneBatchSize });
+    io.out(`pruned ${deleted} done rows older than ${consumers.retentionMs / 3_600_000} h · ${backends.where}\n`);
+    return 0;
+  } finally {
     await backends.close();
   }
 }

@@ -6,7 +6,7 @@
  */
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { defineHandler, type Handler } from "../../consumers/index.js";
+import { defineHandler, type Handler } from "../consumers/index.js";
 import { UsageError } from "./args.js";
 
 /** The handlers `specifier` (a path, relative to `cwd`) exports; UsageError when it exports none. */

@@ -5,10 +5,7 @@
  * killed process — never keeps the ready parts from serving.
  */
 import { performance } from "node:perf_hooks";
-import type { Logger } from "../../core/log.js";
-import { adoptMetrics, createRegistry, type Registry } from "../../core/metrics.js";
-import { ConfigError } from "../../core/settings.js";
-import { sleep } from "../../core/sleep.js";
+import { adoptMetrics, ConfigError, createRegistry, type Logger, type Registry, sleep } from "../core/index.js";
 
 /** Where a background part stands: still starting, running, given up on (a configuration error), or stopped. */
 export type PartState = "starting" | "running" | "failed" | "stopped";

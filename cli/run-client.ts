@@ -4,11 +4,10 @@
  */
 import { toJsonString } from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { encodeEnvelope, type EventEnvelope } from "../../core/envelope.js";
-import { parse } from "../../core/settings.js";
-import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
-import { GetProcessingStatusResponseSchema, ProcessingService, ProcessingState, type GetProcessingStatusResponse } from "../../gen/tidemark/v1/processing_pb.js";
-import { createClient, grpc } from "../grpc/client.js";
+import { encodeEnvelope, type EventEnvelope, parse } from "../core/index.js";
+import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
+import { GetProcessingStatusResponseSchema, ProcessingService, ProcessingState, type GetProcessingStatusResponse } from "../gen/tidemark/v1/processing_pb.js";
+import { createClient, grpc } from "../server/index.js";
 import { nameFlags, UsageError, type ParsedCommand } from "./args.js";
 import type { Io } from "./io.js";
 

@@ -3,9 +3,9 @@
  * (process.ts), prints the banner on stderr, and on SIGTERM/SIGINT stops in reverse order; a
  * second signal exits at once.
  */
-import type { Handler } from "../../consumers/index.js";
+import type { Handler } from "../consumers/index.js";
 import { UsageError, type ParsedCommand } from "./args.js";
-import { untilShutdownSignal } from "../../core/shutdown.js";
+import { untilShutdownSignal } from "../core/index.js";
 import { loadHandlerModule } from "./handler-modules.js";
 import type { Io } from "./io.js";
 import { banner, startProcess, type ProcessParts } from "./process.js";

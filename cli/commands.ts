@@ -79,6 +79,16 @@ export const COMMANDS: readonly CommandSpec[] = [
     examples: ["tidemark rebuild instances"],
   },
   {
+    name: "prune",
+    summary: "one housekeeping pass: delete done registry rows past the retention",
+    description:
+      "Deletes `done` rows of the processed-event registry older than TIDEMARK_CONSUMER_RETENTION_HOURS, in batches of TIDEMARK_CONSUMER_PRUNE_BATCH_SIZE (docs/CONTRACT.md C7); the ordering watermarks stay, so order remains safe. Consumer processes run the same pass every TIDEMARK_CONSUMER_PRUNE_INTERVAL_SECONDS; this command is for a one-off pass (e.g. from cron with the housekeeping of consumers turned elsewhere). Prints how many rows it deleted.",
+    positionals: [],
+    options: { "data-dir": dataDir },
+    settings: [...STORAGE, "TIDEMARK_CONSUMER_RETENTION_HOURS", "TIDEMARK_CONSUMER_PRUNE_BATCH_SIZE"],
+    examples: ["tidemark prune", "TIDEMARK_CONSUMER_RETENTION_HOURS=24 tidemark prune"],
+  },
+  {
     name: "stream",
     summary: "print an aggregate's events (gRPC ReadStream)",
     description: "Prints the committed events of one aggregate in sequence order, from a running server.",

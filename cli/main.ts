@@ -7,19 +7,19 @@
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { ConfigError } from "../../core/settings.js";
+import { ConfigError } from "../core/index.js";
 import { commandHelp, nameFlags, parseCommand, UsageError, wrap, type ParsedCommand } from "./args.js";
 import { COMMANDS } from "./commands.js";
 import { processIo, type Io } from "./io.js";
 
 /** The package version, for `--version` and the banner. */
-export const VERSION: string = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+export const VERSION: string = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
 /** `tidemark --help`. */
 export function mainHelp(): string {
   const groups: Array<[string, string[]]> = [
     ["Run Tidemark:", ["start", "server", "relay", "consumer"]],
-    ["Operate:", ["migrate", "rebuild", "stack"]],
+    ["Operate:", ["migrate", "rebuild", "prune", "stack"]],
     ["Talk to a running server over gRPC (--addr, default TIDEMARK_GRPC_ADDR or 127.0.0.1:50051):", ["stream", "tail", "status"]],
   ];
   const lines = [
@@ -84,6 +84,8 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
         return await (await import("./run-admin.js")).runMigrate(cmd, io);
       case "rebuild":
         return await (await import("./run-admin.js")).runRebuild(cmd, io);
+      case "prune":
+        return await (await import("./run-admin.js")).runPrune(cmd, io);
       case "stream":
         return await (await import("./run-client.js")).runStream(cmd, io);
       case "tail":
@@ -125,7 +127,7 @@ function runStack(args: readonly string[], io: Io): Promise<number> {
     io.err("tidemark stack: missing action: up, down, status or env\n");
     return Promise.resolve(2);
   }
-  const script = fileURLToPath(new URL("../../scripts/stack.sh", import.meta.url));
+  const script = fileURLToPath(new URL("../scripts/stack.sh", import.meta.url));
   return new Promise((resolve) => {
     const child = spawn("bash", [script, ...args], { stdio: "inherit" });
     child.on("error", (e) => {
@@ -147,5 +149,5 @@ export function main(): void {
   );
 }
 
-// Run when executed (node --import tsx server/cli/main.ts); the bin shim calls main() itself.
+// Run when executed (node --import tsx cli/main.ts); the bin shim calls main() itself.
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) main();

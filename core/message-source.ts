@@ -1,19 +1,21 @@
 /**
  * The port through which a consumer runtime receives events: ordered partitions of messages with
  * offsets, a commit of "everything before this offset is recorded", and pause/resume for
- * back-pressure and outages. The kafkajs consumer group implements it (kafka-source.ts); in the
- * embedded mode the relay serves the commit log through it in process (relay/embedded-relay.ts).
+ * back-pressure and outages. The kafkajs consumer group implements it (consumers/kafka-source.ts); in
+ * the embedded mode the relay serves the commit log through it in process (relay/embedded-relay.ts).
+ * It lives in core/ so that neither of the two imports the other.
  * The runtime's guarantees (registry, ordering guard, retries, dead letters, C5 offsets) sit on
  * top of this port and are the same whichever source feeds them.
  */
-import type { RawMessage } from "./decode.js";
+/** Header values as sources deliver them (kafkajs's shape: a string, bytes, or a list). */
+export type MessageHeaders = Readonly<Record<string, Buffer | string | ReadonlyArray<Buffer | string> | undefined>>;
 
 /** One message of a partition. `value` is the envelope's JSON bytes (docs/CONTRACT.md R3). */
 export interface SourceMessage {
   /** Position in the partition, as a decimal string; ascending within a partition. */
   readonly offset: string;
   readonly value: Buffer | null;
-  readonly headers?: RawMessage["headers"];
+  readonly headers?: MessageHeaders | undefined;
 }
 
 /** A batch of one partition, handed to the runtime one at a time per partition. */

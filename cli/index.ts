@@ -1,0 +1,7 @@
+/**
+ * The public face of cli/: the `tidemark` command line and the process it assembles. cli/ is the
+ * only folder that puts the parts (server, relay, consumers) together into processes.
+ */
+export { COMMANDS } from "./commands.js";
+export { main, runCli, VERSION } from "./main.js";
+export { banner, startProcess, type ProcessParts, type TidemarkProcess } from "./process.js";

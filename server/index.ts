@@ -1,0 +1,12 @@
+/**
+ * The public face of server/: start the gRPC server, its configuration and limits, and the typed
+ * gRPC client (for the CLI's client commands, tests and benchmarks). Other folders import server/
+ * only through this file; server/ itself imports only core/ (a lint rule holds both).
+ */
+export { startServer, type ServerHandle, type ServerOverrides } from "./app.js";
+export { loadServerConfig, SERVER_SETTINGS, type ServerConfig } from "./config.js";
+export { createClient, findDetail, grpc, statusDetails, type CallOptions, type Client, type ClientOf } from "./grpc/client.js";
+export { HealthState, ServingStatus } from "./grpc/health.js";
+export { DEFAULT_LIMITS, type Limits } from "./limits.js";
+export { LOG_TAIL_DEFAULTS, LogTail, type LogTailSettings, type TailItem } from "./log-tail.js";
+export type { InstanceReadModel } from "./services/instance-service.js";
