@@ -6,7 +6,9 @@
  * Either way the process has one logger and one metrics registry served on one endpoint.
  */
 import {
+  backendMode,
   type Backends,
+  describeServices,
   CommitListener,
   ConfigError,
   createLogger,
@@ -16,21 +18,28 @@ import {
   type MetricsServer,
   migrateToLatest,
   openBackends,
+  ORIGIN_SETTINGS,
+  parseSettings,
+  parseSettingsTables,
+  PROCESS_SETTINGS,
   type Registry,
   startMetricsServer,
+  STORAGE_SETTINGS,
+  type Values,
 } from "../core/index.js";
 import {
   checkTiming,
   type ConsumerHandle,
   type Handler,
-  loadConsumerConfig,
+  CONSUMER_OWN_SETTINGS,
+  type ConsumerConfig,
   requireServices,
   startConsumer,
   startProjection,
   storeDeadLetters,
 } from "../consumers/index.js";
-import { EmbeddedRelay, loadRelayConfig, startRelay, type RelayHandle } from "../relay/index.js";
-import { loadServerConfig, type ServerConfig, type ServerHandle, ServingStatus, startServer } from "../server/index.js";
+import { EmbeddedRelay, RELAY_OWN_SETTINGS, startRelay, type RelayConfig, type RelayHandle } from "../relay/index.js";
+import { SERVER_OWN_SETTINGS, type ServerConfig, type ServerHandle, ServingStatus, startServer } from "../server/index.js";
 import { BackgroundPart, type PartState } from "./background-part.js";
 
 /** Which parts a process runs. */
@@ -116,10 +125,18 @@ export interface TidemarkProcess {
  * health entries say when each runs. Without a server, the parts are awaited and a failure throws.
  */
 export async function startProcess(env: Readonly<Record<string, string | undefined>>, parts: ProcessParts, overrides: ProcessOverrides = {}): Promise<TidemarkProcess> {
-  const serverConfig = loadServerConfig(env);
-  const mode = serverConfig.pgUrl === "" ? "embedded" : "services";
   const consuming = parts.projection || parts.handlers.length > 0;
-  const consumerConfig = consuming ? loadConsumerConfig(env) : undefined;
+  // Every variable is parsed once: the storage and process settings for every part, then each
+  // part's own table (the relay's below, once it is known to run).
+  const tables = parseSettingsTables(
+    { storage: STORAGE_SETTINGS, process: { ...PROCESS_SETTINGS, ...ORIGIN_SETTINGS }, server: SERVER_OWN_SETTINGS, consumers: consuming ? CONSUMER_OWN_SETTINGS : {} },
+    env,
+  );
+  const shared = { ...tables.storage, ...tables.process };
+  const serverConfig: ServerConfig = { ...shared, ...tables.server };
+  // A consumer process alone reads its events from Kafka and needs no object store.
+  const mode = backendMode(shared, { objects: parts.server || parts.relay === true });
+  const consumerConfig: ConsumerConfig | undefined = consuming ? { ...shared, ...(tables.consumers as Values<typeof CONSUMER_OWN_SETTINGS>) } : undefined;
   const kafka = (env["TIDEMARK_KAFKA_BROKERS"] ?? "") !== "";
   const warnings: string[] = [];
   if (serverConfig.sequenceHandlerPrefix !== "") {
@@ -153,7 +170,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
   if (runConsumers) checkTiming(consumerConfig!);
   const handlerNames = runConsumers ? [...(parts.projection ? [INSTANCES_PROJECTION_HANDLER] : []), ...parts.handlers.map((h) => h.name)] : [];
   if (new Set(handlerNames).size !== handlerNames.length) throw new ConfigError(`invalid configuration:\n  handler names must be unique, got ${handlerNames.join(", ")}`);
-  const relayConfig = runRelay ? loadRelayConfig(env) : undefined;
+  const relayConfig: RelayConfig | undefined = runRelay ? { ...shared, ...parseSettings(RELAY_OWN_SETTINGS, env) } : undefined;
   if (mode === "embedded" && parts.server && !consuming) {
     warnings.push("the projection is not running in this process: EVENTUAL and AT_LEAST_POSITION reads wait for it; `tidemark start` runs it here.");
   }
@@ -381,7 +398,7 @@ async function stopRelay(handle: RelayHandle | EmbeddedPart): Promise<void> {
 }
 
 async function startConsumers(
-  config: ReturnType<typeof loadConsumerConfig>,
+  config: ConsumerConfig,
   parts: ProcessParts,
   overrides: Parameters<typeof startConsumer>[2],
 ): Promise<ConsumerHandle> {
@@ -390,10 +407,6 @@ async function startConsumers(
   return startConsumer(quietConfig, parts.handlers, overrides);
 }
 
-function describeServices(config: ServerConfig): string {
-  const pg = new URL(config.pgUrl);
-  return `PostgreSQL ${pg.host}${pg.pathname} (schema ${config.pgSchema}), S3 ${config.s3Endpoint}/${config.s3Bucket}`;
-}
 
 /** The human-readable start-up banner (stderr): mode, data, addresses, parts (and which still start), warnings. */
 export function banner(command: string, p: TidemarkProcess, version: string): string {

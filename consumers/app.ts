@@ -9,13 +9,17 @@ import { randomBytes } from "node:crypto";
 import { Partitioners, type Kafka } from "kafkajs";
 import {
   type ConsumerDatabase,
-  createDatabase,
+  createKafka,
   createLogger,
   createRegistry,
   type Database,
+  KafkaSockets,
+  Lifecycle,
   type Logger,
   type MessageSource,
   migrateToLatest,
+  openBackends,
+  probeKafka,
   type Registry,
   type SourceRequest,
   startMetricsServer,
@@ -25,7 +29,7 @@ import { checkTiming, requireServices, type ConsumerConfig } from "./config.js";
 import { ConsumerRuntime, type CrashPoint, type CrashPointInfo } from "./consumer-runtime.js";
 import { ensureTopic, kafkaDeadLetters, type DeadLetterSink } from "./dead-letter.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
-import { createKafka, KafkaSockets, probeKafka } from "./kafka.js";
+
 import { KafkaSource } from "./kafka-source.js";
 import { ConsumerMetrics } from "./metrics.js";
 import { instancesProjection } from "./projection.js";
@@ -126,10 +130,11 @@ async function launch(
   if (overrides.source !== undefined && overrides.deadLetters === undefined) throw new Error("a message source override needs a dead-letter sink too");
   requireServices(config, { database: overrides.database === undefined, kafka: overrides.source === undefined && overrides.kafka === undefined });
   const log = overrides.log ?? createLogger("tidemark-consumer", config.logLevel);
-  const ownsDatabase = overrides.database === undefined;
-  const database = overrides.database ?? createDatabase<ConsumerDatabase>({ url: config.pgUrl, schema: config.pgSchema, poolSize: config.pgPoolSize });
-  const cleanups: Array<() => Promise<void>> = [];
-  if (ownsDatabase) cleanups.push(() => database.close());
+  const lifecycle = new Lifecycle(log);
+  // The events come from Kafka (or the caller's source): the object store is not needed here.
+  const opened = overrides.database === undefined ? await openBackends(config, { objects: false }) : undefined;
+  if (opened !== undefined) lifecycle.defer("storage", () => opened.close());
+  const database: Database<ConsumerDatabase> = overrides.database ?? opened!.database;
   // A connection that dies while its client is checked out (a handler's transaction between two
   // statements) emits 'error' on the client; unheard, that would crash the process. The next
   // query on it fails instead, and the runtime treats that as an outage.
@@ -148,7 +153,7 @@ async function launch(
       deadLetters = overrides.deadLetters!;
     } else {
       if (overrides.failFast === true) await unlessAborted(probeKafka(config.kafkaBrokers, config.kafkaClientId), signal);
-      const kafka = overrides.kafka ?? createKafka(config.kafkaBrokers, config.kafkaClientId, log, sockets);
+      const kafka = overrides.kafka ?? createKafka({ brokers: config.kafkaBrokers, clientId: config.kafkaClientId, ...(sockets === undefined ? {} : { sockets }) }, log.child({ component: "kafkajs" }));
       const admin = kafka.admin();
       try {
         await unlessAborted(admin.connect(), signal);
@@ -159,7 +164,7 @@ async function launch(
       // Dead letters are at least once (keyed by handler and event id); an idempotent producer would
       // need unbounded retries, and a send must fail during an outage so the partition pauses.
       const producer = kafka.producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner });
-      cleanups.unshift(() => producer.disconnect());
+      lifecycle.defer("dead-letter producer", () => producer.disconnect());
       await unlessAborted(producer.connect(), signal);
       deadLetters = overrides.deadLetters ?? kafkaDeadLetters(producer, config.deadLetterTopic);
       sourceFor = (request) =>
@@ -174,7 +179,7 @@ async function launch(
 
     const registry = overrides.metricsRegistry ?? createRegistry(config.metricsAddr !== "");
     const metrics = new ConsumerMetrics(registry);
-    if (extra !== undefined) cleanups.unshift(extra(database, metrics, log));
+    if (extra !== undefined) lifecycle.defer("position tracker", extra(database, metrics, log));
     if (overrides.housekeeping ?? true) {
       const housekeeping = startHousekeeping({
         db: database.db,
@@ -184,7 +189,7 @@ async function launch(
         metrics,
         log,
       });
-      cleanups.unshift(() => housekeeping.stop());
+      lifecycle.defer("housekeeping", () => housekeeping.stop());
     }
 
     const owner = overrides.owner ?? `${hostname()}/${process.pid}/${randomBytes(3).toString("hex")}`;
@@ -211,7 +216,7 @@ async function launch(
           onRunning: (running) => overrides.onRunning?.(handler.name, running),
         }),
     );
-    cleanups.unshift(async () => {
+    lifecycle.defer("runtimes", async () => {
       await Promise.all(runtimes.map((r) => r.stop()));
     });
     // An abort leaves the joins to the cleanups: stopping a source disconnects it, which ends its join.
@@ -221,7 +226,7 @@ async function launch(
     if (config.metricsAddr !== "") {
       const server = await startMetricsServer(config.metricsAddr, [registry]);
       metricsAddress = server.address;
-      cleanups.unshift(() => server.close());
+      lifecycle.defer("metrics", () => server.close());
     }
     log.info({ handlers: names, sources: runtimes.map((r) => r.sourceDescription), deadLetters: deadLetters.where, schema: database.schema, owner }, "tidemark consumers running");
 
@@ -232,12 +237,12 @@ async function launch(
       database,
       metricsAddress,
       stop() {
-        stopping ??= runCleanups(cleanups, log).then(() => log.info({ handlers: names }, "tidemark consumers stopped"));
+        stopping ??= lifecycle.close().then(() => log.info({ handlers: names }, "tidemark consumers stopped"));
         return stopping;
       },
     };
   } catch (e) {
-    const cleaning = runCleanups(cleanups, log);
+    const cleaning = lifecycle.close();
     if (signal?.aborted) {
       // The sources' stop waits for a group join in flight (up to Kafka's session timeout): cut the
       // connections, once the cleanups have marked the sources stopping (so kafkajs does not restart them).
@@ -279,15 +284,5 @@ class StartAbortedError extends Error {
   constructor() {
     super("start aborted: the process is stopping");
     this.name = "StartAbortedError";
-  }
-}
-
-async function runCleanups(cleanups: ReadonlyArray<() => Promise<void>>, log: Logger): Promise<void> {
-  for (const cleanup of cleanups) {
-    try {
-      await cleanup();
-    } catch (e) {
-      log.warn({ err: e }, "shutdown step failed");
-    }
   }
 }

@@ -2,7 +2,7 @@
  * Configuration of a consumer process, parsed once from the environment, typed and frozen. The
  * origin's variable names are accepted as aliases; the registry cannot be switched off.
  */
-import { ConfigError, ORIGIN_SETTINGS, parse, parseSettings, type Setting } from "../core/index.js";
+import { ConfigError, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
 
 /** Seconds (decimals allowed) as milliseconds, within bounds. */
 const seconds =
@@ -15,10 +15,11 @@ const seconds =
     return Math.round(n * 1000);
   };
 
-/** The settings a consumer process reads. Lease and heartbeat are in seconds, kept as milliseconds. */
-export const CONSUMER_SETTINGS = {
-  pgUrl: { env: "TIDEMARK_PG_URL", default: "", defaultLabel: "*required* (unset: the embedded mode of `tidemark start`)", parse: parse.url, description: "PostgreSQL connection URL (the registry, the read model and the commit log).", secret: true },
-  pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
+/**
+ * A consumer process's own settings (beside the storage, process and origin settings it shares).
+ * Lease and heartbeat are in seconds, kept as milliseconds.
+ */
+export const CONSUMER_OWN_SETTINGS = {
   pgPoolSize: { env: "TIDEMARK_CONSUMER_PG_POOL_SIZE", default: 12, parse: parse.int(2, 1000), description: "Maximum PostgreSQL connections of the consumer process; keep it above the handler concurrency." },
   kafkaBrokers: { env: "TIDEMARK_KAFKA_BROKERS", default: [] as string[], defaultLabel: "*required* (unset: the embedded mode of `tidemark start`)", parse: parse.list, description: "Kafka bootstrap brokers, comma-separated host:port. In the embedded mode the consumers read the commit log in process instead." },
   kafkaClientId: { env: "TIDEMARK_KAFKA_CLIENT_ID", default: "tidemark-consumer", parse: parse.string, description: "Kafka client id of the consumer process." },
@@ -42,15 +43,10 @@ export const CONSUMER_SETTINGS = {
   retentionMs: { env: "TIDEMARK_CONSUMER_RETENTION_HOURS", default: 7 * 24 * 3_600_000, defaultLabel: "`168` (7 days)", parse: (raw: string) => parse.int(1, 24 * 365 * 10)(raw) * 3_600_000, description: "Done registry rows older than this are pruned (watermarks stay)." },
   pruneIntervalMs: { env: "TIDEMARK_CONSUMER_PRUNE_INTERVAL_SECONDS", default: 600_000, defaultLabel: "`600`", parse: seconds(1, 86_400), description: "How often housekeeping runs (0 rows is cheap: an index range scan)." },
   pruneBatchSize: { env: "TIDEMARK_CONSUMER_PRUNE_BATCH_SIZE", default: 1000, parse: parse.int(1, 100_000), description: "Rows deleted per housekeeping statement." },
-  metricsAddr: { env: "TIDEMARK_METRICS_ADDR", default: "", defaultLabel: "off", parse: (raw: string) => (raw === "" ? raw : parse.hostPort(raw)), description: "host:port serving /metrics; empty disables it." },
-  s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", default: "", defaultLabel: "*required for rebuild*", parse: parse.url, description: "S3 API endpoint the rebuild reads events from." },
-  s3Bucket: { env: "TIDEMARK_S3_BUCKET", aliases: ["EVENT_STORE_BUCKET"], default: "tidemark-events", parse: parse.string, description: "Bucket holding the event streams." },
-  s3Region: { env: "TIDEMARK_S3_REGION", default: "us-east-1", parse: parse.string, description: "Region used to sign S3 requests." },
-  s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", default: "", defaultLabel: "*required for rebuild*", parse: parse.string, description: "S3 access key id.", secret: true },
-  s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", default: "", defaultLabel: "*required for rebuild*", parse: parse.string, description: "S3 secret access key.", secret: true },
-  logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
-  ...ORIGIN_SETTINGS,
 } satisfies Record<string, Setting<unknown>>;
+
+/** Every setting a consumer process reads. */
+export const CONSUMER_SETTINGS = { ...STORAGE_SETTINGS, ...CONSUMER_OWN_SETTINGS, ...PROCESS_SETTINGS, ...ORIGIN_SETTINGS } satisfies Record<string, Setting<unknown>>;
 
 /** A consumer process's parsed configuration. */
 export type ConsumerConfig = ReturnType<typeof loadConsumerConfig>;

@@ -1,6 +1,6 @@
 /** The public face of consumers/: write a handler, run it, run and rebuild the instances projection. */
 export { startConsumer, startProjection, type ConsumerHandle, type ConsumerOverrides, type ProjectionHandle } from "./app.js";
-export { CONSUMER_SETTINGS, checkTiming, loadConsumerConfig, requireServices, type ConsumerConfig } from "./config.js";
+export { CONSUMER_OWN_SETTINGS, CONSUMER_SETTINGS, checkTiming, loadConsumerConfig, requireServices, type ConsumerConfig } from "./config.js";
 export type { CrashPoint, CrashPointInfo } from "./consumer-runtime.js";
 export {
   DEAD_LETTER_HEADERS,

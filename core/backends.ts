@@ -11,7 +11,32 @@ import { createDatabase, type Database } from "./db/database.js";
 import { FsObjectStore } from "./fs-object-store.js";
 import type { ObjectStore } from "./object-store.js";
 import { S3ObjectStore } from "./s3-object-store.js";
-import { ConfigError } from "./settings.js";
+import { ConfigError, parse, parseSettings, type Setting } from "./settings.js";
+
+/**
+ * The storage settings, one table for every process (spread into the server's, the relay's and
+ * the consumers' tables): PostgreSQL and S3 when they are set (the services mode), or the embedded
+ * data directory when neither is. Which mode they select is {@link backendMode}'s to say.
+ */
+export const STORAGE_SETTINGS = {
+  dataDir: { env: "TIDEMARK_DATA_DIR", default: ".tidemark", parse: parse.string, description: "Where the embedded mode keeps its database and objects (used when no PostgreSQL/S3 is configured)." },
+  pgUrl: { env: "TIDEMARK_PG_URL", default: "", defaultLabel: "unset (embedded mode)", parse: parse.url, description: "PostgreSQL connection URL (postgres://user:password@host:port/database). With the S3 settings, selects the services mode.", secret: true },
+  pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
+  s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", default: "", defaultLabel: "unset (embedded mode)", parse: parse.url, description: "S3 API endpoint (path-style), e.g. http://127.0.0.1:9000." },
+  s3Bucket: { env: "TIDEMARK_S3_BUCKET", aliases: ["EVENT_STORE_BUCKET"], default: "tidemark-events", parse: parse.string, description: "Bucket holding the events; created on first start." },
+  s3Region: { env: "TIDEMARK_S3_REGION", default: "us-east-1", parse: parse.string, description: "Region used to sign S3 requests." },
+  s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 access key id.", secret: true },
+  s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 secret access key.", secret: true },
+  s3RequestTimeoutMs: { env: "TIDEMARK_S3_REQUEST_TIMEOUT_MS", default: 5000, parse: parse.int(100, 600_000), description: "Timeout of one S3 request." },
+} satisfies Record<string, Setting<unknown>>;
+
+/** The parsed storage settings. */
+export type StorageConfig = ReturnType<typeof loadStorageConfig>;
+
+/** Parses the storage settings; throws ConfigError naming every bad variable. */
+export function loadStorageConfig(env: Readonly<Record<string, string | undefined>>) {
+  return parseSettings(STORAGE_SETTINGS, env);
+}
 
 /** What {@link openBackends} needs to know. */
 export interface BackendSettings {
@@ -97,16 +122,22 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** Which mode the settings select; throws ConfigError for a half-configured set. */
-export function backendMode(settings: Pick<BackendSettings, "pgUrl" | "s3Endpoint" | "s3AccessKey" | "s3SecretKey">): "services" | "embedded" {
+/**
+ * Which mode the settings select; throws ConfigError for a half-configured set, naming what is
+ * missing. `objects: false` is for a process that needs only PostgreSQL of the services (a
+ * consumer process: its events come from Kafka).
+ */
+export function backendMode(
+  settings: Pick<BackendSettings, "pgUrl" | "s3Endpoint" | "s3AccessKey" | "s3SecretKey">,
+  needs: { readonly objects: boolean } = { objects: true },
+): "services" | "embedded" {
   const has = (v: string | undefined) => v !== undefined && v !== "";
   if (!has(settings.pgUrl) && !has(settings.s3Endpoint)) return "embedded";
-  const missing = [
-    ["TIDEMARK_PG_URL", settings.pgUrl],
-    ["TIDEMARK_S3_ENDPOINT", settings.s3Endpoint],
-    ["TIDEMARK_S3_ACCESS_KEY", settings.s3AccessKey],
-    ["TIDEMARK_S3_SECRET_KEY", settings.s3SecretKey],
-  ].filter(([, v]) => !has(v)).map(([name]) => name);
+  const wanted: Array<[string, string | undefined]> = [["TIDEMARK_PG_URL", settings.pgUrl]];
+  if (needs.objects || has(settings.s3Endpoint)) {
+    wanted.push(["TIDEMARK_S3_ENDPOINT", settings.s3Endpoint], ["TIDEMARK_S3_ACCESS_KEY", settings.s3AccessKey], ["TIDEMARK_S3_SECRET_KEY", settings.s3SecretKey]);
+  }
+  const missing = wanted.filter(([, v]) => !has(v)).map(([name]) => name);
   if (missing.length > 0) {
     throw new ConfigError(
       `invalid configuration:\n  ${missing.join(", ")} must be set too: with external services Tidemark needs PostgreSQL and an S3 API server (leave all unset for the embedded mode)`,
@@ -115,25 +146,58 @@ export function backendMode(settings: Pick<BackendSettings, "pgUrl" | "s3Endpoin
   return "services";
 }
 
-/** Opens the configured backends (see {@link backendMode}). */
-export async function openBackends(settings: BackendSettings): Promise<Backends> {
-  if (backendMode(settings) === "services") {
+/** Where the services-mode storage is, for banners and logs (no credentials). */
+export function describeServices(settings: Pick<BackendSettings, "pgUrl" | "pgSchema" | "s3Endpoint" | "s3Bucket">): string {
+  const pg = new URL(settings.pgUrl!);
+  const s3 = settings.s3Endpoint !== undefined && settings.s3Endpoint !== "" ? `, S3 ${settings.s3Endpoint}/${settings.s3Bucket}` : "";
+  return `PostgreSQL ${pg.host}${pg.pathname} (schema ${settings.pgSchema})${s3}`;
+}
+
+/** An object store for a process that was not given one: every use says which settings are missing. */
+class MissingObjectStore implements ObjectStore {
+  private fail(): never {
+    throw new ConfigError("invalid configuration:\n  this needs the object store: set TIDEMARK_S3_ENDPOINT, TIDEMARK_S3_ACCESS_KEY and TIDEMARK_S3_SECRET_KEY");
+  }
+  createIfAbsent(): Promise<never> {
+    return Promise.reject(this.fail());
+  }
+  get(): Promise<never> {
+    return Promise.reject(this.fail());
+  }
+  list(): Promise<never> {
+    return Promise.reject(this.fail());
+  }
+  ensureReady(): Promise<never> {
+    return Promise.reject(this.fail());
+  }
+  close(): void {}
+}
+
+/**
+ * Opens the configured storage — every part of every process gets its storage here (see
+ * {@link backendMode}). `objects: false`: a services-mode process that reads only PostgreSQL (a
+ * consumer process) may run without the S3 settings; its object store then refuses every use.
+ */
+export async function openBackends(settings: BackendSettings, needs: { readonly objects: boolean } = { objects: true }): Promise<Backends> {
+  if (backendMode(settings, needs) === "services") {
     const database = createDatabase<any>({ url: settings.pgUrl!, schema: settings.pgSchema, poolSize: settings.pgPoolSize });
-    const objects = new S3ObjectStore({
-      endpoint: settings.s3Endpoint!,
-      bucket: settings.s3Bucket,
-      region: settings.s3Region,
-      accessKeyId: settings.s3AccessKey!,
-      secretAccessKey: settings.s3SecretKey!,
-      requestTimeoutMs: settings.s3RequestTimeoutMs,
-    });
-    const pg = new URL(settings.pgUrl!);
+    const s3 = settings.s3Endpoint !== undefined && settings.s3Endpoint !== "";
+    const objects: ObjectStore = s3
+      ? new S3ObjectStore({
+          endpoint: settings.s3Endpoint!,
+          bucket: settings.s3Bucket,
+          region: settings.s3Region,
+          accessKeyId: settings.s3AccessKey!,
+          secretAccessKey: settings.s3SecretKey!,
+          requestTimeoutMs: settings.s3RequestTimeoutMs,
+        })
+      : new MissingObjectStore();
     return {
       mode: "services",
       database,
       objects,
       listen: settings.pgUrl!,
-      where: `PostgreSQL ${pg.host}${pg.pathname} (schema ${settings.pgSchema}), S3 ${settings.s3Endpoint}/${settings.s3Bucket}`,
+      where: describeServices(settings),
       async close() {
         objects.close();
         await database.close();

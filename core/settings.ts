@@ -24,7 +24,8 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-type Values<S> = { readonly [K in keyof S]: S[K] extends Setting<infer T> ? T : never };
+/** The parsed values of a settings table. */
+export type Values<S> = { readonly [K in keyof S]: S[K] extends Setting<infer T> ? T : never };
 
 /** Parses `spec` from `env`; throws ConfigError naming every bad variable at once. */
 export function parseSettings<S extends Record<string, Setting<unknown>>>(
@@ -49,6 +50,28 @@ export function parseSettings<S extends Record<string, Setting<unknown>>>(
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join("\n  ")}`);
   return Object.freeze(out) as Values<S>;
+}
+
+/**
+ * Parses several tables from one environment, each variable once, and throws one ConfigError
+ * naming every bad variable of every table (a process of many parts reports all at once).
+ */
+export function parseSettingsTables<T extends Record<string, Record<string, Setting<unknown>>>>(
+  tables: T,
+  env: Readonly<Record<string, string | undefined>>,
+): { readonly [K in keyof T]: Values<T[K]> } {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [name, spec] of Object.entries(tables)) {
+    try {
+      out[name] = parseSettings(spec, env);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      problems.push(...e.message.split("\n").slice(1).map((line) => line.trim()));
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${[...new Set(problems)].join("\n  ")}`);
+  return out as { readonly [K in keyof T]: Values<T[K]> };
 }
 
 /** Parsers for common setting types. */
@@ -92,3 +115,9 @@ export function describeSettings(spec: Record<string, Setting<unknown>>): string
   });
   return ["| variable | default | meaning |", "| --- | --- | --- |", ...rows].join("\n");
 }
+
+/** Settings every process reads, whatever parts it runs: its one metrics endpoint and its log level. */
+export const PROCESS_SETTINGS = {
+  metricsAddr: { env: "TIDEMARK_METRICS_ADDR", default: "", defaultLabel: "off", parse: (raw: string) => (raw === "" ? raw : parse.hostPort(raw)), description: "Serve Prometheus metrics of the whole process at http://ADDR/metrics (host:port); unset means no metrics endpoint." },
+  logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
+} satisfies Record<string, Setting<unknown>>;

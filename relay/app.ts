@@ -7,22 +7,23 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import {
   CommitListener,
-  createDatabase,
   createLogger,
   type Database,
+  Lifecycle,
+  type ListenConnector,
   type Logger,
   type MetricsServer,
   migrateToLatest,
   type ObjectStore,
+  openBackends,
   type Registry,
   type RelayTables,
-  S3ObjectStore,
   sleep,
   startMetricsServer,
 } from "../core/index.js";
 import type { RelayConfig } from "./config.js";
 import { EventReader } from "./event-reader.js";
-import { createKafka, ensureTopics, KafkaPublisher, type TopicSpec } from "./kafka-publisher.js";
+import { createRelayKafka, ensureTopics, KafkaPublisher, type TopicSpec } from "./kafka-publisher.js";
 import { RelayLease } from "./relay-lease.js";
 import { RelayMetrics } from "./relay-metrics.js";
 import { RelayPump, type RelayHooks, type TermOutcome } from "./relay-pump.js";
@@ -34,6 +35,8 @@ export interface RelayOverrides {
   readonly log?: Logger;
   readonly objects?: ObjectStore;
   readonly database?: Database<RelayTables>;
+  /** How to LISTEN for commits on `database` (a URL or a connector); default: what opened it. */
+  readonly listen?: string | ListenConnector;
   /** Crash injection at named steps: after read, after produce (before checkpoint), after checkpoint. */
   readonly hooks?: RelayHooks;
   /** Identity of this instance in the lease row (default host:pid:random). */
@@ -91,31 +94,25 @@ const LAG_REFRESH_MS = 1000;
 export async function startRelay(config: RelayConfig, overrides: RelayOverrides = {}): Promise<RelayHandle> {
   const log = overrides.log ?? createLogger("tidemark-relay", config.logLevel);
   const holder = overrides.holder ?? `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  const ownsDatabase = overrides.database === undefined;
-  const database =
-    overrides.database ??
-    createDatabase<RelayTables>({ url: config.pgUrl, schema: config.pgSchema, poolSize: config.pgPoolSize });
-  const ownsObjects = overrides.objects === undefined;
-  const objects =
-    overrides.objects ??
-    new S3ObjectStore({
-      endpoint: config.s3Endpoint,
-      bucket: config.s3Bucket,
-      region: config.s3Region,
-      accessKeyId: config.s3AccessKey,
-      secretAccessKey: config.s3SecretKey,
-      requestTimeoutMs: config.s3RequestTimeoutMs,
-    });
+  const lifecycle = new Lifecycle(log);
+  // What the caller did not supply comes from the one storage opener and is closed on stop.
+  const opened = overrides.database === undefined || overrides.objects === undefined ? await openBackends(config) : undefined;
+  if (opened !== undefined) lifecycle.defer("storage", () => opened.close());
+  const database: Database<RelayTables> = overrides.database ?? opened!.database;
+  const objects = overrides.objects ?? opened!.objects;
 
   const metrics = overrides.registry === undefined ? new RelayMetrics(config.metricsAddr !== "") : new RelayMetrics(false, overrides.registry);
   let metricsServer: MetricsServer | undefined;
   try {
     const applied = await migrateWithRetry(database, log);
     if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
-    if (config.metricsAddr !== "") metricsServer = await startMetricsServer(config.metricsAddr, [metrics.registry]);
+    if (config.metricsAddr !== "") {
+      const server = await startMetricsServer(config.metricsAddr, [metrics.registry]);
+      lifecycle.defer("metrics", () => server.close());
+      metricsServer = server;
+    }
   } catch (e) {
-    if (ownsObjects) objects.close();
-    if (ownsDatabase) await database.close();
+    await lifecycle.close();
     throw e;
   }
 
@@ -126,7 +123,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
     requestTimeoutMs: clamp(Math.round(config.leaseMs / 10), 250, 30_000),
     connectionTimeoutMs: clamp(Math.round(config.leaseMs / 20), 250, 10_000),
   };
-  const kafka = createKafka(kafkaSettings, log);
+  const kafka = createRelayKafka(kafkaSettings, log);
   const publisher = new KafkaPublisher(kafka, kafkaSettings, log);
   const router = new TopicRouter(config.routes, config.topic);
   const topics: TopicSpec = {
@@ -144,7 +141,8 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
     overrides.onReadiness?.(next);
   };
 
-  const listener = new CommitListener(config.pgUrl, database.schema, log);
+  const listener = new CommitListener(overrides.listen ?? opened?.listen ?? config.pgUrl, database.schema, log);
+  lifecycle.defer("commit listener", () => listener.close());
   await listener.start();
   const lease = new RelayLease(database.db, config.name, holder, config.leaseMs, log);
   const pump = new RelayPump({
@@ -304,10 +302,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
         clearInterval(lagTimer);
         clearInterval(logTimer);
         await publisher.reset();
-        await listener.close();
-        await metricsServer?.close();
-        if (ownsObjects) objects.close();
-        if (ownsDatabase) await database.close();
+        await lifecycle.close();
         log.info({ relay: config.name }, "tidemark relay stopped");
       })();
       return stopped;

@@ -2,7 +2,7 @@
  * Configuration of the relay, parsed once from the environment, typed and frozen. PostgreSQL and
  * S3 settings use the same variables as the server, so one environment serves both processes.
  */
-import { ORIGIN_SETTINGS, parse, parseSettings, type Setting } from "../core/index.js";
+import { backendMode, ConfigError, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
 import { checkTopicName, parseRoutes, type Route } from "./topic-router.js";
 
 const topic = (raw: string): string => {
@@ -17,17 +17,9 @@ const brokers = (raw: string): string[] => {
   return list.map(parse.hostPort);
 };
 
-/** The settings the relay reads. */
-export const RELAY_SETTINGS = {
-  pgUrl: { env: "TIDEMARK_PG_URL", parse: parse.url, description: "PostgreSQL connection URL (postgres://user:password@host:port/database).", secret: true },
-  pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
-  pgPoolSize: { env: "TIDEMARK_PG_POOL_SIZE", default: 5, parse: parse.int(3, 1000), description: "Maximum PostgreSQL connections of the relay process (at least 3: reader, checkpoint, lease)." },
-  s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", parse: parse.url, description: "S3 API endpoint (path-style), e.g. http://127.0.0.1:9000." },
-  s3Bucket: { env: "TIDEMARK_S3_BUCKET", aliases: ["EVENT_STORE_BUCKET"], default: "tidemark-events", parse: parse.string, description: "Bucket holding the event streams." },
-  s3Region: { env: "TIDEMARK_S3_REGION", default: "us-east-1", parse: parse.string, description: "Region used to sign S3 requests." },
-  s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", parse: parse.string, description: "S3 access key id.", secret: true },
-  s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", parse: parse.string, description: "S3 secret access key.", secret: true },
-  s3RequestTimeoutMs: { env: "TIDEMARK_S3_REQUEST_TIMEOUT_MS", default: 5000, parse: parse.int(100, 600_000), description: "Timeout of one S3 request." },
+/** The relay's own settings (beside the storage, process and origin settings it shares). */
+export const RELAY_OWN_SETTINGS = {
+  pgPoolSize: { env: "TIDEMARK_RELAY_PG_POOL_SIZE", default: 5, parse: parse.int(3, 1000), description: "Maximum PostgreSQL connections of the relay process (at least 3: reader, checkpoint, lease)." },
   kafkaBrokers: { env: "TIDEMARK_KAFKA_BROKERS", parse: brokers, description: "Kafka bootstrap brokers, comma-separated host:port." },
   kafkaClientId: { env: "TIDEMARK_KAFKA_CLIENT_ID", default: "tidemark-relay", parse: parse.string, description: "Kafka client id of the relay's producer and admin client." },
   topic: { env: "TIDEMARK_RELAY_TOPIC", default: "tidemark.events", parse: topic, description: "Default topic: every event no route matches goes here." },
@@ -42,16 +34,23 @@ export const RELAY_SETTINGS = {
   readConcurrency: { env: "TIDEMARK_RELAY_READ_CONCURRENCY", default: 32, parse: parse.int(1, 1024), description: "Parallel S3 reads while preparing a batch." },
   pollMs: { env: "TIDEMARK_RELAY_POLL_MS", default: 1000, parse: parse.int(10, 600_000), description: "Longest wait for a commit notification before the relay looks anyway (the polling fallback)." },
   name: { env: "TIDEMARK_RELAY_NAME", default: "default", parse: parse.string, description: "Name of the relay: relays with one name share one lease and one checkpoint (one active, others standby)." },
-  metricsAddr: { env: "TIDEMARK_METRICS_ADDR", default: "", defaultLabel: "off", parse: (raw: string) => parse.hostPort(raw), description: "host:port of the Prometheus /metrics endpoint; unset to disable." },
   logIntervalMs: { env: "TIDEMARK_RELAY_LOG_INTERVAL_MS", default: 30_000, parse: parse.int(100, 3_600_000), description: "How often the relay logs its progress and lag (the lag metrics are refreshed every second)." },
-  logLevel: { env: "TIDEMARK_LOG_LEVEL", default: "info", parse: parse.oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"), description: "Log level of the JSON logs on stdout." },
-  ...ORIGIN_SETTINGS,
 } satisfies Record<string, Setting<unknown>>;
+
+/** Every setting the relay reads. */
+export const RELAY_SETTINGS = { ...STORAGE_SETTINGS, ...RELAY_OWN_SETTINGS, ...PROCESS_SETTINGS, ...ORIGIN_SETTINGS } satisfies Record<string, Setting<unknown>>;
 
 /** The relay's parsed configuration. */
 export type RelayConfig = ReturnType<typeof loadRelayConfig>;
 
 /** Parses the relay configuration; throws ConfigError naming every bad variable. */
 export function loadRelayConfig(env: Readonly<Record<string, string | undefined>> = process.env) {
-  return parseSettings(RELAY_SETTINGS, env);
+  const config = parseSettings(RELAY_SETTINGS, env);
+  // The relay publishes to Kafka, so only the services mode has one.
+  if (backendMode(config) !== "services") {
+    throw new ConfigError(
+      "invalid configuration:\n  the relay publishes to Kafka and needs TIDEMARK_PG_URL and TIDEMARK_S3_* (and TIDEMARK_KAFKA_BROKERS); with no services set, `tidemark start` plays the relay's role in process",
+    );
+  }
+  return config;
 }

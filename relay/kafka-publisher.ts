@@ -4,8 +4,8 @@
  * would silently drop a *different* batch that reuses them; a producer therefore only ever retries
  * the identical batch, and is replaced before anything else is sent after an unacknowledged one.
  */
-import { Kafka, logLevel, Partitioners, type LogEntry, type Producer } from "kafkajs";
-import type { Logger } from "../core/index.js";
+import { Partitioners, type Kafka, type Producer } from "kafkajs";
+import { createKafka, type Logger } from "../core/index.js";
 
 /** A message routed to its topic. */
 export interface RoutedMessage {
@@ -63,30 +63,19 @@ const PRODUCER_STATE_ERRORS = new Set([
   "PRODUCER_FENCED",
 ]);
 
-/** A kafkajs client with the relay's settings; kafkajs logs go to `log`. */
-export function createKafka(settings: KafkaSettings, log: Logger): Kafka {
-  return new Kafka({
-    clientId: settings.clientId,
-    brokers: [...settings.brokers],
-    requestTimeout: settings.requestTimeoutMs ?? 2000,
-    connectionTimeout: settings.connectionTimeoutMs ?? 1000,
-    enforceRequestTimeout: true,
-    retry: PRODUCER_RETRY,
-    logLevel: logLevel.INFO,
-    logCreator: () => (entry: LogEntry) => forwardLog(log, entry),
-  });
-}
-
-function forwardLog(log: Logger, { namespace, level, log: entry }: LogEntry): void {
-  const { message, timestamp: _timestamp, logger: _logger, ...extra } = entry as LogEntry["log"] & { logger?: string };
-  const fields = { kafkajs: namespace, ...extra };
-  // The relay limits kafkajs's retries on purpose and retries the identical batch itself (or
-  // replaces the producer), which keeps the idempotence kafkajs warns about here.
-  if (message.startsWith("Limiting retries for the idempotent producer")) log.debug(fields, message);
-  // kafkajs reports every failed request as ERROR; the relay retries and decides what is an error.
-  else if (level === logLevel.ERROR || level === logLevel.WARN) log.warn(fields, message);
-  else if (level === logLevel.INFO) log.debug(fields, message);
-  else log.trace(fields, message);
+/** The relay's kafkajs client: request timeouts enforced, kafkajs's own retries short (see PRODUCER_RETRY). */
+export function createRelayKafka(settings: KafkaSettings, log: Logger): Kafka {
+  return createKafka(
+    {
+      brokers: settings.brokers,
+      clientId: settings.clientId,
+      requestTimeoutMs: settings.requestTimeoutMs ?? 2000,
+      connectionTimeoutMs: settings.connectionTimeoutMs ?? 1000,
+      enforceRequestTimeout: true,
+      retry: PRODUCER_RETRY,
+    },
+    log,
+  );
 }
 
 /** The relay's idempotent producer. */

@@ -3,6 +3,7 @@
  * reflection and health. `startServer` returns a handle whose `stop` shuts down in reverse order.
  */
 import {
+  type Backends,
   CommitListener,
   committedAfter,
   type ConsumerTables,
@@ -11,9 +12,9 @@ import {
   createRegistry,
   type Database,
   lastPosition,
+  Lifecycle,
   type ListenConnector,
   type Logger,
-  type MetricsServer,
   migrateToLatest,
   type ObjectStore,
   openBackends,
@@ -88,6 +89,18 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   const log = overrides.log ?? createLogger("tidemark-server", config.logLevel);
   // Backends the caller did not supply are opened here and closed on stop.
   const opened = overrides.database === undefined || overrides.objects === undefined ? await openBackends(config) : undefined;
+  const lifecycle = new Lifecycle(log);
+  if (opened !== undefined) lifecycle.defer("storage", () => opened.close());
+  try {
+    return await serve(config, overrides, log, lifecycle, opened);
+  } catch (e) {
+    // A start that fails half way (the address in use, a migration) releases what it opened.
+    await lifecycle.close();
+    throw e;
+  }
+}
+
+async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logger, lifecycle: Lifecycle, opened: Backends | undefined): Promise<ServerHandle> {
   const database: Database<WriteSideTables> = overrides.database ?? opened!.database;
   const objects = overrides.objects ?? opened!.objects;
   const listenSource = overrides.listen ?? opened?.listen ?? config.pgUrl;
@@ -106,6 +119,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     maxMetadataValueLength: config.maxMetadataValueLength,
   };
   const committer = new Committer(database.db, database.schema, log, { maxWaitMs: config.writeDeadlineMs * 2 + config.sweepIntervalMs * 4 });
+  lifecycle.defer("committer", () => committer.close());
   const store = new EventStore({
     db: database.db,
     objects,
@@ -125,6 +139,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     intervalMs: config.sweepIntervalMs,
   });
   const listener = new CommitListener(listenSource, database.schema, log);
+  lifecycle.defer("commit listener", () => listener.close());
   await listener.start();
   const tail = new LogTail(
     {
@@ -166,16 +181,20 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
         ]),
     },
   );
+  // Only for a start that fails after listening; stop() shuts the server down gracefully first.
+  lifecycle.defer("gRPC server", () => server.shutdown(0, () => {}));
   const port = server.port;
   const host = config.grpcAddr.slice(0, config.grpcAddr.lastIndexOf(":"));
   const address = `${host}:${port}`;
   sweeper.start();
-  tail.start();
-  let metricsServer: MetricsServer | undefined;
+  lifecycle.defer("sweeper", () => sweeper.stop());
   if (config.metricsAddr !== "") {
-    metricsServer = await startMetricsServer(config.metricsAddr, [registry]);
+    const metricsServer = await startMetricsServer(config.metricsAddr, [registry]);
+    lifecycle.defer("metrics", () => metricsServer.close());
     log.info({ address: metricsServer.address }, "metrics at /metrics");
   }
+  tail.start();
+  lifecycle.defer("log tail", () => tail.stop());
   for (const name of ["", EventStoreService.typeName, InstanceService.typeName, ProcessingService.typeName]) health.set(name, ServingStatus.SERVING);
   log.info({ address, schema: database.schema, bucket: config.s3Bucket }, "tidemark server listening");
 
@@ -196,12 +215,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
         health.shutdown();
         shutdown.abort();
         await server.shutdown(graceMs, () => log.warn({ graceMs }, "grace period over; cancelling remaining calls"));
-        await tail.stop();
-        await sweeper.stop();
-        await metricsServer?.close();
-        committer.close();
-        await listener.close();
-        await opened?.close();
+        await lifecycle.close();
         log.info("tidemark server stopped");
       })();
       return stopping;

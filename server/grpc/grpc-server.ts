@@ -4,7 +4,7 @@ import type { BoundService } from "./bridge.js";
 /** A listening gRPC server with a graceful stop. */
 export interface GrpcServer {
   readonly port: number;
-  /** Stops taking calls, waits for in-flight calls up to `graceMs`, then cancels the rest. */
+  /** Stops taking calls, waits for in-flight calls up to `graceMs`, then cancels the rest; once. */
   shutdown(graceMs: number, onForce: () => void): Promise<void>;
 }
 
@@ -21,13 +21,15 @@ export async function listenGrpc(
   });
   for (const bound of services) server.addService(bound.definition, bound.implementation);
   options.configure?.(server);
+  let shutdown: Promise<void> | undefined;
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );
   return {
     port,
+    // Once: a second call (a failed start's cleanup after a graceful stop) waits for the first.
     shutdown: (graceMs, onForce) =>
-      new Promise<void>((resolve) => {
+      (shutdown ??= new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           onForce();
           server.forceShutdown();
@@ -38,6 +40,6 @@ export async function listenGrpc(
           clearTimeout(timer);
           resolve();
         });
-      }),
+      })),
   };
 }

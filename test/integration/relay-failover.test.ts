@@ -138,7 +138,7 @@ describe("R5 one active relay", () => {
       await waitFor(() => holderPid("zombie").then((pid) => pid === b.pid), { timeoutMs: 3 * LEASE_MS, intervalMs: 20, what: "relay B to take over from the frozen relay" });
       const tokenB = (await readLease(db, "zombie"))!.token;
       expect(tokenB).toBeGreaterThan(tokenA);
-      await waitFor(async () => (await readCheckpoint(db, "zombie")).fencingToken === tokenB, { what: "relay B to checkpoint" });
+      await waitFor(async () => (await readCheckpoint(db, "zombie")).fencingToken === tokenB, { timeoutMs: 60_000, what: "relay B to checkpoint" });
 
       const resumedAt = new Date();
       a.signal("SIGCONT");
