@@ -8,18 +8,17 @@
 import { sql, type Kysely } from "kysely";
 import {
   asWriteSide,
-  committedAfter,
+  CommitLogTailer,
+  commitLogOf,
   type ConsumerDatabase,
-  decodeSlot,
   INSTANCE_AGGREGATE_TYPE,
   INSTANCES_PROJECTION,
   INSTANCES_TABLE,
   lastPosition,
   type Logger,
   type ObjectStore,
-  slotKey,
+  readCommittedEvent,
   type SlotRow,
-  UnavailableError,
 } from "../core/index.js";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { projectInstanceEvents, type InstanceProjectionEvent } from "./projection.js";
@@ -80,11 +79,12 @@ export async function rebuildInstances(options: RebuildOptions): Promise<Rebuild
       const report = (phase: RebuildProgress["phase"], target: number) =>
         options.onProgress?.({ phase, position, target, events, resumedFrom: start.position });
 
-      for (;;) {
+      // The commit log read by position, as every tailer of it reads it; no waiting: a rebuild
+      // replays up to the end it finds, and the swap below replays the rest under a lock.
+      const commitLog = new CommitLogTailer(commitLogOf(asWriteSide(conn)), undefined, 0);
+      for await (const slots of commitLog.toEnd(position, batchSize)) {
         options.signal?.throwIfAborted();
-        const target = await lastPosition(asWriteSide(conn));
-        const slots = await committedAfter(asWriteSide(conn), position, batchSize);
-        if (slots.length === 0) break;
+        const target = await commitLog.source.lastPosition();
         await conn.transaction().execute(async (tx) => {
           await projectInstanceEvents(tx, REBUILD_TABLE, await loadEvents(options, slots));
           position = slots[slots.length - 1]!.globalPosition!;
@@ -106,9 +106,8 @@ export async function rebuildInstances(options: RebuildOptions): Promise<Rebuild
         // replayed below covers it.
         await sql`lock table ${sql.id(INSTANCES_TABLE)} in exclusive mode`.execute(tx);
         report("swap", await lastPosition(asWriteSide(tx)));
-        for (;;) {
-          const slots = await committedAfter(asWriteSide(tx), position, batchSize);
-          if (slots.length === 0) break;
+        const locked = new CommitLogTailer(commitLogOf(asWriteSide(tx)), undefined, 0);
+        for await (const slots of locked.toEnd(position, batchSize)) {
           await projectInstanceEvents(tx, REBUILD_TABLE, await loadEvents(options, slots));
           position = slots[slots.length - 1]!.globalPosition!;
           events += slots.length;
@@ -173,12 +172,7 @@ async function loadEvents(options: RebuildOptions, slots: readonly SlotRow[]): P
     const chunk = wanted.slice(i, i + parallelism);
     const loaded = await Promise.all(
       chunk.map(async (slot) => {
-        const key = slotKey(slot.aggregateType, slot.aggregateId, slot.seq);
-        const body = await options.objects.get(key);
-        if (body === undefined) throw new UnavailableError(`committed event ${key} is missing from the object store`);
-        const content = decodeSlot(body);
-        if (content.type !== "event") throw new UnavailableError(`committed slot ${key} holds a void marker`);
-        const e = content.envelope;
+        const e = (await readCommittedEvent(options.objects, slot)).envelope;
         return {
           aggregateId: slot.aggregateId,
           eventType: e.eventType,

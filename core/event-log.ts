@@ -329,6 +329,41 @@ export async function raiseHead(db: Db, aggregateType: string, aggregateId: stri
   return row.head;
 }
 
+/**
+ * Turns the pending reservation `logId` into the row of `event`, the event S3 holds at its slot
+ * (allocations were lost, W6: another writer's object is there), in place: the slot never lacks a
+ * row, so no successor can commit ahead of it (commit_slots waits for a predecessor it cannot see).
+ * Returns false when the row is no longer pending, or when `event` is already live in another
+ * slot (then the reservation is removed: S3 has the event twice, which a resync reports).
+ */
+export async function adoptInPlace(
+  db: Kysely<WriteSideTables>,
+  logId: number,
+  event: { readonly eventId: string; readonly eventType: string; readonly contentHash: string; readonly orderingKey: string | null },
+): Promise<boolean> {
+  try {
+    const row = await db
+      .updateTable("event_log")
+      .set({
+        event_id: event.eventId,
+        event_type: event.eventType,
+        content_hash: event.contentHash,
+        ordering_key: event.orderingKey,
+        batch_first_seq: sql`seq`,
+        batch_last_seq: sql`seq`,
+      })
+      .where("log_id", "=", logId)
+      .where("state", "=", "pending")
+      .returning("log_id")
+      .executeTakeFirst();
+    return row !== undefined;
+  } catch (e) {
+    if ((e as { code?: string }).code !== UNIQUE_VIOLATION) throw e;
+    await forgetSlots(db, [logId]);
+    return false;
+  }
+}
+
 /** Records a slot found in S3 but unknown to the log, as pending, so the commit path publishes it. */
 export async function adoptSlot(
   db: Db,

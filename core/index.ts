@@ -7,6 +7,7 @@
  */
 export * from "./backends.js";
 export * from "./commit-listener.js";
+export * from "./commit-log-reader.js";
 export * from "./db/database.js";
 export * from "./db/migrations/index.js";
 export * from "./db/schema.js";
@@ -21,6 +22,7 @@ export * from "./ids.js";
 export * from "./kafka.js";
 export * from "./json-object.js";
 export * from "./lifecycle.js";
+export * from "./log-tail.js";
 export * from "./log.js";
 export type * from "./message-source.js";
 export * from "./metrics.js";

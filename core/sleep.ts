@@ -20,6 +20,8 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * and whoever owns the set wakes every waiter by calling each (a commit arrived, a lease changed).
  */
 export function sleepUntilWoken(waiters: Set<() => void>, ms: number, signal?: AbortSignal): Promise<void> {
+  // An abort that came first would never fire its event again: the wait would last all of `ms`.
+  if (signal?.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);

@@ -7,6 +7,8 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import {
   CommitListener,
+  CommitLogTailer,
+  commitLogOf,
   createLogger,
   type Database,
   Lifecycle,
@@ -20,6 +22,7 @@ import {
   type RelayTables,
   sleep,
   startMetricsServer,
+  writeSideView,
 } from "../core/index.js";
 import type { RelayConfig } from "./config.js";
 import { EventReader } from "./event-reader.js";
@@ -148,15 +151,13 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
   const pump = new RelayPump({
     db: database.db,
     name: config.name,
-    reader: new EventReader(database.db, objects, config.batchSize, config.readConcurrency),
+    reader: new EventReader(new CommitLogTailer(commitLogOf(writeSideView(database.db)), listener, config.pollMs), objects, config.batchSize, config.readConcurrency),
     publisher,
     router,
     lease,
-    wake: listener,
     metrics,
     log,
     hooks: overrides.hooks ?? {},
-    pollMs: config.pollMs,
     readAhead: config.readAheadBatches,
     ensureTopics: async () => {
       if (topicsReady) return;

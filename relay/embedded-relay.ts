@@ -11,6 +11,9 @@
  */
 import type { Kysely } from "kysely";
 import {
+  type CommitWake,
+  CommitLogTailer,
+  commitLogOf,
   Counter,
   Gauge,
   lastPosition,
@@ -24,7 +27,7 @@ import {
   type SourceRequest,
   writeSideView,
 } from "../core/index.js";
-import { EventReader, PatientReader, type CommitWake } from "./event-reader.js";
+import { EventReader, PatientReader } from "./event-reader.js";
 import { advanceGroupCheckpoint, relayLag } from "./relay-repository.js";
 
 /** What the embedded relay needs; the database and object store are the process's one instance. */
@@ -126,7 +129,8 @@ export class EmbeddedRelay {
 
   constructor(private readonly options: EmbeddedRelayOptions) {
     this.metrics = new EmbeddedRelayMetrics(options.registry, () => this.sources, options.db, options.log);
-    this.reader = new EventReader(options.db, options.objects, options.batchSize ?? 500, options.readConcurrency ?? 16);
+    const tailer = new CommitLogTailer(commitLogOf(writeSideView(options.db)), options.wake, options.pollMs ?? 1000);
+    this.reader = new EventReader(tailer, options.objects, options.batchSize ?? 500, options.readConcurrency ?? 16);
   }
 
   /** The source of one consumer group, reading from its durable checkpoint. */
@@ -134,10 +138,8 @@ export class EmbeddedRelay {
     const source = new LogSource(request, {
       db: this.options.db,
       reader: this.reader,
-      wake: this.options.wake,
       log: this.options.log.child({ relay: "embedded", group: request.groupId }),
       metrics: this.metrics,
-      pollMs: this.options.pollMs ?? 1000,
       onStop: () => this.sources.delete(source),
     });
     this.sources.add(source);
@@ -158,10 +160,8 @@ export class EmbeddedRelay {
 interface LogSourceDeps {
   readonly db: Kysely<RelayTables>;
   readonly reader: EventReader;
-  readonly wake: CommitWake;
   readonly log: Logger;
   readonly metrics: EmbeddedRelayMetrics;
-  readonly pollMs: number;
   readonly onStop: () => void;
 }
 
@@ -214,8 +214,6 @@ class LogSource implements MessageSource {
     let cursor = from;
     const reader = new PatientReader({
       reader: deps.reader,
-      wake: deps.wake,
-      pollMs: deps.pollMs,
       log: deps.log,
       label: "embedded relay",
       onUnreadable: (e) => {

@@ -1,21 +1,20 @@
 /**
- * Reads the next committed events in global order and their bytes from S3, the source of truth.
- * Positions are assigned under the commit counter's lock, so "position > cursor, in order" never
- * passes an event that becomes visible later (docs/CONTRACT.md R1). An object that cannot be read stops
- * the batch right before it: the relay never skips an event.
+ * Reads the next committed events in global order and their bytes from S3, the source of truth,
+ * with core's commit-log tailer and event reader (core/commit-log-reader.ts: tailing by position
+ * never passes an event that becomes visible later, docs/CONTRACT.md R1). An object that cannot be
+ * read stops the batch right before it: the relay never skips an event.
  */
-import type { Kysely } from "kysely";
 import {
-  committedAfter,
+  type CommitLogTailer,
   type Logger,
   type ObjectStore,
-  type RelayTables,
+  readCommittedEvent,
   sleep,
-  slotKey,
   type SlotRow,
-  writeSideView,
+  type TailPage,
+  UnreadableEventError,
 } from "../core/index.js";
-import { logBlocked, toKafkaMessage, UnreadableEventError, type EventMessage } from "./to-kafka-message.js";
+import { logBlocked, toKafkaMessage, type EventMessage } from "./to-kafka-message.js";
 
 /** Committed events after `after`, up to and including `last`, with their messages, in order. */
 export interface ReadBatch {
@@ -27,20 +26,22 @@ export interface ReadBatch {
 /** Reads batches of committed events. */
 export class EventReader {
   constructor(
-    private readonly db: Kysely<RelayTables>,
+    private readonly tailer: CommitLogTailer,
     private readonly objects: ObjectStore,
     private readonly batchSize: number,
     private readonly concurrency: number,
   ) {}
 
   /**
-   * The next committed events after `after` (at most batchSize), or undefined when there are none.
-   * When an object is unreadable, returns the events before it; when the first one is unreadable,
-   * throws UnreadableEventError, so the caller retries that very position.
+   * The next committed events after `after` (at most batchSize) — `batch` undefined when there are
+   * none — and the page they came from (its `waitForMore` waits for the next commit). When an
+   * object is unreadable, returns the events before it; when the first one is unreadable, throws
+   * UnreadableEventError, so the caller retries that very position.
    */
-  async next(after: number): Promise<ReadBatch | undefined> {
-    const rows = await committedAfter(writeSideView(this.db), after, this.batchSize);
-    if (rows.length === 0) return undefined;
+  async next(after: number): Promise<{ readonly batch: ReadBatch | undefined; readonly page: TailPage }> {
+    const page = await this.tailer.read(after, this.batchSize);
+    const rows = page.rows;
+    if (rows.length === 0) return { batch: undefined, page };
     const results = await this.load(rows);
     const messages: EventMessage[] = [];
     for (const result of results) {
@@ -50,7 +51,7 @@ export class EventReader {
       }
       messages.push(result);
     }
-    return { after, last: messages[messages.length - 1]!.position, messages };
+    return { batch: { after, last: messages[messages.length - 1]!.position, messages }, page };
   }
 
   private async load(rows: readonly SlotRow[]): Promise<Array<EventMessage | UnreadableEventError>> {
@@ -71,19 +72,8 @@ export class EventReader {
   }
 
   private async loadOne(row: SlotRow): Promise<EventMessage | UnreadableEventError> {
-    const position = row.globalPosition!;
-    const key = slotKey(row.aggregateType, row.aggregateId, row.seq);
-    let body: string | undefined;
     try {
-      body = await this.objects.get(key);
-    } catch (e) {
-      return new UnreadableEventError("unavailable", position, key, `object store unavailable reading ${key}`, { cause: e });
-    }
-    if (body === undefined) {
-      return new UnreadableEventError("missing", position, key, `committed event ${row.eventId} at position ${position} has no object at ${key}`);
-    }
-    try {
-      return toKafkaMessage(row, key, body);
+      return toKafkaMessage(row, await readCommittedEvent(this.objects, row));
     } catch (e) {
       if (e instanceof UnreadableEventError) return e;
       throw e;
@@ -91,18 +81,9 @@ export class EventReader {
   }
 }
 
-/** Wakes a reader when a commit is announced (core/commit-listener.ts provides it). */
-export interface CommitWake {
-  readonly lastAnnounced: number;
-  wait(timeoutMs: number, signal?: AbortSignal): Promise<void>;
-}
-
 /** What a {@link PatientReader} works with; the callbacks set the caller's own metrics. */
 export interface PatientReaderDeps {
   readonly reader: EventReader;
-  readonly wake: CommitWake;
-  /** Longest wait for a commit notification before looking anyway. */
-  readonly pollMs: number;
   readonly log: Logger;
   /** Names the relay in alarm lines ("relay", "embedded relay"). */
   readonly label: string;
@@ -131,11 +112,15 @@ export class PatientReader {
 
   async step(cursor: number, signal: AbortSignal): Promise<ReadBatch | undefined> {
     const { deps } = this;
-    // Read before checking for news: a commit announced during the query is looked at again.
-    const announced = deps.wake.lastAnnounced;
     let batch: ReadBatch | undefined;
     try {
-      batch = await deps.reader.next(cursor);
+      const read = await deps.reader.next(cursor);
+      batch = read.batch;
+      if (batch === undefined) {
+        this.backoff = 100;
+        await read.page.waitForMore(signal);
+        return undefined;
+      }
     } catch (e) {
       if (e instanceof UnreadableEventError) {
         deps.onUnreadable(e);
@@ -153,10 +138,6 @@ export class PatientReader {
       return undefined;
     }
     this.backoff = 100;
-    if (batch === undefined) {
-      if (deps.wake.lastAnnounced === announced) await deps.wake.wait(deps.pollMs, signal);
-      return undefined;
-    }
     if (this.blockedAt !== undefined && batch.last >= this.blockedAt) {
       deps.log.warn({ alarm: "relay_blocked", position: this.blockedAt }, `${deps.label} unblocked: the event is readable again`);
       this.blockedAt = undefined;

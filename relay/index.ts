@@ -7,5 +7,5 @@ export { createRelayKafka, ensureTopics, type KafkaSettings, type TopicSpec } fr
 export type { ReadBatch, RelayHooks, TermOutcome } from "./relay-pump.js";
 export { advanceCheckpoint, advanceGroupCheckpoint, readCheckpoint, readLease, relayLag, type Checkpoint, type LeaseRow, type RelayLag } from "./relay-repository.js";
 export type { RelayTables } from "../core/index.js";
-export { toKafkaMessage, UnreadableEventError, type EventMessage, type UnreadableReason } from "./to-kafka-message.js";
+export { toKafkaMessage, type EventMessage } from "./to-kafka-message.js";
 export { parseRoutes, TopicRouter, type Route } from "./topic-router.js";

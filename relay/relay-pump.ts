@@ -7,14 +7,14 @@
 import type { Kysely } from "kysely";
 import { type Logger, type RelayTables, sleep } from "../core/index.js";
 import { AckTracker } from "./ack-tracker.js";
-import { PatientReader, type CommitWake, type EventReader, type ReadBatch } from "./event-reader.js";
+import { PatientReader, type EventReader, type ReadBatch } from "./event-reader.js";
 import type { Publisher, RoutedMessage } from "./kafka-publisher.js";
 import type { RelayLease } from "./relay-lease.js";
 import type { RelayMetrics } from "./relay-metrics.js";
 import { advanceCheckpoint, readCheckpoint } from "./relay-repository.js";
 import type { TopicRouter } from "./topic-router.js";
 
-export type { CommitWake, ReadBatch };
+export type { ReadBatch };
 
 /** Test hooks at the named steps of a batch; a hook that throws or never returns simulates a crash. */
 export interface RelayHooks {
@@ -38,12 +38,9 @@ export interface PumpDeps {
   readonly publisher: Publisher;
   readonly router: TopicRouter;
   readonly lease: RelayLease;
-  readonly wake: CommitWake;
   readonly metrics: RelayMetrics;
   readonly log: Logger;
   readonly hooks: RelayHooks;
-  /** Longest wait for a commit notification before the reader looks anyway. */
-  readonly pollMs: number;
   /** Batches read ahead of the one being produced. */
   readonly readAhead: number;
   /** Creates the topics (retried until it succeeds or the term ends). */
@@ -105,8 +102,6 @@ export class RelayPump {
     let cursor = from;
     const reader = new PatientReader({
       reader: deps.reader,
-      wake: deps.wake,
-      pollMs: deps.pollMs,
       log: deps.log,
       label: "relay",
       onUnreadable: (e) => {

@@ -4,7 +4,7 @@
  * is assigned at commit); headers repeat the identity fields, the content type and the trace context.
  */
 import {
-  decodeSlot,
+  type CommittedEvent,
   encodeEnvelope,
   ENVELOPE_CONTENT_TYPE,
   type EventEnvelope,
@@ -12,25 +12,9 @@ import {
   kindLabel,
   type Logger,
   type SlotRow,
+  type UnreadableEventError,
 } from "../core/index.js";
 import type { EventKindLabel } from "./topic-router.js";
-
-/** Why an event could not be turned into a message; the relay blocks on it and raises an alarm. */
-export type UnreadableReason = "missing" | "unavailable" | "void" | "corrupt" | "mismatch";
-
-/** An event the relay must not skip but cannot read: it stops there until the object is readable. */
-export class UnreadableEventError extends Error {
-  override name = "UnreadableEventError";
-  constructor(
-    readonly reason: UnreadableReason,
-    readonly position: number,
-    readonly key: string,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
 
 /**
  * Raises the alarm for publication blocked at an unreadable event (`who` names the relay): a
@@ -60,29 +44,12 @@ export interface EventMessage {
 const TRACE_HEADERS = ["traceparent", "tracestate"] as const;
 
 /**
- * Builds the message of a committed log row from the bytes of its S3 object. Throws
- * UnreadableEventError when the object is a void marker, cannot be decoded, or holds another event.
+ * Builds the message of a committed log row from its stored event (core's readCommittedEvent,
+ * which has checked that the object holds that very event).
  */
-export function toKafkaMessage(row: SlotRow, objectKey: string, body: string): EventMessage {
+export function toKafkaMessage(row: SlotRow, event: CommittedEvent): EventMessage {
   const position = row.globalPosition!;
-  let content;
-  try {
-    content = decodeSlot(body);
-  } catch (e) {
-    throw new UnreadableEventError("corrupt", position, objectKey, `object ${objectKey} is not an envelope`, { cause: e });
-  }
-  if (content.type === "void") {
-    throw new UnreadableEventError("void", position, objectKey, `object ${objectKey} is a void marker but the log says committed`);
-  }
-  const envelope = content.envelope;
-  if (envelope.eventId !== row.eventId || Number(envelope.sequenceNumber) !== row.seq) {
-    throw new UnreadableEventError(
-      "mismatch",
-      position,
-      objectKey,
-      `object ${objectKey} holds event ${envelope.eventId} seq ${envelope.sequenceNumber}, the log says ${row.eventId} seq ${row.seq}`,
-    );
-  }
+  const envelope = event.envelope;
   const orderingKey = envelope.metadata["ordering_key"];
   // R2: one key per ordering domain, so Kafka keeps the events of that key in one partition.
   const key = orderingKey !== undefined && orderingKey !== "" ? orderingKey : `${envelope.aggregateType}/${envelope.aggregateId}`;
@@ -106,7 +73,7 @@ export function toKafkaMessage(row: SlotRow, objectKey: string, body: string): E
     kind: eventKind(envelope.kind, envelope.metadata["kind"]),
     committedAt: row.committedAt!,
     key,
-    value: withGlobalPosition(body, envelope, position),
+    value: withGlobalPosition(event.body, envelope, position),
     headers,
   };
 }

@@ -15,6 +15,8 @@ import {
   Lifecycle,
   type ListenConnector,
   type Logger,
+  LogTail,
+  type LogTailSettings,
   migrateToLatest,
   type ObjectStore,
   openBackends,
@@ -44,7 +46,6 @@ import type { Limits } from "./limits.js";
 import { eventStoreHandlers } from "./services/event-store-service.js";
 import { instanceHandlers, type InstanceReadModel } from "./services/instance-service.js";
 import { subscribeHandler } from "./subscribe.js";
-import { LogTail, type LogTailSettings } from "./log-tail.js";
 import { Sweeper } from "./sweeper.js";
 
 /** Parts a caller (tests, the embedded mode) may supply instead of the configured ones. */

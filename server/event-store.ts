@@ -8,14 +8,15 @@ import type { Kysely } from "kysely";
 import {
   adoptSlot,
   ConcurrencyError,
-  decodeSlot,
+  readCommittedEvent,
+  readSlot,
   encodeEnvelope,
   ENVELOPE_CONTENT_TYPE,
   type EventEnvelope,
   EventEnvelopeSchema,
   EventKind,
   type Expectation,
-  forgetSlots,
+  adoptInPlace,
   type Logger,
   NotFoundError,
   type ObjectStore,
@@ -83,6 +84,9 @@ export interface EventStoreDeps {
 
 const READ_PARALLELISM = 16;
 
+/** What a slot held when its conditional create answered 412 (or that it was created). */
+type SlotFinding = { readonly kind: "ours" } | { readonly kind: "void" } | { readonly kind: "foreign"; readonly envelope: EventEnvelope };
+
 /** Appends and reads event streams. */
 export class EventStore {
   private readonly cache: EventCache;
@@ -136,7 +140,7 @@ export class EventStore {
   ): Promise<void> {
     const occurredAt = timestampFromDate(this.now());
     const outcomes = await Promise.allSettled(
-      pairs.map(async ({ slot, event }) => {
+      pairs.map(async ({ slot, event }): Promise<SlotFinding> => {
         const envelope = create(EventEnvelopeSchema, {
           eventId: event.eventId,
           eventType: event.eventType,
@@ -157,31 +161,32 @@ export class EventStore {
         if (created === "created") {
           this.cache.set(key, envelope);
           await this.deps.afterWrite?.(slot);
-          return "ours" as const;
+          return { kind: "ours" } as const;
         }
-        const existing = await this.deps.objects.get(key);
-        if (existing === undefined) throw new UnavailableError(`slot ${key} answered 412 but cannot be read`);
-        const content = decodeSlot(existing);
-        if (content.type === "void") return "void" as const;
-        return content.envelope.eventId === event.eventId ? ("ours" as const) : ("foreign" as const);
+        const content = await readSlot(this.deps.objects, key);
+        if (content === undefined) throw new UnavailableError(`slot ${key} answered 412 but cannot be read`);
+        if (content.type === "void") return { kind: "void" } as const;
+        return content.envelope.eventId === event.eventId ? ({ kind: "ours" } as const) : ({ kind: "foreign", envelope: content.envelope } as const);
       }),
     );
     const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
     if (failed !== undefined) throw failed.reason;
-    const kinds = outcomes.map((o) => (o as PromiseFulfilledResult<"ours" | "void" | "foreign">).value);
-    if (kinds.every((k) => k === "ours")) return;
+    const found = outcomes.map((o) => (o as PromiseFulfilledResult<SlotFinding>).value);
+    if (found.every((f) => f.kind === "ours")) return;
 
     // The batch cannot commit as a whole (W7): close every slot of it that is ours or void, and
-    // forget reservations of slots that S3 says belong to other events.
-    const foreign = pairs.filter((_, i) => kinds[i] === "foreign").map((p) => p.slot.logId);
-    const closed = pairs.filter((_, i) => kinds[i] !== "foreign").map((p) => p.slot.logId);
+    // hand the slots that S3 says belong to other events over to those events (W6).
+    const closed = pairs.filter((_, i) => found[i]!.kind !== "foreign").map((p) => p.slot.logId);
     await voidSlots(this.deps.db, closed);
-    await forgetSlots(this.deps.db, foreign);
+    const foreign = pairs.flatMap((p, i) => {
+      const f = found[i]!;
+      return f.kind === "foreign" ? [{ slot: p.slot, envelope: f.envelope }] : [];
+    });
     if (foreign.length === 0) {
       throw new UnavailableError("the write reached the store after its slot was closed; retry the append");
     }
     const first = pairs[0]!.slot.seq;
-    const head = await this.resync(input.aggregateType, input.aggregateId);
+    const head = await this.takeOver(input.aggregateType, input.aggregateId, foreign);
     this.deps.log.warn(
       { aggregateType: input.aggregateType, aggregateId: input.aggregateId, reservedFrom: first, head },
       "sequence allocation was behind the object store; head re-synchronised",
@@ -190,22 +195,39 @@ export class EventStore {
   }
 
   /**
-   * Re-synchronises a stream from S3 (W6): slots found in S3 that the log lacks are adopted (events
-   * are committed and so published, void markers recorded) and the allocation head is raised.
+   * Hands reserved slots that S3 says hold other events over to those events, in place, then
+   * re-synchronises the stream (W6). Adopting in place matters: were the reservations removed first
+   * and the events adopted later, a successor appended meanwhile would commit before them and reach
+   * Kafka ahead of them (R2) — the chaos harness found exactly that. Returns the new head.
    */
-  async resync(aggregateType: string, aggregateId: string): Promise<number> {
+  async takeOver(aggregateType: string, aggregateId: string, foreign: ReadonlyArray<{ slot: SlotRow; envelope: EventEnvelope }>): Promise<number> {
+    const adopted: number[] = [];
+    for (const { slot, envelope } of foreign) {
+      const orderingKey = envelope.metadata["ordering_key"] ?? null;
+      if (await adoptInPlace(this.deps.db, slot.logId, { eventId: envelope.eventId, eventType: envelope.eventType, contentHash: envelope.contentHash, orderingKey })) {
+        adopted.push(slot.logId);
+      }
+    }
+    return this.resync(aggregateType, aggregateId, adopted);
+  }
+
+  /**
+   * Re-synchronises a stream from S3 (W6): slots found in S3 that the log lacks are adopted (events
+   * are committed and so published, void markers recorded) and the allocation head is raised;
+   * `adopted` are slots a caller already adopted in place, committed with the others.
+   */
+  async resync(aggregateType: string, aggregateId: string, alsoCommit: readonly number[] = []): Promise<number> {
     const keys = await this.deps.objects.list(streamPrefix(aggregateType, aggregateId));
     const known = new Set((await streamSlots(this.deps.db, aggregateType, aggregateId, 0, 1_000_000)).map((s) => s.seq));
     let max = 0;
-    const adopted: number[] = [];
+    const adopted: number[] = [...alsoCommit];
     for (const key of keys) {
       const seq = seqOfSlotKey(key);
       if (seq === undefined) continue;
       max = Math.max(max, seq);
       if (known.has(seq)) continue;
-      const body = await this.deps.objects.get(key);
-      if (body === undefined) continue;
-      const content = decodeSlot(body);
+      const content = await readSlot(this.deps.objects, key);
+      if (content === undefined) continue;
       const base = { aggregateType, aggregateId, seq, batchFirstSeq: seq, batchLastSeq: seq, orderingKey: null };
       try {
         if (content.type === "void") {
@@ -280,11 +302,7 @@ export class EventStore {
     const key = slotKey(row.aggregateType, row.aggregateId, row.seq);
     let envelope = this.cache.get(key);
     if (envelope === undefined) {
-      const body = await this.deps.objects.get(key);
-      if (body === undefined) throw new UnavailableError(`committed event ${key} is missing from the object store`);
-      const content = decodeSlot(body);
-      if (content.type !== "event") throw new UnavailableError(`committed slot ${key} holds a void marker`);
-      envelope = content.envelope;
+      envelope = (await readCommittedEvent(this.deps.objects, row)).envelope;
       this.cache.set(key, envelope);
     }
     // A shallow copy: the cached envelope is shared and never changes, and protobuf-es's clone

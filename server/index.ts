@@ -8,5 +8,4 @@ export { loadServerConfig, SERVER_OWN_SETTINGS, SERVER_SETTINGS, type ServerConf
 export { createClient, findDetail, grpc, statusDetails, type CallOptions, type Client, type ClientOf } from "./grpc/client.js";
 export { HealthState, ServingStatus } from "./grpc/health.js";
 export { DEFAULT_LIMITS, type Limits } from "./limits.js";
-export { LOG_TAIL_DEFAULTS, LogTail, type LogTailSettings, type TailItem } from "./log-tail.js";
 export type { InstanceReadModel } from "./services/instance-service.js";

@@ -1,8 +1,7 @@
 import * as grpcStatus from "./grpc/status-codes.js";
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry } from "../core/index.js";
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type LogTail, type Registry } from "../core/index.js";
 import type { CallObserver } from "./grpc/bridge.js";
 import type { Committer } from "./committer.js";
-import type { LogTail } from "./log-tail.js";
 import type { Sweeper } from "./sweeper.js";
 
 /** The server's metrics: gRPC calls by method and code with latency, commits, sweeps and Subscribe's fan-out. */

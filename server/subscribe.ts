@@ -4,10 +4,9 @@
  * commit log once for every subscriber and hands each one its events in position order (R1).
  */
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateType, type EventEnvelope, type SlotRow, Violations } from "../core/index.js";
+import { checkAggregateType, type EventEnvelope, type LogTail, type SlotRow, type TailItem, Violations } from "../core/index.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
-import type { LogTail, TailItem } from "./log-tail.js";
 import { checkSeq } from "./validation.js";
 
 export type { SubscribeResponse };

@@ -6,12 +6,12 @@
 import type { Kysely } from "kysely";
 import {
   batchSlots,
-  decodeSlot,
   encodeVoidMarker,
+  type EventEnvelope,
   expiredPendingSlots,
-  forgetSlots,
   type Logger,
   type ObjectStore,
+  readSlot,
   slotKey,
   type SlotRow,
   VOID_CONTENT_TYPE,
@@ -43,7 +43,7 @@ export interface SweepResult {
   forgotten: number;
 }
 
-type SlotFinding = "written" | "void" | "foreign";
+type SlotFinding = { readonly kind: "written" } | { readonly kind: "void" } | { readonly kind: "foreign"; readonly envelope: EventEnvelope };
 
 /** Periodically resolves expired reservations; safe to run in every server at once. */
 export class Sweeper {
@@ -88,7 +88,7 @@ export class Sweeper {
       const batch = (await batchSlots(this.deps.db, slot)).filter((s) => s.state === "pending");
       if (batch.length === 0) continue;
       const findings = await Promise.all(batch.map((s) => this.inspect(s)));
-      if (findings.every((f) => f === "written")) {
+      if (findings.every((f) => f.kind === "written")) {
         // Fire and forget: the commit may wait for a predecessor that another sweep resolves.
         this.deps.committer.commit(batch.map((s) => s.logId)).catch((e: unknown) =>
           this.deps.log.warn({ err: e, aggregateId: slot.aggregateId }, "sweeper commit deferred"),
@@ -96,14 +96,17 @@ export class Sweeper {
         result.committed += batch.length;
         continue;
       }
-      const foreign = batch.filter((_, i) => findings[i] === "foreign");
-      const closed = batch.filter((_, i) => findings[i] !== "foreign");
+      const foreign = batch.flatMap((s, i) => {
+        const f = findings[i]!;
+        return f.kind === "foreign" ? [{ slot: s, envelope: f.envelope }] : [];
+      });
+      const closed = batch.filter((_, i) => findings[i]!.kind !== "foreign");
       result.voided += (await voidSlots(this.deps.db, closed.map((s) => s.logId))).length;
-      await forgetSlots(this.deps.db, foreign.map((s) => s.logId));
+      // Handed over in place to the events S3 holds there (W6): see EventStore.takeOver.
       result.forgotten += foreign.length;
-      if (foreign.length > 0) await this.deps.store.resync(slot.aggregateType, slot.aggregateId);
+      if (foreign.length > 0) await this.deps.store.takeOver(slot.aggregateType, slot.aggregateId, foreign);
       this.deps.log.warn(
-        { aggregateType: slot.aggregateType, aggregateId: slot.aggregateId, seqs: batch.map((s) => s.seq), findings },
+        { aggregateType: slot.aggregateType, aggregateId: slot.aggregateId, seqs: batch.map((s) => s.seq), findings: findings.map((f) => f.kind) },
         "abandoned reservation resolved",
       );
     }
@@ -116,8 +119,8 @@ export class Sweeper {
   /** What the slot holds; an empty slot is closed with a void marker first. */
   private async inspect(slot: SlotRow): Promise<SlotFinding> {
     const key = slotKey(slot.aggregateType, slot.aggregateId, slot.seq);
-    let body = await this.deps.objects.get(key);
-    if (body === undefined) {
+    let content = await readSlot(this.deps.objects, key);
+    if (content === undefined) {
       const marker = voidMarker({
         aggregateType: slot.aggregateType,
         aggregateId: slot.aggregateId,
@@ -127,13 +130,12 @@ export class Sweeper {
         now: (this.deps.now ?? (() => new Date()))(),
       });
       if ((await this.deps.objects.createIfAbsent(key, encodeVoidMarker(marker), VOID_CONTENT_TYPE)) === "created") {
-        return "void";
+        return { kind: "void" };
       }
-      body = await this.deps.objects.get(key);
-      if (body === undefined) throw new Error(`slot ${key} answered 412 but cannot be read`);
+      content = await readSlot(this.deps.objects, key);
+      if (content === undefined) throw new Error(`slot ${key} answered 412 but cannot be read`);
     }
-    const content = decodeSlot(body);
-    if (content.type === "void") return "void";
-    return content.envelope.eventId === slot.eventId ? "written" : "foreign";
+    if (content.type === "void") return { kind: "void" };
+    return content.envelope.eventId === slot.eventId ? { kind: "written" } : { kind: "foreign", envelope: content.envelope };
   }
 }

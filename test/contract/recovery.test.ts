@@ -4,7 +4,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sql } from "kysely";
-import { decodeSlot } from "../../core/envelope.js";
+import { create } from "@bufbuild/protobuf";
+import { openBackends } from "../../core/backends.js";
+import { contentHash, decodeSlot, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventEnvelopeSchema, EventKind } from "../../core/envelope.js";
+import type { ObjectStore } from "../../core/object-store.js";
 import { slotKey, streamPrefix } from "../../core/ids.js";
 import { ConcurrencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
 import { collect, expectStatus, findDetail, grpc } from "../helpers/grpc-errors.js";
@@ -137,5 +140,85 @@ describe("W6 PostgreSQL is a cache of S3", () => {
     );
     const read = await collect(t.events.readStream({ aggregateType: "Task", aggregateId: id }));
     expect(read.map((r) => r.event!.eventId)).toEqual(["w6b-0", "w6b-1"]);
+  });
+});
+
+describe("W6 with a writer appending meanwhile (found by the chaos harness)", () => {
+  it("hands slots that S3 says hold lost events over in place, so an append made meanwhile cannot overtake them on the log (R2)", async () => {
+    // A PostgreSQL crash lost a reservation whose objects had been written: S3 holds events at
+    // seqs 2-4 that the log does not know, and the head fell back to 1.
+    const config = testServerConfig(fastSweep);
+    const backends = await openBackends(config);
+    let releaseList!: () => void;
+    const listGate = new Promise<void>((r) => (releaseList = r));
+    let listed!: () => void;
+    const listCalled = new Promise<void>((r) => (listed = r));
+    let yWritten!: () => void;
+    const yInS3 = new Promise<void>((r) => (yWritten = r));
+    // The resync lists the stream's keys: held there, it is as slow as the chaos run's S3 was.
+    const objects: ObjectStore = {
+      createIfAbsent: (key, body, type) => backends.objects.createIfAbsent(key, body, type),
+      get: (key) => backends.objects.get(key),
+      list: async (prefix) => {
+        listed();
+        await listGate;
+        return backends.objects.list(prefix);
+      },
+      ensureReady: () => backends.objects.ensureReady(),
+      close: () => {},
+    };
+    const s = await startTestServer(config, {
+      database: backends.database,
+      objects,
+      listen: backends.listen,
+      afterWrite: async (slot) => {
+        if (slot.eventId === "y-5") yWritten();
+      },
+    });
+    try {
+      const id = "w6c";
+      await s.events.appendEvents({ aggregateType: "Task", aggregateId: id, expectation: { case: "noStream", value: {} }, events: [event("w6c-1")] });
+      for (const seq of [2, 3, 4]) {
+        const data = { lost: seq };
+        const envelope = create(EventEnvelopeSchema, {
+          eventId: `lost-${seq}`,
+          eventType: "Noted",
+          aggregateType: "Task",
+          aggregateId: id,
+          sequenceNumber: BigInt(seq),
+          data,
+          metadata: { kind: "domain" },
+          schemaVersion: 1,
+          kind: EventKind.DOMAIN,
+          contentHash: contentHash({ eventType: "Noted", aggregateType: "Task", aggregateId: id, data, metadata: { kind: "domain" }, schemaVersion: 1, kind: EventKind.DOMAIN }),
+        });
+        expect(await backends.objects.createIfAbsent(slotKey("Task", id, seq), encodeEnvelope(envelope), ENVELOPE_CONTENT_TYPE)).toBe("created");
+      }
+
+      // X reserves 2-4, finds them taken in S3, and its resync is held.
+      const x = s.events
+        .appendEvents({ aggregateType: "Task", aggregateId: id, expectation: { case: "any", value: {} }, events: [event("x-2"), event("x-3"), event("x-4")] })
+        .then(
+          () => "ok",
+          (e: grpc.ServiceError) => grpc.status[e.code],
+        );
+      await listCalled;
+      // Y appends after X's reservation: seq 5, written to S3 while X's resync waits.
+      const y = s.events.appendEvents({ aggregateType: "Task", aggregateId: id, expectation: { case: "any", value: {} }, events: [event("y-5")] });
+      await yInS3;
+      releaseList();
+      expect(await x).toBe("ABORTED");
+      expect((await y).events[0]!.sequenceNumber).toBe(5n);
+
+      const read = await collect(s.events.readStream({ aggregateType: "Task", aggregateId: id }));
+      expect(read.map((r) => r.event!.eventId)).toEqual(["w6c-1", "lost-2", "lost-3", "lost-4", "y-5"]);
+      // Position order is seq order: the relay publishes lost-2..4 before y-5.
+      const positions = read.map((r) => Number(r.event!.globalPosition));
+      expect(positions).toEqual([...positions].sort((a, b) => a - b));
+    } finally {
+      releaseList();
+      await s.close();
+      await backends.close();
+    }
   });
 });

@@ -1,5 +1,5 @@
 /**
- * The shared log tail (server/log-tail.ts) over an in-memory commit log: one read per commit for
+ * The shared log tail (core/log-tail.ts) over an in-memory commit log: one read per commit for
  * every attached subscriber, catch-up alone then a join, each hand-over (from the history, ahead of
  * a lagging tail, onto an idle tail) without gap or repeat, detaching a subscriber that does not
  * keep up and its return, per-subscriber filters, one shared envelope per event, and ending.
@@ -10,7 +10,8 @@ import { EventEnvelopeSchema, type EventEnvelope } from "../../core/envelope.js"
 import type { SlotRow } from "../../core/event-log.js";
 import { createLogger } from "../../core/log.js";
 import { sleepUntilWoken } from "../../core/sleep.js";
-import { LogTail, type LogTailSettings, type TailItem, type TailSource, type TailSubscription, type TailWake } from "../../server/log-tail.js";
+import type { CommitWake as TailWake } from "../../core/commit-log-reader.js";
+import { LogTail, type LogTailSettings, type TailItem, type TailSource, type TailSubscription } from "../../core/log-tail.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 /** A commit log in memory; a test may hold the next read at a gate. */

@@ -4,7 +4,11 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { encodeEnvelope, encodeVoidMarker, ENVELOPE_CONTENT_TYPE, EventEnvelopeSchema, EventKind, voidMarker } from "../../core/envelope.js";
 import type { SlotRow } from "../../core/event-log.js";
-import { toKafkaMessage, UnreadableEventError } from "../../relay/to-kafka-message.js";
+import { committedEventOf, UnreadableEventError } from "../../core/commit-log-reader.js";
+import { toKafkaMessage as fromEvent } from "../../relay/to-kafka-message.js";
+
+/** The message the relay builds from a committed row and the bytes of its object. */
+const toKafkaMessage = (r: SlotRow, key: string, body: string) => fromEvent(r, committedEventOf(r, key, body));
 
 const committedAt = new Date("2026-11-27T10:00:00Z");
 const row: SlotRow = {

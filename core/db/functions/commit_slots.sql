@@ -2,9 +2,10 @@
 --
 -- Takes the commit counter's row lock first, so commit order equals global position order and a
 -- reader that sees position p has seen every position below p (docs/CONTRACT.md R1). A slot commits
--- only when its stream predecessor is resolved, or commits earlier in this same call (R2). Returns an
--- outcome per slot found: committed (with its position), void, or deferred (a predecessor is still
--- pending). Notifies p_channel when anything committed (R6).
+-- only when its stream predecessor is settled (a row committed or void), or commits earlier in this
+-- same call (R2). Returns an outcome per slot found: committed (with its position), void, or
+-- deferred (a predecessor is pending or has no row yet). Notifies p_channel when anything committed
+-- (R6).
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
 -- place; a change of the signature or the result columns needs a `drop function` first.
@@ -33,9 +34,11 @@ begin
       slot_id := r.log_id; outcome := 'committed'; slot_position := r.global_position;
     elsif r.state = 'void' then
       slot_id := r.log_id; outcome := 'void'; slot_position := null;
-    -- A missing predecessor row means the slot predates this log (re-synchronised from S3).
-    -- Rows come in stream order, so a predecessor committed in this call is the previous row.
-    elsif r.pred_state is null or r.pred_state <> 'pending'
+    -- The predecessor must be settled (committed or void), or be the first slot, or commit earlier
+    -- in this same call (rows come in stream order: it is the previous row). A predecessor with no
+    -- row at all is not settled: its slot may hold an event S3 has and the log has yet to adopt
+    -- (W6), and committing past it would put the successor first on Kafka (R2).
+    elsif r.seq = 1 or r.pred_state in ('committed', 'void')
           or (r.aggregate_type = v_last_type and r.aggregate_id = v_last_id and r.seq - 1 = v_last_seq) then
       v_position := v_position + 1;
       v_ids := v_ids || r.log_id;

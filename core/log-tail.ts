@@ -10,28 +10,20 @@
  *
  * Why no event is missed or repeated: positions are assigned in commit order under the commit
  * counter's lock, so reading "position > p" in order never skips an event that becomes visible
- * later (docs/CONTRACT.md R1). Each subscriber keeps the position up to which it has queued (or
+ * later (docs/CONTRACT.md R1; core/commit-log-reader.ts reads it). Each subscriber keeps the position up to which it has queued (or
  * filtered out) every event; the tail hands it only rows above that position, and a hand-over
  * (join, detach) happens synchronously between two reads, at exactly that position.
  */
-import { type EventEnvelope, type Logger, sleep, sleepUntilWoken, type SlotRow } from "../core/index.js";
+import { CommitLogTailer, type CommitLogSource, type CommitWake, type TailPage } from "./commit-log-reader.js";
+import type { EventEnvelope } from "./envelope.js";
+import type { SlotRow } from "./event-log.js";
+import type { Logger } from "./log.js";
+import { sleep, sleepUntilWoken } from "./sleep.js";
 
-/** The commit log as the tail reads it; the server adapts its event log and event store to it. */
-export interface TailSource {
-  /** Committed rows with a global position above `after`, in position order, at most `limit`. */
-  committedAfter(after: number, limit: number): Promise<readonly SlotRow[]>;
+/** The commit log as the tail reads it, plus loading an event; the server adapts its event store to it. */
+export interface TailSource extends CommitLogSource {
   /** The envelope of a committed row, with its global position filled in. */
   load(row: SlotRow): Promise<EventEnvelope>;
-  /** The highest committed global position. */
-  lastPosition(): Promise<number>;
-}
-
-/** Wakes the tail when a commit is announced (core/commit-listener.ts `CommitListener` is one). */
-export interface TailWake {
-  /** Highest position announced so far; a change during a read means "look again". */
-  readonly lastAnnounced: number;
-  /** Resolves at the next announced commit, after `timeoutMs`, or when `signal` aborts. */
-  wait(timeoutMs: number, signal?: AbortSignal): Promise<void>;
 }
 
 /** Sizes and timings of a {@link LogTail}; see {@link LOG_TAIL_DEFAULTS}. */
@@ -116,10 +108,11 @@ export class LogTail {
   private readonly settings: LogTailSettings;
   /** Running totals (see {@link LogTailStats}). */
   readonly stats: LogTailStats = { tailReads: 0, ownReads: 0, detached: 0 };
+  private readonly tailer: CommitLogTailer;
 
   constructor(
     readonly source: TailSource,
-    private readonly wake: TailWake,
+    wake: CommitWake,
     private readonly log: Logger,
     settings: Partial<LogTailSettings> = {},
   ) {
@@ -129,6 +122,7 @@ export class LogTail {
     if (!(s.pageSize >= 1 && s.pageSize <= s.bufferSize && s.historySize >= 0 && s.historySize <= s.bufferSize && s.pollMs > 0)) {
       throw new RangeError(`invalid log tail settings ${JSON.stringify(s)}: sizes must be positive, pageSize and historySize at most bufferSize`);
     }
+    this.tailer = new CommitLogTailer(source, wake, s.pollMs);
   }
 
   /** Subscribers attached to the tail. */
@@ -227,13 +221,11 @@ export class LogTail {
         await sleepUntilWoken(this.memberWaiters, pollMs, signal);
         continue;
       }
-      // Read before checking for news: a commit announced during the query is looked at again.
-      const announced = this.wake.lastAnnounced;
-      let rows: readonly SlotRow[];
+      let page: TailPage;
       this.reading = true;
       try {
         this.stats.tailReads += 1;
-        rows = await this.source.committedAfter(this.position, pageSize);
+        page = await this.tailer.read(this.position, pageSize);
       } catch (e) {
         this.reading = false;
         this.log.warn({ err: e, after: this.position }, "log tail: reading the commit log failed; retrying");
@@ -242,11 +234,12 @@ export class LogTail {
         continue;
       }
       backoff = 100;
+      const rows = page.rows;
       const entries: Entry[] = rows.map((row) => ({ row, position: row.globalPosition!, envelope: undefined, loading: undefined }));
       await this.preload(entries);
-      this.fanOut(entries, rows.length < pageSize);
+      this.fanOut(entries, page.atEnd);
       this.reading = false;
-      if (rows.length < pageSize && this.wake.lastAnnounced === announced) await this.wake.wait(pollMs, signal);
+      if (page.atEnd) await page.waitForMore(signal);
     }
   }
 
