@@ -311,8 +311,8 @@ export async function allocatedHead(db: Db, aggregateType: string, aggregateId: 
 }
 
 /**
- * Raises a stream's allocation head to at least `head` (re-synchronisation from S3, W6), and
- * records slots found in S3 that the log did not know.
+ * Raises a stream's allocation head to at least `head` and returns it (re-synchronisation from S3,
+ * W6; it never lowers a head). The slots found in S3 are recorded by adoptSlot and adoptInPlace.
  */
 export async function raiseHead(db: Db, aggregateType: string, aggregateId: string, head: number): Promise<number> {
   const row = await db
