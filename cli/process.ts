@@ -25,6 +25,7 @@ import {
   type Registry,
   startMetricsServer,
   STORAGE_SETTINGS,
+  trackObjectStore,
   type Values,
 } from "../core/index.js";
 import {
@@ -295,11 +296,14 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
           ...partOptions,
           log: relayLog,
           name: "relay",
-          start: (_signal, attemptRegistry) =>
-            startRelay(
+          start: async (_signal, attemptRegistry) => {
+            const relay = await startRelay(
               { ...relayConfig!, ...quiet },
               { log: relayLog, registry: attemptRegistry, onReadiness: (r) => report(RELAY_HEALTH, r !== "waiting") },
-            ),
+            );
+            trackObjectStore(registry, relay.objects, "relay");
+            return relay;
+          },
           stop: (handle) => stopRelay(handle),
         });
       }

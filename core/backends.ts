@@ -9,7 +9,7 @@ import path from "node:path";
 import type { ListenConnector } from "./commit-listener.js";
 import { createDatabase, type Database } from "./db/database.js";
 import { FsObjectStore } from "./fs-object-store.js";
-import type { ObjectStore } from "./object-store.js";
+import { newRequestCounts, type ObjectStore } from "./object-store.js";
 import { S3ObjectStore } from "./s3-object-store.js";
 import { ConfigError, parse, parseSettings, type Setting } from "./settings.js";
 
@@ -155,6 +155,7 @@ export function describeServices(settings: Pick<BackendSettings, "pgUrl" | "pgSc
 
 /** An object store for a process that was not given one: every use says which settings are missing. */
 class MissingObjectStore implements ObjectStore {
+  readonly requests = newRequestCounts();
   private fail(): never {
     throw new ConfigError("invalid configuration:\n  this needs the object store: set TIDEMARK_S3_ENDPOINT, TIDEMARK_S3_ACCESS_KEY and TIDEMARK_S3_SECRET_KEY");
   }
@@ -162,6 +163,9 @@ class MissingObjectStore implements ObjectStore {
     return Promise.reject(this.fail());
   }
   get(): Promise<never> {
+    return Promise.reject(this.fail());
+  }
+  read(): Promise<never> {
     return Promise.reject(this.fail());
   }
   list(): Promise<never> {

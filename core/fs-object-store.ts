@@ -8,11 +8,12 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { UnavailableError } from "./errors.js";
-import type { CreateOutcome, ObjectStore } from "./object-store.js";
+import { newRequestCounts, type CreateOutcome, type ObjectStore } from "./object-store.js";
 
 /** Objects as files below `root`; keys map to relative paths. */
 export class FsObjectStore implements ObjectStore {
   private readonly tmp: string;
+  readonly requests = newRequestCounts();
 
   constructor(readonly root: string) {
     this.tmp = path.join(root, ".tmp");
@@ -24,14 +25,15 @@ export class FsObjectStore implements ObjectStore {
     for (const name of await fs.readdir(this.tmp)) await fs.rm(path.join(this.tmp, name), { force: true });
   }
 
-  async createIfAbsent(key: string, body: string): Promise<CreateOutcome> {
+  async createIfAbsent(key: string, body: string | Uint8Array): Promise<CreateOutcome> {
+    this.requests.put += 1;
     const target = this.pathOf(key);
     const tmp = path.join(this.tmp, `${randomBytes(12).toString("hex")}.part`);
     try {
       await fs.mkdir(path.dirname(target), { recursive: true });
       const handle = await fs.open(tmp, "wx");
       try {
-        await handle.writeFile(body, "utf8");
+        await handle.writeFile(body);
         await handle.sync();
       } finally {
         await handle.close();
@@ -52,15 +54,30 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async get(key: string): Promise<string | undefined> {
+    return (await this.read(key))?.toString("utf8");
+  }
+
+  async read(key: string, range?: { readonly start: number; readonly length: number }): Promise<Buffer | undefined> {
+    if (range === undefined) this.requests.get += 1;
+    else this.requests.getRange += 1;
     try {
-      return await fs.readFile(this.pathOf(key), "utf8");
+      if (range === undefined) return await fs.readFile(this.pathOf(key));
+      const handle = await fs.open(this.pathOf(key), "r");
+      try {
+        const out = Buffer.alloc(range.length);
+        const { bytesRead } = await handle.read(out, 0, range.length, range.start);
+        return out.subarray(0, bytesRead);
+      } finally {
+        await handle.close();
+      }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw new UnavailableError(`object store: get ${key} failed`, { cause: e });
     }
   }
 
-  async list(prefix: string): Promise<string[]> {
+  async list(prefix: string, startAfter?: string): Promise<string[]> {
+    this.requests.list += 1;
     // Walk only the directory that holds the prefix, never the whole store.
     const slash = prefix.lastIndexOf("/");
     const dirKey = slash < 0 ? "" : prefix.slice(0, slash);
@@ -84,7 +101,8 @@ export class FsObjectStore implements ObjectStore {
       }
     };
     await walk(dirKey === "" ? this.root : this.pathOf(dirKey), dirKey);
-    return keys.sort();
+    keys.sort();
+    return startAfter === undefined ? keys : keys.filter((k) => k > startAfter);
   }
 
   close(): void {}

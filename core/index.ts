@@ -26,7 +26,7 @@ export * from "./log-tail.js";
 export * from "./log.js";
 export type * from "./message-source.js";
 export * from "./metrics.js";
-export type * from "./object-store.js";
+export * from "./object-store.js";
 export * from "./origin-settings.js";
 export * from "./processing-status.js";
 export * from "./proto-binary.js";

@@ -4,6 +4,7 @@
  */
 import http from "node:http";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from "prom-client";
+import type { ObjectStore } from "./object-store.js";
 
 export { Counter, Gauge, Histogram, Registry };
 
@@ -70,4 +71,37 @@ export async function startMetricsServer(addr: string, registries: readonly Regi
     address: `${addr.slice(0, colon)}:${bound.port}`,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
+}
+
+/** Object stores whose requests a registry reports, by the part that registered them first. */
+const trackedStores = new WeakMap<Registry, Map<ObjectStore, string>>();
+
+/**
+ * Reports `store`'s requests in `registry` as `tidemark_object_store_requests_total{part, op}`
+ * (S3 bills per request: the figure to watch for cost). Parts sharing one store (the embedded
+ * mode) count it once, under the first part that registered it.
+ */
+export function trackObjectStore(registry: Registry, store: ObjectStore, part: string): void {
+  let stores = trackedStores.get(registry);
+  if (stores === undefined) {
+    const tracked = new Map<ObjectStore, string>();
+    stores = tracked;
+    trackedStores.set(registry, tracked);
+    new Gauge({
+      name: "tidemark_object_store_requests_total",
+      help: "Requests made to the object store (S3 or the embedded file store), by part and kind: put (conditional create), get, get_range (a ranged GET), list",
+      labelNames: ["part", "op"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [s, p] of tracked) {
+          this.inc({ part: p, op: "put" }, s.requests.put);
+          this.inc({ part: p, op: "get" }, s.requests.get);
+          this.inc({ part: p, op: "get_range" }, s.requests.getRange);
+          this.inc({ part: p, op: "list" }, s.requests.list);
+        }
+      },
+    });
+  }
+  if (!stores.has(store)) stores.set(store, part);
 }

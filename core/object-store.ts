@@ -3,6 +3,19 @@
  * a prefix listing are all the event store needs, and all an alternative backend must provide.
  */
 
+/** Requests an object store made, by kind (for the metrics: S3 requests cost money per request). */
+export interface ObjectStoreRequests {
+  put: number;
+  get: number;
+  getRange: number;
+  list: number;
+}
+
+/** Fresh request counters. */
+export function newRequestCounts(): ObjectStoreRequests {
+  return { put: 0, get: 0, getRange: 0, list: 0 };
+}
+
 /** Outcome of a conditional create. */
 export type CreateOutcome = "created" | "exists";
 
@@ -13,11 +26,18 @@ export interface ObjectStore {
    * of two concurrent creates of one key exactly one returns "created". Never overwrites.
    * Throws UnavailableError when the store cannot be reached.
    */
-  createIfAbsent(key: string, body: string, contentType: string): Promise<CreateOutcome>;
-  /** The object's body, or undefined when there is none. Throws UnavailableError on failure. */
+  createIfAbsent(key: string, body: string | Uint8Array, contentType: string): Promise<CreateOutcome>;
+  /** The object's body as text, or undefined when there is none. Throws UnavailableError on failure. */
   get(key: string): Promise<string | undefined>;
-  /** Every key under `prefix`, in lexicographic order. */
-  list(prefix: string): Promise<string[]>;
+  /**
+   * The object's bytes — all of them, or `length` bytes from `start` (one ranged GET) — or
+   * undefined when there is no object. Throws UnavailableError on failure.
+   */
+  read(key: string, range?: { readonly start: number; readonly length: number }): Promise<Buffer | undefined>;
+  /** Every key under `prefix`, in lexicographic order; with `startAfter`, only the keys after it. */
+  list(prefix: string, startAfter?: string): Promise<string[]>;
+  /** Requests made so far, by kind. */
+  readonly requests: ObjectStoreRequests;
   /** Creates the bucket when missing; idempotent. */
   ensureReady(): Promise<void>;
   /** Releases connections. */

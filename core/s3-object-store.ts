@@ -8,7 +8,7 @@ import {
   S3ServiceException,
 } from "@aws-sdk/client-s3";
 import { UnavailableError } from "./errors.js";
-import type { CreateOutcome, ObjectStore } from "./object-store.js";
+import { newRequestCounts, type CreateOutcome, type ObjectStore } from "./object-store.js";
 
 /** Connection settings of an S3-compatible store. */
 export interface S3Settings {
@@ -29,6 +29,7 @@ const CONFLICT_RETRIES = 5;
 export class S3ObjectStore implements ObjectStore {
   private readonly client: S3Client;
   readonly bucket: string;
+  readonly requests = newRequestCounts();
 
   constructor(settings: S3Settings) {
     this.bucket = settings.bucket;
@@ -49,8 +50,9 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  async createIfAbsent(key: string, body: string, contentType: string): Promise<CreateOutcome> {
+  async createIfAbsent(key: string, body: string | Uint8Array, contentType: string): Promise<CreateOutcome> {
     for (let attempt = 0; ; attempt++) {
+      this.requests.put += 1;
       try {
         await this.client.send(
           new PutObjectCommand({
@@ -74,6 +76,7 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async get(key: string): Promise<string | undefined> {
+    this.requests.get += 1;
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
       return out.Body === undefined ? "" : await out.Body.transformToString("utf8");
@@ -83,13 +86,28 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async list(prefix: string): Promise<string[]> {
+  async read(key: string, range?: { readonly start: number; readonly length: number }): Promise<Buffer | undefined> {
+    if (range === undefined) this.requests.get += 1;
+    else this.requests.getRange += 1;
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.start + range.length - 1}` }) }),
+      );
+      return out.Body === undefined ? Buffer.alloc(0) : Buffer.from(await out.Body.transformToByteArray());
+    } catch (e) {
+      if (httpStatus(e) === 404) return undefined;
+      throw unavailable(`get ${key}`, e);
+    }
+  }
+
+  async list(prefix: string, startAfter?: string): Promise<string[]> {
     const keys: string[] = [];
     let token: string | undefined;
     try {
       do {
+        this.requests.list += 1;
         const out = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token, ...(startAfter === undefined ? {} : { StartAfter: startAfter }) }),
         );
         for (const item of out.Contents ?? []) if (item.Key !== undefined) keys.push(item.Key);
         token = out.IsTruncated === true ? out.NextContinuationToken : undefined;

@@ -84,6 +84,8 @@ export interface RelayHandle {
   /** `host:port` of the /metrics endpoint when TIDEMARK_METRICS_ADDR is set. */
   readonly metricsAddress: string | undefined;
   readonly database: Database<RelayTables>;
+  /** The object store it reads events from. */
+  readonly objects: ObjectStore;
   readonly topics: TopicSpec;
   status(): RelayStatus;
   /** Stops the loop (the batch in flight is finished and checkpointed), disconnects, releases the lease. */
@@ -285,6 +287,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
     metrics,
     metricsAddress: metricsServer?.address,
     database,
+    objects,
     topics,
     status: () => ({
       active: lease.token !== undefined,

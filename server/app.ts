@@ -23,6 +23,7 @@ import {
   type Registry,
   type SlotRow,
   startMetricsServer,
+  trackObjectStore,
   type WriteSideTables,
 } from "../core/index.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -158,6 +159,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
 
   const registry = overrides.registry ?? createRegistry(true);
   const metrics = serverMetrics(registry);
+  trackObjectStore(registry, objects, "server");
   metrics.track(committer, sweeper, tail);
   const observe = metrics.observe;
   const server = await listenGrpc(

@@ -159,6 +159,8 @@ describe("W6 with a writer appending meanwhile (found by the chaos harness)", ()
     const objects: ObjectStore = {
       createIfAbsent: (key, body, type) => backends.objects.createIfAbsent(key, body, type),
       get: (key) => backends.objects.get(key),
+      read: (key, range) => backends.objects.read(key, range),
+      requests: backends.objects.requests,
       list: async (prefix) => {
         listed();
         await listGate;
