@@ -141,7 +141,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
         accessKeyId: o.stack.s3AccessKey,
         secretAccessKey: o.stack.s3SecretKey,
       });
-      const keys = await store.list("streams/");
+      const keys = await store.list("segments/");
       const half = Math.round(o.kafkaMeasureMs / 2);
       const getBefore = await s3GetBaseline(store, keys, RELAY_READ_CONCURRENCY, half, o.warmupMs);
       const produceBefore = await kafkaProduceBaseline(kafka, floorNames.topic, RELAY_BATCH, half, o.warmupMs);
@@ -156,7 +156,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
       const getAfter = await s3GetBaseline(store, keys, RELAY_READ_CONCURRENCY, half, o.warmupMs);
       store.close();
       const produce = figureOf({ id: "floor.kafka", group: "baseline", name: `raw kafkajs produce (batch ${RELAY_BATCH}, idempotent, acks=all)`, unit: "msgs/s" }, mergeResults(produceBefore, produceAfter));
-      const get = figureOf({ id: "floor.s3get", group: "baseline", name: "raw S3 GET of the backlog's objects", concurrency: RELAY_READ_CONCURRENCY, unit: "GETs/s" }, mergeResults(getBefore, getAfter));
+      const get = figureOf({ id: "floor.s3get", group: "baseline", name: "raw S3 GET of the backlog's segments", concurrency: RELAY_READ_CONCURRENCY, unit: "GETs/s" }, mergeResults(getBefore, getAfter));
       figures.push(get, produce);
       // The relay reads every object and produces every message: its floor is the slower of the two.
       const floor = (get.rate ?? Infinity) < (produce.rate ?? Infinity) ? get : produce;

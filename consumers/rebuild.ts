@@ -17,7 +17,8 @@ import {
   lastPosition,
   type Logger,
   type ObjectStore,
-  readCommittedEvent,
+  CommittedEventReader,
+  UnreadableEventError,
   type SlotRow,
 } from "../core/index.js";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
@@ -45,7 +46,7 @@ export interface RebuildOptions {
   readonly objects: ObjectStore;
   /** Commit-log entries per batch (default 500). */
   readonly batchSize?: number;
-  /** Event objects fetched from S3 at once (default 16). */
+  /** Segments fetched from S3 at once (default 16). */
   readonly parallelism?: number;
   readonly onProgress?: (progress: RebuildProgress) => void;
   /** Aborting stops after the current batch; the next run resumes there. */
@@ -68,6 +69,7 @@ export interface RebuildResult {
  */
 export async function rebuildInstances(options: RebuildOptions): Promise<RebuildResult> {
   const batchSize = options.batchSize ?? 500;
+  const reader = new CommittedEventReader(options.objects, { wholeSegments: true, concurrency: options.parallelism ?? 16 });
   return options.db.connection().execute(async (conn) => {
     const { rows: locked } = await sql<{ ok: boolean }>`
       select pg_try_advisory_lock(hashtext(current_schema() || ':rebuild:' || ${INSTANCES_PROJECTION})) as ok`.execute(conn);
@@ -86,7 +88,7 @@ export async function rebuildInstances(options: RebuildOptions): Promise<Rebuild
         options.signal?.throwIfAborted();
         const target = await commitLog.source.lastPosition();
         await conn.transaction().execute(async (tx) => {
-          await projectInstanceEvents(tx, REBUILD_TABLE, await loadEvents(options, slots));
+          await projectInstanceEvents(tx, REBUILD_TABLE, await loadEvents(reader, slots));
           position = slots[slots.length - 1]!.globalPosition!;
           events += slots.length;
           await tx
@@ -108,7 +110,7 @@ export async function rebuildInstances(options: RebuildOptions): Promise<Rebuild
         report("swap", await lastPosition(asWriteSide(tx)));
         const locked = new CommitLogTailer(commitLogOf(asWriteSide(tx)), undefined, 0);
         for await (const slots of locked.toEnd(position, batchSize)) {
-          await projectInstanceEvents(tx, REBUILD_TABLE, await loadEvents(options, slots));
+          await projectInstanceEvents(tx, REBUILD_TABLE, await loadEvents(reader, slots));
           position = slots[slots.length - 1]!.globalPosition!;
           events += slots.length;
         }
@@ -163,27 +165,21 @@ async function prepare(conn: Kysely<ConsumerDatabase>, log: Logger | undefined):
   return { position: 0, events: 0 };
 }
 
-/** The instance events among `slots`, read from the object store, in global order. */
-async function loadEvents(options: RebuildOptions, slots: readonly SlotRow[]): Promise<InstanceProjectionEvent[]> {
+/** The instance events among `slots`, read from the object store (each segment once), in global order. */
+async function loadEvents(reader: CommittedEventReader, slots: readonly SlotRow[]): Promise<InstanceProjectionEvent[]> {
   const wanted = slots.filter((s) => s.aggregateType === INSTANCE_AGGREGATE_TYPE);
-  const parallelism = options.parallelism ?? 16;
-  const out: InstanceProjectionEvent[] = [];
-  for (let i = 0; i < wanted.length; i += parallelism) {
-    const chunk = wanted.slice(i, i + parallelism);
-    const loaded = await Promise.all(
-      chunk.map(async (slot) => {
-        const e = (await readCommittedEvent(options.objects, slot)).envelope;
-        return {
-          aggregateId: slot.aggregateId,
-          eventType: e.eventType,
-          seq: slot.seq,
-          globalPosition: slot.globalPosition!,
-          occurredAt: e.occurredAt === undefined ? new Date(0) : timestampDate(e.occurredAt),
-          data: e.data ?? {},
-        };
-      }),
-    );
-    out.push(...loaded);
-  }
-  return out;
+  const results = await reader.read(wanted);
+  return results.map((result, i) => {
+    if (result instanceof UnreadableEventError) throw result;
+    const slot = wanted[i]!;
+    const e = result.envelope;
+    return {
+      aggregateId: slot.aggregateId,
+      eventType: e.eventType,
+      seq: slot.seq,
+      globalPosition: slot.globalPosition!,
+      occurredAt: e.occurredAt === undefined ? new Date(0) : timestampDate(e.occurredAt),
+      data: e.data ?? {},
+    };
+  });
 }

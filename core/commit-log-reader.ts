@@ -1,10 +1,11 @@
 /**
  * Reading the commit log, once for everyone: what every reader of committed events does the same
  * way — the server's reads and Subscribe's shared tail, the relay, the rebuild of a projection and
- * the sweeper. Two pieces: reading one slot's object from the store (`readSlot`, and
- * `readCommittedEvent` for a committed row: its bytes, its envelope with the global position, and
- * a check that the object holds the event the log says), and tailing the log by position
- * (`CommitLogTailer`: a page of rows after a position, and a wait for more that is woken by commits).
+ * the sweeper. Two pieces: reading committed events from their segments (`CommittedEventReader`:
+ * ranged GETs coalesced per segment, or whole segments for readers in position order; each event's
+ * bytes, its envelope with the global position, and a check that the bytes hold the event the log
+ * says), and tailing the log by position (`CommitLogTailer`: a page of rows after a position, and a
+ * wait for more that is woken by commits).
  *
  * Why tailing by position skips nothing: positions are assigned in commit order under the commit
  * counter's lock, so a reader that sees position p has seen every position below it
@@ -12,18 +13,18 @@
  */
 import type { Kysely } from "kysely";
 import type { WriteSideTables } from "./db/schema.js";
-import { decodeSlot, type EventEnvelope, type SlotContent } from "./envelope.js";
+import { decodeEnvelope, type EventEnvelope } from "./envelope.js";
 import { UnavailableError } from "./errors.js";
 import { committedAfter, lastPosition, type SlotRow } from "./event-log.js";
-import { slotKey } from "./ids.js";
+import { segmentKey } from "./segment.js";
 import type { ObjectStore } from "./object-store.js";
 
 /** Why a committed event could not be read. */
-export type UnreadableReason = "missing" | "unavailable" | "void" | "corrupt" | "mismatch";
+export type UnreadableReason = "missing" | "unavailable" | "corrupt" | "mismatch";
 
 /**
  * A committed event that cannot be read now: the store is unavailable, or the object is missing,
- * corrupt, a void marker, or holds another event. Readers never skip it: a read fails with
+ * corrupt, or holds another event. Readers never skip it: a read fails with
  * UNAVAILABLE, the relay blocks there and raises an alarm until the object reads again.
  */
 export class UnreadableEventError extends UnavailableError {
@@ -38,12 +39,6 @@ export class UnreadableEventError extends UnavailableError {
   }
 }
 
-/** What one slot's object holds, or undefined when there is no object. Store failures propagate. */
-export async function readSlot(objects: ObjectStore, key: string): Promise<SlotContent | undefined> {
-  const body = await objects.get(key);
-  return body === undefined ? undefined : decodeSlot(body);
-}
-
 /** A committed event as stored: its key, its bytes and its envelope (global position filled in). */
 export interface CommittedEvent {
   readonly key: string;
@@ -52,38 +47,184 @@ export interface CommittedEvent {
   readonly envelope: EventEnvelope;
 }
 
-/** The stored event of committed `row`; throws UnreadableEventError naming why it cannot be read. */
+/** Where a committed row's event is: its segment's key and its bytes there; throws when the log has no location. */
+export function locationOf(row: SlotRow): { readonly segment: number; readonly key: string; readonly start: number; readonly length: number } {
+  if (row.segment === null || row.segmentOffset === null || row.segmentLength === null) {
+    throw new UnreadableEventError("missing", row.globalPosition ?? 0, "", `committed event ${row.eventId} has no location in the commit log`);
+  }
+  return { segment: row.segment, key: segmentKey(row.segment), start: row.segmentOffset, length: row.segmentLength };
+}
+
+/** The stored event of committed `row` (one ranged GET); throws UnreadableEventError naming why it cannot be read. */
 export async function readCommittedEvent(objects: ObjectStore, row: SlotRow): Promise<CommittedEvent> {
+  const [result] = await new CommittedEventReader(objects).read([row]);
+  if (result instanceof UnreadableEventError) throw result;
+  return result!;
+}
+
+/** How a {@link CommittedEventReader} fetches. */
+export interface CommittedEventReaderOptions {
+  /**
+   * Whole segments, one GET each, kept in a small cache (the relay and rebuilds read every event of
+   * a segment in order); otherwise ranged GETs, neighbours of one segment coalesced (stream reads).
+   */
+  readonly wholeSegments?: boolean;
+  /** Whole segments kept (default 8): a page of the log may end inside a segment. */
+  readonly cacheSegments?: number;
+  /** GETs in flight at once (default 16). */
+  readonly concurrency?: number;
+  /** Largest coalesced range, in bytes (default 1 MiB). */
+  readonly maxRangeBytes?: number;
+}
+
+/** Largest hole between two events of one segment that a coalesced range spans (64 KiB). */
+const MAX_GAP_BYTES = 64 * 1024;
+
+/**
+ * Reads the events of committed rows from their segments with as few requests as it can: one GET
+ * per segment (cached) or one ranged GET per run of neighbours. Every row's result is its event or
+ * the UnreadableEventError saying why not, in the rows' order; nothing is skipped silently.
+ */
+export class CommittedEventReader {
+  private readonly cache = new Map<number, Buffer>();
+
+  constructor(
+    private readonly objects: ObjectStore,
+    private readonly options: CommittedEventReaderOptions = {},
+  ) {}
+
+  async read(rows: readonly SlotRow[]): Promise<Array<CommittedEvent | UnreadableEventError>> {
+    const out = new Array<CommittedEvent | UnreadableEventError>(rows.length);
+    const located: Array<{ index: number; row: SlotRow; at: ReturnType<typeof locationOf> }> = [];
+    rows.forEach((row, index) => {
+      try {
+        located.push({ index, row, at: locationOf(row) });
+      } catch (e) {
+        out[index] = e as UnreadableEventError;
+      }
+    });
+    const bySegment = new Map<number, typeof located>();
+    for (const item of located) {
+      const list = bySegment.get(item.at.segment);
+      if (list === undefined) bySegment.set(item.at.segment, [item]);
+      else list.push(item);
+    }
+    await inParallel(
+      [...bySegment],
+      this.options.concurrency ?? 16,
+      async ([segment, items]) => {
+        if (this.options.wholeSegments === true) {
+          let body: Buffer | undefined;
+          try {
+            body = await this.segmentBytes(segment, items[0]!.at.key);
+          } catch (e) {
+            for (const item of items) out[item.index] = unavailable(item.row, item.at.key, e);
+            return;
+          }
+          for (const item of items) out[item.index] = slice(item.row, item.at, body, 0);
+          return;
+        }
+        for (const run of runs(items, this.options.maxRangeBytes ?? 1024 * 1024)) {
+          const start = run[0]!.at.start;
+          const end = Math.max(...run.map((i) => i.at.start + i.at.length));
+          let body: Buffer | undefined;
+          try {
+            body = await this.objects.read(run[0]!.at.key, { start, length: end - start });
+          } catch (e) {
+            for (const item of run) out[item.index] = unavailable(item.row, item.at.key, e);
+            continue;
+          }
+          for (const item of run) out[item.index] = slice(item.row, item.at, body, start);
+        }
+      },
+    );
+    return out;
+  }
+
+  private async segmentBytes(segment: number, key: string): Promise<Buffer | undefined> {
+    const cached = this.cache.get(segment);
+    if (cached !== undefined) {
+      // Most recently used last.
+      this.cache.delete(segment);
+      this.cache.set(segment, cached);
+      return cached;
+    }
+    const body = await this.objects.read(key);
+    if (body !== undefined) {
+      this.cache.set(segment, body);
+      const limit = this.options.cacheSegments ?? 8;
+      while (this.cache.size > limit) this.cache.delete(this.cache.keys().next().value!);
+    }
+    return body;
+  }
+}
+
+/** Runs `work` on every item, at most `limit` at once. */
+async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await work(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** Neighbours of one segment, in offset order, grouped into ranges no larger than `maxBytes`. */
+function runs<T extends { at: { start: number; length: number } }>(items: readonly T[], maxBytes: number): T[][] {
+  const sorted = [...items].sort((a, b) => a.at.start - b.at.start);
+  const out: T[][] = [];
+  let current: T[] = [];
+  let runStart = 0;
+  let runEnd = 0;
+  for (const item of sorted) {
+    const end = item.at.start + item.at.length;
+    if (current.length > 0 && item.at.start - runEnd <= MAX_GAP_BYTES && end - runStart <= maxBytes) {
+      current.push(item);
+      runEnd = Math.max(runEnd, end);
+      continue;
+    }
+    if (current.length > 0) out.push(current);
+    current = [item];
+    runStart = item.at.start;
+    runEnd = end;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}
+
+function unavailable(row: SlotRow, key: string, cause: unknown): UnreadableEventError {
+  return new UnreadableEventError("unavailable", row.globalPosition ?? 0, key, `object store unavailable reading ${key}`, { cause });
+}
+
+/** The row's event from `body`, which starts at byte `base` of its segment. */
+function slice(row: SlotRow, at: ReturnType<typeof locationOf>, body: Buffer | undefined, base: number): CommittedEvent | UnreadableEventError {
   const position = row.globalPosition ?? 0;
-  const key = slotKey(row.aggregateType, row.aggregateId, row.seq);
-  let body: string | undefined;
-  try {
-    body = await objects.get(key);
-  } catch (e) {
-    throw new UnreadableEventError("unavailable", position, key, `object store unavailable reading ${key}`, { cause: e });
-  }
   if (body === undefined) {
-    throw new UnreadableEventError("missing", position, key, `committed event ${row.eventId} at position ${position} has no object at ${key}`);
+    return new UnreadableEventError("missing", position, at.key, `committed event ${row.eventId} at position ${position}: segment ${at.key} is missing`);
   }
-  return committedEventOf(row, key, body);
+  const from = at.start - base;
+  if (from < 0 || from + at.length > body.length) {
+    return new UnreadableEventError("corrupt", position, at.key, `segment ${at.key} is shorter than the event's bytes [${at.start}, ${at.start + at.length})`);
+  }
+  try {
+    return committedEventOf(row, at.key, body.subarray(from, from + at.length).toString("utf8"));
+  } catch (e) {
+    if (e instanceof UnreadableEventError) return e;
+    throw e;
+  }
 }
 
 /**
  * The committed event of `row` in the stored `body` of its object at `key` (pure): throws
- * UnreadableEventError when the body is corrupt, a void marker, or holds another event.
+ * UnreadableEventError when the bytes are not an envelope or hold another event.
  */
 export function committedEventOf(row: SlotRow, key: string, body: string): CommittedEvent {
   const position = row.globalPosition ?? 0;
-  let content: SlotContent;
+  let stored: EventEnvelope;
   try {
-    content = decodeSlot(body);
+    stored = decodeEnvelope(body);
   } catch (e) {
-    throw new UnreadableEventError("corrupt", position, key, `object ${key} is not an envelope`, { cause: e });
+    throw new UnreadableEventError("corrupt", position, key, `object ${key} does not hold an envelope at the event's bytes`, { cause: e });
   }
-  if (content.type === "void") {
-    throw new UnreadableEventError("void", position, key, `object ${key} is a void marker but the log says committed`);
-  }
-  const stored = content.envelope;
   if (stored.eventId !== row.eventId || Number(stored.sequenceNumber) !== row.seq) {
     throw new UnreadableEventError(
       "mismatch",

@@ -3,23 +3,14 @@
  * decodes it. Also the canonical content hash that decides idempotent retries (docs/CONTRACT.md W4).
  */
 import { createHash } from "node:crypto";
-import { create, fromJson, toJson, toJsonString, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import {
-  EventEnvelopeSchema,
-  EventKind,
-  VoidMarkerSchema,
-  type EventEnvelope,
-  type VoidMarker,
-} from "../gen/tidemark/v1/envelope_pb.js";
+import { fromJson, toJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { EventEnvelopeSchema, EventKind, type EventEnvelope } from "../gen/tidemark/v1/envelope_pb.js";
 import { isJsonObject } from "./json-object.js";
 
-export { EventEnvelopeSchema, EventKind, VoidMarkerSchema, type EventEnvelope, type VoidMarker };
+export { EventEnvelopeSchema, EventKind, type EventEnvelope };
 
 /** Content type of envelope bytes in S3 and on Kafka. */
 export const ENVELOPE_CONTENT_TYPE = "application/vnd.tidemark.event+json";
-/** Content type of a void marker in S3. */
-export const VOID_CONTENT_TYPE = "application/vnd.tidemark.void+json";
 
 /** Metadata keys that describe transport, not content: excluded from the content hash. */
 export const TRACE_METADATA_KEYS: ReadonlySet<string> = new Set(["traceparent", "tracestate", "baggage"]);
@@ -62,45 +53,6 @@ function envelopeFromJson(parsed: JsonValue): EventEnvelope {
     envelope.data = data;
   }
   return envelope;
-}
-
-/** What a slot object holds: an event, or a void marker that closed the slot. */
-export type SlotContent =
-  | { readonly type: "event"; readonly envelope: EventEnvelope }
-  | { readonly type: "void"; readonly marker: VoidMarker };
-
-/** Encodes a void marker for a slot. */
-export function encodeVoidMarker(marker: VoidMarker): string {
-  return toJsonString(VoidMarkerSchema, marker, { useProtoFieldName: true });
-}
-
-/** Builds a void marker for an abandoned reservation. */
-export function voidMarker(input: {
-  aggregateType: string;
-  aggregateId: string;
-  seq: number;
-  eventId: string;
-  reason: string;
-  now: Date;
-}): VoidMarker {
-  return create(VoidMarkerSchema, {
-    aggregateType: input.aggregateType,
-    aggregateId: input.aggregateId,
-    sequenceNumber: BigInt(input.seq),
-    eventId: input.eventId,
-    voidedAt: timestampFromDate(input.now),
-    reason: input.reason,
-  });
-}
-
-/** Decodes a slot object. Void markers carry `voided_at` and never `event_type`. */
-export function decodeSlot(json: string): SlotContent {
-  // Parsed once; the protobuf decoder then reads the parsed value instead of parsing again.
-  const parsed = JSON.parse(json) as JsonValue;
-  if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) && "voided_at" in parsed && !("event_type" in parsed)) {
-    return { type: "void", marker: fromJson(VoidMarkerSchema, parsed, { ignoreUnknownFields: true }) };
-  }
-  return { type: "event", envelope: envelopeFromJson(parsed) };
 }
 
 /** The parts of an event that make up its content for idempotency. */

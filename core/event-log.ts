@@ -35,6 +35,10 @@ export interface SlotRow {
   readonly batchFirstSeq: number;
   readonly batchLastSeq: number;
   readonly committedAt: Date | null;
+  /** The segment holding the event (set when a flush took the slot), and its bytes there once written. */
+  readonly segment: number | null;
+  readonly segmentOffset: number | null;
+  readonly segmentLength: number | null;
 }
 
 /** Outcome of {@link reserveSlots}. */
@@ -164,13 +168,18 @@ const SLOT_COLUMNS = [
   "batch_first_seq",
   "batch_last_seq",
   "committed_at",
+  "segment",
+  "segment_offset",
+  "segment_length",
 ] as const;
 
-function selectSlots(db: Db) {
+/** A query of slot rows with every column a {@link SlotRow} has. */
+export function selectSlots(db: Db) {
   return db.selectFrom("event_log").select(SLOT_COLUMNS);
 }
 
-type SlotRecord = {
+/** A slot row as PostgreSQL returns it. */
+export type SlotRecord = {
   log_id: number;
   event_id: string;
   aggregate_type: string;
@@ -184,9 +193,13 @@ type SlotRecord = {
   batch_first_seq: number;
   batch_last_seq: number;
   committed_at: Date | null;
+  segment: number | null;
+  segment_offset: number | null;
+  segment_length: number | null;
 };
 
-function toSlotRow(r: SlotRecord): SlotRow {
+/** A row of {@link selectSlots} as a {@link SlotRow}. */
+export function toSlotRow(r: SlotRecord): SlotRow {
   return {
     logId: r.log_id,
     eventId: r.event_id,
@@ -201,6 +214,9 @@ function toSlotRow(r: SlotRecord): SlotRow {
     batchFirstSeq: r.batch_first_seq,
     batchLastSeq: r.batch_last_seq,
     committedAt: r.committed_at,
+    segment: r.segment === null ? null : Number(r.segment),
+    segmentOffset: r.segment_offset === null ? null : Number(r.segment_offset),
+    segmentLength: r.segment_length === null ? null : Number(r.segment_length),
   };
 }
 
@@ -212,73 +228,43 @@ export type CommitOutcome =
   | { readonly type: "deferred" }
   | { readonly type: "missing" };
 
+/** A slot to commit; with `written`, the caller wrote it and says which event and where. */
+export interface CommitRequest {
+  readonly logId: number;
+  readonly written?: { readonly eventId: string; readonly offset: number; readonly length: number };
+}
+
 /**
- * Step 3 of an append, one transaction for many slots (group commit): takes the commit counter's
- * row lock, so commit order equals global position order and a reader that sees position p has
- * seen every position below p (docs/CONTRACT.md R1). A slot commits only after its predecessor in the
- * stream is resolved, which keeps per-aggregate order in global order (R2). Wakes listeners.
+ * Step 3 of an append, one transaction for many slots (group commit): records where each written
+ * event is, then takes the commit counter's row lock, so commit order equals global position order
+ * and a reader that sees position p has seen every position below p (docs/CONTRACT.md R1). A slot
+ * commits only after its predecessor in the stream is settled, which keeps per-aggregate order in
+ * global order (R2). Wakes listeners. A slot that is not written, or holds another event now,
+ * answers `missing`.
  */
 export async function commitSlots(
   db: Kysely<WriteSideTables>,
   schema: string,
-  logIds: readonly number[],
+  requests: readonly CommitRequest[],
 ): Promise<Map<number, CommitOutcome>> {
   const outcomes = new Map<number, CommitOutcome>();
-  if (logIds.length === 0) return outcomes;
-  // One round trip: the function `commit_slots` (core/db/functions/commit_slots.sql) takes the
-  // counter's lock first, applies the predecessor rule and notifies once. The committer runs one
-  // such transaction at a time, so its length is what every waiting append pays.
+  if (requests.length === 0) return outcomes;
+  // One round trip: the function `commit_slots` (core/db/functions/commit_slots.sql) records the
+  // locations, takes the counter's lock, applies the predecessor rule and notifies once. The
+  // committer runs one such transaction at a time, so its length is what every waiting append pays.
+  const written = requests.some((r) => r.written !== undefined);
+  const ids = requests.map((r) => r.logId);
   const { rows } = await sql<{ slot_id: number; outcome: "committed" | "void" | "deferred"; slot_position: number | null }>`
-    select * from commit_slots(${[...logIds]}::bigint[], ${commitChannel(schema)})`.execute(db);
+    select * from commit_slots(${ids}::bigint[],
+      ${written ? requests.map((r) => r.written?.eventId ?? null) : null}::text[],
+      ${written ? requests.map((r) => r.written?.offset ?? null) : null}::bigint[],
+      ${written ? requests.map((r) => r.written?.length ?? null) : null}::integer[],
+      ${commitChannel(schema)})`.execute(db);
   for (const row of rows) {
     outcomes.set(row.slot_id, row.outcome === "committed" ? { type: "committed", position: row.slot_position! } : { type: row.outcome });
   }
-  for (const id of logIds) if (!outcomes.has(id)) outcomes.set(id, { type: "missing" });
+  for (const id of ids) if (!outcomes.has(id)) outcomes.set(id, { type: "missing" });
   return outcomes;
-}
-
-/** Marks pending slots void (never published, never read). Returns the log ids it changed. */
-export async function voidSlots(db: Db, logIds: readonly number[]): Promise<number[]> {
-  if (logIds.length === 0) return [];
-  const rows = await db
-    .updateTable("event_log")
-    .set({ state: "void" })
-    .where("log_id", "in", [...logIds])
-    .where("state", "=", "pending")
-    .returning("log_id")
-    .execute();
-  return rows.map((r) => r.log_id);
-}
-
-/** Removes pending reservations whose slots belong to events this log did not know (W6). */
-export async function forgetSlots(db: Db, logIds: readonly number[]): Promise<void> {
-  if (logIds.length === 0) return;
-  await db.deleteFrom("event_log").where("log_id", "in", [...logIds]).where("state", "=", "pending").execute();
-}
-
-/** Pending slots reserved longer ago than `olderThanMs` by the database clock, oldest first. */
-export async function expiredPendingSlots(db: Db, olderThanMs: number, limit: number): Promise<SlotRow[]> {
-  const rows = await selectSlots(db)
-    .where("state", "=", "pending")
-    .where("reserved_at", "<", sql<Date>`now() - make_interval(secs => ${olderThanMs / 1000})`)
-    .orderBy("aggregate_type")
-    .orderBy("aggregate_id")
-    .orderBy("seq")
-    .limit(limit)
-    .execute();
-  return rows.map(toSlotRow);
-}
-
-/** Every slot of the batch that `slot` belongs to, in sequence order. */
-export async function batchSlots(db: Db, slot: SlotRow): Promise<SlotRow[]> {
-  const rows = await selectSlots(db)
-    .where("aggregate_type", "=", slot.aggregateType)
-    .where("aggregate_id", "=", slot.aggregateId)
-    .where("seq", ">=", slot.batchFirstSeq)
-    .where("seq", "<=", slot.batchLastSeq)
-    .orderBy("seq")
-    .execute();
-  return rows.map(toSlotRow);
 }
 
 /** Slots of one stream from `fromSeq` on, in sequence order (at most `limit`). */
@@ -312,7 +298,7 @@ export async function allocatedHead(db: Db, aggregateType: string, aggregateId: 
 
 /**
  * Raises a stream's allocation head to at least `head` and returns it (re-synchronisation from S3,
- * W6; it never lowers a head). The slots found in S3 are recorded by adoptSlot and adoptInPlace.
+ * W6; it never lowers a head). The events found in S3 are recorded by core/segment-log.ts adoptStoredEvent.
  */
 export async function raiseHead(db: Db, aggregateType: string, aggregateId: string, head: number): Promise<number> {
   const row = await db
@@ -327,67 +313,6 @@ export async function raiseHead(db: Db, aggregateType: string, aggregateId: stri
     .returning("head")
     .executeTakeFirstOrThrow();
   return row.head;
-}
-
-/**
- * Turns the pending reservation `logId` into the row of `event`, the event S3 holds at its slot
- * (allocations were lost, W6: another writer's object is there), in place: the slot never lacks a
- * row, so no successor can commit ahead of it (commit_slots waits for a predecessor it cannot see).
- * Returns false when the row is no longer pending, or when `event` is already live in another
- * slot (then the reservation is removed: S3 has the event twice, which a resync reports).
- */
-export async function adoptInPlace(
-  db: Kysely<WriteSideTables>,
-  logId: number,
-  event: { readonly eventId: string; readonly eventType: string; readonly contentHash: string; readonly orderingKey: string | null },
-): Promise<boolean> {
-  try {
-    const row = await db
-      .updateTable("event_log")
-      .set({
-        event_id: event.eventId,
-        event_type: event.eventType,
-        content_hash: event.contentHash,
-        ordering_key: event.orderingKey,
-        batch_first_seq: sql`seq`,
-        batch_last_seq: sql`seq`,
-      })
-      .where("log_id", "=", logId)
-      .where("state", "=", "pending")
-      .returning("log_id")
-      .executeTakeFirst();
-    return row !== undefined;
-  } catch (e) {
-    if ((e as { code?: string }).code !== UNIQUE_VIOLATION) throw e;
-    await forgetSlots(db, [logId]);
-    return false;
-  }
-}
-
-/** Records a slot found in S3 but unknown to the log, as pending, so the commit path publishes it. */
-export async function adoptSlot(
-  db: Db,
-  slot: Omit<SlotRow, "logId" | "state" | "globalPosition" | "committedAt">,
-  state: "pending" | "void",
-): Promise<number | undefined> {
-  const row = await db
-    .insertInto("event_log")
-    .values({
-      event_id: slot.eventId,
-      aggregate_type: slot.aggregateType,
-      aggregate_id: slot.aggregateId,
-      seq: slot.seq,
-      event_type: slot.eventType,
-      content_hash: slot.contentHash,
-      ordering_key: slot.orderingKey,
-      batch_first_seq: slot.batchFirstSeq,
-      batch_last_seq: slot.batchLastSeq,
-      state,
-    })
-    .onConflict((oc) => oc.doNothing())
-    .returning("log_id")
-    .executeTakeFirst();
-  return row?.log_id;
 }
 
 /** Committed slots with a global position above `after`, in position order (at most `limit`). */

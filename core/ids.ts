@@ -1,7 +1,6 @@
 /**
- * Identifier rules and the S3 key layout. Every id that becomes part of an S3 key is validated here
- * and encoded injectively, so no id can escape its stream's prefix or share it with another id
- * (docs/CONTRACT.md A2, weakness 6 of the origin).
+ * Identifier rules (docs/CONTRACT.md A2), and the injective encoding of an id into one S3 key
+ * segment (dead letters' keys; events live in numbered segments, docs/STORAGE.md).
  */
 
 /** Limits on identifiers, also listed in docs/CONFIGURATION.md. */
@@ -116,47 +115,4 @@ export function decodeKeySegment(segment: string): string {
 /** The aggregate id of an instance: `{database}/{class_name}/{instance_id}`. */
 export function instanceAggregateId(database: string, className: string, instanceId: string): string {
   return `${database}/${className}/${instanceId}`;
-}
-
-/**
- * Longest path segment the encoded id is split into. Filesystem-backed S3 servers store each
- * segment as a file name, and file systems cap those at 255 bytes.
- */
-const MAX_SEGMENT = 200;
-
-/**
- * The encoded id as one or more path segments. Every segment but the last ends with `~`, a
- * character the encoding never produces, so no id's segments are a prefix of another id's.
- */
-function idPath(aggregateId: string): string {
-  const encoded = encodeKeySegment(aggregateId);
-  const parts: string[] = [];
-  for (let i = 0; i < encoded.length; i += MAX_SEGMENT) parts.push(encoded.slice(i, i + MAX_SEGMENT));
-  return parts.map((p, i) => (i < parts.length - 1 ? `${p}~` : p)).join("/");
-}
-
-/** The key prefix that holds one stream's slots and nothing else (ends with `/`). */
-export function streamPrefix(aggregateType: string, aggregateId: string): string {
-  return `streams/${encodeKeySegment(aggregateType)}/${idPath(aggregateId)}/`;
-}
-
-/** Splits a slot key made by {@link slotKey} back into aggregate type, id and seq. */
-export function parseSlotKey(key: string): { aggregateType: string; aggregateId: string; seq: number } | undefined {
-  const parts = key.split("/");
-  if (parts.length < 4 || parts[0] !== "streams") return undefined;
-  const seq = seqOfSlotKey(key);
-  if (seq === undefined) return undefined;
-  const idParts = parts.slice(2, -1).map((p, i, all) => (i < all.length - 1 ? p.slice(0, -1) : p));
-  return { aggregateType: decodeKeySegment(parts[1]!), aggregateId: decodeKeySegment(idParts.join("")), seq };
-}
-
-/** The key of one sequence slot: the sequence number as 20 digits, so keys sort by number. */
-export function slotKey(aggregateType: string, aggregateId: string, seq: number): string {
-  return `${streamPrefix(aggregateType, aggregateId)}${String(seq).padStart(20, "0")}.json`;
-}
-
-/** The sequence number of a slot key produced by {@link slotKey}, or undefined. */
-export function seqOfSlotKey(key: string): number | undefined {
-  const match = /\/(\d{20})\.json$/.exec(key);
-  return match?.[1] === undefined ? undefined : Number(match[1]);
 }

@@ -32,6 +32,8 @@ export * from "./processing-status.js";
 export * from "./proto-binary.js";
 export * from "./read-model.js";
 export * from "./s3-object-store.js";
+export * from "./segment-log.js";
+export * from "./segment.js";
 export * from "./settings.js";
 export * from "./shutdown.js";
 export * from "./sleep.js";

@@ -1,16 +1,16 @@
 /**
  * Reads the next committed events in global order and their bytes from S3, the source of truth,
  * with core's commit-log tailer and event reader (core/commit-log-reader.ts: tailing by position
- * never passes an event that becomes visible later, docs/CONTRACT.md R1). An object that cannot be
+ * never passes an event that becomes visible later, docs/CONTRACT.md R1). Each segment is fetched
+ * whole, once (a few are kept, as a page of the log may end inside one). An event that cannot be
  * read stops the batch right before it: the relay never skips an event.
  */
 import {
+  CommittedEventReader,
   type CommitLogTailer,
   type Logger,
   type ObjectStore,
-  readCommittedEvent,
   sleep,
-  type SlotRow,
   type TailPage,
   UnreadableEventError,
 } from "../core/index.js";
@@ -25,59 +25,38 @@ export interface ReadBatch {
 
 /** Reads batches of committed events. */
 export class EventReader {
+  private readonly events: CommittedEventReader;
+
   constructor(
     private readonly tailer: CommitLogTailer,
-    private readonly objects: ObjectStore,
+    objects: ObjectStore,
     private readonly batchSize: number,
-    private readonly concurrency: number,
-  ) {}
+    /** Segment GETs in flight at once. */
+    concurrency: number,
+  ) {
+    this.events = new CommittedEventReader(objects, { wholeSegments: true, concurrency });
+  }
 
   /**
    * The next committed events after `after` (at most batchSize) — `batch` undefined when there are
    * none — and the page they came from (its `waitForMore` waits for the next commit). When an
-   * object is unreadable, returns the events before it; when the first one is unreadable, throws
+   * event is unreadable, returns the events before it; when the first one is unreadable, throws
    * UnreadableEventError, so the caller retries that very position.
    */
   async next(after: number): Promise<{ readonly batch: ReadBatch | undefined; readonly page: TailPage }> {
     const page = await this.tailer.read(after, this.batchSize);
     const rows = page.rows;
     if (rows.length === 0) return { batch: undefined, page };
-    const results = await this.load(rows);
+    const results = await this.events.read(rows);
     const messages: EventMessage[] = [];
-    for (const result of results) {
+    for (const [i, result] of results.entries()) {
       if (result instanceof UnreadableEventError) {
         if (messages.length === 0) throw result;
         break;
       }
-      messages.push(result);
+      messages.push(toKafkaMessage(rows[i]!, result));
     }
     return { batch: { after, last: messages[messages.length - 1]!.position, messages }, page };
-  }
-
-  private async load(rows: readonly SlotRow[]): Promise<Array<EventMessage | UnreadableEventError>> {
-    const out = new Array<EventMessage | UnreadableEventError>(rows.length);
-    let nextIndex = 0;
-    let failedAt = rows.length;
-    const worker = async () => {
-      // Rows after a failure are not fetched: they cannot be published before it anyway.
-      while (nextIndex < failedAt) {
-        const i = nextIndex++;
-        const result = await this.loadOne(rows[i]!);
-        out[i] = result;
-        if (result instanceof UnreadableEventError) failedAt = Math.min(failedAt, i);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.concurrency, rows.length) }, worker));
-    return out.slice(0, Math.min(rows.length, failedAt + 1));
-  }
-
-  private async loadOne(row: SlotRow): Promise<EventMessage | UnreadableEventError> {
-    try {
-      return toKafkaMessage(row, await readCommittedEvent(this.objects, row));
-    } catch (e) {
-      if (e instanceof UnreadableEventError) return e;
-      throw e;
-    }
   }
 }
 

@@ -128,12 +128,14 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     committer,
     log,
     cacheSize: config.eventCacheSize,
+    segments: { maxBytes: config.segmentMaxBytes, maxEvents: config.segmentMaxEvents, maxInFlight: config.segmentMaxInFlight, lingerMs: config.segmentLingerMs },
     ...(overrides.beforeWrite === undefined ? {} : { beforeWrite: overrides.beforeWrite }),
     ...(overrides.afterWrite === undefined ? {} : { afterWrite: overrides.afterWrite }),
   });
+  lifecycle.defer("segment writer", () => store.close());
+  await store.catchUp();
   const sweeper = new Sweeper({
     db: database.db,
-    objects,
     committer,
     store,
     log,
@@ -160,7 +162,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const registry = overrides.registry ?? createRegistry(true);
   const metrics = serverMetrics(registry);
   trackObjectStore(registry, objects, "server");
-  metrics.track(committer, sweeper, tail);
+  metrics.track(committer, sweeper, tail, store.segmentStats);
   const observe = metrics.observe;
   const server = await listenGrpc(
     config.grpcAddr,

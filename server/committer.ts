@@ -4,10 +4,10 @@
  * event. Slots whose stream predecessor is still pending wait and are retried.
  */
 import type { Kysely } from "kysely";
-import { commitSlots, type Logger, UnavailableError, type WriteSideTables } from "../core/index.js";
+import { type CommitRequest, commitSlots, type Logger, UnavailableError, type WriteSideTables } from "../core/index.js";
 
 interface Waiter {
-  readonly logIds: readonly number[];
+  readonly requests: readonly CommitRequest[];
   readonly positions: Map<number, number>;
   readonly expiresAt: number;
   resolve(positions: Map<number, number>): void;
@@ -53,10 +53,10 @@ export class Committer {
    * a slot was voided (its write came too late) or could not commit in time; the slot then stays
    * for the sweeper, and nothing was acknowledged.
    */
-  commit(logIds: readonly number[]): Promise<Map<number, number>> {
+  commit(requests: readonly CommitRequest[]): Promise<Map<number, number>> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new UnavailableError("server is shutting down"));
-      this.queue.push({ logIds, positions: new Map(), expiresAt: Date.now() + this.maxWaitMs, resolve, reject });
+      this.queue.push({ requests, positions: new Map(), expiresAt: Date.now() + this.maxWaitMs, resolve, reject });
       this.kick();
     });
   }
@@ -115,18 +115,18 @@ export class Committer {
     while (this.queue.length > 0) {
       const batch: Waiter[] = [];
       let slots = 0;
-      while (this.queue.length > 0 && (batch.length === 0 || slots + this.queue[0]!.logIds.length <= this.maxBatch)) {
+      while (this.queue.length > 0 && (batch.length === 0 || slots + this.queue[0]!.requests.length <= this.maxBatch)) {
         const w = this.queue.shift()!;
         batch.push(w);
-        slots += w.logIds.length;
+        slots += w.requests.length;
       }
-      const ids = batch.flatMap((w) => w.logIds.filter((id) => !w.positions.has(id)));
+      const requests = batch.flatMap((w) => w.requests.filter((r) => !w.positions.has(r.logId)));
       let outcomes;
       try {
-        outcomes = await commitSlots(db, this.schema, ids);
+        outcomes = await commitSlots(db, this.schema, requests);
         this.stats.transactions += 1;
       } catch (e) {
-        this.log.warn({ err: e, slots: ids.length }, "commit transaction failed");
+        this.log.warn({ err: e, slots: requests.length }, "commit transaction failed");
         for (const w of batch) w.reject(new UnavailableError("could not commit to the database", { cause: e }));
         // The connection may be broken: hand it back, and let kick() start over on a fresh one.
         return;
@@ -135,15 +135,15 @@ export class Committer {
       const deferred: Waiter[] = [];
       for (const w of batch) {
         let voided = false;
-        for (const id of w.logIds) {
-          const outcome = outcomes.get(id);
-          if (outcome?.type === "committed") w.positions.set(id, outcome.position);
+        for (const { logId } of w.requests) {
+          const outcome = outcomes.get(logId);
+          if (outcome?.type === "committed") w.positions.set(logId, outcome.position);
           else if (outcome?.type === "void" || outcome?.type === "missing") voided = true;
         }
         if (voided) {
           w.reject(new UnavailableError("the write reached the store after its slot was closed; retry the append"));
-        } else if (w.positions.size === w.logIds.length) {
-          this.stats.slots += w.logIds.length;
+        } else if (w.positions.size === w.requests.length) {
+          this.stats.slots += w.requests.length;
           w.resolve(w.positions);
         } else if (now > w.expiresAt) {
           w.reject(new UnavailableError("an earlier event of this stream is still unresolved; retry later"));

@@ -9,8 +9,12 @@ import { DEFAULT_LIMITS } from "./limits.js";
 export const SERVER_OWN_SETTINGS = {
   grpcAddr: { env: "TIDEMARK_GRPC_ADDR", default: "127.0.0.1:50051", parse: parse.hostPort, description: "Address the gRPC server listens on (port 0 picks a free port)." },
   pgPoolSize: { env: "TIDEMARK_PG_POOL_SIZE", default: 10, parse: parse.int(1, 1000), description: "Maximum PostgreSQL connections of the server (the relay and the consumers have pools of their own: TIDEMARK_RELAY_PG_POOL_SIZE, TIDEMARK_CONSUMER_PG_POOL_SIZE)." },
-  writeDeadlineMs: { env: "TIDEMARK_WRITE_DEADLINE_MS", default: 25_000, parse: parse.int(100, 3_600_000), description: "A reserved sequence slot not written within this time is resolved by the sweeper (found and committed, or voided)." },
+  writeDeadlineMs: { env: "TIDEMARK_WRITE_DEADLINE_MS", default: 25_000, parse: parse.int(100, 3_600_000), description: "A write not finished within this time is resolved by the sweeper: its segment is found in S3 and committed, or closed with a void segment." },
   sweepIntervalMs: { env: "TIDEMARK_SWEEP_INTERVAL_MS", default: 2000, parse: parse.int(50, 600_000), description: "How often the sweeper looks for expired reservations." },
+  segmentMaxBytes: { env: "TIDEMARK_SEGMENT_MAX_BYTES", default: 4 * 1024 * 1024, parse: parse.int(1024, 256 * 1024 * 1024), description: "Most bytes of events in one segment (one S3 object per group commit; a single larger append still gets a segment of its own)." },
+  segmentMaxEvents: { env: "TIDEMARK_SEGMENT_MAX_EVENTS", default: 2000, parse: parse.int(1, 1_000_000), description: "Most events in one segment (a single larger append still gets a segment of its own)." },
+  segmentMaxInFlight: { env: "TIDEMARK_SEGMENT_MAX_IN_FLIGHT", default: 4, parse: parse.int(1, 256), description: "Segment writes in flight at once; appends arriving meanwhile queue and go into the next segment together." },
+  segmentLingerMs: { env: "TIDEMARK_SEGMENT_LINGER_MS", default: 0, parse: parse.int(0, 10_000), description: "Extra wait before a segment takes what is queued: fewer, larger PUTs for more latency (0: none; at low load an append is one PUT long)." },
   maxMessageBytes: { env: "TIDEMARK_MAX_MESSAGE_BYTES", default: DEFAULT_LIMITS.maxMessageBytes, parse: parse.int(1024, 64 * 1024 * 1024), description: "Largest gRPC request message." },
   maxDataBytes: { env: "TIDEMARK_MAX_DATA_BYTES", default: DEFAULT_LIMITS.maxDataBytes, parse: parse.int(64, 16 * 1024 * 1024), description: "Largest event `data` or instance `properties`, as JSON bytes." },
   maxDataDepth: { env: "TIDEMARK_MAX_DATA_DEPTH", default: DEFAULT_LIMITS.maxDataDepth, parse: parse.int(1, 256), description: "Deepest nesting of objects and arrays in `data`." },

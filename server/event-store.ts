@@ -1,40 +1,38 @@
 /**
- * The write path and stream reads (docs/CONTRACT.md W1–W7): reserve slots in PostgreSQL, create the
- * event objects in S3 with a conditional create, then commit them through the group committer.
+ * The write path and stream reads (docs/CONTRACT.md W1–W7, docs/STORAGE.md): reserve slots in
+ * PostgreSQL, hand the envelopes to the segment writer (one S3 object per group commit, committed
+ * through the group committer), and read streams back with ranged GETs of their segments.
  */
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import {
-  adoptSlot,
-  ConcurrencyError,
-  readCommittedEvent,
-  readSlot,
+  CommittedEventReader,
   encodeEnvelope,
-  ENVELOPE_CONTENT_TYPE,
   type EventEnvelope,
   EventEnvelopeSchema,
   EventKind,
   type Expectation,
-  adoptInPlace,
   type Logger,
   NotFoundError,
   type ObjectStore,
-  raiseHead,
   reserveSlots,
-  seqOfSlotKey,
-  slotKey,
+  type SegmentEvent,
   type SlotRow,
-  streamPrefix,
+  slotsById,
+  sleep,
   streamSlots,
   streamState,
   type StreamState,
   UnavailableError,
-  voidSlots,
+  UnreadableEventError,
+  voidUnflushed,
   type WriteSideTables,
 } from "../core/index.js";
 import type { Committer } from "./committer.js";
 import { EventCache } from "./event-cache.js";
+import { SegmentRecovery } from "./segment-recovery.js";
+import { SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats } from "./segment-writer.js";
 
 /** A validated event to append. */
 export interface ProposedEventInput {
@@ -73,181 +71,149 @@ export interface EventStoreDeps {
   readonly objects: ObjectStore;
   readonly committer: Committer;
   readonly log: Logger;
+  readonly segments: SegmentWriterSettings;
   readonly now?: () => Date;
   /** Decoded events kept in memory (default 10 000). */
   readonly cacheSize?: number;
-  /** Called before each slot object is written (tests inject crashes and delays here). */
+  /**
+   * A retry that finds its original append still unresolved waits this long for it, then settles
+   * it itself (default 2 000 ms): the original's writer is probably gone (docs/STORAGE.md).
+   */
+  readonly settleAfterMs?: number;
+  /** Called before a segment holding the slot is written (tests inject crashes and delays here). */
   readonly beforeWrite?: (slot: SlotRow) => Promise<void>;
-  /** Called after each slot object is created and before it commits (tests inject crashes here). */
+  /** Called after the segment holding the slot is created and before it commits (tests inject crashes here). */
   readonly afterWrite?: (slot: SlotRow) => Promise<void>;
 }
 
-const READ_PARALLELISM = 16;
-
-/** What a slot held when its conditional create answered 412 (or that it was created). */
-type SlotFinding = { readonly kind: "ours" } | { readonly kind: "void" } | { readonly kind: "foreign"; readonly envelope: EventEnvelope };
+/** How often a retry looks at its unresolved original. */
+const ORIGINAL_POLL_MS = 50;
+/** How many times an append starts over after its original (a retry's) was closed. */
+const MAX_RESTARTS = 3;
 
 /** Appends and reads event streams. */
 export class EventStore {
   private readonly cache: EventCache;
   private readonly now: () => Date;
+  private readonly reader: CommittedEventReader;
+  private readonly writer: SegmentWriter;
+  /** Settles segment numbers against S3 (the sweeper uses the same). */
+  readonly recovery: SegmentRecovery;
 
   constructor(private readonly deps: EventStoreDeps) {
     this.cache = new EventCache(deps.cacheSize ?? 10_000);
     this.now = deps.now ?? (() => new Date());
+    this.reader = new CommittedEventReader(deps.objects);
+    this.recovery = new SegmentRecovery({ db: deps.db, objects: deps.objects, committer: deps.committer, log: deps.log, now: this.now });
+    this.writer = new SegmentWriter({
+      db: deps.db,
+      objects: deps.objects,
+      committer: deps.committer,
+      log: deps.log,
+      settings: deps.segments,
+      now: this.now,
+      resync: (segment, ours) => this.recovery.resyncFrom(segment, ours),
+      settleSoon: (segment) => {
+        this.recovery.settle(segment, "the write failed").catch((e: unknown) => deps.log.warn({ err: e, segment }, "settling a failed segment write deferred to the sweeper"));
+      },
+      ...(deps.beforeWrite === undefined ? {} : { beforeWrite: deps.beforeWrite }),
+      ...(deps.afterWrite === undefined ? {} : { afterWrite: deps.afterWrite }),
+    });
+  }
+
+  /** Totals of the segment writer since start. */
+  get segmentStats(): SegmentWriterStats {
+    return this.writer.stats;
+  }
+
+  /** Before serving: brings in segments S3 holds beyond the log's counter (W6). */
+  catchUp(): Promise<number> {
+    return this.recovery.catchUp();
+  }
+
+  /** Refuses new appends; those in flight finish. */
+  close(): void {
+    this.writer.close();
   }
 
   /** Appends events atomically; returns after every event is in S3 and committed (W1). */
   async append(input: AppendInput): Promise<AppendOutput> {
-    const reservation = await reserveSlots(
-      this.deps.db,
-      input.aggregateType,
-      input.aggregateId,
-      input.expectation,
-      input.events.map((e) => ({
-        eventId: e.eventId,
-        eventType: e.eventType,
-        contentHash: e.contentHash,
-        orderingKey: e.metadata["ordering_key"] ?? null,
-      })),
-    );
-    const slots = reservation.slots;
-    // A retry whose original is still pending completes it (the original writer may have died).
-    const open = slots.map((slot, i) => ({ slot, event: input.events[i]! })).filter((p) => p.slot.state === "pending");
-    let positions = new Map<number, number>();
-    if (open.length > 0) {
-      await this.writeSlots(input, open);
-      positions = await this.deps.committer.commit(open.map((p) => p.slot.logId));
+    for (let restart = 0; ; restart++) {
+      const reservation = await reserveSlots(
+        this.deps.db,
+        input.aggregateType,
+        input.aggregateId,
+        input.expectation,
+        input.events.map((e) => ({
+          eventId: e.eventId,
+          eventType: e.eventType,
+          contentHash: e.contentHash,
+          orderingKey: e.metadata["ordering_key"] ?? null,
+        })),
+      );
+      const slots = reservation.slots;
+      if (reservation.type === "reserved") {
+        const positions = await this.writer.write({ slots, events: this.lines(input, slots) });
+        return { replayed: false, events: slots.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: positions.get(slot.logId)! })) };
+      }
+      // A retry: the original committed (answer what it got), is still in flight, or was closed.
+      const settled = await this.original(slots);
+      if (settled !== undefined) {
+        return { replayed: true, events: settled.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: slot.globalPosition! })) };
+      }
+      if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
     }
-    return {
-      replayed: reservation.type === "existing",
-      events: slots.map((slot) => ({
-        eventId: slot.eventId,
-        seq: slot.seq,
-        position: slot.globalPosition ?? positions.get(slot.logId)!,
-      })),
-    };
   }
 
-  /**
-   * Step 2: conditional creates of every slot object, in parallel. A slot that already holds this
-   * event counts as written; a void marker means the deadline passed (UNAVAILABLE); another event
-   * means the allocation was lost (W6): re-synchronise from S3 and answer ABORTED.
-   */
-  private async writeSlots(
-    input: AppendInput,
-    pairs: ReadonlyArray<{ slot: SlotRow; event: ProposedEventInput }>,
-  ): Promise<void> {
+  /** Each slot's envelope line: the event as it will be stored (no global position: it is set at commit). */
+  private lines(input: AppendInput, slots: readonly SlotRow[]): SegmentEvent[] {
     const occurredAt = timestampFromDate(this.now());
-    const outcomes = await Promise.allSettled(
-      pairs.map(async ({ slot, event }): Promise<SlotFinding> => {
-        const envelope = create(EventEnvelopeSchema, {
-          eventId: event.eventId,
-          eventType: event.eventType,
-          aggregateType: input.aggregateType,
-          aggregateId: input.aggregateId,
-          sequenceNumber: BigInt(slot.seq),
-          occurredAt,
-          actor: input.actor,
-          data: event.data,
-          metadata: event.metadata,
-          schemaVersion: event.schemaVersion,
-          kind: event.kind,
-          contentHash: event.contentHash,
-        });
-        const key = slotKey(input.aggregateType, input.aggregateId, slot.seq);
-        await this.deps.beforeWrite?.(slot);
-        const created = await this.deps.objects.createIfAbsent(key, encodeEnvelope(envelope, event.dataJson), ENVELOPE_CONTENT_TYPE);
-        if (created === "created") {
-          this.cache.set(key, envelope);
-          await this.deps.afterWrite?.(slot);
-          return { kind: "ours" } as const;
-        }
-        const content = await readSlot(this.deps.objects, key);
-        if (content === undefined) throw new UnavailableError(`slot ${key} answered 412 but cannot be read`);
-        if (content.type === "void") return { kind: "void" } as const;
-        return content.envelope.eventId === event.eventId ? ({ kind: "ours" } as const) : ({ kind: "foreign", envelope: content.envelope } as const);
-      }),
-    );
-    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
-    if (failed !== undefined) throw failed.reason;
-    const found = outcomes.map((o) => (o as PromiseFulfilledResult<SlotFinding>).value);
-    if (found.every((f) => f.kind === "ours")) return;
-
-    // The batch cannot commit as a whole (W7): close every slot of it that is ours or void, and
-    // hand the slots that S3 says belong to other events over to those events (W6).
-    const closed = pairs.filter((_, i) => found[i]!.kind !== "foreign").map((p) => p.slot.logId);
-    await voidSlots(this.deps.db, closed);
-    const foreign = pairs.flatMap((p, i) => {
-      const f = found[i]!;
-      return f.kind === "foreign" ? [{ slot: p.slot, envelope: f.envelope }] : [];
+    return slots.map((slot, i) => {
+      const event = input.events[i]!;
+      const envelope = create(EventEnvelopeSchema, {
+        eventId: event.eventId,
+        eventType: event.eventType,
+        aggregateType: input.aggregateType,
+        aggregateId: input.aggregateId,
+        sequenceNumber: BigInt(slot.seq),
+        occurredAt,
+        actor: input.actor,
+        data: event.data,
+        metadata: event.metadata,
+        schemaVersion: event.schemaVersion,
+        kind: event.kind,
+        contentHash: event.contentHash,
+      });
+      return { eventId: slot.eventId, aggregateType: input.aggregateType, aggregateId: input.aggregateId, seq: slot.seq, json: encodeEnvelope(envelope, event.dataJson) };
     });
-    if (foreign.length === 0) {
-      throw new UnavailableError("the write reached the store after its slot was closed; retry the append");
-    }
-    const first = pairs[0]!.slot.seq;
-    const head = await this.takeOver(input.aggregateType, input.aggregateId, foreign);
-    this.deps.log.warn(
-      { aggregateType: input.aggregateType, aggregateId: input.aggregateId, reservedFrom: first, head },
-      "sequence allocation was behind the object store; head re-synchronised",
-    );
-    throw new ConcurrencyError(input.aggregateType, input.aggregateId, first - 1, head);
   }
 
   /**
-   * Hands reserved slots that S3 says hold other events over to those events, in place, then
-   * re-synchronises the stream (W6). Adopting in place matters: were the reservations removed first
-   * and the events adopted later, a successor appended meanwhile would commit before them and reach
-   * Kafka ahead of them (R2) — the chaos harness found exactly that. Returns the new head.
+   * Waits for an earlier append of the same events to resolve: its committed slots, or undefined
+   * when it was closed (or handed to other events) and this append must start over. After
+   * `settleAfterMs` it settles the original itself — closing slots no flush took, or settling
+   * their segment against S3 — since its writer is probably gone (W5).
    */
-  async takeOver(aggregateType: string, aggregateId: string, foreign: ReadonlyArray<{ slot: SlotRow; envelope: EventEnvelope }>): Promise<number> {
-    const adopted: number[] = [];
-    for (const { slot, envelope } of foreign) {
-      const orderingKey = envelope.metadata["ordering_key"] ?? null;
-      if (await adoptInPlace(this.deps.db, slot.logId, { eventId: envelope.eventId, eventType: envelope.eventType, contentHash: envelope.contentHash, orderingKey })) {
-        adopted.push(slot.logId);
-      }
-    }
-    return this.resync(aggregateType, aggregateId, adopted);
-  }
-
-  /**
-   * Re-synchronises a stream from S3 (W6): slots found in S3 that the log lacks are adopted (events
-   * are committed and so published, void markers recorded) and the allocation head is raised;
-   * `adopted` are slots a caller already adopted in place, committed with the others.
-   */
-  async resync(aggregateType: string, aggregateId: string, alsoCommit: readonly number[] = []): Promise<number> {
-    const keys = await this.deps.objects.list(streamPrefix(aggregateType, aggregateId));
-    const known = new Set((await streamSlots(this.deps.db, aggregateType, aggregateId, 0, 1_000_000)).map((s) => s.seq));
-    let max = 0;
-    const adopted: number[] = [...alsoCommit];
-    for (const key of keys) {
-      const seq = seqOfSlotKey(key);
-      if (seq === undefined) continue;
-      max = Math.max(max, seq);
-      if (known.has(seq)) continue;
-      const content = await readSlot(this.deps.objects, key);
-      if (content === undefined) continue;
-      const base = { aggregateType, aggregateId, seq, batchFirstSeq: seq, batchLastSeq: seq, orderingKey: null };
-      try {
-        if (content.type === "void") {
-          await adoptSlot(this.deps.db, { ...base, eventId: content.marker.eventId, eventType: "", contentHash: "" }, "void");
-        } else {
-          const e = content.envelope;
-          const logId = await adoptSlot(
-            this.deps.db,
-            { ...base, eventId: e.eventId, eventType: e.eventType, contentHash: e.contentHash, orderingKey: e.metadata["ordering_key"] ?? null },
-            "pending",
-          );
-          if (logId !== undefined) adopted.push(logId);
+  private async original(slots: readonly SlotRow[]): Promise<SlotRow[] | undefined> {
+    const ids = slots.map((s) => s.logId);
+    const wanted = new Map(slots.map((s) => [s.logId, s.eventId]));
+    const settleAt = Date.now() + (this.deps.settleAfterMs ?? 2000);
+    let settled = false;
+    for (;;) {
+      const rows = await slotsById(this.deps.db, ids);
+      if (rows.length !== ids.length || rows.some((r) => r.state === "void" || r.eventId !== wanted.get(r.logId))) return undefined;
+      if (rows.every((r) => r.state === "committed")) return rows;
+      if (!settled && Date.now() >= settleAt) {
+        settled = true;
+        const segments = [...new Set(rows.filter((r) => r.state === "pending").map((r) => r.segment))];
+        for (const segment of segments) {
+          if (segment === null) await voidUnflushed(this.deps.db, ids);
+          else await this.recovery.settle(segment, "a retry found its writer gone");
         }
-      } catch (e) {
-        this.deps.log.error({ err: e, key }, "could not adopt a slot found in the object store");
+        continue;
       }
+      await sleep(ORIGINAL_POLL_MS);
     }
-    const head = await raiseHead(this.deps.db, aggregateType, aggregateId, max);
-    if (adopted.length > 0) await this.deps.committer.commit(adopted);
-    return head;
   }
 
   /** The stream's heads, or undefined when the stream was never reserved. */
@@ -267,7 +233,7 @@ export class EventStore {
   /**
    * The stream's committed events from `fromSeq`, in order, with their global positions. Stops at
    * the first unresolved slot, so readers only ever see a prefix in commit order; void slots are
-   * skipped. Reads only the stream's own keys (W5).
+   * skipped. Reads only the stream's own bytes: ranged GETs of its segments (W5).
    */
   async *read(aggregateType: string, aggregateId: string, fromSeq: number, maxCount: number): AsyncGenerator<EventEnvelope> {
     const pageSize = 500;
@@ -284,13 +250,10 @@ export class EventStore {
         }
         if (row.state === "committed") ready.push(row);
       }
-      for (let i = 0; i < ready.length && remaining > 0; i += READ_PARALLELISM) {
-        const chunk = ready.slice(i, Math.min(i + READ_PARALLELISM, i + remaining));
-        const envelopes = await Promise.all(chunk.map((row) => this.load(row)));
-        for (const envelope of envelopes) {
-          remaining -= 1;
-          yield envelope;
-        }
+      const wanted = ready.slice(0, Math.min(ready.length, remaining));
+      for (const envelope of await this.loadAll(wanted)) {
+        remaining -= 1;
+        yield envelope;
       }
       if (blocked || rows.length < pageSize || remaining <= 0) return;
       next = rows[rows.length - 1]!.seq + 1;
@@ -299,14 +262,40 @@ export class EventStore {
 
   /** One committed event, from the cache or S3, with its global position. */
   async load(row: SlotRow): Promise<EventEnvelope> {
-    const key = slotKey(row.aggregateType, row.aggregateId, row.seq);
-    let envelope = this.cache.get(key);
-    if (envelope === undefined) {
-      envelope = (await readCommittedEvent(this.deps.objects, row)).envelope;
-      this.cache.set(key, envelope);
-    }
-    // A shallow copy: the cached envelope is shared and never changes, and protobuf-es's clone
-    // would rebuild `data` by assignment (losing a `__proto__` key).
-    return { ...envelope, globalPosition: BigInt(row.globalPosition ?? 0) };
+    return (await this.loadAll([row]))[0]!;
   }
+
+  /** Committed events, from the cache or S3 (neighbours in one segment in one ranged GET), in the rows' order. */
+  async loadAll(rows: readonly SlotRow[]): Promise<EventEnvelope[]> {
+    const out = new Array<EventEnvelope>(rows.length);
+    const missing: number[] = [];
+    rows.forEach((row, i) => {
+      const hit = this.cache.get(cacheKey(row));
+      if (hit === undefined) missing.push(i);
+      else out[i] = withPosition(hit, row);
+    });
+    if (missing.length > 0) {
+      const results = await this.reader.read(missing.map((i) => rows[i]!));
+      results.forEach((result, j) => {
+        if (result instanceof UnreadableEventError) throw result;
+        const row = rows[missing[j]!]!;
+        this.cache.set(cacheKey(row), result.envelope);
+        out[missing[j]!] = withPosition(result.envelope, row);
+      });
+    }
+    return out;
+  }
+}
+
+/** A committed (aggregate, seq) never changes, so it names its event in the cache. */
+function cacheKey(row: SlotRow): string {
+  return `${row.aggregateType}\u0000${row.aggregateId}\u0000${row.seq}`;
+}
+
+/**
+ * A shallow copy with the row's global position: the cached envelope is shared and never changes,
+ * and protobuf-es's clone would rebuild `data` by assignment (losing a `__proto__` key).
+ */
+function withPosition(envelope: EventEnvelope, row: SlotRow): EventEnvelope {
+  return { ...envelope, globalPosition: BigInt(row.globalPosition ?? 0) };
 }

@@ -2,13 +2,14 @@ import * as grpcStatus from "./grpc/status-codes.js";
 import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type LogTail, type Registry } from "../core/index.js";
 import type { CallObserver } from "./grpc/bridge.js";
 import type { Committer } from "./committer.js";
+import type { SegmentWriterStats } from "./segment-writer.js";
 import type { Sweeper } from "./sweeper.js";
 
 /** The server's metrics: gRPC calls by method and code with latency, commits, sweeps and Subscribe's fan-out. */
 export interface ServerMetrics {
   readonly observe: CallObserver;
   /** Starts reading committer, sweeper and log-tail totals at scrape time. */
-  track(committer: Committer, sweeper: Sweeper, tail?: LogTail): void;
+  track(committer: Committer, sweeper: Sweeper, tail?: LogTail, segments?: SegmentWriterStats): void;
 }
 
 /** Registers the server's metrics in `registry`. */
@@ -25,6 +26,7 @@ export function serverMetrics(registry: Registry): ServerMetrics {
   let committer: Committer | undefined;
   let sweeper: Sweeper | undefined;
   let tail: LogTail | undefined;
+  let segments: SegmentWriterStats | undefined;
   new Gauge({
     name: "tidemark_commit_transactions_total",
     help: "Group-commit transactions run",
@@ -43,13 +45,27 @@ export function serverMetrics(registry: Registry): ServerMetrics {
   });
   new Gauge({
     name: "tidemark_sweeper_resolved_total",
-    help: "Abandoned reservations resolved by the sweeper, by outcome",
+    help: "Unfinished writes resolved by the sweeper, by outcome (committed, voided, conflicts)",
     labelNames: ["outcome"],
     registers: [registry],
     collect() {
-      for (const outcome of ["committed", "voided", "forgotten"] as const) this.set({ outcome }, sweeper?.totals[outcome] ?? 0);
+      for (const outcome of ["committed", "voided", "conflicts"] as const) this.set({ outcome }, sweeper?.totals[outcome] ?? 0);
     },
   });
+  const segmentTotal = (name: string, help: string, value: (s: SegmentWriterStats) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(segments === undefined ? 0 : value(segments));
+      },
+    });
+  segmentTotal("tidemark_segments_written_total", "Segments this server wrote to S3 (one conditional PUT each)", (s) => s.segments);
+  segmentTotal("tidemark_segment_events_total", "Events in the segments this server wrote (÷ segments = events per PUT)", (s) => s.events);
+  segmentTotal("tidemark_segment_bytes_total", "Bytes of the segments this server wrote", (s) => s.bytes);
+  segmentTotal("tidemark_segment_write_failures_total", "Segment flushes that failed (every append in them answered UNAVAILABLE)", (s) => s.failed);
+  segmentTotal("tidemark_segment_conflicts_total", "Segment numbers S3 already held (the commit log was behind the bucket: re-synchronised)", (s) => s.conflicts);
   new Gauge({
     name: "tidemark_subscribers",
     help: "Open Subscribe streams: live (fed by the shared log tail) or catching_up (reading the log on their own)",
@@ -86,10 +102,11 @@ export function serverMetrics(registry: Registry): ServerMetrics {
       if (code === grpcStatus.ABORTED) conflicts.inc();
       if (code === grpcStatus.INTERNAL) internal.inc({ method });
     },
-    track(c, s, t) {
+    track(c, s, t, w) {
       committer = c;
       sweeper = s;
       tail = t;
+      segments = w;
     },
   };
 }

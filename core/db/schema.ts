@@ -40,6 +40,21 @@ export interface EventLogTable {
   global_position: Int8 | null;
   reserved_at: CreatedAt;
   committed_at: Date | null;
+  /** The segment the event is written in (set when a flush takes it), and its bytes there. */
+  segment: Int8 | null;
+  segment_offset: Int8 | null;
+  segment_length: number | null;
+}
+
+/** State of a segment number: allocated and being written, written, or closed by a void marker. */
+export type SegmentState = "pending" | "written" | "void";
+
+/** Segment numbers, from a counter; one row per allocated number (docs/STORAGE.md). */
+export interface SegmentsTable {
+  segment: ColumnType<number, number | undefined, never>;
+  state: SegmentState;
+  allocated_at: CreatedAt;
+  resolved_at: Date | null;
 }
 
 /** The serialised commit counter: commit order equals global position order (docs/CONTRACT.md R1). */
@@ -53,6 +68,7 @@ export interface WriteSideTables {
   stream_heads: StreamHeadsTable;
   event_log: EventLogTable;
   global_counter: GlobalCounterTable;
+  segments: SegmentsTable;
 }
 
 // ---------------------------------------------------------------------------------------- relay

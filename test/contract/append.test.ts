@@ -4,7 +4,7 @@
  */
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseSlotKey, slotKey, streamPrefix } from "../../core/ids.js";
+import { storedEvent, storedEvents, storedSegments } from "../helpers/stored-events.js";
 import { ConcurrencyConflictSchema, IdempotencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
 import { badFields, collect, expectStatus, findDetail, grpc } from "../helpers/grpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/test-server.js";
@@ -24,9 +24,9 @@ describe("W1 durable ack", () => {
     const out = await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w1", expectation: { case: "expectedSeq", value: 0n }, events: [event("w1-e1", { total: 12.5 })] });
     expect(out.events[0]).toMatchObject({ eventId: "w1-e1", sequenceNumber: 1n });
     expect(out.events[0]!.globalPosition).toBeGreaterThan(0n);
-    const body = await t.server.objects.get(slotKey("Order", "w1", 1));
-    expect(body).toBeDefined();
-    expect(JSON.parse(body!)).toMatchObject({ event_id: "w1-e1", aggregate_type: "Order", aggregate_id: "w1", sequence_number: "1", data: { total: 12.5 } });
+    const stored = await storedEvent(t.server.objects, "Order", "w1", 1);
+    expect(stored).toBeDefined();
+    expect(JSON.parse(stored!.json)).toMatchObject({ event_id: "w1-e1", aggregate_type: "Order", aggregate_id: "w1", sequence_number: "1", data: { total: 12.5 } });
   });
 });
 
@@ -69,11 +69,19 @@ describe("W2 immutable slots", () => {
     }
   });
 
-  it("never overwrites a stored event", async () => {
+  it("never overwrites a stored segment", async () => {
     await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w2", expectation: { case: "noStream", value: {} }, events: [event("w2-e1")] });
-    const before = await t.server.objects.get(slotKey("Order", "w2", 1));
-    expect(await t.server.objects.createIfAbsent(slotKey("Order", "w2", 1), "overwrite attempt", "text/plain")).toBe("exists");
-    expect(await t.server.objects.get(slotKey("Order", "w2", 1))).toBe(before);
+    const { key } = (await storedEvent(t.server.objects, "Order", "w2", 1))!;
+    const before = await t.server.objects.read(key);
+    expect(await t.server.objects.createIfAbsent(key, "overwrite attempt", "text/plain")).toBe("exists");
+    expect(await t.server.objects.read(key)).toEqual(before);
+  });
+
+  it("gives every segment a number of its own, each key created once", async () => {
+    const segments = await storedSegments(t.server.objects);
+    const numbers = segments.map((s) => s.content.segment);
+    expect(new Set(numbers).size).toBe(numbers.length);
+    for (const s of segments) expect(s.key).toBe(`segments/${String(s.content.segment).padStart(20, "0")}.jsonl`);
   });
 });
 
@@ -97,7 +105,7 @@ describe("W3 optimistic concurrency", () => {
     // No number consumed by the losers.
     const head = await t.events.getStreamHead({ aggregateType: "Order", aggregateId: "w3" });
     expect(head).toMatchObject({ head: 2n, allocated: 2n });
-    expect(await t.server.objects.list(streamPrefix("Order", "w3"))).toHaveLength(2);
+    expect(await storedEvents(t.server.objects, { aggregateType: "Order", aggregateId: "w3" })).toHaveLength(2);
   });
 
   it("refuses a stale expected_seq and writes nothing", async () => {
@@ -106,7 +114,7 @@ describe("W3 optimistic concurrency", () => {
       grpc.status.ABORTED,
     );
     expect(error.details).toMatch(/expected sequence 1, but the head is 2/);
-    expect(await t.server.objects.list(streamPrefix("Order", "w3"))).toHaveLength(2);
+    expect(await storedEvents(t.server.objects, { aggregateType: "Order", aggregateId: "w3" })).toHaveLength(2);
   });
 
   it("appends at any head only when asked explicitly", async () => {
@@ -128,7 +136,7 @@ describe("W4 idempotent append", () => {
     const retry = await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w4", expectation: { case: "noStream", value: {} }, events: [event("w4-e1", { v: 1 })], actor: "someone-else" });
     expect(retry.replayed).toBe(true);
     expect(retry.events).toEqual(first.events);
-    expect(await t.server.objects.list(streamPrefix("Order", "w4"))).toHaveLength(2);
+    expect(await storedEvents(t.server.objects, { aggregateType: "Order", aggregateId: "w4" })).toHaveLength(2);
   });
 
   it("treats trace headers as transport, not content", async () => {
@@ -162,7 +170,7 @@ describe("W4 idempotent append", () => {
     const seqs = new Set(results.map((r) => `${r.events[0]!.sequenceNumber}/${r.events[0]!.globalPosition}`));
     expect(seqs.size).toBe(1);
     expect(results.filter((r) => !r.replayed)).toHaveLength(1);
-    expect(await t.server.objects.list(streamPrefix("Order", "w4c"))).toHaveLength(1);
+    expect(await storedEvents(t.server.objects, { aggregateType: "Order", aggregateId: "w4c" })).toHaveLength(1);
   });
 });
 
@@ -194,7 +202,7 @@ describe("W7 batches", () => {
       grpc.status.INVALID_ARGUMENT,
     );
     expect(badFields(error)).toEqual(["events[1].event_id"]);
-    expect(await t.server.objects.list(streamPrefix("Order", "w7"))).toHaveLength(6);
+    expect(await storedEvents(t.server.objects, { aggregateType: "Order", aggregateId: "w7" })).toHaveLength(6);
     const head = await t.events.getStreamHead({ aggregateType: "Order", aggregateId: "w7" });
     expect(head.allocated).toBe(6n);
   });
@@ -211,10 +219,10 @@ describe("W7 batches", () => {
   });
 });
 
-describe("A2 ids that become S3 keys", () => {
+describe("A2 ids stored in S3", () => {
   const ids = ["a/b", "a/b/..", "..", "../../escape", "ünïcødé 名前", "x".repeat(256), "é".repeat(128), "a%2Fb", "%", "white space inside"];
 
-  it("round-trips tricky aggregate ids and keeps every key inside its own prefix", async () => {
+  it("round-trips tricky aggregate ids, each stored under exactly its own name", async () => {
     for (const [i, id] of ids.entries()) {
       await t.events.appendEvents({ aggregateType: "Doc", aggregateId: id, expectation: { case: "noStream", value: {} }, events: [event(`a2-${i}`, { id })] });
     }
@@ -223,10 +231,11 @@ describe("A2 ids that become S3 keys", () => {
       expect(read.map((r) => r.event!.eventId)).toEqual([`a2-${i}`]);
       expect(read[0]!.event!.aggregateId).toBe(id);
     }
-    const keys = await t.server.objects.list("streams/Doc/");
-    expect(keys).toHaveLength(ids.length);
-    const owners = keys.map((k) => parseSlotKey(k)!.aggregateId);
-    expect(owners.sort()).toEqual([...ids].sort());
+    // The bucket names each event's aggregate exactly: segment headers carry the ids as JSON text.
+    const stored = (await storedEvents(t.server.objects)).filter((e) => e.aggregateType === "Doc");
+    expect(stored).toHaveLength(ids.length);
+    expect(stored.map((e) => e.aggregateId).sort()).toEqual([...ids].sort());
+    for (const e of stored) expect(JSON.parse(e.json)).toMatchObject({ aggregate_type: "Doc", aggregate_id: e.aggregateId });
   });
 
   it("refuses ids that cannot be stored safely, naming the field", async () => {

@@ -6,8 +6,8 @@
  * issue #11; the bytes are made by hand (test/helpers/raw-grpc.ts), not by Tidemark's encoder.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeSlot } from "../../core/envelope.js";
-import { slotKey } from "../../core/ids.js";
+import { decodeEnvelope } from "../../core/envelope.js";
+import { storedEvent } from "../helpers/stored-events.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { badFields, collect, expectStatus, findDetail, grpc } from "../helpers/grpc-errors.js";
 import {
@@ -262,13 +262,13 @@ describe("5. stored data equals sent data, key for key", () => {
     const out = await rawUnary(t.server.address, APPEND, appendBytes("Proto", "p", [proposed("proto-1", sent)]));
     expect(grpc.status[out.code]).toBe("OK");
 
-    // S3: the object's bytes hold the data exactly.
-    const body = await t.server.objects.get(slotKey("Proto", "p", 1));
+    // S3: the event's bytes in its segment hold the data exactly.
+    const body = (await storedEvent(t.server.objects, "Proto", "p", 1))?.json;
     expect(body).toBeDefined();
     expect(body!).toContain(`"data":${expectedJson}`);
-    const stored = decodeSlot(body!);
-    expect(stored.type === "event" && JSON.stringify(stored.envelope.data)).toBe(expectedJson);
-    expect(Object.getPrototypeOf(stored.type === "event" ? stored.envelope.data : null)).toBe(Object.prototype);
+    const stored = decodeEnvelope(body!);
+    expect(JSON.stringify(stored.data)).toBe(expectedJson);
+    expect(Object.getPrototypeOf(stored.data)).toBe(Object.prototype);
 
     const [read] = await collect(t.events.readStream({ aggregateType: "Proto", aggregateId: "p" }));
     expect(JSON.stringify(read!.event!.data)).toBe(expectedJson);

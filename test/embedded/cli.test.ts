@@ -7,13 +7,12 @@
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
-import { slotKey } from "../../core/ids.js";
 import { createClient } from "../../server/grpc/client.js";
 import { background, cleanEnv, freePort, tidemark, TIDEMARK_BIN, type Background } from "../helpers/cli-process.js";
 import { ORIGIN_ENV } from "../helpers/origin-env.js";
@@ -177,10 +176,12 @@ describe("an embedded deployment driven by the CLI", () => {
     server = undefined;
     expect(existsSync(path.join(dir, "LOCK"))).toBe(false);
 
-    // Park the rebuild deterministically: the first event's object becomes a FIFO, so the rebuild
-    // blocks reading it until the test writes the original bytes — the interrupt lands while it
-    // waits, whatever the machine's speed, and the rebuild stops after that first batch.
-    const first = path.join(dir, "objects", ORIGIN_ENV.EVENT_STORE_BUCKET, ...slotKey("Instance", "demo/Person/ada", 1).split("/"));
+    // Park the rebuild deterministically: the first segment becomes a FIFO, so the rebuild blocks
+    // reading it until the test writes the original bytes — the interrupt lands while it waits,
+    // whatever the machine's speed, and the rebuild stops after that first batch.
+    const segments = path.join(dir, "objects", ORIGIN_ENV.EVENT_STORE_BUCKET, "segments");
+    const first = path.join(segments, (await readdir(segments)).sort()[0]!);
+    expect(await readFile(first, "utf8")).toContain('"aggregate_id":"demo/Person/ada","sequence_number":"1"');
     const original = await readFile(first);
     await rm(first);
     execFileSync("mkfifo", [first]);

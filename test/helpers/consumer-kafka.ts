@@ -7,8 +7,7 @@ import { Kafka, logLevel, type Admin, type Consumer, type Producer } from "kafka
 import { encodeEnvelope, ENVELOPE_CONTENT_TYPE, type EventEnvelope } from "../../core/envelope.js";
 import { committedAfter } from "../../core/event-log.js";
 import type { ObjectStore } from "../../core/object-store.js";
-import { decodeSlot } from "../../core/envelope.js";
-import { slotKey } from "../../core/ids.js";
+import { readCommittedEvent } from "../../core/commit-log-reader.js";
 import type { Kysely } from "kysely";
 import type { WriteSideTables } from "../../core/db/schema.js";
 import { stackBrokers, uniqueId } from "./test-server.js";
@@ -147,10 +146,7 @@ export async function publishCommitted(db: Kysely<WriteSideTables>, objects: Obj
     if (slots.length === 0) return position;
     const envelopes: EventEnvelope[] = [];
     for (const slot of slots) {
-      const content = decodeSlot((await objects.get(slotKey(slot.aggregateType, slot.aggregateId, slot.seq)))!);
-      if (content.type !== "event") continue;
-      content.envelope.globalPosition = BigInt(slot.globalPosition!);
-      envelopes.push(content.envelope);
+      envelopes.push((await readCommittedEvent(objects, slot)).envelope);
     }
     await tk.produce(topic, envelopes);
     position = slots[slots.length - 1]!.globalPosition!;

@@ -20,7 +20,7 @@ export function rawS3(bucket: string) {
     async delete(key: string): Promise<void> {
       await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
     },
-    async put(key: string, body: string): Promise<void> {
+    async put(key: string, body: string | Uint8Array): Promise<void> {
       await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
     },
     close(): void {

@@ -1,19 +1,20 @@
 /**
- * Writes below the gRPC API for relay tests: reserve a slot and create its S3 object exactly as the
- * server does, then commit it in a transaction the test controls — the same steps as the commit
+ * Writes below the gRPC API for relay tests: reserve a slot and write it in a segment of its own
+ * exactly as the server does (allocate a number, conditional create, record its place), then commit it in a transaction the test controls — the same steps as the commit
  * path (core/event-log.ts commitSlots, SQL function commit_slots: lock the counter row first, give
  * the next position, mark committed, advance the counter, NOTIFY) — so it can be held open, or
  * committed without a notification.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { contentHash, encodeEnvelope, ENVELOPE_CONTENT_TYPE, EventEnvelopeSchema, EventKind } from "../../core/envelope.js";
+import { contentHash, encodeEnvelope, EventEnvelopeSchema, EventKind } from "../../core/envelope.js";
 import { reserveSlots } from "../../core/event-log.js";
-import { slotKey } from "../../core/ids.js";
+import { encodeSegment, SEGMENT_CONTENT_TYPE, segmentKey } from "../../core/segment.js";
+import { allocateSegment } from "../../core/segment-log.js";
 import { commitChannel } from "../../core/db/database.js";
 import type { ServerHandle } from "../../server/app.js";
 
-/** A reserved slot whose object is in S3, not yet committed. */
+/** A reserved slot whose segment is in S3, not yet committed; `key` is the segment's, `body` the event's bytes. */
 export interface WrittenSlot {
   readonly logId: number;
   readonly eventId: string;
@@ -24,7 +25,7 @@ export interface WrittenSlot {
   readonly body: string;
 }
 
-/** Steps 1 and 2 of an append (reserve, conditional create), as the server's EventStore does them. */
+/** Steps 1 and 2 of an append (reserve, segment write), as the server's EventStore and SegmentWriter do them. */
 export async function writeSlot(server: ServerHandle, aggregateType: string, aggregateId: string, eventId: string, data: Record<string, unknown> = {}): Promise<WrittenSlot> {
   const metadata = { kind: "domain" };
   const hash = contentHash({ eventType: "Noted", aggregateType, aggregateId, data: data as never, metadata, schemaVersion: 1, kind: EventKind.DOMAIN });
@@ -44,9 +45,14 @@ export async function writeSlot(server: ServerHandle, aggregateType: string, agg
     kind: EventKind.DOMAIN,
     contentHash: hash,
   });
-  const key = slotKey(aggregateType, aggregateId, slot.seq);
   const body = encodeEnvelope(envelope);
-  if ((await server.objects.createIfAbsent(key, body, ENVELOPE_CONTENT_TYPE)) !== "created") throw new Error(`${key} exists`);
+  const allocation = await allocateSegment(server.database.db, [[slot.logId]]);
+  if (allocation === undefined) throw new Error(`slot ${slot.logId} could not be put into a segment`);
+  const key = segmentKey(allocation.segment);
+  const encoded = encodeSegment(allocation.segment, new Date(), [{ eventId, aggregateType, aggregateId, seq: slot.seq, json: body }]);
+  if ((await server.objects.createIfAbsent(key, encoded.body, SEGMENT_CONTENT_TYPE)) !== "created") throw new Error(`${key} exists`);
+  const range = encoded.ranges[0]!;
+  await server.database.db.updateTable("event_log").set({ segment_offset: range.start, segment_length: range.length }).where("log_id", "=", slot.logId).execute();
   return { logId: slot.logId, eventId, aggregateType, aggregateId, seq: slot.seq, key, body };
 }
 

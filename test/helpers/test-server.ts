@@ -27,6 +27,8 @@ export interface TestServer {
   /** Stops the server (keeping the schema and bucket) so a new one can start on the same state. */
   restart(overrides?: ServerOverrides): Promise<TestServer>;
   close(): Promise<void>;
+  /** Stops the server and its clients, leaving the schema and the bucket as they are. */
+  stop(): Promise<void>;
 }
 
 /** A unique lower-case id for schemas, buckets and topics of one test file. */
@@ -89,6 +91,10 @@ export async function startTestServer(config: ServerConfig = testServerConfig(),
       stopClients();
       await server.stop(1000);
       return startTestServer(config, next);
+    },
+    async stop() {
+      stopClients();
+      await server.stop(1000);
     },
     async close() {
       stopClients();

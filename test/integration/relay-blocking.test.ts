@@ -4,7 +4,7 @@
  * S3 object is gone blocks publication with an alarm (log and metric) until the object is back.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { slotKey } from "../../core/ids.js";
+import { segmentKey } from "../../core/segment.js";
 import type { SlotRow } from "../../core/event-log.js";
 import type { RelayHandle } from "../../relay/app.js";
 import { deleteTopics, startCollector, type Collector } from "../helpers/relay-kafka.js";
@@ -16,9 +16,9 @@ import { waitFor } from "../helpers/wait-for.js";
 const brokers = () => stackEnv()["TIDEMARK_KAFKA_BROKERS"]!.split(",");
 const names = relayTopics("rb");
 
-/** Hooks armed per event id: a gate holds a writer before its S3 write; `lose` deletes the object right after. */
+/** Hooks armed per event id: a gate holds a writer before its S3 write; `lose` deletes its segment right after. */
 const gates = new Map<string, Promise<void>>();
-const lose = new Map<string, string>();
+const lose = new Map<string, { key: string; body: Buffer } | undefined>();
 let s3: ReturnType<typeof rawS3>;
 
 let t: TestServer;
@@ -33,8 +33,8 @@ beforeAll(async () => {
     },
     afterWrite: async (slot: SlotRow) => {
       if (!lose.has(slot.eventId)) return;
-      const key = slotKey(slot.aggregateType, slot.aggregateId, slot.seq);
-      lose.set(slot.eventId, (await t.server.objects.get(key))!);
+      const key = segmentKey(slot.segment!);
+      lose.set(slot.eventId, { key, body: (await t.server.objects.read(key))! });
       await s3.delete(key);
     },
   });
@@ -87,7 +87,7 @@ describe("voided slots", () => {
 
 describe("an unreadable committed event", () => {
   it("blocks publication with an alarm and a growing lag, then resumes in order once the object is back", { timeout: 90_000 }, async () => {
-    lose.set("lost", "");
+    lose.set("lost", undefined);
     const lost = await append("u", "lost");
     const position = Number(lost.events[0]!.globalPosition);
     const behind = [];
@@ -99,7 +99,7 @@ describe("an unreadable committed event", () => {
     expect(await metric("tidemark_relay_blocked")).toBe(1);
     expect(await metric("tidemark_relay_blocked_position")).toBe(position);
     const alarm = captured.lines.find((l) => l["alarm"] === "relay_blocked" && l["reason"] === "missing");
-    expect(alarm).toMatchObject({ level: 50, position, key: slotKey("Block", "u", 1) });
+    expect(alarm).toMatchObject({ level: 50, position, key: lose.get("lost")!.key });
 
     // Nothing behind it was published, the checkpoint stays right before it, and the lag grows.
     expect(relay.status().checkpoint).toBe(position - 1);
@@ -108,7 +108,7 @@ describe("an unreadable committed event", () => {
     const lagBefore = await metric("tidemark_relay_lag_seconds");
     await waitFor(async () => (await metric("tidemark_relay_lag_seconds")) > lagBefore + 1, { what: "the lag in seconds to grow" });
 
-    await s3.put(slotKey("Block", "u", 1), lose.get("lost")!);
+    await s3.put(lose.get("lost")!.key, lose.get("lost")!.body);
     await collector.waitForEvents(["lost", "behind-1", "behind-2", "behind-3"]);
     // One partition: offsets show the production order.
     const order = collector.messages.filter((m) => m.position >= position).sort((a, b) => a.offset - b.offset).map((m) => m.eventId);

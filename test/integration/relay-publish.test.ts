@@ -3,7 +3,7 @@
  * and topic creation (R7), wake-up by NOTIFY with polling as the fallback (R6), and the metrics.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { slotKey } from "../../core/ids.js";
+import { storedEvent } from "../helpers/stored-events.js";
 import { ENVELOPE_CONTENT_TYPE } from "../../core/envelope.js";
 import { EventKind } from "../../gen/tidemark/v1/envelope_pb.js";
 import type { RelayHandle } from "../../relay/app.js";
@@ -72,7 +72,7 @@ describe("R3 one wire format", () => {
     expect(m.topic).toBe(names.topic);
     expect(m.key).toBe("Shipment/s/1");
 
-    const stored = JSON.parse((await t.server.objects.get(slotKey("Shipment", "s/1", 1)))!);
+    const stored = JSON.parse((await storedEvent(t.server.objects, "Shipment", "s/1", 1))!.json);
     expect(stored.global_position).toBeUndefined();
     expect(JSON.parse(m.value)).toEqual({ ...stored, global_position: String(position) });
     expect(m.envelope).toMatchObject({ event_id: "r3-e1", sequence_number: "1", actor: "alice", schema_version: 3, data: { weight: 2.5, tags: ["a", "b"] } });
@@ -100,8 +100,8 @@ describe("R3 one wire format", () => {
     });
     await collector.waitForEvents(["r3-proto"]);
     const m = collector.messages.find((x) => x.eventId === "r3-proto")!;
-    const stored = (await t.server.objects.get(slotKey("Shipment", "s/proto", 1)))!;
-    // Byte for byte: the message is the stored object with only global_position put first.
+    const stored = (await storedEvent(t.server.objects, "Shipment", "s/proto", 1))!.json;
+    // Byte for byte: the message is the event's bytes in its segment with only global_position put first.
     expect(m.value.replace(/^\{"global_position":"\d+",/, "{")).toBe(stored);
     expect(m.value).toContain(`"data":${JSON.stringify(data)}`);
   });

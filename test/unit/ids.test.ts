@@ -5,13 +5,9 @@ import {
   checkInstanceId,
   decodeKeySegment,
   encodeKeySegment,
-  parseSlotKey,
-  seqOfSlotKey,
-  slotKey,
-  streamPrefix,
 } from "../../core/ids.js";
 
-describe("S3 key layout", () => {
+describe("S3 key segments (dead-letter keys)", () => {
   const tricky = ["x".repeat(200), "x".repeat(201), "x".repeat(400), "a/b", "a%2Fb", "..", ".", "a/../b", "a", "a/", "ab", "a b", "ü", "u\u0308", "名前/x", "%", "-_", "a.b", "A"];
 
   it("encodes ids injectively, without '/' or '.'", () => {
@@ -22,32 +18,6 @@ describe("S3 key layout", () => {
       expect(e).toMatch(/^[A-Za-z0-9_%-]+$/);
     }
     for (const id of tricky) expect(decodeKeySegment(encodeKeySegment(id))).toBe(id);
-  });
-
-  it("gives no stream a prefix of another stream's keys", () => {
-    const prefixes = tricky.map((id) => streamPrefix("Order", id));
-    for (const a of prefixes) for (const b of prefixes) if (a !== b) expect(b.startsWith(a)).toBe(false);
-  });
-
-  it("splits long ids into segments a file system can store, still prefix-free", () => {
-    const long = "é".repeat(128);
-    const key = slotKey("T", long, 7);
-    for (const segment of key.split("/")) expect(Buffer.byteLength(segment)).toBeLessThanOrEqual(255);
-    expect(parseSlotKey(key)).toEqual({ aggregateType: "T", aggregateId: long, seq: 7 });
-    const a = "x".repeat(200);
-    const b = "x".repeat(201);
-    expect(streamPrefix("T", b).startsWith(streamPrefix("T", a))).toBe(false);
-    expect(streamPrefix("T", a).startsWith(streamPrefix("T", b))).toBe(false);
-    expect(Buffer.byteLength(slotKey("T".repeat(64), "é".repeat(128), 1))).toBeLessThanOrEqual(1024);
-  });
-
-  it("keeps keys inside streams/ even for path-like ids", () => {
-    expect(slotKey("Order", "../../etc/passwd", 1)).toBe("streams/Order/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd/00000000000000000001.json");
-  });
-
-  it("sorts slots by number and parses them back", () => {
-    const keys = [10, 2, 1, 100].map((n) => slotKey("T", "x", n)).sort();
-    expect(keys.map(seqOfSlotKey)).toEqual([1, 2, 10, 100]);
   });
 });
 

@@ -43,6 +43,9 @@ class MemoryLog implements TailSource {
         batchFirstSeq: position,
         batchLastSeq: position,
         committedAt: null,
+        segment: position,
+        segmentOffset: 0,
+        segmentLength: 1,
       });
     }
     return this.rows.length;

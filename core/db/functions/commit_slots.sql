@@ -1,5 +1,10 @@
 -- commit_slots: step 3 of an append, for many slots in one transaction (group commit).
 --
+-- First records where each written event is (its segment's bytes, when p_offsets gives them; the
+-- segment number was set when the flush took the slot) and marks those segments written. A slot is
+-- committed only with its location known and its event id the one the caller wrote (a slot handed
+-- over to another event meanwhile, W6, answers `missing`).
+--
 -- Takes the commit counter's row lock first, so commit order equals global position order and a
 -- reader that sees position p has seen every position below p (docs/CONTRACT.md R1). A slot commits
 -- only when its stream predecessor is settled (a row committed or void), or commits earlier in this
@@ -9,7 +14,8 @@
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
 -- place; a change of the signature or the result columns needs a `drop function` first.
-create or replace function commit_slots(p_log_ids bigint[], p_channel text)
+drop function if exists commit_slots(bigint[], text);
+create or replace function commit_slots(p_log_ids bigint[], p_event_ids text[], p_offsets bigint[], p_lengths integer[], p_channel text)
 returns table (slot_id bigint, outcome text, slot_position bigint)
 language plpgsql as $fn$
 declare
@@ -22,18 +28,36 @@ declare
   r record;
 begin
   select c.position into v_position from global_counter c where c.id = 1 for update;
+  if p_offsets is not null then
+    update event_log e
+       set segment_offset = w.segment_offset, segment_length = w.segment_length
+      from unnest(p_log_ids, p_event_ids, p_offsets, p_lengths) as w(log_id, event_id, segment_offset, segment_length)
+     where e.log_id = w.log_id and e.event_id = w.event_id and e.state = 'pending' and e.segment is not null;
+    update segments s
+       set state = 'written', resolved_at = now()
+     where s.state = 'pending'
+       and s.segment in (select e.segment from event_log e where e.log_id = any(p_log_ids) and e.segment is not null);
+  end if;
   for r in
-    select e.log_id, e.aggregate_type, e.aggregate_id, e.seq, e.state, e.global_position, p.state as pred_state
+    select e.log_id, e.event_id, e.aggregate_type, e.aggregate_id, e.seq, e.state, e.global_position, e.segment_offset,
+           p.state as pred_state, w.event_id as wanted_event_id
       from event_log e
+      join unnest(p_log_ids, coalesce(p_event_ids, array_fill(null::text, array[cardinality(p_log_ids)]))) as w(log_id, event_id)
+        on w.log_id = e.log_id
       left join event_log p
         on p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id and p.seq = e.seq - 1
-     where e.log_id = any(p_log_ids)
      order by e.aggregate_type, e.aggregate_id, e.seq
   loop
-    if r.state = 'committed' then
+    if r.wanted_event_id is not null and r.wanted_event_id <> r.event_id then
+      -- Not the event the caller wrote any more (handed over to the one S3 holds, W6).
+      continue;
+    elsif r.state = 'committed' then
       slot_id := r.log_id; outcome := 'committed'; slot_position := r.global_position;
     elsif r.state = 'void' then
       slot_id := r.log_id; outcome := 'void'; slot_position := null;
+    elsif r.segment_offset is null then
+      -- Not written anywhere the log knows: nothing to commit (the caller's write failed).
+      continue;
     -- The predecessor must be settled (committed or void), or be the first slot, or commit earlier
     -- in this same call (rows come in stream order: it is the previous row). A predecessor with no
     -- row at all is not settled: its slot may hold an event S3 has and the log has yet to adopt

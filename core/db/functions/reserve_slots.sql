@@ -11,6 +11,7 @@
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
 -- place; a change of the signature or the result columns needs a `drop function` first.
+drop function if exists reserve_slots(text, text, bigint, text[], text[], text[], text[]);
 create or replace function reserve_slots(
   p_aggregate_type text, p_aggregate_id text, p_expected bigint,
   p_event_ids text[], p_event_types text[], p_content_hashes text[], p_ordering_keys text[])
@@ -18,7 +19,8 @@ returns table (
   outcome text, head bigint,
   log_id bigint, event_id text, aggregate_type text, aggregate_id text, seq bigint,
   event_type text, content_hash text, ordering_key text, state text, global_position bigint,
-  batch_first_seq bigint, batch_last_seq bigint, committed_at timestamptz)
+  batch_first_seq bigint, batch_last_seq bigint, committed_at timestamptz,
+  segment bigint, segment_offset bigint, segment_length integer)
 language plpgsql as $fn$
 #variable_conflict use_column
 declare
@@ -43,7 +45,7 @@ begin
         delete from stream_heads h where h.aggregate_type = p_aggregate_type and h.aggregate_id = p_aggregate_id;
       end if;
       return query select 'head_behind'::text, v_logged, null::bigint, null::text, null::text, null::text, null::bigint,
-        null::text, null::text, null::text, null::text, null::bigint, null::bigint, null::bigint, null::timestamptz;
+        null::text, null::text, null::text, null::text, null::bigint, null::bigint, null::bigint, null::timestamptz, null::bigint, null::bigint, null::integer;
       return;
     end if;
   end if;
@@ -51,7 +53,7 @@ begin
   return query
     select 'existing'::text, v_head, e.log_id, e.event_id, e.aggregate_type, e.aggregate_id, e.seq,
            e.event_type, e.content_hash, e.ordering_key, e.state, e.global_position,
-           e.batch_first_seq, e.batch_last_seq, e.committed_at
+           e.batch_first_seq, e.batch_last_seq, e.committed_at, e.segment, e.segment_offset, e.segment_length
       from event_log e
      where e.event_id = any(p_event_ids) and e.state <> 'void';
   if found then
@@ -66,7 +68,7 @@ begin
       delete from stream_heads h where h.aggregate_type = p_aggregate_type and h.aggregate_id = p_aggregate_id;
     end if;
     return query select 'conflict'::text, v_head, null::bigint, null::text, null::text, null::text, null::bigint,
-      null::text, null::text, null::text, null::text, null::bigint, null::bigint, null::bigint, null::timestamptz;
+      null::text, null::text, null::text, null::text, null::bigint, null::bigint, null::bigint, null::timestamptz, null::bigint, null::bigint, null::integer;
     return;
   end if;
 
@@ -84,7 +86,7 @@ begin
       returning *)
     select 'reserved'::text, v_head + v_count, i.log_id, i.event_id, i.aggregate_type, i.aggregate_id, i.seq,
            i.event_type, i.content_hash, i.ordering_key, i.state, i.global_position,
-           i.batch_first_seq, i.batch_last_seq, i.committed_at
+           i.batch_first_seq, i.batch_last_seq, i.committed_at, i.segment, i.segment_offset, i.segment_length
       from inserted i;
 end
 $fn$;
