@@ -4,6 +4,7 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { collect, expectStatus, grpc } from "../helpers/grpc-errors.js";
+import { storedEvents } from "../helpers/stored-events.js";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.js";
 import { startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -39,6 +40,37 @@ describe("dependencies unreachable", () => {
     );
     const read = await collect(other.events.readStream({ aggregateType: "Task", aggregateId: "s3down" }));
     expect(read.map((r) => [r.event!.eventId, r.event!.sequenceNumber])).toEqual([["s3down-1", retry.events[0]!.sequenceNumber]]);
+  });
+
+  it("fails every append of a segment whose PUT fails, commits none, and closes the number", async () => {
+    const s3 = new URL(testServerConfig().s3Endpoint);
+    proxy = await startTcpProxy(s3.hostname, Number(s3.port));
+    // One flush at a time: appends arriving while it fails queue and share the next segment.
+    other = await startTestServer(testServerConfig({ ...fastSweep, TIDEMARK_S3_ENDPOINT: proxy.url(), TIDEMARK_S3_REQUEST_TIMEOUT_MS: "1000", TIDEMARK_SEGMENT_MAX_IN_FLIGHT: "1" }));
+    proxy.down();
+    const ids = Array.from({ length: 8 }, (_, i) => `seg-down-${i}`);
+    const outcomes = await Promise.allSettled(
+      ids.map((id) => other!.events.appendEvents({ aggregateType: "Task", aggregateId: id, expectation: { case: "noStream", value: {} }, events: [event(`${id}-e`)] })),
+    );
+    expect(outcomes.map((o) => (o.status === "rejected" ? grpc.status[(o.reason as grpc.ServiceError).code] : "OK"))).toEqual(ids.map(() => "UNAVAILABLE"));
+    const db = other.server.database.db;
+    const rows = await db.selectFrom("event_log").select(["event_id", "state", "segment"]).where("event_id", "in", ids.map((id) => `${id}-e`)).execute();
+    expect(rows.filter((r) => r.state === "committed")).toEqual([]);
+    // They shared segments: a failed PUT failed several appends at once.
+    const perSegment = new Map<number, number>();
+    for (const r of rows) if (r.segment !== null) perSegment.set(r.segment, (perSegment.get(r.segment) ?? 0) + 1);
+    expect(Math.max(...perSegment.values())).toBeGreaterThan(1);
+
+    // Once S3 is back each number is settled: closed with a void segment, its slots void.
+    proxy.up();
+    await waitFor(
+      async () => (await db.selectFrom("segments").select("state").where("segment", "in", [...perSegment.keys()]).execute()).every((r) => r.state === "void"),
+      { what: "the failed segments to be closed", timeoutMs: DEADLINE_MS + 10_000 },
+    );
+    const after = await db.selectFrom("event_log").select("state").where("event_id", "in", ids.map((id) => `${id}-e`)).execute();
+    expect(new Set(after.map((r) => r.state))).toEqual(new Set(["void"]));
+    expect((await storedEvents(other.server.objects)).filter((e) => e.aggregateId.startsWith("seg-down-"))).toEqual([]);
+    for (const id of ids) expect(await collect(other.events.readStream({ aggregateType: "Task", aggregateId: id }))).toEqual([]);
   });
 
   it("answers UNAVAILABLE when PostgreSQL is down, and recovers", async () => {
