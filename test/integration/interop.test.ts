@@ -1,7 +1,7 @@
 /**
  * Interop: the scenario list of test/interop/SCENARIOS.md run by four clients (Go, Python, grpcurl,
  * TypeScript) against one real server; Go and Python decoding real envelope bytes from S3 and
- * Kafka; and the compatibility guard (`buf breaking`, scripts/check-breaking.sh). A missing
+ * Kafka, and whole segments (docs/STORAGE.md); and the compatibility guard (`buf breaking`, scripts/check-breaking.sh). A missing
  * toolchain fails these tests, never skips them: scripts/interop.sh installs what it can.
  */
 import { spawn } from "node:child_process";
@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { fromJsonString, toJson, type JsonObject } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "../../core/s3-object-store.js";
+import { decodeSegment, encodeSegment, encodeVoidSegment, SEGMENT_PREFIX, type SegmentEvent } from "../../core/segment.js";
 import { EventEnvelopeSchema, EventKind } from "../../gen/tidemark/v1/envelope_pb.js";
 import { deleteTopics, startCollector, type Collector } from "../helpers/relay-kafka.js";
 import { relayTestConfig, relayTopics, startTestRelay, stopAllRelays } from "../helpers/relay-test.js";
@@ -169,13 +170,24 @@ describe("envelope decoding in Go and Python", () => {
     return out.sort();
   }
 
-  /** Runs both decoders on `cases`; each must pass its own lossless checks and agree with protobuf-es. */
-  async function decodeEverywhere(cases: Case[]): Promise<Record<"go" | "python", Decoded[]>> {
+  /** protobuf-es's tolerant decoding of envelope bytes, re-encoded with proto field names. */
+  function reference(raw: string): JsonObject {
+    return toJson(EventEnvelopeSchema, fromJsonString(EventEnvelopeSchema, raw, { ignoreUnknownFields: true }), { useProtoFieldName: true }) as JsonObject;
+  }
+
+  /** Runs the Go and the Python decoder on one input: cases of either form ({name, json} or {name, segment_base64}). */
+  async function runDecoders(cases: readonly object[]): Promise<Record<"go" | "python", Run>> {
     const input = JSON.stringify(cases);
     const [go, python] = await Promise.all([
       run(path.join(tools.goBin, "envelope"), [], { input }),
       run(tools.python, [path.join(interop, "python/envelope.py")], { input }),
     ]);
+    return { go, python };
+  }
+
+  /** Runs both decoders on `cases`; each must pass its own lossless checks and agree with protobuf-es. */
+  async function decodeEverywhere(cases: Case[]): Promise<Record<"go" | "python", Decoded[]>> {
+    const { go, python } = await runDecoders(cases);
     expectSuccess("the Go envelope decoder", go);
     expectSuccess("the Python envelope decoder", python);
     const out = { go: JSON.parse(go.stdout) as Decoded[], python: JSON.parse(python.stdout) as Decoded[] };
@@ -183,13 +195,28 @@ describe("envelope decoding in Go and Python", () => {
       expect(decoded.map((d) => d.name), language).toEqual(cases.map((c) => c.name));
       decoded.forEach((d, i) => {
         const raw = cases[i]!.json;
-        const reference = toJson(EventEnvelopeSchema, fromJsonString(EventEnvelopeSchema, raw, { ignoreUnknownFields: true }), { useProtoFieldName: true });
         // The same message, field for field, as protobuf-es decodes the same bytes.
-        expect(d.reencoded, `${language} ${d.name}`).toEqual(reference);
+        expect(d.reencoded, `${language} ${d.name}`).toEqual(reference(raw));
         expect(d.unknown, `${language} ${d.name}`).toEqual(unknownParts(raw));
       });
     }
     return out;
+  }
+
+  /** Every event in the test server's segments, its bytes as stored, in segment order. */
+  async function storedObjects(): Promise<Case[]> {
+    const s3 = new S3ObjectStore({
+      endpoint: t.config.s3Endpoint,
+      bucket: t.config.s3Bucket,
+      region: t.config.s3Region,
+      accessKeyId: t.config.s3AccessKey,
+      secretAccessKey: t.config.s3SecretKey,
+    });
+    try {
+      return (await storedEvents(s3)).map((e) => ({ name: `${e.key}#${e.eventId}`, json: e.json }));
+    } finally {
+      s3.close();
+    }
   }
 
   const orderType = `Envelope.${randomBytes(3).toString("hex")}`;
@@ -218,35 +245,24 @@ describe("envelope decoding in Go and Python", () => {
   });
 
   it("decodes the events in the server's S3 segments losslessly and ignores unknown fields", async () => {
-    const s3 = new S3ObjectStore({
-      endpoint: t.config.s3Endpoint,
-      bucket: t.config.s3Bucket,
-      region: t.config.s3Region,
-      accessKeyId: t.config.s3AccessKey,
-      secretAccessKey: t.config.s3SecretKey,
-    });
-    try {
-      const cases: Case[] = (await storedEvents(s3)).map((e) => ({ name: `${e.key}#${e.eventId}`, json: e.json }));
-      const mine = cases.filter((c) => written.includes((JSON.parse(c.json) as { event_id: string }).event_id));
-      expect(mine).toHaveLength(2);
-      // A newer writer's envelopes: fields this reader's contracts do not know (by proto and JSON
-      // name), and enum values added later, by name (dropped) and by number (kept: open enums).
-      const stored = JSON.parse(mine.find((c) => c.json.includes(`"${written[0]}"`))!.json) as object;
-      cases.push({ name: "with-unknown-fields", json: JSON.stringify({ ...stored, future_field: { nested: [1, "x"] }, addedLater: 7 }) });
-      cases.push({ name: "with-unknown-enum-name", json: JSON.stringify({ ...stored, kind: "EVENT_KIND_SNAPSHOT" }) });
-      cases.push({ name: "with-unknown-enum-number", json: JSON.stringify({ ...stored, kind: 7 }) });
+    const cases = await storedObjects();
+    const mine = cases.filter((c) => written.includes((JSON.parse(c.json) as { event_id: string }).event_id));
+    expect(mine).toHaveLength(2);
+    // A newer writer's envelopes: fields this reader's contracts do not know (by proto and JSON
+    // name), and enum values added later, by name (dropped) and by number (kept: open enums).
+    const stored = JSON.parse(mine.find((c) => c.json.includes(`"${written[0]}"`))!.json) as object;
+    cases.push({ name: "with-unknown-fields", json: JSON.stringify({ ...stored, future_field: { nested: [1, "x"] }, addedLater: 7 }) });
+    cases.push({ name: "with-unknown-enum-name", json: JSON.stringify({ ...stored, kind: "EVENT_KIND_SNAPSHOT" }) });
+    cases.push({ name: "with-unknown-enum-number", json: JSON.stringify({ ...stored, kind: 7 }) });
 
-      const decoded = await decodeEverywhere(cases);
-      for (const language of ["go", "python"] as const) {
-        const newer = decoded[language].slice(-3);
-        expect(newer.map((d) => d.unknown)).toEqual([["addedLater", "future_field"], ["kind=EVENT_KIND_SNAPSHOT"], []]);
-        expect(newer.map((d) => d.reencoded["kind"])).toEqual(["EVENT_KIND_DOMAIN", undefined, 7]);
-        const placed = decoded[language].find((d) => d.reencoded["event_id"] === written[0])!;
-        expect(placed.reencoded).toMatchObject({ schema_version: 3, actor: "alice@example.com", aggregate_id: "ü/1 ✓", metadata: { ordering_key: "k-1" } });
-        expect(decoded[language].find((d) => d.reencoded["event_id"] === written[1])!.reencoded["kind"]).toBe("EVENT_KIND_COMMAND");
-      }
-    } finally {
-      s3.close();
+    const decoded = await decodeEverywhere(cases);
+    for (const language of ["go", "python"] as const) {
+      const newer = decoded[language].slice(-3);
+      expect(newer.map((d) => d.unknown)).toEqual([["addedLater", "future_field"], ["kind=EVENT_KIND_SNAPSHOT"], []]);
+      expect(newer.map((d) => d.reencoded["kind"])).toEqual(["EVENT_KIND_DOMAIN", undefined, 7]);
+      const placed = decoded[language].find((d) => d.reencoded["event_id"] === written[0])!;
+      expect(placed.reencoded).toMatchObject({ schema_version: 3, actor: "alice@example.com", aggregate_id: "ü/1 ✓", metadata: { ordering_key: "k-1" } });
+      expect(decoded[language].find((d) => d.reencoded["event_id"] === written[1])!.reencoded["kind"]).toBe("EVENT_KIND_COMMAND");
     }
   });
 
@@ -280,6 +296,237 @@ describe("envelope decoding in Go and Python", () => {
       expect(result.code, language).toBe(1);
       expect(result.stderr, language).toMatch(/FAIL bad-seq/);
     }
+  });
+
+  describe("segments (docs/STORAGE.md)", () => {
+    /** A whole segment object, as bytes: built here with core/segment.ts, or fetched from a bucket as stored. */
+    interface SegmentCase {
+      readonly name: string;
+      readonly bytes: Uint8Array;
+    }
+    interface Entry {
+      readonly event_id: string;
+      readonly aggregate_type: string;
+      readonly aggregate_id: string;
+      readonly sequence_number: string;
+      readonly offset: number;
+      readonly length: number;
+    }
+    interface DecodedSegment {
+      readonly name: string;
+      readonly segment: string;
+      readonly created_at?: string;
+      readonly events?: ReadonlyArray<{ readonly entry: Entry; readonly unknown: string[]; readonly reencoded: JsonObject }>;
+      readonly void?: { readonly voided_at: string; readonly reason: string };
+    }
+
+    const segmentInput = (c: SegmentCase) => ({ name: c.name, segment_base64: Buffer.from(c.bytes).toString("base64") });
+
+    /**
+     * Runs both decoders on whole segment objects. Each must pass its own checks of the format and
+     * agree with core/segment.ts's reading of the same bytes (header, entries, byte ranges) and, for
+     * every envelope line, with protobuf-es field for field.
+     */
+    async function decodeSegmentsEverywhere(cases: readonly SegmentCase[]): Promise<Record<"go" | "python", DecodedSegment[]>> {
+      const { go, python } = await runDecoders(cases.map(segmentInput));
+      expectSuccess("the Go envelope decoder", go);
+      expectSuccess("the Python envelope decoder", python);
+      const out = { go: JSON.parse(go.stdout) as DecodedSegment[], python: JSON.parse(python.stdout) as DecodedSegment[] };
+      const expected = cases.map((c): DecodedSegment => {
+        const { content, events } = decodeSegment(c.bytes);
+        if (content.type === "void") return { name: c.name, segment: String(content.segment), void: { voided_at: content.voidedAt, reason: content.reason } };
+        return {
+          name: c.name,
+          segment: String(content.segment),
+          created_at: content.createdAt,
+          events: events.map(({ entry, json }) => ({
+            entry: { event_id: entry.eventId, aggregate_type: entry.aggregateType, aggregate_id: entry.aggregateId, sequence_number: String(entry.seq), offset: entry.offset, length: entry.length },
+            unknown: unknownParts(json),
+            reencoded: reference(json),
+          })),
+        };
+      });
+      for (const [language, decoded] of Object.entries(out)) {
+        expect(decoded.map((d) => d.name), language).toEqual(cases.map((c) => c.name));
+        decoded.forEach((d, i) => expect(d, `${language} ${d.name}`).toEqual(expected[i]));
+      }
+      return out;
+    }
+
+    /** Both decoders must refuse `bad` (after reading `good` in the same input), naming it and the check that failed. */
+    async function expectRefused(good: SegmentCase, bad: SegmentCase | { readonly name: string; readonly segment_base64: string }, reason: RegExp): Promise<void> {
+      const results = await runDecoders([segmentInput(good), "bytes" in bad ? segmentInput(bad) : bad]);
+      for (const [language, result] of Object.entries(results)) {
+        expect(result.code, `${language} must refuse ${bad.name}: ${result.stderr}`).toBe(1);
+        expect(result.stderr, `${language} ${bad.name}`).toMatch(new RegExp(`^FAIL ${bad.name}: .*${reason.source}`, "m"));
+      }
+    }
+
+    /** An envelope line as a SegmentEvent, its header entry taken from the envelope itself. */
+    function eventOf(json: string): SegmentEvent {
+      const e = JSON.parse(json) as { event_id: string; aggregate_type: string; aggregate_id: string; sequence_number: string };
+      return { eventId: e.event_id, aggregateType: e.aggregate_type, aggregateId: e.aggregate_id, seq: Number(e.sequence_number), json };
+    }
+
+    /** The segment's bytes with its header line edited (entry offsets count from the header's end, so they stay right). */
+    function withHeader(body: Uint8Array, edit: (header: Record<string, any>) => void): Buffer {
+      const bytes = Buffer.from(body);
+      const end = bytes.indexOf(0x0a);
+      const header = JSON.parse(bytes.subarray(0, end).toString("utf8")) as Record<string, any>;
+      edit(header);
+      return Buffer.concat([Buffer.from(JSON.stringify(header)), bytes.subarray(end)]);
+    }
+
+    const at = new Date("2026-12-01T10:00:00.123Z");
+
+    // Hand-made envelopes where byte offsets and JavaScript string lengths part: multi-byte and
+    // astral characters, escapes JSON must keep on one line (\n, U+2028), a key named constructor,
+    // floats, and the largest exact sequence number.
+    const handMade = [
+      String.raw`{"event_id":"hm-1","event_type":"Noted","aggregate_type":"Note.ünï","aggregate_id":"𝄞/日本語/עברית/é","sequence_number":"1","occurred_at":"2026-12-01T10:00:00.123456789Z","actor":"zoë@example.com","data":{"constructor":{"prototype":{}},"text":"line 1\nline 2\u2028\u2029\ttab \"quoted\" back\\slash \u0000 nul","emoji":"👩‍👩‍👧‍👦🏳️‍🌈","floats":[0.1,-2.5,1e21,1.5e-300,123456789.125,-0.000001],"nested":{"a":[{"b":null},true,false,""]}},"metadata":{"note":"ünï\ncode"},"schema_version":2,"kind":"EVENT_KIND_DOMAIN","content_hash":"sha256:${"ab".repeat(32)}"}`,
+      String.raw`{"event_id":"hm-2","event_type":"Noted","aggregate_type":"Note.ünï","aggregate_id":"𝄞/日本語/עברית/é","sequence_number":"9007199254740991","data":{}}`,
+      String.raw`{"event_id":"hm-3 ✓","event_type":"PlaceOrder","aggregate_type":"Order","aggregate_id":"o-1","sequence_number":"2","kind":"EVENT_KIND_COMMAND","data":{"x":1}}`,
+    ];
+    const handMadeSegment = (): SegmentCase => ({ name: "hand-made", bytes: encodeSegment(9007199254740991, at, handMade.map(eventOf)).body });
+    // Keys named __proto__, in raw JSON text (a JavaScript object literal would set the prototype
+    // instead). protobuf-es drops them from Struct and map fields, so this one is checked against
+    // the line's own JSON rather than against protobuf-es.
+    const protoKeys = String.raw`{"event_id":"pk-1","event_type":"Noted","aggregate_type":"Note","aggregate_id":"n-1","sequence_number":"1","data":{"__proto__":{"polluted":true,"__proto__":[1]},"constructor":{"prototype":{}},"x":1},"metadata":{"__proto__":"meta","note":"n"}}`;
+
+    it("reads the segments the server wrote, byte for byte as the bucket holds them", async () => {
+      const s3 = new S3ObjectStore({
+        endpoint: t.config.s3Endpoint,
+        bucket: t.config.s3Bucket,
+        region: t.config.s3Region,
+        accessKeyId: t.config.s3AccessKey,
+        secretAccessKey: t.config.s3SecretKey,
+      });
+      let cases: SegmentCase[];
+      try {
+        const keys = await s3.list(SEGMENT_PREFIX);
+        cases = await Promise.all(keys.map(async (key) => ({ name: key, bytes: (await s3.read(key))! })));
+      } finally {
+        s3.close();
+      }
+      expect(cases.length).toBeGreaterThan(0);
+      // Compared event for event with core/segment.ts and protobuf-es inside decodeSegmentsEverywhere.
+      const decoded = await decodeSegmentsEverywhere(cases);
+      for (const language of ["go", "python"] as const) {
+        const ids = decoded[language].flatMap((d) => (d.events ?? []).map((e) => e.entry.event_id));
+        expect(ids).toEqual(expect.arrayContaining(written));
+      }
+    });
+
+    it("reads a segment of every envelope in the bucket, and one of newer writers' envelopes", async () => {
+      const stored = (await storedObjects()).filter((c) => typeof (JSON.parse(c.json) as { event_type?: unknown }).event_type === "string");
+      const mine = stored.filter((c) => written.includes((JSON.parse(c.json) as { event_id: string }).event_id));
+      expect(mine).toHaveLength(2);
+      // The bucket holds every scenario client's events too: many aggregates in one segment, as a group commit makes.
+      expect(stored.length).toBeGreaterThan(mine.length);
+      const bucket = encodeSegment(1, at, stored.map((c) => eventOf(c.json)));
+      // A newer writer's envelopes in a segment: unknown fields, an unknown enum name, an unknown enum number.
+      const base = JSON.parse(mine[0]!.json) as Record<string, unknown>;
+      const variant = (i: number, extra: Record<string, unknown>) => JSON.stringify({ ...base, event_id: `${String(base["event_id"])}-v${i}`, sequence_number: String(100 + i), ...extra });
+      const newer = encodeSegment(2, at, [
+        variant(1, { future_field: { nested: [1, "x"] }, tenant_region: "eu" }),
+        variant(2, { kind: "EVENT_KIND_SNAPSHOT" }),
+        variant(3, { kind: 7 }),
+      ].map(eventOf));
+
+      const cases = [
+        { name: "bucket", bytes: bucket.body },
+        { name: "newer-writer", bytes: newer.body },
+      ];
+      const decoded = await decodeSegmentsEverywhere(cases);
+      for (const language of ["go", "python"] as const) {
+        const [all, later] = decoded[language];
+        // The header as encodeSegment wrote it: every event, in order, at the range it reported.
+        const h = bucket.body.indexOf(0x0a) + 1;
+        expect(all!.events!.map((e) => [e.entry.event_id, h + e.entry.offset, e.entry.length])).toEqual(stored.map((c, i) => [eventOf(c.json).eventId, bucket.ranges[i]!.start, bucket.ranges[i]!.length]));
+        expect(all!.events!.find((e) => e.entry.event_id === written[0])!.reencoded).toMatchObject({ schema_version: 3, actor: "alice@example.com", aggregate_id: "ü/1 ✓", metadata: { ordering_key: "k-1" } });
+        expect(later!.events!.map((e) => e.unknown)).toEqual([["future_field", "tenant_region"], ["kind=EVENT_KIND_SNAPSHOT"], []]);
+        expect(later!.events!.map((e) => e.reencoded["kind"])).toEqual(["EVENT_KIND_DOMAIN", undefined, 7]);
+      }
+    });
+
+    it("reads hand-made segments: multi-byte offsets, escapes, floats, large numbers; one event; void", async () => {
+      const single = { name: "single", bytes: encodeSegment(3, at, [eventOf(handMade[2]!)]).body };
+      const voided = { name: "void", bytes: encodeVoidSegment(42, at, "write deadline passed ✗") };
+      const decoded = await decodeSegmentsEverywhere([handMadeSegment(), single, voided]);
+      for (const language of ["go", "python"] as const) {
+        const [hm, one, v] = decoded[language];
+        expect(hm!.segment).toBe("9007199254740991");
+        expect(hm!.created_at).toBe("2026-12-01T10:00:00.123Z");
+        expect(hm!.events!.map((e) => e.entry.sequence_number)).toEqual(["1", "9007199254740991", "2"]);
+        // Byte offsets, not UTF-16 ones: the first line is longer in bytes than in JavaScript characters.
+        expect(hm!.events![1]!.entry.offset).toBe(Buffer.byteLength(handMade[0]!) + 1);
+        expect(hm!.events![1]!.entry.offset).toBeGreaterThan(handMade[0]!.length + 1);
+        const data = hm!.events![0]!.reencoded["data"] as Record<string, JsonObject>;
+        expect(Object.keys(data)).toContain("constructor");
+        expect(data["text"]).toBe('line 1\nline 2\u2028\u2029\ttab "quoted" back\\slash \u0000 nul');
+        expect(data["floats"]).toEqual([0.1, -2.5, 1e21, 1.5e-300, 123456789.125, -0.000001]);
+        expect(one!.events!.map((e) => e.entry.event_id)).toEqual(["hm-3 ✓"]);
+        expect(v).toEqual({ name: "void", segment: "42", void: { voided_at: "2026-12-01T10:00:00.123Z", reason: "write deadline passed ✗" } });
+      }
+    });
+
+    it("keeps keys named __proto__ in data and metadata", async () => {
+      const { go, python } = await runDecoders([segmentInput({ name: "proto-keys", bytes: encodeSegment(4, at, [eventOf(protoKeys)]).body })]);
+      const line = JSON.parse(protoKeys) as Record<string, JsonObject>;
+      for (const [language, result] of Object.entries({ go, python })) {
+        expectSuccess(`the ${language} envelope decoder`, result);
+        const [decoded] = JSON.parse(result.stdout) as DecodedSegment[];
+        const reencoded = decoded!.events![0]!.reencoded;
+        // JSON.parse keeps __proto__ as an own key, so these compare the keys, not prototypes.
+        expect(Object.keys(reencoded["data"] as JsonObject), language).toEqual(expect.arrayContaining(["__proto__", "constructor", "x"]));
+        expect(reencoded["data"], language).toEqual(line["data"]);
+        expect(reencoded["metadata"], language).toEqual(line["metadata"]);
+      }
+    });
+
+    it("refuses corrupted segments, naming the case and the check that failed", async () => {
+      const good = handMadeSegment();
+      const { body } = encodeSegment(5, at, handMade.map(eventOf));
+      const h = body.indexOf(0x0a) + 1;
+      const lines = body.subarray(h).toString("utf8").split("\n");
+      const other = String.raw`{"event_id":"extra","event_type":"Noted","aggregate_type":"Order","aggregate_id":"o-9","sequence_number":"1"}`;
+      const notUtf8 = Buffer.from(body);
+      notUtf8[body.indexOf("line 1")] = 0xff;
+      const refused: Array<[string, Uint8Array, RegExp]> = [
+        // The header line.
+        ["no-header-line", Buffer.from(body.subarray(0, h - 1)), /no header line/],
+        ["header-not-json", Buffer.concat([Buffer.from("{not json\n"), body.subarray(h)]), /the header line is not a JSON object/],
+        ["wrong-format", withHeader(body, (x) => (x["format"] = "tidemark.segments")), /header format is "tidemark\.segments"/],
+        ["wrong-version", withHeader(body, (x) => (x["version"] = 2)), /header version is 2/],
+        ["version-as-string", withHeader(body, (x) => (x["version"] = "1")), /header version is "1"/],
+        ["segment-as-number", withHeader(body, (x) => (x["segment"] = 5)), /header segment is 5/],
+        ["no-created-at", withHeader(body, (x) => delete x["created_at"]), /header created_at is absent/],
+        ["no-events", withHeader(body, (x) => delete x["events"]), /header events is absent/],
+        ["offset-as-string", withHeader(body, (x) => (x["events"][0].offset = "0")), /header entry 0: offset is "0"/],
+        ["duplicate-event-id", withHeader(body, (x) => (x["events"][2].event_id = "hm-1")), /entries 0 and 2 have the same event_id/],
+        // Where the header says each event is.
+        ["bad-offset", withHeader(body, (x) => (x["events"][0].offset += 1)), /event 0 \(hm-1\): bytes \[\d+, \d+\) are not one line/],
+        ["bad-length", withHeader(body, (x) => (x["events"][1].length -= 1)), /event 1 \(hm-2\): bytes \[\d+, \d+\) are not one line/],
+        ["past-the-end", withHeader(body, (x) => (x["events"][2].length += 1000)), /event 2 \(hm-3 ✓\): bytes \[\d+, \d+\) are not one line: the segment has \d+ bytes/],
+        ["truncated", body.subarray(0, body.length - 10), /event 2 \(hm-3 ✓\): bytes \[\d+, \d+\) are not one line/],
+        // What the envelope says against what the header says.
+        ["wrong-line", withHeader(body, (x) => Object.assign(x["events"][0], { offset: x["events"][2].offset, length: x["events"][2].length })), /event 0 \(hm-1\): event_id does not match the header/],
+        ["wrong-seq", withHeader(body, (x) => (x["events"][2].sequence_number = "3")), /event 2 \(hm-3 ✓\): sequence_number does not match the header/],
+        ["wrong-aggregate", withHeader(body, (x) => (x["events"][2].aggregate_id = "o-2")), /event 2 \(hm-3 ✓\): aggregate_id does not match the header/],
+        // The lines, split on \n, against the header.
+        ["out-of-order", withHeader(body, (x) => x["events"].reverse()), /split on \\n, line 0 is at offset 0/],
+        ["unlisted-line", Buffer.concat([body, Buffer.from(`${other}\n`)]), /split on \\n, the body has 4 lines, the header lists 3 events/],
+        // What docs/STORAGE.md says of envelope lines.
+        ["global-position", encodeSegment(5, at, [eventOf(other.replace("}", ',"global_position":"12"}'))]).body, /global_position is present/],
+        ["json-names", encodeSegment(5, at, [{ ...eventOf(other), json: other.replace('"event_type"', '"eventType"') }]).body, /field eventType is written by its JSON name/],
+        ["not-utf8", notUtf8, /the segment is not UTF-8/],
+        // Void segments.
+        ["void-with-events", withHeader(encodeVoidSegment(6, at, "late"), (x) => (x["events"] = [])), /the header has both void and events/],
+        ["void-then-lines", Buffer.concat([encodeVoidSegment(6, at, "late"), Buffer.from(`${lines[0]}\n`)]), /a void segment is a single header line/],
+      ];
+      for (const [name, bytes, reason] of refused) await expectRefused(good, { name, bytes }, reason);
+      await expectRefused(good, { name: "not-base64", segment_base64: "not base64!" }, /segment_base64 is not base64/);
+    });
   });
 });
 
