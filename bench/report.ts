@@ -141,7 +141,7 @@ function renderS3Table(figures: readonly Figure[]): string | undefined {
       ]),
       new Set(Array.from({ length: keys.length + 3 }, (_, i) => i + 1)),
     ),
-    `requests counted by the server and relay children (tidemark_object_store_requests_total, scraped before and after each workload, warm-up included) ÷ events acknowledged meanwhile;`,
+    `requests counted by the server and relay children (tidemark_object_store_requests_total): the server's scraped before and after each P1 workload, warm-up included, ÷ events acknowledged meanwhile; the relay's, from its start, ÷ events it drained;`,
     `cost: AWS S3 Standard request list prices, ${p.region}, ${p.date}: PUT/COPY/POST/LIST $${p.putCopyPostListPer1000} per 1,000, GET and all other $${p.getAndOtherPer1000} per 1,000 (a raw PUT per event: $${(p.putCopyPostListPer1000 * 1000).toFixed(2)})`,
   ].join("\n");
 }
