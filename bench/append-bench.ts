@@ -2,7 +2,9 @@
  * P1: appends per second and latency over gRPC against the server child, at several
  * concurrencies, for one event per call, batches, and one hot aggregate; with the floors measured
  * at the same concurrency in between (raw conditional PUT before and after, gRPC health Check,
- * the allocation transaction), so every ratio compares figures taken under the same noise.
+ * the allocation transaction) and the peer store (Emmett on the same PostgreSQL), so every ratio
+ * compares figures taken under the same noise. Each workload also reports the server's S3
+ * requests per acknowledged event.
  */
 import { randomUUID } from "node:crypto";
 import { createDatabase, migrateToLatest, S3ObjectStore, type WriteSideTables } from "../core/index.js";
@@ -12,11 +14,13 @@ import { analyzeSchema } from "./analyze.js";
 import { grpcBaseline, pgAllocBaseline, s3PutBaseline } from "./baselines.js";
 import { Histogram } from "./histogram.js";
 import { cpuPerUnit, cpuSnapshot, cpuUsedSince } from "./cpu-time.js";
+import { openEmmettPeer } from "./emmett-peer.js";
 import { closedLoop, type LoadResult } from "./load.js";
 import type { MemorySampler } from "./memory.js";
 import { startServerProcess } from "./processes.js";
 import { compare, figureOf, type Figure } from "./report.js";
 import type { BenchResources } from "./resources.js";
+import { countRequests, s3Extra, type RequestCounts } from "./s3-requests.js";
 import type { StackEnv } from "./stack-env.js";
 import type { ChartSeries } from "./svg-chart.js";
 import { appendRequest, type ExpectationShape } from "./workload.js";
@@ -47,6 +51,9 @@ export interface AppendBenchResult {
   readonly maxAppendRate: number;
 }
 
+/** Name of the peer's figures. */
+const EMMETT_NAME = "Emmett PostgreSQL appendToStream, 1 event/call, many streams";
+
 /** A workload of P1. */
 export interface Workload {
   readonly key: "single" | "batch" | "hot";
@@ -71,6 +78,8 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
   const database = createDatabase<WriteSideTables>({ url: o.stack.pgUrl, schema: floor.schema, poolSize: 10 });
   await migrateToLatest(database.db, database.schema);
 
+  const peer = await openEmmettPeer(o.resources);
+  if ("unavailable" in peer) o.log(`P1: the Emmett peer is not measured: ${peer.unavailable}`);
   const workloads: Workload[] = [
     { key: "single", name: "append 1 event/call, many aggregates" },
     { key: "batch", name: `append ${o.batchSize} events/call, many aggregates` },
@@ -95,15 +104,36 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
     o.log(`P1: warming the server up (each workload at concurrency ${warmC}, ${half} ms, not measured)`);
     for (const w of workloads) await appendLoad(client, w, warmC, { ...o, measureMs: half }, `${run}-warm-${w.key}`);
     await analyzeSchema(database.db, names.schema);
+    if (!("unavailable" in peer)) {
+      // The same unmeasured pass and statistics as Tidemark's, so both are measured warm.
+      o.log(`P1: warming the Emmett peer up (concurrency ${warmC}, ${half} ms, not measured)`);
+      await peer.load(warmC, half, o.warmupMs, `${run}-warm`);
+      await peer.analyze();
+    }
     for (const c of o.concurrencies) {
-      o.log(`P1 at concurrency ${c}: raw PUT, gRPC, PostgreSQL floors and three workloads`);
+      o.log(`P1 at concurrency ${c}: raw PUT, gRPC, PostgreSQL floors, the Emmett peer and three workloads`);
       const putBefore = await withCpu(() => s3PutBaseline(store, c, half, o.warmupMs));
       const grpc = figureOf({ id: `floor.grpc.c${c}`, group: "baseline", name: "gRPC unary (health Check)", concurrency: c, unit: "calls/s" }, await grpcBaseline(server.address, c, half, o.warmupMs));
       const pg = figureOf({ id: `floor.pg.c${c}`, group: "baseline", name: "PG allocation txn (reserveSlots shape)", concurrency: c, unit: "txn/s" }, await pgAllocBaseline(database.db, c, half, o.warmupMs));
-      const measured: Array<[Workload, LoadResult, Record<string, number>]> = [];
+      // Right before Tidemark's workloads: the peer's rate and P1's are taken seconds apart.
+      const emmett: Figure =
+        "unavailable" in peer
+          ? { id: `peer.emmett.c${c}`, group: "peer", name: EMMETT_NAME, concurrency: c, unit: "events/s", notMeasured: `not measured: ${peer.unavailable}` }
+          : await (async () => {
+              const { result, cpu } = await withCpu(() => peer.load(c, o.measureMs, o.warmupMs, `${run}-c${c}`));
+              if (result.errors > 0) o.log(`  Emmett c${c}: ${result.errors} errors, e.g. ${result.errorSamples[0]}`);
+              return {
+                ...figureOf({ id: `peer.emmett.c${c}`, group: "peer", name: EMMETT_NAME, concurrency: c, unit: "events/s" }, result),
+                // Emmett runs in this process: `bench` is the store's CPU (and the load loop's).
+                extra: { cpuMsPerUnit: cpuPerUnit(cpu, result.totalUnits) },
+              };
+            })();
+      figures.push(emmett);
+      plot(EMMETT_NAME, emmett);
+      const measured: Array<[Workload, LoadResult, Record<string, number>, RequestCounts | undefined]> = [];
       for (const w of workloads) {
-        const { result, cpu } = await withCpu(() => appendLoad(client, w, c, o, `${run}-${w.key}-c${c}`), server.child.pid);
-        measured.push([w, result, cpu]);
+        const { value, requests } = await countRequests([server.metricsAddress], () => withCpu(() => appendLoad(client, w, c, o, `${run}-${w.key}-c${c}`), server.child.pid), o.log);
+        measured.push([w, value.result, value.cpu, requests]);
       }
       const putAfter = await withCpu(() => s3PutBaseline(store, c, half, o.warmupMs));
       const putResult = mergeResults(putBefore.result, putAfter.result);
@@ -117,7 +147,7 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
       };
       figures.push(put, grpc, pg);
       plot("raw S3 conditional PUT", put);
-      for (const [w, result, cpu] of measured) {
+      for (const [w, result, cpu, requests] of measured) {
         let f = figureOf({ id: `p1.${w.key}.c${c}`, group: "P1", name: w.name, concurrency: c, unit: "events/s" }, result);
         f = compare(f, put);
         f = {
@@ -125,7 +155,10 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
           extra: {
             vsPgAlloc: (f.rate ?? 0) / (pg.rate || Number.NaN),
             callsPerSecondVsGrpc: (result.ops * 1000) / result.windowMs / (grpc.rate || Number.NaN),
+            ...(w.key === "single" && emmett.rate ? { vsEmmett: (f.rate ?? 0) / emmett.rate } : {}),
             cpuMsPerUnit: cpuPerUnit(cpu, result.totalUnits),
+            // Over the warm-up and the window alike, as the CPU: requests ÷ every acknowledged event.
+            ...s3Extra(requests, result.totalUnits),
           },
         };
         figures.push(f);
@@ -139,6 +172,7 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
     client.close();
     store.close();
     await database.close();
+    if (!("unavailable" in peer)) await peer.close();
     await server.child.stop();
   }
   return { figures, chart: [...chart.values()], maxSingleRate, maxAppendRate };

@@ -22,6 +22,7 @@ import type { MemorySampler } from "./memory.js";
 import { analyzeSchema } from "./analyze.js";
 import { cpuPerUnit, cpuSnapshot, cpuUsedSince } from "./cpu-time.js";
 import { startProjectionProcess, startRelayProcess, startServerProcess } from "./processes.js";
+import { s3Extra, scrapeRequests } from "./s3-requests.js";
 import { compare, figureOf, type Figure } from "./report.js";
 import type { BenchResources } from "./resources.js";
 import type { StackEnv } from "./stack-env.js";
@@ -146,12 +147,18 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
       const getBefore = await s3GetBaseline(store, keys, RELAY_READ_CONCURRENCY, half, o.warmupMs);
       const produceBefore = await kafkaProduceBaseline(kafka, floorNames.topic, RELAY_BATCH, half, o.warmupMs);
       const relayStarted = performance.now();
-      const relay = await startRelayProcess(o.stack, names, { memory: o.memory });
+      const { child: relay, metricsAddress: relayMetrics } = await startRelayProcess(o.stack, names, { memory: o.memory });
       children.push(relay);
       relayRunning = true;
       const drainCpuBefore = cpuSnapshot({ relay: relay.pid });
       const drain = await measureDrain(() => checkpoint(database.db), head, o.drainTimeoutMs);
       const drainCpu = cpuPerUnit(cpuUsedSince(drainCpuBefore, { relay: relay.pid }), drain.events);
+      // The relay's counters start at zero with the process and it has done nothing but this
+      // drain: its totals are the drain's requests (the backlog's events up to drain.events).
+      const drainRequests = await scrapeRequests([relayMetrics]).catch((e: unknown) => {
+        o.log(`S3 request counts of the relay not read: ${String(e)}`);
+        return undefined;
+      });
       const produceAfter = await kafkaProduceBaseline(kafka, floorNames.topic, RELAY_BATCH, half, o.warmupMs);
       const getAfter = await s3GetBaseline(store, keys, RELAY_READ_CONCURRENCY, half, o.warmupMs);
       store.close();
@@ -176,6 +183,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
               vsKafkaProduce: drain.rate / (produce.rate || Number.NaN),
               vsS3Get: drain.rate / (get.rate || Number.NaN),
               cpuMsPerUnit: drainCpu,
+              ...s3Extra(drainRequests, drain.events),
             },
           },
           floor,

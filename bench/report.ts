@@ -1,13 +1,16 @@
 /**
- * The results of one run: every figure with its baseline and ratio, the targets (bench/TARGETS.md)
- * with pass/short, and the peak memory of each process; printed as a table and written as JSON.
+ * The results of one run: every figure with its baseline and ratio, CPU and S3 requests per event,
+ * the targets (bench/TARGETS.md) with pass/short, and the peak memory of each process; printed as
+ * tables and written as JSON.
  */
 import type { LoadResult } from "./load.js";
+import { S3_REQUEST_PRICES } from "./s3-requests.js";
 
 /** One measured figure (or one that could not be measured, with the reason). */
 export interface Figure {
   readonly id: string;
-  readonly group: "baseline" | "P1" | "P2" | "P3" | "P4" | "P5" | "soak" | "restart";
+  /** `peer`: another store doing the same work (Emmett on the same PostgreSQL). */
+  readonly group: "baseline" | "peer" | "P1" | "P2" | "P3" | "P4" | "P5" | "soak" | "restart";
   readonly name: string;
   readonly concurrency?: number;
   /** Unit of `rate`, e.g. "events/s". */
@@ -26,7 +29,11 @@ export interface Figure {
   readonly p99Ratio?: number;
   /** Set when the figure was not measured, e.g. "not measured: relay not available". */
   readonly notMeasured?: string;
-  /** Anything else measured; `cpuMsPerUnit`: CPU (ms) per event or PUT by process (bench, server, postgres, s3proxy, kafka). */
+  /**
+   * Anything else measured; `cpuMsPerUnit`: CPU (ms) per event or PUT by process (bench, server,
+   * postgres, s3proxy, kafka); `s3PerEvent`: S3 requests per acknowledged event by `part.op`
+   * (server.put, relay.get, …) with `s3UsdPerMillionEvents` and `s3Events` (s3-requests.ts).
+   */
   readonly extra?: Readonly<Record<string, number | string | Readonly<Record<string, number>>>>;
 }
 
@@ -107,6 +114,38 @@ const fmt = (n: number | undefined, digits = 1): string => {
   return n.toFixed(digits);
 };
 
+/** The order of the request columns; others (a new op) follow. */
+const S3_COLUMNS = ["server.put", "server.get", "server.get_range", "server.list", "relay.put", "relay.get", "relay.get_range", "relay.list"];
+
+/**
+ * S3 requests per acknowledged event of every figure that counted them, one column per `part.op`
+ * that any figure saw, and the request cost per million events.
+ */
+function renderS3Table(figures: readonly Figure[]): string | undefined {
+  const rows = figures.filter((f) => typeof f.extra?.["s3PerEvent"] === "object");
+  if (rows.length === 0) return undefined;
+  const perEvent = (f: Figure) => f.extra!["s3PerEvent"] as Readonly<Record<string, number>>;
+  const seen = new Set(rows.flatMap((f) => Object.entries(perEvent(f)).filter(([, n]) => n > 0).map(([k]) => k)));
+  seen.add("server.put");
+  const keys = [...S3_COLUMNS.filter((k) => seen.has(k)), ...[...seen].filter((k) => !S3_COLUMNS.includes(k)).sort()];
+  const p = S3_REQUEST_PRICES;
+  return [
+    table(
+      ["S3 requests per acknowledged event", "conc", "events", ...keys.map((k) => k.replace(".", " ").replace("_", " ")), "$ per M events"],
+      rows.map((f) => [
+        f.name,
+        f.concurrency === undefined ? "" : String(f.concurrency),
+        String(f.extra!["s3Events"] ?? ""),
+        ...keys.map((k) => (perEvent(f)[k] ?? 0).toFixed(3)),
+        (f.extra!["s3UsdPerMillionEvents"] as number).toFixed(2),
+      ]),
+      new Set(Array.from({ length: keys.length + 3 }, (_, i) => i + 1)),
+    ),
+    `requests counted by the server and relay children (tidemark_object_store_requests_total): the server's scraped before and after each P1 workload, warm-up included, ÷ events acknowledged meanwhile; the relay's, from its start, ÷ events it drained;`,
+    `cost: AWS S3 Standard request list prices, ${p.region}, ${p.date}: PUT/COPY/POST/LIST $${p.putCopyPostListPer1000} per 1,000, GET and all other $${p.getAndOtherPer1000} per 1,000 (a raw PUT per event: $${(p.putCopyPostListPer1000 * 1000).toFixed(2)})`,
+  ].join("\n");
+}
+
 function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>, rightAligned: ReadonlySet<number>): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: readonly string[]) =>
@@ -122,9 +161,10 @@ export function renderReport(report: BenchReport): string {
   const rows = report.figures.filter((f) => f.group !== "restart").map((f) => {
     const b = f.baselineId === undefined ? undefined : byId.get(f.baselineId);
     if (f.notMeasured !== undefined) return [f.group, f.name, f.concurrency === undefined ? "" : String(f.concurrency), f.notMeasured, "", "", "", "", "", "", "", "", ""];
-    // The server's CPU per event (P1), or on a raw PUT row the bench's own: what the S3 client costs.
+    // The server's CPU per event (P1), or on a raw PUT row the bench's own: what the S3 client
+    // costs; on the peer's, the bench's too: Emmett is a library running in this process.
     const byProcess = f.extra?.["cpuMsPerUnit"] as Readonly<Record<string, number>> | undefined;
-    const cpu = byProcess?.["server"] ?? (f.group === "baseline" ? byProcess?.["bench"] : undefined);
+    const cpu = byProcess?.["server"] ?? (f.group === "baseline" || f.group === "peer" ? byProcess?.["bench"] : undefined);
     return [
       f.group,
       f.name,
@@ -144,7 +184,15 @@ export function renderReport(report: BenchReport): string {
   const out: string[] = [];
   if (rows.length > 0) {
     out.push(table(["grp", "figure", "conc", "rate", "p50 ms", "p99 ms", "err", "baseline", "base rate", "base p99", "rate/base", "p99/base", "cpu ms"], rows, new Set([2, 3, 4, 5, 6, 8, 9, 10, 11, 12])));
-    out.push("cpu ms: server CPU per event (P1), or the S3 client's CPU per PUT (raw PUT)");
+    out.push("cpu ms: server CPU per event (P1), the S3 client's CPU per PUT (raw PUT), or the bench's per event (peer: Emmett runs in it)");
+    const peer = report.figures.filter((f) => f.group === "peer" && f.rate);
+    if (peer.length > 0) {
+      const vs = peer.map((p) => {
+        const single = byId.get(`p1.single.c${p.concurrency}`);
+        return `c${p.concurrency} ${single?.rate === undefined ? "—" : `${(single.rate / p.rate!).toFixed(2)}×`}`;
+      });
+      out.push(`P1 1 event/call, many aggregates ÷ Emmett peer (rate): ${vs.join(", ")}`);
+    }
     out.push("");
   }
   const cpuRows = report.figures.filter((f) => typeof f.extra?.["cpuMsPerUnit"] === "object");
@@ -164,9 +212,11 @@ export function renderReport(report: BenchReport): string {
         new Set(processes.map((_, i) => i + 2).concat([1, processes.length + 2])),
       ),
     );
-    out.push("bench = the load's client side (gRPC client for P1, the S3 client for raw PUTs); drains: from the first step to the head");
+    out.push("bench = the load's client side (gRPC client for P1, the S3 client for raw PUTs, Emmett itself for the peer); drains: from the first step to the head");
     out.push("");
   }
+  const s3 = renderS3Table(report.figures);
+  if (s3 !== undefined) out.push(s3, "");
   if (restarts.length > 0) {
     const ms = (f: Figure, key: string) => {
       const v = f.extra?.[key];

@@ -1,6 +1,7 @@
 /**
  * Per-benchmark isolation: each benchmark gets its own PostgreSQL schema, S3 bucket, Kafka topics
- * and consumer groups (like test/helpers/test-server.ts), and `cleanup` removes all of them.
+ * and consumer groups (like test/helpers/test-server.ts), a peer store its own database, and
+ * `cleanup` removes all of them.
  */
 import { randomBytes } from "node:crypto";
 import {
@@ -29,6 +30,7 @@ export interface BenchNames {
 export class BenchResources {
   private readonly owned: BenchNames[] = [];
   private readonly groups = new Set<string>();
+  private readonly databases: string[] = [];
 
   constructor(private readonly stack: StackEnv) {}
 
@@ -45,6 +47,26 @@ export class BenchResources {
     };
     this.owned.push(names);
     return names;
+  }
+
+  /**
+   * Creates a PostgreSQL database of its own on the stack's server (named like the schemas,
+   * `bench<label><hex>`) and returns its connection URL; dropped at the end. For a peer store whose
+   * tables are not schema-qualified: a database keeps them, and its catalog checks, apart from
+   * everything else on the server.
+   */
+  async newDatabase(label: string): Promise<{ readonly name: string; readonly url: string }> {
+    const name = `bench${label.replace(/[^a-z0-9]/g, "")}${randomBytes(4).toString("hex")}`;
+    const admin = createDatabase({ url: this.stack.pgUrl, schema: "public", poolSize: 1 });
+    try {
+      this.databases.push(name);
+      await sql`create database ${sql.id(name)}`.execute(admin.db);
+    } finally {
+      await admin.close();
+    }
+    const url = new URL(this.stack.pgUrl);
+    url.pathname = `/${name}`;
+    return { name, url: url.toString() };
   }
 
   /** Records a consumer group to delete at the end. */
@@ -69,18 +91,22 @@ export class BenchResources {
     });
   }
 
-  /** Drops every schema, empties and deletes every bucket, deletes every topic and group. */
+  /** Drops every schema and database, empties and deletes every bucket, deletes every topic and group. */
   async cleanup(log: (message: string) => void): Promise<void> {
     const names = this.owned.splice(0);
-    if (names.length === 0) return;
+    const databases = this.databases.splice(0);
+    if (names.length === 0 && databases.length === 0) return;
     const database = createDatabase({ url: this.stack.pgUrl, schema: "public", poolSize: 1 });
     try {
       for (const n of names) await sql`drop schema if exists ${sql.id(n.schema)} cascade`.execute(database.db);
+      // FORCE: on Ctrl-C the peer's pool may still hold connections to it.
+      for (const d of databases) await sql`drop database if exists ${sql.id(d)} with (force)`.execute(database.db);
     } catch (e) {
-      log(`cleanup: dropping schemas failed: ${String(e)}`);
+      log(`cleanup: dropping schemas and databases failed: ${String(e)}`);
     } finally {
       await database.close();
     }
+    if (names.length === 0) return;
     const s3 = this.s3();
     for (const n of names) {
       try {

@@ -143,7 +143,7 @@ describe("restart of the all-in-one process after kill -9", () => {
     // and Kafka answers it only once the killed member's session has timed out.
     const fourth = start({ TIDEMARK_LOG_LEVEL: "debug" });
     await waitFor(() => create("before-stop"), { what: "the first OK append of the fourth process", intervalMs: 50, timeoutMs: 60_000 });
-    await fourth.waitFor(/"namespace":"Consumer"[^\n]*"msg":"Starting"/, "the projection's consumer to start joining", 60_000);
+    await fourth.waitFor(/"kafkajs":"Consumer"[^\n]*"msg":"Starting"/, "the projection's consumer to start joining", 60_000);
     expect(await status(PROJECTION_HEALTH)).toBe(ServingStatus.NOT_SERVING);
     expect(await fourth.stop("SIGTERM")).toBe(0);
     const out = fourth.stdout();
