@@ -35,6 +35,8 @@ function baseEnv(stack: StackEnv, names: BenchNames): Record<string, string> {
     TIDEMARK_PG_SCHEMA: names.schema,
     TIDEMARK_S3_BUCKET: names.bucket,
     TIDEMARK_LOG_LEVEL: "info",
+    // Segment settings may be tried from the bench's own environment (bench/README.md).
+    ...Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith("TIDEMARK_SEGMENT_") && e[1] !== undefined)),
   };
 }
 

@@ -18,8 +18,12 @@ type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
 export async function allocateSegment(db: Kysely<WriteSideTables>, calls: ReadonlyArray<readonly number[]>): Promise<{ segment: number; taken: Set<number> } | undefined> {
   const ids = calls.flat();
   const callOf = calls.flatMap((call, i) => call.map(() => i));
+  // Commits without waiting for the WAL flush, as the reservation does: nothing acknowledged
+  // depends on it (the OK follows the commit transaction, which waits, and the WAL is flushed in
+  // order). A database crash can make PostgreSQL forget a number whose segment S3 already holds:
+  // that is W6 — the next server start, or the next 412 on that number, brings it back in.
   const { rows } = await sql<{ segment: number; call: number }>`
-    select * from allocate_segment(${ids}::bigint[], ${callOf}::integer[])`.execute(db);
+    select a.* from set_config('synchronous_commit', 'off', true) as unflushed, allocate_segment(${ids}::bigint[], ${callOf}::integer[]) as a`.execute(db);
   if (rows.length === 0) return undefined;
   return { segment: Number(rows[0]!.segment), taken: new Set(rows.map((r) => r.call)) };
 }
