@@ -35,3 +35,4 @@ export * from "./s3-object-store.js";
 export * from "./settings.js";
 export * from "./shutdown.js";
 export * from "./sleep.js";
+export * from "./tokens.js";

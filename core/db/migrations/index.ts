@@ -3,6 +3,7 @@ import * as writeSide from "./2026-11-27-01-write-side.js";
 import * as relay from "./2026-11-27-02-relay.js";
 import * as consumers from "./2026-11-27-03-consumers.js";
 import * as appendFunctions from "./2026-11-27-04-append-functions.js";
+import * as tokens from "./2026-12-02-01-tokens.js";
 
 /**
  * Every migration, by dated name. Names sort in the order they must run; append new ones with a
@@ -13,4 +14,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   "2026-11-27-02-relay": relay,
   "2026-11-27-03-consumers": consumers,
   "2026-11-27-04-append-functions": appendFunctions,
+  "2026-12-02-01-tokens": tokens,
 });
