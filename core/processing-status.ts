@@ -33,7 +33,7 @@ export interface ProcessingRecord extends RegistryEvent {
 }
 
 /**
- * Which rows a caller may see (docs/CONTRACT.md S3): aggregates of these databases (the part of
+ * Which rows a caller may see (docs/CONTRACT.md T3): aggregates of these databases (the part of
  * aggregate_id before its first `/`; `all` = every aggregate) whose type starts with the prefix.
  */
 export interface RecordScope {

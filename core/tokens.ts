@@ -19,7 +19,7 @@ export const ALL_DATABASES = "*";
 /** An authenticated caller: the token's grants, as the server checks them on every call. */
 export interface Principal {
   readonly tokenId: string;
-  /** The principal name: recorded as the actor of every event it appends (docs/CONTRACT.md S4). */
+  /** The principal name: recorded as the actor of every event it appends (docs/CONTRACT.md T4). */
   readonly name: string;
   readonly databases: readonly string[];
   readonly scopes: readonly Scope[];

@@ -41,7 +41,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
     const types = new Set(request.aggregateTypes);
     const prefix = request.eventTypePrefix;
     const databases = new Set(request.databases);
-    // With a token, the tail itself skips what the principal may not see (docs/CONTRACT.md S3):
+    // With a token, the tail itself skips what the principal may not see (docs/CONTRACT.md T3):
     // another database's events are never encoded for this call, let alone sent.
     const visible = context.principal === undefined ? undefined : visibleTo(context.principal);
     const filter =

@@ -1,5 +1,5 @@
 /**
- * Authorization of every RPC (docs/SECURITY.md, docs/CONTRACT.md S3, S4): each service's handlers
+ * Authorization of every RPC (docs/SECURITY.md, docs/CONTRACT.md T2, T3, T4): each service's handlers
  * wrapped with what the call needs — a scope, the database its aggregate belongs to, the
  * aggregate-type prefix — checked before the handler runs, so a refused call reads and writes
  * nothing. Listings and streams that span databases (Subscribe, GetProcessingStatus) filter at their

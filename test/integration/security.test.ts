@@ -1,5 +1,5 @@
 /**
- * Security and tenancy (docs/CONTRACT.md S1–S4, docs/SECURITY.md) against the real services: TLS
+ * Security and tenancy (docs/CONTRACT.md T1 on the gRPC port, T2, T3, T4; docs/SECURITY.md) against the real services: TLS
  * with certificates openssl makes here, mTLS, certificate reload, bearer tokens (scopes, databases,
  * aggregate-type prefix, expiry, revocation, tampering), tenancy on every read path, the actor, and
  * the token CLI. Every refusal asserts its status and that nothing was written or sent.
