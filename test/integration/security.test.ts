@@ -23,7 +23,8 @@ import { startServer, type ServerHandle } from "../../server/app.js";
 import { createClient, type ClientOf, type ClientOptions } from "../../server/grpc/client.js";
 import { runCli } from "../../cli/main.js";
 import { expectStatus, grpc } from "../helpers/grpc-errors.js";
-import { startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
+import { background, cleanEnv, freePort, TIDEMARK_BIN } from "../helpers/cli-process.js";
+import { stackEnv, startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { makeTestCerts, type TestCerts } from "../helpers/tls-certs.js";
 import { findTool } from "../helpers/tools.js";
 
@@ -682,5 +683,70 @@ describe("the token commands and the bootstrap token", () => {
     const ok = io();
     expect(await runCli(["stream", "Order", "alpha/seed-1", "--addr", t.server.address, "--tls-ca", certs.serverCa, "--token", tokens["alice"]!], ok.io, {})).toBe(0);
     expect(ok.out.join("")).toContain("OrderPlaced");
+  });
+});
+
+describe("the tidemark server process", () => {
+  let p: TestCerts;
+  const schemas: string[] = [];
+  const peerCn = (port: number) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = tlsConnect({ host: "127.0.0.1", port, ca: p.read(p.serverCa), ALPNProtocols: ["h2"] }, () => {
+        const cn = socket.getPeerCertificate().subject.CN;
+        socket.end();
+        resolve(String(cn));
+      });
+      socket.on("error", reject);
+    });
+  const serverEnv = (extra: Record<string, string>) => {
+    const schema = `${t.config.pgSchema}_p${schemas.length}`;
+    schemas.push(schema);
+    const { TIDEMARK_AUTH: _off, ...stack } = stackEnv();
+    return cleanEnv({ ...stack, TIDEMARK_PG_SCHEMA: schema, TIDEMARK_S3_BUCKET: t.config.s3Bucket, ...extra });
+  };
+  beforeAll(() => {
+    p = makeTestCerts();
+  });
+  afterAll(async () => {
+    for (const schema of schemas) await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(database.db);
+    p?.remove();
+  });
+
+  it("defaults to tokens in the services mode, and SIGHUP re-reads the certificate without closing the port", async () => {
+    const port = await freePort();
+    const server = background(process.execPath, [TIDEMARK_BIN, "server", "--grpc-addr", `127.0.0.1:${port}`], serverEnv({ TIDEMARK_TLS_CERT: p.serverCert, TIDEMARK_TLS_KEY: p.serverKey }));
+    try {
+      await server.waitFor(/security +TLS .*, tokens/, "the banner");
+      expect(await peerCn(port)).toBe("server");
+      const renewed = p.issueServer("server-sighup");
+      copyFileSync(renewed.cert, p.serverCert);
+      copyFileSync(renewed.key, p.serverKey);
+      process.kill(server.child.pid!, "SIGHUP");
+      await server.waitFor(/TLS certificates re-read \(SIGHUP\)/, "the reload");
+      expect(await peerCn(port)).toBe("server-sighup");
+      const anonymous = clients(undefined, { ca: p.read(p.serverCa) }, `127.0.0.1:${port}`);
+      await expectStatus(anonymous.events.getStreamHead({ aggregateType: "Order", aggregateId: "alpha/x" }), grpc.status.UNAUTHENTICATED);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+  });
+
+  it("TIDEMARK_AUTH=off on a non-loopback address warns at start", async () => {
+    const port = await freePort();
+    const server = background(process.execPath, [TIDEMARK_BIN, "server", "--grpc-addr", `0.0.0.0:${port}`], serverEnv({ TIDEMARK_AUTH: "off" }));
+    try {
+      await server.waitFor(/TIDEMARK_AUTH=off on a non-loopback address/, "the warning");
+      await server.waitFor(/stop with Ctrl-C/, "the banner");
+      // A SIGTERM in the same instant as the banner kills the process before its handler runs (seen
+      // at 70ba542 too); one answered call later it is handled.
+      const health = createClient(Health, `127.0.0.1:${port}`);
+      try {
+        expect((await health.check({ service: "" })).status).toBe(Serving.SERVING);
+      } finally {
+        health.close();
+      }
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
   });
 });
