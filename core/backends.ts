@@ -21,6 +21,13 @@ import { ConfigError, parse, parseSettings, type Setting } from "./settings.js";
 export const STORAGE_SETTINGS = {
   dataDir: { env: "TIDEMARK_DATA_DIR", default: ".tidemark", parse: parse.string, description: "Where the embedded mode keeps its database and objects (used when no PostgreSQL/S3 is configured)." },
   pgUrl: { env: "TIDEMARK_PG_URL", default: "", defaultLabel: "unset (embedded mode)", parse: parse.url, description: "PostgreSQL connection URL (postgres://user:password@host:port/database). With the S3 settings, selects the services mode.", secret: true },
+  pgSslCa: {
+    env: "TIDEMARK_PG_SSL_CA",
+    default: "",
+    defaultLabel: "unset (what TIDEMARK_PG_URL says)",
+    parse: parse.string,
+    description: "PEM CA file that signed PostgreSQL's certificate: every connection then uses TLS and verifies the server (`sslmode=verify-full` unless the URL sets another `sslmode`; the URL's own `sslrootcert` works too). docs/SECURITY.md.",
+  },
   pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
   s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", default: "", defaultLabel: "unset (embedded mode)", parse: parse.url, description: "S3 API endpoint (path-style), e.g. http://127.0.0.1:9000." },
   s3Bucket: { env: "TIDEMARK_S3_BUCKET", aliases: ["EVENT_STORE_BUCKET"], default: "tidemark-events", parse: parse.string, description: "Bucket holding the events; created on first start." },
@@ -38,9 +45,23 @@ export function loadStorageConfig(env: Readonly<Record<string, string | undefine
   return parseSettings(STORAGE_SETTINGS, env);
 }
 
+/**
+ * The URL every PostgreSQL connection of a process uses: TIDEMARK_PG_URL with TIDEMARK_PG_SSL_CA
+ * applied (`sslrootcert`, and `sslmode=verify-full` when the URL names no mode).
+ */
+export function pgConnectionUrl(settings: { readonly pgUrl?: string | undefined; readonly pgSslCa?: string | undefined }): string {
+  const raw = settings.pgUrl ?? "";
+  if (raw === "" || (settings.pgSslCa ?? "") === "") return raw;
+  const url = new URL(raw);
+  if (!url.searchParams.has("sslmode")) url.searchParams.set("sslmode", "verify-full");
+  url.searchParams.set("sslrootcert", settings.pgSslCa!);
+  return url.toString();
+}
+
 /** What {@link openBackends} needs to know. */
 export interface BackendSettings {
   readonly pgUrl?: string | undefined;
+  readonly pgSslCa?: string | undefined;
   readonly pgSchema: string;
   readonly pgPoolSize: number;
   readonly s3Endpoint?: string | undefined;
@@ -184,7 +205,7 @@ class MissingObjectStore implements ObjectStore {
  */
 export async function openBackends(settings: BackendSettings, needs: { readonly objects: boolean } = { objects: true }): Promise<Backends> {
   if (backendMode(settings, needs) === "services") {
-    const database = createDatabase<any>({ url: settings.pgUrl!, schema: settings.pgSchema, poolSize: settings.pgPoolSize });
+    const database = createDatabase<any>({ url: pgConnectionUrl(settings), schema: settings.pgSchema, poolSize: settings.pgPoolSize });
     const s3 = settings.s3Endpoint !== undefined && settings.s3Endpoint !== "";
     const objects: ObjectStore = s3
       ? new S3ObjectStore({
@@ -200,7 +221,7 @@ export async function openBackends(settings: BackendSettings, needs: { readonly 
       mode: "services",
       database,
       objects,
-      listen: settings.pgUrl!,
+      listen: pgConnectionUrl(settings),
       where: describeServices(settings),
       async close() {
         objects.close();

@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import {
   CommitListener,
+  pgConnectionUrl,
   CommitLogTailer,
   commitLogOf,
   createLogger,
@@ -146,7 +147,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
     overrides.onReadiness?.(next);
   };
 
-  const listener = new CommitListener(overrides.listen ?? opened?.listen ?? config.pgUrl, database.schema, log);
+  const listener = new CommitListener(overrides.listen ?? opened?.listen ?? pgConnectionUrl(config), database.schema, log);
   lifecycle.defer("commit listener", () => listener.close());
   await listener.start();
   const lease = new RelayLease(database.db, config.name, holder, config.leaseMs, log);

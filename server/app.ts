@@ -6,6 +6,7 @@ import type { Kysely } from "kysely";
 import {
   type Backends,
   CommitListener,
+  pgConnectionUrl,
   committedAfter,
   type AuthTables,
   type ConsumerTables,
@@ -120,7 +121,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
 async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logger, lifecycle: Lifecycle, opened: Backends | undefined): Promise<ServerHandle> {
   const database: Database<WriteSideTables> = overrides.database ?? opened!.database;
   const objects = overrides.objects ?? opened!.objects;
-  const listenSource = overrides.listen ?? opened?.listen ?? config.pgUrl;
+  const listenSource = overrides.listen ?? opened?.listen ?? pgConnectionUrl(config);
   if (opened !== undefined) log.info({ mode: opened.mode, where: opened.where }, "storage");
 
   const applied = await migrateToLatest(database.db, database.schema);

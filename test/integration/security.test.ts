@@ -750,3 +750,41 @@ describe("the tidemark server process", () => {
     }
   });
 });
+
+describe("PostgreSQL over TLS (TIDEMARK_PG_SSL_CA, docs/CONTRACT.md T1)", () => {
+  // The stack's PostgreSQL (Debian's package) serves TLS with the host's snakeoil certificate for
+  // `localhost`; verify-full against it needs that certificate as the CA and the name localhost.
+  const SNAKEOIL = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+  const overTls = (ca: string) => {
+    const url = new URL(stackEnv()["TIDEMARK_PG_URL"]!);
+    url.hostname = "localhost";
+    return testServerConfig({ TIDEMARK_PG_URL: url.toString(), TIDEMARK_PG_SSL_CA: ca, TIDEMARK_AUTH: "off" });
+  };
+
+  it("the stack's PostgreSQL speaks TLS", async () => {
+    const rows = await sql<{ ssl: string }>`show ssl`.execute(database.db);
+    expect(rows.rows[0]!.ssl, "the stack's PostgreSQL needs ssl = on (Debian's default, with the snakeoil certificate)").toBe("on");
+  });
+
+  it("every connection of the server verifies PostgreSQL's certificate; a server with the wrong CA does not start", async () => {
+    const config = overTls(SNAKEOIL);
+    const { pgConnectionUrl } = await import("../../core/backends.js");
+    const url = pgConnectionUrl(config);
+    expect(url).toMatch(/sslmode=verify-full/);
+    const probe = createDatabase({ url, schema: config.pgSchema, poolSize: 1 });
+    try {
+      const ssl = await sql<{ ssl: boolean }>`select ssl from pg_stat_ssl where pid = pg_backend_pid()`.execute(probe.db);
+      expect(ssl.rows[0]!.ssl).toBe(true);
+    } finally {
+      await probe.close();
+    }
+    const server = await startTestServer(config, { log: pino({ level: "silent" }) });
+    try {
+      const out = await server.events.appendEvents({ aggregateType: "Order", aggregateId: "tls/o-1", expectation: { case: "noStream", value: {} }, events: [{ eventId: `tls-${next()}`, eventType: "OrderPlaced" }] });
+      expect(out.events[0]!.sequenceNumber).toBe(1n);
+    } finally {
+      await server.close();
+    }
+    await expect(startServer(overTls(certs.serverCa), { log: pino({ level: "silent" }) })).rejects.toThrow(/certificate/);
+  });
+});
