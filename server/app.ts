@@ -186,7 +186,20 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   if (auth === "tokens") {
     const authenticator = new TokenAuthenticator(database.db as unknown as Kysely<AuthTables>, failures, log.child({ component: "auth" }));
     authenticate = authenticator.authenticate;
-    reauthenticate = (context) => authenticator.authenticate(context.metadata, context.path);
+    // Open streams re-check their token every recheckMs; streams sharing a token share one lookup
+    // per interval, so a thousand subscribers of one token cost one query, not a thousand.
+    const rechecks = new Map<string, { at: number; result: Promise<unknown> }>();
+    reauthenticate = (context) => {
+      const key = context.metadata["authorization"] ?? "";
+      const now = performance.now();
+      const recent = rechecks.get(key);
+      if (recent !== undefined && now - recent.at < config.authRecheckMs / 2) return recent.result;
+      const result = authenticator.authenticate(context.metadata, context.path);
+      rechecks.set(key, { at: now, result });
+      // Forget entries of tokens no stream re-checks any more.
+      if (rechecks.size > 10_000) for (const [k, v] of rechecks) if (now - v.at > config.authRecheckMs) rechecks.delete(k);
+      return result;
+    };
   } else if (!isLoopback(host)) {
     log.warn({ address: config.grpcAddr }, "TIDEMARK_AUTH=off on a non-loopback address: any client that reaches the port can read and write every database (docs/SECURITY.md)");
   }
