@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import {
   CommitListener,
+  kafkaSecurity,
   pgConnectionUrl,
   CommitLogTailer,
   commitLogOf,
@@ -128,6 +129,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
     clientId: config.kafkaClientId,
     requestTimeoutMs: clamp(Math.round(config.leaseMs / 10), 250, 30_000),
     connectionTimeoutMs: clamp(Math.round(config.leaseMs / 20), 250, 10_000),
+    security: kafkaSecurity(config),
   };
   const kafka = createRelayKafka(kafkaSettings, log);
   const publisher = new KafkaPublisher(kafka, kafkaSettings, log);
