@@ -4,6 +4,7 @@
  * An embedded data directory is locked to one process: PGlite is one session in one process, and
  * two processes on the same files would corrupt them.
  */
+import { readFileSync } from "node:fs";
 import { mkdir, open, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import type { ListenConnector } from "./commit-listener.js";
@@ -34,6 +35,7 @@ export const STORAGE_SETTINGS = {
   s3Region: { env: "TIDEMARK_S3_REGION", default: "us-east-1", parse: parse.string, description: "Region used to sign S3 requests." },
   s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 access key id.", secret: true },
   s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 secret access key.", secret: true },
+  s3Ca: { env: "TIDEMARK_S3_CA", default: "", defaultLabel: "unset (the system's roots)", parse: parse.string, description: "PEM CA file that signed the certificate of an `https://` TIDEMARK_S3_ENDPOINT (a private S3 API server); the certificate is always verified." },
   s3RequestTimeoutMs: { env: "TIDEMARK_S3_REQUEST_TIMEOUT_MS", default: 5000, parse: parse.int(100, 600_000), description: "Timeout of one S3 request." },
 } satisfies Record<string, Setting<unknown>>;
 
@@ -58,6 +60,14 @@ export function pgConnectionUrl(settings: { readonly pgUrl?: string | undefined;
   return url.toString();
 }
 
+function readS3Ca(file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new ConfigError(`invalid configuration:\n  TIDEMARK_S3_CA: cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
 /** What {@link openBackends} needs to know. */
 export interface BackendSettings {
   readonly pgUrl?: string | undefined;
@@ -69,6 +79,7 @@ export interface BackendSettings {
   readonly s3Region: string;
   readonly s3AccessKey?: string | undefined;
   readonly s3SecretKey?: string | undefined;
+  readonly s3Ca?: string | undefined;
   readonly s3RequestTimeoutMs: number;
   readonly dataDir: string;
 }
@@ -215,6 +226,7 @@ export async function openBackends(settings: BackendSettings, needs: { readonly 
           accessKeyId: settings.s3AccessKey!,
           secretAccessKey: settings.s3SecretKey!,
           requestTimeoutMs: settings.s3RequestTimeoutMs,
+          ...(settings.s3Ca === undefined || settings.s3Ca === "" ? {} : { ca: readS3Ca(settings.s3Ca) }),
         })
       : new MissingObjectStore();
     return {
