@@ -358,6 +358,19 @@ describe("tenancy on the read paths that span databases", () => {
     expect(got.every((e) => e.id.startsWith("beta/"))).toBe(true);
   });
 
+  it("live Subscribe with bob's token skips alpha's new events and delivers beta's", async () => {
+    const bob = clients(tokens["bob"]);
+    const iterator = bob.events.subscribe({ start: { case: "fromEnd", value: {} } })[Symbol.asyncIterator]();
+    expect((await iterator.next()).value?.message.case).toBe("caughtUp");
+    await clients(tokens["alice"]).events.appendEvents({ aggregateType: "Order", aggregateId: `alpha/live-${next()}`, expectation: { case: "noStream", value: {} }, events: [{ eventId: `e-${next()}`, eventType: "OrderPlaced" }] });
+    const betaId = `beta/live-${next()}`;
+    await bob.events.appendEvents({ aggregateType: "Order", aggregateId: betaId, expectation: { case: "noStream", value: {} }, events: [{ eventId: `e-${next()}`, eventType: "OrderPlaced" }] });
+    // The first event bob receives is his own: alpha's, committed before it, was never sent.
+    const first = await iterator.next();
+    expect(first.value?.message.case === "event" && first.value.message.value.aggregateId).toBe(betaId);
+    await iterator.return?.();
+  });
+
   it("Subscribe from 0 naming alpha with bob's token is PERMISSION_DENIED before any message", async () => {
     const bob = clients(tokens["bob"]);
     const { messages, error } = await drain(bob.events.subscribe({ start: { case: "afterPosition", value: 0n }, databases: ["alpha"] }));
@@ -681,6 +694,13 @@ describe("the token commands and the bootstrap token", () => {
     const refusedRun = io();
     expect(await runCli(["stream", "Order", "beta/seed-1", "--addr", t.server.address, "--tls-ca", certs.serverCa, "--token", tokens["alice"]!], refusedRun.io, {})).toBe(1);
     expect(refusedRun.err.join("")).toMatch(/PERMISSION_DENIED: .*database "beta"/);
+    const tail = io();
+    expect(await runCli(["tail", "--after", "0", "--limit", "1", "--database", "beta", "--addr", t.server.address, "--tls-ca", certs.serverCa, "--token", tokens["alice"]!], tail.io, {})).toBe(1);
+    expect(tail.err.join("")).toMatch(/PERMISSION_DENIED: .*database "beta"/);
+    expect(tail.out.join("")).toBe("");
+    const noToken = io();
+    expect(await runCli(["status", seedEventA, "--addr", t.server.address, "--tls-ca", certs.serverCa], noToken.io, {})).toBe(1);
+    expect(noToken.err.join("")).toMatch(/UNAUTHENTICATED/);
     const ok = io();
     expect(await runCli(["stream", "Order", "alpha/seed-1", "--addr", t.server.address, "--tls-ca", certs.serverCa, "--token", tokens["alice"]!], ok.io, {})).toBe(0);
     expect(ok.out.join("")).toContain("OrderPlaced");
