@@ -19,7 +19,7 @@ const rate = Number(process.argv[3] ?? 200);
 const seconds = Number(process.argv[4] ?? 15);
 const id = `bench${randomBytes(4).toString("hex")}`;
 const topic = `tm.${id}.events`;
-const env = { ...process.env, TIDEMARK_PG_SCHEMA: id, TIDEMARK_S3_BUCKET: `tm-${id}`, TIDEMARK_GRPC_ADDR: "127.0.0.1:0", TIDEMARK_LOG_LEVEL: "warn" };
+const env = { TIDEMARK_AUTH: "off", ...process.env, TIDEMARK_PG_SCHEMA: id, TIDEMARK_S3_BUCKET: `tm-${id}`, TIDEMARK_GRPC_ADDR: "127.0.0.1:0", TIDEMARK_LOG_LEVEL: "warn" };
 const relayEnv = { ...env, TIDEMARK_RELAY_TOPIC: topic, TIDEMARK_DEAD_LETTER_TOPIC: `${topic}.dl`, TIDEMARK_RELAY_PARTITIONS: "6" };
 const log = createLogger("bench", "warn");
 

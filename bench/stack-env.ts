@@ -37,6 +37,8 @@ export function loadStackEnv(): StackEnv {
     delete vars["PATH"];
   }
   for (const name of NEEDED) if ((vars[name] ?? "") === "") throw new Error(`stack env did not provide ${name}`);
+  // The services mode defaults to tokens; the plain runs measure without (the TLS + tokens variant sets its own).
+  vars = { TIDEMARK_AUTH: "off", ...vars };
   return {
     pgUrl: vars["TIDEMARK_PG_URL"]!,
     s3Endpoint: vars["TIDEMARK_S3_ENDPOINT"]!,

@@ -9,6 +9,11 @@ const grpcAddr: OptionSpec = { type: "string", env: "TIDEMARK_GRPC_ADDR", value:
 const metricsAddr: OptionSpec = { type: "string", env: "TIDEMARK_METRICS_ADDR", value: "HOST:PORT", description: "Serve Prometheus metrics of the whole process at http://HOST:PORT/metrics (default off)." };
 const logLevel: OptionSpec = { type: "string", env: "TIDEMARK_LOG_LEVEL", value: "LEVEL", description: "JSON log level on stdout: trace, debug, info, warn, error, fatal, silent (default info)." };
 const addr: OptionSpec = { type: "string", env: "TIDEMARK_GRPC_ADDR", value: "HOST:PORT", description: "The server to talk to (default 127.0.0.1:50051)." };
+const tlsCa: OptionSpec = { type: "string", env: "TIDEMARK_TLS_CA", value: "FILE", description: "Talk TLS, trusting the server certificate this PEM CA signed (default: plain text)." };
+const tlsCert: OptionSpec = { type: "string", env: "TIDEMARK_TLS_CERT", value: "FILE", description: "PEM client certificate, for a server that requires one (mTLS); implies TLS." };
+const tlsKey: OptionSpec = { type: "string", env: "TIDEMARK_TLS_KEY", value: "FILE", description: "PEM private key of --tls-cert." };
+const token: OptionSpec = { type: "string", env: "TIDEMARK_TOKEN", value: "TOKEN", description: "Bearer token sent with every call (`tidemark token create`); prefer the variable, which stays out of the process list." };
+const clientOptions = { "tls-ca": tlsCa, "tls-cert": tlsCert, "tls-key": tlsKey, token };
 const json: OptionSpec = { type: "boolean", description: "One JSON document per line (events as the envelope's protobuf JSON, proto field names)." };
 const consumer: OptionSpec = { type: "string", multiple: true, value: "MODULE", description: "Also run the handlers a module exports (default export, or `handlers`), beside the projection." };
 
@@ -62,7 +67,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: "migrate",
     summary: "create or upgrade the database schema (and the bucket)",
     description:
-      "Runs every pending migration in TIDEMARK_PG_SCHEMA and creates the bucket (or, embedded, the data directory). Every process also migrates at start; run this before rolling out a new version to many servers. Idempotent.",
+      "Runs every pending migration in TIDEMARK_PG_SCHEMA and creates the bucket (or, embedded, the data directory). Every process also migrates at start; run this before rolling out a new version to many servers. Idempotent.\n\nThe first run on a store also creates its bootstrap admin token (principal `admin`, every database, every scope) and prints it once on stdout — never in a log; keep it in a secret store, create narrower tokens with `tidemark token create`, and revoke it when done (docs/SECURITY.md).",
     positionals: [],
     options: { "data-dir": dataDir },
     settings: [...STORAGE],
@@ -89,6 +94,27 @@ export const COMMANDS: readonly CommandSpec[] = [
     examples: ["tidemark prune", "TIDEMARK_CONSUMER_RETENTION_HOURS=24 tidemark prune"],
   },
   {
+    name: "token",
+    summary: "bearer tokens: create | list | revoke ID (docs/SECURITY.md)",
+    description:
+      "Manages the bearer tokens clients send as `authorization: Bearer <token>` when TIDEMARK_AUTH=tokens (the services mode's default). Like `migrate`, it opens the storage itself (the PostgreSQL credentials are the stronger secret). `create` prints the new token once on stdout — it is stored only as a hash and cannot be shown again; `list` shows ids, principals, grants, expiry and revocation, never secrets; `revoke ID` takes effect on the next call to any server, and ends open Subscribe streams within TIDEMARK_AUTH_RECHECK_MS.\n\nScopes: read (ReadStream, GetStreamHead, GetInstance, ListInstances, GetProcessingStatus), write (AppendEvents and the instance commands), subscribe (Subscribe, `tidemark tail`), admin (with the database `*`: every database and the aggregates of none).",
+    positionals: [
+      { name: "action", description: "create, list or revoke" },
+      { name: "id", description: "The token id to revoke (the 16 hex digits after `tm_`, as `list` shows).", optional: true },
+    ],
+    options: {
+      "data-dir": dataDir,
+      principal: { type: "string", value: "NAME", description: "create: who the token is for; recorded as the actor of its writes." },
+      database: { type: "string", multiple: true, value: "DB", description: "create: a database the token may touch (`*`: every database, needs the admin scope)." },
+      scope: { type: "string", value: "SCOPES", description: "create: comma-separated read, write, subscribe, admin." },
+      "type-prefix": { type: "string", value: "PREFIX", description: "create: only aggregate types starting with this (default every type)." },
+      expires: { type: "string", value: "WHEN", description: "create: a duration (30d, 12h, 90m) or an ISO date (default: never)." },
+      json,
+    },
+    settings: [...STORAGE],
+    examples: ["tidemark token create --principal billing --database acme --scope read,write --expires 30d", "tidemark token list", "tidemark token revoke 3f9c2a1b7d4e5f60"],
+  },
+  {
     name: "stream",
     summary: "print an aggregate's events (gRPC ReadStream)",
     description: "Prints the committed events of one aggregate in sequence order, from a running server.",
@@ -101,6 +127,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       from: { type: "string", value: "SEQ", description: "First sequence number (default 1)." },
       max: { type: "string", value: "N", description: "At most N events (default all)." },
       json,
+      ...clientOptions,
     },
     examples: ["tidemark stream Instance demo/Person/ada", "tidemark stream Order o-1 --json"],
   },
@@ -116,7 +143,9 @@ export const COMMANDS: readonly CommandSpec[] = [
       type: { type: "string", multiple: true, value: "AGGREGATE_TYPE", description: "Only events of this aggregate type." },
       prefix: { type: "string", value: "EVENT_TYPE_PREFIX", description: "Only event types starting with this." },
       limit: { type: "string", value: "N", description: "Exit after N events." },
+      database: { type: "string", multiple: true, value: "DATABASE", description: "Only events of aggregates in this database (the part of the id before its first `/`); default: every database the token may read." },
       json,
+      ...clientOptions,
     },
     examples: ["tidemark tail", "tidemark tail --after 0 --type Instance --limit 10"],
   },
@@ -131,6 +160,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       event: { type: "boolean", description: "The id is an event_id." },
       command: { type: "boolean", description: "The id is a command_id." },
       json,
+      ...clientOptions,
     },
     examples: ["tidemark status cmd-1", "tidemark status --event 6f3c…"],
   },

@@ -418,7 +418,10 @@ export function banner(command: string, p: TidemarkProcess, version: string): st
   const field = (name: string, value: string) => lines.push(`  ${name.padEnd(10)}${value}`);
   if (p.mode === "embedded") field("data", `${p.dataDir} (PGlite database and event files; TIDEMARK_DATA_DIR)`);
   else field("data", p.where);
-  if (p.grpcAddress !== undefined) field("gRPC", `${p.grpcAddress}   (try: grpcurl -plaintext ${p.grpcAddress} list)`);
+  if (p.grpcAddress !== undefined) field("gRPC", `${p.grpcAddress}   (try: grpcurl ${p.server?.tls === true ? "-cacert CA.pem" : "-plaintext"} ${p.grpcAddress} list)`);
+  if (p.server !== undefined && (p.server.tls || p.server.auth === "tokens")) {
+    field("security", `${p.server.tls ? "TLS (SIGHUP re-reads the certificates)" : "plain text"}, ${p.server.auth === "tokens" ? "tokens (authorization: Bearer …; tidemark token create)" : "no authentication (TIDEMARK_AUTH=off)"}`);
+  }
   field("metrics", p.metricsAddress === undefined ? "off (set TIDEMARK_METRICS_ADDR=127.0.0.1:9464 to serve /metrics)" : `http://${p.metricsAddress}/metrics`);
   field("running", p.components.join(", ") || "nothing");
   const starting = p.parts().filter((part) => part.state === "starting");

@@ -3,7 +3,8 @@
  * embedded mode they take the data directory's lock, so they refuse to run while `tidemark start`
  * holds it.
  */
-import { createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends } from "../core/index.js";
+import type { Kysely } from "kysely";
+import { type AuthTables, createBootstrapToken, createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends } from "../core/index.js";
 import { loadConsumerConfig, pruneDone, rebuildInstances, type RebuildProgress } from "../consumers/index.js";
 import { loadServerConfig } from "../server/index.js";
 import { UsageError, type ParsedCommand } from "./args.js";
@@ -22,6 +23,12 @@ export async function runMigrate(cmd: ParsedCommand, io: Io): Promise<number> {
         ? `schema ${config.pgSchema} is up to date (${total} migrations) · ${backends.where}\n`
         : `schema ${config.pgSchema} migrated: ${applied.join(", ")} (${applied.length} of ${total}) · ${backends.where}\n`,
     );
+    // Once per store, ever: the unique index on the bootstrap flag makes a second attempt a no-op.
+    const bootstrap = await createBootstrapToken(backends.database.db as unknown as Kysely<AuthTables>);
+    if (bootstrap !== undefined) {
+      io.err("bootstrap admin token (every database, every scope), shown once — store it now; revoke it with `tidemark token revoke " + bootstrap.id + "`:\n");
+      io.out(`${bootstrap.token}\n`);
+    }
     return 0;
   } finally {
     await backends.close();

@@ -7,7 +7,8 @@ import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { encodeEnvelope, type EventEnvelope, parse } from "../core/index.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { GetProcessingStatusResponseSchema, ProcessingService, ProcessingState, type GetProcessingStatusResponse } from "../gen/tidemark/v1/processing_pb.js";
-import { createClient, grpc } from "../server/index.js";
+import { readFileSync } from "node:fs";
+import { type ClientOptions, createClient, grpc } from "../server/index.js";
 import { nameFlags, UsageError, type ParsedCommand } from "./args.js";
 import type { Io } from "./io.js";
 
@@ -24,6 +25,29 @@ function serverAddress(cmd: ParsedCommand): string {
   }
 }
 
+/**
+ * TLS and the token from --tls-ca/--tls-cert/--tls-key/--token (TIDEMARK_TLS_CA, TIDEMARK_TLS_CERT,
+ * TIDEMARK_TLS_KEY, TIDEMARK_TOKEN): TLS when a CA or a client certificate is given.
+ */
+export function clientOptions(cmd: ParsedCommand): ClientOptions {
+  const file = (variable: string): Buffer | undefined => {
+    const path = cmd.env[variable] ?? "";
+    if (path === "") return undefined;
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      throw new UsageError(nameFlags(`${variable}: cannot read ${path}: ${(e as Error).message}`, cmd.flagOf));
+    }
+  };
+  const ca = file("TIDEMARK_TLS_CA");
+  const cert = file("TIDEMARK_TLS_CERT");
+  const key = file("TIDEMARK_TLS_KEY");
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError(nameFlags("TIDEMARK_TLS_CERT: a client certificate needs its key (TIDEMARK_TLS_KEY), and the other way round", cmd.flagOf));
+  const token = cmd.env["TIDEMARK_TOKEN"] ?? "";
+  const tls = ca === undefined && cert === undefined ? undefined : { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert, key: key! }) };
+  return { ...(tls === undefined ? {} : { tls }), ...(token === "" ? {} : { token }) };
+}
+
 function count(cmd: ParsedCommand, option: string, min: number): number | undefined {
   const raw = cmd.values[option];
   if (typeof raw !== "string") return undefined;
@@ -38,7 +62,7 @@ export async function runStream(cmd: ParsedCommand, io: Io): Promise<number> {
   const fromSeq = count(cmd, "from", 0) ?? 0;
   const maxCount = count(cmd, "max", 1) ?? 0;
   const address = serverAddress(cmd);
-  const client = createClient(EventStoreService, address);
+  const client = createClient(EventStoreService, address, clientOptions(cmd));
   try {
     let n = 0;
     for await (const response of client.readStream({ aggregateType, aggregateId, fromSeq: BigInt(fromSeq), maxCount })) {
@@ -62,7 +86,7 @@ export async function runTail(cmd: ParsedCommand, io: Io): Promise<number> {
   const types = (cmd.values["type"] as string[] | undefined) ?? [];
   const prefix = (cmd.values["prefix"] as string | undefined) ?? "";
   const address = serverAddress(cmd);
-  const client = createClient(EventStoreService, address);
+  const client = createClient(EventStoreService, address, clientOptions(cmd));
   const stop = new AbortController();
   const onSignal = () => stop.abort();
   process.once("SIGINT", onSignal);
@@ -74,6 +98,7 @@ export async function runTail(cmd: ParsedCommand, io: Io): Promise<number> {
         start: after === undefined ? { case: "fromEnd", value: {} } : { case: "afterPosition", value: BigInt(after) },
         aggregateTypes: types,
         eventTypePrefix: prefix,
+        databases: (cmd.values["database"] as string[] | undefined) ?? [],
       },
       { signal: stop.signal },
     );
@@ -107,7 +132,7 @@ export async function runStatus(cmd: ParsedCommand, io: Io): Promise<number> {
   const [id] = cmd.positionals as [string];
   if (cmd.values["event"] === true && cmd.values["command"] === true) throw new UsageError("--event and --command exclude each other");
   const address = serverAddress(cmd);
-  const client = createClient(ProcessingService, address);
+  const client = createClient(ProcessingService, address, clientOptions(cmd));
   try {
     let response: GetProcessingStatusResponse | undefined;
     if (cmd.values["command"] !== true) {

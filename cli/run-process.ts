@@ -27,7 +27,24 @@ export async function runProcess(cmd: ParsedCommand, io: Io, version: string, na
       if (failed.length > 0) io.err(`tidemark: ${failed.join(", ")} could not start (see the log); the server keeps serving\n`);
     });
   }
-  return untilShutdownSignal("tidemark", () => running.stop(), (text) => io.err(text));
+  // SIGHUP re-reads the TLS certificate, key and client CA; the port stays open (docs/SECURITY.md).
+  const onHangup = () => {
+    const server = running.server;
+    if (server === undefined || !server.tls) {
+      io.err("tidemark: SIGHUP ignored: no TLS certificates to re-read\n");
+      return;
+    }
+    server.reloadTls().then(
+      () => io.err("tidemark: TLS certificates re-read (SIGHUP); new connections use them\n"),
+      (e: unknown) => io.err(`tidemark: SIGHUP: ${(e as Error).message}; keeping the current certificates\n`),
+    );
+  };
+  process.on("SIGHUP", onHangup);
+  try {
+    return await untilShutdownSignal("tidemark", () => running.stop(), (text) => io.err(text));
+  } finally {
+    process.off("SIGHUP", onHangup);
+  }
 }
 
 async function partsOf(cmd: ParsedCommand, name: "start" | "server" | "relay" | "consumer"): Promise<ProcessParts> {

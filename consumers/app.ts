@@ -10,6 +10,7 @@ import { Partitioners, type Kafka } from "kafkajs";
 import {
   type ConsumerDatabase,
   createKafka,
+  kafkaSecurity,
   createLogger,
   createRegistry,
   type Database,
@@ -153,7 +154,7 @@ async function launch(
       deadLetters = overrides.deadLetters!;
     } else {
       if (overrides.failFast === true) await unlessAborted(probeKafka(config.kafkaBrokers, config.kafkaClientId), signal);
-      const kafka = overrides.kafka ?? createKafka({ brokers: config.kafkaBrokers, clientId: config.kafkaClientId, ...(sockets === undefined ? {} : { sockets }) }, log.child({ component: "kafkajs" }));
+      const kafka = overrides.kafka ?? createKafka({ brokers: config.kafkaBrokers, clientId: config.kafkaClientId, security: kafkaSecurity(config), ...(sockets === undefined ? {} : { sockets }) }, log.child({ component: "kafkajs" }));
       const admin = kafka.admin();
       try {
         await unlessAborted(admin.connect(), signal);

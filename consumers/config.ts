@@ -2,7 +2,7 @@
  * Configuration of a consumer process, parsed once from the environment, typed and frozen. The
  * origin's variable names are accepted as aliases; the registry cannot be switched off.
  */
-import { ConfigError, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
+import { ConfigError, KAFKA_SECURITY_SETTINGS, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
 
 /** Seconds (decimals allowed) as milliseconds, within bounds. */
 const seconds =
@@ -43,6 +43,7 @@ export const CONSUMER_OWN_SETTINGS = {
   retentionMs: { env: "TIDEMARK_CONSUMER_RETENTION_HOURS", default: 7 * 24 * 3_600_000, defaultLabel: "`168` (7 days)", parse: (raw: string) => parse.int(1, 24 * 365 * 10)(raw) * 3_600_000, description: "Done registry rows older than this are pruned (watermarks stay)." },
   pruneIntervalMs: { env: "TIDEMARK_CONSUMER_PRUNE_INTERVAL_SECONDS", default: 600_000, defaultLabel: "`600`", parse: seconds(1, 86_400), description: "How often housekeeping runs (0 rows is cheap: an index range scan)." },
   pruneBatchSize: { env: "TIDEMARK_CONSUMER_PRUNE_BATCH_SIZE", default: 1000, parse: parse.int(1, 100_000), description: "Rows deleted per housekeeping statement." },
+  ...KAFKA_SECURITY_SETTINGS,
 } satisfies Record<string, Setting<unknown>>;
 
 /** Every setting a consumer process reads. */

@@ -4,6 +4,7 @@
  * An embedded data directory is locked to one process: PGlite is one session in one process, and
  * two processes on the same files would corrupt them.
  */
+import { readFileSync } from "node:fs";
 import { mkdir, open, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import type { ListenConnector } from "./commit-listener.js";
@@ -21,12 +22,20 @@ import { ConfigError, parse, parseSettings, type Setting } from "./settings.js";
 export const STORAGE_SETTINGS = {
   dataDir: { env: "TIDEMARK_DATA_DIR", default: ".tidemark", parse: parse.string, description: "Where the embedded mode keeps its database and objects (used when no PostgreSQL/S3 is configured)." },
   pgUrl: { env: "TIDEMARK_PG_URL", default: "", defaultLabel: "unset (embedded mode)", parse: parse.url, description: "PostgreSQL connection URL (postgres://user:password@host:port/database). With the S3 settings, selects the services mode.", secret: true },
+  pgSslCa: {
+    env: "TIDEMARK_PG_SSL_CA",
+    default: "",
+    defaultLabel: "unset (what TIDEMARK_PG_URL says)",
+    parse: parse.string,
+    description: "PEM CA file that signed PostgreSQL's certificate: every connection then uses TLS and verifies the server (`sslmode=verify-full` unless the URL sets another `sslmode`; the URL's own `sslrootcert` works too). docs/SECURITY.md.",
+  },
   pgSchema: { env: "TIDEMARK_PG_SCHEMA", aliases: ["EVENT_STORE_SEQUENCE_SCHEMA"], default: "tidemark", parse: parse.string, description: "PostgreSQL schema holding Tidemark's tables." },
   s3Endpoint: { env: "TIDEMARK_S3_ENDPOINT", default: "", defaultLabel: "unset (embedded mode)", parse: parse.url, description: "S3 API endpoint (path-style), e.g. http://127.0.0.1:9000." },
   s3Bucket: { env: "TIDEMARK_S3_BUCKET", aliases: ["EVENT_STORE_BUCKET"], default: "tidemark-events", parse: parse.string, description: "Bucket holding the events; created on first start." },
   s3Region: { env: "TIDEMARK_S3_REGION", default: "us-east-1", parse: parse.string, description: "Region used to sign S3 requests." },
   s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 access key id.", secret: true },
   s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 secret access key.", secret: true },
+  s3Ca: { env: "TIDEMARK_S3_CA", default: "", defaultLabel: "unset (the system's roots)", parse: parse.string, description: "PEM CA file that signed the certificate of an `https://` TIDEMARK_S3_ENDPOINT (a private S3 API server); the certificate is always verified." },
   s3RequestTimeoutMs: { env: "TIDEMARK_S3_REQUEST_TIMEOUT_MS", default: 5000, parse: parse.int(100, 600_000), description: "Timeout of one S3 request." },
 } satisfies Record<string, Setting<unknown>>;
 
@@ -38,9 +47,31 @@ export function loadStorageConfig(env: Readonly<Record<string, string | undefine
   return parseSettings(STORAGE_SETTINGS, env);
 }
 
+/**
+ * The URL every PostgreSQL connection of a process uses: TIDEMARK_PG_URL with TIDEMARK_PG_SSL_CA
+ * applied (`sslrootcert`, and `sslmode=verify-full` when the URL names no mode).
+ */
+export function pgConnectionUrl(settings: { readonly pgUrl?: string | undefined; readonly pgSslCa?: string | undefined }): string {
+  const raw = settings.pgUrl ?? "";
+  if (raw === "" || (settings.pgSslCa ?? "") === "") return raw;
+  const url = new URL(raw);
+  if (!url.searchParams.has("sslmode")) url.searchParams.set("sslmode", "verify-full");
+  url.searchParams.set("sslrootcert", settings.pgSslCa!);
+  return url.toString();
+}
+
+function readS3Ca(file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new ConfigError(`invalid configuration:\n  TIDEMARK_S3_CA: cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
 /** What {@link openBackends} needs to know. */
 export interface BackendSettings {
   readonly pgUrl?: string | undefined;
+  readonly pgSslCa?: string | undefined;
   readonly pgSchema: string;
   readonly pgPoolSize: number;
   readonly s3Endpoint?: string | undefined;
@@ -48,6 +79,7 @@ export interface BackendSettings {
   readonly s3Region: string;
   readonly s3AccessKey?: string | undefined;
   readonly s3SecretKey?: string | undefined;
+  readonly s3Ca?: string | undefined;
   readonly s3RequestTimeoutMs: number;
   readonly dataDir: string;
 }
@@ -184,7 +216,7 @@ class MissingObjectStore implements ObjectStore {
  */
 export async function openBackends(settings: BackendSettings, needs: { readonly objects: boolean } = { objects: true }): Promise<Backends> {
   if (backendMode(settings, needs) === "services") {
-    const database = createDatabase<any>({ url: settings.pgUrl!, schema: settings.pgSchema, poolSize: settings.pgPoolSize });
+    const database = createDatabase<any>({ url: pgConnectionUrl(settings), schema: settings.pgSchema, poolSize: settings.pgPoolSize });
     const s3 = settings.s3Endpoint !== undefined && settings.s3Endpoint !== "";
     const objects: ObjectStore = s3
       ? new S3ObjectStore({
@@ -194,13 +226,14 @@ export async function openBackends(settings: BackendSettings, needs: { readonly 
           accessKeyId: settings.s3AccessKey!,
           secretAccessKey: settings.s3SecretKey!,
           requestTimeoutMs: settings.s3RequestTimeoutMs,
+          ...(settings.s3Ca === undefined || settings.s3Ca === "" ? {} : { ca: readS3Ca(settings.s3Ca) }),
         })
       : new MissingObjectStore();
     return {
       mode: "services",
       database,
       objects,
-      listen: settings.pgUrl!,
+      listen: pgConnectionUrl(settings),
       where: describeServices(settings),
       async close() {
         objects.close();

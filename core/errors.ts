@@ -74,7 +74,9 @@ export type DomainError =
   | IdempotencyError
   | NotFoundError
   | PreconditionError
-  | UnavailableError;
+  | UnavailableError
+  | UnauthenticatedError
+  | PermissionDeniedError;
 
 function hasKind(e: unknown, kind: string): boolean {
   return typeof e === "object" && e !== null && (e as { kind?: unknown }).kind === kind && e instanceof Error;
@@ -108,3 +110,38 @@ export function rootCause(e: unknown): unknown {
   }
   return current;
 }
+
+/**
+ * The caller did not prove who it is: no token, a malformed, unknown, expired or revoked one
+ * (docs/SECURITY.md): UNAUTHENTICATED. The message never repeats the token.
+ */
+export class UnauthenticatedError extends TidemarkError {
+  readonly kind = "unauthenticated" as const;
+  constructor(
+    message: string,
+    /** Why, for the ErrorInfo detail and the failure metric: missing, malformed, unknown, expired, revoked. */
+    readonly reason: "missing" | "malformed" | "unknown" | "expired" | "revoked",
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The token is valid but lacks what the call needs (a database, a scope, the aggregate-type prefix):
+ * PERMISSION_DENIED naming what was missing — only what the request named, never what exists.
+ */
+export class PermissionDeniedError extends TidemarkError {
+  readonly kind = "permission-denied" as const;
+  constructor(
+    message: string,
+    /** What was missing: `database`, `scope`, `aggregate_type_prefix` or `actor`. */
+    readonly missing: "database" | "scope" | "aggregate_type_prefix" | "actor",
+    /** The value the request needed (the database or scope it named). */
+    readonly needed: string,
+  ) {
+    super(message);
+  }
+}
+
+export const isUnauthenticatedError = (e: unknown): e is UnauthenticatedError => hasKind(e, "unauthenticated");
+export const isPermissionDeniedError = (e: unknown): e is PermissionDeniedError => hasKind(e, "permission-denied");

@@ -37,3 +37,4 @@ export * from "./segment.js";
 export * from "./settings.js";
 export * from "./shutdown.js";
 export * from "./sleep.js";
+export * from "./tokens.js";

@@ -4,10 +4,48 @@
  * JSON logs. Retries and timeouts are the caller's: the relay keeps kafkajs's retries short and
  * retries identical batches itself; consumers let kafkajs wait out an outage.
  */
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import tls from "node:tls";
-import { Kafka, logLevel, type ISocketFactory, type LogEntry, type RetryOptions } from "kafkajs";
+import { Kafka, logLevel, type ISocketFactory, type LogEntry, type RetryOptions, type SASLOptions } from "kafkajs";
 import type { Logger } from "./log.js";
+import { ConfigError, parse, type Setting } from "./settings.js";
+
+/**
+ * How the relay and the consumers reach Kafka (docs/SECURITY.md): TLS (with a custom CA) and
+ * SASL (SCRAM-SHA-256/512 or PLAIN). Both tables include these.
+ */
+export const KAFKA_SECURITY_SETTINGS = {
+  kafkaTls: { env: "TIDEMARK_KAFKA_TLS", default: false, parse: parse.bool, description: "Talk TLS to the Kafka brokers (implied by TIDEMARK_KAFKA_CA)." },
+  kafkaCa: { env: "TIDEMARK_KAFKA_CA", default: "", defaultLabel: "unset (the system's roots)", parse: parse.string, description: "PEM CA file that signed the brokers' certificates; turns TLS on." },
+  kafkaSaslMechanism: { env: "TIDEMARK_KAFKA_SASL_MECHANISM", default: "", defaultLabel: "unset (no SASL)", parse: (raw: string) => (raw === "" ? raw : parse.oneOf("scram-sha-256", "scram-sha-512", "plain")(raw)), description: "SASL mechanism: scram-sha-256, scram-sha-512 or plain (use plain only over TLS)." },
+  kafkaSaslUsername: { env: "TIDEMARK_KAFKA_SASL_USERNAME", default: "", defaultLabel: "unset", parse: parse.string, description: "SASL user name." },
+  kafkaSaslPassword: { env: "TIDEMARK_KAFKA_SASL_PASSWORD", default: "", defaultLabel: "unset", parse: parse.string, description: "SASL password.", secret: true },
+} satisfies Record<string, Setting<unknown>>;
+
+/** kafkajs's `ssl` and `sasl` options. */
+export interface KafkaSecurity {
+  readonly ssl?: tls.ConnectionOptions | true;
+  readonly sasl?: SASLOptions;
+}
+
+/** The TLS and SASL options from the settings (reads the CA file); ConfigError naming the variable. */
+export function kafkaSecurity(config: { kafkaTls: boolean; kafkaCa: string; kafkaSaslMechanism: string; kafkaSaslUsername: string; kafkaSaslPassword: string }): KafkaSecurity {
+  let ssl: KafkaSecurity["ssl"];
+  if (config.kafkaCa !== "") {
+    try {
+      ssl = { ca: readFileSync(config.kafkaCa) };
+    } catch (e) {
+      throw new ConfigError(`invalid configuration:\n  TIDEMARK_KAFKA_CA: cannot read ${config.kafkaCa}: ${(e as Error).message}`);
+    }
+  } else if (config.kafkaTls) ssl = true;
+  if (config.kafkaSaslMechanism === "") return ssl === undefined ? {} : { ssl };
+  if (config.kafkaSaslUsername === "" || config.kafkaSaslPassword === "") {
+    throw new ConfigError("invalid configuration:\n  TIDEMARK_KAFKA_SASL_USERNAME, TIDEMARK_KAFKA_SASL_PASSWORD: required with TIDEMARK_KAFKA_SASL_MECHANISM");
+  }
+  const sasl = { mechanism: config.kafkaSaslMechanism, username: config.kafkaSaslUsername, password: config.kafkaSaslPassword } as SASLOptions;
+  return ssl === undefined ? { sasl } : { ssl, sasl };
+}
 
 /**
  * The sockets of one kafkajs client, so that a start being given up can cut them: kafkajs's
@@ -19,7 +57,7 @@ export class KafkaSockets {
 
   /** kafkajs's own socket factory (keep-alive 60 s, TLS when asked), remembering each socket. */
   readonly factory: ISocketFactory = ({ host, port, ssl, onConnect }) => {
-    const socket = ssl ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...ssl }, onConnect) : net.connect({ host, port }, onConnect);
+    const socket = ssl ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...(typeof ssl === "object" ? ssl : {}) }, onConnect) : net.connect({ host, port }, onConnect);
     socket.setKeepAlive(true, 60_000);
     this.open.add(socket);
     socket.once("close", () => this.open.delete(socket));
@@ -46,6 +84,8 @@ export interface KafkaClientSettings {
   readonly retry?: RetryOptions;
   /** Sees every connection the client opens (see {@link KafkaSockets}). */
   readonly sockets?: KafkaSockets;
+  /** TLS and SASL ({@link kafkaSecurity}); default plain text. */
+  readonly security?: KafkaSecurity;
 }
 
 const DEFAULT_RETRY: RetryOptions = { initialRetryTime: 250, maxRetryTime: 5_000, retries: 10 };
@@ -62,6 +102,8 @@ export function createKafka(settings: KafkaClientSettings, log: Logger): Kafka {
     logLevel: logLevel.INFO,
     logCreator: () => (entry: LogEntry) => forwardLog(log, entry),
     ...(settings.sockets === undefined ? {} : { socketFactory: settings.sockets.factory }),
+    ...(settings.security?.ssl === undefined ? {} : { ssl: settings.security.ssl }),
+    ...(settings.security?.sasl === undefined ? {} : { sasl: settings.security.sasl }),
   });
 }
 

@@ -3,7 +3,7 @@
  * or one command, and the ordering watermarks that answer for rows housekeeping pruned. Read-only,
  * beside the registry's tables (core/db/schema.ts); consumers/registry.ts writes them.
  */
-import type { Kysely, Transaction } from "kysely";
+import { sql, type Kysely, type Transaction } from "kysely";
 import type { ConsumerDatabase, ProcessingState } from "./db/schema.js";
 
 /** The database or a transaction over the consumers' tables. */
@@ -32,8 +32,20 @@ export interface ProcessingRecord extends RegistryEvent {
   readonly nextAttemptAt: Date | null;
 }
 
-/** Registry rows of one event (all handlers), or of every event a command produced. */
-export async function findRecords(db: RegistryDb, key: { eventId: string } | { commandId: string }): Promise<ProcessingRecord[]> {
+/**
+ * Which rows a caller may see (docs/CONTRACT.md T3): aggregates of these databases (the part of
+ * aggregate_id before its first `/`; `all` = every aggregate) whose type starts with the prefix.
+ */
+export interface RecordScope {
+  readonly databases: readonly string[] | "all";
+  readonly aggregateTypePrefix: string;
+}
+
+/**
+ * Registry rows of one event (all handlers), or of every event a command produced; with `scope`,
+ * only rows the caller may see, filtered in the query.
+ */
+export async function findRecords(db: RegistryDb, key: { eventId: string } | { commandId: string }, scope?: RecordScope): Promise<ProcessingRecord[]> {
   let query = db
     .selectFrom("processed_events")
     .select([
@@ -53,6 +65,15 @@ export async function findRecords(db: RegistryDb, key: { eventId: string } | { c
       "next_attempt_at",
     ]);
   query = "eventId" in key ? query.where("event_id", "=", key.eventId) : query.where("command_id", "=", key.commandId);
+  if (scope !== undefined && scope.databases !== "all") {
+    const databases = scope.databases;
+    if (databases.length === 0) return [];
+    // An id without "/" belongs to no database: split_part would return the whole id.
+    query = query.where(sql<boolean>`strpos(aggregate_id, '/') > 1`).where(sql<string>`split_part(aggregate_id, '/', 1)`, "in", databases);
+  }
+  if (scope !== undefined && scope.aggregateTypePrefix !== "") {
+    query = query.where(sql<string>`left(aggregate_type, ${scope.aggregateTypePrefix.length})`, "=", scope.aggregateTypePrefix);
+  }
   const rows = await query.orderBy("event_id").orderBy("handler").limit(1000).execute();
   return rows.map((r) => ({
     handler: r.handler,

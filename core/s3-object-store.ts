@@ -21,6 +21,8 @@ export interface S3Settings {
   readonly requestTimeoutMs?: number;
   /** Attempts the SDK makes for a retriable failure (default 3). */
   readonly maxAttempts?: number;
+  /** PEM of the CA that signed an `https://` endpoint's certificate (default: the system's roots). */
+  readonly ca?: Buffer;
 }
 
 const CONFLICT_RETRIES = 5;
@@ -46,6 +48,8 @@ export class S3ObjectStore implements ObjectStore {
       requestHandler: {
         requestTimeout: settings.requestTimeoutMs ?? 10_000,
         connectionTimeout: Math.min(settings.requestTimeoutMs ?? 10_000, 3_000),
+        // The handler adds keepAlive and maxSockets to these agent options.
+        ...(settings.ca === undefined ? {} : { httpsAgent: { ca: settings.ca } }),
       },
     });
   }

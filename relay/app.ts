@@ -7,6 +7,8 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import {
   CommitListener,
+  kafkaSecurity,
+  pgConnectionUrl,
   CommitLogTailer,
   commitLogOf,
   createLogger,
@@ -127,6 +129,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
     clientId: config.kafkaClientId,
     requestTimeoutMs: clamp(Math.round(config.leaseMs / 10), 250, 30_000),
     connectionTimeoutMs: clamp(Math.round(config.leaseMs / 20), 250, 10_000),
+    security: kafkaSecurity(config),
   };
   const kafka = createRelayKafka(kafkaSettings, log);
   const publisher = new KafkaPublisher(kafka, kafkaSettings, log);
@@ -146,7 +149,7 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
     overrides.onReadiness?.(next);
   };
 
-  const listener = new CommitListener(overrides.listen ?? opened?.listen ?? config.pgUrl, database.schema, log);
+  const listener = new CommitListener(overrides.listen ?? opened?.listen ?? pgConnectionUrl(config), database.schema, log);
   lifecycle.defer("commit listener", () => listener.close());
   await listener.start();
   const lease = new RelayLease(database.db, config.name, holder, config.leaseMs, log);

@@ -2,7 +2,7 @@
  * Configuration of the relay, parsed once from the environment, typed and frozen. PostgreSQL and
  * S3 settings use the same variables as the server, so one environment serves both processes.
  */
-import { backendMode, ConfigError, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
+import { backendMode, ConfigError, KAFKA_SECURITY_SETTINGS, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
 import { checkTopicName, parseRoutes, type Route } from "./topic-router.js";
 
 const topic = (raw: string): string => {
@@ -35,6 +35,7 @@ export const RELAY_OWN_SETTINGS = {
   pollMs: { env: "TIDEMARK_RELAY_POLL_MS", default: 1000, parse: parse.int(10, 600_000), description: "Longest wait for a commit notification before the relay looks anyway (the polling fallback)." },
   name: { env: "TIDEMARK_RELAY_NAME", default: "default", parse: parse.string, description: "Name of the relay: relays with one name share one lease and one checkpoint (one active, others standby)." },
   logIntervalMs: { env: "TIDEMARK_RELAY_LOG_INTERVAL_MS", default: 30_000, parse: parse.int(100, 3_600_000), description: "How often the relay logs its progress and lag (the lag metrics are refreshed every second)." },
+  ...KAFKA_SECURITY_SETTINGS,
 } satisfies Record<string, Setting<unknown>>;
 
 /** Every setting the relay reads. */

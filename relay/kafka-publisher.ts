@@ -5,7 +5,7 @@
  * the identical batch, and is replaced before anything else is sent after an unacknowledged one.
  */
 import { Partitioners, type Kafka, type Producer } from "kafkajs";
-import { createKafka, type Logger } from "../core/index.js";
+import { createKafka, type KafkaSecurity, type Logger } from "../core/index.js";
 
 /** A message routed to its topic. */
 export interface RoutedMessage {
@@ -47,6 +47,8 @@ export interface KafkaSettings {
   readonly requestTimeoutMs?: number;
   /** Timeout of a TCP connection (default 1 000). */
   readonly connectionTimeoutMs?: number;
+  /** TLS and SASL to the brokers. */
+  readonly security?: KafkaSecurity;
 }
 
 // kafkajs retries inside one publish; kept short so a publish settles within maxSendMs, and the
@@ -73,6 +75,7 @@ export function createRelayKafka(settings: KafkaSettings, log: Logger): Kafka {
       connectionTimeoutMs: settings.connectionTimeoutMs ?? 1000,
       enforceRequestTimeout: true,
       retry: PRODUCER_RETRY,
+      ...(settings.security === undefined ? {} : { security: settings.security }),
     },
     log,
   );

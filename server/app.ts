@@ -2,10 +2,13 @@
  * Builds and runs the gRPC server: database (migrated), object store, committer, sweeper, services,
  * reflection and health. `startServer` returns a handle whose `stop` shuts down in reverse order.
  */
+import type { Kysely } from "kysely";
 import {
   type Backends,
   CommitListener,
+  pgConnectionUrl,
   committedAfter,
+  type AuthTables,
   type ConsumerTables,
   createInstanceReadModel,
   createLogger,
@@ -35,7 +38,11 @@ import { file_tidemark_v1_instance, InstanceService } from "../gen/tidemark/v1/i
 import { file_tidemark_v1_processing, ProcessingService } from "../gen/tidemark/v1/processing_pb.js";
 import { processingHandlers } from "./services/processing-service.js";
 import { Committer } from "./committer.js";
-import type { ServerConfig } from "./config.js";
+import { authMode, type ServerConfig } from "./config.js";
+import { authFailureCounter, TokenAuthenticator } from "./auth/authenticator.js";
+import { guardEventStore, guardInstances, guardProcessing, type GuardDeps } from "./auth/guard.js";
+import type { Authenticate } from "./grpc/bridge.js";
+import { TlsCredentials } from "./grpc/tls.js";
 import { EventStore } from "./event-store.js";
 import { bindService } from "./grpc/bridge.js";
 import { serverMetrics } from "./server-metrics.js";
@@ -82,6 +89,15 @@ export interface ServerHandle {
   readonly database: Database<WriteSideTables>;
   readonly objects: ObjectStore;
   readonly registry: Registry;
+  /** `tokens` or `off` (TIDEMARK_AUTH, or the mode's default). */
+  readonly auth: "tokens" | "off";
+  /** True when the port speaks TLS. */
+  readonly tls: boolean;
+  /**
+   * Re-reads the TLS certificate, key and client CA (what SIGHUP does) without closing the port: new
+   * handshakes use them. Rejects, keeping the current ones, when the files are invalid; a no-op without TLS.
+   */
+  reloadTls(): Promise<void>;
   /** Graceful shutdown: stop accepting, let calls finish for `graceMs`, then cancel; close clients. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -105,7 +121,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
 async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logger, lifecycle: Lifecycle, opened: Backends | undefined): Promise<ServerHandle> {
   const database: Database<WriteSideTables> = overrides.database ?? opened!.database;
   const objects = overrides.objects ?? opened!.objects;
-  const listenSource = overrides.listen ?? opened?.listen ?? config.pgUrl;
+  const listenSource = overrides.listen ?? opened?.listen ?? pgConnectionUrl(config);
   if (opened !== undefined) log.info({ mode: opened.mode, where: opened.where }, "storage");
 
   const applied = await migrateToLatest(database.db, database.schema);
@@ -164,16 +180,51 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   trackObjectStore(registry, objects, "server");
   metrics.track(committer, sweeper, tail, store.segmentStats);
   const observe = metrics.observe;
+  const auth = authMode(config);
+  const host = config.grpcAddr.slice(0, config.grpcAddr.lastIndexOf(":"));
+  let authenticate: Authenticate | undefined;
+  const failures = authFailureCounter(registry, log.child({ component: "auth" }));
+  let reauthenticate: GuardDeps["reauthenticate"] = () => Promise.resolve();
+  if (auth === "tokens") {
+    const authenticator = new TokenAuthenticator(database.db as unknown as Kysely<AuthTables>, failures, log.child({ component: "auth" }));
+    authenticate = authenticator.authenticate;
+    // Open streams re-check their token every recheckMs; streams sharing a token share one lookup
+    // per interval, so a thousand subscribers of one token cost one query, not a thousand.
+    const rechecks = new Map<string, { at: number; result: Promise<unknown> }>();
+    reauthenticate = (context) => {
+      const key = context.metadata["authorization"] ?? "";
+      const now = performance.now();
+      const recent = rechecks.get(key);
+      if (recent !== undefined && now - recent.at < config.authRecheckMs / 2) return recent.result;
+      const result = authenticator.authenticate(context.metadata, context.path);
+      rechecks.set(key, { at: now, result });
+      // Forget entries of tokens no stream re-checks any more.
+      if (rechecks.size > 10_000) for (const [k, v] of rechecks) if (now - v.at > config.authRecheckMs) rechecks.delete(k);
+      return result;
+    };
+  } else if (!isLoopback(host)) {
+    log.warn({ address: config.grpcAddr }, "TIDEMARK_AUTH=off on a non-loopback address: any client that reaches the port can read and write every database (docs/SECURITY.md)");
+  }
+  const guards: GuardDeps = { failures, reauthenticate, recheckMs: config.authRecheckMs, log };
+  const tls = config.tlsCert === "" ? undefined : await TlsCredentials.load({ cert: config.tlsCert, key: config.tlsKey, clientCa: config.tlsClientCa });
   const server = await listenGrpc(
     config.grpcAddr,
     [
-      bindService(EventStoreService, eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal)), log, observe),
-      bindService(InstanceService, instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), log, observe),
-      bindService(ProcessingService, processingHandlers(database.db.withTables<ConsumerTables>()), log, observe),
+      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal)), guards), log, observe, authenticate),
+      bindService(
+        InstanceService,
+        guardInstances(instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), guards),
+        log,
+        observe,
+        authenticate,
+      ),
+      bindService(ProcessingService, guardProcessing(processingHandlers(database.db.withTables<ConsumerTables>()), guards), log, observe, authenticate),
+      // Health stays open (load balancers probe it without a token); it tells nothing about data.
       bindService(Health, health.handlers(), log),
     ],
     {
       maxReceiveBytes: config.maxMessageBytes,
+      ...(tls === undefined ? {} : { credentials: tls.credentials }),
       configure: (grpcServer) =>
         addReflection(grpcServer, [
           file_tidemark_v1_event_store,
@@ -189,7 +240,6 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   // Only for a start that fails after listening; stop() shuts the server down gracefully first.
   lifecycle.defer("gRPC server", () => server.shutdown(0, () => {}));
   const port = server.port;
-  const host = config.grpcAddr.slice(0, config.grpcAddr.lastIndexOf(":"));
   const address = `${host}:${port}`;
   sweeper.start();
   lifecycle.defer("sweeper", () => sweeper.stop());
@@ -201,7 +251,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   tail.start();
   lifecycle.defer("log tail", () => tail.stop());
   for (const name of ["", EventStoreService.typeName, InstanceService.typeName, ProcessingService.typeName]) health.set(name, ServingStatus.SERVING);
-  log.info({ address, schema: database.schema, bucket: config.s3Bucket }, "tidemark server listening");
+  log.info({ address, schema: database.schema, bucket: config.s3Bucket, auth, tls: tls !== undefined, mtls: config.tlsClientCa !== "" }, "tidemark server listening");
 
   let stopping: Promise<void> | undefined;
   return {
@@ -215,6 +265,13 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     database,
     objects,
     registry,
+    auth,
+    tls: tls !== undefined,
+    async reloadTls() {
+      if (tls === undefined) return;
+      await tls.reload();
+      log.info({ cert: config.tlsCert }, "TLS certificates re-read");
+    },
     stop(graceMs = config.shutdownGraceMs) {
       stopping ??= (async () => {
         health.shutdown();
@@ -226,4 +283,10 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
       return stopping;
     },
   };
+}
+
+/** True for addresses only this host can reach (the embedded mode's default 127.0.0.1). */
+function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
 }

@@ -2,7 +2,7 @@
  * Configuration of the server, parsed once from the environment, typed and frozen. Every setting
  * is documented in docs/CONFIGURATION.md, generated from this table.
  */
-import { backendMode, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
+import { backendMode, ConfigError, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
 import { DEFAULT_LIMITS } from "./limits.js";
 
 /** The server's own settings (beside the storage, process and origin settings it shares). */
@@ -22,6 +22,11 @@ export const SERVER_OWN_SETTINGS = {
   maxMetadataEntries: { env: "TIDEMARK_MAX_METADATA_ENTRIES", default: DEFAULT_LIMITS.maxMetadataEntries, parse: parse.int(0, 1024), description: "Most metadata entries per event." },
   maxMetadataValueLength: { env: "TIDEMARK_MAX_METADATA_VALUE_LENGTH", default: DEFAULT_LIMITS.maxMetadataValueLength, parse: parse.int(1, 65_536), description: "Longest metadata value, in characters." },
   eventCacheSize: { env: "TIDEMARK_EVENT_CACHE_SIZE", default: 10_000, parse: parse.int(0, 10_000_000), description: "Decoded events kept in memory (events are immutable, so the cache is never stale)." },
+  auth: { env: "TIDEMARK_AUTH", default: "", defaultLabel: "`tokens` in the services mode, `off` in the embedded mode", parse: (raw: string) => (raw === "" ? raw : parse.oneOf("tokens", "off")(raw)), description: "`tokens`: every call carries `authorization: Bearer <token>` (docs/SECURITY.md); `off`: no authentication (a warning at every start when the gRPC address is not loopback)." },
+  authRecheckMs: { env: "TIDEMARK_AUTH_RECHECK_MS", default: 1000, parse: parse.int(50, 60_000), description: "How often an open Subscribe stream re-checks its token; a revoked or expired token ends the stream within this time (every new call checks at once)." },
+  tlsCert: { env: "TIDEMARK_TLS_CERT", default: "", defaultLabel: "unset (plain text)", parse: parse.string, description: "PEM certificate chain of the gRPC port; with TIDEMARK_TLS_KEY it turns TLS on. Re-read on SIGHUP without dropping the port." },
+  tlsKey: { env: "TIDEMARK_TLS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "PEM private key of TIDEMARK_TLS_CERT." },
+  tlsClientCa: { env: "TIDEMARK_TLS_CLIENT_CA", default: "", defaultLabel: "unset (no client certificates)", parse: parse.string, description: "PEM CA bundle: every client must present a certificate it signed (mTLS), or the handshake fails." },
   shutdownGraceMs: { env: "TIDEMARK_SHUTDOWN_GRACE_MS", default: 10_000, parse: parse.int(0, 600_000), description: "On SIGTERM, in-flight calls get this long before they are cancelled." },
 } satisfies Record<string, Setting<unknown>>;
 
@@ -35,5 +40,13 @@ export type ServerConfig = ReturnType<typeof loadServerConfig>;
 export function loadServerConfig(env: Readonly<Record<string, string | undefined>> = process.env) {
   const config = parseSettings(SERVER_SETTINGS, env);
   backendMode(config);
+  if ((config.tlsCert === "") !== (config.tlsKey === "")) throw new ConfigError("invalid configuration:\n  TIDEMARK_TLS_CERT, TIDEMARK_TLS_KEY: set both (TLS) or neither (plain text)");
+  if (config.tlsClientCa !== "" && config.tlsCert === "") throw new ConfigError("invalid configuration:\n  TIDEMARK_TLS_CLIENT_CA: needs TIDEMARK_TLS_CERT and TIDEMARK_TLS_KEY (client certificates are checked over TLS only)");
   return config;
+}
+
+/** The authentication in force: TIDEMARK_AUTH, or by default `tokens` in the services mode and `off` embedded. */
+export function authMode(config: Pick<ServerConfig, "auth" | "pgUrl" | "s3Endpoint" | "s3AccessKey" | "s3SecretKey">): "tokens" | "off" {
+  if (config.auth === "tokens" || config.auth === "off") return config.auth;
+  return backendMode(config) === "services" ? "tokens" : "off";
 }

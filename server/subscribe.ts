@@ -4,7 +4,7 @@
  * commit log once for every subscriber and hands each one its events in position order (R1).
  */
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateType, type EventEnvelope, type LogTail, type SlotRow, type TailItem, Violations } from "../core/index.js";
+import { checkAggregateType, checkInstancePart, databaseOf, type EventEnvelope, type LogTail, type SlotRow, type TailItem, Violations, visibleTo } from "../core/index.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
 import { checkSeq } from "./validation.js";
@@ -32,6 +32,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
   return function subscribe(request: SubscribeRequest, context: CallContext): AsyncIterable<SubscribeResponse> {
     const v = new Violations();
     request.aggregateTypes.forEach((t, i) => v.add(`aggregate_types[${i}]`, checkAggregateType(t)));
+    request.databases.forEach((d, i) => v.add(`databases[${i}]`, checkInstancePart(d)));
     if (request.eventTypePrefix.length > 128) v.add("event_type_prefix", "must be at most 128 characters");
     if (request.start.case === undefined) v.add("start", "is required: set after_position or from_end");
     if (request.start.case === "afterPosition") v.add("after_position", checkSeq(request.start.value));
@@ -39,8 +40,18 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
 
     const types = new Set(request.aggregateTypes);
     const prefix = request.eventTypePrefix;
+    const databases = new Set(request.databases);
+    // With a token, the tail itself skips what the principal may not see (docs/CONTRACT.md T3):
+    // another database's events are never encoded for this call, let alone sent.
+    const visible = context.principal === undefined ? undefined : visibleTo(context.principal);
     const filter =
-      types.size === 0 && prefix === "" ? undefined : (row: SlotRow) => (types.size === 0 || types.has(row.aggregateType)) && row.eventType.startsWith(prefix);
+      types.size === 0 && prefix === "" && databases.size === 0 && visible === undefined
+        ? undefined
+        : (row: SlotRow) =>
+            (types.size === 0 || types.has(row.aggregateType)) &&
+            row.eventType.startsWith(prefix) &&
+            (databases.size === 0 || databases.has(databaseOf(row.aggregateId))) &&
+            (visible === undefined || visible(row.aggregateType, row.aggregateId));
     const subscription = tail.subscribe({
       after: request.start.case === "afterPosition" ? Number(request.start.value) : "end",
       ...(filter === undefined ? {} : { filter }),

@@ -198,3 +198,24 @@ export type ConsumerDatabase = ConsumerTables & WriteSideTables;
 export function asWriteSide(db: Kysely<ConsumerDatabase> | Transaction<ConsumerDatabase>): Kysely<WriteSideTables> {
   return db as unknown as Kysely<WriteSideTables>;
 }
+
+// ------------------------------------------------------------------------------------------ auth
+
+/** A bearer token (core/tokens.ts): the secret is kept only as its SHA-256; revoked rows stay listed. */
+export interface ApiTokensTable {
+  id: string;
+  secret_hash: string;
+  principal: string;
+  databases: JSONColumnType<string[]>;
+  scopes: JSONColumnType<string[]>;
+  aggregate_type_prefix: Generated<string>;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  bootstrap: Generated<boolean>;
+  created_at: CreatedAt;
+}
+
+/** The tables authentication reads and the token commands write. */
+export type AuthTables = {
+  api_tokens: ApiTokensTable;
+};

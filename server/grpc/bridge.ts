@@ -12,7 +12,7 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { decodeBinary, DecodeError, encodeBinary, type Logger, ValidationError } from "../../core/index.js";
+import { decodeBinary, DecodeError, encodeBinary, type Logger, type Principal, ValidationError } from "../../core/index.js";
 import { toServiceError } from "./status.js";
 
 /** What a handler knows about its call. */
@@ -23,7 +23,15 @@ export interface CallContext {
   readonly metadata: Readonly<Record<string, string>>;
   /** `/package.Service/Method`. */
   readonly path: string;
+  /** The authenticated caller; undefined when authentication is off (TIDEMARK_AUTH=off). */
+  readonly principal: Principal | undefined;
 }
+
+/**
+ * Authenticates a call from its metadata before its handler runs: the principal, undefined when
+ * authentication is off, or a thrown UnauthenticatedError.
+ */
+export type Authenticate = (metadata: Readonly<Record<string, string>>, path: string) => Promise<Principal | undefined>;
 
 type Unary<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,
@@ -120,6 +128,7 @@ export function bindService<S extends GenServiceMethods>(
   handlers: ServiceHandlers<S>,
   log: Logger,
   observe: CallObserver = () => {},
+  authenticate?: Authenticate,
 ): BoundService {
   const definition = serviceDefinition(service);
   const implementation: grpc.UntypedServiceImplementation = {};
@@ -131,8 +140,18 @@ export function bindService<S extends GenServiceMethods>(
       implementation[method.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const started = performance.now();
         const { context, dispose } = callContext(call, path);
-        const refused = decodeFailure(call.request);
-        const result = refused === undefined ? (handler as Unary<DescMessage, DescMessage>)(call.request as MessageShape<DescMessage>, context) : Promise.reject(refused);
+        const run = () => {
+          const refused = decodeFailure(call.request);
+          return refused === undefined ? (handler as Unary<DescMessage, DescMessage>)(call.request as MessageShape<DescMessage>, context) : Promise.reject(refused);
+        };
+        // Authentication comes first: an unauthenticated caller learns nothing, not even that its request is malformed.
+        const result =
+          authenticate === undefined
+            ? run()
+            : authenticate(context.metadata, path).then((principal) => {
+                context.principal = principal;
+                return run();
+              });
         result.then(
           (out) => {
             dispose();
@@ -153,6 +172,7 @@ export function bindService<S extends GenServiceMethods>(
         const { context, dispose } = callContext(call, path);
         void (async () => {
           try {
+            if (authenticate !== undefined) context.principal = await authenticate(context.metadata, path);
             const refused = decodeFailure(call.request);
             if (refused !== undefined) throw refused;
             for await (const out of (handler as ServerStreaming<DescMessage, DescMessage>)(
@@ -183,7 +203,7 @@ export function bindService<S extends GenServiceMethods>(
 
 type AnyServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
-function callContext(call: AnyServerCall, path: string): { context: CallContext; dispose: () => void } {
+function callContext(call: AnyServerCall, path: string): { context: { -readonly [K in keyof CallContext]: CallContext[K] }; dispose: () => void } {
   const controller = new AbortController();
   const onCancel = () => controller.abort(new Error("call cancelled"));
   call.on("cancelled", onCancel);
@@ -199,7 +219,7 @@ function callContext(call: AnyServerCall, path: string): { context: CallContext;
     timer.unref();
   }
   return {
-    context: { signal: controller.signal, metadata, path },
+    context: { signal: controller.signal, metadata, path, principal: undefined },
     dispose: () => {
       call.removeListener("cancelled", onCancel);
       if (timer !== undefined) clearTimeout(timer);

@@ -25,10 +25,27 @@ export type Client<S extends GenServiceMethods> = {
       : never;
 } & { close(): void };
 
-/** Creates a client of `service` at `address` (host:port, insecure). */
-export function createClient<S extends GenServiceMethods>(service: GenService<S>, address: string): Client<S> {
+/** How a client connects: TLS (server CA, optional client certificate for mTLS) and a bearer token. */
+export interface ClientOptions {
+  /** Talk TLS. `ca`: PEM of the CA that signed the server's certificate (default: the system's roots). */
+  readonly tls?: { readonly ca?: Buffer; readonly cert?: Buffer; readonly key?: Buffer; readonly serverName?: string };
+  /** Sent as `authorization: Bearer <token>` on every call. */
+  readonly token?: string;
+}
+
+/** Creates a client of `service` at `address` (host:port; plain text unless `options.tls`). */
+export function createClient<S extends GenServiceMethods>(service: GenService<S>, address: string, options: ClientOptions = {}): Client<S> {
   const Ctor = grpc.makeGenericClientConstructor(serviceDefinition(service), service.typeName);
-  const raw = new Ctor(address, grpc.credentials.createInsecure()) as unknown as Record<string, (...args: unknown[]) => unknown> & grpc.Client;
+  const tls = options.tls;
+  const credentials = tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
+  const channelOptions = tls?.serverName === undefined ? {} : { "grpc.ssl_target_name_override": tls.serverName };
+  const raw = new Ctor(address, credentials, channelOptions) as unknown as Record<string, (...args: unknown[]) => unknown> & grpc.Client;
+  const auth: Readonly<Record<string, string>> = options.token === undefined ? {} : { authorization: `Bearer ${options.token}` };
+  const toMetadata = (call: CallOptions): grpc.Metadata => {
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries({ ...auth, ...(call.metadata ?? {}) })) md.set(k, v);
+    return md;
+  };
   const client: Record<string, unknown> = { close: () => raw.close() };
   for (const method of service.methods) {
     const call = raw[method.name]!.bind(raw);
@@ -49,12 +66,6 @@ export function createClient<S extends GenServiceMethods>(service: GenService<S>
     }
   }
   return client as Client<S>;
-}
-
-function toMetadata(options: CallOptions): grpc.Metadata {
-  const md = new grpc.Metadata();
-  for (const [k, v] of Object.entries(options.metadata ?? {})) md.set(k, v);
-  return md;
 }
 
 function callOptions(options: CallOptions): grpc.CallOptions {

@@ -8,11 +8,11 @@ export interface GrpcServer {
   shutdown(graceMs: number, onForce: () => void): Promise<void>;
 }
 
-/** Creates a grpc-js server with the given services and binds it (insecure) to `addr`. */
+/** Creates a grpc-js server with the given services and binds it to `addr` (plain text unless `credentials` say TLS). */
 export async function listenGrpc(
   addr: string,
   services: readonly BoundService[],
-  options: { maxReceiveBytes: number; configure?: (server: grpc.Server) => void },
+  options: { maxReceiveBytes: number; configure?: (server: grpc.Server) => void; credentials?: grpc.ServerCredentials },
 ): Promise<GrpcServer> {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": options.maxReceiveBytes,
@@ -23,7 +23,7 @@ export async function listenGrpc(
   options.configure?.(server);
   let shutdown: Promise<void> | undefined;
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    server.bindAsync(addr, options.credentials ?? grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );
   return {
     port,

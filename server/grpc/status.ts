@@ -12,7 +12,9 @@ import {
   isConcurrencyError,
   isIdempotencyError,
   isNotFoundError,
+  isPermissionDeniedError,
   isPreconditionError,
+  isUnauthenticatedError,
   isUnavailableError,
   isValidationError,
   type Logger,
@@ -57,6 +59,9 @@ export function toServiceError(e: unknown, log: Logger, path: string): ServiceEr
     return build(grpc.status.ALREADY_EXISTS, e.message, [pack(IdempotencyConflictSchema, detail), info("EVENT_ID_REUSED", {})]);
   }
   if (isNotFoundError(e)) return build(grpc.status.NOT_FOUND, e.message, []);
+  // Authentication and authorization: the reason and what was missing, never the token or what exists.
+  if (isUnauthenticatedError(e)) return build(grpc.status.UNAUTHENTICATED, e.message, [info(`TOKEN_${e.reason.toUpperCase()}`, {})]);
+  if (isPermissionDeniedError(e)) return build(grpc.status.PERMISSION_DENIED, e.message, [info(`MISSING_${e.missing.toUpperCase()}`, { missing: e.missing, needed: e.needed })]);
   if (isPreconditionError(e)) return build(grpc.status.FAILED_PRECONDITION, e.message, []);
   if (isUnavailableError(e) || isInfrastructureFailure(e)) {
     log.warn({ err: e, cause: rootCause(e), path }, "dependency unavailable");

@@ -14,8 +14,12 @@ import {
   findRecords,
   NotFoundError,
   type ProcessingRecord,
+  type Principal,
   type ProcessingState as RowState,
+  type RecordScope,
   Violations,
+  visibleTo,
+  ALL_DATABASES,
   watermarksOf,
 } from "../../core/index.js";
 import {
@@ -37,15 +41,18 @@ const STATES: Record<RowState, ProcessingState> = {
 /** Handlers of ProcessingService over the registry in `db`. */
 export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typeof ProcessingService> {
   return {
-    async getProcessingStatus(request) {
+    async getProcessingStatus(request, context) {
       const v = new Violations();
       const key = request.key;
       if (key.case === undefined) v.add("key", "event_id or command_id is required");
       else if (key.case === "eventId") v.add("event_id", checkEventId(key.value));
       else v.add("command_id", checkEventId(key.value));
       v.throwIfAny();
-      if (key.case === "eventId") return { events: [await eventStatus(db, key.value)] };
-      const records = await findRecords(db, { commandId: key.value! });
+      // With a token, another database's events are filtered out in the queries: to its caller such
+      // an event is unknown (NOT_FOUND, the same message), and a command's list omits it.
+      const principal = context.principal;
+      if (key.case === "eventId") return { events: [await eventStatus(db, key.value, principal)] };
+      const records = await findRecords(db, { commandId: key.value! }, principal === undefined ? undefined : scopeOf(principal));
       const byEvent = new Map<string, ProcessingRecord[]>();
       for (const record of records) {
         const list = byEvent.get(record.eventId);
@@ -57,9 +64,14 @@ export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typ
   };
 }
 
-async function eventStatus(db: Kysely<ConsumerDatabase>, eventId: string): Promise<MessageInitShape<typeof EventProcessingStatusSchema>> {
-  const records = await findRecords(db, { eventId });
-  const slot = await findLiveSlot(asWriteSide(db), eventId);
+function scopeOf(principal: Principal): RecordScope {
+  return { databases: principal.databases.includes(ALL_DATABASES) ? "all" : principal.databases, aggregateTypePrefix: principal.aggregateTypePrefix };
+}
+
+async function eventStatus(db: Kysely<ConsumerDatabase>, eventId: string, principal: Principal | undefined): Promise<MessageInitShape<typeof EventProcessingStatusSchema>> {
+  const records = await findRecords(db, { eventId }, principal === undefined ? undefined : scopeOf(principal));
+  const found = await findLiveSlot(asWriteSide(db), eventId);
+  const slot = found === undefined || principal === undefined || visibleTo(principal)(found.aggregateType, found.aggregateId) ? found : undefined;
   if (records.length === 0 && slot === undefined) throw new NotFoundError(`event ${eventId} is unknown to the store and to every handler`);
   const handlers = records.map(toHandlerStatus);
   const event = slot === undefined

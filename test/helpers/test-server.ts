@@ -36,11 +36,16 @@ export function uniqueId(prefix: string): string {
   return `${prefix}${randomBytes(5).toString("hex")}`;
 }
 
-/** The environment the stack script exported (only in projects that start the stack). */
+/**
+ * The environment the stack script exported (only in projects that start the stack), with
+ * `TIDEMARK_AUTH=off`: the services mode defaults to tokens, and tests that are not about
+ * authentication talk to their servers without one. Tests of authentication set
+ * `TIDEMARK_AUTH=tokens` themselves (test/integration/security.test.ts).
+ */
 export function stackEnv(): Record<string, string> {
   const env = inject("stack");
   if (env === undefined) throw new Error("this test needs the real stack: run it in the integration project");
-  return env;
+  return { ...env, TIDEMARK_AUTH: "off" };
 }
 
 /** The stack's Kafka bootstrap brokers (integration project). */

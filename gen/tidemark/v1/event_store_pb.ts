@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/event_store.proto.
  */
 export const file_tidemark_v1_event_store: GenFile = /*@__PURE__*/
-  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEihwIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASL5AQoTQXBwZW5kRXZlbnRzUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBINCgVhY3RvchgHIAEoCUINCgtleHBlY3RhdGlvbiJTCg1BcHBlbmRlZEV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhcKD3NlcXVlbmNlX251bWJlchgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQiVAoUQXBwZW5kRXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudBIQCghyZXBsYXllZBgCIAEoCCJmChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNIj8KElJlYWRTdHJlYW1SZXNwb25zZRIpCgVldmVudBgBIAEoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUiRAoUR2V0U3RyZWFtSGVhZFJlcXVlc3QSFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJIlEKFUdldFN0cmVhbUhlYWRSZXNwb25zZRIMCgRoZWFkGAEgASgEEhEKCWFsbG9jYXRlZBgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQilQEKEFN1YnNjcmliZVJlcXVlc3QSGAoOYWZ0ZXJfcG9zaXRpb24YASABKARIABIqCghmcm9tX2VuZBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eUgAEhcKD2FnZ3JlZ2F0ZV90eXBlcxgDIAMoCRIZChFldmVudF90eXBlX3ByZWZpeBgEIAEoCUIHCgVzdGFydCKJAQoRU3Vic2NyaWJlUmVzcG9uc2USKwoFZXZlbnQYASABKAsyGi50aWRlbWFyay52MS5FdmVudEVudmVsb3BlSAASKgoJY2F1Z2h0X3VwGAIgASgLMhUudGlkZW1hcmsudjEuQ2F1Z2h0VXBIABIQCghwb3NpdGlvbhgDIAEoBEIJCgdtZXNzYWdlIgoKCENhdWdodFVwMt8CChFFdmVudFN0b3JlU2VydmljZRJTCgxBcHBlbmRFdmVudHMSIC50aWRlbWFyay52MS5BcHBlbmRFdmVudHNSZXF1ZXN0GiEudGlkZW1hcmsudjEuQXBwZW5kRXZlbnRzUmVzcG9uc2USTwoKUmVhZFN0cmVhbRIeLnRpZGVtYXJrLnYxLlJlYWRTdHJlYW1SZXF1ZXN0Gh8udGlkZW1hcmsudjEuUmVhZFN0cmVhbVJlc3BvbnNlMAESVgoNR2V0U3RyZWFtSGVhZBIhLnRpZGVtYXJrLnYxLkdldFN0cmVhbUhlYWRSZXF1ZXN0GiIudGlkZW1hcmsudjEuR2V0U3RyZWFtSGVhZFJlc3BvbnNlEkwKCVN1YnNjcmliZRIdLnRpZGVtYXJrLnYxLlN1YnNjcmliZVJlcXVlc3QaHi50aWRlbWFyay52MS5TdWJzY3JpYmVSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
+  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEihwIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKLAgoTQXBwZW5kRXZlbnRzUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBINCgVhY3RvchgHIAEoCRIQCghkYXRhYmFzZRgIIAEoCUINCgtleHBlY3RhdGlvbiJTCg1BcHBlbmRlZEV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhcKD3NlcXVlbmNlX251bWJlchgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQiVAoUQXBwZW5kRXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudBIQCghyZXBsYXllZBgCIAEoCCJ4ChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJIj8KElJlYWRTdHJlYW1SZXNwb25zZRIpCgVldmVudBgBIAEoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUiVgoUR2V0U3RyZWFtSGVhZFJlcXVlc3QSFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJEhAKCGRhdGFiYXNlGAMgASgJIlEKFUdldFN0cmVhbUhlYWRSZXNwb25zZRIMCgRoZWFkGAEgASgEEhEKCWFsbG9jYXRlZBgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQiqAEKEFN1YnNjcmliZVJlcXVlc3QSGAoOYWZ0ZXJfcG9zaXRpb24YASABKARIABIqCghmcm9tX2VuZBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eUgAEhcKD2FnZ3JlZ2F0ZV90eXBlcxgDIAMoCRIZChFldmVudF90eXBlX3ByZWZpeBgEIAEoCRIRCglkYXRhYmFzZXMYBSADKAlCBwoFc3RhcnQiiQEKEVN1YnNjcmliZVJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhoudGlkZW1hcmsudjEuRXZlbnRFbnZlbG9wZUgAEioKCWNhdWdodF91cBgCIAEoCzIVLnRpZGVtYXJrLnYxLkNhdWdodFVwSAASEAoIcG9zaXRpb24YAyABKARCCQoHbWVzc2FnZSIKCghDYXVnaHRVcDLfAgoRRXZlbnRTdG9yZVNlcnZpY2USUwoMQXBwZW5kRXZlbnRzEiAudGlkZW1hcmsudjEuQXBwZW5kRXZlbnRzUmVxdWVzdBohLnRpZGVtYXJrLnYxLkFwcGVuZEV2ZW50c1Jlc3BvbnNlEk8KClJlYWRTdHJlYW0SHi50aWRlbWFyay52MS5SZWFkU3RyZWFtUmVxdWVzdBofLnRpZGVtYXJrLnYxLlJlYWRTdHJlYW1SZXNwb25zZTABElYKDUdldFN0cmVhbUhlYWQSIS50aWRlbWFyay52MS5HZXRTdHJlYW1IZWFkUmVxdWVzdBoiLnRpZGVtYXJrLnYxLkdldFN0cmVhbUhlYWRSZXNwb25zZRJMCglTdWJzY3JpYmUSHS50aWRlbWFyay52MS5TdWJzY3JpYmVSZXF1ZXN0Gh4udGlkZW1hcmsudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
 
 /**
  * An event proposed by a client; the server assigns sequence number and global position.
@@ -125,9 +125,22 @@ export type AppendEventsRequest = Message<"tidemark.v1.AppendEventsRequest"> & {
   events: ProposedEvent[];
 
   /**
+   * Recorded as the envelope's actor when authentication is off. With a token, the token's
+   * principal is the actor: leave this empty (or equal to it); another value is PERMISSION_DENIED.
+   *
    * @generated from field: string actor = 7;
    */
   actor: string;
+
+  /**
+   * The database (tenant) the aggregate belongs to: always the part of aggregate_id before its first
+   * `/` (as for instances, `{database}/{class}/{id}`). Optional: when set, it must be that part
+   * (INVALID_ARGUMENT otherwise), so a client states the tenant it means. An id without `/` belongs
+   * to no database; only a token for every database (`*`) reaches it.
+   *
+   * @generated from field: string database = 8;
+   */
+  database: string;
 };
 
 /**
@@ -219,6 +232,13 @@ export type ReadStreamRequest = Message<"tidemark.v1.ReadStreamRequest"> & {
    * @generated from field: uint32 max_count = 4;
    */
   maxCount: number;
+
+  /**
+   * Optional; when set, the part of aggregate_id before its first `/` (see AppendEventsRequest).
+   *
+   * @generated from field: string database = 5;
+   */
+  database: string;
 };
 
 /**
@@ -258,6 +278,13 @@ export type GetStreamHeadRequest = Message<"tidemark.v1.GetStreamHeadRequest"> &
    * @generated from field: string aggregate_id = 2;
    */
   aggregateId: string;
+
+  /**
+   * Optional; when set, the part of aggregate_id before its first `/` (see AppendEventsRequest).
+   *
+   * @generated from field: string database = 3;
+   */
+  database: string;
 };
 
 /**
@@ -340,6 +367,15 @@ export type SubscribeRequest = Message<"tidemark.v1.SubscribeRequest"> & {
    * @generated from field: string event_type_prefix = 4;
    */
   eventTypePrefix: string;
+
+  /**
+   * Only events of aggregates in these databases (the part of aggregate_id before its first `/`);
+   * empty means every database the caller may read. With a token, each must be one of its
+   * databases (PERMISSION_DENIED otherwise), and the server never sends another database's events.
+   *
+   * @generated from field: repeated string databases = 5;
+   */
+  databases: string[];
 };
 
 /**

@@ -1,0 +1,178 @@
+/**
+ * Authorization of every RPC (docs/SECURITY.md, docs/CONTRACT.md T2, T3, T4): each service's handlers
+ * wrapped with what the call needs — a scope, the database its aggregate belongs to, the
+ * aggregate-type prefix — checked before the handler runs, so a refused call reads and writes
+ * nothing. Listings and streams that span databases (Subscribe, GetProcessingStatus) filter at their
+ * source with the principal the bridge put in the call context. With authentication off (no
+ * principal) every check passes.
+ */
+import {
+  type AccessNeed,
+  checkAccess,
+  databaseOf,
+  INSTANCE_AGGREGATE_TYPE,
+  isUnauthenticatedError,
+  type Logger,
+  PermissionDeniedError,
+  reachesDatabase,
+  ValidationError,
+} from "../../core/index.js";
+import type { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import type { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
+import type { ProcessingService } from "../../gen/tidemark/v1/processing_pb.js";
+import type { CallContext, HandlersOf } from "../grpc/bridge.js";
+import type { AuthFailures } from "./authenticator.js";
+
+/** What the guards need: the failure counter, and how to re-check an open stream's token. */
+export interface GuardDeps {
+  readonly failures: AuthFailures;
+  /** Authenticates the call's metadata again (throws UnauthenticatedError when revoked or expired). */
+  readonly reauthenticate: (context: CallContext) => Promise<unknown>;
+  /** How often an open Subscribe re-checks its token. */
+  readonly recheckMs: number;
+  readonly log: Logger;
+}
+
+function demand(deps: GuardDeps, context: CallContext, need: AccessNeed): void {
+  if (context.principal === undefined) return;
+  const refused = checkAccess(context.principal, need);
+  if (refused === undefined) return;
+  deps.failures.count(context.path, "PERMISSION_DENIED", `missing_${refused.missing}`);
+  throw refused;
+}
+
+/**
+ * The actor of a write (S4): with a principal, the principal. A different client-supplied actor is
+ * refused rather than recorded beside it, because consumers that read `actor` must be able to trust
+ * it without knowing which of two fields the server vouches for.
+ */
+function actorOf(deps: GuardDeps, context: CallContext, requested: string): string {
+  const principal = context.principal;
+  if (principal === undefined) return requested;
+  if (requested !== "" && requested !== principal.name) {
+    deps.failures.count(context.path, "PERMISSION_DENIED", "missing_actor");
+    throw new PermissionDeniedError(`actor ${JSON.stringify(requested)}: a token writes only as its own principal (leave actor empty)`, "actor", requested);
+  }
+  return principal.name;
+}
+
+/** `database`, when a single-stream request sets it, must be the aggregate's database (its id's first part). */
+function checkStatedDatabase(stated: string, aggregateId: string): void {
+  if (stated === "" || stated === databaseOf(aggregateId)) return;
+  throw new ValidationError([{ field: "database", description: `must be the part of aggregate_id before its first "/" (the aggregate's database), or empty` }]);
+}
+
+/** EventStoreService with its checks. */
+export function guardEventStore(inner: HandlersOf<typeof EventStoreService>, deps: GuardDeps): HandlersOf<typeof EventStoreService> {
+  return {
+    async appendEvents(request, context) {
+      demand(deps, context, { scope: "write", database: databaseOf(request.aggregateId), aggregateType: request.aggregateType, aggregateId: request.aggregateId });
+      checkStatedDatabase(request.database, request.aggregateId);
+      request.actor = actorOf(deps, context, request.actor);
+      return inner.appendEvents(request, context);
+    },
+    readStream(request, context) {
+      demand(deps, context, { scope: "read", database: databaseOf(request.aggregateId), aggregateType: request.aggregateType, aggregateId: request.aggregateId });
+      checkStatedDatabase(request.database, request.aggregateId);
+      return inner.readStream(request, context);
+    },
+    async getStreamHead(request, context) {
+      demand(deps, context, { scope: "read", database: databaseOf(request.aggregateId), aggregateType: request.aggregateType, aggregateId: request.aggregateId });
+      checkStatedDatabase(request.database, request.aggregateId);
+      return inner.getStreamHead(request, context);
+    },
+    subscribe(request, context) {
+      demand(deps, context, { scope: "subscribe" });
+      const principal = context.principal;
+      if (principal === undefined) return inner.subscribe(request, context);
+      for (const database of request.databases) {
+        if (!reachesDatabase(principal, database)) demand(deps, context, { scope: "subscribe", database });
+      }
+      return revocable(inner.subscribe, request, context, deps);
+    },
+  };
+}
+
+/**
+ * A Subscribe stream that ends with UNAUTHENTICATED once its token is revoked or expires: the token
+ * is re-checked every `recheckMs` while the stream is open.
+ */
+function revocable<I, O>(handler: (request: I, context: CallContext) => AsyncIterable<O>, request: I, context: CallContext, deps: GuardDeps): AsyncIterable<O> {
+  const stop = new AbortController();
+  let refused: unknown;
+  const timer = setInterval(() => {
+    deps.reauthenticate(context).catch((e: unknown) => {
+      if (isUnauthenticatedError(e)) {
+        refused = e;
+        stop.abort(e);
+      } else deps.log.warn({ err: e, path: context.path }, "could not re-check an open stream's token; checking again later");
+    });
+  }, deps.recheckMs);
+  timer.unref();
+  const source = handler(request, { ...context, signal: AbortSignal.any([context.signal, stop.signal]) })[Symbol.asyncIterator]();
+  const end = () => clearInterval(timer);
+  const iterator: AsyncIterator<O, undefined> = {
+    next: () =>
+      source.next().then(
+        (r) => {
+          if (refused !== undefined) {
+            end();
+            throw refused;
+          }
+          if (r.done === true) end();
+          return r.done === true ? { done: true, value: undefined } : r;
+        },
+        (e: unknown) => {
+          end();
+          throw refused ?? e;
+        },
+      ),
+    return: async () => {
+      end();
+      await source.return?.();
+      return { done: true, value: undefined };
+    },
+  };
+  return { [Symbol.asyncIterator]: () => iterator };
+}
+
+/** InstanceService with its checks: the request's database, aggregate type `Instance`. */
+export function guardInstances(inner: HandlersOf<typeof InstanceService>, deps: GuardDeps): HandlersOf<typeof InstanceService> {
+  // An empty database is left to validation (INVALID_ARGUMENT), which names the field.
+  const need = (scope: "read" | "write", database: string): AccessNeed => ({ scope, aggregateType: INSTANCE_AGGREGATE_TYPE, ...(database === "" ? {} : { database }) });
+  return {
+    async createInstance(request, context) {
+      demand(deps, context, need("write", request.database));
+      request.actor = actorOf(deps, context, request.actor);
+      return inner.createInstance(request, context);
+    },
+    async updateInstance(request, context) {
+      demand(deps, context, need("write", request.database));
+      request.actor = actorOf(deps, context, request.actor);
+      return inner.updateInstance(request, context);
+    },
+    async deleteInstance(request, context) {
+      demand(deps, context, need("write", request.database));
+      request.actor = actorOf(deps, context, request.actor);
+      return inner.deleteInstance(request, context);
+    },
+    async getInstance(request, context) {
+      demand(deps, context, need("read", request.database));
+      return inner.getInstance(request, context);
+    },
+    async listInstances(request, context) {
+      demand(deps, context, need("read", request.database));
+      return inner.listInstances(request, context);
+    },
+  };
+}
+
+/** ProcessingService with its check: the read scope; the handler filters by the principal's databases. */
+export function guardProcessing(inner: HandlersOf<typeof ProcessingService>, deps: GuardDeps): HandlersOf<typeof ProcessingService> {
+  return {
+    async getProcessingStatus(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.getProcessingStatus(request, context);
+    },
+  };
+}
