@@ -1,11 +1,13 @@
 /**
- * The operator commands that open the storage themselves: `migrate`, `rebuild` and `prune`. In the
+ * The operator commands that open the storage themselves: `migrate`, `rebuild`, `prune`,
+ * `recover` and `verify`. In the
  * embedded mode they take the data directory's lock, so they refuse to run while `tidemark start`
  * holds it.
  */
-import { createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends } from "../core/index.js";
+import type { Kysely } from "kysely";
+import { createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends, type RecoveryTables, ServingLockError } from "../core/index.js";
 import { loadConsumerConfig, pruneDone, rebuildInstances, type RebuildProgress } from "../consumers/index.js";
-import { loadServerConfig } from "../server/index.js";
+import { loadServerConfig, recoverFromObjectStore, type RecoverProgress } from "../server/index.js";
 import { UsageError, type ParsedCommand } from "./args.js";
 import type { Io } from "./io.js";
 
@@ -110,4 +112,91 @@ export function progressReporter(io: Io, now: () => number = Date.now): { update
       drawn = false;
     },
   };
+}
+
+/** `tidemark recover`: the write side's and the relay's tables from the bucket alone (docs/OPERATIONS.md). */
+export async function runRecover(cmd: ParsedCommand, io: Io): Promise<number> {
+  const config = loadServerConfig(cmd.env);
+  const log = createLogger("tidemark-recover", config.logLevel === "info" ? "warn" : config.logLevel);
+  const backends = await openBackends(config);
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const progress = recoverProgressReporter(io);
+  try {
+    await backends.objects.ensureReady();
+    io.err(`recovering schema ${config.pgSchema} from the segments in ${backends.where}\n`);
+    const r = await recoverFromObjectStore({
+      db: backends.database.db as Kysely<RecoveryTables>,
+      schema: backends.database.schema,
+      objects: backends.objects,
+      log,
+      signal: stop.signal,
+      onProgress: progress.update,
+    });
+    progress.end();
+    const resumed = r.resumedFrom > 0 ? ` (after segment ${r.resumedFrom}, where the last run stopped)` : "";
+    if (r.segments === 0 && r.committed === 0 && r.closed === 0) {
+      io.out(`nothing to recover: the log already holds every segment in the bucket (through ${r.lastSegment})${resumed}\n`);
+    } else {
+      io.out(
+        `recovered ${r.events} events from ${r.segments} segments (${r.voidSegments} void)${resumed}; committed ${r.committed} at positions ${r.positionBefore + 1}..${r.positionAfter}; ` +
+          `closed ${r.closed} slots with no event; segment counter past ${r.lastSegment}` +
+          `${r.checkpointsReset > 0 ? `; ${r.checkpointsReset} relay checkpoints lowered to ${r.positionBefore}` : ""}\n` +
+          "next: start the servers and the relay; the relay publishes the recovered events again, and consumers skip what their registry has (docs/OPERATIONS.md)\n",
+      );
+    }
+    if (r.conflicts > 0) {
+      io.err(`tidemark recover: ${r.conflicts} events in the bucket clash with committed slots of the log (left as the log has them): run \`tidemark verify\`\n`);
+      return 1;
+    }
+    return 0;
+  } catch (e) {
+    progress.end();
+    if (e instanceof ServingLockError) {
+      io.err(`tidemark recover: refused: ${e.message}\n`);
+      return 1;
+    }
+    if (stop.signal.aborted) {
+      io.err("recover stopped; its progress is stored: run the same command again to resume\n");
+      return 130;
+    }
+    throw e;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await backends.close();
+  }
+}
+
+/** Progress of a recovery on stderr: redrawn in place on a terminal, else a line at most every second. */
+export function recoverProgressReporter(io: Io, now: () => number = Date.now): { update: (p: RecoverProgress) => void; end: () => void } {
+  const started = now();
+  let lastLine = 0;
+  let drawn = false;
+  return {
+    update(p) {
+      const seconds = Math.max(0.001, (now() - started) / 1000);
+      const rate = Math.round(p.events / seconds);
+      const line = `recover ${p.phase.padEnd(8)} segments ${p.segments}/${p.total}  events ${p.events}  committed ${p.committed}  ${rate} events/s`;
+      if (io.errIsTTY) {
+        io.err(`\r${line}  `);
+        drawn = true;
+        return;
+      }
+      if (p.phase !== "done" && p.segments !== p.total && now() - lastLine < 1000) return;
+      lastLine = now();
+      io.err(`${line}\n`);
+    },
+    end() {
+      if (drawn) io.err("\n");
+      drawn = false;
+    },
+  };
+}
+
+/** `tidemark verify`. */
+export async function runVerify(_cmd: ParsedCommand, _io: Io): Promise<number> {
+  throw new Error("not yet");
 }

@@ -9,3 +9,4 @@ export { createClient, findDetail, grpc, statusDetails, type CallOptions, type C
 export { HealthState, ServingStatus } from "./grpc/health.js";
 export { DEFAULT_LIMITS, type Limits } from "./limits.js";
 export type { InstanceReadModel } from "./services/instance-service.js";
+export { recoverFromObjectStore, type RecoverOptions, type RecoverProgress, type RecoverResult } from "./recover.js";
