@@ -4,10 +4,10 @@
  * embedded mode they take the data directory's lock, so they refuse to run while `tidemark start`
  * holds it.
  */
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import { createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends, type RecoveryTables, ServingLockError } from "../core/index.js";
 import { loadConsumerConfig, pruneDone, rebuildInstances, type RebuildProgress } from "../consumers/index.js";
-import { loadServerConfig, recoverFromObjectStore, type RecoverProgress } from "../server/index.js";
+import { loadServerConfig, recoverFromObjectStore, type RecoverProgress, verifyStore } from "../server/index.js";
 import { UsageError, type ParsedCommand } from "./args.js";
 import type { Io } from "./io.js";
 
@@ -196,7 +196,50 @@ export function recoverProgressReporter(io: Io, now: () => number = Date.now): {
   };
 }
 
-/** `tidemark verify`. */
-export async function runVerify(_cmd: ParsedCommand, _io: Io): Promise<number> {
-  throw new Error("not yet");
+/** `tidemark verify`: a read-only audit of the commit log against the bucket; exit 0 clean, 1 anomalies. */
+export async function runVerify(cmd: ParsedCommand, io: Io): Promise<number> {
+  const rawMax = cmd.values["max-anomalies"];
+  const maxAnomalies = rawMax === undefined ? 100 : Number(rawMax);
+  if (!Number.isSafeInteger(maxAnomalies) || maxAnomalies < 0) throw new UsageError(`--max-anomalies must be a non-negative integer, got ${JSON.stringify(rawMax)}`);
+  const config = loadServerConfig(cmd.env);
+  const backends = await openBackends(config);
+  try {
+    const { rows } = await sql<{ present: boolean }>`select to_regclass(${`${backends.database.schema}.event_log`}) is not null as present`.execute(backends.database.db);
+    if (rows[0]?.present !== true) {
+      io.err(`tidemark verify: schema ${config.pgSchema} has no commit log (run \`tidemark migrate\`, or \`tidemark recover\` to rebuild it from S3)\n`);
+      return 1;
+    }
+    const started = Date.now();
+    let lastLine = 0;
+    const report = await verifyStore({
+      db: backends.database.db,
+      objects: backends.objects,
+      maxAnomalies,
+      onProgress: (p) => {
+        if (p.segments !== p.total && Date.now() - lastLine < 1000) return;
+        lastLine = Date.now();
+        io.err(`verify segments ${p.segments}/${p.total}  events ${p.events}  ${Math.round(p.events / Math.max(0.001, (Date.now() - started) / 1000))} events/s\n`);
+      },
+    });
+    if (cmd.values["json"] === true) {
+      io.out(`${JSON.stringify(report)}\n`);
+    } else {
+      io.out(
+        `verified ${report.events} events in ${report.segments} segments (${report.voidSegments} void), ${report.streams} streams · ${backends.where}\n` +
+          `${report.pending > 0 ? `${report.pending} slots in flight (pending)\n` : ""}` +
+          `${report.unverifiedLinks > 0 ? `${report.unverifiedLinks} chain links unverifiable (after void slots a recovery kept no link for)\n` : ""}`,
+      );
+      if (report.clean) io.out("clean: the commit log and S3 agree\n");
+      else {
+        const counts = Object.entries(report.counts).map(([k, n]) => `${k} ${n}`).join(", ");
+        io.out(`ANOMALIES: ${counts}\n`);
+        for (const a of report.anomalies) io.out(`  ${a.kind}: ${a.message}\n`);
+        const total = Object.values(report.counts).reduce((x, y) => x + (y ?? 0), 0);
+        if (total > report.anomalies.length) io.out(`  … and ${total - report.anomalies.length} more (--max-anomalies)\n`);
+      }
+    }
+    return report.clean ? 0 : 1;
+  } finally {
+    await backends.close();
+  }
 }

@@ -132,6 +132,8 @@ export interface StoredEvent {
   readonly segment: number;
   readonly offset: number;
   readonly length: number;
+  /** Its hash-chain link, from its envelope (core/envelope.ts chainLink). */
+  readonly chainHash: string;
 }
 
 /**
@@ -143,7 +145,7 @@ export interface StoredEvent {
  */
 export async function adoptStoredEvent(db: Db, event: StoredEvent): Promise<{ logId: number } | { conflict: SlotRow } | undefined> {
   const current = await liveSlotAt(db, event.aggregateType, event.aggregateId, event.seq);
-  const location = { segment: event.segment, segment_offset: event.offset, segment_length: event.length };
+  const location = { segment: event.segment, segment_offset: event.offset, segment_length: event.length, chain_hash: event.chainHash };
   if (current?.state === "committed") return current.eventId === event.eventId ? undefined : { conflict: current };
   if (current !== undefined && current.eventId === event.eventId) {
     // Our own reservation (its writer died after the PUT, or its commit failed): only its place.
@@ -238,6 +240,7 @@ export async function adoptIntoVoidSlot(db: Db, event: StoredEvent): Promise<{ l
       segment: event.segment,
       segment_offset: event.offset,
       segment_length: event.length,
+      chain_hash: event.chainHash,
     })
     .where("aggregate_type", "=", event.aggregateType)
     .where("aggregate_id", "=", event.aggregateId)

@@ -21,6 +21,7 @@ import {
   adoptIntoVoidSlot,
   adoptStoredEvent,
   advanceSegmentCounter,
+  chainLink,
   closeUnloggedSlots,
   commitSlots,
   decodeEnvelope,
@@ -177,6 +178,7 @@ async function recoverLocked(db: Kysely<RecoveryTables>, options: RecoverOptions
           segment,
           offset: content.bodyStart + entry.offset,
           length: entry.length,
+          chainHash: chainLink(envelope.previousHash, entry.eventId, entry.seq, envelope.contentHash),
         };
         const streamKey = `${entry.aggregateType}\u0000${entry.aggregateId}`;
         const head = heads.get(streamKey);

@@ -44,6 +44,8 @@ export interface EventLogTable {
   segment: Int8 | null;
   segment_offset: Int8 | null;
   segment_length: number | null;
+  /** The slot's hash-chain link (docs/STORAGE.md "Hash chain"), set at reservation. */
+  chain_hash: string | null;
 }
 
 /** State of a segment number: allocated and being written, written, or closed by a void marker. */

@@ -88,6 +88,10 @@ describe("tidemark recover", () => {
     expect(second.code, second.stderr).toBe(0);
     expect(second.stdout).toMatch(/nothing to recover/);
 
+    // The rebuilt log and the bucket agree, hash chains included.
+    const verified = await tidemark(["verify"], env);
+    expect(verified.code, verified.stdout).toBe(0);
+
     t = await startTestServer(config);
     let total = 0;
     for (const [stream, bySeq] of acked) {
@@ -112,6 +116,9 @@ describe("tidemark recover", () => {
       expect(Number(next.events[0]!.sequenceNumber)).toBe(read.length + 1);
     }
     expect(total).toBe(ackCount);
+    // The appends after the recovery continue each stream's hash chain.
+    const after = await tidemark(["verify", "--json"], env);
+    expect(JSON.parse(after.stdout)).toMatchObject({ clean: true, unverifiedLinks: 0 });
   });
 
   it("lists itself in the help", async () => {
