@@ -115,6 +115,26 @@ export const COMMANDS: readonly CommandSpec[] = [
     examples: ["tidemark token create --principal billing --database acme --scope read,write --expires 30d", "tidemark token list", "tidemark token revoke 3f9c2a1b7d4e5f60"],
   },
   {
+    name: "recover",
+    summary: "rebuild the commit log from the segments in S3 alone (resumable)",
+    description:
+      "Rebuilds every table the servers and the relay need — stream heads, the commit log, segment numbers, the counters — from the segments in the bucket, after the schema was dropped or restored from an older backup (docs/OPERATIONS.md, \"Recovering from S3 alone\"). Migrates the schema when it is missing. Refuses while a server serves the schema (servers hold a shared advisory lock; recover takes it exclusively, and servers do not start during a recovery). Progress is stored with every segment: stop it (Ctrl-C) and run it again to resume; a run after a finished one settles only the segments the bucket gained. Events the log did not hold get new global positions, after the ones it kept: the relay publishes them again, and consumers skip what their registry has. Progress on stderr (segments done/total, events, rate), a summary on stdout. Exit 0 done, 1 refused or a clash between the bucket and committed slots.",
+    positionals: [],
+    options: {},
+    settings: [...STORAGE],
+    examples: ["tidemark recover", "tidemark recover && tidemark verify"],
+  },
+  {
+    name: "verify",
+    summary: "read-only audit: the commit log and the segments in S3 agree (exit 0 clean, 1 anomalies)",
+    description:
+      "Checks, without writing anything, that every committed event is in its segment at the bytes the log says, that its content hashes to its content_hash, that each stream's hash chain (previous_hash, docs/STORAGE.md) links every event to its predecessor, that every event of every segment is in the log and every void segment's number void in the log, and that streams are contiguous (void slots explained by a void segment or a reservation that was never written). Prints a report (--json: one JSON document); progress on stderr on long runs. Exit 0 clean, 1 anomalies found, 2 usage.",
+    positionals: [],
+    options: { json: { type: "boolean", description: "The report as one JSON document." }, "max-anomalies": { type: "string", value: "N", description: "List at most N anomalies in the report (default 100; all are counted)." } },
+    settings: [...STORAGE],
+    examples: ["tidemark verify", "tidemark verify --json > report.json"],
+  },
+  {
     name: "stream",
     summary: "print an aggregate's events (gRPC ReadStream)",
     description: "Prints the committed events of one aggregate in sequence order, from a running server.",

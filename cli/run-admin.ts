@@ -1,12 +1,13 @@
 /**
- * The operator commands that open the storage themselves: `migrate`, `rebuild` and `prune`. In the
+ * The operator commands that open the storage themselves: `migrate`, `rebuild`, `prune`,
+ * `recover` and `verify`. In the
  * embedded mode they take the data directory's lock, so they refuse to run while `tidemark start`
  * holds it.
  */
-import type { Kysely } from "kysely";
-import { type AuthTables, createBootstrapToken, createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends } from "../core/index.js";
+import { sql, type Kysely } from "kysely";
+import { type AuthTables, createBootstrapToken, createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends, type RecoveryTables, ServingLockError } from "../core/index.js";
 import { loadConsumerConfig, pruneDone, rebuildInstances, type RebuildProgress } from "../consumers/index.js";
-import { loadServerConfig } from "../server/index.js";
+import { loadServerConfig, recoverFromObjectStore, type RecoverProgress, verifyStore } from "../server/index.js";
 import { UsageError, type ParsedCommand } from "./args.js";
 import type { Io } from "./io.js";
 
@@ -117,4 +118,134 @@ export function progressReporter(io: Io, now: () => number = Date.now): { update
       drawn = false;
     },
   };
+}
+
+/** `tidemark recover`: the write side's and the relay's tables from the bucket alone (docs/OPERATIONS.md). */
+export async function runRecover(cmd: ParsedCommand, io: Io): Promise<number> {
+  const config = loadServerConfig(cmd.env);
+  const log = createLogger("tidemark-recover", config.logLevel === "info" ? "warn" : config.logLevel);
+  const backends = await openBackends(config);
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const progress = recoverProgressReporter(io);
+  try {
+    await backends.objects.ensureReady();
+    io.err(`recovering schema ${config.pgSchema} from the segments in ${backends.where}\n`);
+    const r = await recoverFromObjectStore({
+      db: backends.database.db as Kysely<RecoveryTables>,
+      schema: backends.database.schema,
+      objects: backends.objects,
+      log,
+      signal: stop.signal,
+      onProgress: progress.update,
+    });
+    progress.end();
+    const resumed = r.resumedFrom > 0 ? ` (after segment ${r.resumedFrom}, where the last run stopped)` : "";
+    if (r.segments === 0 && r.committed === 0 && r.closed === 0) {
+      io.out(`nothing to recover: the log already holds every segment in the bucket (through ${r.lastSegment})${resumed}\n`);
+    } else {
+      io.out(
+        `recovered ${r.events} events from ${r.segments} segments (${r.voidSegments} void)${resumed}; committed ${r.committed} at positions ${r.positionBefore + 1}..${r.positionAfter}; ` +
+          `closed ${r.closed} slots with no event; segment counter past ${r.lastSegment}` +
+          `${r.checkpointsReset > 0 ? `; ${r.checkpointsReset} relay checkpoints lowered to ${r.positionBefore}` : ""}\n` +
+          "next: start the servers and the relay; the relay publishes the recovered events again, and consumers skip what their registry has (docs/OPERATIONS.md)\n",
+      );
+    }
+    if (r.conflicts > 0) {
+      io.err(`tidemark recover: ${r.conflicts} events in the bucket clash with committed slots of the log (left as the log has them): run \`tidemark verify\`\n`);
+      return 1;
+    }
+    return 0;
+  } catch (e) {
+    progress.end();
+    if (e instanceof ServingLockError) {
+      io.err(`tidemark recover: refused: ${e.message}\n`);
+      return 1;
+    }
+    if (stop.signal.aborted) {
+      io.err("recover stopped; its progress is stored: run the same command again to resume\n");
+      return 130;
+    }
+    throw e;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await backends.close();
+  }
+}
+
+/** Progress of a recovery on stderr: redrawn in place on a terminal, else a line at most every second. */
+export function recoverProgressReporter(io: Io, now: () => number = Date.now): { update: (p: RecoverProgress) => void; end: () => void } {
+  const started = now();
+  let lastLine = 0;
+  let drawn = false;
+  return {
+    update(p) {
+      const seconds = Math.max(0.001, (now() - started) / 1000);
+      const rate = Math.round(p.events / seconds);
+      const line = `recover ${p.phase.padEnd(8)} segments ${p.segments}/${p.total}  events ${p.events}  committed ${p.committed}  ${rate} events/s`;
+      if (io.errIsTTY) {
+        io.err(`\r${line}  `);
+        drawn = true;
+        return;
+      }
+      if (p.phase !== "done" && p.segments !== p.total && now() - lastLine < 1000) return;
+      lastLine = now();
+      io.err(`${line}\n`);
+    },
+    end() {
+      if (drawn) io.err("\n");
+      drawn = false;
+    },
+  };
+}
+
+/** `tidemark verify`: a read-only audit of the commit log against the bucket; exit 0 clean, 1 anomalies. */
+export async function runVerify(cmd: ParsedCommand, io: Io): Promise<number> {
+  const rawMax = cmd.values["max-anomalies"];
+  const maxAnomalies = rawMax === undefined ? 100 : Number(rawMax);
+  if (!Number.isSafeInteger(maxAnomalies) || maxAnomalies < 0) throw new UsageError(`--max-anomalies must be a non-negative integer, got ${JSON.stringify(rawMax)}`);
+  const config = loadServerConfig(cmd.env);
+  const backends = await openBackends(config);
+  try {
+    const { rows } = await sql<{ present: boolean }>`select to_regclass(${`${backends.database.schema}.event_log`}) is not null as present`.execute(backends.database.db);
+    if (rows[0]?.present !== true) {
+      io.err(`tidemark verify: schema ${config.pgSchema} has no commit log (run \`tidemark migrate\`, or \`tidemark recover\` to rebuild it from S3)\n`);
+      return 1;
+    }
+    const started = Date.now();
+    let lastLine = 0;
+    const report = await verifyStore({
+      db: backends.database.db,
+      objects: backends.objects,
+      maxAnomalies,
+      onProgress: (p) => {
+        if (p.segments !== p.total && Date.now() - lastLine < 1000) return;
+        lastLine = Date.now();
+        io.err(`verify segments ${p.segments}/${p.total}  events ${p.events}  ${Math.round(p.events / Math.max(0.001, (Date.now() - started) / 1000))} events/s\n`);
+      },
+    });
+    if (cmd.values["json"] === true) {
+      io.out(`${JSON.stringify(report)}\n`);
+    } else {
+      io.out(
+        `verified ${report.events} events in ${report.segments} segments (${report.voidSegments} void), ${report.streams} streams · ${backends.where}\n` +
+          `${report.pending > 0 ? `${report.pending} slots in flight (pending)\n` : ""}` +
+          `${report.unverifiedLinks > 0 ? `${report.unverifiedLinks} chain links unverifiable (after void slots a recovery kept no link for)\n` : ""}`,
+      );
+      if (report.clean) io.out("clean: the commit log and S3 agree\n");
+      else {
+        const counts = Object.entries(report.counts).map(([k, n]) => `${k} ${n}`).join(", ");
+        io.out(`ANOMALIES: ${counts}\n`);
+        for (const a of report.anomalies) io.out(`  ${a.kind}: ${a.message}\n`);
+        const total = Object.values(report.counts).reduce((x, y) => x + (y ?? 0), 0);
+        if (total > report.anomalies.length) io.out(`  … and ${total - report.anomalies.length} more (--max-anomalies)\n`);
+      }
+    }
+    return report.clean ? 0 : 1;
+  } finally {
+    await backends.close();
+  }
 }

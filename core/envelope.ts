@@ -87,6 +87,15 @@ export function contentHash(content: EventContent): string {
   return `sha256:${createHash("sha256").update(canonical).digest("hex")}`;
 }
 
+/**
+ * An event's link in its stream's hash chain (docs/STORAGE.md "Hash chain"): SHA-256 over the UTF-8
+ * text `previousHash \n eventId \n seq \n contentHash`, as "sha256:<hex>". The next event of the
+ * stream carries it as `previous_hash`. core/db/functions/reserve_slots.sql computes the same.
+ */
+export function chainLink(previousHash: string, eventId: string, seq: number | bigint, contentHash: string): string {
+  return `sha256:${createHash("sha256").update(`${previousHash}\n${eventId}\n${String(seq)}\n${contentHash}`, "utf8").digest("hex")}`;
+}
+
 /** JSON with object keys sorted at every level; arrays keep their order. */
 export function canonicalJson(value: JsonValue): string {
   if (value === null || typeof value !== "object") return JSON.stringify(value);

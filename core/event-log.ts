@@ -39,11 +39,14 @@ export interface SlotRow {
   readonly segment: number | null;
   readonly segmentOffset: number | null;
   readonly segmentLength: number | null;
+  /** The slot's hash-chain link (docs/STORAGE.md "Hash chain"); null for slots closed by a recovery. */
+  readonly chainHash: string | null;
 }
 
 /** Outcome of {@link reserveSlots}. */
 export type Reservation =
-  | { readonly type: "reserved"; readonly slots: readonly SlotRow[] }
+  /** `previousHash`: the chain hash of the slot before the first (the first event's previous_hash). */
+  | { readonly type: "reserved"; readonly slots: readonly SlotRow[]; readonly previousHash: string }
   /** Every event_id was appended before with the same content: the original slots, in request order. */
   | { readonly type: "existing"; readonly slots: readonly SlotRow[] };
 
@@ -105,7 +108,7 @@ async function reserveIn(
   // lose only reservations whose appends were never acknowledged; their objects, if written, are
   // found again exactly as after lost allocations (W6: conflict, resync from S3) or by the
   // sweeper's void marker (W5).
-  const { rows } = await sql<SlotRecord & { outcome: "reserved" | "existing" | "conflict" | "head_behind"; head: number }>`
+  const { rows } = await sql<SlotRecord & { outcome: "reserved" | "existing" | "conflict" | "head_behind"; head: number; previous_hash: string | null }>`
     select r.* from set_config('synchronous_commit', 'off', true) as unflushed, reserve_slots(
       ${aggregateType}, ${aggregateId}, ${expectation.type === "exact" ? expectation.seq : null}::bigint,
       ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
@@ -121,8 +124,10 @@ async function reserveIn(
       return { type: "existing", slots: matchExisting(events, rows.map(toSlotRow)) };
     case "conflict":
       throw new ConcurrencyError(aggregateType, aggregateId, expectation.type === "exact" ? expectation.seq : first.head, first.head);
-    case "reserved":
-      return { type: "reserved", slots: rows.map(toSlotRow).sort((a, b) => a.seq - b.seq) };
+    case "reserved": {
+      const sorted = [...rows].sort((a, b) => Number(a.seq) - Number(b.seq));
+      return { type: "reserved", slots: sorted.map(toSlotRow), previousHash: sorted[0]!.previous_hash ?? "" };
+    }
   }
 }
 
@@ -171,6 +176,7 @@ const SLOT_COLUMNS = [
   "segment",
   "segment_offset",
   "segment_length",
+  "chain_hash",
 ] as const;
 
 /** A query of slot rows with every column a {@link SlotRow} has. */
@@ -196,6 +202,7 @@ export type SlotRecord = {
   segment: number | null;
   segment_offset: number | null;
   segment_length: number | null;
+  chain_hash: string | null;
 };
 
 /** A row of {@link selectSlots} as a {@link SlotRow}. */
@@ -217,6 +224,7 @@ export function toSlotRow(r: SlotRecord): SlotRow {
     segment: r.segment === null ? null : Number(r.segment),
     segmentOffset: r.segment_offset === null ? null : Number(r.segment_offset),
     segmentLength: r.segment_length === null ? null : Number(r.segment_length),
+    chainHash: r.chain_hash ?? null,
   };
 }
 

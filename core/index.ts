@@ -11,6 +11,7 @@ export * from "./commit-log-reader.js";
 export * from "./db/database.js";
 export * from "./db/migrations/index.js";
 export * from "./db/schema.js";
+export * from "./db/serving-lock.js";
 export * from "./db/sql-functions.js";
 export * from "./domain/instance.js";
 export * from "./domain/merge-patch.js";

@@ -132,6 +132,8 @@ export interface StoredEvent {
   readonly segment: number;
   readonly offset: number;
   readonly length: number;
+  /** Its hash-chain link, from its envelope (core/envelope.ts chainLink). */
+  readonly chainHash: string;
 }
 
 /**
@@ -143,7 +145,7 @@ export interface StoredEvent {
  */
 export async function adoptStoredEvent(db: Db, event: StoredEvent): Promise<{ logId: number } | { conflict: SlotRow } | undefined> {
   const current = await liveSlotAt(db, event.aggregateType, event.aggregateId, event.seq);
-  const location = { segment: event.segment, segment_offset: event.offset, segment_length: event.length };
+  const location = { segment: event.segment, segment_offset: event.offset, segment_length: event.length, chain_hash: event.chainHash };
   if (current?.state === "committed") return current.eventId === event.eventId ? undefined : { conflict: current };
   if (current !== undefined && current.eventId === event.eventId) {
     // Our own reservation (its writer died after the PUT, or its commit failed): only its place.
@@ -213,4 +215,76 @@ export async function voidUnflushed(db: Db, logIds: readonly number[]): Promise<
     .returning("log_id")
     .execute();
   return rows.length;
+}
+
+/**
+ * Hands the void slot at `event`'s `(aggregate, seq)` to `event`, as a pending slot at its place in
+ * S3 (recovery: S3 decides, W6; a void slot holds no event, and the slot's uniqueness would keep
+ * {@link adoptStoredEvent} from recording it). Returns the log id, or undefined when the slot is
+ * not void.
+ */
+export async function adoptIntoVoidSlot(db: Db, event: StoredEvent): Promise<{ logId: number } | undefined> {
+  await db.updateTable("event_log").set({ state: "void" }).where("event_id", "=", event.eventId).where("state", "=", "pending").execute();
+  const row = await db
+    .updateTable("event_log")
+    .set({
+      event_id: event.eventId,
+      event_type: event.eventType,
+      content_hash: event.contentHash,
+      ordering_key: event.orderingKey,
+      batch_first_seq: sql`seq`,
+      batch_last_seq: sql`seq`,
+      state: "pending",
+      global_position: null,
+      committed_at: null,
+      segment: event.segment,
+      segment_offset: event.offset,
+      segment_length: event.length,
+      chain_hash: event.chainHash,
+    })
+    .where("aggregate_type", "=", event.aggregateType)
+    .where("aggregate_id", "=", event.aggregateId)
+    .where("seq", "=", event.seq)
+    .where("state", "=", "void")
+    .returning("log_id")
+    .executeTakeFirst();
+  return row === undefined ? undefined : { logId: row.log_id };
+}
+
+/**
+ * Closes every slot below a stream's head that the log has no row for (recovery from S3 alone: an
+ * event whose segment was voided, or never written, left no trace in the bucket), so the events
+ * after it can commit (R2 waits for a settled predecessor). Returns how many it closed.
+ */
+export async function closeUnloggedSlots(db: Db): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    with inserted as (
+      insert into event_log (event_id, aggregate_type, aggregate_id, seq, event_type, content_hash, batch_first_seq, batch_last_seq, state)
+      select 'recovered-void/' || h.aggregate_type || '/' || h.aggregate_id || '/' || s.seq, h.aggregate_type, h.aggregate_id, s.seq, '', '', s.seq, s.seq, 'void'
+        from stream_heads h cross join lateral generate_series(1, h.head) as s(seq)
+       where not exists (select 1 from event_log e where e.aggregate_type = h.aggregate_type and e.aggregate_id = h.aggregate_id and e.seq = s.seq)
+      on conflict do nothing
+      returning 1)
+    select count(*)::integer as n from inserted`.execute(db);
+  return rows[0]?.n ?? 0;
+}
+
+/** Pending slots whose bytes are in a segment (written, not yet committed), in segment order (at most `limit`). */
+export async function writtenPendingSlots(db: Db, limit: number): Promise<number[]> {
+  const rows = await db
+    .selectFrom("event_log")
+    .select("log_id")
+    .where("state", "=", "pending")
+    .where("segment_offset", "is not", null)
+    .orderBy("segment")
+    .orderBy("segment_offset")
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.log_id);
+}
+
+/** Segment numbers the log holds as still pending (allocated, never settled). */
+export async function pendingSegments(db: Db): Promise<number[]> {
+  const rows = await db.selectFrom("segments").select("segment").where("state", "=", "pending").orderBy("segment").execute();
+  return rows.map((r) => Number(r.segment));
 }

@@ -20,6 +20,7 @@ import {
   type Logger,
   LogTail,
   type LogTailSettings,
+  holdServingLock,
   migrateToLatest,
   type ObjectStore,
   openBackends,
@@ -127,6 +128,11 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const applied = await migrateToLatest(database.db, database.schema);
   if (applied.length > 0) log.info({ migrations: applied, schema: database.schema }, "database migrated");
   await objects.ensureReady();
+  if (config.pgUrl !== "") {
+    // Held while serving, so `tidemark recover` refuses to run beside a writer (docs/OPERATIONS.md).
+    const serving = await holdServingLock(config.pgUrl, database.schema, (e) => log.warn({ err: e }, "serving lock connection lost; taking it again"));
+    lifecycle.defer("serving lock", () => serving.release());
+  }
 
   const limits: Limits = {
     maxMessageBytes: config.maxMessageBytes,

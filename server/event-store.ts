@@ -153,7 +153,7 @@ export class EventStore {
       );
       const slots = reservation.slots;
       if (reservation.type === "reserved") {
-        const positions = await this.writer.write({ slots, events: this.lines(input, slots) });
+        const positions = await this.writer.write({ slots, events: this.lines(input, slots, reservation.previousHash) });
         return { replayed: false, events: slots.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: positions.get(slot.logId)! })) };
       }
       // A retry: the original committed (answer what it got), is still in flight, or was closed.
@@ -165,8 +165,12 @@ export class EventStore {
     }
   }
 
-  /** Each slot's envelope line: the event as it will be stored (no global position: it is set at commit). */
-  private lines(input: AppendInput, slots: readonly SlotRow[]): SegmentEvent[] {
+  /**
+   * Each slot's envelope line: the event as it will be stored (no global position: it is set at
+   * commit), linked to its stream predecessor by `previous_hash` (the reservation computed the
+   * links from the predecessor's row, so no S3 read).
+   */
+  private lines(input: AppendInput, slots: readonly SlotRow[], previousHash: string): SegmentEvent[] {
     const occurredAt = timestampFromDate(this.now());
     return slots.map((slot, i) => {
       const event = input.events[i]!;
@@ -183,6 +187,7 @@ export class EventStore {
         schemaVersion: event.schemaVersion,
         kind: event.kind,
         contentHash: event.contentHash,
+        previousHash: i === 0 ? previousHash : (slots[i - 1]!.chainHash ?? ""),
       });
       return { eventId: slot.eventId, aggregateType: input.aggregateType, aggregateId: input.aggregateId, seq: slot.seq, json: encodeEnvelope(envelope, event.dataJson) };
     });

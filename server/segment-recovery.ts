@@ -16,6 +16,7 @@
 import type { Kysely } from "kysely";
 import {
   advanceSegmentCounter,
+  chainLink,
   adoptStoredEvent,
   type CommitRequest,
   decodeEnvelope,
@@ -99,6 +100,7 @@ export class SegmentRecovery {
         segment,
         offset,
         length: entry.length,
+        chainHash: chainLink(envelope.previousHash, entry.eventId, entry.seq, envelope.contentHash),
       });
       const streamKey = `${entry.aggregateType}\u0000${entry.aggregateId}`;
       const head = heads.get(streamKey);

@@ -44,6 +44,8 @@ export interface EventLogTable {
   segment: Int8 | null;
   segment_offset: Int8 | null;
   segment_length: number | null;
+  /** The slot's hash-chain link (docs/STORAGE.md "Hash chain"), set at reservation. */
+  chain_hash: string | null;
 }
 
 /** State of a segment number: allocated and being written, written, or closed by a void marker. */
@@ -103,6 +105,23 @@ export interface RelayTables extends WriteSideTables {
  */
 export function writeSideView(db: Kysely<RelayTables>): Kysely<WriteSideTables> {
   return db as unknown as Kysely<WriteSideTables>;
+}
+
+/** The progress of `tidemark recover` (docs/OPERATIONS.md): segments settled in number order. */
+export interface StoreRecoveriesTable {
+  name: string;
+  state: "running" | "done";
+  last_segment: Int8;
+  segments: Int8;
+  events: Int8;
+  started_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: Date | null;
+}
+
+/** What a recovery writes: the write side, the relay's checkpoints and its own progress. */
+export interface RecoveryTables extends RelayTables {
+  store_recoveries: StoreRecoveriesTable;
 }
 
 // ------------------------------------------------------------------------------------ consumers

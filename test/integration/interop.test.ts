@@ -560,7 +560,7 @@ describe("compatibility guard", () => {
   it("buf breaking rejects breaking changes and accepts additive ones", async () => {
     const original = await variant("original", "tidemark/v1/envelope.proto", []);
     const rejected: Array<[string, string, Array<[string | RegExp, string]>, RegExp]> = [
-      ["renumbered", "tidemark/v1/envelope.proto", [["uint64 sequence_number = 5;", "uint64 sequence_number = 14;"]], /Previously present field "5" with name "sequence_number"/],
+      ["renumbered", "tidemark/v1/envelope.proto", [["uint64 sequence_number = 5;", "uint64 sequence_number = 99;"]], /Previously present field "5" with name "sequence_number"/],
       ["renamed", "tidemark/v1/envelope.proto", [["string actor = 7;", "string author = 7;"]], /changed name from "actor" to "author"/],
       ["retyped", "tidemark/v1/errors.proto", [["uint64 actual_seq = 4;", "string actual_seq = 4;"]], /"actual_seq" .* changed type from "uint64" to "string"/],
       ["rpc removed", "tidemark/v1/event_store.proto", [[/\n\s*\/\/ Returns an aggregate's head\.\n\s*rpc GetStreamHead\(GetStreamHeadRequest\) returns \(GetStreamHeadResponse\);/, ""]], /Previously present RPC "GetStreamHead" on service "EventStoreService" was deleted/],
@@ -573,7 +573,7 @@ describe("compatibility guard", () => {
     }
 
     const additive = await variant("additive", "tidemark/v1/envelope.proto", [
-      ["  string content_hash = 13;\n", "  string content_hash = 13;\n  // Added later: older readers ignore it.\n  string tenant = 14;\n"],
+      ["  string content_hash = 13;\n", "  string content_hash = 13;\n  // Added later: older readers ignore it.\n  string tenant = 98;\n"],
       ["  EVENT_KIND_COMMAND = 2;\n", "  EVENT_KIND_COMMAND = 2;\n  EVENT_KIND_SNAPSHOT = 3;\n"],
       [/$/, "\nmessage Snapshot {\n  string aggregate_type = 1;\n}\n"],
     ]);
@@ -605,14 +605,14 @@ describe("compatibility guard", () => {
     result = await check(repo);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toMatch(/HEAD only: the repository has a single commit/);
-    await writeFile(envelope, original.replace("uint64 sequence_number = 5;", "uint64 sequence_number = 14;"));
+    await writeFile(envelope, original.replace("uint64 sequence_number = 5;", "uint64 sequence_number = 99;"));
     result = await check(repo);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/Previously present field "5" with name "sequence_number"/);
     await writeFile(envelope, original);
 
     // An additive commit passes against the previous commit.
-    const additive = original.replace("  string content_hash = 13;\n", "  string content_hash = 13;\n  string tenant = 14;\n");
+    const additive = original.replace("  string content_hash = 13;\n", "  string content_hash = 13;\n  string tenant = 98;\n");
     await writeFile(envelope, additive);
     await git(repo, "commit", "-qam", "add a field");
     result = await check(repo);

@@ -46,6 +46,7 @@ class MemoryLog implements TailSource {
         segment: position,
         segmentOffset: 0,
         segmentLength: 1,
+        chainHash: null,
       });
     }
     return this.rows.length;

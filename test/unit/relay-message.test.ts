@@ -28,6 +28,7 @@ const row: SlotRow = {
   segment: 5,
   segmentOffset: 120,
   segmentLength: 300,
+  chainHash: null,
 };
 
 function stored(metadata: Record<string, string> = {}, kind = EventKind.DOMAIN): string {

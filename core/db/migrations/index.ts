@@ -5,6 +5,8 @@ import * as consumers from "./2026-11-27-03-consumers.js";
 import * as appendFunctions from "./2026-11-27-04-append-functions.js";
 import * as segments from "./2026-12-01-05-segments.js";
 import * as tokens from "./2026-12-02-01-tokens.js";
+import * as recoveries from "./2026-12-02-06-recoveries.js";
+import * as hashChain from "./2026-12-02-07-hash-chain.js";
 
 /**
  * Every migration, by dated name. Names sort in the order they must run; append new ones with a
@@ -17,4 +19,6 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   "2026-11-27-04-append-functions": appendFunctions,
   "2026-12-01-05-segments": segments,
   "2026-12-02-01-tokens": tokens,
+  "2026-12-02-06-recoveries": recoveries,
+  "2026-12-02-07-hash-chain": hashChain,
 });

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/envelope.proto.
  */
 export const file_tidemark_v1_envelope: GenFile = /*@__PURE__*/
-  fileDesc("Chp0aWRlbWFyay92MS9lbnZlbG9wZS5wcm90bxILdGlkZW1hcmsudjEivQMKDUV2ZW50RW52ZWxvcGUSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgDIAEoCRIUCgxhZ2dyZWdhdGVfaWQYBCABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAUgASgEEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgHIAEoCRIlCgRkYXRhGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgJIAMoCzIoLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgKIAEoDRIXCg9nbG9iYWxfcG9zaXRpb24YCyABKAQSJAoEa2luZBgMIAEoDjIWLnRpZGVtYXJrLnYxLkV2ZW50S2luZBIUCgxjb250ZW50X2hhc2gYDSABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqQBCgpWb2lkTWFya2VyEhYKDmFnZ3JlZ2F0ZV90eXBlGAEgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgCIAEoCRIXCg9zZXF1ZW5jZV9udW1iZXIYAyABKAQSEAoIZXZlbnRfaWQYBCABKAkSLQoJdm9pZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBiABKAkqVgoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIVChFFVkVOVF9LSU5EX0RPTUFJThABEhYKEkVWRU5UX0tJTkRfQ09NTUFORBACYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chp0aWRlbWFyay92MS9lbnZlbG9wZS5wcm90bxILdGlkZW1hcmsudjEi1AMKDUV2ZW50RW52ZWxvcGUSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgDIAEoCRIUCgxhZ2dyZWdhdGVfaWQYBCABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAUgASgEEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgHIAEoCRIlCgRkYXRhGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgJIAMoCzIoLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgKIAEoDRIXCg9nbG9iYWxfcG9zaXRpb24YCyABKAQSJAoEa2luZBgMIAEoDjIWLnRpZGVtYXJrLnYxLkV2ZW50S2luZBIUCgxjb250ZW50X2hhc2gYDSABKAkSFQoNcHJldmlvdXNfaGFzaBgOIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEipAEKClZvaWRNYXJrZXISFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJEhcKD3NlcXVlbmNlX251bWJlchgDIAEoBBIQCghldmVudF9pZBgEIAEoCRItCgl2b2lkZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgGIAEoCSpWCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhUKEUVWRU5UX0tJTkRfRE9NQUlOEAESFgoSRVZFTlRfS0lORF9DT01NQU5EEAJiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * The one shape of an event everywhere: in S3, on Kafka and in gRPC responses. In S3 and on Kafka
@@ -98,6 +98,17 @@ export type EventEnvelope = Message<"tidemark.v1.EventEnvelope"> & {
    * @generated from field: string content_hash = 13;
    */
   contentHash: string;
+
+  /**
+   * Tamper evidence: the chain hash of the event before this one in its stream (the slot at
+   * sequence_number - 1, as it was reserved), empty for the first event. An event's chain hash is
+   * "sha256:<hex>" of the UTF-8 text previous_hash + "\n" + event_id + "\n" + sequence_number
+   * (decimal) + "\n" + content_hash, so every event's bytes in S3 vouch for their predecessor's,
+   * and a changed, removed or reordered event breaks the chain (docs/STORAGE.md "Hash chain").
+   *
+   * @generated from field: string previous_hash = 14;
+   */
+  previousHash: string;
 };
 
 /**
