@@ -12,6 +12,7 @@ import { opStatus, type Attempt, type History, type Landed, type Op, type OpStat
 /** One event as ReadStream returned it. */
 export interface ReadEvent {
   readonly eventId: string;
+  readonly eventType: string;
   readonly seq: number;
   readonly position: number;
   /** The `command_id` metadata of an instance command's event. */
@@ -79,6 +80,8 @@ export const ANOMALIES = [
   "orphans",
   "gaps",
   "projection",
+  "instanceHistory",
+  "staleRefusals",
   "deadLetters",
   "unexpectedErrors",
   "notConverged",
@@ -112,7 +115,8 @@ export interface CheckReport {
 
 const SAMPLES = 10;
 // Status names that mean the request itself was wrong, or Tidemark failed in a way it promises not to.
-const UNEXPECTED_CODES = new Set(["INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "ALREADY_EXISTS", "CLIENT_ERROR"]);
+// NOT_FOUND is expected of an update whose only predecessor was voided; staleRefusals judges it.
+const UNEXPECTED_CODES = new Set(["INVALID_ARGUMENT", "FAILED_PRECONDITION", "ALREADY_EXISTS", "CLIENT_ERROR"]);
 // grpc-js reports a connection torn down mid-call as INTERNAL: transport, not Tidemark.
 const TRANSPORT_INTERNAL = /RST_STREAM|Protocol error|Received http2 header|stream removed|Connection dropped|ECONNRESET/i;
 
@@ -237,9 +241,15 @@ export function check(o: Observations): CheckReport {
   for (const [k, records] of byAggregate) {
     const partitions = new Set(records.map((r) => r.partition));
     if (partitions.size > 1) report("reorderedKafka", { aggregate: k.replace("\u0000", "/"), partitions: [...partitions], reason: "one aggregate on several partitions" });
+    // Order holds within a partition; an aggregate on several partitions is reported once above.
     records.sort((a, b) => a.partition - b.partition || a.offset - b.offset);
     let maxSeq = 0;
+    let partition = records[0]?.partition;
     for (const r of records) {
+      if (r.partition !== partition) {
+        partition = r.partition;
+        maxSeq = 0;
+      }
       if (published.has(r.eventId)) {
         redeliveries++;
         continue;
@@ -338,6 +348,36 @@ export function check(o: Observations): CheckReport {
       if (inHead) report("gaps", { stream: s.aggregateId, seq, head: s.head, object: obj?.content ?? null });
       if (obj !== undefined) report("orphans", { key: obj.key, head: s.head, holds: obj.content });
     }
+  }
+
+  // ---- instance streams: created once, first; the workload never deletes (Instances, W3)
+  for (const s of o.streams) {
+    if (s.aggregateType !== "Instance") continue;
+    s.events.forEach((e, i) => {
+      if ((i === 0) !== (e.eventType === "InstanceCreated")) report("instanceHistory", { instance: s.aggregateId, seq: e.seq, eventType: e.eventType, reason: i === 0 ? "the first event is not the creation" : "created again" });
+    });
+  }
+
+  // ---- refusals that contradict an earlier acknowledgement: an ABORTED head, or a NOT_FOUND,
+  // behind a write acknowledged before the refused attempt was sent (W3)
+  const ackedBy = new Map<string, { seq: number; at: number }[]>();
+  for (const op of o.history.ops) {
+    const s = status.get(op.id)!;
+    if (s.type !== "acknowledged") continue;
+    const at = Math.min(...(attemptsByOp.get(op.id) ?? []).filter((a) => a.outcome === "ok").map((a) => a.answeredAt));
+    const list = ackedBy.get(streamKey(op.aggregateType, op.aggregateId)) ?? [];
+    list.push({ seq: Math.max(...s.landed.map((l) => l.seq)), at });
+    ackedBy.set(streamKey(op.aggregateType, op.aggregateId), list);
+  }
+  const opById = new Map(o.history.ops.map((op) => [op.id, op]));
+  for (const a of o.history.attempts) {
+    if (a.code !== "ABORTED" && a.code !== "NOT_FOUND") continue;
+    const op = opById.get(a.op);
+    if (op === undefined) continue;
+    const before = (ackedBy.get(streamKey(op.aggregateType, op.aggregateId)) ?? []).filter((x) => x.at < a.sentAt);
+    const known = before.reduce((m, x) => Math.max(m, x.seq), 0);
+    const seen = a.code === "ABORTED" ? (a.actual ?? known) : 0;
+    if (seen < known) report("staleRefusals", { op: op.id, attempt: a.attempt, code: a.code, answered: a.message, acknowledgedBefore: known });
   }
 
   // ---- the read model (C6): each instance at the seq of its stream's last event

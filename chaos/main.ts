@@ -71,6 +71,8 @@ export function parseChaosArgs(argv: readonly string[], root: string): ChaosOpti
 }
 
 async function main(): Promise<number> {
+  // The SDK's notice about Node 22 would interleave with the progress lines; it says nothing about the run.
+  process.env["AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"] ??= "true";
   const root = fileURLToPath(new URL("..", import.meta.url));
   let options: ChaosOptions;
   try {

@@ -65,6 +65,7 @@ async function readStream(client: GrpcClient, type: string, id: string): Promise
       allocated: Number(head.allocated),
       events: messages.map(({ event }) => ({
         eventId: event!.eventId,
+        eventType: event!.eventType,
         seq: Number(event!.sequenceNumber),
         position: Number(event!.globalPosition),
         commandId: event!.metadata["command_id"],

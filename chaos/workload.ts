@@ -133,8 +133,10 @@ export class Workload {
     const instanceId = aggregateId.slice(`${INSTANCE_DATABASE}/${INSTANCE_CLASS}/`.length);
     const expected = beliefs.get(aggregateId) ?? 0;
     const commandId = `${this.options.runId}-w${w}-${k}`;
-    const kind = expected === 0 ? "create" : "update";
-    const op: Op = { id: commandId, kind, round, writer: w, aggregateType: "Instance", aggregateId, expected, eventIds: [], commandId };
+    // Now and then a create of an instance that exists, as a client that lost track would send:
+    // it must be refused (W3: a create expects 0), never appended after the first creation.
+    const kind = expected === 0 || random.chance(0.1) ? "create" : "update";
+    const op: Op = { id: commandId, kind, round, writer: w, aggregateType: "Instance", aggregateId, expected: kind === "create" ? 0 : expected, eventIds: [], commandId };
     this.history.ops.push(op);
     const base = { database: INSTANCE_DATABASE, className: INSTANCE_CLASS, instanceId, commandId, actor: `chaos-w${w}` };
     const last = await this.attempts(op, random, finishBy, async () => {
