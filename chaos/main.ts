@@ -10,14 +10,16 @@ import { formatSummary } from "./summary.js";
 
 const USAGE = `usage: npm run chaos -- [options]
   --rounds N          rounds (default 3)
-  --seconds S         seconds of workload and faults per round (default 30)
+  --seconds S         seconds of workload and faults per round (default 75)
   --seed K            seed of the schedule and the choices (default: random, printed)
   --writers W         concurrent writer clients (default 32)
   --aggregates A      generic aggregates the writers share (default 24)
   --instances I       instances the writers share (default 12)
   --extra-faults F    random faults per round beyond one of every kind (default 6)
   --no-faults         a control run: the same workload and checks without the nemesis
-  --plant BUG         plant a bug the checker must find: double-apply
+  --plant BUG         plant a bug the checker must find: double-apply (a handler writing its effect
+                      outside the registry's transaction) or relay-skip (a relay checkpoint moved
+                      past unpublished events)
   --json FILE         write the JSON report (after every round, and at the end)
   --dir DIR           run directory (default: a new temporary one; removed when no anomaly)
   --keep              keep the run directory
@@ -52,7 +54,7 @@ export function parseChaosArgs(argv: readonly string[], root: string): ChaosOpti
     return n;
   };
   const plant = (values.plant ?? "none") as Plant;
-  if (plant !== "none" && plant !== "double-apply") throw new Error(`--plant must be double-apply, got ${JSON.stringify(values.plant)}\n\n${USAGE}`);
+  if (plant !== "none" && plant !== "double-apply" && plant !== "relay-skip") throw new Error(`--plant must be double-apply or relay-skip, got ${JSON.stringify(values.plant)}\n\n${USAGE}`);
   return {
     ...base,
     rounds: int("rounds", values.rounds, base.rounds, 1),

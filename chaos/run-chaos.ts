@@ -28,8 +28,12 @@ import { startS3FaultProxy } from "./s3-fault-proxy.js";
 import { childEnv, superviseTidemark, tidemarkCommand, type TidemarkProcess } from "./tidemark-process.js";
 import { aggregateIds, CHAOS_TYPE, instanceAggregateId, instanceIds, Workload } from "./workload.js";
 
-/** A planted bug, to show that the checker finds it. */
-export type Plant = "none" | "double-apply";
+/**
+ * A planted bug, to show that the checker finds it: `double-apply`, a handler that writes its
+ * effect outside the registry's transaction; `relay-skip`, a relay checkpoint moved past events
+ * that were never published (the origin's weakness 8), done by the harness in the database.
+ */
+export type Plant = "none" | "double-apply" | "relay-skip";
 
 /** Everything a run needs; {@link defaultChaosOptions} fills in the rest. */
 export interface ChaosOptions {
@@ -66,7 +70,7 @@ export interface ChaosOptions {
 export function defaultChaosOptions(root: string): ChaosOptions {
   return {
     rounds: 3,
-    seconds: 30,
+    seconds: 75,
     seed: 1,
     writers: 32,
     aggregates: 24,
@@ -256,9 +260,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       setMaxListeners(1000, heal.signal);
       const nemesis = runNemesis(faults, targets, start, heal.signal, out);
       const work = workload.run(round, start + options.seconds * 1000, start + options.seconds * 1000 + options.finishMs);
+      const planted = options.plant === "relay-skip" ? delay((options.seconds * 1000) / 2, options.signal).then(() => skipCheckpoint(processes, db, out)) : undefined;
       await delay(options.seconds * 1000, options.signal);
       heal.abort();
       const done = await nemesis;
+      await planted;
       schedule.push(done);
       await work;
       const convergence = await converge({ client, aggregates, relayMetrics: [metricsAddr.get("relay-a")!, metricsAddr.get("relay-b")!], kafka, topic: TOPIC, groups: GROUPS }, options.convergeTimeoutMs, options.signal);
@@ -295,6 +301,23 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   }
 }
 
+/**
+ * The planted relay bug: both relays are killed, writes go on for two seconds, then the
+ * checkpoint jumps to the log's last position (the one place the harness touches Tidemark's
+ * tables), so the relay that takes over never publishes what was committed meanwhile.
+ */
+async function skipCheckpoint(processes: ReadonlyMap<string, TidemarkProcess>, db: pg.Pool, out: (line: string) => void): Promise<void> {
+  await until(async () => (await db.query(`select 1 from tidemark.relay_checkpoints where name = 'default' and position > 0`)).rowCount === 1, 60_000, 500);
+  await Promise.all(["relay-a", "relay-b"].map((name) => processes.get(name)!.kill(3000)));
+  await delay(2000);
+  const { rows } = await db.query<{ before: string; after: string }>(
+    `with c as (select position from tidemark.relay_checkpoints where name = 'default')
+     update tidemark.relay_checkpoints set position = (select max(global_position) from tidemark.event_log)
+      where name = 'default' returning (select position from c) as before, position as after`,
+  );
+  out(`chaos: planted relay-skip: checkpoint moved from ${rows[0]?.before ?? "?"} to ${rows[0]?.after ?? "?"} while both relays were down`);
+}
+
 function storageEnv(stack: PrivateStack, pgPort: number, s3Port: number): Record<string, string> {
   return {
     TIDEMARK_PG_URL: stack.pgUrl(pgPort),
@@ -316,6 +339,8 @@ function processEnv(spec: ProcessSpec, grpcPort: number, kafkaPort: number, metr
       TIDEMARK_WRITE_DEADLINE_MS: "3000",
       TIDEMARK_SWEEP_INTERVAL_MS: "1000",
       TIDEMARK_SHUTDOWN_GRACE_MS: "1000",
+      // The checker re-reads every stream after every round; a warm cache spares S3 (events never change).
+      TIDEMARK_EVENT_CACHE_SIZE: "200000",
     };
   }
   const kafka = { TIDEMARK_KAFKA_BROKERS: `127.0.0.1:${kafkaPort}` };

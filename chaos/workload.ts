@@ -109,7 +109,7 @@ export class Workload {
 
   private async append(round: number, w: number, k: number, aggregateId: string, beliefs: Map<string, number>, random: Random, finishBy: number): Promise<Attempt | undefined> {
     const expected = beliefs.get(aggregateId) ?? 0;
-    const size = random.int(1, 4);
+    const size = random.int(1, 5);
     const eventIds = Array.from({ length: size }, (_, i) => `${this.options.runId}-w${w}-${k}-${i}`);
     const op: Op = { id: eventIds[0]!, kind: "append", round, writer: w, aggregateType: CHAOS_TYPE, aggregateId, expected, eventIds };
     this.history.ops.push(op);
