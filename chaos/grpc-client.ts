@@ -28,31 +28,18 @@ export class GrpcClient {
 
   /** Calls a unary method; rejects with the grpc-js `ServiceError`. */
   unary<I extends DescMessage, O extends DescMessage>(method: DescMethodUnary<I, O>, request: MessageInitShape<I>, deadlineMs: number): Promise<MessageShape<O>> {
+    const c = call(method, request, deadlineMs);
     return new Promise((resolve, reject) => {
-      this.raw.makeUnaryRequest(
-        path(method),
-        (m: MessageShape<I>) => Buffer.from(toBinary(method.input, m)),
-        (b: Buffer) => fromBinary(method.output, b),
-        create(method.input, request),
-        new grpc.Metadata(),
-        { deadline: Date.now() + deadlineMs },
-        (e, out) => (e ? reject(e) : resolve(out!)),
-      );
+      this.raw.makeUnaryRequest(c.path, c.serialize, c.deserialize, c.message, c.metadata, c.options, (e, out) => (e ? reject(e) : resolve(out!)));
     });
   }
 
   /** Calls a server-streaming method and collects every message. */
   async collect<I extends DescMessage, O extends DescMessage>(method: DescMethodServerStreaming<I, O>, request: MessageInitShape<I>, deadlineMs: number): Promise<MessageShape<O>[]> {
-    const call = this.raw.makeServerStreamRequest(
-      path(method),
-      (m: MessageShape<I>) => Buffer.from(toBinary(method.input, m)),
-      (b: Buffer) => fromBinary(method.output, b),
-      create(method.input, request),
-      new grpc.Metadata(),
-      { deadline: Date.now() + deadlineMs },
-    );
+    const c = call(method, request, deadlineMs);
+    const stream = this.raw.makeServerStreamRequest(c.path, c.serialize, c.deserialize, c.message, c.metadata, c.options);
     const out: MessageShape<O>[] = [];
-    for await (const message of call as AsyncIterable<MessageShape<O>>) out.push(message);
+    for await (const message of stream as AsyncIterable<MessageShape<O>>) out.push(message);
     return out;
   }
 
@@ -61,8 +48,16 @@ export class GrpcClient {
   }
 }
 
-function path(method: { readonly name: string; readonly parent: { readonly typeName: string } }): string {
-  return `/${method.parent.typeName}/${method.name}`;
+/** What grpc-js needs for one call of a generated method: path, codec, message, deadline. */
+function call<I extends DescMessage, O extends DescMessage>(method: DescMethodUnary<I, O> | DescMethodServerStreaming<I, O>, request: MessageInitShape<I>, deadlineMs: number) {
+  return {
+    path: `/${method.parent.typeName}/${method.name}`,
+    serialize: (m: MessageShape<I>) => Buffer.from(toBinary(method.input, m)),
+    deserialize: (b: Buffer) => fromBinary(method.output, b),
+    message: create(method.input, request),
+    metadata: new grpc.Metadata(),
+    options: { deadline: Date.now() + deadlineMs },
+  };
 }
 
 /** The gRPC status code of a failed call, or undefined for an error that is not a gRPC status. */
