@@ -57,8 +57,14 @@ export interface Observations {
   readonly instances: readonly InstanceObservation[];
   /** Messages on the dead-letter topic. */
   readonly deadLetters: number;
-  /** False when the pipeline did not converge within the bound after the heal. */
-  readonly converged: boolean;
+  /**
+   * True when the pipeline had caught up when these observations were made (every stream resolved,
+   * the relay and every consumer group at the end). Only then is an event missing from Kafka, the
+   * effect log or the read model missing for good; before, it may still be on its way.
+   */
+  readonly settled: boolean;
+  /** The rounds so far whose pipeline did not converge within the bound after the heal. */
+  readonly notConverged: readonly { readonly round: number; readonly waitingFor: string }[];
 }
 
 /** The anomalies, in report order. */
@@ -107,6 +113,11 @@ export interface CheckReport {
   /** Kafka messages that repeat an event already published (at least once, R4): not an anomaly. */
   readonly kafkaRedeliveries: number;
   readonly effects: number;
+  /**
+   * Readable events not yet on Kafka, not yet applied, or not yet in the read model while the
+   * pipeline was not settled: not judged (their round counts as `notConverged`).
+   */
+  readonly pending: { readonly kafka: number; readonly effects: number; readonly projection: number; readonly inFlightObjects: number };
   readonly anomalies: Record<Anomaly, number>;
   readonly samples: Partial<Record<Anomaly, unknown[]>>;
   /** True when every anomaly count is zero. */
@@ -132,6 +143,9 @@ export function check(o: Observations): CheckReport {
     const list = (samples[a] ??= []);
     if (list.length < SAMPLES) list.push(sample);
   };
+  // Absences downstream of the commit log are judged only once the pipeline has caught up: before,
+  // an event not yet applied is late, not lost (the round is reported as notConverged instead).
+  const pending = { kafka: 0, effects: 0, projection: 0, inFlightObjects: 0 };
 
   // ---- the history
   const attemptsByOp = new Map<string, Attempt[]>();
@@ -261,7 +275,8 @@ export function check(o: Observations): CheckReport {
   }
   for (const [eventId, where] of readable) {
     if (published.has(eventId)) continue;
-    if (acked.has(eventId)) report("lostOnKafka", { eventId, at: where });
+    if (!o.settled) pending.kafka++;
+    else if (acked.has(eventId)) report("lostOnKafka", { eventId, at: where });
     else report("unseen", { eventId, at: where });
   }
 
@@ -292,7 +307,8 @@ export function check(o: Observations): CheckReport {
   }
   for (const [eventId, where] of readable) {
     if (effectCount.has(eventId)) continue;
-    if (acked.has(eventId)) report("lostEffects", { eventId, at: where });
+    if (!o.settled) pending.effects++;
+    else if (acked.has(eventId)) report("lostEffects", { eventId, at: where });
     else report("unapplied", { eventId, at: where });
   }
 
@@ -346,6 +362,11 @@ export function check(o: Observations): CheckReport {
       const explained = obj !== undefined && inHead && (obj.content.type === "void" || (obj.content.type === "event" && explainedEvent(obj.content.eventId)));
       if (explained) continue;
       if (inHead) report("gaps", { stream: s.aggregateId, seq, head: s.head, object: obj?.content ?? null });
+      // A reservation still in flight (head below allocated): its object may yet be committed or voided.
+      else if (obj !== undefined && seq <= s.allocated) {
+        pending.inFlightObjects++;
+        continue;
+      }
       if (obj !== undefined) report("orphans", { key: obj.key, head: s.head, holds: obj.content });
     }
   }
@@ -384,11 +405,13 @@ export function check(o: Observations): CheckReport {
   for (const inst of o.instances) {
     const s = streamByKey.get(streamKey("Instance", inst.aggregateId));
     const last = s?.events.at(-1)?.seq;
-    if (last !== inst.eventualVersion) report("projection", { instance: inst.aggregateId, readModel: inst.eventualVersion ?? null, lastEvent: last ?? null });
+    if (last === inst.eventualVersion) continue;
+    if (!o.settled) pending.projection++;
+    else report("projection", { instance: inst.aggregateId, readModel: inst.eventualVersion ?? null, lastEvent: last ?? null });
   }
 
   if (o.deadLetters > 0) report("deadLetters", { messages: o.deadLetters }, o.deadLetters);
-  if (!o.converged) report("notConverged", { reason: "the pipeline did not converge within the bound after the heal" });
+  for (const r of o.notConverged) report("notConverged", { round: r.round, waitingFor: r.waitingFor });
 
   return {
     ops: o.history.ops.length,
@@ -401,6 +424,7 @@ export function check(o: Observations): CheckReport {
     kafkaMessages: o.kafka.length,
     kafkaRedeliveries: redeliveries,
     effects: o.effects.length,
+    pending,
     anomalies,
     samples,
     ok: ANOMALIES.every((a) => anomalies[a] === 0),

@@ -16,6 +16,7 @@ const USAGE = `usage: npm run chaos -- [options]
   --aggregates A      generic aggregates the writers share (default 24)
   --instances I       instances the writers share (default 12)
   --extra-faults F    random faults per round beyond one of every kind (default 6)
+  --converge-seconds C  bound of the wait for the pipeline to catch up after the heal (default 120)
   --no-faults         a control run: the same workload and checks without the nemesis
   --plant BUG         plant a bug the checker must find: double-apply (a handler writing its effect
                       outside the registry's transaction) or relay-skip (a relay checkpoint moved
@@ -37,6 +38,7 @@ export function parseChaosArgs(argv: readonly string[], root: string): ChaosOpti
       aggregates: { type: "string" },
       instances: { type: "string" },
       "extra-faults": { type: "string" },
+      "converge-seconds": { type: "string" },
       plant: { type: "string" },
       json: { type: "string" },
       dir: { type: "string" },
@@ -64,6 +66,7 @@ export function parseChaosArgs(argv: readonly string[], root: string): ChaosOpti
     aggregates: int("aggregates", values.aggregates, base.aggregates, 1),
     instances: int("instances", values.instances, base.instances, 1),
     extraFaults: int("extra-faults", values["extra-faults"], base.extraFaults, 0),
+    convergeTimeoutMs: int("converge-seconds", values["converge-seconds"], base.convergeTimeoutMs / 1000, 1) * 1000,
     plant,
     faults: values["no-faults"] !== true,
     json: values.json,

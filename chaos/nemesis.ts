@@ -1,8 +1,10 @@
 /**
  * The nemesis: a schedule of faults drawn from the seed, then carried out against the run's
- * processes and services. Each round has at least one fault of every kind, at random targets and
- * times in its first three quarters, plus extra random ones; a fault waits while another holds
- * the same target. At the round's end every fault is healed at once.
+ * processes and services. Each round has at least one fault of every kind at random times in its
+ * first 60 %, their targets taken in turn round after round (so a run of as many rounds as there
+ * are links kills and freezes every process and resets and stalls every link), plus extra faults
+ * of random kinds and targets; a fault waits while another holds the same target. At the round's
+ * end every fault is healed at once.
  */
 import type { FaultProxy } from "./fault-proxy.js";
 import type { PrivateStack } from "./private-stack.js";
@@ -66,26 +68,39 @@ const DURATION: Record<FaultKind, [number, number]> = {
   "client-partition": [1000, 4000],
 };
 
-/** The schedule of one round of `roundMs`: one fault of every kind, then `extra` random ones. */
-export function planRound(random: Random, roundMs: number, targets: { processes: readonly string[]; links: readonly string[] }, extra: number): Fault[] {
-  const draw = (kind: FaultKind, fromShare: number, toShare: number): Fault => {
+const CLIENT_PARTITIONS = ["clients->server:reset", "clients->server:stall"];
+
+/** The targets a kind can hit: processes, links, the writers' link (reset or stall), or its one service. */
+function targetsOf(kind: FaultKind, targets: { processes: readonly string[]; links: readonly string[] }): readonly string[] {
+  if (kind === "kill" || kind === "pause") return targets.processes;
+  if (kind === "partition-reset" || kind === "partition-stall") return targets.links;
+  if (kind === "client-partition") return CLIENT_PARTITIONS;
+  return [kind === "pg-restart" ? "pg" : kind === "kafka-restart" ? "kafka" : "s3"];
+}
+
+/**
+ * The schedule of round `round` (1-based) of `roundMs`: one fault of every kind, its target the
+ * next in turn (`turn` shifts where the turns start, so seeds differ in pairings too), then
+ * `extra` faults of random kinds at random targets.
+ */
+export function planRound(random: Random, round: number, turn: number, roundMs: number, targets: { processes: readonly string[]; links: readonly string[] }, extra: number): Fault[] {
+  const i = round - 1 + turn;
+  // Pause walks half a lap behind kill, stall half a lap behind reset: one round's turn never hits
+  // one target with both.
+  const inTurn = (kind: FaultKind): string => {
+    const list = targetsOf(kind, targets);
+    const behind = kind === "pause" || kind === "partition-stall" ? Math.floor(list.length / 2) : 0;
+    return list[(i + behind) % list.length]!;
+  };
+  const draw = (kind: FaultKind, target: string, fromShare: number, toShare: number): Fault => {
     const [min, max] = DURATION[kind];
-    const target =
-      kind === "kill" || kind === "pause"
-        ? random.pick(targets.processes)
-        : kind === "partition-reset" || kind === "partition-stall"
-          ? random.pick(targets.links)
-          : kind === "client-partition"
-            ? random.pick(["clients->server:reset", "clients->server:stall"])
-            : kind.startsWith("s3")
-              ? "s3"
-              : kind === "pg-restart"
-                ? "pg"
-                : "kafka";
     return { atMs: random.int(Math.floor(roundMs * fromShare), Math.floor(roundMs * toShare)), kind, target, durationMs: random.int(min, max) };
   };
-  const faults = FAULT_KINDS.map((k) => draw(k, 0.02, 0.6));
-  for (let i = 0; i < extra; i++) faults.push(draw(random.pick(FAULT_KINDS), 0.02, 0.75));
+  const faults = FAULT_KINDS.map((kind) => draw(kind, inTurn(kind), 0.02, 0.6));
+  for (let n = 0; n < extra; n++) {
+    const kind = random.pick(FAULT_KINDS);
+    faults.push(draw(kind, random.pick(targetsOf(kind, targets)), 0.02, 0.75));
+  }
   return faults.sort((a, b) => a.atMs - b.atMs);
 }
 

@@ -12,6 +12,7 @@ import { InstanceService, ReadConsistency } from "../gen/tidemark/v1/instance_pb
 import { readSlotObjects, type SlotContent, type SlotObject } from "./bucket.js";
 import type { InstanceObservation, KafkaRecord, StreamObservation } from "./checker.js";
 import { readEffects, type EffectRow } from "./effects.js";
+import { delay } from "./child.js";
 import { codeOf, grpc, type GrpcClient } from "./grpc-client.js";
 import { mapLimit } from "./map-limit.js";
 
@@ -43,14 +44,31 @@ export async function observe(sources: ObserveSources, aggregates: readonly { ty
   const objects = await readSlotObjects(sources.s3, sources.bucket, sources.objectCache);
   const all = new Map(aggregates.map((a) => [`${a.type}\u0000${a.id}`, a]));
   for (const o of objects) if (o.slot !== undefined) all.set(`${o.slot.aggregateType}\u0000${o.slot.aggregateId}`, { type: o.slot.aggregateType, id: o.slot.aggregateId });
-  const streams = await mapLimit([...all.values()], 8, (a) => readStream(sources.client, a.type, a.id));
+  const streams = await mapLimit([...all.values()], 8, (a) => persist(() => readStream(sources.client, a.type, a.id)));
   const instances = await mapLimit(
     streams.filter((s) => s.aggregateType === "Instance" && s.events.length > 0),
     8,
-    (s) => readModelVersion(sources.client, s.aggregateId),
+    (s) => persist(() => readModelVersion(sources.client, s.aggregateId)),
   );
   const [kafka, deadLetters, effects] = await Promise.all([readTopic(sources.kafka, sources.topic), topicSize(sources.kafka, sources.deadLetterTopic), readEffects(sources.db)]);
   return { streams, objects, kafka, deadLetters, effects, instances };
+}
+
+/**
+ * Retries a read the server could not answer yet (a server restarted after a round that did not
+ * converge may still be starting): UNAVAILABLE and DEADLINE_EXCEEDED, for up to two minutes.
+ */
+async function persist<T>(read: () => Promise<T>): Promise<T> {
+  const until = Date.now() + 120_000;
+  for (;;) {
+    try {
+      return await read();
+    } catch (e) {
+      const code = codeOf(e);
+      if ((code !== grpc.status.UNAVAILABLE && code !== grpc.status.DEADLINE_EXCEEDED) || Date.now() > until) throw e;
+      await delay(500);
+    }
+  }
 }
 
 async function readStream(client: GrpcClient, type: string, id: string): Promise<StreamObservation> {

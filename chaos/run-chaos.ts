@@ -22,7 +22,8 @@ import { GrpcClient } from "./grpc-client.js";
 import { opStatus, type Attempt, type History } from "./history.js";
 import { FAULT_KINDS, planRound, runNemesis, type FaultKind, type FaultRecord, type NemesisTargets } from "./nemesis.js";
 import { observe } from "./observe.js";
-import { startPrivateStack, type KafkaListener, type PrivateStack } from "./private-stack.js";
+import { startPrivateStack, type KafkaListener } from "./private-stack.js";
+import { PROCESSES, processEnv, storageEnv } from "./processes.js";
 import { Random } from "./random.js";
 import { startS3FaultProxy } from "./s3-fault-proxy.js";
 import { childEnv, superviseTidemark, tidemarkCommand, type TidemarkProcess } from "./tidemark-process.js";
@@ -101,6 +102,12 @@ export interface RoundResult {
   readonly attempts: number;
   readonly faults: Record<FaultKind, number>;
   readonly convergence: Convergence;
+  /**
+   * Only when the round did not converge: every Tidemark process restarted, as an operator would,
+   * and the pipeline awaited again, so the check can tell late from lost and the next round starts
+   * clean. The round still counts as `notConverged`.
+   */
+  readonly recovery?: Convergence;
   readonly checkMs: number;
   /** Anomalies the check after this round found that the one before had not. */
   readonly newAnomalies: Partial<Record<Anomaly, number>>;
@@ -115,6 +122,8 @@ export interface ChaosResult {
   readonly rounds: RoundResult[];
   readonly schedule: FaultRecord[][];
   readonly faults: Record<FaultKind, number>;
+  /** Faults carried out per target (process, link, service) and kind: what the run covered. */
+  readonly coverage: Record<string, Partial<Record<FaultKind, number>>>;
   readonly acknowledged: number;
   readonly indeterminate: number;
   readonly anomalies: Record<Anomaly, number>;
@@ -122,22 +131,6 @@ export interface ChaosResult {
   readonly report: Omit<CheckReport, "samples">;
   readonly ok: boolean;
 }
-
-interface ProcessSpec {
-  readonly name: string;
-  readonly args: readonly string[];
-  /** Services it uses; partitions are drawn from these links. */
-  readonly partitionable: readonly ("pg" | "s3" | "kafka")[];
-  readonly kafka: boolean;
-}
-
-const PROCESSES: readonly ProcessSpec[] = [
-  { name: "server", args: ["server"], partitionable: ["pg", "s3"], kafka: false },
-  { name: "relay-a", args: ["relay"], partitionable: ["pg", "s3", "kafka"], kafka: true },
-  { name: "relay-b", args: ["relay"], partitionable: ["pg", "s3", "kafka"], kafka: true },
-  { name: "projection", args: ["consumer", "projection"], partitionable: ["pg", "kafka"], kafka: true },
-  { name: "handler", args: ["consumer", "./chaos/handler.ts"], partitionable: ["pg", "kafka"], kafka: true },
-];
 
 const TOPIC = "tidemark.events";
 const DEAD_LETTER_TOPIC = "tidemark.dead-letter";
@@ -185,7 +178,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     closers.push(() => db.end());
     db.on("error", () => {});
     await createEffectsTable(db);
-    const direct = storageEnv(stack, stack.pgPort, stack.s3Port);
+    const direct = storageEnv(stack.pgUrl(), stack.s3Port, stack.s3);
     await runOnce(options.root, ["migrate"], childEnv(direct), path.join(dir, "logs", "migrate.log"));
 
     // ---- Tidemark processes
@@ -198,7 +191,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       const addr = `127.0.0.1:${await freePort()}`;
       metricsAddr.set(spec.name, addr);
       const env = childEnv({
-        ...storageEnv(stack, links.get(`${spec.name}->pg`)!.port, links.get(`${spec.name}->s3`)!.port),
+        ...storageEnv(stack.pgUrl(links.get(`${spec.name}->pg`)!.port), links.get(`${spec.name}->s3`)!.port, stack.s3),
         ...processEnv(spec, grpcPort, spec.kafka ? links.get(`${spec.name}->kafka`)!.port : 0, addr),
         ...(spec.name === "handler" ? { CHAOS_PLANT: options.plant, CHAOS_EFFECTS_PG_URL: stack.pgUrl(links.get("handler->pg")!.port) } : {}),
       });
@@ -250,9 +243,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const schedule: FaultRecord[][] = [];
     let report: CheckReport | undefined;
     let exitsBefore = 0;
+    const notConverged: { round: number; waitingFor: string }[] = [];
+    const pipeline = { client, aggregates, relayMetrics: [metricsAddr.get("relay-a")!, metricsAddr.get("relay-b")!], kafka, topic: TOPIC, groups: GROUPS };
+    // Where the guaranteed faults' turns start: the seed decides, so seeds differ in pairings too.
+    const turn = random.fork("turn").int(0, 1_000);
 
-    for (let round = 1; round <= options.rounds && options.signal?.aborted !== true; round++) {
-      const planned = planRound(random.fork(`nemesis-${round}`), options.seconds * 1000, { processes: PROCESSES.map((p) => p.name), links: partitionLinks }, options.extraFaults);
+    // A function, not a narrowed expression: the signal flips during the awaits.
+    const aborted = () => options.signal?.aborted === true;
+    for (let round = 1; round <= options.rounds && !aborted(); round++) {
+      const planned = planRound(random.fork(`nemesis-${round}`), round, turn, options.seconds * 1000, { processes: PROCESSES.map((p) => p.name), links: partitionLinks }, options.extraFaults);
       // A control run (--no-faults) keeps the schedule's draws, so its seed means the same workload.
       const faults = options.faults ? planned : [];
       const start = Date.now();
@@ -267,18 +266,30 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       await planted;
       schedule.push(done);
       await work;
-      const convergence = await converge({ client, aggregates, relayMetrics: [metricsAddr.get("relay-a")!, metricsAddr.get("relay-b")!], kafka, topic: TOPIC, groups: GROUPS }, options.convergeTimeoutMs, options.signal);
+      const convergence = await converge(pipeline, options.convergeTimeoutMs, options.signal);
+      let recovery: Convergence | undefined;
+      if (!convergence.converged && !aborted()) {
+        // A stuck process (one that neither works nor exits) would leave every later round
+        // unconverged too: restart everything, as an operator would, and wait once more. What was
+        // only late is then applied; what is still missing afterwards is lost.
+        notConverged.push({ round, waitingFor: convergence.waitingFor });
+        out(`round ${round}: NOT converged within ${(options.convergeTimeoutMs / 1000).toFixed(0)} s (waiting for ${convergence.waitingFor}); restarting every Tidemark process (logs in ${dir}/logs)`);
+        await Promise.all([...processes.values()].map((p) => p.restart()));
+        recovery = await converge(pipeline, options.convergeTimeoutMs, options.signal);
+      }
+      const settled = (recovery ?? convergence).converged;
 
       const c0 = Date.now();
       const observed = await observe({ client, s3, bucket: stack.s3.bucket, kafka, topic: TOPIC, deadLetterTopic: DEAD_LETTER_TOPIC, db, objectCache }, aggregates);
       const previous = report;
-      report = check({ history, ...observed, handler: CHAOS_HANDLER, converged: convergence.converged });
+      report = check({ history, ...observed, handler: CHAOS_HANDLER, settled, notConverged });
       const exits = [...processes.values()].reduce((n, p) => n + p.unexpectedExits, 0);
       const result: RoundResult = {
         round,
         ...roundFigures(history, round),
         faults: countKinds(done),
         convergence,
+        ...(recovery === undefined ? {} : { recovery }),
         checkMs: Date.now() - c0,
         newAnomalies: delta(report, previous),
         unexpectedExits: exits - exitsBefore,
@@ -316,44 +327,6 @@ async function skipCheckpoint(processes: ReadonlyMap<string, TidemarkProcess>, d
       where name = 'default' returning (select position from c) as before, position as after`,
   );
   out(`chaos: planted relay-skip: checkpoint moved from ${rows[0]?.before ?? "?"} to ${rows[0]?.after ?? "?"} while both relays were down`);
-}
-
-function storageEnv(stack: PrivateStack, pgPort: number, s3Port: number): Record<string, string> {
-  return {
-    TIDEMARK_PG_URL: stack.pgUrl(pgPort),
-    TIDEMARK_S3_ENDPOINT: `http://127.0.0.1:${s3Port}`,
-    TIDEMARK_S3_BUCKET: stack.s3.bucket,
-    TIDEMARK_S3_REGION: stack.s3.region,
-    TIDEMARK_S3_ACCESS_KEY: stack.s3.accessKey,
-    TIDEMARK_S3_SECRET_KEY: stack.s3.secretKey,
-  };
-}
-
-function processEnv(spec: ProcessSpec, grpcPort: number, kafkaPort: number, metricsAddr: string): Record<string, string> {
-  const common = { TIDEMARK_METRICS_ADDR: metricsAddr, TIDEMARK_LOG_LEVEL: "info", TIDEMARK_S3_REQUEST_TIMEOUT_MS: "2000" };
-  if (spec.name === "server") {
-    return {
-      ...common,
-      TIDEMARK_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
-      // W5 resolves within a round: abandoned reservations are settled after 3 s.
-      TIDEMARK_WRITE_DEADLINE_MS: "3000",
-      TIDEMARK_SWEEP_INTERVAL_MS: "1000",
-      TIDEMARK_SHUTDOWN_GRACE_MS: "1000",
-      // The checker re-reads every stream after every round; a warm cache spares S3 (events never change).
-      TIDEMARK_EVENT_CACHE_SIZE: "200000",
-    };
-  }
-  const kafka = { TIDEMARK_KAFKA_BROKERS: `127.0.0.1:${kafkaPort}` };
-  if (spec.args[0] === "relay") return { ...common, ...kafka, TIDEMARK_RELAY_LEASE_MS: "3000", TIDEMARK_RELAY_PARTITIONS: "6" };
-  return {
-    ...common,
-    ...kafka,
-    TIDEMARK_CONSUMER_LEASE_SECONDS: "3",
-    TIDEMARK_CONSUMER_HEARTBEAT_SECONDS: "1",
-    TIDEMARK_KAFKA_SESSION_TIMEOUT_MS: "6000",
-    TIDEMARK_CONSUMER_RETRY_BASE_MS: "200",
-    TIDEMARK_CONSUMER_RETRY_MAX_MS: "2000",
-  };
 }
 
 /** Runs a one-shot CLI command (migrate) to the end; throws on a non-zero exit. */
@@ -421,13 +394,19 @@ function roundLine(r: RoundResult, rounds: number): string {
   const faults = FAULT_KINDS.filter((k) => r.faults[k] > 0).map((k) => `${k} ${r.faults[k]}`).join(", ");
   const total = Object.values(r.faults).reduce((a, b) => a + b, 0);
   const anomalies = Object.entries(r.newAnomalies).map(([a, n]) => `${a} ${n}`).join(", ");
-  const converged = r.convergence.converged ? `converged in ${(r.convergence.ms / 1000).toFixed(1)} s` : `NOT converged (waiting for ${r.convergence.waitingFor})`;
+  const recovered = r.recovery === undefined ? "" : r.recovery.converged ? `, converged ${(r.recovery.ms / 1000).toFixed(1)} s after restarting every process` : `, still not after restarting every process (waiting for ${r.recovery.waitingFor})`;
+  const converged = r.convergence.converged ? `converged in ${(r.convergence.ms / 1000).toFixed(1)} s` : `NOT converged (waiting for ${r.convergence.waitingFor})${recovered}`;
   return `round ${r.round}/${rounds}: acknowledged ${r.acknowledged}, indeterminate ${r.indeterminate}, refused ${r.failed}, attempts ${r.attempts}; faults ${total} (${faults}); ${converged}; checked in ${(r.checkMs / 1000).toFixed(1)} s; ${anomalies === "" ? "no new anomalies" : `NEW ANOMALIES: ${anomalies}`}`;
 }
 
 function summarise(options: ChaosOptions, dir: string, rounds: RoundResult[], schedule: FaultRecord[][], report: CheckReport): ChaosResult {
   const { out: _out, signal: _signal, ...rest } = options;
   const faults = countKinds(schedule.flat());
+  const coverage: Record<string, Partial<Record<FaultKind, number>>> = {};
+  for (const f of schedule.flat()) {
+    const byKind = (coverage[f.target] ??= {});
+    byKind[f.kind] = (byKind[f.kind] ?? 0) + 1;
+  }
   const { samples, ...figures } = report;
   return {
     seed: options.seed,
@@ -436,6 +415,7 @@ function summarise(options: ChaosOptions, dir: string, rounds: RoundResult[], sc
     rounds,
     schedule,
     faults,
+    coverage,
     acknowledged: report.acknowledged,
     indeterminate: report.indeterminate,
     anomalies: report.anomalies,

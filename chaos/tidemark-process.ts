@@ -39,6 +39,8 @@ export interface TidemarkProcess {
   pause(ms: number): Promise<void>;
   /** Ends a pause and a pending restart at once. */
   heal(): void;
+  /** SIGKILL (when running) and start again at once: an operator's restart of a stuck process. */
+  restart(): Promise<void>;
   /** True while a process runs and is not frozen. */
   readonly healthy: boolean;
   /** Exits the supervisor did not ask for (a process that gave up on a service), per name. */
@@ -119,6 +121,16 @@ export function superviseTidemark(name: string, root: string, args: readonly str
         clearTimeout(restartTimer);
         launch();
       }
+    },
+    async restart() {
+      if (child !== undefined && child.running()) {
+        expectExit = true;
+        fs.appendFileSync(logFile, `\n=== chaos: restart ${name} (the pipeline did not converge) ===\n`);
+        await killChild(child);
+      }
+      if (restartTimer !== undefined) clearTimeout(restartTimer);
+      frozen = false;
+      launch();
     },
     get healthy() {
       return child !== undefined && child.running() && !frozen;

@@ -43,12 +43,14 @@ function healthy(batches: string[][]): Observations {
     handler: H,
     instances: [],
     deadLetters: 0,
-    converged: true,
+    settled: true,
+    notConverged: [],
   };
 }
 
+// Keys are opaque to the checker (the layout is chaos/bucket.ts's business): any unique name will do.
 function key(seq: number): string {
-  return `streams/${T}/acct-0/${String(seq).padStart(20, "0")}.json`;
+  return `object-of-acct-0-at-${seq}`;
 }
 
 function eventObject(seq: number, eventId: string): SlotObject {
@@ -214,8 +216,41 @@ describe("the chaos checker", () => {
     expect(check({ ...base, history: { ...base.history, attempts: [...base.history.attempts.slice(0, 3), transport] } }).anomalies.unexpectedErrors).toBe(0);
   });
 
-  it("reports a pipeline that did not converge and dead letters", () => {
+  it("reports every round that did not converge, and dead letters", () => {
     const o = healthy([["e1"]]);
-    expect(found({ ...o, converged: false, deadLetters: 2 })).toEqual({ notConverged: 1, deadLetters: 2 });
+    const late = [
+      { round: 2, waitingFor: "consumer group g (3 messages behind)" },
+      { round: 5, waitingFor: "one active relay (0 active)" },
+    ];
+    expect(found({ ...o, notConverged: late, deadLetters: 2 })).toEqual({ notConverged: 2, deadLetters: 2 });
+  });
+
+  it("counts what is not yet published, applied or projected as pending, not lost, while the pipeline has not settled", () => {
+    const o = healthy([["e1"], ["e2"]]);
+    const timeout: Attempt = { op: "e2", attempt: 1, sentAt: 15, answeredAt: 5015, outcome: "indeterminate", code: "UNAVAILABLE" };
+    const behind: Observations = {
+      ...o,
+      history: { ops: o.history.ops, attempts: [o.history.attempts[0]!, timeout] },
+      kafka: o.kafka.slice(0, 1),
+      effects: [],
+      settled: false,
+      notConverged: [{ round: 1, waitingFor: "consumer group g (1 messages behind)" }],
+    };
+    expect(found(behind)).toEqual({ notConverged: 1 });
+    expect(check(behind).pending).toEqual({ kafka: 1, effects: 2, projection: 0, inFlightObjects: 0 });
+    // Settled, the same absences are losses.
+    expect(found({ ...behind, settled: true, notConverged: [] })).toEqual({ unseen: 1, lostEffects: 1, unapplied: 1 });
+    // Duplicates are judged either way: late is no excuse for twice.
+    expect(found({ ...behind, effects: [o.effects[0]!, { ...o.effects[0]!, n: 2 }] })).toEqual({ notConverged: 1, duplicateEffects: 1 });
+  });
+
+  it("leaves an object above the head alone while its reservation is in flight", () => {
+    const o = healthy([["e1"]]);
+    const s = stream(o);
+    const inFlight = { ...o, settled: false, streams: [{ ...s, allocated: 2 }], objects: [...o.objects, eventObject(2, "e2")] };
+    expect(found(inFlight)).toEqual({});
+    expect(check(inFlight).pending.inFlightObjects).toBe(1);
+    // Resolved (allocated back at the head) with the object still there and nothing naming it: an orphan.
+    expect(found({ ...inFlight, settled: true, streams: [s] })).toEqual({ orphans: 1 });
   });
 });
