@@ -16,7 +16,8 @@ const USAGE = `usage: npm run chaos -- [options]
   --aggregates A      generic aggregates the writers share (default 24)
   --instances I       instances the writers share (default 12)
   --extra-faults F    random faults per round beyond one of every kind (default 6)
-  --converge-seconds C  bound of the wait for the pipeline to catch up after the heal (default 120)
+  --stall-seconds S   after the heal, the pipeline has not converged once nothing moved this long (default 60)
+  --converge-cap-seconds C  and at the latest after this long, however it moves (default 900)
   --no-faults         a control run: the same workload and checks without the nemesis
   --plant BUG         plant a bug the checker must find: double-apply (a handler writing its effect
                       outside the registry's transaction) or relay-skip (a relay checkpoint moved
@@ -38,7 +39,8 @@ export function parseChaosArgs(argv: readonly string[], root: string): ChaosOpti
       aggregates: { type: "string" },
       instances: { type: "string" },
       "extra-faults": { type: "string" },
-      "converge-seconds": { type: "string" },
+      "stall-seconds": { type: "string" },
+      "converge-cap-seconds": { type: "string" },
       plant: { type: "string" },
       json: { type: "string" },
       dir: { type: "string" },
@@ -66,7 +68,10 @@ export function parseChaosArgs(argv: readonly string[], root: string): ChaosOpti
     aggregates: int("aggregates", values.aggregates, base.aggregates, 1),
     instances: int("instances", values.instances, base.instances, 1),
     extraFaults: int("extra-faults", values["extra-faults"], base.extraFaults, 0),
-    convergeTimeoutMs: int("converge-seconds", values["converge-seconds"], base.convergeTimeoutMs / 1000, 1) * 1000,
+    converge: {
+      stallMs: int("stall-seconds", values["stall-seconds"], base.converge.stallMs / 1000, 1) * 1000,
+      capMs: int("converge-cap-seconds", values["converge-cap-seconds"], base.converge.capMs / 1000, 1) * 1000,
+    },
     plant,
     faults: values["no-faults"] !== true,
     json: values.json,

@@ -15,7 +15,7 @@ import pg from "pg";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { ANOMALIES, check, type Anomaly, type CheckReport } from "./checker.js";
 import { delay, freePort, until } from "./child.js";
-import { converge, metric, type Convergence } from "./converge.js";
+import { converge, metric, type ConvergeBound, type Convergence } from "./converge.js";
 import { CHAOS_HANDLER, createEffectsTable } from "./effects.js";
 import { startFaultProxy, type FaultProxy } from "./fault-proxy.js";
 import { GrpcClient } from "./grpc-client.js";
@@ -56,7 +56,11 @@ export interface ChaosOptions {
   readonly dir: string | undefined;
   /** Keep the run directory even when no anomaly was found. */
   readonly keep: boolean;
-  readonly convergeTimeoutMs: number;
+  /**
+   * The wait for the pipeline after the heal (chaos/converge.ts): not converged once nothing moved
+   * for `stallMs`, or at `capMs` however it moves.
+   */
+  readonly converge: ConvergeBound;
   /** After the heal, operations in flight keep retrying this long. */
   readonly finishMs: number;
   /** Deadline of one client attempt. */
@@ -83,7 +87,7 @@ export function defaultChaosOptions(root: string): ChaosOptions {
     json: undefined,
     dir: undefined,
     keep: false,
-    convergeTimeoutMs: 120_000,
+    converge: { stallMs: 60_000, capMs: 900_000 },
     finishMs: 20_000,
     deadlineMs: 5_000,
     root,
@@ -266,16 +270,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       await planted;
       schedule.push(done);
       await work;
-      const convergence = await converge(pipeline, options.convergeTimeoutMs, options.signal);
+      const convergence = await converge(pipeline, options.converge, options.signal);
       let recovery: Convergence | undefined;
       if (!convergence.converged && !aborted()) {
         // A stuck process (one that neither works nor exits) would leave every later round
         // unconverged too: restart everything, as an operator would, and wait once more. What was
         // only late is then applied; what is still missing afterwards is lost.
         notConverged.push({ round, waitingFor: convergence.waitingFor });
-        out(`round ${round}: NOT converged within ${(options.convergeTimeoutMs / 1000).toFixed(0)} s (waiting for ${convergence.waitingFor}); restarting every Tidemark process (logs in ${dir}/logs)`);
+        out(`round ${round}: NOT converged after ${(convergence.ms / 1000).toFixed(0)} s (waiting for ${convergence.waitingFor}); restarting every Tidemark process (logs in ${dir}/logs)`);
         await Promise.all([...processes.values()].map((p) => p.restart()));
-        recovery = await converge(pipeline, options.convergeTimeoutMs, options.signal);
+        recovery = await converge(pipeline, options.converge, options.signal);
       }
       const settled = (recovery ?? convergence).converged;
 

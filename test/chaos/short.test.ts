@@ -25,7 +25,7 @@ it("finds no anomaly in a round with a fault of every kind", async () => {
     writers: 16,
     extraFaults: 2,
     finishMs: 10_000,
-    convergeTimeoutMs: 60_000,
+    converge: { stallMs: 45_000, capMs: 240_000 },
     out: (line) => lines.push(line),
   });
   const round = result.rounds[0]!;
