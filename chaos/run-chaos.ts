@@ -264,6 +264,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       const nemesis = runNemesis(faults, targets, start, heal.signal, out);
       const work = workload.run(round, start + options.seconds * 1000, start + options.seconds * 1000 + options.finishMs);
       const planted = options.plant === "relay-skip" ? delay((options.seconds * 1000) / 2, options.signal).then(() => skipCheckpoint(processes, db, out)) : undefined;
+      // Awaited below; a failure meanwhile must not end the process as an unhandled rejection.
+      planted?.catch(() => {});
       await delay(options.seconds * 1000, options.signal);
       heal.abort();
       const done = await nemesis;
@@ -319,18 +321,28 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
 /**
  * The planted relay bug: both relays are killed, writes go on for two seconds, then the
  * checkpoint jumps to the log's last position (the one place the harness touches Tidemark's
- * tables), so the relay that takes over never publishes what was committed meanwhile.
+ * tables), so the relay that takes over never publishes what was committed meanwhile. The relays
+ * stay down until the checkpoint has moved: the nemesis may have PostgreSQL down at that moment,
+ * and the update is retried until it answers.
  */
 async function skipCheckpoint(processes: ReadonlyMap<string, TidemarkProcess>, db: pg.Pool, out: (line: string) => void): Promise<void> {
   await until(async () => (await db.query(`select 1 from tidemark.relay_checkpoints where name = 'default' and position > 0`)).rowCount === 1, 60_000, 500);
-  await Promise.all(["relay-a", "relay-b"].map((name) => processes.get(name)!.kill(3000)));
+  const relays = ["relay-a", "relay-b"].map((name) => processes.get(name)!);
+  await Promise.all(relays.map((relay) => relay.kill(120_000)));
   await delay(2000);
-  const { rows } = await db.query<{ before: string; after: string }>(
-    `with c as (select position from tidemark.relay_checkpoints where name = 'default')
-     update tidemark.relay_checkpoints set position = (select max(global_position) from tidemark.event_log)
-      where name = 'default' returning (select position from c) as before, position as after`,
-  );
-  out(`chaos: planted relay-skip: checkpoint moved from ${rows[0]?.before ?? "?"} to ${rows[0]?.after ?? "?"} while both relays were down`);
+  let moved: { before: string; after: string } | undefined;
+  const ok = await until(async () => {
+    const { rows } = await db.query<{ before: string; after: string }>(
+      `with c as (select position from tidemark.relay_checkpoints where name = 'default')
+       update tidemark.relay_checkpoints set position = (select max(global_position) from tidemark.event_log)
+        where name = 'default' returning (select position from c) as before, position as after`,
+    );
+    moved = rows[0];
+    return true;
+  }, 60_000, 250);
+  await Promise.all(relays.map((relay) => relay.restart()));
+  if (!ok) throw new Error("planted relay-skip: PostgreSQL did not answer within 60 s");
+  out(`chaos: planted relay-skip: checkpoint moved from ${moved?.before ?? "?"} to ${moved?.after ?? "?"} while both relays were down`);
 }
 
 /** Runs a one-shot CLI command (migrate) to the end; throws on a non-zero exit. */
