@@ -22,6 +22,17 @@ export default defineConfig({
         },
       },
       {
+        // The short form of `npm run chaos`: private services on free ports, so it disturbs no
+        // other file; the global setup only makes sure the stack's jars are there.
+        test: {
+          name: "chaos",
+          include: ["test/chaos/**/*.test.ts"],
+          globalSetup: ["test/helpers/global-setup.ts"],
+          ...heavy,
+          testTimeout: 240_000,
+        },
+      },
+      {
         // The same contract suites against the embedded default (PGlite and local files), plus the
         // embedded all-in-one process, the CLI and `npm start` as the README runs it.
         test: {

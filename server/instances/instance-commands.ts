@@ -192,6 +192,11 @@ export class InstanceCommands {
 
   /** Folds a stream; version is the resolved head, the value update and delete must name. */
   private async fold(aggregateId: string): Promise<{ state: InstanceState; version: number }> {
+    // The head first, then the events: every slot up to a resolved head is committed or void, so
+    // the events read include every event up to it, and the version never runs ahead of the state
+    // folded. Read the other way round, a create committed between the two reads gave "no instance
+    // yet" at version 1, and a second create landed at seq 2 (found by the chaos harness).
+    const head = await this.store.headIfAny(INSTANCE_AGGREGATE_TYPE, aggregateId);
     const events: InstanceEvent[] = [];
     for await (const envelope of this.store.read(INSTANCE_AGGREGATE_TYPE, aggregateId, 1, 0)) {
       events.push({
@@ -203,7 +208,6 @@ export class InstanceCommands {
       });
     }
     const state = foldInstance(events);
-    const head = await this.store.headIfAny(INSTANCE_AGGREGATE_TYPE, aggregateId);
     const version = Math.max(head?.resolved ?? 0, events.at(-1)?.seq ?? 0);
     return { state, version };
   }

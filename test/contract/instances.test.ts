@@ -4,6 +4,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcurrencyConflictSchema, IdempotencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
+import { ConcurrencyError } from "../../core/index.js";
+import type { EventStore } from "../../server/event-store.js";
+import { InstanceCommands, type InstanceCommandInput } from "../../server/instances/instance-commands.js";
 import { badFields, collect, expectStatus, findDetail, grpc } from "../helpers/grpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/test-server.js";
 
@@ -119,5 +122,53 @@ describe("ListInstances", () => {
     expect(seen).toEqual(["i0", "i1", "i3", "i4"]);
     const all = await t.instances.listInstances({ database: "list", className: "Item", includeDeleted: true });
     expect(all.instances.map((i) => [i.instanceId, i.deleted])).toEqual([["i0", false], ["i1", false], ["i2", true], ["i3", false], ["i4", false]]);
+  });
+});
+
+describe("a create racing another create (W3)", () => {
+  // The deciding command's fold reads the stream and the head; the racing create commits right
+  // before the head is read, or right after. Either way the instance exists by then and the
+  // deciding create must be refused: the chaos harness saw a second InstanceCreated at seq 2
+  // when the events were read before the head.
+  it.each(["before", "after"] as const)("refuses the second create when the first commits just %s the head is read", async (when) => {
+    const instanceId = `race-${when}`;
+    const aggregateId = `acme/Person/${instanceId}`;
+    const create = (commandId: string): InstanceCommandInput => ({
+      address: addr(instanceId),
+      command: { type: "create", properties: { by: commandId } },
+      expectedSeq: 0,
+      commandId,
+      actor: "race-test",
+      metadata: {},
+    });
+    const store = t.server.store;
+    const first = new InstanceCommands(store, t.server.database.db);
+    let raced = false;
+    const race = async () => {
+      if (raced) return;
+      raced = true;
+      await first.execute(create(`c-${instanceId}-first`));
+    };
+    const racing: EventStore = Object.create(store, {
+      headIfAny: {
+        value: async (type: string, id: string) => {
+          if (when === "before") await race();
+          const head = await store.headIfAny(type, id);
+          if (when === "after") await race();
+          return head;
+        },
+      },
+    });
+    const second = new InstanceCommands(racing, t.server.database.db);
+
+    const refused = await second.execute(create(`c-${instanceId}-second`)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(raced).toBe(true);
+    expect(refused).toBeInstanceOf(ConcurrencyError);
+    expect(refused).toMatchObject({ expectedSeq: 0, actualSeq: 1 });
+    const stream = await collect(t.events.readStream({ aggregateType: "Instance", aggregateId }));
+    expect(stream.map((r) => [r.event!.sequenceNumber, r.event!.eventType, r.event!.metadata["command_id"]])).toEqual([[1n, "InstanceCreated", `c-${instanceId}-first`]]);
   });
 });

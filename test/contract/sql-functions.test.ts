@@ -1,7 +1,8 @@
 /**
  * The append's SQL functions are files applied by the migrate step when they change (issue #12):
  * a fresh schema gets every function, a second migrate applies nothing, an edited file is applied
- * again, and processes migrating at once apply a change without failing. Both storages.
+ * again, and processes migrating at once apply a change without failing; and what commit_slots
+ * decides when a stream has void slots (R2). Both storages.
  */
 import { rm } from "node:fs/promises";
 import { sql } from "kysely";
@@ -9,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openBackends, type Backends } from "../../core/backends.js";
 import { migrateToLatest } from "../../core/db/database.js";
 import { applySqlFunctions, sqlFunctionFiles, type SqlFunctionFile } from "../../core/db/sql-functions.js";
+import { commitSlots, reserveSlots } from "../../core/event-log.js";
 import { testServerConfig } from "../helpers/test-server.js";
 
 const config = testServerConfig();
@@ -47,5 +49,63 @@ describe("SQL function files", () => {
     expect(both.flat()).toEqual(["tidemark_probe"]);
     const { rows } = await sql<{ v: number }>`select tidemark_probe() as v`.execute(db);
     expect(rows[0]!.v).toBe(2);
+  });
+});
+
+/** Marks slots written at some place of a segment (as a flush would), so commit_slots may commit them. */
+async function markWritten(db: typeof backends.database.db, logIds: readonly number[]): Promise<void> {
+  await db.updateTable("event_log").set({ segment: 1, segment_offset: 0, segment_length: 1 }).where("log_id", "in", [...logIds]).execute();
+}
+
+async function voidSlots(db: typeof backends.database.db, logIds: readonly number[]): Promise<number[]> {
+  const rows = await db.updateTable("event_log").set({ state: "void" }).where("log_id", "in", [...logIds]).where("state", "=", "pending").returning("log_id").execute();
+  return rows.map((r) => r.log_id);
+}
+
+const commit = (db: typeof backends.database.db, logIds: readonly number[]) => commitSlots(db, config.pgSchema, logIds.map((logId) => ({ logId })));
+
+describe("commit_slots (R2)", () => {
+  // The chaos harness saw seqs 182..191 of a stream on Kafka before 177..180: slot 181 was voided
+  // while 177..180 were still pending, and a void predecessor counted as settled.
+  it("does not commit past a void slot while an earlier slot of the stream is still pending", async () => {
+    const db = backends.database.db;
+    await migrateToLatest(db, config.pgSchema);
+    const reserve = async (eventId: string) => {
+      const r = await reserveSlots(db, "Task", "r2-void", { type: "any" }, [{ eventId, eventType: "Noted", contentHash: `h-${eventId}`, orderingKey: null }]);
+      if (r.type !== "reserved") throw new Error(`${eventId} was not reserved`);
+      return r.slots[0]!;
+    };
+    const [first, second, third] = [await reserve("r2-1"), await reserve("r2-2"), await reserve("r2-3")];
+    await markWritten(db, [first.logId, third.logId]);
+    expect([first.seq, second.seq, third.seq]).toEqual([1, 2, 3]);
+    expect(await voidSlots(db, [second.logId])).toEqual([second.logId]);
+
+    expect((await commit(db, [third.logId])).get(third.logId)).toEqual({ type: "deferred" });
+    const firstCommitted = (await commit(db, [first.logId])).get(first.logId);
+    expect(firstCommitted?.type).toBe("committed");
+    const thirdCommitted = (await commit(db, [third.logId])).get(third.logId);
+    expect(thirdCommitted?.type).toBe("committed");
+    if (firstCommitted?.type !== "committed" || thirdCommitted?.type !== "committed") return;
+    expect(thirdCommitted.position).toBeGreaterThan(firstCommitted.position);
+  });
+
+  it("commits past void slots back to the first, and past a void slot after one committed in the same call", async () => {
+    const db = backends.database.db;
+    await migrateToLatest(db, config.pgSchema);
+    const reserve = async (aggregateId: string, eventId: string) => {
+      const r = await reserveSlots(db, "Task", aggregateId, { type: "any" }, [{ eventId, eventType: "Noted", contentHash: `h-${eventId}`, orderingKey: null }]);
+      if (r.type !== "reserved") throw new Error(`${eventId} was not reserved`);
+      return r.slots[0]!;
+    };
+    const [a1, a2, a3] = [await reserve("r2-a", "r2a-1"), await reserve("r2-a", "r2a-2"), await reserve("r2-a", "r2a-3")];
+    await markWritten(db, [a3.logId]);
+    await voidSlots(db, [a1.logId, a2.logId]);
+    expect((await commit(db, [a3.logId])).get(a3.logId)?.type).toBe("committed");
+
+    const [b1, b2, b3] = [await reserve("r2-b", "r2b-1"), await reserve("r2-b", "r2b-2"), await reserve("r2-b", "r2b-3")];
+    await markWritten(db, [b1.logId, b3.logId]);
+    await voidSlots(db, [b2.logId]);
+    const both = await commit(db, [b3.logId, b1.logId]);
+    expect([both.get(b1.logId)?.type, both.get(b3.logId)?.type]).toEqual(["committed", "committed"]);
   });
 });

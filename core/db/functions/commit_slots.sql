@@ -7,10 +7,11 @@
 --
 -- Takes the commit counter's row lock first, so commit order equals global position order and a
 -- reader that sees position p has seen every position below p (docs/CONTRACT.md R1). A slot commits
--- only when its stream predecessor is settled (a row committed or void), or commits earlier in this
--- same call (R2). Returns an outcome per slot found: committed (with its position), void, or
--- deferred (a predecessor is pending or has no row yet). Notifies p_channel when anything committed
--- (R6).
+-- only when every slot before it in its stream is settled (R2): its predecessor is committed, or
+-- commits earlier in this same call, or is void with every slot below it back to a committed one
+-- (or to the first) settled too. Returns an outcome per slot found: committed (with its position),
+-- void, or deferred (an earlier slot is pending or has no row yet). Notifies p_channel when
+-- anything committed (R6).
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
 -- place; a change of the signature or the result columns needs a `drop function` first.
@@ -25,6 +26,10 @@ declare
   v_last_type text;
   v_last_id text;
   v_last_seq bigint;
+  v_below_seq bigint;
+  v_below_state text;
+  v_voids bigint;
+  v_settled boolean;
   r record;
 begin
   select c.position into v_position from global_counter c where c.id = 1 for update;
@@ -58,19 +63,45 @@ begin
     elsif r.segment_offset is null then
       -- Not written anywhere the log knows: nothing to commit (the caller's write failed).
       continue;
-    -- The predecessor must be settled (committed or void), or be the first slot, or commit earlier
-    -- in this same call (rows come in stream order: it is the previous row). A predecessor with no
-    -- row at all is not settled: its slot may hold an event S3 has and the log has yet to adopt
-    -- (W6), and committing past it would put the successor first on Kafka (R2).
-    elsif r.seq = 1 or r.pred_state in ('committed', 'void')
-          or (r.aggregate_type = v_last_type and r.aggregate_id = v_last_id and r.seq - 1 = v_last_seq) then
-      v_position := v_position + 1;
-      v_ids := v_ids || r.log_id;
-      v_positions := v_positions || v_position;
-      v_last_type := r.aggregate_type; v_last_id := r.aggregate_id; v_last_seq := r.seq;
-      slot_id := r.log_id; outcome := 'committed'; slot_position := v_position;
     else
-      slot_id := r.log_id; outcome := 'deferred'; slot_position := null;
+      -- The predecessor must be committed, or be the first slot, or commit earlier in this same
+      -- call (rows come in stream order: it is the previous row). A predecessor with no row at all
+      -- is not settled: its slot may hold an event S3 has and the log has yet to adopt (W6), and
+      -- committing past it would put the successor first on Kafka (R2).
+      v_settled := coalesce(r.seq = 1 or r.pred_state = 'committed'
+        or (r.aggregate_type = v_last_type and r.aggregate_id = v_last_id and r.seq - 1 = v_last_seq), false);
+      -- A void predecessor settles only itself: voided (by a take-over, by the sweeper) while an
+      -- earlier slot was still pending, it must not let its successor overtake that one on Kafka
+      -- (found by the chaos harness). Below the run of void rows the nearest other row must be
+      -- committed (or there is none), and the run must have no hole.
+      if not v_settled and r.pred_state = 'void' then
+        select b.seq, case when b.log_id = any(v_ids) then 'committed' else b.state end
+          into v_below_seq, v_below_state
+          from event_log b
+         where b.aggregate_type = r.aggregate_type and b.aggregate_id = r.aggregate_id
+           and b.seq < r.seq and b.state <> 'void'
+         order by b.seq desc limit 1;
+        if not found then
+          v_below_seq := 0;
+          v_below_state := 'committed';
+        end if;
+        if v_below_state = 'committed' then
+          select count(*) into v_voids
+            from event_log b
+           where b.aggregate_type = r.aggregate_type and b.aggregate_id = r.aggregate_id
+             and b.seq > v_below_seq and b.seq < r.seq;
+          v_settled := coalesce(v_voids = r.seq - v_below_seq - 1, false);
+        end if;
+      end if;
+      if v_settled then
+        v_position := v_position + 1;
+        v_ids := v_ids || r.log_id;
+        v_positions := v_positions || v_position;
+        v_last_type := r.aggregate_type; v_last_id := r.aggregate_id; v_last_seq := r.seq;
+        slot_id := r.log_id; outcome := 'committed'; slot_position := v_position;
+      else
+        slot_id := r.log_id; outcome := 'deferred'; slot_position := null;
+      end if;
     end if;
     return next;
   end loop;
