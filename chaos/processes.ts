@@ -51,6 +51,8 @@ export function processEnv(spec: ProcessSpec, grpcPort: number, kafkaPort: numbe
       TIDEMARK_SHUTDOWN_GRACE_MS: "1000",
       // The checker re-reads every stream after every round; a warm cache spares S3 (events never change).
       TIDEMARK_EVENT_CACHE_SIZE: "200000",
+      // The run judges storage under faults; tokens and TLS are tested in test/integration/security.test.ts.
+      TIDEMARK_AUTH: "off",
     };
   }
   const kafka = { TIDEMARK_KAFKA_BROKERS: `127.0.0.1:${kafkaPort}` };
