@@ -18,12 +18,10 @@ type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
 export async function allocateSegment(db: Kysely<WriteSideTables>, calls: ReadonlyArray<readonly number[]>): Promise<{ segment: number; taken: Set<number> } | undefined> {
   const ids = calls.flat();
   const callOf = calls.flatMap((call, i) => call.map(() => i));
-  // Commits without waiting for the WAL flush, as the reservation does: nothing acknowledged
-  // depends on it (the OK follows the commit transaction, which waits, and the WAL is flushed in
-  // order). A database crash can make PostgreSQL forget a number whose segment S3 already holds:
-  // that is W6 — the next server start, or the next 412 on that number, brings it back in.
+  // Commits with a flush of the WAL: the segment is PUT only after this, so a segment S3 holds is
+  // known to PostgreSQL (short of a restore from an older backup, which W6 re-synchronises).
   const { rows } = await sql<{ segment: number; call: number }>`
-    select a.* from set_config('synchronous_commit', 'off', true) as unflushed, allocate_segment(${ids}::bigint[], ${callOf}::integer[]) as a`.execute(db);
+    select * from allocate_segment(${ids}::bigint[], ${callOf}::integer[])`.execute(db);
   if (rows.length === 0) return undefined;
   return { segment: Number(rows[0]!.segment), taken: new Set(rows.map((r) => r.call)) };
 }

@@ -6,8 +6,7 @@
  * `maxBytes` and `maxEvents`), so at low load a segment holds one call and an append is one PUT long,
  * and under load segments grow by themselves. `lingerMs` may add a wait for fewer, larger PUTs.
  *
- * A flush holds its place among the `maxInFlight` from its allocation to the end of its PUT; its
- * commit then joins the group committer, so commits and the next PUTs overlap.
+ * A flush holds its place among the `maxInFlight` from its allocation to the end of its commit.
  *
  * The rules (docs/CONTRACT.md): an append is answered OK only once its segment is in S3 and its
  * slots committed (W1); a segment key is created once (W2); a segment that fails answers every
@@ -135,16 +134,10 @@ export class SegmentWriter {
     while (!this.closed && this.queue.length > 0 && this.inFlight < this.deps.settings.maxInFlight) {
       const batch = this.take();
       this.inFlight += 1;
-      // The slot is given back once the PUT is done: the commit that follows runs in the group
-      // committer, beside the next flushes' PUTs.
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
+      void this.flush(batch).finally(() => {
         this.inFlight -= 1;
         this.kick();
-      };
-      void this.flush(batch, release).finally(release);
+      });
     }
   }
 
@@ -164,7 +157,7 @@ export class SegmentWriter {
     return batch;
   }
 
-  private async flush(batch: Waiter[], written: () => void): Promise<void> {
+  private async flush(batch: Waiter[]): Promise<void> {
     const { deps } = this;
     try {
       await this.resyncing;
@@ -195,7 +188,6 @@ export class SegmentWriter {
         await this.conflict(segment, key, taken, slots);
         return;
       }
-      written();
       for (const slot of slots) await deps.afterWrite?.({ ...slot, segment });
       this.stats.segments += 1;
       this.stats.events += events.length;

@@ -8,9 +8,8 @@
 -- writer too slow) is left out whole (W7). Returns the segment number and the calls it took; a flush
 -- left with no call gets its number voided at once (there is nothing to write).
 --
--- The caller commits it without waiting for the WAL flush, as reserve_slots: a database crash can
--- make PostgreSQL forget a number whose segment S3 holds, which is what W6 re-synchronises from
--- (at the next start, or at the 412 when the number is drawn again).
+-- Commits with a flush of the WAL (unlike reserve_slots): the object is PUT only after this, so a
+-- segment S3 holds is always known here, and a crash cannot make PostgreSQL forget a written one.
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
 -- place; a change of the signature or the result columns needs a `drop function` first.
