@@ -97,6 +97,10 @@ export class LogTail {
   private atEnd = false;
   /** A read is in flight: `position` must not jump meanwhile. */
   private reading = false;
+  /** Reads of the log the tail has started (subscriptions note it when they are opened). */
+  readsStarted = 0;
+  /** The read whose page the tail's position and end come from. */
+  private freshFrom = 0;
   /** The last events handed out, every committed one in (historyStart, position], in order. */
   private history: Entry[] = [];
   private historyStart = 0;
@@ -185,7 +189,11 @@ export class LogTail {
       }
       s.position = this.position;
     }
-    if (this.atEnd && s.position! <= this.position && !s.caughtUp) s.enqueueCaughtUp();
+    // The tail's end is the subscriber's only when the tail read it after the call (or the
+    // subscriber read it itself): a commit acknowledged just before the call may not have reached
+    // the tail yet (its wake-up is on the way). Otherwise the marker comes with the next page.
+    const fresh = s.readSinceStart || this.freshFrom > s.tailReadsAtStart;
+    if (this.atEnd && fresh && s.position! <= this.position && !s.caughtUp) s.enqueueCaughtUp();
     s.live = true;
     this.members.add(s);
     for (const wake of [...this.memberWaiters]) wake();
@@ -223,6 +231,7 @@ export class LogTail {
       }
       let page: TailPage;
       this.reading = true;
+      const read = ++this.readsStarted;
       try {
         this.stats.tailReads += 1;
         page = await this.tailer.read(this.position, pageSize);
@@ -238,6 +247,7 @@ export class LogTail {
       const entries: Entry[] = rows.map((row) => ({ row, position: row.globalPosition!, envelope: undefined, loading: undefined }));
       await this.preload(entries);
       this.fanOut(entries, page.atEnd);
+      this.freshFrom = read;
       this.reading = false;
       if (page.atEnd) await page.waitForMore(signal);
     }
@@ -334,6 +344,10 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
   atEnd = false;
   /** The caught-up marker has been queued (it is sent once). */
   caughtUp = false;
+  /** It has read the log itself since the call: it has seen every commit acknowledged before it. */
+  readSinceStart = false;
+  /** The tail's read count when the call came: a read the tail starts later has seen what this one must. */
+  readonly tailReadsAtStart: number;
   /** Events in the queue (markers not counted). */
   queuedEvents = 0;
   private closed = false;
@@ -351,6 +365,7 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
     private readonly pageSize: number,
   ) {
     this.position = options.after === "end" ? undefined : options.after;
+    this.tailReadsAtStart = tail.readsStarted;
     this.filter = options.filter;
     this.signal = options.signal;
     if (this.signal?.aborted) this.close();
@@ -417,6 +432,7 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
         if (this.live) return await this.next();
         if (this.position === undefined) {
           this.position = await this.tail.source.lastPosition();
+          this.readSinceStart = true;
           this.atEnd = true;
           this.enqueueCaughtUp();
           continue;
@@ -452,6 +468,7 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
   private async readPage(): Promise<void> {
     this.tail.stats.ownReads += 1;
     const rows = await this.tail.source.committedAfter(this.position!, this.pageSize);
+    this.readSinceStart = true;
     if (this.closed) return;
     for (const row of rows) {
       if (this.accepts(row)) this.enqueue({ row, position: row.globalPosition!, envelope: undefined, loading: undefined });
