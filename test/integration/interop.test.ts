@@ -203,8 +203,8 @@ describe("envelope decoding in Go and Python", () => {
     return out;
   }
 
-  /** Every event in the test server's segments, its bytes as stored, in segment order. */
-  async function storedObjects(): Promise<Case[]> {
+  /** Runs `read` on the test server's bucket, through the S3 API. */
+  async function fromBucket<T>(read: (s3: S3ObjectStore) => Promise<T>): Promise<T> {
     const s3 = new S3ObjectStore({
       endpoint: t.config.s3Endpoint,
       bucket: t.config.s3Bucket,
@@ -213,10 +213,15 @@ describe("envelope decoding in Go and Python", () => {
       secretAccessKey: t.config.s3SecretKey,
     });
     try {
-      return (await storedEvents(s3)).map((e) => ({ name: `${e.key}#${e.eventId}`, json: e.json }));
+      return await read(s3);
     } finally {
       s3.close();
     }
+  }
+
+  /** Every event in the test server's segments, its bytes as stored, in segment order. */
+  async function storedObjects(): Promise<Case[]> {
+    return fromBucket(async (s3) => (await storedEvents(s3)).map((e) => ({ name: `${e.key}#${e.eventId}`, json: e.json })));
   }
 
   const orderType = `Envelope.${randomBytes(3).toString("hex")}`;
@@ -394,20 +399,10 @@ describe("envelope decoding in Go and Python", () => {
     const protoKeys = String.raw`{"event_id":"pk-1","event_type":"Noted","aggregate_type":"Note","aggregate_id":"n-1","sequence_number":"1","data":{"__proto__":{"polluted":true,"__proto__":[1]},"constructor":{"prototype":{}},"x":1},"metadata":{"__proto__":"meta","note":"n"}}`;
 
     it("reads the segments the server wrote, byte for byte as the bucket holds them", async () => {
-      const s3 = new S3ObjectStore({
-        endpoint: t.config.s3Endpoint,
-        bucket: t.config.s3Bucket,
-        region: t.config.s3Region,
-        accessKeyId: t.config.s3AccessKey,
-        secretAccessKey: t.config.s3SecretKey,
-      });
-      let cases: SegmentCase[];
-      try {
+      const cases: SegmentCase[] = await fromBucket(async (s3) => {
         const keys = await s3.list(SEGMENT_PREFIX);
-        cases = await Promise.all(keys.map(async (key) => ({ name: key, bytes: (await s3.read(key))! })));
-      } finally {
-        s3.close();
-      }
+        return Promise.all(keys.map(async (key) => ({ name: key, bytes: (await s3.read(key))! })));
+      });
       expect(cases.length).toBeGreaterThan(0);
       // Compared event for event with core/segment.ts and protobuf-es inside decodeSegmentsEverywhere.
       const decoded = await decodeSegmentsEverywhere(cases);
