@@ -45,36 +45,23 @@ export async function runRebuild(cmd: ParsedCommand, io: Io): Promise<number> {
   const rawBatch = cmd.values["batch-size"];
   const batchSize = rawBatch === undefined ? 500 : Number(rawBatch);
   if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new UsageError(`--batch-size must be an integer from 1 to 100000, got ${JSON.stringify(rawBatch)}`);
-  const config = loadServerConfig(cmd.env);
-  const log = createLogger("tidemark-rebuild", config.logLevel === "info" ? "warn" : config.logLevel);
-  const backends = await openBackends(config);
-  const stop = new AbortController();
-  const onSignal = () => stop.abort();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  const progress = progressReporter(io);
-  try {
-    await migrateToLatest(backends.database.db, backends.database.schema);
-    io.err(`rebuilding projection ${INSTANCES_PROJECTION} from ${backends.where}\n`);
-    const result = await rebuildInstances({ db: backends.database.db, objects: backends.objects, batchSize, log, signal: stop.signal, onProgress: progress.update });
-    progress.end();
-    io.out(
-      `rebuilt ${INSTANCES_PROJECTION}: ${result.instances} instances from ${result.events} commit-log entries, up to position ${result.position}` +
-        `${result.resumedFrom > 0 ? ` (resumed at ${result.resumedFrom})` : ""}\n`,
-    );
-    return 0;
-  } catch (e) {
-    progress.end();
-    if (stop.signal.aborted) {
-      io.err("rebuild stopped; its progress is stored: run the same command again to resume\n");
-      return 130;
+  return resumable(cmd, io, "rebuild", async ({ log, backends, signal }) => {
+    const progress = progressReporter(io);
+    try {
+      await migrateToLatest(backends.database.db, backends.database.schema);
+      io.err(`rebuilding projection ${INSTANCES_PROJECTION} from ${backends.where}\n`);
+      const result = await rebuildInstances({ db: backends.database.db, objects: backends.objects, batchSize, log, signal, onProgress: progress.update });
+      progress.end();
+      io.out(
+        `rebuilt ${INSTANCES_PROJECTION}: ${result.instances} instances from ${result.events} commit-log entries, up to position ${result.position}` +
+          `${result.resumedFrom > 0 ? ` (resumed at ${result.resumedFrom})` : ""}\n`,
+      );
+      return 0;
+    } catch (e) {
+      progress.end();
+      throw e;
     }
-    throw e;
-  } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    await backends.close();
-  }
+  });
 }
 
 /** `tidemark prune`: one housekeeping pass over the registry (docs/CONTRACT.md C7). */
@@ -122,50 +109,69 @@ export function progressReporter(io: Io, now: () => number = Date.now): { update
 
 /** `tidemark recover`: the write side's and the relay's tables from the bucket alone (docs/OPERATIONS.md). */
 export async function runRecover(cmd: ParsedCommand, io: Io): Promise<number> {
+  return resumable(cmd, io, "recover", async ({ config, log, backends, signal }) => {
+    const progress = recoverProgressReporter(io);
+    try {
+      await backends.objects.ensureReady();
+      io.err(`recovering schema ${config.pgSchema} from the segments in ${backends.where}\n`);
+      const r = await recoverFromObjectStore({
+        db: backends.database.db as Kysely<RecoveryTables>,
+        schema: backends.database.schema,
+        objects: backends.objects,
+        log,
+        signal,
+        onProgress: progress.update,
+      });
+      progress.end();
+      const resumed = r.resumedFrom > 0 ? ` (after segment ${r.resumedFrom}, where the last run stopped)` : "";
+      if (r.segments === 0 && r.committed === 0 && r.closed === 0) {
+        io.out(`nothing to recover: the log already holds every segment in the bucket (through ${r.lastSegment})${resumed}\n`);
+      } else {
+        io.out(
+          `recovered ${r.events} events from ${r.segments} segments (${r.voidSegments} void)${resumed}; committed ${r.committed} at positions ${r.positionBefore + 1}..${r.positionAfter}; ` +
+            `closed ${r.closed} slots with no event; segment counter past ${r.lastSegment}` +
+            `${r.checkpointsReset > 0 ? `; ${r.checkpointsReset} relay checkpoints lowered to ${r.positionBefore}` : ""}\n` +
+            "next: start the servers and the relay; the relay publishes the recovered events again, and consumers skip what their registry has (docs/OPERATIONS.md)\n",
+        );
+      }
+      if (r.conflicts > 0) {
+        io.err(`tidemark recover: ${r.conflicts} events in the bucket clash with committed slots of the log (left as the log has them): run \`tidemark verify\`\n`);
+        return 1;
+      }
+      return 0;
+    } catch (e) {
+      progress.end();
+      if (e instanceof ServingLockError) {
+        io.err(`tidemark recover: refused: ${e.message}\n`);
+        return 1;
+      }
+      throw e;
+    }
+  });
+}
+
+/**
+ * Runs a long, resumable job (rebuild, recover) on the storage of `cmd`'s settings: SIGINT or
+ * SIGTERM aborts `signal`, and a job stopped that way answers 130 saying its progress is stored.
+ */
+async function resumable(
+  cmd: ParsedCommand,
+  io: Io,
+  name: "rebuild" | "recover",
+  job: (ctx: { config: ReturnType<typeof loadServerConfig>; log: ReturnType<typeof createLogger>; backends: Awaited<ReturnType<typeof openBackends>>; signal: AbortSignal }) => Promise<number>,
+): Promise<number> {
   const config = loadServerConfig(cmd.env);
-  const log = createLogger("tidemark-recover", config.logLevel === "info" ? "warn" : config.logLevel);
+  const log = createLogger(`tidemark-${name}`, config.logLevel === "info" ? "warn" : config.logLevel);
   const backends = await openBackends(config);
   const stop = new AbortController();
   const onSignal = () => stop.abort();
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
-  const progress = recoverProgressReporter(io);
   try {
-    await backends.objects.ensureReady();
-    io.err(`recovering schema ${config.pgSchema} from the segments in ${backends.where}\n`);
-    const r = await recoverFromObjectStore({
-      db: backends.database.db as Kysely<RecoveryTables>,
-      schema: backends.database.schema,
-      objects: backends.objects,
-      log,
-      signal: stop.signal,
-      onProgress: progress.update,
-    });
-    progress.end();
-    const resumed = r.resumedFrom > 0 ? ` (after segment ${r.resumedFrom}, where the last run stopped)` : "";
-    if (r.segments === 0 && r.committed === 0 && r.closed === 0) {
-      io.out(`nothing to recover: the log already holds every segment in the bucket (through ${r.lastSegment})${resumed}\n`);
-    } else {
-      io.out(
-        `recovered ${r.events} events from ${r.segments} segments (${r.voidSegments} void)${resumed}; committed ${r.committed} at positions ${r.positionBefore + 1}..${r.positionAfter}; ` +
-          `closed ${r.closed} slots with no event; segment counter past ${r.lastSegment}` +
-          `${r.checkpointsReset > 0 ? `; ${r.checkpointsReset} relay checkpoints lowered to ${r.positionBefore}` : ""}\n` +
-          "next: start the servers and the relay; the relay publishes the recovered events again, and consumers skip what their registry has (docs/OPERATIONS.md)\n",
-      );
-    }
-    if (r.conflicts > 0) {
-      io.err(`tidemark recover: ${r.conflicts} events in the bucket clash with committed slots of the log (left as the log has them): run \`tidemark verify\`\n`);
-      return 1;
-    }
-    return 0;
+    return await job({ config, log, backends, signal: stop.signal });
   } catch (e) {
-    progress.end();
-    if (e instanceof ServingLockError) {
-      io.err(`tidemark recover: refused: ${e.message}\n`);
-      return 1;
-    }
     if (stop.signal.aborted) {
-      io.err("recover stopped; its progress is stored: run the same command again to resume\n");
+      io.err(`${name} stopped; its progress is stored: run the same command again to resume\n`);
       return 130;
     }
     throw e;

@@ -19,12 +19,9 @@
 import { sql, type Kysely } from "kysely";
 import {
   adoptIntoVoidSlot,
-  adoptStoredEvent,
   advanceSegmentCounter,
-  chainLink,
   closeUnloggedSlots,
   commitSlots,
-  decodeEnvelope,
   decodeSegment,
   encodeVoidSegment,
   lastPosition,
@@ -33,7 +30,6 @@ import {
   migrateToLatest,
   type ObjectStore,
   pendingSegments,
-  raiseHead,
   type RecoveryTables,
   releaseExclusiveServingLock,
   SEGMENT_CONTENT_TYPE,
@@ -45,6 +41,7 @@ import {
   type WriteSideTables,
   writtenPendingSlots,
 } from "../core/index.js";
+import { adoptSegmentEvents } from "./segment-recovery.js";
 
 /** The progress row's name (one recovery per schema). */
 const RECOVERY = "segments";
@@ -162,42 +159,7 @@ async function recoverLocked(db: Kysely<RecoveryTables>, options: RecoverOptions
         await voidSegmentSlotsExcept(tx, segment, []);
         return { adopted: 0, conflicts: 0, void: true };
       }
-      const keep: number[] = [];
-      const heads = new Map<string, { aggregateType: string; aggregateId: string; seq: number }>();
-      let clashes = 0;
-      for (const { entry, json } of stored) {
-        const envelope = decodeEnvelope(json);
-        const event = {
-          eventId: entry.eventId,
-          eventType: envelope.eventType,
-          aggregateType: entry.aggregateType,
-          aggregateId: entry.aggregateId,
-          seq: entry.seq,
-          contentHash: envelope.contentHash,
-          orderingKey: envelope.metadata["ordering_key"] ?? null,
-          segment,
-          offset: content.bodyStart + entry.offset,
-          length: entry.length,
-          chainHash: chainLink(envelope.previousHash, entry.eventId, entry.seq, envelope.contentHash),
-        };
-        const streamKey = `${entry.aggregateType}\u0000${entry.aggregateId}`;
-        const head = heads.get(streamKey);
-        if (head === undefined || head.seq < entry.seq) heads.set(streamKey, { aggregateType: entry.aggregateType, aggregateId: entry.aggregateId, seq: entry.seq });
-        const adopted = (await adoptStoredEvent(tx, event)) ?? (await adoptIntoVoidSlot(tx, event));
-        if (adopted === undefined) continue;
-        if ("conflict" in adopted) {
-          clashes += 1;
-          options.log.error(
-            { segment, aggregateType: entry.aggregateType, aggregateId: entry.aggregateId, seq: entry.seq, stored: entry.eventId, logged: adopted.conflict.eventId },
-            "a segment in S3 holds another event at a slot the log has committed; left as the log has it",
-          );
-          continue;
-        }
-        keep.push(adopted.logId);
-      }
-      for (const h of heads.values()) await raiseHead(tx, h.aggregateType, h.aggregateId, h.seq);
-      await voidSegmentSlotsExcept(tx, segment, keep);
-      await markSegment(tx, segment, "written");
+      const { conflicts: clashes } = await adoptSegmentEvents(tx, segment, content.bodyStart, stored, options.log, adoptIntoVoidSlot);
       return { adopted: stored.length, conflicts: clashes, void: false };
     });
     segments += 1;

@@ -31,7 +31,9 @@ import {
   SEGMENT_PREFIX,
   segmentKey,
   segmentOfKey,
+  type SegmentEntry,
   type SlotRow,
+  type StoredEvent,
   slotsById,
   UnavailableError,
   voidSegmentSlotsExcept,
@@ -63,6 +65,62 @@ export interface SegmentRecoveryDeps {
   readonly now: () => Date;
 }
 
+/**
+ * Makes the log hold exactly what a written segment's header says (W6): each event at its
+ * `(aggregate, seq)` in place (or, with `fallback`, where `adoptStoredEvent` finds no place), the
+ * streams' heads raised past them, the number's other slots closed, the number marked written.
+ * Returns the adopted events as commit requests (with their places) and the slots closed; an event
+ * at a slot the log committed to another is logged and counted, never overwritten.
+ */
+export async function adoptSegmentEvents(
+  db: Kysely<WriteSideTables>,
+  segment: number,
+  bodyStart: number,
+  events: ReadonlyArray<{ readonly entry: SegmentEntry; readonly json: string }>,
+  log: Logger,
+  fallback?: (db: Kysely<WriteSideTables>, event: StoredEvent) => Promise<{ logId: number } | { conflict: SlotRow } | undefined>,
+): Promise<{ requests: CommitRequest[]; voided: number; conflicts: number }> {
+  const requests: CommitRequest[] = [];
+  const heads = new Map<string, { aggregateType: string; aggregateId: string; seq: number }>();
+  let conflicts = 0;
+  for (const { entry, json } of events) {
+    const envelope = decodeEnvelope(json);
+    const offset = bodyStart + entry.offset;
+    const event: StoredEvent = {
+      eventId: entry.eventId,
+      eventType: envelope.eventType,
+      aggregateType: entry.aggregateType,
+      aggregateId: entry.aggregateId,
+      seq: entry.seq,
+      contentHash: envelope.contentHash,
+      orderingKey: envelope.metadata["ordering_key"] ?? null,
+      segment,
+      offset,
+      length: entry.length,
+      chainHash: chainLink(envelope.previousHash, entry.eventId, entry.seq, envelope.contentHash),
+    };
+    const streamKey = `${entry.aggregateType}\u0000${entry.aggregateId}`;
+    const head = heads.get(streamKey);
+    if (head === undefined || head.seq < entry.seq) heads.set(streamKey, { aggregateType: entry.aggregateType, aggregateId: entry.aggregateId, seq: entry.seq });
+    const adopted = (await adoptStoredEvent(db, event)) ?? (await fallback?.(db, event));
+    if (adopted === undefined) continue;
+    if ("conflict" in adopted) {
+      conflicts += 1;
+      log.error(
+        { segment, aggregateType: entry.aggregateType, aggregateId: entry.aggregateId, seq: entry.seq, stored: entry.eventId, logged: adopted.conflict.eventId },
+        "a segment in S3 holds another event at a slot the log has committed; left as the log has it",
+      );
+      continue;
+    }
+    requests.push({ logId: adopted.logId, written: { eventId: entry.eventId, offset, length: entry.length } });
+  }
+  // A segment found in S3 raises its streams' heads, so no later append reuses its slots.
+  for (const h of heads.values()) await raiseHead(db, h.aggregateType, h.aggregateId, h.seq);
+  const voided = await voidSegmentSlotsExcept(db, segment, requests.map((r) => r.logId));
+  await markSegment(db, segment, "written");
+  return { requests, voided, conflicts };
+}
+
 /** Settles segment numbers against S3; safe to run in every server at once. */
 export class SegmentRecovery {
   constructor(private readonly deps: SegmentRecoveryDeps) {}
@@ -83,43 +141,7 @@ export class SegmentRecovery {
     const { content, events } = decodeSegment(body);
     if (content.type === "void") return this.closeNumber(segment, "void");
     found = "events";
-    const requests: CommitRequest[] = [];
-    const heads = new Map<string, { aggregateType: string; aggregateId: string; seq: number }>();
-    let conflicts = 0;
-    for (const { entry, json } of events) {
-      const envelope = decodeEnvelope(json);
-      const offset = content.bodyStart + entry.offset;
-      const adopted = await adoptStoredEvent(deps.db, {
-        eventId: entry.eventId,
-        eventType: envelope.eventType,
-        aggregateType: entry.aggregateType,
-        aggregateId: entry.aggregateId,
-        seq: entry.seq,
-        contentHash: envelope.contentHash,
-        orderingKey: envelope.metadata["ordering_key"] ?? null,
-        segment,
-        offset,
-        length: entry.length,
-        chainHash: chainLink(envelope.previousHash, entry.eventId, entry.seq, envelope.contentHash),
-      });
-      const streamKey = `${entry.aggregateType}\u0000${entry.aggregateId}`;
-      const head = heads.get(streamKey);
-      if (head === undefined || head.seq < entry.seq) heads.set(streamKey, { aggregateType: entry.aggregateType, aggregateId: entry.aggregateId, seq: entry.seq });
-      if (adopted === undefined) continue;
-      if ("conflict" in adopted) {
-        conflicts += 1;
-        deps.log.error(
-          { segment, aggregateType: entry.aggregateType, aggregateId: entry.aggregateId, seq: entry.seq, stored: entry.eventId, logged: adopted.conflict.eventId },
-          "a segment in S3 holds another event at a slot the log has committed; left as the log has it",
-        );
-        continue;
-      }
-      requests.push({ logId: adopted.logId, written: { eventId: entry.eventId, offset, length: entry.length } });
-    }
-    // A segment found in S3 raises its streams' heads, so no later append reuses its slots.
-    for (const h of heads.values()) await raiseHead(deps.db, h.aggregateType, h.aggregateId, h.seq);
-    const voided = await voidSegmentSlotsExcept(deps.db, segment, requests.map((r) => r.logId));
-    await markSegment(deps.db, segment, "written");
+    const { requests, voided, conflicts } = await adoptSegmentEvents(deps.db, segment, content.bodyStart, events, deps.log);
     const committed = requests.length === 0 ? Promise.resolve(new Map<number, number>()) : deps.committer.commit(requests);
     // Whoever does not wait for it must not leave it unhandled.
     committed.catch(() => {});

@@ -184,9 +184,13 @@ export class SegmentWriter {
         deps.settleSoon(segment);
         throw e;
       }
-      if (outcome === "exists" && !(await this.ownBytes(key, encoded.body))) {
-        await this.conflict(segment, key, taken, slots);
-        return;
+      if (outcome === "exists") {
+        // Our own bytes: the SDK retried a PUT whose reply was lost, so it is written.
+        const existing = await deps.objects.read(key);
+        if (existing === undefined || !existing.equals(encoded.body)) {
+          await this.conflict(segment, existing, taken, slots);
+          return;
+        }
       }
       for (const slot of slots) await deps.afterWrite?.({ ...slot, segment });
       this.stats.segments += 1;
@@ -206,21 +210,14 @@ export class SegmentWriter {
     }
   }
 
-  /** Whether the existing key holds our own bytes (the SDK retried a PUT whose reply was lost). */
-  private async ownBytes(key: string, ours: Buffer): Promise<boolean> {
-    const existing = await this.deps.objects.read(key);
-    return existing !== undefined && existing.equals(ours);
-  }
-
   /**
    * The segment's key exists and holds something else. A void segment means the sweeper closed the
    * number first (too late: UNAVAILABLE); anything else means PostgreSQL is behind S3 (W6):
    * re-synchronise, then answer ABORTED where S3 handed a slot to another event and UNAVAILABLE
    * (retry) otherwise.
    */
-  private async conflict(segment: number, key: string, taken: Waiter[], slots: SlotRow[]): Promise<void> {
+  private async conflict(segment: number, existing: Buffer | undefined, taken: Waiter[], slots: SlotRow[]): Promise<void> {
     const { deps } = this;
-    const existing = await deps.objects.read(key);
     if (existing !== undefined && decodeSegmentHeader(existing).type === "void") {
       throw new UnavailableError("the write reached the store after its segment was closed; retry the append");
     }
