@@ -11,7 +11,7 @@ export {
   type DeadLetterReason,
   type DeadLetterSink,
 } from "./dead-letter.js";
-export { traceIdOf } from "./decode.js";
+export { cachedSubjectKeys, openSealedEvent, openingHandler, traceIdOf, type SubjectKeySource } from "./decode.js";
 export { KafkaSource, type KafkaSourceOptions } from "./kafka-source.js";
 export {
   classifyFailure,

@@ -20,7 +20,9 @@ import {
   type PrivacyTables,
   sealData,
 } from "../core/index.js";
+import { PrivacyService } from "../gen/tidemark/v1/privacy_pb.js";
 import type { AppendInput, ProposedEventInput } from "./event-store.js";
+import { type ClientOptions, createClient } from "./grpc/client.js";
 
 /** The setting an operator sets to store events that name a subject. */
 export const MASTER_KEY_SETTING = "TIDEMARK_MASTER_KEY_FILE";
@@ -126,4 +128,19 @@ export class SubjectKeys {
     this.cache.delete(`${database}\u0000${subject}`);
     return had;
   }
+}
+
+/**
+ * Asks the server at `address` for subjects' keys (PrivacyService.GetSubjectKey), as a consumer
+ * process does: it holds no master key. `fetch` answers null for a forgotten subject.
+ */
+export function subjectKeyClient(address: string, options: ClientOptions = {}): { fetch(database: string, subject: string): Promise<Uint8Array | null>; close(): void } {
+  const client = createClient(PrivacyService, address, options);
+  return {
+    async fetch(database, subject) {
+      const answer = await client.getSubjectKey({ database, subject }, { deadlineMs: 10_000 });
+      return answer.dataKey.length === 0 ? null : answer.dataKey;
+    },
+    close: () => client.close(),
+  };
 }
