@@ -100,25 +100,6 @@ export interface SubjectKeySource {
 }
 
 /**
- * A key source that asks `fetch` and keeps each answer `cacheMs`: after ForgetSubject a consumer
- * still opens the subject's events for at most that long.
- */
-export function cachedSubjectKeys(fetch: (database: string, subject: string) => Promise<Uint8Array | null>, cacheMs: number): SubjectKeySource {
-  const cache = new Map<string, { key: Uint8Array | null; at: number }>();
-  return {
-    async key(database, subject) {
-      const id = `${database}\u0000${subject}`;
-      const hit = cache.get(id);
-      if (hit !== undefined && performance.now() - hit.at < cacheMs) return hit.key;
-      const key = await fetch(database, subject);
-      if (cache.size > 10_000) cache.clear();
-      cache.set(id, { key, at: performance.now() });
-      return key;
-    },
-  };
-}
-
-/**
  * The event as a handler sees it: an event naming a subject gets its `data` opened with the
  * subject's key, or the erasure marker (core ERASED_DATA) once the subject is forgotten; other
  * events are returned as they are. The key source failing is an outage (the partition pauses, no

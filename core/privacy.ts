@@ -89,6 +89,34 @@ export function openEnvelope(envelope: EventEnvelope, dataKey: Uint8Array | null
   return { ...envelope, data: openData(dataKey, envelope.eventId, envelope.subject, envelope.sealedData) };
 }
 
+/** Subjects' data keys kept in memory for a while: null for a subject forgotten or never named. */
+export interface SubjectKeyCache {
+  key(database: string, subject: string): Promise<Uint8Array | null>;
+  /** Drops what is kept for the subject (this process just forgot it). */
+  forget(database: string, subject: string): void;
+}
+
+/**
+ * Keys from `fetch`, each answer kept `cacheMs`: after ForgetSubject elsewhere, whoever holds the
+ * cache still opens the subject's data for at most that long (servers and consumers alike).
+ */
+export function cachedSubjectKeys(fetch: (database: string, subject: string) => Promise<Uint8Array | null>, cacheMs: number): SubjectKeyCache {
+  const cache = new Map<string, { key: Uint8Array | null; at: number }>();
+  const idOf = (database: string, subject: string) => `${database}\u0000${subject}`;
+  return {
+    async key(database, subject) {
+      const id = idOf(database, subject);
+      const hit = cache.get(id);
+      if (hit !== undefined && performance.now() - hit.at < cacheMs) return hit.key;
+      const key = await fetch(database, subject);
+      if (cache.size > 10_000) cache.clear();
+      cache.set(id, { key, at: performance.now() });
+      return key;
+    },
+    forget: (database, subject) => void cache.delete(idOf(database, subject)),
+  };
+}
+
 // ------------------------------------------------------------------------------ the master keyring
 
 /** Master keys: the first wraps new data keys, every one unwraps (docs/OPERATIONS.md "Rotating the master key"). */

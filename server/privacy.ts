@@ -8,6 +8,7 @@
 import { readFileSync } from "node:fs";
 import type { Kysely } from "kysely";
 import {
+  cachedSubjectKeys,
   contentHash,
   databaseOf,
   ensureSubjectKey,
@@ -19,6 +20,7 @@ import {
   PreconditionError,
   type PrivacyTables,
   sealData,
+  type SubjectKeyCache,
 } from "../core/index.js";
 import { PrivacyService } from "../gen/tidemark/v1/privacy_pb.js";
 import type { AppendInput, ProposedEventInput } from "./event-store.js";
@@ -50,24 +52,22 @@ export interface SubjectKeysOptions {
 
 /** Data keys of subjects, for one server process. */
 export class SubjectKeys {
-  private readonly cache = new Map<string, { key: Buffer | null; at: number }>();
+  private readonly cache: SubjectKeyCache;
 
   constructor(
     private readonly db: Kysely<PrivacyTables>,
     private readonly keyring: MasterKeyring | undefined,
-    private readonly options: SubjectKeysOptions,
-  ) {}
+    options: SubjectKeysOptions,
+  ) {
+    this.cache = cachedSubjectKeys(async (database, subject) => {
+      const found = await findSubjectKey(db, keyring, database, subject);
+      return found?.state === "live" ? found.dataKey : null;
+    }, options.cacheMs);
+  }
 
   /** The subject's data key, or null when it was forgotten or never named. */
-  async key(database: string, subject: string): Promise<Buffer | null> {
-    const id = `${database}\u0000${subject}`;
-    const hit = this.cache.get(id);
-    if (hit !== undefined && performance.now() - hit.at < this.options.cacheMs) return hit.key;
-    const found = await findSubjectKey(this.db, this.keyring, database, subject);
-    const key = found?.state === "live" ? found.dataKey : null;
-    if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(id, { key, at: performance.now() });
-    return key;
+  key(database: string, subject: string): Promise<Uint8Array | null> {
+    return this.cache.key(database, subject);
   }
 
   /** Whether the subject is known here: live, forgotten, or never named. */
@@ -125,7 +125,7 @@ export class SubjectKeys {
   /** Destroys the subject's key; false when no event ever named it. Forgets it here at once. */
   async forget(database: string, subject: string): Promise<boolean> {
     const had = await forgetSubjectKey(this.db, database, subject);
-    this.cache.delete(`${database}\u0000${subject}`);
+    this.cache.forget(database, subject);
     return had;
   }
 }
