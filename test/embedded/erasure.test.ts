@@ -92,21 +92,21 @@ describe("T5 erasure, embedded", () => {
     await append("acme/c-1", "a-2", "Poisoned", { email: plain }, "alice");
     await append("acme/c-1", "a-3", "Delayed", { email: plain }, "alice");
     await append("acme/c-2", "b-1", "ContactChanged", { note: bobPlain }, "bob");
-    await waitFor(() => seen.has("a-1") && seen.has("a-2") && seen.has("a-3") && seen.has("b-1"), { what: "the handler to see every event", timeoutMs: 60_000 });
+    await waitFor(() => seen.has("a-1") && seen.has("a-2") && seen.has("a-3") && seen.has("b-1"), { what: "the handler to see every event", timeoutMs: 120_000 });
     // (A handler may run more than once: its in-memory record is outside the registry's transaction.)
     const distinct = (eventId: string) => [...new Set(seen.get(eventId)!.map((d) => JSON.stringify(d)))].map((d) => JSON.parse(d) as JsonObject);
     expect(distinct("a-1")).toEqual([{ email: plain }]);
     expect(distinct("a-3")).toEqual([{ email: plain }]);
     expect(distinct("b-1")).toEqual([{ note: bobPlain }]);
-    await waitFor(async () => (await filesUnder(dir)).some((f) => f.includes("dead-letters")), { what: "the dead letter", timeoutMs: 30_000 });
+    await waitFor(async () => (await filesUnder(dir)).some((f) => f.includes("dead-letters")), { what: "the dead letter", timeoutMs: 90_000 });
 
     expect(await privacy.forgetSubject({ database: "acme", subject: "alice" })).toMatchObject({ forgotten: true });
     released = true;
     // The retry after erasure opens the event again: the key is gone, so the handler gets the marker.
-    await waitFor(() => seen.get("a-3")!.at(-1)?.["tidemark.erased"] === true, { what: "the retry to see the marker", timeoutMs: 30_000 });
+    await waitFor(() => seen.get("a-3")!.at(-1)?.["tidemark.erased"] === true, { what: "the retry to see the marker", timeoutMs: 90_000 });
     expect(seen.get("a-3")!.at(-1)).toEqual(ERASED_DATA);
     expect((await append("acme/c-2", "b-2", "ContactChanged", { note: bobPlain }, "bob")).events).toHaveLength(1);
-    await waitFor(() => seen.has("b-2"), { what: "bob's next event", timeoutMs: 30_000 });
+    await waitFor(() => seen.has("b-2"), { what: "bob's next event", timeoutMs: 90_000 });
     expect(distinct("b-2")).toEqual([{ note: bobPlain }]);
     expect(distinct("a-1")).toEqual([{ email: plain }]);
 
@@ -114,5 +114,5 @@ describe("T5 erasure, embedded", () => {
     expect(await filesHolding("a-1")).not.toEqual([]);
     expect(await filesHolding(plain)).toEqual([]);
     expect(await filesHolding(bobPlain)).toEqual([]);
-  }, 180_000);
+  }, 400_000);
 });
