@@ -95,11 +95,17 @@ export class SubjectKeys {
         events.push(event);
         continue;
       }
-      const state = await ensureSubjectKey(this.db, keyring, database, event.subject);
-      if (state.state === "forgotten") {
-        throw new PreconditionError(`events[${i}].subject: subject ${event.subject} of database ${database} was forgotten; its data is not stored again (name the person by a new subject id)`);
+      // A cached key is live; otherwise the table decides: create it, or refuse a forgotten subject.
+      let dataKey = await this.cache.key(database, event.subject);
+      if (dataKey === null) {
+        const state = await ensureSubjectKey(this.db, keyring, database, event.subject);
+        if (state.state === "forgotten") {
+          throw new PreconditionError(`events[${i}].subject: subject ${event.subject} of database ${database} was forgotten; its data is not stored again (name the person by a new subject id)`);
+        }
+        dataKey = state.dataKey;
+        this.cache.forget(database, event.subject);
       }
-      const sealedData = sealData(state.dataKey, event.eventId, event.subject, event.dataJson ?? JSON.stringify(event.data));
+      const sealedData = sealData(dataKey, event.eventId, event.subject, event.dataJson ?? JSON.stringify(event.data));
       const hash = contentHash({
         eventType: event.eventType,
         aggregateType: input.aggregateType,

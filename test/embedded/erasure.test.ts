@@ -74,7 +74,7 @@ beforeAll(async () => {
   events = createClient(EventStoreService, proc.grpcAddress!);
   privacy = createClient(PrivacyService, proc.grpcAddress!);
   await proc.ready;
-}, 120_000);
+}, 240_000);
 
 afterAll(async () => {
   events?.close();
