@@ -115,6 +115,16 @@ export const COMMANDS: readonly CommandSpec[] = [
     examples: ["tidemark token create --principal billing --database acme --scope read,write --expires 30d", "tidemark token list", "tidemark token revoke 3f9c2a1b7d4e5f60"],
   },
   {
+    name: "keys",
+    summary: "data subjects' keys: rotate (rewrap them under the current master key)",
+    description:
+      "Erasure by crypto-shredding (docs/SECURITY.md \"Erasure\"): the data of events naming a subject is sealed with the subject's key, stored wrapped by a master key from TIDEMARK_MASTER_KEY_FILE. `rotate` rewraps every live subject key that another master key wrapped under the file's first (current) key; the events are not touched. Rotation: put a new key on the file's first line and keep the old ones below, restart the servers, run `tidemark keys rotate`, then remove the old keys from the file (docs/OPERATIONS.md). Prints how many keys it rewrapped. Like `migrate`, it opens the storage itself.",
+    positionals: [{ name: "action", description: "rotate" }],
+    options: { "data-dir": dataDir },
+    settings: [...STORAGE, "TIDEMARK_MASTER_KEY_FILE"],
+    examples: ["tidemark keys rotate"],
+  },
+  {
     name: "recover",
     summary: "rebuild the commit log from the segments in S3 alone (resumable)",
     description:

@@ -19,7 +19,7 @@ export const VERSION: string = (JSON.parse(readFileSync(new URL("../package.json
 export function mainHelp(): string {
   const groups: Array<[string, string[]]> = [
     ["Run Tidemark:", ["start", "server", "relay", "consumer"]],
-    ["Operate:", ["migrate", "rebuild", "prune", "recover", "verify", "token", "stack"]],
+    ["Operate:", ["migrate", "rebuild", "prune", "recover", "verify", "token", "keys", "stack"]],
     ["Talk to a running server over gRPC (--addr, default TIDEMARK_GRPC_ADDR or 127.0.0.1:50051):", ["stream", "tail", "status"]],
   ];
   const lines = [
@@ -88,6 +88,8 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
         return await (await import("./run-admin.js")).runPrune(cmd, io);
       case "token":
         return await (await import("./run-token.js")).runToken(cmd, io);
+      case "keys":
+        return await (await import("./run-keys.js")).runKeys(cmd, io);
       case "recover":
         return await (await import("./run-admin.js")).runRecover(cmd, io);
       case "verify":

@@ -29,18 +29,21 @@ import {
   type Values,
 } from "../core/index.js";
 import {
+  cachedSubjectKeys,
   checkTiming,
   type ConsumerHandle,
   type Handler,
   CONSUMER_OWN_SETTINGS,
   type ConsumerConfig,
   requireServices,
+  type SubjectKeySource,
   startConsumer,
   startProjection,
   storeDeadLetters,
 } from "../consumers/index.js";
 import { EmbeddedRelay, RELAY_OWN_SETTINGS, startRelay, type RelayConfig, type RelayHandle } from "../relay/index.js";
-import { SERVER_OWN_SETTINGS, type ServerConfig, type ServerHandle, ServingStatus, startServer } from "../server/index.js";
+import { readFileSync } from "node:fs";
+import { SERVER_OWN_SETTINGS, type ServerConfig, type ServerHandle, ServingStatus, startServer, subjectKeyClient } from "../server/index.js";
 import { BackgroundPart, type PartState } from "./background-part.js";
 
 /** Which parts a process runs. */
@@ -187,6 +190,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
   let metrics: MetricsServer | undefined;
   let relayPart: BackgroundPart<RelayHandle | EmbeddedPart> | undefined;
   let consumersPart: BackgroundPart<ConsumerHandle> | undefined;
+  const keyClients: Array<() => void> = [];
   const reports: Array<{ component: string; health: string; part: () => { readonly state: PartState } }> = [];
   // Health entries that were SERVING at least once: a part counts as started only then.
   const everServing = new Set<string>();
@@ -210,6 +214,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
       consumersPart === undefined ? undefined : () => consumersPart!.stop(),
       relayPart === undefined ? undefined : () => relayPart!.stop(),
       backends === undefined ? undefined : () => backends!.close(),
+      async () => keyClients.forEach((close) => close()),
     ];
     for (const step of steps) {
       try {
@@ -237,6 +242,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
     }
     if (serverConfig.metricsAddr !== "") metrics = await startMetricsServer(serverConfig.metricsAddr, [registry]);
 
+    const subjectKeys = consumerConfig === undefined ? undefined : consumerKeySource(consumerConfig, server, (close) => keyClients.push(close));
     const health = server?.health;
     const report = (name: string, up: boolean) => {
       health?.set(name, up ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
@@ -285,6 +291,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
             deadLetters: storeDeadLetters(opened.objects),
             onRunning,
             signal,
+            ...(subjectKeys === undefined ? {} : { subjectKeys }),
           });
         },
         stop: (handle) => handle.stop(),
@@ -315,7 +322,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
           // Kafka is tried once per attempt: while it is down the attempts (and their log lines) come
           // at this part's backoff, and a stop never leaves kafkajs retrying behind it.
           start: (signal, attemptRegistry) =>
-            startConsumers(consumerConfig!, parts, { log: consumersLog, metricsRegistry: attemptRegistry, onRunning, signal, failFast: background }),
+            startConsumers(consumerConfig!, parts, { log: consumersLog, metricsRegistry: attemptRegistry, onRunning, signal, failFast: background, ...(subjectKeys === undefined ? {} : { subjectKeys }) }),
           stop: (handle) => handle.stop(),
         });
       }
@@ -411,6 +418,22 @@ async function startConsumers(
   return startConsumer(quietConfig, parts.handlers, overrides);
 }
 
+
+/**
+ * Where this process's consumers get subjects' keys (docs/SECURITY.md "Erasure"): the server in
+ * this process, else the server named by TIDEMARK_CONSUMER_KEY_SERVER over gRPC (cached briefly);
+ * none when neither (an event naming a subject then pauses its partition, saying what to set).
+ */
+function consumerKeySource(config: ConsumerConfig, server: ServerHandle | undefined, onClose: (close: () => void) => void): SubjectKeySource | undefined {
+  if (server !== undefined) return server.subjectKeys;
+  if (config.keyServer === "") return undefined;
+  const client = subjectKeyClient(config.keyServer, {
+    ...(config.keyServerToken === "" ? {} : { token: config.keyServerToken }),
+    ...(config.keyServerCa === "" ? {} : { tls: { ca: readFileSync(config.keyServerCa) } }),
+  });
+  onClose(() => client.close());
+  return cachedSubjectKeys((database, subject) => client.fetch(database, subject), config.subjectKeyCacheMs);
+}
 
 /** The human-readable start-up banner (stderr): mode, data, addresses, parts (and which still start), warnings. */
 export function banner(command: string, p: TidemarkProcess, version: string): string {

@@ -43,6 +43,10 @@ export const CONSUMER_OWN_SETTINGS = {
   retentionMs: { env: "TIDEMARK_CONSUMER_RETENTION_HOURS", default: 7 * 24 * 3_600_000, defaultLabel: "`168` (7 days)", parse: (raw: string) => parse.int(1, 24 * 365 * 10)(raw) * 3_600_000, description: "Done registry rows older than this are pruned (watermarks stay)." },
   pruneIntervalMs: { env: "TIDEMARK_CONSUMER_PRUNE_INTERVAL_SECONDS", default: 600_000, defaultLabel: "`600`", parse: seconds(1, 86_400), description: "How often housekeeping runs (0 rows is cheap: an index range scan)." },
   pruneBatchSize: { env: "TIDEMARK_CONSUMER_PRUNE_BATCH_SIZE", default: 1000, parse: parse.int(1, 100_000), description: "Rows deleted per housekeeping statement." },
+  keyServer: { env: "TIDEMARK_CONSUMER_KEY_SERVER", default: "", defaultLabel: "unset (in `tidemark start`: the server in process)", parse: (raw: string) => (raw === "" ? raw : parse.hostPort(raw)), description: "host:port of a Tidemark server a consumer process asks for data subjects' keys (PrivacyService.GetSubjectKey) to open events that name a subject; it holds no master key (docs/SECURITY.md \"Erasure\")." },
+  keyServerToken: { env: "TIDEMARK_CONSUMER_KEY_SERVER_TOKEN", default: "", defaultLabel: "unset", parse: parse.string, description: "Bearer token for TIDEMARK_CONSUMER_KEY_SERVER, with the read scope on the databases whose events the handlers open.", secret: true },
+  keyServerCa: { env: "TIDEMARK_CONSUMER_KEY_SERVER_CA", default: "", defaultLabel: "unset (plain text)", parse: parse.string, description: "PEM file of the CA that signed the key server's certificate: talk TLS to it (keys cross the network, so use TLS off loopback)." },
+  subjectKeyCacheMs: { env: "TIDEMARK_CONSUMER_SUBJECT_KEY_CACHE_MS", default: 2000, parse: parse.int(0, 600_000), description: "How long a consumer keeps a subject's key; after ForgetSubject its handlers see the subject's data at most this much longer." },
   ...KAFKA_SECURITY_SETTINGS,
 } satisfies Record<string, Setting<unknown>>;
 

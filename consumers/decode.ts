@@ -4,9 +4,9 @@
  * the same way on every attempt, so it goes to the dead-letter topic at once (C3).
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, decodeEnvelope, type MessageHeaders } from "../core/index.js";
-import { PoisonError } from "./failures.js";
-import type { ConsumedEvent } from "./handler.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, databaseOf, decodeEnvelope, type MessageHeaders, openEnvelope } from "../core/index.js";
+import { InfrastructureError, PoisonError } from "./failures.js";
+import type { ConsumedEvent, Handler } from "./handler.js";
 
 /** The parts of a Kafka message the decoder reads. */
 export interface RawMessage {
@@ -85,4 +85,55 @@ export function poisonEventId(message: RawMessage): string {
   const header = headerText(message, "event_id");
   if (header !== undefined && checkEventId(header) === undefined) return header;
   return `kafka:${message.topic}:${message.partition}:${message.offset}`;
+}
+
+// ------------------------------------------------------------------ sealed events (docs/SECURITY.md "Erasure")
+
+/**
+ * Where a consumer process gets a data subject's key: from the server (PrivacyService.GetSubjectKey,
+ * wired by the CLI), or in process from the server it runs beside. Null when the subject was
+ * forgotten (or never named). A consumer holds no master key, so once a subject is forgotten no
+ * consumer can open its events again, however long it kept its messages.
+ */
+export interface SubjectKeySource {
+  key(database: string, subject: string): Promise<Uint8Array | null>;
+}
+
+/**
+ * The event as a handler sees it: an event naming a subject gets its `data` opened with the
+ * subject's key, or the erasure marker (core ERASED_DATA) once the subject is forgotten; other
+ * events are returned as they are. The key source failing is an outage (the partition pauses, no
+ * attempt is counted); sealed bytes that do not open with the subject's key are poison.
+ */
+export async function openSealedEvent(event: ConsumedEvent, keys: SubjectKeySource | undefined): Promise<ConsumedEvent> {
+  const subject = event.envelope.subject;
+  if (subject === "") return event;
+  if (keys === undefined) {
+    throw new InfrastructureError("an event names a data subject, but this consumer has no key source: set TIDEMARK_CONSUMER_KEY_SERVER (docs/OPERATIONS.md \"Erasure\")");
+  }
+  let key: Uint8Array | null;
+  try {
+    key = await keys.key(databaseOf(event.aggregateId), subject);
+  } catch (e) {
+    throw new InfrastructureError("subject key", { cause: e });
+  }
+  let envelope;
+  try {
+    envelope = openEnvelope(event.envelope, key);
+  } catch (e) {
+    throw new PoisonError("the event's sealed data does not open with its subject's key", { cause: e });
+  }
+  return { ...event, envelope, data: envelope.data ?? {} };
+}
+
+/** `handler` with every event opened first ({@link openSealedEvent}); a handler sees no sealed bytes. */
+export function openingHandler<DB>(handler: Handler<DB>, keys: SubjectKeySource | undefined): Handler<DB> {
+  const batch = handler.handleBatch;
+  return {
+    ...handler,
+    handle: async (event, tx, context) => handler.handle(await openSealedEvent(event, keys), tx, context),
+    ...(batch === undefined
+      ? {}
+      : { handleBatch: async (events, tx, context) => batch.call(handler, await Promise.all(events.map((e) => openSealedEvent(e, keys))), tx, context) }),
+  };
 }

@@ -24,6 +24,7 @@ import {
   migrateToLatest,
   type ObjectStore,
   openBackends,
+  type PrivacyTables,
   type Registry,
   type SlotRow,
   startMetricsServer,
@@ -36,12 +37,15 @@ import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
 import { file_tidemark_v1_errors } from "../gen/tidemark/v1/errors_pb.js";
 import { EventStoreService, file_tidemark_v1_event_store } from "../gen/tidemark/v1/event_store_pb.js";
 import { file_tidemark_v1_instance, InstanceService } from "../gen/tidemark/v1/instance_pb.js";
+import { file_tidemark_v1_privacy, PrivacyService } from "../gen/tidemark/v1/privacy_pb.js";
 import { file_tidemark_v1_processing, ProcessingService } from "../gen/tidemark/v1/processing_pb.js";
+import { loadMasterKeyring, SubjectKeys } from "./privacy.js";
+import { privacyHandlers } from "./services/privacy-service.js";
 import { processingHandlers } from "./services/processing-service.js";
 import { Committer } from "./committer.js";
 import { authMode, type ServerConfig } from "./config.js";
 import { authFailureCounter, TokenAuthenticator } from "./auth/authenticator.js";
-import { guardEventStore, guardInstances, guardProcessing, type GuardDeps } from "./auth/guard.js";
+import { guardEventStore, guardInstances, guardPrivacy, guardProcessing, type GuardDeps } from "./auth/guard.js";
 import type { Authenticate } from "./grpc/bridge.js";
 import { TlsCredentials } from "./grpc/tls.js";
 import { EventStore } from "./event-store.js";
@@ -86,6 +90,8 @@ export interface ServerHandle {
   readonly committer: Committer;
   /** The shared tail of the commit log that serves every Subscribe call. */
   readonly tail: LogTail;
+  /** The data subjects' keys (erasure by crypto-shredding): in-process consumers open events with them. */
+  readonly subjectKeys: SubjectKeys;
   readonly health: HealthState;
   readonly database: Database<WriteSideTables>;
   readonly objects: ObjectStore;
@@ -178,6 +184,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     overrides.logTail,
   );
   const commands = new InstanceCommands(store, database.db);
+  const subjectKeys = new SubjectKeys(database.db as unknown as Kysely<PrivacyTables>, loadMasterKeyring(config.masterKeyFile), { cacheMs: config.subjectKeyCacheMs });
   const health = new HealthState();
   const shutdown = new AbortController();
 
@@ -216,7 +223,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const server = await listenGrpc(
     config.grpcAddr,
     [
-      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal)), guards), log, observe, authenticate),
+      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal, subjectKeys), subjectKeys), guards), log, observe, authenticate),
       bindService(
         InstanceService,
         guardInstances(instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), guards),
@@ -225,6 +232,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
         authenticate,
       ),
       bindService(ProcessingService, guardProcessing(processingHandlers(database.db.withTables<ConsumerTables>()), guards), log, observe, authenticate),
+      bindService(PrivacyService, guardPrivacy(privacyHandlers(store, subjectKeys), guards), log, observe, authenticate),
       // Health stays open (load balancers probe it without a token); it tells nothing about data.
       bindService(Health, health.handlers(), log),
     ],
@@ -236,6 +244,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
           file_tidemark_v1_event_store,
           file_tidemark_v1_instance,
           file_tidemark_v1_processing,
+          file_tidemark_v1_privacy,
           file_tidemark_v1_errors,
           file_google_rpc_status,
           file_google_rpc_error_details,
@@ -256,7 +265,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   }
   tail.start();
   lifecycle.defer("log tail", () => tail.stop());
-  for (const name of ["", EventStoreService.typeName, InstanceService.typeName, ProcessingService.typeName]) health.set(name, ServingStatus.SERVING);
+  for (const name of ["", EventStoreService.typeName, InstanceService.typeName, ProcessingService.typeName, PrivacyService.typeName]) health.set(name, ServingStatus.SERVING);
   log.info({ address, schema: database.schema, bucket: config.s3Bucket, auth, tls: tls !== undefined, mtls: config.tlsClientCa !== "" }, "tidemark server listening");
 
   let stopping: Promise<void> | undefined;
@@ -267,6 +276,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     sweeper,
     committer,
     tail,
+    subjectKeys,
     health,
     database,
     objects,

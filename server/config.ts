@@ -27,6 +27,8 @@ export const SERVER_OWN_SETTINGS = {
   tlsCert: { env: "TIDEMARK_TLS_CERT", default: "", defaultLabel: "unset (plain text)", parse: parse.string, description: "PEM certificate chain of the gRPC port; with TIDEMARK_TLS_KEY it turns TLS on. Re-read on SIGHUP without dropping the port." },
   tlsKey: { env: "TIDEMARK_TLS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "PEM private key of TIDEMARK_TLS_CERT." },
   tlsClientCa: { env: "TIDEMARK_TLS_CLIENT_CA", default: "", defaultLabel: "unset (no client certificates)", parse: parse.string, description: "PEM CA bundle: every client must present a certificate it signed (mTLS), or the handshake fails." },
+  masterKeyFile: { env: "TIDEMARK_MASTER_KEY_FILE", default: "", defaultLabel: "unset (events naming a subject are refused)", parse: parse.string, description: "File of master keys that wrap the data subjects' keys (erasure by crypto-shredding, docs/SECURITY.md): one `{key id} {64 hex digits}` per line, the first wraps new keys, all unwrap. Needed to append events with a `subject`; `tidemark keys rotate` rewraps under the first." },
+  subjectKeyCacheMs: { env: "TIDEMARK_SUBJECT_KEY_CACHE_MS", default: 2000, parse: parse.int(0, 600_000), description: "How long a server keeps a subject's unwrapped data key in memory; after ForgetSubject on another server, this one serves the subject's data at most this much longer." },
   shutdownGraceMs: { env: "TIDEMARK_SHUTDOWN_GRACE_MS", default: 10_000, parse: parse.int(0, 600_000), description: "On SIGTERM, in-flight calls get this long before they are cancelled." },
 } satisfies Record<string, Setting<unknown>>;
 

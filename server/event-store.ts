@@ -47,6 +47,9 @@ export interface ProposedEventInput {
   readonly kind: EventKind;
   /** The canonical content hash of this event (core/envelope.ts contentHash). */
   readonly contentHash: string;
+  /** The data subject (docs/SECURITY.md "Erasure"). Set with `sealedData` once sealed (server/privacy.ts), when `data` is `{}`. */
+  readonly subject?: string;
+  readonly sealedData?: Uint8Array;
 }
 
 /** A validated append. */
@@ -174,6 +177,8 @@ export class EventStore {
     const occurredAt = timestampFromDate(this.now());
     return slots.map((slot, i) => {
       const event = input.events[i]!;
+      // The one place plaintext could reach S3 by mistake: an event naming a subject must be sealed.
+      if (event.subject !== undefined && event.sealedData === undefined) throw new Error(`event ${event.eventId} names a subject but was not sealed (server/privacy.ts sealSubjectData)`);
       const envelope = create(EventEnvelopeSchema, {
         eventId: event.eventId,
         eventType: event.eventType,
@@ -187,6 +192,7 @@ export class EventStore {
         schemaVersion: event.schemaVersion,
         kind: event.kind,
         contentHash: event.contentHash,
+        ...(event.sealedData === undefined ? {} : { subject: event.subject, sealedData: event.sealedData }),
         previousHash: i === 0 ? previousHash : (slots[i - 1]!.chainHash ?? ""),
       });
       return { eventId: slot.eventId, aggregateType: input.aggregateType, aggregateId: input.aggregateId, seq: slot.seq, json: encodeEnvelope(envelope, event.dataJson) };

@@ -8,6 +8,7 @@ export { authMode, loadServerConfig, SERVER_OWN_SETTINGS, SERVER_SETTINGS, type 
 export { type ClientOptions, createClient, findDetail, grpc, statusDetails, type CallOptions, type Client, type ClientOf } from "./grpc/client.js";
 export { HealthState, ServingStatus } from "./grpc/health.js";
 export { DEFAULT_LIMITS, type Limits } from "./limits.js";
+export { loadMasterKeyring, MASTER_KEY_SETTING, SubjectKeys, subjectKeyClient } from "./privacy.js";
 export type { InstanceReadModel } from "./services/instance-service.js";
 export { recoverFromObjectStore, type RecoverOptions, type RecoverProgress, type RecoverResult } from "./recover.js";
 export { type Anomaly, type AnomalyKind, verifyStore, type VerifyProgress, type VerifyReport } from "./verify.js";

@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { checkAggregateType, checkInstancePart, databaseOf, type EventEnvelope, type LogTail, type SlotRow, type TailItem, Violations, visibleTo } from "../core/index.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
+import type { SubjectKeys } from "./privacy.js";
 import { checkSeq } from "./validation.js";
 
 export type { SubscribeResponse };
@@ -15,13 +16,18 @@ export type { SubscribeResponse };
  * Builds the Subscribe handler over `tail`. `shutdown` aborts at server shutdown: live
  * subscriptions then end cleanly (OK) so the server can stop.
  */
-export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
+export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, keys: SubjectKeys) {
   // Every live subscriber gets the same envelope object from the tail, so they share one response
   // message, and the bridge encodes it once (encoding a 1 KiB event costs ~45 µs: per subscriber,
   // it was most of what a subscriber cost the server).
   const responses = new WeakMap<EventEnvelope, SubscribeResponse>();
-  const toResponse = (item: TailItem): SubscribeResponse => {
+  const toResponse = (item: TailItem): SubscribeResponse | Promise<SubscribeResponse> => {
     if (item.kind === "caught-up") return create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) });
+    // An event naming a subject is opened for each message, never shared or kept opened: once the
+    // subject is forgotten, the next message carries the erasure marker (T5).
+    if (item.event.subject !== "") {
+      return keys.open(item.event).then((event) => create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(item.position) }));
+    }
     let response = responses.get(item.event);
     if (response === undefined) {
       response = create(SubscribeResponseSchema, { message: { case: "event", value: item.event }, position: BigInt(item.position) });
@@ -60,7 +66,12 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
     // A plain mapping iterator rather than an async generator: one promise per message fewer, on a
     // path that runs once per event and subscriber. Ending the iteration closes the subscription.
     const iterator: AsyncIterator<SubscribeResponse, undefined> = {
-      next: () => subscription.next().then((r) => (r.done ? r : { done: false, value: toResponse(r.value) })),
+      next: () =>
+        subscription.next().then((r) => {
+          if (r.done) return r;
+          const value = toResponse(r.value);
+          return value instanceof Promise ? value.then((opened) => ({ done: false as const, value: opened })) : { done: false as const, value };
+        }),
       return: async () => {
         subscription.close();
         return { done: true, value: undefined };

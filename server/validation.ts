@@ -10,7 +10,9 @@ import {
   checkEventId,
   checkEventType,
   checkJsonValue,
+  checkSubject,
   contentHash,
+  databaseOf,
   EventKind,
   type Expectation,
   type JsonRules,
@@ -30,7 +32,10 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
  * Aggregate types whose streams belong to a domain service: only that service writes them, so a
  * generic append cannot forge what the service decides (GetInstance folds these streams).
  */
-export const DOMAIN_AGGREGATE_TYPES: ReadonlyMap<string, string> = new Map([["Instance", "tidemark.v1.InstanceService"]]);
+export const DOMAIN_AGGREGATE_TYPES: ReadonlyMap<string, string> = new Map([
+  ["Instance", "tidemark.v1.InstanceService"],
+  ["DataSubject", "tidemark.v1.PrivacyService"],
+]);
 
 /**
  * Metadata keys the server sets itself; a client may not send them. `command_id` is what
@@ -84,6 +89,11 @@ export function validateAppend(request: AppendEventsRequest, limits: Limits, tra
     }
     metadata["kind"] = kindLabel(kind);
     if (traceparent !== undefined && metadata["traceparent"] === undefined) metadata["traceparent"] = traceparent;
+    if (event.subject !== "") {
+      v.add(`${at}.subject`, checkSubject(event.subject));
+      // A subject is scoped to a database (ForgetSubject names both).
+      if (databaseOf(request.aggregateId) === "") v.add(`${at}.subject`, `needs an aggregate of a database: aggregate_id must start with "{database}/"`);
+    }
     const schemaVersion = event.schemaVersion === 0 ? 1 : event.schemaVersion;
     const hash = contentHash({
       eventType: event.eventType,
@@ -94,7 +104,7 @@ export function validateAppend(request: AppendEventsRequest, limits: Limits, tra
       schemaVersion,
       kind,
     });
-    events.push({ eventId: event.eventId, eventType: event.eventType, data, dataJson: checked, metadata, schemaVersion, kind, contentHash: hash });
+    events.push({ eventId: event.eventId, eventType: event.eventType, data, dataJson: checked, metadata, schemaVersion, kind, contentHash: hash, ...(event.subject === "" ? {} : { subject: event.subject }) });
   });
   v.throwIfAny();
   return { aggregateType: request.aggregateType, aggregateId: request.aggregateId, expectation, events, actor: request.actor };

@@ -167,6 +167,8 @@ export async function verifyStore(options: VerifyOptions): Promise<VerifyReport>
         metadata: envelope.metadata,
         schemaVersion: envelope.schemaVersion,
         kind: envelope.kind,
+        subject: envelope.subject,
+        sealedData: envelope.sealedData,
       });
       if (hash !== envelope.contentHash) report({ kind: "content-hash-mismatch", ...where, message: `${name}: its content hashes to ${hash}, not its content_hash ${envelope.contentHash}: the bytes in S3 changed` });
       const start = content.bodyStart + entry.offset;

@@ -238,3 +238,18 @@ export interface ApiTokensTable {
 export type AuthTables = {
   api_tokens: ApiTokensTable;
 };
+
+/** A data subject's key (docs/SECURITY.md "Erasure"): wrapped by a master key, null once forgotten. */
+export interface SubjectKeysTable {
+  database: string;
+  subject: string;
+  master_key_id: string | null;
+  wrapped_key: Uint8Array | null;
+  created_at: CreatedAt;
+  forgotten_at: Date | null;
+}
+
+/** The privacy tables (a type alias, so `Kysely#withTables<PrivacyTables>()` accepts it). */
+export type PrivacyTables = {
+  subject_keys: SubjectKeysTable;
+};

@@ -19,6 +19,7 @@ import {
 } from "../../core/index.js";
 import type { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import type { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
+import type { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
 import type { ProcessingService } from "../../gen/tidemark/v1/processing_pb.js";
 import type { CallContext, HandlersOf } from "../grpc/bridge.js";
 import type { AuthFailures } from "./authenticator.js";
@@ -173,6 +174,26 @@ export function guardProcessing(inner: HandlersOf<typeof ProcessingService>, dep
     async getProcessingStatus(request, context) {
       demand(deps, context, { scope: "read" });
       return inner.getProcessingStatus(request, context);
+    },
+  };
+}
+
+/**
+ * PrivacyService with its checks: ForgetSubject needs the admin scope on the subject's database,
+ * GetSubjectKey the read scope there (whoever may read the events may read their data). An empty
+ * database is left to validation (INVALID_ARGUMENT), which names the field.
+ */
+export function guardPrivacy(inner: HandlersOf<typeof PrivacyService>, deps: GuardDeps): HandlersOf<typeof PrivacyService> {
+  const need = (scope: "read" | "admin", database: string): AccessNeed => ({ scope, ...(database === "" ? {} : { database }) });
+  return {
+    async forgetSubject(request, context) {
+      demand(deps, context, need("admin", request.database));
+      request.actor = actorOf(deps, context, request.actor);
+      return inner.forgetSubject(request, context);
+    },
+    async getSubjectKey(request, context) {
+      demand(deps, context, need("read", request.database));
+      return inner.getSubjectKey(request, context);
     },
   };
 }

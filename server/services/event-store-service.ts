@@ -4,6 +4,7 @@ import { EventStoreService, ReadStreamResponseSchema } from "../../gen/tidemark/
 import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";
 import type { Limits } from "../limits.js";
+import type { SubjectKeys } from "../privacy.js";
 import { checkSeq, validateAppend } from "../validation.js";
 
 /** The Subscribe handler (server/subscribe.ts): a layer over the process's shared log tail. */
@@ -14,10 +15,11 @@ export function eventStoreHandlers(
   store: EventStore,
   limits: Limits,
   subscribe: SubscribeHandler,
+  keys: SubjectKeys,
 ): HandlersOf<typeof EventStoreService> {
   return {
     async appendEvents(request, context) {
-      const input = validateAppend(request, limits, context.metadata["traceparent"]);
+      const input = await keys.seal(validateAppend(request, limits, context.metadata["traceparent"]));
       const out = await store.append(input);
       return {
         replayed: out.replayed,
@@ -38,7 +40,7 @@ export function eventStoreHandlers(
       // NOT_FOUND for a stream that never existed, before the first message.
       await store.head(request.aggregateType, request.aggregateId);
       for await (const event of store.read(request.aggregateType, request.aggregateId, Number(request.fromSeq), request.maxCount)) {
-        yield create(ReadStreamResponseSchema, { event });
+        yield create(ReadStreamResponseSchema, { event: await keys.open(event) });
       }
     },
 

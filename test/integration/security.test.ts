@@ -19,6 +19,7 @@ import { createBootstrapToken, createToken, revokeToken, type Scope } from "../.
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../../gen/grpc/health/v1/health_pb.js";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
+import { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
 import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { startServer, type ServerHandle } from "../../server/app.js";
 import { createClient, type ClientOf, type ClientOptions } from "../../server/grpc/client.js";
@@ -704,6 +705,31 @@ describe("the token commands and the bootstrap token", () => {
     const ok = io();
     expect(await runCli(["stream", "Order", "alpha/seed-1", "--addr", t.server.address, "--tls-ca", certs.serverCa, "--token", tokens["alice"]!], ok.io, {})).toBe(0);
     expect(ok.out.join("")).toContain("OrderPlaced");
+  });
+});
+
+describe("PrivacyService (docs/CONTRACT.md T3, T5)", () => {
+  it("ForgetSubject needs the admin scope on the subject's database, GetSubjectKey the read scope; no token, no answer", async () => {
+    const made: Array<ClientOf<typeof PrivacyService>> = [];
+    const privacy = (token?: string) => {
+      const c = createClient(PrivacyService, t.server.address, { tls: { ca: certs.read(certs.serverCa) }, ...(token === undefined ? {} : { token }) });
+      made.push(c);
+      return c;
+    };
+    const alpha = { database: "alpha", subject: "person-1" };
+    try {
+      await expectStatus(privacy().forgetSubject(alpha), grpc.status.UNAUTHENTICATED);
+      await expectStatus(privacy().getSubjectKey(alpha), grpc.status.UNAUTHENTICATED);
+      await expectStatus(privacy(tokens["alice"]).forgetSubject(alpha), grpc.status.PERMISSION_DENIED);
+      await expectStatus(privacy(tokens["only-admin"]).forgetSubject({ ...alpha, database: "beta" }), grpc.status.PERMISSION_DENIED);
+      await expectStatus(privacy(tokens["only-admin"]).forgetSubject({ ...alpha, actor: "someone-else" }), grpc.status.PERMISSION_DENIED);
+      expect(await privacy(tokens["only-admin"]).forgetSubject(alpha)).toMatchObject({ forgotten: false });
+      await expectStatus(privacy(tokens["only-write"]).getSubjectKey(alpha), grpc.status.PERMISSION_DENIED);
+      await expectStatus(privacy(tokens["alice"]).getSubjectKey({ ...alpha, database: "beta" }), grpc.status.PERMISSION_DENIED);
+      expect(await privacy(tokens["only-read"]).getSubjectKey(alpha)).toMatchObject({ forgotten: false, dataKey: new Uint8Array() });
+    } finally {
+      for (const c of made) c.close();
+    }
   });
 });
 
