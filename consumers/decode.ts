@@ -1,10 +1,12 @@
 /**
  * Turns a Kafka message into a {@link ConsumedEvent}: the value is the envelope's protobuf JSON
  * (docs/CONTRACT.md R3). Anything that does not decode into a valid envelope is poison: it would fail
- * the same way on every attempt, so it goes to the dead-letter topic at once (C3).
+ * the same way on every attempt, so it goes to the dead-letter topic at once (C3). The handler's
+ * upcasters bring the data to its type's latest schema version here, before the handler sees it
+ * (E3); an event they cannot bring there is poison too.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, decodeEnvelope, type MessageHeaders } from "../core/index.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, decodeEnvelope, type MessageHeaders, Upcasters } from "../core/index.js";
 import { PoisonError } from "./failures.js";
 import type { ConsumedEvent } from "./handler.js";
 
@@ -17,8 +19,11 @@ export interface RawMessage {
   readonly headers?: MessageHeaders | undefined;
 }
 
-/** Decodes and validates a message; throws PoisonError naming what is wrong. */
-export function decodeMessage(message: RawMessage): ConsumedEvent {
+/**
+ * Decodes and validates a message, then upcasts it with `upcasters`; throws PoisonError naming what
+ * is wrong (for a missing upcaster: the event type and the version nothing upcasts).
+ */
+export function decodeMessage(message: RawMessage, upcasters: Upcasters = Upcasters.NONE): ConsumedEvent {
   if (message.value === null || message.value.length === 0) throw new PoisonError("message has no value (tombstone or empty)");
   let envelope;
   try {
@@ -39,6 +44,11 @@ export function decodeMessage(message: RawMessage): ConsumedEvent {
   }
   if (envelope.globalPosition > BigInt(Number.MAX_SAFE_INTEGER)) problems.push("global_position exceeds 2^53");
   if (problems.length > 0) throw new PoisonError(`invalid envelope: ${problems.join("; ")}`);
+  try {
+    envelope = upcasters.upcastEnvelope(envelope);
+  } catch (e) {
+    throw new PoisonError(`cannot read the event: ${(e as Error).message}`, { cause: e });
+  }
   return {
     envelope,
     eventId: envelope.eventId,

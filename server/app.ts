@@ -28,6 +28,7 @@ import {
   type SlotRow,
   startMetricsServer,
   trackObjectStore,
+  Upcasters,
   type WriteSideTables,
 } from "../core/index.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -74,6 +75,12 @@ export interface ServerOverrides {
   readonly readModel?: InstanceReadModel;
   /** Sizes of the Subscribe fan-out (default LOG_TAIL_DEFAULTS; tests shrink the buffers). */
   readonly logTail?: Partial<LogTailSettings>;
+  /**
+   * The server's upcasters (docs/CONTRACT.md E1, E2): applied by the instance fold, and by ReadStream
+   * and Subscribe when the client asks for `latest_schema`. Default none; the CLI loads the module
+   * TIDEMARK_UPCASTERS names.
+   */
+  readonly upcasters?: Upcasters;
 }
 
 /** A running server. */
@@ -177,7 +184,8 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     log,
     overrides.logTail,
   );
-  const commands = new InstanceCommands(store, database.db);
+  const upcasters = overrides.upcasters ?? Upcasters.NONE;
+  const commands = new InstanceCommands(store, database.db, upcasters);
   const health = new HealthState();
   const shutdown = new AbortController();
 
@@ -216,7 +224,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const server = await listenGrpc(
     config.grpcAddr,
     [
-      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal)), guards), log, observe, authenticate),
+      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal, upcasters), upcasters), guards), log, observe, authenticate),
       bindService(
         InstanceService,
         guardInstances(instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), guards),

@@ -27,6 +27,7 @@ export const SERVER_OWN_SETTINGS = {
   tlsCert: { env: "TIDEMARK_TLS_CERT", default: "", defaultLabel: "unset (plain text)", parse: parse.string, description: "PEM certificate chain of the gRPC port; with TIDEMARK_TLS_KEY it turns TLS on. Re-read on SIGHUP without dropping the port." },
   tlsKey: { env: "TIDEMARK_TLS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "PEM private key of TIDEMARK_TLS_CERT." },
   tlsClientCa: { env: "TIDEMARK_TLS_CLIENT_CA", default: "", defaultLabel: "unset (no client certificates)", parse: parse.string, description: "PEM CA bundle: every client must present a certificate it signed (mTLS), or the handshake fails." },
+  upcasters: { env: "TIDEMARK_UPCASTERS", default: "", defaultLabel: "unset (no upcasters)", parse: parse.string, description: "Path of a JavaScript module exporting the server's upcasters (`export const upcasters = [{ eventType, fromVersion, upcast }]`): the instance fold and ReadStream/Subscribe with `latest_schema` read every event type they cover in its latest schema version (docs/CONSUMERS.md, Schema evolution)." },
   shutdownGraceMs: { env: "TIDEMARK_SHUTDOWN_GRACE_MS", default: 10_000, parse: parse.int(0, 600_000), description: "On SIGTERM, in-flight calls get this long before they are cancelled." },
 } satisfies Record<string, Setting<unknown>>;
 

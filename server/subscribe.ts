@@ -4,7 +4,7 @@
  * commit log once for every subscriber and hands each one its events in position order (R1).
  */
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateType, checkInstancePart, databaseOf, type EventEnvelope, type LogTail, type SlotRow, type TailItem, Violations, visibleTo } from "../core/index.js";
+import { checkAggregateType, checkInstancePart, databaseOf, type EventEnvelope, type LogTail, type SlotRow, type TailItem, Upcasters, Violations, visibleTo } from "../core/index.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
 import { checkSeq } from "./validation.js";
@@ -15,16 +15,21 @@ export type { SubscribeResponse };
  * Builds the Subscribe handler over `tail`. `shutdown` aborts at server shutdown: live
  * subscriptions then end cleanly (OK) so the server can stop.
  */
-export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
+export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, upcasters: Upcasters = Upcasters.NONE) {
   // Every live subscriber gets the same envelope object from the tail, so they share one response
   // message, and the bridge encodes it once (encoding a 1 KiB event costs ~45 µs: per subscriber,
-  // it was most of what a subscriber cost the server).
-  const responses = new WeakMap<EventEnvelope, SubscribeResponse>();
-  const toResponse = (item: TailItem): SubscribeResponse => {
+  // it was most of what a subscriber cost the server). Subscribers asking for the latest schema
+  // share the upcasted one the same way (E2).
+  const stored = new WeakMap<EventEnvelope, SubscribeResponse>();
+  const latest = new WeakMap<EventEnvelope, SubscribeResponse>();
+  const toResponse = (item: TailItem, latestSchema: boolean): SubscribeResponse => {
     if (item.kind === "caught-up") return create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) });
+    const responses = latestSchema ? latest : stored;
     let response = responses.get(item.event);
     if (response === undefined) {
-      response = create(SubscribeResponseSchema, { message: { case: "event", value: item.event }, position: BigInt(item.position) });
+      // An event the upcasters cannot bring up to date fails the call (FAILED_PRECONDITION).
+      const event = latestSchema ? upcasters.upcastEnvelope(item.event) : item.event;
+      response = create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(item.position) });
       responses.set(item.event, response);
     }
     return response;
@@ -60,7 +65,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
     // A plain mapping iterator rather than an async generator: one promise per message fewer, on a
     // path that runs once per event and subscriber. Ending the iteration closes the subscription.
     const iterator: AsyncIterator<SubscribeResponse, undefined> = {
-      next: () => subscription.next().then((r) => (r.done ? r : { done: false, value: toResponse(r.value) })),
+      next: () => subscription.next().then((r) => (r.done ? r : { done: false, value: toResponse(r.value, request.latestSchema) })),
       return: async () => {
         subscription.close();
         return { done: true, value: undefined };

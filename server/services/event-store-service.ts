@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateId, checkAggregateType, Violations } from "../../core/index.js";
+import { checkAggregateId, checkAggregateType, Upcasters, Violations } from "../../core/index.js";
 import { EventStoreService, ReadStreamResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
 import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";
@@ -14,6 +14,7 @@ export function eventStoreHandlers(
   store: EventStore,
   limits: Limits,
   subscribe: SubscribeHandler,
+  upcasters: Upcasters = Upcasters.NONE,
 ): HandlersOf<typeof EventStoreService> {
   return {
     async appendEvents(request, context) {
@@ -38,7 +39,8 @@ export function eventStoreHandlers(
       // NOT_FOUND for a stream that never existed, before the first message.
       await store.head(request.aggregateType, request.aggregateId);
       for await (const event of store.read(request.aggregateType, request.aggregateId, Number(request.fromSeq), request.maxCount)) {
-        yield create(ReadStreamResponseSchema, { event });
+        // The stored event is never changed: upcasting makes a new envelope for this response (E2).
+        yield create(ReadStreamResponseSchema, { event: request.latestSchema ? upcasters.upcastEnvelope(event) : event });
       }
     },
 
