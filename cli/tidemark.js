@@ -3,6 +3,7 @@
 // the compiled CLI, plain JavaScript with no TypeScript loader; in a checkout without one it
 // registers tsx and runs the TypeScript sources as they are. Rebuild after changing the sources.
 import { existsSync } from "node:fs";
+import { URL } from "node:url";
 
 const compiled = new URL("../dist/cli/main.js", import.meta.url);
 if (existsSync(compiled)) {
