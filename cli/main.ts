@@ -6,14 +6,16 @@
  */
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ConfigError } from "../core/index.js";
 import { commandHelp, nameFlags, parseCommand, UsageError, wrap, type ParsedCommand } from "./args.js";
 import { COMMANDS } from "./commands.js";
 import { processIo, type Io } from "./io.js";
+import { PACKAGE_ROOT } from "./package-root.js";
 
 /** The package version, for `--version` and the banner. */
-export const VERSION: string = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+export const VERSION: string = (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
 
 /** `tidemark --help`. */
 export function mainHelp(): string {
@@ -135,7 +137,7 @@ function runStack(args: readonly string[], io: Io): Promise<number> {
     io.err("tidemark stack: missing action: up, down, status or env\n");
     return Promise.resolve(2);
   }
-  const script = fileURLToPath(new URL("../scripts/stack.sh", import.meta.url));
+  const script = path.join(PACKAGE_ROOT, "scripts", "stack.sh");
   return new Promise((resolve) => {
     const child = spawn("bash", [script, ...args], { stdio: "inherit" });
     child.on("error", (e) => {

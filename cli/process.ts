@@ -45,6 +45,7 @@ import { EmbeddedRelay, RELAY_OWN_SETTINGS, startRelay, type RelayConfig, type R
 import { readFileSync } from "node:fs";
 import { SERVER_OWN_SETTINGS, type ServerConfig, type ServerHandle, ServingStatus, startServer, subjectKeyClient } from "../server/index.js";
 import { BackgroundPart, type PartState } from "./background-part.js";
+import { loadUpcasterModule } from "./handler-modules.js";
 
 /** Which parts a process runs. */
 export interface ProcessParts {
@@ -180,6 +181,9 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
   }
 
   const log = overrides.log ?? createLogger("tidemark", serverConfig.logLevel);
+  // The server's upcasters (docs/CONTRACT.md E1, E2), loaded before any storage is opened: a module
+  // that does not load is a usage error of this start.
+  const upcasters = parts.server && serverConfig.upcasters !== "" ? { upcasters: await loadUpcasterModule(serverConfig.upcasters) } : {};
   // One registry for every part: one endpoint, process metrics once.
   const registry = createRegistry(true);
   // Parts get no metrics address of their own: the process serves one endpoint.
@@ -226,6 +230,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
     check();
   };
 
+
   let where: string;
   try {
     if (mode === "embedded") {
@@ -234,11 +239,11 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
       await migrateToLatest(backends.database.db, backends.database.schema);
       await backends.objects.ensureReady();
       if (parts.server) {
-        server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry, database: backends.database, objects: backends.objects, listen: backends.listen });
+        server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry, database: backends.database, objects: backends.objects, listen: backends.listen, ...upcasters });
       }
     } else {
       where = describeServices(serverConfig);
-      if (parts.server) server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry });
+      if (parts.server) server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry, ...upcasters });
     }
     if (serverConfig.metricsAddr !== "") metrics = await startMetricsServer(serverConfig.metricsAddr, [registry]);
 

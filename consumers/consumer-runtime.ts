@@ -6,7 +6,7 @@
  * retry, dead-letter or wait as `nextStep` decides), and the lease keeper holds the claims' leases
  * while their transaction runs. docs/CONSUMERS.md describes each part.
  */
-import type { Logger } from "../core/index.js";
+import { type Logger, Upcasters } from "../core/index.js";
 import { EventProcessor, type EventProcessorOptions } from "./event-processor.js";
 import { LeaseKeeper, type LeaseKeeperOptions } from "./lease-keeper.js";
 import { PartitionScheduler, type PartitionSchedulerOptions } from "./partition-scheduler.js";
@@ -30,7 +30,8 @@ export class ConsumerRuntime {
     const log = (this.log = options.log.child({ handler: name }));
     const leases = new LeaseKeeper({ name, db: options.db, leaseMs: options.leaseMs, heartbeatMs: options.heartbeatMs, log });
     const processor = new EventProcessor({ ...options, log }, leases);
-    this.scheduler = new PartitionScheduler({ ...options, log }, processor);
+    const upcasters = options.upcasters ?? new Upcasters(options.handler.upcasters ?? []);
+    this.scheduler = new PartitionScheduler({ ...options, log, upcasters }, processor);
   }
 
   /** Where this runtime's messages come from, for logs. */

@@ -1,10 +1,12 @@
 /**
  * Turns a Kafka message into a {@link ConsumedEvent}: the value is the envelope's protobuf JSON
  * (docs/CONTRACT.md R3). Anything that does not decode into a valid envelope is poison: it would fail
- * the same way on every attempt, so it goes to the dead-letter topic at once (C3).
+ * the same way on every attempt, so it goes to the dead-letter topic at once (C3). The handler's
+ * upcasters bring the data to its type's latest schema version here, before the handler sees it
+ * (E3); an event they cannot bring there is poison too.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, databaseOf, decodeEnvelope, type MessageHeaders, openEnvelope } from "../core/index.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, databaseOf, decodeEnvelope, isErased, type MessageHeaders, openEnvelope, Upcasters } from "../core/index.js";
 import { InfrastructureError, PoisonError } from "./failures.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
 
@@ -17,8 +19,11 @@ export interface RawMessage {
   readonly headers?: MessageHeaders | undefined;
 }
 
-/** Decodes and validates a message; throws PoisonError naming what is wrong. */
-export function decodeMessage(message: RawMessage): ConsumedEvent {
+/**
+ * Decodes and validates a message, then upcasts it with `upcasters`; throws PoisonError naming what
+ * is wrong (for a missing upcaster: the event type and the version nothing upcasts).
+ */
+export function decodeMessage(message: RawMessage, upcasters: Upcasters = Upcasters.NONE): ConsumedEvent {
   if (message.value === null || message.value.length === 0) throw new PoisonError("message has no value (tombstone or empty)");
   let envelope;
   try {
@@ -39,6 +44,8 @@ export function decodeMessage(message: RawMessage): ConsumedEvent {
   }
   if (envelope.globalPosition > BigInt(Number.MAX_SAFE_INTEGER)) problems.push("global_position exceeds 2^53");
   if (problems.length > 0) throw new PoisonError(`invalid envelope: ${problems.join("; ")}`);
+  // A sealed event's data is upcast once it is opened (openSealedEvent), never its empty stand-in.
+  if (envelope.subject === "") envelope = upcast(envelope, upcasters);
   return {
     envelope,
     eventId: envelope.eventId,
@@ -57,6 +64,14 @@ export function decodeMessage(message: RawMessage): ConsumedEvent {
     partition: message.partition,
     offset: message.offset,
   };
+}
+
+function upcast<E extends Parameters<Upcasters["upcastEnvelope"]>[0]>(envelope: E, upcasters: Upcasters): E {
+  try {
+    return upcasters.upcastEnvelope(envelope) as E;
+  } catch (e) {
+    throw new PoisonError(`cannot read the event: ${(e as Error).message}`, { cause: e });
+  }
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -105,7 +120,7 @@ export interface SubjectKeySource {
  * events are returned as they are. The key source failing is an outage (the partition pauses, no
  * attempt is counted); sealed bytes that do not open with the subject's key are poison.
  */
-export async function openSealedEvent(event: ConsumedEvent, keys: SubjectKeySource | undefined): Promise<ConsumedEvent> {
+export async function openSealedEvent(event: ConsumedEvent, keys: SubjectKeySource | undefined, upcasters: Upcasters = Upcasters.NONE): Promise<ConsumedEvent> {
   const subject = event.envelope.subject;
   if (subject === "") return event;
   if (keys === undefined) {
@@ -123,17 +138,20 @@ export async function openSealedEvent(event: ConsumedEvent, keys: SubjectKeySour
   } catch (e) {
     throw new PoisonError("the event's sealed data does not open with its subject's key", { cause: e });
   }
+  // Opened, it is brought to its type's latest schema like any other event (E3); the erasure marker is not.
+  if (!isErased(envelope)) envelope = upcast(envelope, upcasters);
   return { ...event, envelope, data: envelope.data ?? {} };
 }
 
 /** `handler` with every event opened first ({@link openSealedEvent}); a handler sees no sealed bytes. */
 export function openingHandler<DB>(handler: Handler<DB>, keys: SubjectKeySource | undefined): Handler<DB> {
   const batch = handler.handleBatch;
+  const upcasters = new Upcasters(handler.upcasters ?? []);
   return {
     ...handler,
-    handle: async (event, tx, context) => handler.handle(await openSealedEvent(event, keys), tx, context),
+    handle: async (event, tx, context) => handler.handle(await openSealedEvent(event, keys, upcasters), tx, context),
     ...(batch === undefined
       ? {}
-      : { handleBatch: async (events, tx, context) => batch.call(handler, await Promise.all(events.map((e) => openSealedEvent(e, keys))), tx, context) }),
+      : { handleBatch: async (events, tx, context) => batch.call(handler, await Promise.all(events.map((e) => openSealedEvent(e, keys, upcasters))), tx, context) }),
   };
 }

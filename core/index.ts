@@ -40,3 +40,4 @@ export * from "./settings.js";
 export * from "./shutdown.js";
 export * from "./sleep.js";
 export * from "./tokens.js";
+export * from "./upcasters.js";

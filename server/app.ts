@@ -29,6 +29,7 @@ import {
   type SlotRow,
   startMetricsServer,
   trackObjectStore,
+  Upcasters,
   type WriteSideTables,
 } from "../core/index.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -78,6 +79,12 @@ export interface ServerOverrides {
   readonly readModel?: InstanceReadModel;
   /** Sizes of the Subscribe fan-out (default LOG_TAIL_DEFAULTS; tests shrink the buffers). */
   readonly logTail?: Partial<LogTailSettings>;
+  /**
+   * The server's upcasters (docs/CONTRACT.md E1, E2): applied by the instance fold, and by ReadStream
+   * and Subscribe when the client asks for `latest_schema`. Default none; the CLI loads the module
+   * TIDEMARK_UPCASTERS names.
+   */
+  readonly upcasters?: Upcasters;
 }
 
 /** A running server. */
@@ -183,7 +190,8 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     log,
     overrides.logTail,
   );
-  const commands = new InstanceCommands(store, database.db);
+  const upcasters = overrides.upcasters ?? Upcasters.NONE;
+  const commands = new InstanceCommands(store, database.db, upcasters);
   const subjectKeys = new SubjectKeys(database.db as unknown as Kysely<PrivacyTables>, loadMasterKeyring(config.masterKeyFile), { cacheMs: config.subjectKeyCacheMs });
   const health = new HealthState();
   const shutdown = new AbortController();
@@ -223,7 +231,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const server = await listenGrpc(
     config.grpcAddr,
     [
-      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal, subjectKeys), subjectKeys), guards), log, observe, authenticate),
+      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal, subjectKeys, upcasters), subjectKeys, upcasters), guards), log, observe, authenticate),
       bindService(
         InstanceService,
         guardInstances(instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), guards),

@@ -4,7 +4,7 @@
  * commit log once for every subscriber and hands each one its events in position order (R1).
  */
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateType, checkInstancePart, databaseOf, type EventEnvelope, type LogTail, type SlotRow, type TailItem, Violations, visibleTo } from "../core/index.js";
+import { checkAggregateType, checkInstancePart, databaseOf, type EventEnvelope, isErased, type LogTail, type SlotRow, type TailItem, Upcasters, Violations, visibleTo } from "../core/index.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
 import type { SubjectKeys } from "./privacy.js";
@@ -16,21 +16,28 @@ export type { SubscribeResponse };
  * Builds the Subscribe handler over `tail`. `shutdown` aborts at server shutdown: live
  * subscriptions then end cleanly (OK) so the server can stop.
  */
-export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, keys: SubjectKeys) {
+export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, keys: SubjectKeys, upcasters: Upcasters = Upcasters.NONE) {
   // Every live subscriber gets the same envelope object from the tail, so they share one response
   // message, and the bridge encodes it once (encoding a 1 KiB event costs ~45 µs: per subscriber,
-  // it was most of what a subscriber cost the server).
-  const responses = new WeakMap<EventEnvelope, SubscribeResponse>();
-  const toResponse = (item: TailItem): SubscribeResponse | Promise<SubscribeResponse> => {
+  // it was most of what a subscriber cost the server). Subscribers asking for the latest schema
+  // share the upcasted one the same way (E2).
+  const stored = new WeakMap<EventEnvelope, SubscribeResponse>();
+  const latest = new WeakMap<EventEnvelope, SubscribeResponse>();
+  const message = (event: EventEnvelope, item: TailItem & { kind: "event" }) => create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(item.position) });
+  const toResponse = (item: TailItem, latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
     if (item.kind === "caught-up") return create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) });
     // An event naming a subject is opened for each message, never shared or kept opened: once the
-    // subject is forgotten, the next message carries the erasure marker (T5).
+    // subject is forgotten, the next message carries the erasure marker (T5). It is upcast after
+    // opening; the erasure marker is never upcast.
     if (item.event.subject !== "") {
-      return keys.open(item.event).then((event) => create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(item.position) }));
+      return keys.open(item.event).then((event) => message(latestSchema && !isErased(event) ? upcasters.upcastEnvelope(event) : event, item));
     }
+    const responses = latestSchema ? latest : stored;
     let response = responses.get(item.event);
     if (response === undefined) {
-      response = create(SubscribeResponseSchema, { message: { case: "event", value: item.event }, position: BigInt(item.position) });
+      // An event the upcasters cannot bring up to date fails the call (FAILED_PRECONDITION).
+      const event = latestSchema ? upcasters.upcastEnvelope(item.event) : item.event;
+      response = message(event, item);
       responses.set(item.event, response);
     }
     return response;
@@ -69,7 +76,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, keys: Sub
       next: () =>
         subscription.next().then((r) => {
           if (r.done) return r;
-          const value = toResponse(r.value);
+          const value = toResponse(r.value, request.latestSchema);
           return value instanceof Promise ? value.then((opened) => ({ done: false as const, value: opened })) : { done: false as const, value };
         }),
       return: async () => {

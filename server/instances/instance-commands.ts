@@ -26,6 +26,7 @@ import {
   kindLabel,
   NotFoundError,
   PreconditionError,
+  Upcasters,
   Violations,
   type WriteSideTables,
 } from "../../core/index.js";
@@ -123,6 +124,7 @@ export class InstanceCommands {
   constructor(
     private readonly store: EventStore,
     private readonly db: Kysely<WriteSideTables>,
+    private readonly upcasters: Upcasters = Upcasters.NONE,
   ) {}
 
   /** Decides and appends one command; a retry with the same command_id returns the original result. */
@@ -198,7 +200,9 @@ export class InstanceCommands {
     // yet" at version 1, and a second create landed at seq 2 (found by the chaos harness).
     const head = await this.store.headIfAny(INSTANCE_AGGREGATE_TYPE, aggregateId);
     const events: InstanceEvent[] = [];
-    for await (const envelope of this.store.read(INSTANCE_AGGREGATE_TYPE, aggregateId, 1, 0)) {
+    for await (const stored of this.store.read(INSTANCE_AGGREGATE_TYPE, aggregateId, 1, 0)) {
+      // Upcast before the fold, one event at a time: the fold sees every event in its latest shape (E1).
+      const envelope = this.upcasters.upcastEnvelope(stored);
       events.push({
         eventType: envelope.eventType,
         seq: Number(envelope.sequenceNumber),

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateId, checkAggregateType, Violations } from "../../core/index.js";
+import { checkAggregateId, checkAggregateType, isErased, Upcasters, Violations } from "../../core/index.js";
 import { EventStoreService, ReadStreamResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
 import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";
@@ -16,6 +16,7 @@ export function eventStoreHandlers(
   limits: Limits,
   subscribe: SubscribeHandler,
   keys: SubjectKeys,
+  upcasters: Upcasters = Upcasters.NONE,
 ): HandlersOf<typeof EventStoreService> {
   return {
     async appendEvents(request, context) {
@@ -40,7 +41,10 @@ export function eventStoreHandlers(
       // NOT_FOUND for a stream that never existed, before the first message.
       await store.head(request.aggregateType, request.aggregateId);
       for await (const event of store.read(request.aggregateType, request.aggregateId, Number(request.fromSeq), request.maxCount)) {
-        yield create(ReadStreamResponseSchema, { event: await keys.open(event) });
+        // The stored event is never changed: opening and upcasting make a new envelope for this
+        // response (T5, E2); the erasure marker is never upcast.
+        const opened = await keys.open(event);
+        yield create(ReadStreamResponseSchema, { event: request.latestSchema && !isErased(opened) ? upcasters.upcastEnvelope(opened) : opened });
       }
     },
 
