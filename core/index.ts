@@ -39,3 +39,4 @@ export * from "./settings.js";
 export * from "./shutdown.js";
 export * from "./sleep.js";
 export * from "./tokens.js";
+export * from "./tracing.js";
