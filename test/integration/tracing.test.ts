@@ -1,5 +1,5 @@
 /**
- * OpenTelemetry end to end (docs/OPERATIONS.md "Traces"): a server, a relay and a consumer, each
+ * OpenTelemetry end to end (docs/CONTRACT.md A4, docs/OPERATIONS.md "Traces"): a server, a relay and a consumer, each
  * its own `tidemark` process against the real PostgreSQL, S3Proxy and Kafka, export spans over
  * OTLP to a real Jaeger. One AppendEvents call with a client's `traceparent` must come back as one
  * trace: the gRPC call with validation, reservation, the segment's flush with its S3 PUT and the
@@ -64,9 +64,11 @@ beforeAll(async () => {
   });
   const server = tidemark(["server"]);
   await server.waitFor(/running {3}server/, "the server to serve");
-  const relay = tidemark(["relay"]);
+  // The consumer subscribes to the topic the relay creates.
+  const relay = tidemark(["relay"], { TIDEMARK_LOG_LEVEL: "info" });
+  await relay.waitFor(/"msg":"topics ready"/, "the relay to create its topics");
   const consumer = tidemark(["consumer", handlerModule]);
-  await Promise.all([relay.waitFor(/running/, "the relay to start"), consumer.waitFor(/running/, "the consumer to start")]);
+  await consumer.waitFor(/running/, "the consumer to start");
   events = createClient(EventStoreService, `127.0.0.1:${grpcPort}`);
 }, 45 * 60_000); // the first run on a machine builds Jaeger
 
@@ -104,7 +106,7 @@ function descends(trace: JaegerTrace, span: JaegerSpan, ancestor: JaegerSpan): b
 }
 
 describe("OpenTelemetry traces over OTLP", () => {
-  it("records one command as one trace from the client's call to the handler, every step under the one it follows", async () => {
+  it("records one command as one trace from the client's call to the handler, every step under the one it follows (A4)", async () => {
     const traceId = randomBytes(16).toString("hex");
     const clientSpan = randomBytes(8).toString("hex");
     await events.appendEvents(
@@ -160,5 +162,45 @@ describe("OpenTelemetry traces over OTLP", () => {
     expect(handle.startTime).toBeGreaterThanOrEqual(claim.startTime + claim.duration - 1000);
     expect(done.startTime).toBeGreaterThanOrEqual(handle.startTime + handle.duration - 1000);
     expect(trace.spans.every((s) => s.traceID === traceId)).toBe(true);
+  }, 120_000);
+
+  it("records the embedded all-in-one process's trace too: the consumer continues the stored context (A4)", async () => {
+    const grpcPort = await freePort();
+    const dataDir = path.join(dir, "embedded");
+    const handlerModule = path.join(dir, "traced-handler.mjs");
+    const all = background(process.execPath, ["--import", "tsx", path.join(ROOT, "cli/main.ts"), "start", "--consumer", handlerModule], cleanEnv({
+      TIDEMARK_DATA_DIR: dataDir,
+      TIDEMARK_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
+      TIDEMARK_LOG_LEVEL: "warn",
+      OTEL_EXPORTER_OTLP_ENDPOINT: jaeger!.otlpEndpoint,
+      OTEL_BSP_SCHEDULE_DELAY: "200",
+    }));
+    processes.push(all);
+    await all.waitFor(/tidemark: .*traced.* running|running {3}server, .*traced/, "the all-in-one process to run the handler");
+    const client = createClient(EventStoreService, `127.0.0.1:${grpcPort}`);
+    const traceId = randomBytes(16).toString("hex");
+    try {
+      await client.appendEvents(
+        { aggregateType: "Order", aggregateId: `${id}-embedded`, expectation: { case: "expectedSeq", value: 0n }, events: [{ eventId: `${id}-embedded-e1`, eventType: "Placed", data: { total: 1 } }] },
+        { metadata: { traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01` } },
+      );
+    } finally {
+      client.close();
+    }
+    const trace = await waitFor(
+      async () => {
+        const got = await jaeger!.trace(traceId);
+        return got !== undefined && got.spans.some((s) => s.operationName === "tidemark.done") ? got : undefined;
+      },
+      { what: "the embedded process's handler spans in Jaeger", timeoutMs: 60_000, intervalMs: 250 },
+    );
+    const call = only(trace, "grpc.tidemark.v1.EventStoreService/AppendEvents");
+    expect(trace.serviceOf(call)).toBe("tidemark-start");
+    const flush = only(trace, "tidemark.segment.flush");
+    expect(parentOf(flush)).toBe(only(trace, "tidemark.segment.write").spanID);
+    expect(parentOf(only(trace, "tidemark.commit"))).toBe(flush.spanID);
+    const consume = only(trace, "tidemark.consume");
+    expect(parentOf(consume)).toBe(call.spanID);
+    for (const step of ["tidemark.claim", "tidemark.handle", "tidemark.done"]) expect(parentOf(only(trace, step))).toBe(consume.spanID);
   }, 120_000);
 });
