@@ -80,11 +80,15 @@ export async function startTracing(env: Readonly<Record<string, string | undefin
     // Health checks and reflection are probes, not commands.
     new GrpcInstrumentation({ ignoreGrpcMethods: ["Check", "Watch", "ServerReflectionInfo"] }),
     // Only queries inside a traced step: the background loops (sweeper, leases, LISTEN) poll all day.
-    new PgInstrumentation({ requireParentSpan: true }),
+    new PgInstrumentation({ requireParentSpan: true, ignoreConnectSpans: true }),
     new AwsInstrumentation({ suppressInternalInstrumentation: true }),
   ];
+  const unset = (name: string) => env[name] === undefined || env[name] === "";
   const sdk = new NodeSDK({
-    ...(env["OTEL_SERVICE_NAME"] === undefined || env["OTEL_SERVICE_NAME"] === "" ? { serviceName } : {}),
+    ...(unset("OTEL_SERVICE_NAME") ? { serviceName } : {}),
+    // Traces only, unless asked: Tidemark's metrics are Prometheus, its logs JSON lines on stdout.
+    ...(unset("OTEL_METRICS_EXPORTER") ? { metricReaders: [] } : {}),
+    ...(unset("OTEL_LOGS_EXPORTER") ? { logRecordProcessors: [] } : {}),
     instrumentations,
   });
   sdk.start();
