@@ -11,7 +11,7 @@ import { createDatabase } from "../core/index.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { createClient } from "../server/index.js";
 import { analyzeSchema } from "./analyze.js";
-import { appendLoad, mergeResults, withCpu, type Workload } from "./append-bench.js";
+import { appendLoad, mergeMeasured, withCpu, type Workload } from "./append-bench.js";
 import { cpuPerUnit } from "./cpu-time.js";
 import type { MemorySampler } from "./memory.js";
 import { startServerProcess, type ServerProcess } from "./processes.js";
@@ -96,10 +96,7 @@ export async function runTracingBench(o: TracingBenchOptions): Promise<Figure[]>
     o.log(`P1 traced: untraced server at concurrency ${c} (again)`);
     const after = await withCpu(() => appendLoad(plainClient, SINGLE, c, timing, "tr-plain-b"), plain.child.pid);
 
-    const baselineResult = mergeResults(before.result, after.result);
-    const baselineCpu = Object.fromEntries(
-      [...new Set([...Object.keys(before.cpu), ...Object.keys(after.cpu)])].map((k) => [k, (before.cpu[k] ?? 0) + (after.cpu[k] ?? 0)]),
-    );
+    const { result: baselineResult, cpu: baselineCpu } = mergeMeasured(before, after);
     const baseline: Figure = {
       ...figureOf({ id: `p1.untraced.c${c}`, group: "P1", name: "append 1 event/call, untraced server", concurrency: c, unit: "events/s" }, baselineResult),
       extra: { cpuMsPerUnit: cpuPerUnit(baselineCpu, baselineResult.totalUnits) },
