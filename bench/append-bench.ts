@@ -226,6 +226,15 @@ export async function withCpu(fn: () => Promise<LoadResult>, serverPid?: number)
   return { result, cpu: cpuUsedSince(before, pids) };
 }
 
+/** Two measured runs of one load (withCpu) as one: results merged, CPU times added. */
+export function mergeMeasured(
+  a: { result: LoadResult; cpu: Record<string, number> },
+  b: { result: LoadResult; cpu: Record<string, number> },
+): { result: LoadResult; cpu: Record<string, number> } {
+  const cpu = Object.fromEntries([...new Set([...Object.keys(a.cpu), ...Object.keys(b.cpu)])].map((k) => [k, (a.cpu[k] ?? 0) + (b.cpu[k] ?? 0)]));
+  return { result: mergeResults(a.result, b.result), cpu };
+}
+
 /** Two runs of one load as one: units over the sum of windows, latencies together. */
 export function mergeResults(a: LoadResult, b: LoadResult): LoadResult {
   const windowMs = a.windowMs + b.windowMs;

@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ConfigError } from "../core/index.js";
+import { ConfigError, startTracing } from "../core/index.js";
 import { commandHelp, nameFlags, parseCommand, UsageError, wrap, type ParsedCommand } from "./args.js";
 import { COMMANDS } from "./commands.js";
 import { processIo, type Io } from "./io.js";
@@ -80,8 +80,15 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
       case "start":
       case "server":
       case "relay":
-      case "consumer":
-        return await (await import("./run-process.js")).runProcess(cmd, io, VERSION, spec.name);
+      case "consumer": {
+        // Before the parts are built, so the instrumented clients are patched (core/tracing.ts).
+        const tracing = await startTracing(env, `tidemark-${spec.name}`);
+        try {
+          return await (await import("./run-process.js")).runProcess(cmd, io, VERSION, spec.name);
+        } finally {
+          await tracing?.shutdown();
+        }
+      }
       case "migrate":
         return await (await import("./run-admin.js")).runMigrate(cmd, io);
       case "rebuild":

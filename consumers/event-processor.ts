@@ -7,7 +7,7 @@
  * its events to the per-event path, so retries and dead letters are exactly those of `handle`.
  */
 import type { Kysely, Transaction } from "kysely";
-import type { ConsumerDatabase, Logger } from "../core/index.js";
+import { activeContext, type ConsumerDatabase, inBatchSpan, inSpan, inSpanOf, type Logger, SpanKind, type TraceContext } from "../core/index.js";
 import type { BackoffPolicy } from "./backoff.js";
 import type { CrashHook, CrashPoint, CrashPointInfo } from "./crash-point.js";
 import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
@@ -63,6 +63,8 @@ interface GroupItem {
   readonly request: ClaimRequest;
   readonly event: ConsumedEvent;
   readonly raw: RawMessage;
+  /** The attempt's trace context (tracing on). */
+  readonly trace: TraceContext | undefined;
 }
 
 /**
@@ -120,18 +122,38 @@ export class EventProcessor implements MessageProcessor {
     return true;
   }
 
-  /** One attempt: claim (in a group when the handler has one), then do what `nextStep` says. */
-  async attempt(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
+  /**
+   * One attempt: claim (in a group when the handler has one), then do what `nextStep` says. A
+   * traced event's attempt is a `tidemark.consume` span in its command's trace (the Kafka header
+   * names the relay's produce span), with `tidemark.claim`, `tidemark.handle` and `tidemark.done`
+   * inside.
+   */
+  attempt(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
+    const { event, raw } = message;
+    return inSpanOf(headerText(raw, "traceparent") ?? event?.traceparent, headerText(raw, "tracestate") ?? event?.tracestate, "tidemark.consume", () => this.attemptOnce(message, afterLeaseLost), {
+      kind: SpanKind.CONSUMER,
+      attributes: {
+        "tidemark.handler": this.name,
+        "tidemark.event_id": event?.eventId ?? "",
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": raw.topic,
+        "messaging.kafka.offset": raw.offset,
+      },
+    });
+  }
+
+  private async attemptOnce(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
     const request = this.claimRequest(message, afterLeaseLost);
     const { event } = message;
     if (this.groups !== undefined && event !== undefined && !afterLeaseLost) {
-      const grouped = await infra("claim", () => this.groups!.submit({ request, event, raw: message.raw }));
+      const grouped = await infra("claim", () => this.groups!.submit({ request, event, raw: message.raw, trace: activeContext() }));
       if (grouped.type === "finished") return RECORDED;
       if (grouped.type === "claimed") return this.afterClaim({ type: "claimed", claim: grouped.claim }, message, grouped.claimSentAt);
       // Refused in the group: the single claim below finds out why (held, ordering, finished).
     }
     const claimSentAt = performance.now();
-    const answer = await infra("claim", () => claimEvent(this.options.db, request));
+    const answer = await infra("claim", () => inSpan("tidemark.claim", () => claimEvent(this.options.db, request)));
     return this.afterClaim(answer, message, claimSentAt);
   }
 
@@ -191,7 +213,7 @@ export class EventProcessor implements MessageProcessor {
     const lease = this.leases.keep([claim], claimSentAt, claim.eventId);
     const context = handlerContext(claim, event, lease.signal, options.log);
     try {
-      const recorded = await this.applyTogether([member], lease, async ([fresh], tx) => {
+      const recorded = await this.applyTogether([member], [activeContext()], lease, async ([fresh], tx) => {
         const started = performance.now();
         try {
           await lease.race(options.handler.handle(fresh!, tx, context));
@@ -219,7 +241,8 @@ export class EventProcessor implements MessageProcessor {
   private async applyGroup(items: readonly GroupItem[]): Promise<GroupOutcome[]> {
     const { options } = this;
     const claimSentAt = performance.now();
-    const claims = await claimEvents(options.db, this.name, options.owner, options.leaseMs, items.map((i) => i.request));
+    const traces = items.map((i) => i.trace);
+    const claims = await inBatchSpan("tidemark.claim", traces, () => claimEvents(options.db, this.name, options.owner, options.leaseMs, items.map((i) => i.request)), { "tidemark.group.size": items.length });
     const indexOf = new Map(items.map((item, i) => [item.event.eventId, i]));
     const outcomes: GroupOutcome[] = items.map((item) => {
       const claim = claims.get(item.event.eventId);
@@ -248,7 +271,8 @@ export class EventProcessor implements MessageProcessor {
     );
     const started = performance.now();
     try {
-      const recorded = await this.applyTogether(members, lease, (fresh, tx) => lease.race(options.handler.handleBatch!(fresh, tx, { signal: lease.signal, log: options.log })));
+      const memberTraces = joining.map(({ item }) => item.trace);
+      const recorded = await this.applyTogether(members, memberTraces, lease, (fresh, tx) => lease.race(options.handler.handleBatch!(fresh, tx, { signal: lease.signal, log: options.log })));
       options.metrics.handlerSeconds.observe({ handler: this.name }, (performance.now() - started) / 1000);
       options.metrics.groupSize.observe({ handler: this.name }, members.length);
       this.count(recorded);
@@ -279,6 +303,7 @@ export class EventProcessor implements MessageProcessor {
    */
   private async applyTogether(
     members: readonly Member[],
+    traces: ReadonlyArray<TraceContext | undefined>,
     lease: KeptLease,
     sideEffect: (fresh: ConsumedEvent[], tx: Transaction<ConsumerDatabase>) => Promise<void>,
   ): Promise<Recorded[]> {
@@ -291,11 +316,11 @@ export class EventProcessor implements MessageProcessor {
       });
       const fresh = recorded.filter((r) => r.state === "done").map((r) => r.member);
       await this.crashAt("before-side-effect", fresh);
-      if (fresh.length > 0) await sideEffect(fresh.map((m) => m.event), tx);
+      if (fresh.length > 0) await inBatchSpan("tidemark.handle", traces, () => sideEffect(fresh.map((m) => m.event), tx), { "tidemark.handler": this.name });
       await this.crashAt("after-side-effect", fresh);
       if (lease.signal.aborted) throw lease.signal.reason;
       await this.crashAt("before-done", fresh);
-      await finishClaims(tx, recorded.map((r) => ({ claim: r.member.claim, state: r.state })));
+      await inBatchSpan("tidemark.done", traces, () => finishClaims(tx, recorded.map((r) => ({ claim: r.member.claim, state: r.state }))));
       return recorded;
     });
   }

@@ -40,4 +40,5 @@ export * from "./settings.js";
 export * from "./shutdown.js";
 export * from "./sleep.js";
 export * from "./tokens.js";
+export * from "./tracing.js";
 export * from "./upcasters.js";

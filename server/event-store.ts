@@ -13,6 +13,7 @@ import {
   EventEnvelopeSchema,
   EventKind,
   type Expectation,
+  inSpan,
   type Logger,
   NotFoundError,
   type ObjectStore,
@@ -142,21 +143,25 @@ export class EventStore {
   /** Appends events atomically; returns after every event is in S3 and committed (W1). */
   async append(input: AppendInput): Promise<AppendOutput> {
     for (let restart = 0; ; restart++) {
-      const reservation = await reserveSlots(
-        this.deps.db,
-        input.aggregateType,
-        input.aggregateId,
-        input.expectation,
-        input.events.map((e) => ({
-          eventId: e.eventId,
-          eventType: e.eventType,
-          contentHash: e.contentHash,
-          orderingKey: e.metadata["ordering_key"] ?? null,
-        })),
+      const reservation = await inSpan("tidemark.reserve", () =>
+        reserveSlots(
+          this.deps.db,
+          input.aggregateType,
+          input.aggregateId,
+          input.expectation,
+          input.events.map((e) => ({
+            eventId: e.eventId,
+            eventType: e.eventType,
+            contentHash: e.contentHash,
+            orderingKey: e.metadata["ordering_key"] ?? null,
+          })),
+        ),
       );
       const slots = reservation.slots;
       if (reservation.type === "reserved") {
-        const positions = await this.writer.write({ slots, events: this.lines(input, slots, reservation.previousHash) });
+        const events = this.lines(input, slots, reservation.previousHash);
+        // One segment holds many appends: this call's span waits for it, the flush's span links them all (segment-writer.ts).
+        const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events }));
         return { replayed: false, events: slots.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: positions.get(slot.logId)! })) };
       }
       // A retry: the original committed (answer what it got), is still in flight, or was closed.

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateId, checkAggregateType, isErased, Upcasters, Violations } from "../../core/index.js";
+import { checkAggregateId, checkAggregateType, inSpan, isErased, Upcasters, Violations } from "../../core/index.js";
 import { EventStoreService, ReadStreamResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
 import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";
@@ -20,7 +20,7 @@ export function eventStoreHandlers(
 ): HandlersOf<typeof EventStoreService> {
   return {
     async appendEvents(request, context) {
-      const input = await keys.seal(validateAppend(request, limits, context.metadata["traceparent"]));
+      const input = await keys.seal(await inSpan("tidemark.validate", async () => validateAppend(request, limits, context.metadata["traceparent"])));
       const out = await store.append(input);
       return {
         replayed: out.replayed,
