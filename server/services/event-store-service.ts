@@ -4,7 +4,7 @@ import { EventStoreService, ReadStreamResponseSchema } from "../../gen/tidemark/
 import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";
 import type { Limits } from "../limits.js";
-import { checkSeq, validateAppend } from "../validation.js";
+import { checkSeq, validateAppend, validateAppendToStreams } from "../validation.js";
 
 /** The Subscribe handler (server/subscribe.ts): a layer over the process's shared log tail. */
 export type SubscribeHandler = HandlersOf<typeof EventStoreService>["subscribe"];
@@ -56,5 +56,18 @@ export function eventStoreHandlers(
     },
 
     subscribe,
+
+    async appendToStreams(request, context) {
+      const input = validateAppendToStreams(request, limits, context.metadata["traceparent"]);
+      const out = await store.appendToStreams(input);
+      return {
+        replayed: out.replayed,
+        streams: out.streams.map((events, i) => ({
+          aggregateType: input.streams[i]!.aggregateType,
+          aggregateId: input.streams[i]!.aggregateId,
+          events: events.map((e) => ({ eventId: e.eventId, sequenceNumber: BigInt(e.seq), globalPosition: BigInt(e.position) })),
+        })),
+      };
+    },
   };
 }
