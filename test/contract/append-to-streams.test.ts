@@ -1,5 +1,5 @@
 /**
- * AppendToStreams, the multi-stream append (docs/CONTRACT.md W8), through the generated client on
+ * AppendToStreams, the multi-stream append (docs/CONTRACT.md W8, W9, W10), through the generated client on
  * both storages: several aggregates with their own expectations and consistency checks on others,
  * all or nothing, every failing check in the detail, idempotent retries (W4), one segment and
  * contiguous positions per call, 64 concurrent callers whose checks overlap (exactly one wins), and
@@ -44,7 +44,7 @@ async function allocated(aggregateId: string, aggregateType = "Order"): Promise<
 }
 
 describe("W8 multi-stream appends", () => {
-  it("appends to several aggregates with their own expectations, in one segment, at contiguous positions", async () => {
+  it("appends to several aggregates with their own expectations, in one segment, at contiguous positions (W9)", async () => {
     await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w8-a", expectation: noStream, events: [event("w8-a-1")] });
     await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w8-c", expectation: noStream, events: [event("w8-c-1"), event("w8-c-2")] });
     const segmentsBefore = (await storedSegments(t.server.objects)).length;
@@ -165,7 +165,7 @@ describe("W8 multi-stream appends", () => {
     expect(await allocated("w8x-t")).toBeUndefined();
   });
 
-  it("lets exactly one of 64 concurrent callers with overlapping checks win (the Marten #4591 race)", async () => {
+  it("lets exactly one of 64 concurrent callers with overlapping checks win (W10, the Marten #4591 race)", async () => {
     // Caller i creates its own stream and checks that none of the other 63 exists yet, the way a
     // dynamic consistency boundary claims a tag: any two calls conflict, so exactly one may commit,
     // however the 64 reservations interleave — also with each checked stream created concurrently.
@@ -200,7 +200,7 @@ describe("W8 multi-stream appends", () => {
     expect(heads[winner]).toBe(1n);
   });
 
-  it("lets exactly one of 64 concurrent callers win a shared stream they all write and check beside", async () => {
+  it("lets exactly one of 64 concurrent callers win a shared stream they all write and check beside (W10)", async () => {
     await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w8s-shared", expectation: noStream, events: [event("w8s-0")] });
     await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w8s-checked", expectation: noStream, events: [event("w8s-c")] });
     const results = await Promise.allSettled(

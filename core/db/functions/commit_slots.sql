@@ -76,7 +76,16 @@ declare
   v_last_id text;
   v_last_seq bigint;
   v_settled boolean;
-  v_calls bigint[];
+  g_ids bigint[];
+  g_calls bigint[];
+  g_states text[];
+  g_types text[];
+  g_aggregates text[];
+  g_seqs bigint[];
+  g_pred_states text[];
+  g_pred_ids bigint[];
+  g_start int;
+  g_end int;
   v_done bigint[] := '{}';
   v_call_ids bigint[];
   v_whole boolean;
@@ -152,49 +161,62 @@ begin
     return next;
   end loop;
   -- Slots of multi-stream calls: each call whole, in its reservation order, once every one of its
-  -- slots is written and settled. A call can settle another's predecessor, so go round until no
-  -- call commits.
-  select array_agg(distinct e.call_id order by e.call_id) into v_calls
-    from event_log e where e.log_id = any(p_log_ids) and e.call_id is not null;
-  if v_calls is not null then
+  -- slots is written and settled. Read once, in call order; a call can settle another's
+  -- predecessor, so go round until no call commits.
+  select array_agg(e.log_id order by e.call_id, e.log_id),
+         array_agg(e.call_id order by e.call_id, e.log_id),
+         array_agg(case when e.state = 'committed' then 'committed'
+                        when e.state = 'void' or e.segment_offset is null or (w.event_id is not null and w.event_id <> e.event_id) then 'blocked'
+                        else 'pending' end order by e.call_id, e.log_id),
+         array_agg(e.aggregate_type order by e.call_id, e.log_id),
+         array_agg(e.aggregate_id order by e.call_id, e.log_id),
+         array_agg(e.seq order by e.call_id, e.log_id),
+         array_agg(p.state order by e.call_id, e.log_id),
+         array_agg(p.log_id order by e.call_id, e.log_id)
+    into g_ids, g_calls, g_states, g_types, g_aggregates, g_seqs, g_pred_states, g_pred_ids
+    from event_log e
+    join unnest(p_log_ids, coalesce(p_event_ids, array_fill(null::text, array[cardinality(p_log_ids)]))) as w(log_id, event_id)
+      on w.log_id = e.log_id
+    left join event_log p
+      on p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id and p.seq = e.seq - 1
+   where e.call_id is not null;
+  if g_ids is not null then
     loop
       v_progress := false;
-      foreach v_call in array v_calls loop
-        continue when v_call = any(v_done);
-        v_whole := true;
-        v_call_ids := '{}';
-        for r in
-          select e.log_id, e.event_id, e.aggregate_type, e.aggregate_id, e.seq, e.state, e.segment_offset,
-                 p.state as pred_state, p.log_id as pred_log_id, w.event_id as wanted_event_id
-            from event_log e
-            join unnest(p_log_ids, coalesce(p_event_ids, array_fill(null::text, array[cardinality(p_log_ids)]))) as w(log_id, event_id)
-              on w.log_id = e.log_id
-            left join event_log p
-              on p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id and p.seq = e.seq - 1
-           where e.call_id = v_call
-           order by e.log_id
-        loop
-          if r.state = 'committed' then
-            continue;
-          elsif r.state = 'void' or r.segment_offset is null
-             or (r.wanted_event_id is not null and r.wanted_event_id <> r.event_id)
-             or not slot_settled(r.aggregate_type, r.aggregate_id, r.seq, r.pred_state, r.pred_log_id, v_ids || v_call_ids) then
-            v_whole := false;
-            exit;
-          end if;
-          v_call_ids := v_call_ids || r.log_id;
+      g_start := 1;
+      while g_start <= cardinality(g_ids) loop
+        v_call := g_calls[g_start];
+        g_end := g_start;
+        while g_end < cardinality(g_ids) and g_calls[g_end + 1] = v_call loop
+          g_end := g_end + 1;
         end loop;
-        if v_whole then
-          v_done := v_done || v_call;
-          if cardinality(v_call_ids) > 0 then
-            v_progress := true;
-            for i in 1 .. cardinality(v_call_ids) loop
-              v_position := v_position + 1;
-              v_ids := v_ids || v_call_ids[i];
-              v_positions := v_positions || v_position;
-            end loop;
+        if not (v_call = any(v_done)) then
+          v_whole := true;
+          v_call_ids := '{}';
+          for k in g_start .. g_end loop
+            continue when g_states[k] = 'committed';
+            if g_states[k] = 'blocked' then
+              v_whole := false;
+            elsif not (g_seqs[k] = 1 or g_pred_states[k] = 'committed' or g_pred_ids[k] = any(v_call_ids)
+                       or slot_settled(g_types[k], g_aggregates[k], g_seqs[k], g_pred_states[k], g_pred_ids[k], v_ids)) then
+              v_whole := false;
+            end if;
+            exit when not v_whole;
+            v_call_ids := v_call_ids || g_ids[k];
+          end loop;
+          if v_whole then
+            v_done := v_done || v_call;
+            if cardinality(v_call_ids) > 0 then
+              v_progress := true;
+              for k in 1 .. cardinality(v_call_ids) loop
+                v_position := v_position + 1;
+                v_ids := v_ids || v_call_ids[k];
+                v_positions := v_positions || v_position;
+              end loop;
+            end if;
           end if;
         end if;
+        g_start := g_end + 1;
       end loop;
       exit when not v_progress;
     end loop;
