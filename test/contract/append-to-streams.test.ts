@@ -81,26 +81,14 @@ describe("W8 multi-stream appends", () => {
     await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w8f-a", expectation: noStream, events: [event("w8f-a-1"), event("w8f-a-2")] });
     await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w8f-c", expectation: noStream, events: [event("w8f-c-1")] });
     const eventsBefore = (await storedEvents(t.server.objects)).length;
-    const error = await expectStatus(
-      t.events.appendToStreams(
-        call(
-          [stream("w8f-a", exact(1), "w8f-x-1"), stream("w8f-ok", noStream, "w8f-x-2"), stream("w8f-c", noStream, "w8f-x-3")],
-          [check("w8f-a2", exact(3)), check("w8f-c2", noStream), check("w8f-ok2", noStream)],
-        ),
-      ),
-      grpc.status.ABORTED,
+    const request = call(
+      [stream("w8f-a", exact(1), "w8f-x-1"), stream("w8f-ok", noStream, "w8f-x-2"), stream("w8f-c", noStream, "w8f-x-3")],
+      [check("w8f-a2", exact(3)), check("w8f-c2", noStream), check("w8f-ok2", noStream)],
     );
+    const error = await expectStatus(t.events.appendToStreams(request), grpc.status.ABORTED);
     // Then w8f-c2 is created: the same call now fails one more check.
     await t.events.appendEvents({ aggregateType: "Order", aggregateId: "w8f-c2", expectation: noStream, events: [event("w8f-c2-1")] });
-    const again = await expectStatus(
-      t.events.appendToStreams(
-        call(
-          [stream("w8f-a", exact(1), "w8f-x-1"), stream("w8f-ok", noStream, "w8f-x-2"), stream("w8f-c", noStream, "w8f-x-3")],
-          [check("w8f-a2", exact(3)), check("w8f-c2", noStream), check("w8f-ok2", noStream)],
-        ),
-      ),
-      grpc.status.ABORTED,
-    );
+    const again = await expectStatus(t.events.appendToStreams(request), grpc.status.ABORTED);
     const detail = findDetail(again, ConsistencyConflictSchema);
     expect(detail?.conflicts.map((c) => [c.field, c.aggregateId, c.expectedSeq, c.actualSeq])).toEqual([
       ["streams[0]", "w8f-a", 1n, 2n],
