@@ -124,7 +124,7 @@ describe("README quick start", () => {
     expect(refused.ok).toBe(false);
     expect(refused.out).toMatch(/Code: Aborted/);
     expect(refused.out).toContain("Message: streams[0] Order/o-2: expected sequence 0, but the head is 1; consistency_checks[0] Order/o-1: expected sequence 2, but the head is 1");
-    expect(refused.out).toMatch(/tidemark\.v1\.ConsistencyConflict",\s+"conflicts": \[\s+\{\s+"actualSeq": "1",\s+"aggregateId": "o-2",\s+"aggregateType": "Order",\s+"field": "streams\[0\]"\s+\},\s+\{\s+"actualSeq": "1",\s+"aggregateId": "o-1",\s+"aggregateType": "Order",\s+"expectedSeq": "2",\s+"field": "consistency_checks\[0\]"/);
+    expect(refused.out).toMatch(/tidemark\.v1\.ConsistencyConflict",\s+"conflicts": \[\s+\{\s+"field": "streams\[0\]",\s+"aggregateType": "Order",\s+"aggregateId": "o-2",\s+"actualSeq": "1"\s+\},\s+\{\s+"field": "consistency_checks\[0\]",\s+"aggregateType": "Order",\s+"aggregateId": "o-1",\s+"expectedSeq": "2",\s+"actualSeq": "1"\s+\}/);
 
     // Ctrl-C in a terminal signals the whole foreground group: npm and node. npm waits for its
     // child, then ends itself by the same signal.
