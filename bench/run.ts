@@ -13,7 +13,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { runAppendBench } from "./append-bench.js";
+import { MULTI_CONCURRENCY, runAppendBench } from "./append-bench.js";
 import { killAllChildren, ROOT } from "./child-process.js";
 import { MemorySampler } from "./memory.js";
 import { runPipelineBench, SERVER_ROLE, type SoakResult } from "./pipeline-bench.js";
@@ -230,6 +230,10 @@ function targets(figures: readonly Figure[], concurrencies: readonly number[], m
       const perEvent = single?.extra?.["s3PerEvent"] as Record<string, number> | undefined;
       out.push(target(`P1 1 event/call c${c}: S3 PUTs per acknowledged event`, perEvent === undefined ? undefined : (perEvent["server.put"] ?? 0), "<=", 0.1, "PUTs", perEvent === undefined ? "S3 request counts not read" : undefined));
     }
+  }
+  // AppendToStreams (W8): three streams per call against the same three events to one stream.
+  if (concurrencies.includes(MULTI_CONCURRENCY)) {
+    out.push(target(`P1 AppendToStreams 3 streams/call c${MULTI_CONCURRENCY}: rate / AppendEvents 3 events/call`, f(`p1.multi.c${MULTI_CONCURRENCY}`)?.rateRatio, ">=", 0.8, "×"));
   }
   // A half load the machine could not sustain is reported, but flagged: its latency includes queueing.
   const overloaded = (x: Figure | undefined) =>

@@ -152,6 +152,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     maxDataBytes: config.maxDataBytes,
     maxDataDepth: config.maxDataDepth,
     maxEventsPerAppend: config.maxEventsPerAppend,
+    maxStreamsPerCall: config.maxStreamsPerCall,
     maxMetadataEntries: config.maxMetadataEntries,
     maxMetadataValueLength: config.maxMetadataValueLength,
   };

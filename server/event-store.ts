@@ -18,6 +18,7 @@ import {
   NotFoundError,
   type ObjectStore,
   reserveSlots,
+  reserveStreams,
   type SegmentEvent,
   type SlotRow,
   slotsById,
@@ -60,6 +61,29 @@ export interface AppendInput {
   readonly expectation: Expectation;
   readonly events: readonly ProposedEventInput[];
   readonly actor: string;
+}
+
+/** One aggregate a validated multi-stream append writes. */
+export interface StreamAppendInput {
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly expectation: Expectation;
+  readonly events: readonly ProposedEventInput[];
+}
+
+/** A validated multi-stream append (docs/CONTRACT.md W8). */
+export interface MultiAppendInput {
+  readonly streams: readonly StreamAppendInput[];
+  /** Aggregates not written whose heads must equal `expectedSeq`. */
+  readonly checks: ReadonlyArray<{ readonly aggregateType: string; readonly aggregateId: string; readonly expectedSeq: number }>;
+  readonly actor: string;
+}
+
+/** Where each written stream's events landed, streams and events in request order. */
+export interface MultiAppendOutput {
+  readonly streams: ReadonlyArray<AppendOutput["events"]>;
+  /** True when this is the stored result of an earlier identical call. */
+  readonly replayed: boolean;
 }
 
 /** Where each appended event landed, in request order. */
@@ -168,6 +192,45 @@ export class EventStore {
       const settled = await this.original(slots);
       if (settled !== undefined) {
         return { replayed: true, events: settled.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: slot.globalPosition! })) };
+      }
+      if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
+    }
+  }
+
+  /**
+   * Appends to several aggregates atomically (W8): one reservation locks every named head and
+   * checks every expectation and consistency check, one segment holds every event of the call, and
+   * one commit gives them contiguous positions. Returns after all of it (W1).
+   */
+  async appendToStreams(input: MultiAppendInput): Promise<MultiAppendOutput> {
+    for (let restart = 0; ; restart++) {
+      const reservation = await reserveStreams(
+        this.deps.db,
+        input.streams.map((stream) => ({
+          aggregateType: stream.aggregateType,
+          aggregateId: stream.aggregateId,
+          expectation: stream.expectation,
+          events: stream.events.map((e) => ({ eventId: e.eventId, eventType: e.eventType, contentHash: e.contentHash, orderingKey: e.metadata["ordering_key"] ?? null })),
+        })),
+        input.checks,
+      );
+      if (reservation.type === "reserved") {
+        const slots = reservation.streams.flatMap((r) => r.slots);
+        const events = reservation.streams.flatMap((r, i) => this.lines({ ...input.streams[i]!, actor: input.actor }, r.slots, r.previousHash));
+        const positions = await this.writer.write({ slots, events });
+        return {
+          replayed: false,
+          streams: reservation.streams.map((r) => r.slots.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: positions.get(slot.logId)! }))),
+        };
+      }
+      // A retry, as in append: answer what the original got, or start over when it was closed.
+      const settled = await this.original(reservation.streams.flat());
+      if (settled !== undefined) {
+        const byId = new Map(settled.map((slot) => [slot.logId, slot]));
+        return {
+          replayed: true,
+          streams: reservation.streams.map((own) => own.map((s) => byId.get(s.logId)!).map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: slot.globalPosition! }))),
+        };
       }
       if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
     }

@@ -252,7 +252,11 @@ export class SegmentWriter {
     }
     for (const w of taken) {
       const lost = w.write.slots.find((s) => handedOver.has(s.logId));
-      if (lost !== undefined) w.reject(new ConcurrencyError(lost.aggregateType, lost.aggregateId, w.write.slots[0]!.seq - 1, Math.max(...w.write.slots.map((s) => s.seq))));
+      if (lost !== undefined) {
+        // A multi-stream call (W8) holds several streams: name the one that lost its slot.
+        const own = w.write.slots.filter((s) => s.aggregateType === lost.aggregateType && s.aggregateId === lost.aggregateId);
+        w.reject(new ConcurrencyError(lost.aggregateType, lost.aggregateId, own[0]!.seq - 1, Math.max(...own.map((s) => s.seq))));
+      }
       else w.reject(new UnavailableError("the commit log was behind the object store and has been re-synchronised; retry the append"));
     }
   }

@@ -46,6 +46,8 @@ export interface EventLogTable {
   segment_length: number | null;
   /** The slot's hash-chain link (docs/STORAGE.md "Hash chain"), set at reservation. */
   chain_hash: string | null;
+  /** Shared by the slots of one AppendToStreams call (committed whole, contiguously); null otherwise. */
+  call_id: Int8 | null;
 }
 
 /** State of a segment number: allocated and being written, written, or closed by a void marker. */

@@ -22,6 +22,7 @@ import type { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
 import type { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
 import type { ProcessingService } from "../../gen/tidemark/v1/processing_pb.js";
 import type { CallContext, HandlersOf } from "../grpc/bridge.js";
+import { checkStatedDatabase as statedDatabaseProblem } from "../validation.js";
 import type { AuthFailures } from "./authenticator.js";
 
 /** What the guards need: the failure counter, and how to re-check an open stream's token. */
@@ -59,8 +60,8 @@ function actorOf(deps: GuardDeps, context: CallContext, requested: string): stri
 
 /** `database`, when a single-stream request sets it, must be the aggregate's database (its id's first part). */
 function checkStatedDatabase(stated: string, aggregateId: string): void {
-  if (stated === "" || stated === databaseOf(aggregateId)) return;
-  throw new ValidationError([{ field: "database", description: `must be the part of aggregate_id before its first "/" (the aggregate's database), or empty` }]);
+  const problem = statedDatabaseProblem(stated, aggregateId);
+  if (problem !== undefined) throw new ValidationError([{ field: "database", description: problem }]);
 }
 
 /** EventStoreService with its checks. */
@@ -90,6 +91,18 @@ export function guardEventStore(inner: HandlersOf<typeof EventStoreService>, dep
         if (!reachesDatabase(principal, database)) demand(deps, context, { scope: "subscribe", database });
       }
       return revocable(inner.subscribe, request, context, deps);
+    },
+    async appendToStreams(request, context) {
+      // Every aggregate of the call, before anything is reserved: written ones need the write
+      // scope, checked ones the read scope (their heads are read), each with its database.
+      for (const stream of request.streams) {
+        demand(deps, context, { scope: "write", database: databaseOf(stream.aggregateId), aggregateType: stream.aggregateType, aggregateId: stream.aggregateId });
+      }
+      for (const check of request.consistencyChecks) {
+        demand(deps, context, { scope: "read", database: databaseOf(check.aggregateId), aggregateType: check.aggregateType, aggregateId: check.aggregateId });
+      }
+      request.actor = actorOf(deps, context, request.actor);
+      return inner.appendToStreams(request, context);
     },
   };
 }

@@ -5,7 +5,7 @@ import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";
 import type { Limits } from "../limits.js";
 import type { SubjectKeys } from "../privacy.js";
-import { checkSeq, validateAppend } from "../validation.js";
+import { checkSeq, validateAppend, validateAppendToStreams } from "../validation.js";
 
 /** The Subscribe handler (server/subscribe.ts): a layer over the process's shared log tail. */
 export type SubscribeHandler = HandlersOf<typeof EventStoreService>["subscribe"];
@@ -62,5 +62,21 @@ export function eventStoreHandlers(
     },
 
     subscribe,
+
+    async appendToStreams(request, context) {
+      const validated = await inSpan("tidemark.validate", async () => validateAppendToStreams(request, limits, context.metadata["traceparent"]));
+      // Each stream's events naming a subject are sealed as AppendEvents seals them (T5).
+      const streams = await Promise.all(validated.streams.map(async (stream) => ({ ...stream, events: (await keys.seal({ ...stream, actor: validated.actor })).events })));
+      const input = { ...validated, streams };
+      const out = await store.appendToStreams(input);
+      return {
+        replayed: out.replayed,
+        streams: out.streams.map((events, i) => ({
+          aggregateType: input.streams[i]!.aggregateType,
+          aggregateId: input.streams[i]!.aggregateId,
+          events: events.map((e) => ({ eventId: e.eventId, sequenceNumber: BigInt(e.seq), globalPosition: BigInt(e.position) })),
+        })),
+      };
+    },
   };
 }

@@ -107,6 +107,25 @@ describe("README quick start", () => {
     ]);
     expect(JSON.parse(append.out)).toMatchObject({ events: [{ eventId: "o-1-placed", sequenceNumber: "1", globalPosition: "3" }] });
 
+    const multi = call([
+      "-d", '{"streams":[{"aggregate_type":"Order","aggregate_id":"o-2","no_stream":{},"events":[{"event_id":"o-2-placed","event_type":"OrderPlaced","data":{"total":7}}]},{"aggregate_type":"Stock","aggregate_id":"sku-9","any":{},"events":[{"event_id":"o-2-reserved","event_type":"StockReserved","data":{"qty":1}}]}],"consistency_checks":[{"aggregate_type":"Order","aggregate_id":"o-1","expected_seq":1}]}',
+      address, "tidemark.v1.EventStoreService/AppendToStreams",
+    ]);
+    expect(JSON.parse(multi.out)).toMatchObject({
+      streams: [
+        { aggregateType: "Order", aggregateId: "o-2", events: [{ eventId: "o-2-placed", sequenceNumber: "1", globalPosition: "4" }] },
+        { aggregateType: "Stock", aggregateId: "sku-9", events: [{ eventId: "o-2-reserved", sequenceNumber: "1", globalPosition: "5" }] },
+      ],
+    });
+    const refused = call([
+      "-d", '{"streams":[{"aggregate_type":"Order","aggregate_id":"o-2","no_stream":{},"events":[{"event_id":"o-2-placed-again","event_type":"OrderPlaced","data":{"total":8}}]}],"consistency_checks":[{"aggregate_type":"Order","aggregate_id":"o-1","expected_seq":2}]}',
+      address, "tidemark.v1.EventStoreService/AppendToStreams",
+    ]);
+    expect(refused.ok).toBe(false);
+    expect(refused.out).toMatch(/Code: Aborted/);
+    expect(refused.out).toContain("Message: streams[0] Order/o-2: expected sequence 0, but the head is 1; consistency_checks[0] Order/o-1: expected sequence 2, but the head is 1");
+    expect(refused.out).toMatch(/tidemark\.v1\.ConsistencyConflict",\s+"conflicts": \[\s+\{\s+"field": "streams\[0\]",\s+"aggregateType": "Order",\s+"aggregateId": "o-2",\s+"actualSeq": "1"\s+\},\s+\{\s+"field": "consistency_checks\[0\]",\s+"aggregateType": "Order",\s+"aggregateId": "o-1",\s+"expectedSeq": "2",\s+"actualSeq": "1"\s+\}/);
+
     // Ctrl-C in a terminal signals the whole foreground group: npm and node. npm waits for its
     // child, then ends itself by the same signal.
     expect(await npmStart!.stop("SIGINT")).toBe("SIGINT");

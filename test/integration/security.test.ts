@@ -242,6 +242,18 @@ const RPCS: Rpc[] = [
     writes: false,
     call: (c) => c.processing.getProcessingStatus({ key: { case: "eventId", value: seedEventA } }),
     callOther: (c) => c.processing.getProcessingStatus({ key: { case: "eventId", value: seedEventB } }),
+  },  {
+    name: "AppendToStreams",
+    scope: "write",
+    writes: true,
+    call: (c, n) =>
+      c.events.appendToStreams({
+        streams: [{ aggregateType: "Order", aggregateId: `alpha/m-${n}`, expectation: { case: "noStream", value: {} }, events: [{ eventId: `m-${n}`, eventType: "OrderPlaced" }] }],
+      }),
+    callOther: (c, n) =>
+      c.events.appendToStreams({
+        streams: [{ aggregateType: "Order", aggregateId: `beta/m-${n}`, expectation: { case: "noStream", value: {} }, events: [{ eventId: `m-${n}`, eventType: "OrderPlaced" }] }],
+      }),
   },
 ];
 
@@ -444,6 +456,22 @@ describe("tenancy on the read paths that span databases", () => {
     expect(invoice.details).toContain(`aggregate type "Invoice"`);
     await refused((x) => stream(x.events.readStream({ aggregateType: "Invoice", aggregateId: "alpha/inv-1" })), orders, grpc.status.PERMISSION_DENIED);
     await refused((x) => x.instances.getInstance({ database: "alpha", className: "Person", instanceId: "seed" }), orders, grpc.status.PERMISSION_DENIED);
+  });
+
+  it("AppendToStreams needs every aggregate it names: a check on another database's stream is PERMISSION_DENIED, nothing written", async () => {
+    const alice = clients(tokens["alice"]);
+    const id = `alpha/mc-${next()}`;
+    const denied = await refused(
+      (x) =>
+        x.events.appendToStreams({
+          streams: [{ aggregateType: "Order", aggregateId: id, expectation: { case: "noStream", value: {} }, events: [{ eventId: `e-${next()}`, eventType: "OrderPlaced" }] }],
+          consistencyChecks: [{ aggregateType: "Order", aggregateId: "beta/seed-1", expectation: { case: "expectedSeq", value: 1n } }],
+        }),
+      alice,
+      grpc.status.PERMISSION_DENIED,
+    );
+    expect(denied.details).toContain("beta");
+    await expectStatus(alice.events.getStreamHead({ aggregateType: "Order", aggregateId: id }), grpc.status.NOT_FOUND);
   });
 
   it("a stated database that is not the aggregate id's is INVALID_ARGUMENT, nothing written", async () => {

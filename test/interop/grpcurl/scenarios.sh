@@ -252,3 +252,32 @@ next; expect_event "resume message 2" "$NS-o2-shipped"
 next; expect_caught_up "resume message 3"
 unsubscribe
 ok "catch-up, caught_up, live, resumed after position $P2 with no repeat"
+
+# ---------------------------------------------------------------- S10
+SCENARIO=S10
+MULTI="{\"streams\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m1\",\"no_stream\":{},\"events\":[{\"event_id\":\"$NS-m1-opened\",\"event_type\":\"OrderOpened\",\"data\":{\"n\":1}}]},{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"o1\",\"expected_seq\":2,\"events\":[{\"event_id\":\"$NS-o1-noted\",\"event_type\":\"OrderNoted\"}]}],\"consistency_checks\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"o2\",\"expected_seq\":2}]}"
+call EventStoreService/AppendToStreams "$MULTI"
+expect_ok AppendToStreams
+expect_eq replayed "$(out .replayed)" false
+expect_eq "streams" "$(jq -c '[.streams[] | [.aggregateId, [.events[].sequenceNumber]]]' <<<"$OUT")" '[["m1",["1"]],["o1",["3"]]]'
+M1_POS=$(out '.streams[0].events[0].globalPosition')
+O1N_POS=$(out '.streams[1].events[0].globalPosition')
+expect_eq "o1 global_position" "$O1N_POS" "$((M1_POS + 1))"
+FIRST=$(jq -c .streams <<<"$OUT")
+call EventStoreService/AppendToStreams "$MULTI"
+expect_ok "retried AppendToStreams"
+expect_eq "retry replayed" "$(out .replayed)" true
+expect_eq "retry streams" "$(jq -c .streams <<<"$OUT")" "$FIRST"
+call EventStoreService/AppendToStreams "{\"streams\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m2\",\"no_stream\":{},\"events\":[{\"event_id\":\"$NS-m2-opened\",\"event_type\":\"OrderOpened\"}]},{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"o1\",\"expected_seq\":1,\"events\":[{\"event_id\":\"$NS-o1-late\",\"event_type\":\"OrderNoted\"}]}],\"consistency_checks\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"o2\",\"expected_seq\":1},{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m1\",\"no_stream\":{}}]}"
+expect_code "AppendToStreams with stale expectations" 10 ABORTED
+CONFLICT=$(detail tidemark.v1.ConsistencyConflict)
+[ -n "$CONFLICT" ] || fail "ABORTED without a tidemark.v1.ConsistencyConflict detail: $ERR"
+# uint64 fields print as JSON strings; an unset (zero) one may be left out: default it to "0".
+CONFLICTS=$(jq -c '[.conflicts[] | [.field, (.aggregateType // .aggregate_type), (.aggregateId // .aggregate_id), ((.expectedSeq // .expected_seq // "0") | tostring), ((.actualSeq // .actual_seq // "0") | tostring)]]' <<<"$CONFLICT")
+expect_eq conflicts "$CONFLICTS" "[[\"streams[1]\",\"$ORDER\",\"o1\",\"1\",\"3\"],[\"consistency_checks[0]\",\"$ORDER\",\"o2\",\"1\",\"2\"],[\"consistency_checks[1]\",\"$ORDER\",\"m1\",\"0\",\"1\"]]"
+call EventStoreService/GetStreamHead "{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m2\"}"
+expect_code "GetStreamHead of m2" 5 NOT_FOUND
+call EventStoreService/AppendToStreams "{\"streams\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m3\",\"any\":{},\"events\":[{\"event_id\":\"$NS-m3-opened\",\"event_type\":\"OrderOpened\"}]}],\"consistency_checks\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m3\",\"no_stream\":{}}]}"
+expect_code "AppendToStreams checking a written aggregate" 3 INVALID_ARGUMENT
+expect_eq violations "$(bad_fields)" '["consistency_checks[0]"]'
+ok "two streams at positions $M1_POS and $O1N_POS, replayed, three conflicts listed, nothing written"

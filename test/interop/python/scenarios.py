@@ -256,6 +256,57 @@ def run(address, ns):
     finally:
         resumed.cancel()
     ok(f"catch-up, caught_up, live, resumed after position {positions[1]} with no repeat")
+
+    scenario = "S10"
+
+    def stream(aggregate_id, events_, **expectation):
+        return es.StreamAppend(aggregate_type=order_type, aggregate_id=aggregate_id, events=events_, **expectation)
+
+    def check(aggregate_id, **expectation):
+        return es.ConsistencyCheck(aggregate_type=order_type, aggregate_id=aggregate_id, **expectation)
+
+    multi = es.AppendToStreamsRequest(
+        streams=[
+            stream("m1", [es.ProposedEvent(event_id=f"{ns}-m1-opened", event_type="OrderOpened", data=obj({"n": 1}))], no_stream=empty_pb2.Empty()),
+            stream("o1", [es.ProposedEvent(event_id=f"{ns}-o1-noted", event_type="OrderNoted")], expected_seq=2),
+        ],
+        consistency_checks=[check("o2", expected_seq=2)],
+    )
+    both = events.AppendToStreams(multi, timeout=TIMEOUT)
+    expect_equal("replayed", both.replayed, False)
+    expect_equal("streams", [(r.aggregate_id, [e.sequence_number for e in r.events]) for r in both.streams], [("m1", [1]), ("o1", [3])])
+    m1_position = both.streams[0].events[0].global_position
+    o1_position = both.streams[1].events[0].global_position
+    expect_equal("o1 global_position", o1_position, m1_position + 1)
+    repeated = events.AppendToStreams(multi, timeout=TIMEOUT)
+    expect_equal("retry replayed", repeated.replayed, True)
+    expect_equal("retry streams", list(repeated.streams), list(both.streams))
+    stale = es.AppendToStreamsRequest(
+        streams=[
+            stream("m2", [es.ProposedEvent(event_id=f"{ns}-m2-opened", event_type="OrderOpened")], no_stream=empty_pb2.Empty()),
+            stream("o1", [es.ProposedEvent(event_id=f"{ns}-o1-late", event_type="OrderNoted")], expected_seq=1),
+        ],
+        consistency_checks=[check("o2", expected_seq=1), check("m1", no_stream=empty_pb2.Empty())],
+    )
+    status = expect_status(lambda: events.AppendToStreams(stale, timeout=TIMEOUT), grpc.StatusCode.ABORTED)
+    conflicts = detail(status, errors_pb2.ConsistencyConflict).conflicts
+    expect_equal(
+        "conflicts",
+        [(c.field, c.aggregate_type, c.aggregate_id, c.expected_seq, c.actual_seq) for c in conflicts],
+        [("streams[1]", order_type, "o1", 1, 3), ("consistency_checks[0]", order_type, "o2", 1, 2), ("consistency_checks[1]", order_type, "m1", 0, 1)],
+    )
+    expect_status(
+        lambda: events.GetStreamHead(es.GetStreamHeadRequest(aggregate_type=order_type, aggregate_id="m2"), timeout=TIMEOUT),
+        grpc.StatusCode.NOT_FOUND,
+        with_details=False,
+    )
+    checked_twice = es.AppendToStreamsRequest(
+        streams=[stream("m3", [es.ProposedEvent(event_id=f"{ns}-m3-opened", event_type="OrderOpened")], any=empty_pb2.Empty())],
+        consistency_checks=[check("m3", no_stream=empty_pb2.Empty())],
+    )
+    status = expect_status(lambda: events.AppendToStreams(checked_twice, timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT)
+    expect_equal("violations", bad_fields(status), ["consistency_checks[0]"])
+    ok(f"two streams at positions {m1_position} and {o1_position}, replayed, three conflicts listed, nothing written")
     channel.close()
 
 
