@@ -26,6 +26,15 @@ afterAll(async () => {
 });
 
 type Request = MessageInitShape<typeof SubscribeRequestSchema>;
+/** The filter fields of a request. */
+interface Filter {
+  readonly databases?: string[];
+  readonly aggregateTypes?: string[];
+  readonly aggregateTypePrefix?: string;
+  readonly eventTypes?: string[];
+  readonly eventTypePrefix?: string;
+  readonly kinds?: EventKind[];
+}
 
 let unique = 0;
 const next = () => `${Date.now().toString(36)}-${unique++}`;
@@ -42,7 +51,7 @@ async function append(aggregateType: string, aggregateId: string, events: Readon
 }
 
 /** A batch read: the whole stream of a stop_at_caught_up subscription (it must end by itself). */
-async function batch(request: Request): Promise<SubscribeResponse[]> {
+async function batch(request: Request & Filter): Promise<SubscribeResponse[]> {
   return collect(t.events.subscribe({ ...request, stopAtCaughtUp: true }));
 }
 
@@ -65,10 +74,10 @@ beforeAll(async () => {
 });
 
 describe("filtered Subscribe (A3)", () => {
-  const from = (): Request => ({ start: { case: "afterPosition", value: BigInt(base) } });
+  const from = (): Request & Filter => ({ start: { case: "afterPosition", value: BigInt(base) } });
 
   it("by database, aggregate-type prefix, event-type set and kind: only matching events, in order, then caught up and OK", async () => {
-    const cases: Array<{ filter: Partial<Request>; wants: (e: string) => boolean; count: number }> = [
+    const cases: Array<{ filter: Filter; wants: (e: string) => boolean; count: number }> = [
       { filter: { databases: ["east"] }, wants: (e) => e.split(":")[1]!.startsWith("east/"), count: 16 },
       { filter: { aggregateTypePrefix: "Order." }, wants: (e) => e.startsWith("Order."), count: 16 },
       { filter: { eventTypes: ["OrderShipped", "OrderCancelled"] }, wants: (e) => /:(OrderShipped|OrderCancelled)$/.test(e), count: 8 },
@@ -98,7 +107,7 @@ describe("filtered Subscribe (A3)", () => {
     const [early] = await append("Rare", `east/r-${next()}`, [{ type: "RareHappened" }]);
     for (let i = 0; i < 20; i++) await append("Noise", `east/n-${next()}`, Array.from({ length: 10 }, () => ({ type: "Noise" })));
     const end = (await append("FilterMark", `mark-${next()}`, [{ type: "Marked" }]))[0]!;
-    const rare: Request = { start: { case: "afterPosition", value: BigInt(start) }, aggregateTypes: ["Rare"] };
+    const rare: Request & Filter = { start: { case: "afterPosition", value: BigInt(start) }, aggregateTypes: ["Rare"] };
 
     const readsBefore = t.server.tail.stats.ownReads;
     const first = await batch(rare);
@@ -163,7 +172,7 @@ describe("filtered Subscribe (A3)", () => {
   });
 
   it("bad filters are INVALID_ARGUMENT naming the field", async () => {
-    const cases: Array<{ filter: Partial<Request>; fields: string[] }> = [
+    const cases: Array<{ filter: Filter; fields: string[] }> = [
       { filter: { kinds: [99 as EventKind] }, fields: ["kinds[0]"] },
       { filter: { kinds: [EventKind.DOMAIN, EventKind.UNSPECIFIED] }, fields: ["kinds[1]"] },
       { filter: { eventTypes: ["A", "B", "C", "D", "E", "F"] }, fields: ["event_types"] },
