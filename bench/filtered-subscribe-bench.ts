@@ -98,7 +98,7 @@ async function timeToCaughtUp(address: string, filtered: boolean): Promise<{ ms:
     const stream: AsyncIterable<SubscribeResponse> = client.subscribe({
       start: { case: "afterPosition", value: 0n },
       stopAtCaughtUp: true,
-      ...(filtered ? { eventTypes: [MATCHING] } : {}),
+      ...(filtered ? { eventTypes: [MATCHING], checkpoints: true } : {}),
     });
     for await (const response of stream) {
       messages += 1;

@@ -96,7 +96,7 @@ export async function runTail(cmd: ParsedCommand, io: Io): Promise<number> {
   try {
     let n = 0;
     const stream = client.subscribe(
-      { ...request, start: after === undefined ? { case: "fromEnd", value: {} } : { case: "afterPosition", value: BigInt(after) } },
+      { ...request, checkpoints: true, start: after === undefined ? { case: "fromEnd", value: {} } : { case: "afterPosition", value: BigInt(after) } },
       { signal: stop.signal },
     );
     for await (const response of stream) {

@@ -67,8 +67,8 @@ export const LOG_TAIL_DEFAULTS: LogTailSettings = {
 
 /**
  * What a subscription yields: an event with its position, the one marker that catch-up is done, or
- * a checkpoint: every wanted event up to its position has been yielded (sent only when a filter
- * skipped events since the last item).
+ * a checkpoint: every wanted event up to its position has been yielded (only when asked for, and
+ * only when a filter skipped events since the last item).
  */
 export type TailItem =
   | { readonly kind: "event"; readonly position: number; readonly event: EventEnvelope }
@@ -88,6 +88,8 @@ export interface TailSubscribeOptions {
   readonly query?: LogFilter;
   /** Only events this accepts are delivered, tested once loaded (what the commit log does not hold, e.g. the kind). */
   readonly acceptEvent?: (event: EventEnvelope) => boolean;
+  /** Yield checkpoints while the filters skip events (default: no). */
+  readonly checkpoints?: boolean;
   /** Aborting it ends the subscription: the iterator finishes. */
   readonly signal?: AbortSignal;
 }
@@ -395,6 +397,7 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
   private readonly filter: ((row: SlotRow) => boolean) | undefined;
   private readonly query: LogFilter | undefined;
   private readonly acceptEvent: ((event: EventEnvelope) => boolean) | undefined;
+  private readonly checkpoints: boolean;
   /** The position of the last item yielded: the consumer knows everything wanted up to it. */
   private reported: number | undefined;
   /** When the last item was yielded (performance.now()). */
@@ -416,6 +419,7 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
     this.filter = byQuery === undefined ? byFilter : byFilter === undefined ? byQuery : (row) => byQuery(row) && byFilter(row);
     this.query = query;
     this.acceptEvent = options.acceptEvent;
+    this.checkpoints = options.checkpoints === true;
     this.signal = options.signal;
     if (this.signal?.aborted) this.close();
     else this.signal?.addEventListener("abort", this.onAbort, { once: true });
@@ -565,7 +569,7 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
    * Whoever calls it yields the result.
    */
   private checkpointAt(at: number): TailItem | undefined {
-    if (this.reported === undefined || at <= this.reported) return undefined;
+    if (!this.checkpoints || this.reported === undefined || at <= this.reported) return undefined;
     const now = performance.now();
     if (at - this.reported < this.settings.checkpointPositions && now - this.reportedAt < this.settings.checkpointMs) return undefined;
     this.reported = at;

@@ -42,6 +42,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
       after: request.start.case === "afterPosition" ? Number(request.start.value) : "end",
       query: subscribeFilter(request, context),
       ...(kinds === undefined ? {} : { acceptEvent: (event: EventEnvelope) => kinds.has(event.kind) }),
+      checkpoints: request.checkpoints,
       signal: AbortSignal.any([context.signal, shutdown]),
     });
     let ended = false;

@@ -107,7 +107,9 @@ describe("filtered Subscribe (A3)", () => {
     const [early] = await append("Rare", `east/r-${next()}`, [{ type: "RareHappened" }]);
     for (let i = 0; i < 20; i++) await append("Noise", `east/n-${next()}`, Array.from({ length: 10 }, () => ({ type: "Noise" })));
     const end = (await append("FilterMark", `mark-${next()}`, [{ type: "Marked" }]))[0]!;
-    const rare: Request & Filter = { start: { case: "afterPosition", value: BigInt(start) }, aggregateTypes: ["Rare"] };
+    const rare: Request & Filter = { start: { case: "afterPosition", value: BigInt(start) }, aggregateTypes: ["Rare"], checkpoints: true };
+    // Without asking for them, the same filter sends no checkpoint (clients older than checkpoints).
+    expect((await batch({ ...rare, checkpoints: false })).map((m) => m.message.case)).toEqual(["event", "caughtUp"]);
 
     const readsBefore = t.server.tail.stats.ownReads;
     const first = await batch(rare);
@@ -139,7 +141,7 @@ describe("filtered Subscribe (A3)", () => {
 
   it("a live filtered subscriber gets a checkpoint past events it does not want", async () => {
     const stop = new AbortController();
-    const iterator = t.events.subscribe({ start: { case: "fromEnd", value: {} }, aggregateTypes: ["NeverWritten"] }, { signal: stop.signal })[Symbol.asyncIterator]();
+    const iterator = t.events.subscribe({ start: { case: "fromEnd", value: {} }, aggregateTypes: ["NeverWritten"], checkpoints: true }, { signal: stop.signal })[Symbol.asyncIterator]();
     try {
       const marker = await iterator.next();
       expect(marker.value?.message.case).toBe("caughtUp");
@@ -161,8 +163,8 @@ describe("filtered Subscribe (A3)", () => {
     }
   });
 
-  it("an unfiltered subscriber gets no checkpoints", async () => {
-    const messages = await batch({ start: { case: "afterPosition", value: BigInt(base) } });
+  it("an unfiltered subscriber gets no checkpoints, even when it asks", async () => {
+    const messages = await batch({ start: { case: "afterPosition", value: BigInt(base) }, checkpoints: true });
     expect(messages.filter((m) => m.message.case === "checkpoint")).toEqual([]);
   });
 

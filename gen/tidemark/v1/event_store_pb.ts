@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/event_store.proto.
  */
 export const file_tidemark_v1_event_store: GenFile = /*@__PURE__*/
-  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEihwIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKLAgoTQXBwZW5kRXZlbnRzUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBINCgVhY3RvchgHIAEoCRIQCghkYXRhYmFzZRgIIAEoCUINCgtleHBlY3RhdGlvbiJTCg1BcHBlbmRlZEV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhcKD3NlcXVlbmNlX251bWJlchgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQiVAoUQXBwZW5kRXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudBIQCghyZXBsYXllZBgCIAEoCCJ4ChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJIj8KElJlYWRTdHJlYW1SZXNwb25zZRIpCgVldmVudBgBIAEoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUiVgoUR2V0U3RyZWFtSGVhZFJlcXVlc3QSFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJEhAKCGRhdGFiYXNlGAMgASgJIlEKFUdldFN0cmVhbUhlYWRSZXNwb25zZRIMCgRoZWFkGAEgASgEEhEKCWFsbG9jYXRlZBgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQingIKEFN1YnNjcmliZVJlcXVlc3QSGAoOYWZ0ZXJfcG9zaXRpb24YASABKARIABIqCghmcm9tX2VuZBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eUgAEhcKD2FnZ3JlZ2F0ZV90eXBlcxgDIAMoCRIZChFldmVudF90eXBlX3ByZWZpeBgEIAEoCRIRCglkYXRhYmFzZXMYBSADKAkSHQoVYWdncmVnYXRlX3R5cGVfcHJlZml4GAYgASgJEhMKC2V2ZW50X3R5cGVzGAcgAygJEiUKBWtpbmRzGAggAygOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kEhkKEXN0b3BfYXRfY2F1Z2h0X3VwGAkgASgIQgcKBXN0YXJ0IrgBChFTdWJzY3JpYmVSZXNwb25zZRIrCgVldmVudBgBIAEoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGVIABIqCgljYXVnaHRfdXAYAiABKAsyFS50aWRlbWFyay52MS5DYXVnaHRVcEgAEi0KCmNoZWNrcG9pbnQYBCABKAsyFy50aWRlbWFyay52MS5DaGVja3BvaW50SAASEAoIcG9zaXRpb24YAyABKARCCQoHbWVzc2FnZSIKCghDYXVnaHRVcCIMCgpDaGVja3BvaW50Mt8CChFFdmVudFN0b3JlU2VydmljZRJTCgxBcHBlbmRFdmVudHMSIC50aWRlbWFyay52MS5BcHBlbmRFdmVudHNSZXF1ZXN0GiEudGlkZW1hcmsudjEuQXBwZW5kRXZlbnRzUmVzcG9uc2USTwoKUmVhZFN0cmVhbRIeLnRpZGVtYXJrLnYxLlJlYWRTdHJlYW1SZXF1ZXN0Gh8udGlkZW1hcmsudjEuUmVhZFN0cmVhbVJlc3BvbnNlMAESVgoNR2V0U3RyZWFtSGVhZBIhLnRpZGVtYXJrLnYxLkdldFN0cmVhbUhlYWRSZXF1ZXN0GiIudGlkZW1hcmsudjEuR2V0U3RyZWFtSGVhZFJlc3BvbnNlEkwKCVN1YnNjcmliZRIdLnRpZGVtYXJrLnYxLlN1YnNjcmliZVJlcXVlc3QaHi50aWRlbWFyay52MS5TdWJzY3JpYmVSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
+  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEihwIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKLAgoTQXBwZW5kRXZlbnRzUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBINCgVhY3RvchgHIAEoCRIQCghkYXRhYmFzZRgIIAEoCUINCgtleHBlY3RhdGlvbiJTCg1BcHBlbmRlZEV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhcKD3NlcXVlbmNlX251bWJlchgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQiVAoUQXBwZW5kRXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudBIQCghyZXBsYXllZBgCIAEoCCJ4ChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJIj8KElJlYWRTdHJlYW1SZXNwb25zZRIpCgVldmVudBgBIAEoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUiVgoUR2V0U3RyZWFtSGVhZFJlcXVlc3QSFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJEhAKCGRhdGFiYXNlGAMgASgJIlEKFUdldFN0cmVhbUhlYWRSZXNwb25zZRIMCgRoZWFkGAEgASgEEhEKCWFsbG9jYXRlZBgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQiswIKEFN1YnNjcmliZVJlcXVlc3QSGAoOYWZ0ZXJfcG9zaXRpb24YASABKARIABIqCghmcm9tX2VuZBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eUgAEhcKD2FnZ3JlZ2F0ZV90eXBlcxgDIAMoCRIZChFldmVudF90eXBlX3ByZWZpeBgEIAEoCRIRCglkYXRhYmFzZXMYBSADKAkSHQoVYWdncmVnYXRlX3R5cGVfcHJlZml4GAYgASgJEhMKC2V2ZW50X3R5cGVzGAcgAygJEiUKBWtpbmRzGAggAygOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kEhkKEXN0b3BfYXRfY2F1Z2h0X3VwGAkgASgIEhMKC2NoZWNrcG9pbnRzGAogASgIQgcKBXN0YXJ0IrgBChFTdWJzY3JpYmVSZXNwb25zZRIrCgVldmVudBgBIAEoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGVIABIqCgljYXVnaHRfdXAYAiABKAsyFS50aWRlbWFyay52MS5DYXVnaHRVcEgAEi0KCmNoZWNrcG9pbnQYBCABKAsyFy50aWRlbWFyay52MS5DaGVja3BvaW50SAASEAoIcG9zaXRpb24YAyABKARCCQoHbWVzc2FnZSIKCghDYXVnaHRVcCIMCgpDaGVja3BvaW50Mt8CChFFdmVudFN0b3JlU2VydmljZRJTCgxBcHBlbmRFdmVudHMSIC50aWRlbWFyay52MS5BcHBlbmRFdmVudHNSZXF1ZXN0GiEudGlkZW1hcmsudjEuQXBwZW5kRXZlbnRzUmVzcG9uc2USTwoKUmVhZFN0cmVhbRIeLnRpZGVtYXJrLnYxLlJlYWRTdHJlYW1SZXF1ZXN0Gh8udGlkZW1hcmsudjEuUmVhZFN0cmVhbVJlc3BvbnNlMAESVgoNR2V0U3RyZWFtSGVhZBIhLnRpZGVtYXJrLnYxLkdldFN0cmVhbUhlYWRSZXF1ZXN0GiIudGlkZW1hcmsudjEuR2V0U3RyZWFtSGVhZFJlc3BvbnNlEkwKCVN1YnNjcmliZRIdLnRpZGVtYXJrLnYxLlN1YnNjcmliZVJlcXVlc3QaHi50aWRlbWFyay52MS5TdWJzY3JpYmVSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
 
 /**
  * An event proposed by a client; the server assigns sequence number and global position.
@@ -379,14 +379,14 @@ export type SubscribeRequest = Message<"tidemark.v1.SubscribeRequest"> & {
 
   /**
    * Only aggregate types starting with this prefix (e.g. "Order." for "Order.eu"); empty means all.
-   * Characters of an aggregate type only ([A-Za-z][A-Za-z0-9_.-]*), at most 128.
+   * Itself a valid aggregate type ([A-Za-z][A-Za-z0-9_.-]*, at most 64 characters).
    *
    * @generated from field: string aggregate_type_prefix = 6;
    */
   aggregateTypePrefix: string;
 
   /**
-   * Only these event types (exact names); empty means all. At most TIDEMARK_MAX_SUBSCRIBE_EVENT_TYPES
+   * Only these event types (exact names); empty means all. At most TIDEMARK_MAX_SUBSCRIBE_FILTER_ENTRIES
    * (default 100) entries, each a valid event type.
    *
    * @generated from field: repeated string event_types = 7;
@@ -408,6 +408,15 @@ export type SubscribeRequest = Message<"tidemark.v1.SubscribeRequest"> & {
    * @generated from field: bool stop_at_caught_up = 9;
    */
   stopAtCaughtUp: boolean;
+
+  /**
+   * Send Checkpoint messages while the filter skips events, so a client can resume from where the
+   * stream got to rather than from its last event. Off by default: a client written before
+   * checkpoints existed sees only events and caught_up, as before.
+   *
+   * @generated from field: bool checkpoints = 10;
+   */
+  checkpoints: boolean;
 };
 
 /**
@@ -441,8 +450,7 @@ export type SubscribeResponse = Message<"tidemark.v1.SubscribeResponse"> & {
   } | {
     /**
      * No event to send, but the stream has passed `position`: every event up to it that matches
-     * the filter was sent. Sent while a filter skips events (see Checkpoint). Clients skip message
-     * kinds they do not know.
+     * the filter was sent. Sent only when the request asks for checkpoints (see Checkpoint).
      *
      * @generated from field: tidemark.v1.Checkpoint checkpoint = 4;
      */
@@ -481,8 +489,8 @@ export const CaughtUpSchema: GenMessage<CaughtUp> = /*@__PURE__*/
   messageDesc(file_tidemark_v1_event_store, 10);
 
 /**
- * Progress of a filtered Subscribe: resuming with after_position = the response's position rescans
- * nothing already passed. Sent when the stream has passed TIDEMARK_SUBSCRIBE_CHECKPOINT_POSITIONS
+ * Progress of a filtered Subscribe (with `checkpoints` set): resuming with after_position = the
+ * response's position rescans nothing already passed. Sent when the stream has passed TIDEMARK_SUBSCRIBE_CHECKPOINT_POSITIONS
  * positions, or TIDEMARK_SUBSCRIBE_CHECKPOINT_MS milliseconds have gone by, since the last message
  * it sent (docs/CONTRACT.md A3); never when every event matches.
  *
