@@ -27,7 +27,7 @@ export interface FilteredSubscribeBenchOptions {
 
 /** Events per AppendEvents call while seeding (the default limit), and calls in flight. */
 const PER_CALL = 100;
-const SEED_CONCURRENCY = 16;
+const SEED_CONCURRENCY = 8;
 const MATCHING = "Rare";
 
 /** Runs P6 on its own server child; returns the filtered and the self-filtering figure. */
@@ -45,7 +45,7 @@ export async function runFilteredSubscribeBench(o: FilteredSubscribeBenchOptions
       Array.from({ length: SEED_CONCURRENCY }, async () => {
         while (next < calls) {
           const call = next++;
-          await client.appendEvents({
+          await retried(() => client.appendEvents({
             aggregateType: "Seed",
             aggregateId: `s-${call}`,
             expectation: { case: "noStream", value: {} },
@@ -54,7 +54,7 @@ export async function runFilteredSubscribeBench(o: FilteredSubscribeBenchOptions
               eventType: j === call % PER_CALL ? MATCHING : "Noise",
               data: { call, j, pad: "x".repeat(200) },
             })),
-          });
+          }));
         }
       }),
     );
@@ -109,5 +109,20 @@ async function timeToCaughtUp(address: string, filtered: boolean): Promise<{ ms:
     return { ms: caughtUp, matched, messages };
   } finally {
     client.close();
+  }
+}
+
+/**
+ * Runs an append again while it fails UNAVAILABLE (S3 or PostgreSQL slow on a loaded machine):
+ * the same event ids make a retry idempotent (W4), so nothing is appended twice.
+ */
+async function retried<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (e) {
+      if ((e as { code?: number }).code !== 14 || attempt >= 10) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+    }
   }
 }

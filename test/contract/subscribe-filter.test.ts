@@ -2,7 +2,7 @@
  * Filtered Subscribe (docs/CONTRACT.md A3): the server sends only the events a filter matches
  * (database, aggregate-type prefix, event-type set, kind), checkpoints while it skips the others so a
  * client resumes without rescanning them, ends with OK after the caught-up marker when the client
- * asks for stop_at_caught_up, and refuses bad filters with INVALID_ARGUMENT naming the field (A2).
+ * asks for stop_at_caught_up (A4), and refuses bad filters with INVALID_ARGUMENT naming the field (A2).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MessageInitShape } from "@bufbuild/protobuf";
