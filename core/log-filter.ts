@@ -1,7 +1,7 @@
 /**
  * A filter over the commit log's rows, as data: what a filtered Subscribe wants (docs/CONTRACT.md
  * A3), narrowed by what its token may see (T3). Being data rather than a function, it is both
- * tested on a row in memory ({@link rowMatches}) and pushed down into the commit-log query
+ * tested on a row in memory ({@link rowMatcher}) and pushed down into the commit-log query
  * (core/event-log.ts committedMatching), so rows that do not match are neither returned by
  * PostgreSQL nor their events fetched from S3.
  */
@@ -46,9 +46,4 @@ export function rowMatcher(filter: LogFilter): (row: SlotRow) => boolean {
     prefixes.every((p) => row.aggregateType.startsWith(p)) &&
     (eventTypes === undefined || eventTypes.has(row.eventType)) &&
     row.eventType.startsWith(eventTypePrefix);
-}
-
-/** {@link rowMatcher} for a single row. */
-export function rowMatches(filter: LogFilter, row: SlotRow): boolean {
-  return rowMatcher(filter)(row);
 }
