@@ -2,7 +2,7 @@
  * Tidemark's benchmarks against the physical floor of its own parts, side by side in one run:
  *
  *   node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N]
- *                                  [--profile] [--only append|pipeline|restart|subscribers|tracing]
+ *                                  [--profile] [--only append|pipeline|restart|subscribers|tracing|filtered]
  *                                  [--concurrency 8,32,64] [--half-rate N] [--subscribers N]
  *
  * Prints a table (each figure, its baseline, the ratio) and the targets of bench/TARGETS.md with
@@ -20,6 +20,7 @@ import { runPipelineBench, SERVER_ROLE, type SoakResult } from "./pipeline-bench
 import { runRestartBench } from "./restart-bench.js";
 import { runSubscriberBench } from "./subscriber-bench.js";
 import { runTracingBench } from "./tracing-bench.js";
+import { runFilteredSubscribeBench } from "./filtered-subscribe-bench.js";
 import { renderReport, target, type BenchReport, type Figure, type Target } from "./report.js";
 import { BenchResources } from "./resources.js";
 import { loadStackEnv } from "./stack-env.js";
@@ -30,7 +31,7 @@ interface Args {
   readonly json: string;
   readonly soakMinutes: number;
   readonly profile: boolean;
-  readonly only: "append" | "pipeline" | "restart" | "subscribers" | "tracing" | undefined;
+  readonly only: "append" | "pipeline" | "restart" | "subscribers" | "tracing" | "filtered" | undefined;
   readonly concurrencies: number[];
   /** Overrides the half load (events/s); default half of the maximum measured in place. */
   readonly halfRate: number | undefined;
@@ -61,13 +62,13 @@ function parseArgs(argv: readonly string[]): Args {
     else if (arg === "--profile") profile = true;
     else if (arg === "--only") {
       const v = value();
-      if (v !== "append" && v !== "pipeline" && v !== "restart" && v !== "subscribers" && v !== "tracing") throw new Error("--only takes append, pipeline, restart, subscribers or tracing");
+      if (v !== "append" && v !== "pipeline" && v !== "restart" && v !== "subscribers" && v !== "tracing" && v !== "filtered") throw new Error("--only takes append, pipeline, restart, subscribers, tracing or filtered");
       only = v;
     } else if (arg === "--concurrency") concurrencies = value().split(",").map(Number);
     else if (arg === "--half-rate") halfRate = Number(value());
     else if (arg === "--subscribers") subscribers = Number(value());
     else if (arg === "--help" || arg === "-h") {
-      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline|restart|subscribers|tracing] [--concurrency 8,32,64] [--half-rate N] [--subscribers N]\n");
+      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline|restart|subscribers|tracing|filtered] [--concurrency 8,32,64] [--half-rate N] [--subscribers N]\n");
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
   }
@@ -176,6 +177,9 @@ async function main(): Promise<void> {
         ...(await runTracingBench({ stack, resources, memory, concurrency: TRACING_CONCURRENCY, measureMs: q ? 3000 : 8000, warmupMs: q ? 400 : 1000, serverNodeArgs, log })),
       );
     }
+    if (args.only === undefined || args.only === "filtered") {
+      figures.push(...(await runFilteredSubscribeBench({ stack, resources, memory, events: q ? 20_000 : 100_000, serverNodeArgs, log })));
+    }
   } finally {
     memory.stop();
     killAllChildren();
@@ -253,6 +257,8 @@ function targets(figures: readonly Figure[], concurrencies: readonly number[], m
   const p5Note = p5 === undefined ? undefined : p5.extra?.["deliveredAll"] === "yes" ? undefined : "a subscriber missed events";
   out.push(target(`P5 append p50 with ${p5?.extra?.["subscribers"] ?? P5_SUBSCRIBERS} live subscribers / with none`, p5?.extra?.["p50Ratio"] as number | undefined, "<=", 1.5, "×", p5Note));
   out.push(target(`P1 traced (100 % sampled) / untraced rate, 1 event/call c${TRACING_CONCURRENCY}`, f(`p1.traced.c${TRACING_CONCURRENCY}`)?.rateRatio, ">=", 0.85, "×", why(`p1.traced.c${TRACING_CONCURRENCY}`)));
+  const p6 = f("p6.filtered");
+  out.push(target("P6 filtered Subscribe (1 %) time to caught-up / a client filtering itself", p6?.extra?.["caughtUpRatio"] as number | undefined, "<=", 0.2, "×", why("p6.filtered")));
   const server = soak?.processes.find((p) => p.process === SERVER_ROLE);
   out.push(target("server RSS growth over the soak", server === undefined ? undefined : server.growth * 100, "<=", (soak?.tolerance ?? 0.1) * 100, "%", soak === undefined ? "run with --soak" : undefined));
   return out;

@@ -165,7 +165,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: "tail",
     summary: "follow the global log (gRPC Subscribe)",
     description:
-      "Prints committed events of the whole store in global order as they commit. By default it starts at the end (only new events); --after 0 replays everything first. Stops on Ctrl-C, or after --limit events.",
+      "Prints committed events of the whole store in global order as they commit. By default it starts at the end (only new events); --after 0 replays everything first. Stops on Ctrl-C, after --limit events, or with --stop-at-caught-up once it has printed everything up to the head. The filters combine (every one must match) and run in the server, which skips what they leave out without reading it; the position printed on stderr at the end resumes with --after.",
     positionals: [],
     options: {
       addr,
@@ -174,10 +174,14 @@ export const COMMANDS: readonly CommandSpec[] = [
       prefix: { type: "string", value: "EVENT_TYPE_PREFIX", description: "Only event types starting with this." },
       limit: { type: "string", value: "N", description: "Exit after N events." },
       database: { type: "string", multiple: true, value: "DATABASE", description: "Only events of aggregates in this database (the part of the id before its first `/`); default: every database the token may read." },
+      "type-prefix": { type: "string", value: "AGGREGATE_TYPE_PREFIX", description: "Only aggregate types starting with this." },
+      "event-type": { type: "string", multiple: true, value: "EVENT_TYPE", description: "Only events of this exact event type." },
+      kind: { type: "string", multiple: true, value: "domain|command", description: "Only events of this kind." },
+      "stop-at-caught-up": { type: "boolean", description: "Exit (0) once everything up to the head is printed, instead of following new commits." },
       json,
       ...clientOptions,
     },
-    examples: ["tidemark tail", "tidemark tail --after 0 --type Instance --limit 10"],
+    examples: ["tidemark tail", "tidemark tail --after 0 --type Instance --limit 10", "tidemark tail --after 0 --type-prefix Order. --event-type OrderPlaced --kind domain --stop-at-caught-up"],
   },
   {
     name: "status",

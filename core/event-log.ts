@@ -6,6 +6,7 @@ import { sql, type Kysely, type Transaction } from "kysely";
 import { commitChannel } from "./db/database.js";
 import type { SlotState, WriteSideTables } from "./db/schema.js";
 import { ConcurrencyError, ConsistencyError, IdempotencyError, type StreamConflictInfo } from "./errors.js";
+import type { LogFilter } from "./log-filter.js";
 
 type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
 
@@ -460,6 +461,24 @@ export async function committedAfter(db: Db, after: number, limit: number): Prom
     .orderBy("global_position")
     .limit(limit)
     .execute();
+  return rows.map(toSlotRow);
+}
+
+/**
+ * Committed slots matching `filter` with a global position in (after, upTo], in position order (at
+ * most `limit`): the filter runs in PostgreSQL, over at most `upTo - after` rows of the position
+ * index, so a selective filter costs neither the transfer of the rows it skips nor, for the
+ * caller, their events' reads from S3 (docs/CONTRACT.md A3).
+ */
+export async function committedMatching(db: Db, after: number, upTo: number, filter: LogFilter, limit: number): Promise<SlotRow[]> {
+  let query = selectSlots(db).where("state", "=", "committed").where("global_position", ">", after).where("global_position", "<=", upTo);
+  // `databaseOf`: the part before the first `/`, and no database when there is none (or it leads).
+  if (filter.databases !== undefined) query = query.where(sql<boolean>`strpos(aggregate_id, '/') > 1 and split_part(aggregate_id, '/', 1) = any(${[...filter.databases]}::text[])`);
+  if (filter.aggregateTypes !== undefined) query = query.where(sql<boolean>`aggregate_type = any(${[...filter.aggregateTypes]}::text[])`);
+  for (const prefix of filter.aggregateTypePrefixes ?? []) if (prefix !== "") query = query.where(sql<boolean>`starts_with(aggregate_type, ${prefix})`);
+  if (filter.eventTypes !== undefined) query = query.where(sql<boolean>`event_type = any(${[...filter.eventTypes]}::text[])`);
+  if ((filter.eventTypePrefix ?? "") !== "") query = query.where(sql<boolean>`starts_with(event_type, ${filter.eventTypePrefix})`);
+  const rows = await query.orderBy("global_position").limit(limit).execute();
   return rows.map(toSlotRow);
 }
 

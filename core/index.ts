@@ -23,6 +23,7 @@ export * from "./ids.js";
 export * from "./kafka.js";
 export * from "./json-object.js";
 export * from "./lifecycle.js";
+export * from "./log-filter.js";
 export * from "./log-tail.js";
 export * from "./log.js";
 export type * from "./message-source.js";

@@ -8,6 +8,7 @@ import {
   CommitListener,
   pgConnectionUrl,
   committedAfter,
+  committedMatching,
   type AuthTables,
   type ConsumerTables,
   createInstanceReadModel,
@@ -155,6 +156,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     maxStreamsPerCall: config.maxStreamsPerCall,
     maxMetadataEntries: config.maxMetadataEntries,
     maxMetadataValueLength: config.maxMetadataValueLength,
+    maxSubscribeFilterEntries: config.maxSubscribeFilterEntries,
   };
   const committer = new Committer(database.db, database.schema, log, { maxWaitMs: config.writeDeadlineMs * 2 + config.sweepIntervalMs * 4 });
   lifecycle.defer("committer", () => committer.close());
@@ -184,12 +186,13 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const tail = new LogTail(
     {
       committedAfter: (after, limit) => committedAfter(database.db, after, limit),
+      committedMatching: (after, upTo, filter, limit) => committedMatching(database.db, after, upTo, filter, limit),
       load: (row) => store.load(row),
       lastPosition: () => lastPosition(database.db),
     },
     listener,
     log,
-    overrides.logTail,
+    { checkpointPositions: config.subscribeCheckpointPositions, checkpointMs: config.subscribeCheckpointMs, ...overrides.logTail },
   );
   const upcasters = overrides.upcasters ?? Upcasters.NONE;
   const commands = new InstanceCommands(store, database.db, upcasters);
@@ -232,7 +235,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const server = await listenGrpc(
     config.grpcAddr,
     [
-      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal, subjectKeys, upcasters), subjectKeys, upcasters), guards), log, observe, authenticate),
+      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal, limits, subjectKeys, upcasters), subjectKeys, upcasters), guards), log, observe, authenticate),
       bindService(
         InstanceService,
         guardInstances(instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), guards),

@@ -14,6 +14,8 @@ export interface Limits {
   readonly maxMetadataEntries: number;
   /** Longest metadata value, in characters. */
   readonly maxMetadataValueLength: number;
+  /** Most entries in a Subscribe filter's lists (event_types, aggregate_types, databases, kinds). */
+  readonly maxSubscribeFilterEntries: number;
 }
 
 /** The default limits. */
@@ -25,4 +27,5 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxStreamsPerCall: 100,
   maxMetadataEntries: 64,
   maxMetadataValueLength: 1024,
+  maxSubscribeFilterEntries: 100,
 });

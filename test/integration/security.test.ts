@@ -405,6 +405,20 @@ describe("tenancy on the read paths that span databases", () => {
     expect(got.every((e) => e.startsWith("Order:alpha/"))).toBe(true);
   });
 
+  it("a filter only narrows what the token sees (A3): bob's event-type filter sends beta's events only; the orders token's other prefix sends none", async () => {
+    const bob = clients(tokens["bob"]);
+    const got: string[] = [];
+    for await (const m of bob.events.subscribe({ start: { case: "afterPosition", value: 0n }, eventTypes: ["OrderPlaced"], stopAtCaughtUp: true })) {
+      if (m.message.case === "event") got.push(`${m.message.value.eventType}:${m.message.value.aggregateId}`);
+    }
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.every((e) => e.startsWith("OrderPlaced:beta/"))).toBe(true);
+    const orders = clients(tokens["orders"]);
+    const outside: string[] = [];
+    for await (const m of orders.events.subscribe({ start: { case: "afterPosition", value: 0n }, aggregateTypePrefix: "Inv", stopAtCaughtUp: true })) outside.push(m.message.case ?? "");
+    expect(outside).toEqual(["caughtUp"]);
+  });
+
   it("an aggregate of no database is reached only by a * token", async () => {
     const alice = clients(tokens["alice"]);
     const error = await refused((x) => stream(x.events.readStream({ aggregateType: "Order", aggregateId: "o-1" })), alice, grpc.status.PERMISSION_DENIED);

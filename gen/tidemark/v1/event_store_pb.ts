@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/event_store.proto.
  */
 export const file_tidemark_v1_event_store: GenFile = /*@__PURE__*/
-  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEimAIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kEg8KB3N1YmplY3QYByABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIosCChNBcHBlbmRFdmVudHNSZXF1ZXN0EhYKDmFnZ3JlZ2F0ZV90eXBlGAEgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgCIAEoCRIWCgxleHBlY3RlZF9zZXEYAyABKARIABIrCglub19zdHJlYW0YBCABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIlCgNhbnkYBSABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIqCgZldmVudHMYBiADKAsyGi50aWRlbWFyay52MS5Qcm9wb3NlZEV2ZW50Eg0KBWFjdG9yGAcgASgJEhAKCGRhdGFiYXNlGAggASgJQg0KC2V4cGVjdGF0aW9uIlMKDUFwcGVuZGVkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCJUChRBcHBlbmRFdmVudHNSZXNwb25zZRIqCgZldmVudHMYASADKAsyGi50aWRlbWFyay52MS5BcHBlbmRlZEV2ZW50EhAKCHJlcGxheWVkGAIgASgIIo8BChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJEhUKDWxhdGVzdF9zY2hlbWEYBiABKAgiPwoSUmVhZFN0cmVhbVJlc3BvbnNlEikKBWV2ZW50GAEgASgLMhoudGlkZW1hcmsudjEuRXZlbnRFbnZlbG9wZSJWChRHZXRTdHJlYW1IZWFkUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZGF0YWJhc2UYAyABKAkiUQoVR2V0U3RyZWFtSGVhZFJlc3BvbnNlEgwKBGhlYWQYASABKAQSEQoJYWxsb2NhdGVkGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCK/AQoQU3Vic2NyaWJlUmVxdWVzdBIYCg5hZnRlcl9wb3NpdGlvbhgBIAEoBEgAEioKCGZyb21fZW5kGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASFwoPYWdncmVnYXRlX3R5cGVzGAMgAygJEhkKEWV2ZW50X3R5cGVfcHJlZml4GAQgASgJEhEKCWRhdGFiYXNlcxgFIAMoCRIVCg1sYXRlc3Rfc2NoZW1hGAYgASgIQgcKBXN0YXJ0IokBChFTdWJzY3JpYmVSZXNwb25zZRIrCgVldmVudBgBIAEoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGVIABIqCgljYXVnaHRfdXAYAiABKAsyFS50aWRlbWFyay52MS5DYXVnaHRVcEgAEhAKCHBvc2l0aW9uGAMgASgEQgkKB21lc3NhZ2UiCgoIQ2F1Z2h0VXAi9QEKDFN0cmVhbUFwcGVuZBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBIQCghkYXRhYmFzZRgHIAEoCUINCgtleHBlY3RhdGlvbiKmAQoQQ29uc2lzdGVuY3lDaGVjaxIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASEAoIZGF0YWJhc2UYBSABKAlCDQoLZXhwZWN0YXRpb24ijgEKFkFwcGVuZFRvU3RyZWFtc1JlcXVlc3QSKgoHc3RyZWFtcxgBIAMoCzIZLnRpZGVtYXJrLnYxLlN0cmVhbUFwcGVuZBI5ChJjb25zaXN0ZW5jeV9jaGVja3MYAiADKAsyHS50aWRlbWFyay52MS5Db25zaXN0ZW5jeUNoZWNrEg0KBWFjdG9yGAMgASgJIm4KElN0cmVhbUFwcGVuZFJlc3VsdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSKgoGZXZlbnRzGAMgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudCJdChdBcHBlbmRUb1N0cmVhbXNSZXNwb25zZRIwCgdzdHJlYW1zGAEgAygLMh8udGlkZW1hcmsudjEuU3RyZWFtQXBwZW5kUmVzdWx0EhAKCHJlcGxheWVkGAIgASgIMr0DChFFdmVudFN0b3JlU2VydmljZRJTCgxBcHBlbmRFdmVudHMSIC50aWRlbWFyay52MS5BcHBlbmRFdmVudHNSZXF1ZXN0GiEudGlkZW1hcmsudjEuQXBwZW5kRXZlbnRzUmVzcG9uc2USTwoKUmVhZFN0cmVhbRIeLnRpZGVtYXJrLnYxLlJlYWRTdHJlYW1SZXF1ZXN0Gh8udGlkZW1hcmsudjEuUmVhZFN0cmVhbVJlc3BvbnNlMAESVgoNR2V0U3RyZWFtSGVhZBIhLnRpZGVtYXJrLnYxLkdldFN0cmVhbUhlYWRSZXF1ZXN0GiIudGlkZW1hcmsudjEuR2V0U3RyZWFtSGVhZFJlc3BvbnNlEkwKCVN1YnNjcmliZRIdLnRpZGVtYXJrLnYxLlN1YnNjcmliZVJlcXVlc3QaHi50aWRlbWFyay52MS5TdWJzY3JpYmVSZXNwb25zZTABElwKD0FwcGVuZFRvU3RyZWFtcxIjLnRpZGVtYXJrLnYxLkFwcGVuZFRvU3RyZWFtc1JlcXVlc3QaJC50aWRlbWFyay52MS5BcHBlbmRUb1N0cmVhbXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
+  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEimAIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kEg8KB3N1YmplY3QYByABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIosCChNBcHBlbmRFdmVudHNSZXF1ZXN0EhYKDmFnZ3JlZ2F0ZV90eXBlGAEgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgCIAEoCRIWCgxleHBlY3RlZF9zZXEYAyABKARIABIrCglub19zdHJlYW0YBCABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIlCgNhbnkYBSABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIqCgZldmVudHMYBiADKAsyGi50aWRlbWFyay52MS5Qcm9wb3NlZEV2ZW50Eg0KBWFjdG9yGAcgASgJEhAKCGRhdGFiYXNlGAggASgJQg0KC2V4cGVjdGF0aW9uIlMKDUFwcGVuZGVkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCJUChRBcHBlbmRFdmVudHNSZXNwb25zZRIqCgZldmVudHMYASADKAsyGi50aWRlbWFyay52MS5BcHBlbmRlZEV2ZW50EhAKCHJlcGxheWVkGAIgASgIIo8BChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJEhUKDWxhdGVzdF9zY2hlbWEYBiABKAgiPwoSUmVhZFN0cmVhbVJlc3BvbnNlEikKBWV2ZW50GAEgASgLMhoudGlkZW1hcmsudjEuRXZlbnRFbnZlbG9wZSJWChRHZXRTdHJlYW1IZWFkUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZGF0YWJhc2UYAyABKAkiUQoVR2V0U3RyZWFtSGVhZFJlc3BvbnNlEgwKBGhlYWQYASABKAQSEQoJYWxsb2NhdGVkGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCLKAgoQU3Vic2NyaWJlUmVxdWVzdBIYCg5hZnRlcl9wb3NpdGlvbhgBIAEoBEgAEioKCGZyb21fZW5kGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASFwoPYWdncmVnYXRlX3R5cGVzGAMgAygJEhkKEWV2ZW50X3R5cGVfcHJlZml4GAQgASgJEhEKCWRhdGFiYXNlcxgFIAMoCRIdChVhZ2dyZWdhdGVfdHlwZV9wcmVmaXgYBiABKAkSEwoLZXZlbnRfdHlwZXMYByADKAkSJQoFa2luZHMYCCADKA4yFi50aWRlbWFyay52MS5FdmVudEtpbmQSGQoRc3RvcF9hdF9jYXVnaHRfdXAYCSABKAgSEwoLY2hlY2twb2ludHMYCiABKAgSFQoNbGF0ZXN0X3NjaGVtYRgLIAEoCEIHCgVzdGFydCK4AQoRU3Vic2NyaWJlUmVzcG9uc2USKwoFZXZlbnQYASABKAsyGi50aWRlbWFyay52MS5FdmVudEVudmVsb3BlSAASKgoJY2F1Z2h0X3VwGAIgASgLMhUudGlkZW1hcmsudjEuQ2F1Z2h0VXBIABItCgpjaGVja3BvaW50GAQgASgLMhcudGlkZW1hcmsudjEuQ2hlY2twb2ludEgAEhAKCHBvc2l0aW9uGAMgASgEQgkKB21lc3NhZ2UiCgoIQ2F1Z2h0VXAi9QEKDFN0cmVhbUFwcGVuZBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBIQCghkYXRhYmFzZRgHIAEoCUINCgtleHBlY3RhdGlvbiKmAQoQQ29uc2lzdGVuY3lDaGVjaxIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASEAoIZGF0YWJhc2UYBSABKAlCDQoLZXhwZWN0YXRpb24ijgEKFkFwcGVuZFRvU3RyZWFtc1JlcXVlc3QSKgoHc3RyZWFtcxgBIAMoCzIZLnRpZGVtYXJrLnYxLlN0cmVhbUFwcGVuZBI5ChJjb25zaXN0ZW5jeV9jaGVja3MYAiADKAsyHS50aWRlbWFyay52MS5Db25zaXN0ZW5jeUNoZWNrEg0KBWFjdG9yGAMgASgJIm4KElN0cmVhbUFwcGVuZFJlc3VsdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSKgoGZXZlbnRzGAMgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudCJdChdBcHBlbmRUb1N0cmVhbXNSZXNwb25zZRIwCgdzdHJlYW1zGAEgAygLMh8udGlkZW1hcmsudjEuU3RyZWFtQXBwZW5kUmVzdWx0EhAKCHJlcGxheWVkGAIgASgIIgwKCkNoZWNrcG9pbnQyvQMKEUV2ZW50U3RvcmVTZXJ2aWNlElMKDEFwcGVuZEV2ZW50cxIgLnRpZGVtYXJrLnYxLkFwcGVuZEV2ZW50c1JlcXVlc3QaIS50aWRlbWFyay52MS5BcHBlbmRFdmVudHNSZXNwb25zZRJPCgpSZWFkU3RyZWFtEh4udGlkZW1hcmsudjEuUmVhZFN0cmVhbVJlcXVlc3QaHy50aWRlbWFyay52MS5SZWFkU3RyZWFtUmVzcG9uc2UwARJWCg1HZXRTdHJlYW1IZWFkEiEudGlkZW1hcmsudjEuR2V0U3RyZWFtSGVhZFJlcXVlc3QaIi50aWRlbWFyay52MS5HZXRTdHJlYW1IZWFkUmVzcG9uc2USTAoJU3Vic2NyaWJlEh0udGlkZW1hcmsudjEuU3Vic2NyaWJlUmVxdWVzdBoeLnRpZGVtYXJrLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESXAoPQXBwZW5kVG9TdHJlYW1zEiMudGlkZW1hcmsudjEuQXBwZW5kVG9TdHJlYW1zUmVxdWVzdBokLnRpZGVtYXJrLnYxLkFwcGVuZFRvU3RyZWFtc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
 
 /**
  * An event proposed by a client; the server assigns sequence number and global position.
@@ -398,9 +398,50 @@ export type SubscribeRequest = Message<"tidemark.v1.SubscribeRequest"> & {
   databases: string[];
 
   /**
+   * Only aggregate types starting with this prefix (e.g. "Order." for "Order.eu"); empty means all.
+   * Itself a valid aggregate type ([A-Za-z][A-Za-z0-9_.-]*, at most 64 characters).
+   *
+   * @generated from field: string aggregate_type_prefix = 6;
+   */
+  aggregateTypePrefix: string;
+
+  /**
+   * Only these event types (exact names); empty means all. At most TIDEMARK_MAX_SUBSCRIBE_FILTER_ENTRIES
+   * (default 100) entries, each a valid event type.
+   *
+   * @generated from field: repeated string event_types = 7;
+   */
+  eventTypes: string[];
+
+  /**
+   * Only events of these kinds; empty means both. EVENT_KIND_UNSPECIFIED or an unknown value is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: repeated tidemark.v1.EventKind kinds = 8;
+   */
+  kinds: EventKind[];
+
+  /**
+   * End the stream with OK right after the caught_up marker: a batch client gets everything up to
+   * the head the server saw when it caught up, then the end, and need not cancel.
+   *
+   * @generated from field: bool stop_at_caught_up = 9;
+   */
+  stopAtCaughtUp: boolean;
+
+  /**
+   * Send Checkpoint messages while the filter skips events, so a client can resume from where the
+   * stream got to rather than from its last event. Off by default: a client written before
+   * checkpoints existed sees only events and caught_up, as before.
+   *
+   * @generated from field: bool checkpoints = 10;
+   */
+  checkpoints: boolean;
+
+  /**
    * As ReadStreamRequest.latest_schema: events in their type's latest schema_version.
    *
-   * @generated from field: bool latest_schema = 6;
+   * @generated from field: bool latest_schema = 11;
    */
   latestSchema: boolean;
 };
@@ -433,6 +474,15 @@ export type SubscribeResponse = Message<"tidemark.v1.SubscribeResponse"> & {
      */
     value: CaughtUp;
     case: "caughtUp";
+  } | {
+    /**
+     * No event to send, but the stream has passed `position`: every event up to it that matches
+     * the filter was sent. Sent only when the request asks for checkpoints (see Checkpoint).
+     *
+     * @generated from field: tidemark.v1.Checkpoint checkpoint = 4;
+     */
+    value: Checkpoint;
+    case: "checkpoint";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -682,6 +732,24 @@ export type AppendToStreamsResponse = Message<"tidemark.v1.AppendToStreamsRespon
  */
 export const AppendToStreamsResponseSchema: GenMessage<AppendToStreamsResponse> = /*@__PURE__*/
   messageDesc(file_tidemark_v1_event_store, 15);
+
+/**
+ * Progress of a filtered Subscribe (with `checkpoints` set): resuming with after_position = the
+ * response's position rescans nothing already passed. Sent when the stream has passed TIDEMARK_SUBSCRIBE_CHECKPOINT_POSITIONS
+ * positions, or TIDEMARK_SUBSCRIBE_CHECKPOINT_MS milliseconds have gone by, since the last message
+ * it sent (docs/CONTRACT.md A3); never when every event matches.
+ *
+ * @generated from message tidemark.v1.Checkpoint
+ */
+export type Checkpoint = Message<"tidemark.v1.Checkpoint"> & {
+};
+
+/**
+ * Describes the message tidemark.v1.Checkpoint.
+ * Use `create(CheckpointSchema)` to create a new message.
+ */
+export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_event_store, 16);
 
 /**
  * Generic access to event streams: append with optimistic concurrency, read, and inspect heads.

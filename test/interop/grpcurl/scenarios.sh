@@ -281,3 +281,33 @@ call EventStoreService/AppendToStreams "{\"streams\":[{\"aggregate_type\":\"$ORD
 expect_code "AppendToStreams checking a written aggregate" 3 INVALID_ARGUMENT
 expect_eq violations "$(bad_fields)" '["consistency_checks[0]"]'
 ok "two streams at positions $M1_POS and $O1N_POS, replayed, three conflicts listed, nothing written"
+# ---------------------------------------------------------------- S11
+SCENARIO=S11
+# filtered AFTER_POSITION KINDS_JSON: a stop_at_caught_up Subscribe that must end with OK by itself.
+filtered() {
+  call EventStoreService/Subscribe "{\"after_position\":$1,\"aggregate_type_prefix\":\"$ORDER\",\"event_types\":[\"OrderPlaced\"],\"kinds\":$2,\"checkpoints\":true,\"stop_at_caught_up\":true}"
+}
+# check_batch: OUT (every message) is events or checkpoints, then caught_up last, positions increasing.
+check_batch() {
+  ALL=$(jq -s -c . <<<"$OUT") || fail "Subscribe printed no JSON: $OUT"
+  jq -e 'length > 0 and (last | has("caughtUp"))' <<<"$ALL" >/dev/null || fail "last message: expected caught_up, got $ALL"
+  jq -e '.[:-1] | all(has("event") or has("checkpoint"))' <<<"$ALL" >/dev/null || fail "expected events or checkpoints before caught_up, got $ALL"
+  jq -e '[.[].position | tonumber] | . as $p | [range(1; length)] | all($p[.] > $p[. - 1])' <<<"$ALL" >/dev/null || fail "positions not increasing: $ALL"
+  IDS=$(jq -c '[.[] | select(has("event")) | .event.eventId]' <<<"$ALL")
+  CAUGHT_UP=$(jq -r 'last | .position' <<<"$ALL")
+}
+filtered 0 '["EVENT_KIND_DOMAIN"]'
+expect_ok "filtered Subscribe"
+check_batch
+expect_eq "filtered events" "$IDS" "[\"$NS-o1-placed\",\"$NS-o2-placed\"]"
+LAST_EVENT=$(jq -r '[.[] | select(has("event")) | .position] | last' <<<"$ALL")
+[ "$CAUGHT_UP" -ge "$LAST_EVENT" ] || fail "caught_up position $CAUGHT_UP below $LAST_EVENT"
+CHECKPOINTS=$(jq '[.[] | select(has("checkpoint"))] | length' <<<"$ALL")
+filtered "$CAUGHT_UP" '["EVENT_KIND_DOMAIN"]'
+expect_ok "resumed filtered Subscribe"
+check_batch
+expect_eq "resumed events" "$IDS" "[]"
+filtered 0 '[7]'
+expect_code "Subscribe with an unknown kind" 3 INVALID_ARGUMENT
+expect_eq violations "$(bad_fields)" '["kinds[0]"]'
+ok "2 of the ORDER events matched, $CHECKPOINTS checkpoints, ended OK at position $CAUGHT_UP; resume empty; unknown kind refused"

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen
 import grpc  # noqa: E402
 from google.protobuf import empty_pb2, json_format, struct_pb2  # noqa: E402
 from google.rpc import error_details_pb2, status_pb2  # noqa: E402
-from tidemark.v1 import errors_pb2, event_store_pb2 as es, event_store_pb2_grpc  # noqa: E402
+from tidemark.v1 import envelope_pb2, errors_pb2, event_store_pb2 as es, event_store_pb2_grpc  # noqa: E402
 from tidemark.v1 import instance_pb2 as inst, instance_pb2_grpc  # noqa: E402
 
 NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
@@ -307,6 +307,39 @@ def run(address, ns):
     status = expect_status(lambda: events.AppendToStreams(checked_twice, timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT)
     expect_equal("violations", bad_fields(status), ["consistency_checks[0]"])
     ok(f"two streams at positions {m1_position} and {o1_position}, replayed, three conflicts listed, nothing written")
+
+    scenario = "S11"
+
+    def filtered(after, kinds=(envelope_pb2.EVENT_KIND_DOMAIN,)):
+        return es.SubscribeRequest(
+            after_position=after,
+            aggregate_type_prefix=order_type,
+            event_types=["OrderPlaced"],
+            kinds=list(kinds),
+            checkpoints=True,
+            stop_at_caught_up=True,
+        )
+
+    def batch(after):
+        """Every message of a stop_at_caught_up stream; checks their kinds and positions."""
+        messages = list(events.Subscribe(filtered(after), timeout=TIMEOUT))
+        expect(len(messages) > 0, "the stream ended with no message")
+        expect_equal("last message", messages[-1].WhichOneof("message"), "caught_up")
+        for i, m in enumerate(messages[:-1]):
+            expect(m.WhichOneof("message") in ("event", "checkpoint"), f"message {i + 1}: expected an event or a checkpoint, got {m}")
+        for i in range(1, len(messages)):
+            expect(messages[i].position > messages[i - 1].position, f"message {i + 1}: position {messages[i].position} not above {messages[i - 1].position}")
+        return [m for m in messages if m.WhichOneof("message") == "event"], messages
+
+    matched, messages = batch(0)
+    expect_equal("filtered events", [m.event.event_id for m in matched], [f"{ns}-o1-placed", f"{ns}-o2-placed"])
+    caught_up = messages[-1].position
+    expect(caught_up >= matched[1].position, f"caught_up position {caught_up} below {matched[1].position}")
+    resumed_matched, _ = batch(caught_up)
+    expect_equal("resumed events", [m.event.event_id for m in resumed_matched], [])
+    status = expect_status(lambda: list(events.Subscribe(filtered(0, kinds=(7,)), timeout=TIMEOUT)), grpc.StatusCode.INVALID_ARGUMENT)
+    expect_equal("violations", bad_fields(status), ["kinds[0]"])
+    ok(f"2 of the ORDER events matched, {len(messages) - 3} checkpoints, ended OK at position {caught_up}; resume empty; unknown kind refused")
     channel.close()
 
 

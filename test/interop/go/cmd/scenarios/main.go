@@ -366,6 +366,75 @@ func main() {
 	})
 	expectEqual("violations", fmt.Sprint(badFields(expectStatus(err, codes.InvalidArgument))), "[consistency_checks[0]]")
 	ok("two streams at positions %d and %d, replayed, three conflicts listed, nothing written", m1Position, o1Position)
+
+	// S11
+	scenario = "S11"
+	filtered := func(after uint64, kinds ...tm.EventKind) *tm.SubscribeRequest {
+		if len(kinds) == 0 {
+			kinds = []tm.EventKind{tm.EventKind_EVENT_KIND_DOMAIN}
+		}
+		return &tm.SubscribeRequest{
+			Start:               &tm.SubscribeRequest_AfterPosition{AfterPosition: after},
+			AggregateTypePrefix: orderType,
+			EventTypes:          []string{"OrderPlaced"},
+			Kinds:               kinds,
+			Checkpoints:         true,
+			StopAtCaughtUp:      true,
+		}
+	}
+	batchFrom0 := receiveAll(events, filtered(0))
+	matched := eventIDs(batchFrom0)
+	expectEqual("filtered events", fmt.Sprint(matched), fmt.Sprint([]string{ns + "-o1-placed", ns + "-o2-placed"}))
+	caughtUp := batchFrom0[len(batchFrom0)-1].GetPosition()
+	var placedAt uint64
+	for _, m := range batchFrom0 {
+		if m.GetEvent() != nil {
+			placedAt = m.GetPosition()
+		}
+	}
+	expect(caughtUp >= placedAt, "caught_up position %d below %d", caughtUp, placedAt)
+	expectEqual("resumed events", len(eventIDs(receiveAll(events, filtered(caughtUp)))), 0)
+	bad := must(events.Subscribe(ctx(), filtered(0, tm.EventKind(7))))
+	_, err = bad.Recv()
+	expectEqual("violations", fmt.Sprint(badFields(expectStatus(err, codes.InvalidArgument))), "[kinds[0]]")
+	ok("2 of the ORDER events matched, %d checkpoints, ended OK at position %d; resume empty; unknown kind refused", len(batchFrom0)-3, caughtUp)
+}
+
+// receiveAll reads a stop_at_caught_up stream to its OK end and checks it: events or checkpoints,
+// then caught_up last, positions strictly increasing.
+func receiveAll(client tm.EventStoreServiceClient, request *tm.SubscribeRequest) []*tm.SubscribeResponse {
+	stream := must(client.Subscribe(ctx(), request))
+	var out []*tm.SubscribeResponse
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			fail("Subscribe failed after %d messages: %v", len(out), err)
+		}
+		if len(out) > 0 {
+			expect(msg.GetPosition() > out[len(out)-1].GetPosition(), "message %d: position %d not above %d", len(out)+1, msg.GetPosition(), out[len(out)-1].GetPosition())
+		}
+		out = append(out, msg)
+	}
+	expect(len(out) > 0, "the stream ended with no message")
+	for i, m := range out[:len(out)-1] {
+		expect(m.GetEvent() != nil || m.GetCheckpoint() != nil, "message %d: expected an event or a checkpoint, got %v", i+1, m)
+	}
+	expect(out[len(out)-1].GetCaughtUp() != nil, "last message: expected caught_up, got %v", out[len(out)-1])
+	return out
+}
+
+// eventIDs lists the event ids of Subscribe messages, in order.
+func eventIDs(messages []*tm.SubscribeResponse) []string {
+	out := []string{}
+	for _, m := range messages {
+		if e := m.GetEvent(); e != nil {
+			out = append(out, e.GetEventId())
+		}
+	}
+	return out
 }
 
 func readAll(client tm.EventStoreServiceClient, request *tm.ReadStreamRequest) []*tm.EventEnvelope {
