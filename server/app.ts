@@ -177,12 +177,12 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     log,
     overrides.logTail,
   );
-  const commands = new InstanceCommands(store, database.db);
   const health = new HealthState();
   const shutdown = new AbortController();
 
   const registry = overrides.registry ?? createRegistry(true);
   const metrics = serverMetrics(registry);
+  const commands = new InstanceCommands(store, database.db, { every: config.snapshotEvery, onRejected: (_, reason) => metrics.snapshotRejected(reason) }, log);
   trackObjectStore(registry, objects, "server");
   metrics.track(committer, sweeper, tail, store.segmentStats);
   const observe = metrics.observe;

@@ -2,7 +2,7 @@
  * Configuration of the server, parsed once from the environment, typed and frozen. Every setting
  * is documented in docs/CONFIGURATION.md, generated from this table.
  */
-import { backendMode, ConfigError, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
+import { backendMode, ConfigError, DEFAULT_SNAPSHOT_EVERY, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
 import { DEFAULT_LIMITS } from "./limits.js";
 
 /** The server's own settings (beside the storage, process and origin settings it shares). */
@@ -21,6 +21,7 @@ export const SERVER_OWN_SETTINGS = {
   maxEventsPerAppend: { env: "TIDEMARK_MAX_EVENTS_PER_APPEND", default: DEFAULT_LIMITS.maxEventsPerAppend, parse: parse.int(1, 10_000), description: "Most events in one AppendEvents call." },
   maxMetadataEntries: { env: "TIDEMARK_MAX_METADATA_ENTRIES", default: DEFAULT_LIMITS.maxMetadataEntries, parse: parse.int(0, 1024), description: "Most metadata entries per event." },
   maxMetadataValueLength: { env: "TIDEMARK_MAX_METADATA_VALUE_LENGTH", default: DEFAULT_LIMITS.maxMetadataValueLength, parse: parse.int(1, 65_536), description: "Longest metadata value, in characters." },
+  snapshotEvery: { env: "TIDEMARK_SNAPSHOT_EVERY", default: DEFAULT_SNAPSHOT_EVERY, parse: parse.int(0, 1_000_000), description: "An instance fold that applied at least this many events stores a snapshot of its state, so later commands and STRONG reads fold only the events after it (docs/STORAGE.md, Snapshots); 0 turns snapshots off." },
   eventCacheSize: { env: "TIDEMARK_EVENT_CACHE_SIZE", default: 10_000, parse: parse.int(0, 10_000_000), description: "Decoded events kept in memory (events are immutable, so the cache is never stale)." },
   auth: { env: "TIDEMARK_AUTH", default: "", defaultLabel: "`tokens` in the services mode, `off` in the embedded mode", parse: (raw: string) => (raw === "" ? raw : parse.oneOf("tokens", "off")(raw)), description: "`tokens`: every call carries `authorization: Bearer <token>` (docs/SECURITY.md); `off`: no authentication (a warning at every start when the gRPC address is not loopback)." },
   authRecheckMs: { env: "TIDEMARK_AUTH_RECHECK_MS", default: 1000, parse: parse.int(50, 60_000), description: "How often an open Subscribe stream re-checks its token; a revoked or expired token ends the stream within this time (every new call checks at once)." },
