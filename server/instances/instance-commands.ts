@@ -5,7 +5,6 @@
  * command's event id), so a command costs that query, the tail's events (usually cached) and the
  * append, whatever the stream's length (docs/STORAGE.md "Snapshots").
  */
-import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { v5 as uuidv5 } from "uuid";
 import {
@@ -13,38 +12,27 @@ import {
   checkInstanceId,
   checkInstancePart,
   ConcurrencyError,
-  checkSnapshot,
   contentHash,
   decideInstance,
-  DEFAULT_SNAPSHOT_EVERY,
-  decodeInstanceState,
-  encodeInstanceState,
   EventKind,
   type Expectation,
-  foldInstanceFrom,
   IdempotencyError,
   INSTANCE_AGGREGATE_TYPE,
-  INSTANCE_FOLD_VERSION,
   instanceAggregateId,
   type InstanceCommand,
-  type InstanceEvent,
-  instanceEventOf,
-  type InstanceSnapshot,
   type InstanceState,
+  instanceEventOf,
   kindLabel,
   type Logger,
   NotFoundError,
   PreconditionError,
-  readStreamStart,
-  saveSnapshot,
-  type SlotRow,
-  type SnapshotRejection,
   Violations,
   type WriteSideTables,
 } from "../../core/index.js";
 import type { Kysely } from "kysely";
 import type { EventStore, ProposedEventInput } from "../event-store.js";
 import type { Limits } from "../limits.js";
+import { InstanceFolder, type SnapshotSettings } from "./instance-folder.js";
 import { checkActor, checkJson, checkMetadata, checkSeq, SERVER_METADATA_KEYS } from "../validation.js";
 
 /** Metadata keys an instance command sets itself: the request's command_id, and the kind. */
@@ -131,37 +119,17 @@ export function validateInstanceCommand(type: InstanceCommand["type"], raw: RawI
   return { address, command, expectedSeq, commandId: raw.commandId, actor: raw.actor, metadata: raw.metadata };
 }
 
-/** How instance folds use snapshots. */
-export interface SnapshotSettings {
-  /**
-   * A fold that applied at least this many events after its starting point stores a snapshot of
-   * the state it reached (TIDEMARK_SNAPSHOT_EVERY); 0 turns snapshots off (every fold starts at seq 1).
-   */
-  readonly every: number;
-  /** Told when a stored snapshot is not used (tests and metrics count them). */
-  readonly onRejected?: (aggregateId: string, reason: SnapshotRejection) => void;
-}
-
-/** A folded instance stream and what the fold started from. */
-interface Folded {
-  readonly state: InstanceState;
-  /** The resolved head: the version update and delete must name. */
-  readonly version: number;
-  /** The live slot already holding the command's event id. */
-  readonly existing: SlotRow | undefined;
-}
-
 /** Runs instance commands and reads over the event store. */
 export class InstanceCommands {
-  private readonly snapshots: SnapshotSettings;
+  private readonly folder: InstanceFolder;
 
   constructor(
     private readonly store: EventStore,
-    private readonly db: Kysely<WriteSideTables>,
+    db: Kysely<WriteSideTables>,
     snapshots: Partial<SnapshotSettings> = {},
-    private readonly log?: Logger,
+    log?: Logger,
   ) {
-    this.snapshots = { every: DEFAULT_SNAPSHOT_EVERY, ...snapshots };
+    this.folder = new InstanceFolder({ db, load: (rows) => store.loadAll(rows), snapshots, ...(log === undefined ? {} : { log }) });
   }
 
   /** Decides and appends one command; a retry with the same command_id returns the original result. */
@@ -173,7 +141,7 @@ export class InstanceCommands {
 
     // A retry of a command that already landed must not be judged against today's state; the
     // event id is looked up in the same query that starts the fold.
-    const { state, version, existing: previous } = await this.fold(aggregateId, eventId);
+    const { state, version, existing: previous } = await this.folder.fold(aggregateId, eventId);
     let decided;
     let expectation: Expectation = { type: "any" };
     if (previous === undefined) {
@@ -224,68 +192,8 @@ export class InstanceCommands {
   /** The instance folded from its stream; NotFoundError when it was never created. */
   async get(address: InstanceAddress): Promise<InstanceView> {
     const aggregateId = instanceAggregateId(address.database, address.className, address.instanceId);
-    const { state, version } = await this.fold(aggregateId);
+    const { state, version } = await this.folder.fold(aggregateId);
     if (!state.exists) throw new NotFoundError(`instance ${aggregateId} does not exist`);
     return { address, state, version };
   }
-
-  /**
-   * Folds a stream from its latest usable snapshot; version is the resolved head, the value update
-   * and delete must name. A snapshot that is missing, of another fold version, ahead of the head or
-   * corrupt (bad JSON, wrong checksum) means a fold from seq 1, never another answer.
-   */
-  private async fold(aggregateId: string, eventId?: string): Promise<Folded> {
-    // Head, snapshot and slots in one statement: every slot up to the resolved head is committed
-    // or void, so the events read include every event up to it and the version never runs ahead of
-    // the state folded. (Read as two queries, head after events, a create committed in between gave
-    // "no instance yet" at version 1, and a second create landed at seq 2: found by the chaos harness.)
-    const useSnapshots = this.snapshots.every > 0;
-    let start = await readStreamStart(this.db, INSTANCE_AGGREGATE_TYPE, aggregateId, {
-      ...(useSnapshots ? { foldVersion: INSTANCE_FOLD_VERSION } : {}),
-      ...(eventId === undefined ? {} : { eventId }),
-    });
-    let snapshot: InstanceSnapshot | undefined;
-    let rejected: SnapshotRejection | undefined;
-    if (start.snapshot !== undefined) {
-      rejected = checkSnapshot(start.snapshot, INSTANCE_FOLD_VERSION, start.resolved);
-      const state = rejected === undefined ? decodeInstanceState(start.snapshot.state) : undefined;
-      if (state !== undefined) snapshot = { seq: start.snapshot.seq, state };
-      else {
-        rejected ??= "unreadable";
-        this.snapshots.onRejected?.(aggregateId, rejected);
-        // The slots read start after the unusable snapshot: read the stream from its first slot.
-        start = await readStreamStart(this.db, INSTANCE_AGGREGATE_TYPE, aggregateId, eventId === undefined ? {} : { eventId });
-      }
-    }
-    const events: InstanceEvent[] = [];
-    for (const envelope of await this.store.loadAll(start.committed)) {
-      events.push({
-        eventType: envelope.eventType,
-        seq: Number(envelope.sequenceNumber),
-        globalPosition: Number(envelope.globalPosition),
-        occurredAt: toDate(envelope.occurredAt),
-        data: envelope.data ?? {},
-      });
-    }
-    const state = foldInstanceFrom(snapshot, events);
-    const last = events.at(-1)?.seq ?? snapshot?.seq ?? 0;
-    // An unusable snapshot is replaced by the state just folded, whatever its seq.
-    if (useSnapshots && state.exists && (events.length >= this.snapshots.every || rejected !== undefined)) {
-      await this.takeSnapshot(aggregateId, last, state, rejected !== undefined);
-    }
-    return { state, version: Math.max(start.resolved, last), existing: start.existing };
-  }
-
-  /** Stores a snapshot; a failure only costs later folds their head start (snapshots are derived data). */
-  private async takeSnapshot(aggregateId: string, seq: number, state: InstanceState, replace: boolean): Promise<void> {
-    try {
-      await saveSnapshot(this.db, { aggregateType: INSTANCE_AGGREGATE_TYPE, aggregateId, foldVersion: INSTANCE_FOLD_VERSION, seq, state: encodeInstanceState(state) }, replace);
-    } catch (e) {
-      this.log?.warn({ err: e, aggregateId, seq }, "storing a snapshot failed; folds go on from the previous one");
-    }
-  }
-}
-
-function toDate(ts: Timestamp | undefined): Date {
-  return ts === undefined ? new Date(0) : timestampDate(ts);
 }
