@@ -1,5 +1,5 @@
 /**
- * Instance snapshots (docs/CONTRACT.md I5–I6, docs/STORAGE.md "Snapshots") against both storages:
+ * Instance snapshots (docs/CONTRACT.md W9, docs/STORAGE.md "Snapshots") against both storages:
  * commands and STRONG reads fold from the latest snapshot, and a snapshot that is missing, stale,
  * ahead of the head, of another fold version or corrupt costs a full fold, never a wrong answer.
  */

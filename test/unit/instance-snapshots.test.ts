@@ -1,6 +1,7 @@
 /**
- * The pure snapshot logic: folding from a snapshot equals folding the whole stream, the state's JSON
- * round trip, and which stored snapshots a fold refuses (docs/STORAGE.md "Snapshots").
+ * The pure snapshot logic of W9 (docs/CONTRACT.md): folding from a snapshot equals folding the
+ * whole stream, the state's JSON round trip, and which stored snapshots a fold refuses
+ * (docs/STORAGE.md "Snapshots").
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
