@@ -1,11 +1,11 @@
 /**
- * The command path against the append (issue #16, bench/TARGETS.md C1 and C2), in one run per
+ * The command path against the append (issue #16, bench/TARGETS.md P6 and P7), in one run per
  * storage mode, with the server in the bench's process:
  *
- *   C1  a command on an instance of 10 000 events with a cold server cache, against the same
+ *   P6  a command on an instance of 10 000 events with a cold server cache, against the same
  *       command on a 1-event instance: M of each, seeded, then the server restarted (an empty
  *       event cache) and each instance touched once, long and short alternating; medians.
- *   C2  UpdateInstance p50 at concurrency 1 against AppendEvents p50 (one event, exact
+ *   P7  UpdateInstance p50 at concurrency 1 against AppendEvents p50 (one event, exact
  *       expected_seq, one stream), in alternating blocks on the same server.
  *
  * The long instances are seeded through the server's event store directly (the generic API
@@ -89,7 +89,7 @@ async function runMode(mode: "embedded" | "services", resources: BenchResources 
   const run = crypto.randomUUID().slice(0, 6);
   const address = (id: string) => ({ database: "bench", className: "Doc", instanceId: `${run}-${id}` });
   try {
-    // C1: seed M long and M short instances.
+    // P6: seed M long and M short instances.
     log(`${mode}: seeding ${instances} instances of ${longEvents} events and ${instances} of 1`);
     for (let i = 0; i < instances; i++) {
       await c.instances.createInstance({ ...address(`long${i}`), properties: { n: 0 }, commandId: `long${i}-c` });
@@ -114,9 +114,9 @@ async function runMode(mode: "embedded" | "services", resources: BenchResources 
       long.push(await timed(() => c.instances.updateInstance({ ...address(`long${i}`), properties: { cold: true }, expectedSeq: BigInt(longEvents), commandId: `long${i}-cold` })));
       short.push(await timed(() => c.instances.updateInstance({ ...address(`short${i}`), properties: { cold: true }, expectedSeq: 1n, commandId: `short${i}-cold` })));
     }
-    log(`${mode}: C1 cold command on ${longEvents} events: median ${median(long).toFixed(1)} ms (${long.map((x) => x.toFixed(1)).join(", ")}); on 1 event: ${median(short).toFixed(1)} ms (${short.map((x) => x.toFixed(1)).join(", ")})`);
+    log(`${mode}: P6 cold command on ${longEvents} events: median ${median(long).toFixed(1)} ms (${long.map((x) => x.toFixed(1)).join(", ")}); on 1 event: ${median(short).toFixed(1)} ms (${short.map((x) => x.toFixed(1)).join(", ")})`);
 
-    // C2: UpdateInstance against AppendEvents, c1, alternating blocks.
+    // P7: UpdateInstance against AppendEvents, c1, alternating blocks.
     const hot = address("hot");
     await c.instances.createInstance({ ...hot, properties: { n: 0 }, commandId: "hot-c" });
     const streamId = `bench/${run}-append`;
@@ -143,7 +143,7 @@ async function runMode(mode: "embedded" | "services", resources: BenchResources 
     }
     const u = updates.summary();
     const a = appends.summary();
-    log(`${mode}: C2 UpdateInstance p50 ${u.p50.toFixed(2)} ms p99 ${u.p99.toFixed(2)}; AppendEvents p50 ${a.p50.toFixed(2)} ms p99 ${a.p99.toFixed(2)}; ratio ${(u.p50 / a.p50).toFixed(2)}`);
+    log(`${mode}: P7 UpdateInstance p50 ${u.p50.toFixed(2)} ms p99 ${u.p99.toFixed(2)}; AppendEvents p50 ${a.p50.toFixed(2)} ms p99 ${a.p99.toFixed(2)}; ratio ${(u.p50 / a.p50).toFixed(2)}`);
     return {
       mode,
       snapshots,
@@ -171,7 +171,7 @@ writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
 for (const r of results) {
   const c1 = r["c1"] as { ratio: number };
   const c2 = r["c2"] as { ratio: number };
-  process.stdout.write(`${r["mode"]}${snapshots ? "" : " (no snapshots)"}: C1 cold command 10k events / 1 event = ${c1.ratio.toFixed(2)} (target ≤ 2); C2 UpdateInstance p50 / AppendEvents p50 = ${c2.ratio.toFixed(2)} (target ≤ 2)\n`);
+  process.stdout.write(`${r["mode"]}${snapshots ? "" : " (no snapshots)"}: P6 cold command 10k events / 1 event = ${c1.ratio.toFixed(2)} (target ≤ 2); P7 UpdateInstance p50 / AppendEvents p50 = ${c2.ratio.toFixed(2)} (target ≤ 2)\n`);
 }
 process.stdout.write(`→ ${file}\n`);
 process.exit(0);
