@@ -75,13 +75,13 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: "rebuild",
-    summary: "replay the store into a fresh read model and swap it in (resumable)",
+    summary: "replay the store into a fresh read model and swap it in (resumable), or retake the instance snapshots",
     description:
-      "Rebuilds a projection from the store — the commit log in global order and the event objects, not Kafka — into a fresh table, then swaps it in atomically (docs/CONSUMERS.md). Progress is stored with every batch: stop it (Ctrl-C) and run it again to resume. With the real services it runs beside the live projection; an embedded data directory must not be open in another process, so stop `tidemark start` first. Shows a progress bar on a terminal, progress lines otherwise.",
-    positionals: [{ name: "projection", description: "`instances` (also accepted: `projection:instances`)." }],
-    options: { "data-dir": dataDir, "batch-size": { type: "string", value: "N", description: "Commit-log entries per batch (default 500)." } },
-    settings: [...STORAGE],
-    examples: ["tidemark rebuild instances"],
+      "Rebuilds a projection from the store — the commit log in global order and the event objects, not Kafka — into a fresh table, then swaps it in atomically (docs/CONSUMERS.md). Progress is stored with every batch: stop it (Ctrl-C) and run it again to resume. With the real services it runs beside the live projection; an embedded data directory must not be open in another process, so stop `tidemark start` first. Shows a progress bar on a terminal, progress lines otherwise.\n\n`tidemark rebuild snapshots` drops every instance snapshot (corrupt ones, those of an older fold version) and takes a fresh one of every instance stream of at least TIDEMARK_SNAPSHOT_EVERY events, folded from its first event (docs/STORAGE.md, Snapshots). Snapshots are derived data, so it is safe beside running servers and to run again after a stop.",
+    positionals: [{ name: "projection", description: "`instances` (also accepted: `projection:instances`), or `snapshots`." }],
+    options: { "data-dir": dataDir, "batch-size": { type: "string", value: "N", description: "Commit-log entries (or, for snapshots, instance streams) per batch (default 500)." } },
+    settings: [...STORAGE, "TIDEMARK_SNAPSHOT_EVERY"],
+    examples: ["tidemark rebuild instances", "tidemark rebuild snapshots"],
   },
   {
     name: "prune",

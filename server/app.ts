@@ -194,14 +194,14 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     log,
     { checkpointPositions: config.subscribeCheckpointPositions, checkpointMs: config.subscribeCheckpointMs, ...overrides.logTail },
   );
-  const upcasters = overrides.upcasters ?? Upcasters.NONE;
-  const commands = new InstanceCommands(store, database.db, upcasters);
   const subjectKeys = new SubjectKeys(database.db as unknown as Kysely<PrivacyTables>, loadMasterKeyring(config.masterKeyFile), { cacheMs: config.subjectKeyCacheMs });
   const health = new HealthState();
   const shutdown = new AbortController();
 
   const registry = overrides.registry ?? createRegistry(true);
   const metrics = serverMetrics(registry);
+  const upcasters = overrides.upcasters ?? Upcasters.NONE;
+  const commands = new InstanceCommands(store, database.db, { every: config.snapshotEvery, onRejected: (_, reason) => metrics.snapshotRejected(reason) }, log, upcasters);
   trackObjectStore(registry, objects, "server");
   metrics.track(committer, sweeper, tail, store.segmentStats);
   const observe = metrics.observe;

@@ -2,7 +2,7 @@
  * Configuration of the server, parsed once from the environment, typed and frozen. Every setting
  * is documented in docs/CONFIGURATION.md, generated from this table.
  */
-import { backendMode, ConfigError, LOG_TAIL_DEFAULTS, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
+import { backendMode, ConfigError, DEFAULT_SNAPSHOT_EVERY, LOG_TAIL_DEFAULTS, ORIGIN_SETTINGS, parse, parseSettings, PROCESS_SETTINGS, STORAGE_SETTINGS, type Setting } from "../core/index.js";
 import { DEFAULT_LIMITS } from "./limits.js";
 
 /** The server's own settings (beside the storage, process and origin settings it shares). */
@@ -25,6 +25,7 @@ export const SERVER_OWN_SETTINGS = {
   maxSubscribeFilterEntries: { env: "TIDEMARK_MAX_SUBSCRIBE_FILTER_ENTRIES", default: DEFAULT_LIMITS.maxSubscribeFilterEntries, parse: parse.int(1, 10_000), description: "Most entries in each list of a Subscribe filter (event_types, aggregate_types, databases, kinds)." },
   subscribeCheckpointPositions: { env: "TIDEMARK_SUBSCRIBE_CHECKPOINT_POSITIONS", default: LOG_TAIL_DEFAULTS.checkpointPositions, parse: parse.int(1, 100_000_000), description: "A filtered Subscribe sends a checkpoint once it has passed this many global positions since its last message, so a client resumes without rescanning them." },
   subscribeCheckpointMs: { env: "TIDEMARK_SUBSCRIBE_CHECKPOINT_MS", default: LOG_TAIL_DEFAULTS.checkpointMs, parse: parse.int(10, 3_600_000), description: "A filtered Subscribe that has passed positions but sent nothing for this long sends a checkpoint (checked at each read of the log)." },
+  snapshotEvery: { env: "TIDEMARK_SNAPSHOT_EVERY", default: DEFAULT_SNAPSHOT_EVERY, parse: parse.int(0, 1_000_000), description: "An instance fold that applied at least this many events stores a snapshot of its state, so later commands and STRONG reads fold only the events after it (docs/STORAGE.md, Snapshots); 0 turns snapshots off." },
   eventCacheSize: { env: "TIDEMARK_EVENT_CACHE_SIZE", default: 10_000, parse: parse.int(0, 10_000_000), description: "Decoded events kept in memory (events are immutable, so the cache is never stale)." },
   auth: { env: "TIDEMARK_AUTH", default: "", defaultLabel: "`tokens` in the services mode, `off` in the embedded mode", parse: (raw: string) => (raw === "" ? raw : parse.oneOf("tokens", "off")(raw)), description: "`tokens`: every call carries `authorization: Bearer <token>` (docs/SECURITY.md); `off`: no authentication (a warning at every start when the gRPC address is not loopback)." },
   authRecheckMs: { env: "TIDEMARK_AUTH_RECHECK_MS", default: 1000, parse: parse.int(50, 60_000), description: "How often an open Subscribe stream re-checks its token; a revoked or expired token ends the stream within this time (every new call checks at once)." },

@@ -10,5 +10,6 @@ export { HealthState, ServingStatus } from "./grpc/health.js";
 export { DEFAULT_LIMITS, type Limits } from "./limits.js";
 export { loadMasterKeyring, MASTER_KEY_SETTING, SubjectKeys, subjectKeyClient } from "./privacy.js";
 export type { InstanceReadModel } from "./services/instance-service.js";
+export { rebuildSnapshots, type SnapshotRebuildOptions, type SnapshotRebuildResult } from "./instances/snapshot-rebuild.js";
 export { recoverFromObjectStore, type RecoverOptions, type RecoverProgress, type RecoverResult } from "./recover.js";
 export { type Anomaly, type AnomalyKind, verifyStore, type VerifyProgress, type VerifyReport } from "./verify.js";

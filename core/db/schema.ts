@@ -67,12 +67,28 @@ export interface GlobalCounterTable {
   position: Int8;
 }
 
+/**
+ * The latest snapshot of a folded stream (docs/STORAGE.md "Snapshots"): derived data, never the
+ * source of truth; `state` is JSON text checked against `checksum`, and only a row of the reader's
+ * `fold_version` is used.
+ */
+export interface SnapshotsTable {
+  aggregate_type: string;
+  aggregate_id: string;
+  fold_version: number;
+  seq: Int8;
+  state: string;
+  checksum: string;
+  taken_at: CreatedAt;
+}
+
 /** The database as Kysely sees it; later migrations extend it in their own modules. */
 export interface WriteSideTables {
   stream_heads: StreamHeadsTable;
   event_log: EventLogTable;
   global_counter: GlobalCounterTable;
   segments: SegmentsTable;
+  snapshots: SnapshotsTable;
 }
 
 // ---------------------------------------------------------------------------------------- relay
