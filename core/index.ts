@@ -19,6 +19,7 @@ export * from "./envelope.js";
 export * from "./errors.js";
 export * from "./event-log.js";
 export * from "./fs-object-store.js";
+export * from "./inspection.js";
 export * from "./ids.js";
 export * from "./kafka.js";
 export * from "./json-object.js";

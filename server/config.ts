@@ -27,6 +27,13 @@ export const SERVER_OWN_SETTINGS = {
   tlsCert: { env: "TIDEMARK_TLS_CERT", default: "", defaultLabel: "unset (plain text)", parse: parse.string, description: "PEM certificate chain of the gRPC port; with TIDEMARK_TLS_KEY it turns TLS on. Re-read on SIGHUP without dropping the port." },
   tlsKey: { env: "TIDEMARK_TLS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "PEM private key of TIDEMARK_TLS_CERT." },
   tlsClientCa: { env: "TIDEMARK_TLS_CLIENT_CA", default: "", defaultLabel: "unset (no client certificates)", parse: parse.string, description: "PEM CA bundle: every client must present a certificate it signed (mTLS), or the handshake fails." },
+  consoleAddr: {
+    env: "TIDEMARK_CONSOLE_ADDR",
+    default: "",
+    defaultLabel: "`off` in the services mode, `127.0.0.1:50052` in the embedded mode",
+    parse: (raw: string) => (raw === "off" ? raw : parse.hostPort(raw)),
+    description: "Address of the web console (docs/CONSOLE.md: the page and its gRPC-Web endpoint, over the same services and token checks as the gRPC port), or `off`. The embedded default is skipped with a warning when its port is taken.",
+  },
   shutdownGraceMs: { env: "TIDEMARK_SHUTDOWN_GRACE_MS", default: 10_000, parse: parse.int(0, 600_000), description: "On SIGTERM, in-flight calls get this long before they are cancelled." },
 } satisfies Record<string, Setting<unknown>>;
 
@@ -49,4 +56,17 @@ export function loadServerConfig(env: Readonly<Record<string, string | undefined
 export function authMode(config: Pick<ServerConfig, "auth" | "pgUrl" | "s3Endpoint" | "s3AccessKey" | "s3SecretKey">): "tokens" | "off" {
   if (config.auth === "tokens" || config.auth === "off") return config.auth;
   return backendMode(config) === "services" ? "tokens" : "off";
+}
+
+/** The embedded mode's console address when TIDEMARK_CONSOLE_ADDR is unset. */
+export const DEFAULT_CONSOLE_ADDR = "127.0.0.1:50052";
+
+/**
+ * Where the web console listens: TIDEMARK_CONSOLE_ADDR, or by default off in the services mode and
+ * {@link DEFAULT_CONSOLE_ADDR} embedded (`explicit` false: a taken port is a warning, not a failure).
+ */
+export function consoleAddress(config: Pick<ServerConfig, "consoleAddr" | "pgUrl" | "s3Endpoint" | "s3AccessKey" | "s3SecretKey">): { readonly address: string; readonly explicit: boolean } | undefined {
+  if (config.consoleAddr === "off") return undefined;
+  if (config.consoleAddr !== "") return { address: config.consoleAddr, explicit: true };
+  return backendMode(config) === "embedded" ? { address: DEFAULT_CONSOLE_ADDR, explicit: false } : undefined;
 }

@@ -18,6 +18,7 @@ import {
   ValidationError,
 } from "../../core/index.js";
 import type { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import type { InspectionService } from "../../gen/tidemark/v1/inspection_pb.js";
 import type { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
 import type { ProcessingService } from "../../gen/tidemark/v1/processing_pb.js";
 import type { CallContext, HandlersOf } from "../grpc/bridge.js";
@@ -173,6 +174,39 @@ export function guardProcessing(inner: HandlersOf<typeof ProcessingService>, dep
     async getProcessingStatus(request, context) {
       demand(deps, context, { scope: "read" });
       return inner.getProcessingStatus(request, context);
+    },
+  };
+}
+
+/**
+ * InspectionService with its checks: the read scope, and the database a listing names (the handlers
+ * filter what spans databases by the principal); the relay's store-wide figures need admin.
+ */
+export function guardInspection(inner: HandlersOf<typeof InspectionService>, deps: GuardDeps): HandlersOf<typeof InspectionService> {
+  return {
+    async listDatabases(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listDatabases(request, context);
+    },
+    async listAggregateTypes(request, context) {
+      demand(deps, context, { scope: "read", database: request.database });
+      return inner.listAggregateTypes(request, context);
+    },
+    async listStreams(request, context) {
+      demand(deps, context, { scope: "read", database: request.database, aggregateType: request.aggregateType });
+      return inner.listStreams(request, context);
+    },
+    async getEvent(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.getEvent(request, context);
+    },
+    async getRelayStatus(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.getRelayStatus(request, context);
+    },
+    async listHandlers(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listHandlers(request, context);
     },
   };
 }

@@ -74,6 +74,8 @@ export function testServerConfig(extra: Record<string, string> = {}): ServerConf
     TIDEMARK_PG_SCHEMA: `${id}`,
     TIDEMARK_LOG_LEVEL: process.env["TIDEMARK_TEST_LOG_LEVEL"] ?? "fatal",
     TIDEMARK_SHUTDOWN_GRACE_MS: "2000",
+    // The embedded default would bind the console's fixed port in every test server.
+    TIDEMARK_CONSOLE_ADDR: "off",
     ...extra,
   });
 }

@@ -1,0 +1,43 @@
+/** Pieces every page uses: failures (with the token form when a call needs one) and small tables. */
+import type { ComponentChildren } from "preact";
+import { useState } from "preact/hooks";
+import { currentToken, describeError, needsToken, setToken } from "./api.js";
+
+/** Asks for a token and keeps it for this tab; `onSaved` re-runs what needed it. */
+export function TokenForm(props: { readonly onSaved: () => void; readonly reason?: string }) {
+  const [value, setValue] = useState(currentToken());
+  return (
+    <form
+      class="inline"
+      id="token-form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        setToken(value.trim());
+        props.onSaved();
+      }}
+    >
+      <span>{props.reason ?? "This server needs a token (tidemark token create)."}</span>
+      <input type="password" name="token" placeholder="tm_…" autocomplete="off" value={value} onInput={(e) => setValue((e.target as HTMLInputElement).value)} />
+      <button type="submit">Use token</button>
+    </form>
+  );
+}
+
+/** A failed call: the token form for UNAUTHENTICATED, else the status and message. */
+export function Failure(props: { readonly error: unknown; readonly retry: () => void }) {
+  if (needsToken(props.error)) return <TokenForm onSaved={props.retry} reason={`${describeError(props.error)} — enter a token:`} />;
+  return <p class="error">{describeError(props.error)}</p>;
+}
+
+/** Loading, failed, or the children. */
+export function Loaded(props: { readonly loading: boolean; readonly error: unknown; readonly retry: () => void; readonly children: () => ComponentChildren }) {
+  if (props.error !== undefined) return <Failure error={props.error} retry={props.retry} />;
+  if (props.loading) return <p class="note">Loading…</p>;
+  return <>{props.children()}</>;
+}
+
+/** A registry state's CSS class and name (lower case, as in docs/CONSUMERS.md). */
+export function State(props: { readonly name: string }) {
+  const name = props.name.toLowerCase();
+  return <span class={`state-${name}`}>{name}</span>;
+}
