@@ -74,4 +74,7 @@ function App() {
   );
 }
 
-render(<App />, document.getElementById("app")!);
+const root = document.getElementById("app")!;
+// The page's "Loading…" placeholder is not Preact's to diff: clear it.
+root.textContent = "";
+render(<App />, root);
