@@ -168,12 +168,31 @@ export function guardInstances(inner: HandlersOf<typeof InstanceService>, deps: 
   };
 }
 
-/** ProcessingService with its check: the read scope; the handler filters by the principal's databases. */
+/**
+ * ProcessingService with its checks: the read scope to look, the admin scope to redrive (replay or
+ * discard); the handlers filter by the principal's databases, so another tenant's event is NOT_FOUND.
+ */
 export function guardProcessing(inner: HandlersOf<typeof ProcessingService>, deps: GuardDeps): HandlersOf<typeof ProcessingService> {
   return {
     async getProcessingStatus(request, context) {
       demand(deps, context, { scope: "read" });
       return inner.getProcessingStatus(request, context);
+    },
+    async listDeadLetters(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listDeadLetters(request, context);
+    },
+    async getDeadLetter(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.getDeadLetter(request, context);
+    },
+    async replayDeadLetters(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.replayDeadLetters(request, context);
+    },
+    async discardDeadLetters(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.discardDeadLetters(request, context);
     },
   };
 }

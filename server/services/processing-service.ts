@@ -17,6 +17,7 @@ import {
   type Principal,
   type ProcessingState as RowState,
   type RecordScope,
+  UnavailableError,
   Violations,
   visibleTo,
   ALL_DATABASES,
@@ -60,6 +61,18 @@ export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typ
         else list.push(record);
       }
       return { events: [...byEvent.values()].map((list) => toStatus(list[0]!, list.map(toHandlerStatus))) };
+    },
+    async listDeadLetters() {
+      throw new UnavailableError("ListDeadLetters is not built yet");
+    },
+    async getDeadLetter() {
+      throw new UnavailableError("GetDeadLetter is not built yet");
+    },
+    async replayDeadLetters() {
+      throw new UnavailableError("ReplayDeadLetters is not built yet");
+    },
+    async discardDeadLetters() {
+      throw new UnavailableError("DiscardDeadLetters is not built yet");
     },
   };
 }
