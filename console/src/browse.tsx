@@ -335,7 +335,11 @@ export function Event(props: { readonly eventId: string }) {
                     <td class="num">{h.attempts}</td>
                     <td class="mono">{h.lastError}</td>
                     <td>{when(h.updatedAt)}</td>
-                    <td>{h.state === ProcessingState.DEAD_LETTERED && <DeadLetterActions handler={h.handler} eventId={props.eventId} onDone={status.reload} />}</td>
+                    <td>
+                      {(h.state === ProcessingState.DEAD_LETTERED || h.state === ProcessingState.PARKED) && (
+                        <DeadLetterActions selection={{ handler: h.handler, target: { case: "eventId", value: props.eventId } }} onDone={status.reload} />
+                      )}
+                    </td>
                   </tr>
                 ))}
               </tbody>

@@ -1,12 +1,167 @@
 /** The processing page: the relay's checkpoints and lag, each handler's progress, and dead letters. */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { inspection, when } from "./api.js";
-import { Loaded } from "./common.jsx";
+import { useState } from "preact/hooks";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ProcessingState, type DeadLetterSelection, type DeadLetterSelectionSchema } from "../../gen/tidemark/v1/processing_pb.js";
+import { describeError, inspection, link, processing, when } from "./api.js";
+import { Loaded, State } from "./common.jsx";
 import { useCall } from "./use-call.js";
 
-/** Replay and discard of one dead-lettered event for one handler. */
-export function DeadLetterActions(_props: { readonly handler: string; readonly eventId: string; readonly onDone: () => void }) {
-  return null;
+type Selection = MessageInitShape<typeof DeadLetterSelectionSchema>;
+
+/**
+ * Replay and discard of a selection of one handler's dead letters (one event, or one aggregate's
+ * sequence): the ProcessingService redrive RPCs, with the caller's token (admin scope). Discard
+ * asks for the reason it records.
+ */
+export function DeadLetterActions(props: { readonly selection: Selection; readonly label?: string; readonly onDone: () => void }) {
+  const [reason, setReason] = useState("");
+  const [discarding, setDiscarding] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [outcome, setOutcome] = useState<{ ok: boolean; text: string } | undefined>(undefined);
+  const run = (what: string, call: () => Promise<{ eventIds: string[] }>) => {
+    setBusy(true);
+    call().then(
+      (out) => {
+        setBusy(false);
+        setDiscarding(false);
+        setOutcome({ ok: true, text: `${what}: ${out.eventIds.length} event(s)` });
+        props.onDone();
+      },
+      (e: unknown) => {
+        setBusy(false);
+        setOutcome({ ok: false, text: describeError(e) });
+      },
+    );
+  };
+  const suffix = props.label === undefined ? "" : ` ${props.label}`;
+  return (
+    <span class="actions">
+      <button disabled={busy} onClick={() => run("replay requested", () => processing.replayDeadLetters({ selection: props.selection }))}>
+        {`Replay${suffix}`}
+      </button>{" "}
+      {discarding ? (
+        <form
+          class="inline discard"
+          onSubmit={(e) => {
+            e.preventDefault();
+            run("discarded", () => processing.discardDeadLetters({ selection: props.selection, reason }));
+          }}
+        >
+          <input type="text" name="reason" placeholder="why (recorded)" value={reason} onInput={(e) => setReason((e.target as HTMLInputElement).value)} />
+          <button type="submit" disabled={busy}>
+            Discard
+          </button>
+          <button type="button" onClick={() => setDiscarding(false)}>
+            Cancel
+          </button>
+        </form>
+      ) : (
+        <button disabled={busy} onClick={() => setDiscarding(true)}>
+          {`Discard${suffix}…`}
+        </button>
+      )}
+      {outcome !== undefined && <span class={outcome.ok ? "outcome" : "error"}>{outcome.text}</span>}
+    </span>
+  );
+}
+
+/** Dead-lettered, parked and replaying events of every handler the registry knows, with redrive buttons. */
+function DeadLetters() {
+  const [pages, setPages] = useState<string[]>([""]);
+  const pageToken = pages[pages.length - 1]!;
+  const call = useCall((signal) => processing.listDeadLetters({ includeReplaying: true, pageSize: 100, pageToken }, { signal }), [pageToken]);
+  return (
+    <Loaded {...call} retry={call.reload}>
+      {() => {
+        const list = call.value!.deadLetters;
+        const aggregates = new Set<string>();
+        return (
+          <>
+            <p>
+              {call.value!.counts.map((c) => (
+                <span key={c.handler} class="status counts">
+                  {c.handler}: {String(c.deadLettered)} dead lettered, {String(c.parked)} parked, {String(c.replayRequested)} replay requested
+                </span>
+              ))}{" "}
+              <button onClick={call.reload}>Refresh</button>
+            </p>
+            {list.length === 0 ? (
+              <p class="note">No dead-lettered or parked event.</p>
+            ) : (
+              <table id="dead-letters">
+                <thead>
+                  <tr>
+                    <th>handler</th>
+                    <th>stream</th>
+                    <th class="num">seq</th>
+                    <th>event</th>
+                    <th>state</th>
+                    <th class="num">attempts</th>
+                    <th>cause</th>
+                    <th>first / last failure</th>
+                    <th></th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {list.map((d) => {
+                    const aggregateKey = `${d.handler}\n${d.aggregateType}\n${d.aggregateId}`;
+                    // The aggregate's buttons once, on its first listed event (the rest follow it in seq order).
+                    const firstOfAggregate = !aggregates.has(aggregateKey);
+                    aggregates.add(aggregateKey);
+                    const redrivable = d.state === ProcessingState.DEAD_LETTERED || d.state === ProcessingState.PARKED;
+                    const selection: DeadLetterSelection["target"] = { case: "eventId", value: d.eventId };
+                    return (
+                      <tr key={`${d.handler}/${d.eventId}`} data-event-id={d.eventId}>
+                        <td>{d.handler}</td>
+                        <td>
+                          <a href={link("stream", d.aggregateType, d.aggregateId)}>
+                            {d.aggregateType} {d.aggregateId}
+                          </a>
+                        </td>
+                        <td class="num">{String(d.sequenceNumber)}</td>
+                        <td>
+                          <a href={link("event", d.eventId)}>{d.eventId}</a>
+                        </td>
+                        <td>
+                          <State name={ProcessingState[d.state]} />
+                        </td>
+                        <td class="num">{d.attempts}</td>
+                        <td class="mono">{d.cause}</td>
+                        <td>
+                          {when(d.firstFailedAt)}
+                          <br />
+                          {when(d.lastFailedAt)}
+                        </td>
+                        <td>
+                          {redrivable && d.state === ProcessingState.DEAD_LETTERED && <DeadLetterActions selection={{ handler: d.handler, target: selection }} onDone={call.reload} />}
+                          {redrivable && firstOfAggregate && (
+                            <DeadLetterActions
+                              selection={{ handler: d.handler, target: { case: "aggregate", value: { aggregateType: d.aggregateType, aggregateId: d.aggregateId } } }}
+                              label="aggregate"
+                              onDone={call.reload}
+                            />
+                          )}
+                        </td>
+                      </tr>
+                    );
+                  })}
+                </tbody>
+              </table>
+            )}
+            <p>
+              <button disabled={pages.length === 1} onClick={() => setPages(pages.slice(0, -1))}>
+                Previous
+              </button>{" "}
+              <button disabled={call.value!.nextPageToken === ""} onClick={() => setPages([...pages, call.value!.nextPageToken])}>
+                Next
+              </button>
+            </p>
+          </>
+        );
+      }}
+    </Loaded>
+  );
 }
 
 function Relay() {
@@ -111,6 +266,8 @@ export function Processing() {
       <Relay />
       <h2>Handlers</h2>
       <Handlers />
+      <h2>Dead letters and parked events</h2>
+      <DeadLetters />
     </>
   );
 }
