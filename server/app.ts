@@ -271,7 +271,6 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const consoleAt = consoleAddress(config);
   if (consoleAt !== undefined) {
     try {
-      if (await ensureConsoleBundle()) log.info("console bundle built (console/dist)");
       webConsole = await startConsole({
         address: consoleAt.address,
         // The console reads (and redrives dead letters): the write RPCs of the gRPC port are not served here.
@@ -287,6 +286,12 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
       });
       lifecycle.defer("console", () => webConsole!.close());
       log.info({ url: webConsole.url }, "console listening");
+      // Built beside serving, not before it: the write path's start does not wait for esbuild (until
+      // the bundle is there the page answers 503 saying so).
+      ensureConsoleBundle().then(
+        (built) => built && log.info("console bundle built (console/dist)"),
+        (e: unknown) => log.warn({ err: e }, "could not build the console's bundle: run `npm run build:console`"),
+      );
     } catch (e) {
       if (consoleAt.explicit) throw e;
       // The embedded default is a convenience: a second process on the machine must still start.

@@ -140,7 +140,7 @@ async function serveStatic(request: IncomingMessage, response: ServerResponse): 
   try {
     body = await readFile(path.join(CONSOLE_DIR, asset.file));
   } catch {
-    response.writeHead(503, { ...HEADERS, "content-type": "text/plain; charset=utf-8" }).end("the console's bundle is missing: run `npm run build:console`\n");
+    response.writeHead(503, { ...HEADERS, "content-type": "text/plain; charset=utf-8" }).end("the console's bundle is not there yet: the server builds it at start (or run `npm run build:console`); reload in a moment\n");
     return;
   }
   response.writeHead(200, { ...HEADERS, "content-type": asset.type, "content-length": body.byteLength });

@@ -120,7 +120,7 @@ describe("the console, authentication off", () => {
     await page.locator("#metadata td").first().hover();
     // Nothing of the data became an element, and no handler ran.
     expect(await page.locator("main img, main script, main svg, main b").count()).toBe(0);
-    expect(await page.evaluate(() => (window as unknown as { __xss?: string }).__xss)).toBeUndefined();
+    expect(await page.evaluate(() => (globalThis as unknown as { __xss?: string }).__xss)).toBeUndefined();
     await shot(page, "hostile-event");
     expect(errors).toEqual([]);
     await page.close();

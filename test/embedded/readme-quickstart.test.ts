@@ -14,6 +14,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { background, cleanEnv, freePort, ROOT, type Background } from "../helpers/cli-process.js";
 import { findTool } from "../helpers/tools.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 let copy: string;
 let port: number;
@@ -71,7 +72,8 @@ describe("README quick start", () => {
     await npmStart!.waitFor(/"msg":"tidemark started"/, "the JSON start-up log line");
     const page = await fetch(`http://127.0.0.1:${consolePort}/`);
     expect(await page.text()).toContain("Tidemark console");
-    expect((await fetch(`http://127.0.0.1:${consolePort}/console.js`)).status).toBe(200);
+    // The server builds the missing bundle beside serving: the script is there once it did.
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${consolePort}/console.js`)).status === 200 || undefined, { what: "the console's bundle served", timeoutMs: 60_000 });
 
     expect(call([address, "list"]).out.split("\n")).toEqual(expect.arrayContaining(["grpc.health.v1.Health", "tidemark.v1.EventStoreService", "tidemark.v1.InstanceService", "tidemark.v1.ProcessingService"]));
 
