@@ -4,7 +4,7 @@ import { useState } from "preact/hooks";
 import { EventEnvelopeSchema, EventKind, type EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
 import { ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { eventStore, inspection, link, processing, when } from "./api.js";
-import { Loaded, State } from "./common.jsx";
+import { Loaded, num, Pager, State, StreamLink, Table } from "./common.jsx";
 import { DeadLetterActions } from "./processing.jsx";
 import { useCall } from "./use-call.js";
 
@@ -20,14 +20,7 @@ export function Databases() {
           call.value!.databases.length === 0 ? (
             <p class="note">No streams yet (or none this token may read).</p>
           ) : (
-            <table id="databases">
-              <thead>
-                <tr>
-                  <th>database</th>
-                  <th class="num">streams</th>
-                </tr>
-              </thead>
-              <tbody>
+            <Table id="databases" columns={["database", num("streams")]}>
                 {call.value!.databases.map((d) => (
                   <tr key={d.database}>
                     <td>
@@ -36,8 +29,7 @@ export function Databases() {
                     <td class="num">{String(d.streams)}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+              </Table>
           )
         }
       </Loaded>
@@ -72,14 +64,7 @@ export function AggregateTypes(props: { readonly database: string }) {
       <h1>Aggregate types in {props.database === "" ? "(no database)" : props.database}</h1>
       <Loaded {...call} retry={call.reload}>
         {() => (
-          <table id="aggregate-types">
-            <thead>
-              <tr>
-                <th>aggregate type</th>
-                <th class="num">streams</th>
-              </tr>
-            </thead>
-            <tbody>
+          <Table id="aggregate-types" columns={["aggregate type", num("streams")]}>
               {call.value!.aggregateTypes.map((t) => (
                 <tr key={t.aggregateType}>
                   <td>
@@ -88,8 +73,7 @@ export function AggregateTypes(props: { readonly database: string }) {
                   <td class="num">{String(t.streams)}</td>
                 </tr>
               ))}
-            </tbody>
-          </table>
+            </Table>
         )}
       </Loaded>
     </>
@@ -126,15 +110,7 @@ export function Streams(props: { readonly database: string; readonly aggregateTy
       <Loaded {...call} retry={call.reload}>
         {() => (
           <>
-            <table id="streams">
-              <thead>
-                <tr>
-                  <th>aggregate id</th>
-                  <th class="num">head</th>
-                  <th>updated</th>
-                </tr>
-              </thead>
-              <tbody>
+            <Table id="streams" columns={["aggregate id", num("head"), "updated"]}>
                 {call.value!.streams.map((s) => (
                   <tr key={s.aggregateId}>
                     <td>
@@ -144,17 +120,9 @@ export function Streams(props: { readonly database: string; readonly aggregateTy
                     <td>{when(s.updatedAt)}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+              </Table>
             {call.value!.streams.length === 0 && <p class="note">No stream matches.</p>}
-            <p>
-              <button disabled={pages.length === 1} onClick={() => setPages(pages.slice(0, -1))}>
-                Previous
-              </button>{" "}
-              <button disabled={call.value!.nextPageToken === ""} onClick={() => setPages([...pages, call.value!.nextPageToken])}>
-                Next
-              </button>
-            </p>
+            <Pager canBack={!(pages.length === 1)} back={() => setPages(pages.slice(0, -1))} canForward={!(call.value!.nextPageToken === "")} forward={() => setPages([...pages, call.value!.nextPageToken])} />
           </>
         )}
       </Loaded>
@@ -192,17 +160,7 @@ export function Stream(props: { readonly aggregateType: string; readonly aggrega
             <p>
               head <strong id="stream-head">{String(call.value!.head.head)}</strong> · allocated {String(call.value!.head.allocated)} · last position {String(call.value!.head.globalPosition)}
             </p>
-            <table id="events">
-              <thead>
-                <tr>
-                  <th class="num">seq</th>
-                  <th>event type</th>
-                  <th>event id</th>
-                  <th>occurred</th>
-                  <th class="num">position</th>
-                </tr>
-              </thead>
-              <tbody>
+            <Table id="events" columns={[num("seq"), "event type", "event id", "occurred", num("position")]}>
                 {call.value!.events.map((e) => (
                   <tr key={e.eventId}>
                     <td class="num">{String(e.sequenceNumber)}</td>
@@ -214,16 +172,8 @@ export function Stream(props: { readonly aggregateType: string; readonly aggrega
                     <td class="num">{String(e.globalPosition)}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-            <p>
-              <button disabled={from === 1} onClick={() => setFrom(Math.max(1, from - PAGE))}>
-                Previous
-              </button>{" "}
-              <button disabled={call.value!.events.length < PAGE} onClick={() => setFrom(from + PAGE)}>
-                Next
-              </button>
-            </p>
+              </Table>
+            <Pager canBack={!(from === 1)} back={() => setFrom(Math.max(1, from - PAGE))} canForward={!(call.value!.events.length < PAGE)} forward={() => setFrom(from + PAGE)} />
           </>
         )}
       </Loaded>
@@ -251,9 +201,7 @@ export function Event(props: { readonly eventId: string }) {
                 <dd>{e.eventType}</dd>
                 <dt>stream</dt>
                 <dd>
-                  <a href={link("stream", e.aggregateType, e.aggregateId)}>
-                    {e.aggregateType} {e.aggregateId}
-                  </a>{" "}
+                  <StreamLink aggregateType={e.aggregateType} aggregateId={e.aggregateId} />{" "}
                   seq {String(e.sequenceNumber)}
                 </dd>
                 <dt>global position</dt>
@@ -314,18 +262,7 @@ export function Event(props: { readonly eventId: string }) {
           return handlers.length === 0 ? (
             <p class="note">No handler has seen this event yet.</p>
           ) : (
-            <table id="processing">
-              <thead>
-                <tr>
-                  <th>handler</th>
-                  <th>state</th>
-                  <th class="num">attempts</th>
-                  <th>last error</th>
-                  <th>updated</th>
-                  <th></th>
-                </tr>
-              </thead>
-              <tbody>
+            <Table id="processing" columns={["handler", "state", num("attempts"), "last error", "updated", ""]}>
                 {handlers.map((h) => (
                   <tr key={h.handler}>
                     <td>{h.handler}</td>
@@ -342,8 +279,7 @@ export function Event(props: { readonly eventId: string }) {
                     </td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+              </Table>
           );
         }}
       </Loaded>

@@ -1,7 +1,7 @@
 /** Pieces every page uses: failures (with the token form when a call needs one) and small tables. */
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
-import { currentToken, describeError, needsToken, setToken } from "./api.js";
+import { currentToken, describeError, link, needsToken, setToken } from "./api.js";
 
 /** Asks for a token and keeps it for this tab; `onSaved` re-runs what needed it. */
 export function TokenForm(props: { readonly onSaved: () => void; readonly reason?: string }) {
@@ -40,4 +40,49 @@ export function Loaded(props: { readonly loading: boolean; readonly error: unkno
 export function State(props: { readonly name: string }) {
   const name = props.name.toLowerCase();
   return <span class={`state-${name}`}>{name}</span>;
+}
+
+/** One column heading: its title, right-aligned for numbers. */
+export type Column = string | { readonly title: string; readonly num: true };
+
+/** A table with its headings; the children are its body rows. */
+export function Table(props: { readonly id: string; readonly columns: readonly Column[]; readonly children: ComponentChildren }) {
+  return (
+    <table id={props.id}>
+      <thead>
+        <tr>
+          {props.columns.map((c, i) => (typeof c === "string" ? <th key={i}>{c}</th> : <th key={i} class="num">{c.title}</th>))}
+        </tr>
+      </thead>
+      <tbody>{props.children}</tbody>
+    </table>
+  );
+}
+
+/** A right-aligned number heading. */
+export function num(title: string): Column {
+  return { title, num: true };
+}
+
+/** Previous / Next buttons of a paged listing. */
+export function Pager(props: { readonly canBack: boolean; readonly canForward: boolean; readonly back: () => void; readonly forward: () => void }) {
+  return (
+    <p>
+      <button disabled={!props.canBack} onClick={props.back}>
+        Previous
+      </button>{" "}
+      <button disabled={!props.canForward} onClick={props.forward}>
+        Next
+      </button>
+    </p>
+  );
+}
+
+/** A link to a stream's page, named by its type and id. */
+export function StreamLink(props: { readonly aggregateType: string; readonly aggregateId: string }) {
+  return (
+    <a href={link("stream", props.aggregateType, props.aggregateId)}>
+      {props.aggregateType} {props.aggregateId}
+    </a>
+  );
 }

@@ -2,7 +2,7 @@
 import { useEffect, useState } from "preact/hooks";
 import type { EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
 import { eventStore, link, when } from "./api.js";
-import { Failure } from "./common.jsx";
+import { Failure, num, StreamLink, Table } from "./common.jsx";
 
 const KEEP = 200;
 
@@ -58,25 +58,12 @@ export function Live() {
         </span>
       </form>
       {error !== undefined && <Failure error={error} retry={() => setStart({ ...start, round: start.round + 1 })} />}
-      <table id="live">
-        <thead>
-          <tr>
-            <th class="num">position</th>
-            <th>stream</th>
-            <th class="num">seq</th>
-            <th>event type</th>
-            <th>event id</th>
-            <th>occurred</th>
-          </tr>
-        </thead>
-        <tbody>
+      <Table id="live" columns={[num("position"), "stream", num("seq"), "event type", "event id", "occurred"]}>
           {events.map((e) => (
             <tr key={e.eventId}>
               <td class="num">{String(e.globalPosition)}</td>
               <td>
-                <a href={link("stream", e.aggregateType, e.aggregateId)}>
-                  {e.aggregateType} {e.aggregateId}
-                </a>
+                <StreamLink aggregateType={e.aggregateType} aggregateId={e.aggregateId} />
               </td>
               <td class="num">{String(e.sequenceNumber)}</td>
               <td>{e.eventType}</td>
@@ -86,8 +73,7 @@ export function Live() {
               <td>{when(e.occurredAt)}</td>
             </tr>
           ))}
-        </tbody>
-      </table>
+        </Table>
     </>
   );
 }

@@ -4,7 +4,7 @@ import { useState } from "preact/hooks";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ProcessingState, type DeadLetterSelection, type DeadLetterSelectionSchema } from "../../gen/tidemark/v1/processing_pb.js";
 import { describeError, inspection, link, processing, when } from "./api.js";
-import { Loaded, State } from "./common.jsx";
+import { Loaded, num, Pager, State, StreamLink, Table } from "./common.jsx";
 import { useCall } from "./use-call.js";
 
 type Selection = MessageInitShape<typeof DeadLetterSelectionSchema>;
@@ -89,21 +89,7 @@ function DeadLetters() {
             {list.length === 0 ? (
               <p class="note">No dead-lettered or parked event.</p>
             ) : (
-              <table id="dead-letters">
-                <thead>
-                  <tr>
-                    <th>handler</th>
-                    <th>stream</th>
-                    <th class="num">seq</th>
-                    <th>event</th>
-                    <th>state</th>
-                    <th class="num">attempts</th>
-                    <th>cause</th>
-                    <th>first / last failure</th>
-                    <th></th>
-                  </tr>
-                </thead>
-                <tbody>
+              <Table id="dead-letters" columns={["handler", "stream", num("seq"), "event", "state", num("attempts"), "cause", "first / last failure", ""]}>
                   {list.map((d) => {
                     const aggregateKey = `${d.handler}\n${d.aggregateType}\n${d.aggregateId}`;
                     // The aggregate's buttons once, on its first listed event (the rest follow it in seq order).
@@ -115,9 +101,7 @@ function DeadLetters() {
                       <tr key={`${d.handler}/${d.eventId}`} data-event-id={d.eventId}>
                         <td>{d.handler}</td>
                         <td>
-                          <a href={link("stream", d.aggregateType, d.aggregateId)}>
-                            {d.aggregateType} {d.aggregateId}
-                          </a>
+                          <StreamLink aggregateType={d.aggregateType} aggregateId={d.aggregateId} />
                         </td>
                         <td class="num">{String(d.sequenceNumber)}</td>
                         <td>
@@ -146,17 +130,9 @@ function DeadLetters() {
                       </tr>
                     );
                   })}
-                </tbody>
-              </table>
+                </Table>
             )}
-            <p>
-              <button disabled={pages.length === 1} onClick={() => setPages(pages.slice(0, -1))}>
-                Previous
-              </button>{" "}
-              <button disabled={call.value!.nextPageToken === ""} onClick={() => setPages([...pages, call.value!.nextPageToken])}>
-                Next
-              </button>
-            </p>
+            <Pager canBack={!(pages.length === 1)} back={() => setPages(pages.slice(0, -1))} canForward={!(call.value!.nextPageToken === "")} forward={() => setPages([...pages, call.value!.nextPageToken])} />
           </>
         );
       }}
@@ -176,19 +152,7 @@ function Relay() {
           <p>
             committed head <strong id="head-position">{String(call.value!.headPosition)}</strong> <button onClick={call.reload}>Refresh</button>
           </p>
-          <table id="relay">
-            <thead>
-              <tr>
-                <th>checkpoint</th>
-                <th class="num">position</th>
-                <th class="num">lag (positions)</th>
-                <th>oldest pending since</th>
-                <th>lease holder</th>
-                <th>lease expires</th>
-                <th>updated</th>
-              </tr>
-            </thead>
-            <tbody>
+          <Table id="relay" columns={["checkpoint", num("position"), num("lag (positions)"), "oldest pending since", "lease holder", "lease expires", "updated"]}>
               {call.value!.checkpoints.map((c) => (
                 <tr key={c.name}>
                   <td>{c.name}</td>
@@ -200,8 +164,7 @@ function Relay() {
                   <td>{when(c.updatedAt)}</td>
                 </tr>
               ))}
-            </tbody>
-          </table>
+            </Table>
         </>
       )}
     </Loaded>
@@ -219,21 +182,7 @@ function Handlers() {
             <p>
               <button onClick={call.reload}>Refresh</button>
             </p>
-            <table id="handlers">
-              <thead>
-                <tr>
-                  <th>handler</th>
-                  <th class="num">applied up to</th>
-                  <th class="num">lag</th>
-                  <th class="num">processing</th>
-                  <th class="num">retry scheduled</th>
-                  <th class="num">dead lettered</th>
-                  <th class="num">done</th>
-                  <th class="num">skipped stale</th>
-                  <th>last change</th>
-                </tr>
-              </thead>
-              <tbody>
+            <Table id="handlers" columns={["handler", num("applied up to"), num("lag"), num("processing"), num("retry scheduled"), num("dead lettered"), num("done"), num("skipped stale"), "last change"]}>
                 {call.value!.handlers.map((h) => (
                   <tr key={h.handler}>
                     <td>{h.handler}</td>
@@ -247,8 +196,7 @@ function Handlers() {
                     <td>{when(h.lastUpdatedAt)}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+              </Table>
             {call.value!.handlers.length === 0 && <p class="note">No handler has recorded anything yet.</p>}
           </>
         );
