@@ -4,7 +4,7 @@
  * the same way on every attempt, so it goes to the dead-letter topic at once (C3).
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, decodeEnvelope, type MessageHeaders } from "../core/index.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, decodeEnvelope, type MessageHeaders, type StoredMessage } from "../core/index.js";
 import { PoisonError } from "./failures.js";
 import type { ConsumedEvent } from "./handler.js";
 
@@ -85,4 +85,21 @@ export function poisonEventId(message: RawMessage): string {
   const header = headerText(message, "event_id");
   if (header !== undefined && checkEventId(header) === undefined) return header;
   return `kafka:${message.topic}:${message.partition}:${message.offset}`;
+}
+
+/** A message as the registry keeps it for a replay (value and header values in base64; a header's first value). */
+export function storedMessage(message: RawMessage): StoredMessage {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(message.headers ?? {})) {
+    const first = Array.isArray(value) ? value[0] : value;
+    if (first !== undefined) headers[name] = Buffer.from(first as Buffer | string).toString("base64");
+  }
+  return { topic: message.topic, partition: message.partition, offset: message.offset, value: message.value === null ? null : message.value.toString("base64"), headers };
+}
+
+/** The message {@link storedMessage} kept, as the decoder takes it. */
+export function fromStoredMessage(stored: StoredMessage): RawMessage {
+  const headers: Record<string, Buffer> = {};
+  for (const [name, value] of Object.entries(stored.headers)) headers[name] = Buffer.from(value, "base64");
+  return { topic: stored.topic, partition: stored.partition, offset: stored.offset, value: stored.value === null ? null : Buffer.from(stored.value, "base64"), headers };
 }

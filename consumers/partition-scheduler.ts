@@ -306,7 +306,7 @@ export class PartitionScheduler {
 }
 
 /** Decodes a message; one that does not decode is poison, kept with the reason (C3). */
-function decode(raw: RawMessage): IncomingMessage {
+export function decode(raw: RawMessage): IncomingMessage {
   try {
     return { raw, event: decodeMessage(raw), poison: undefined };
   } catch (e) {

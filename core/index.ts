@@ -31,6 +31,7 @@ export * from "./metrics.js";
 export * from "./object-store.js";
 export * from "./origin-settings.js";
 export * from "./processing-status.js";
+export * from "./dead-letters.js";
 export * from "./proto-binary.js";
 export * from "./read-model.js";
 export * from "./s3-object-store.js";
