@@ -144,6 +144,9 @@ export interface HandlerCounts {
   readonly deadLettered: number;
   readonly done: number;
   readonly skippedStale: number;
+  readonly parked: number;
+  readonly replayRequested: number;
+  readonly discarded: number;
   /** Highest global position among done and skipped rows; 0 when none is left. */
   readonly appliedPosition: number;
   readonly lastUpdatedAt: Date | null;
@@ -161,6 +164,9 @@ export async function handlerCounts(db: Kysely<ConsumerDatabase>, scope?: Record
       count("dead_lettered").as("dead_lettered"),
       count("done").as("done"),
       count("skipped_stale").as("skipped_stale"),
+      count("parked").as("parked"),
+      count("replay_requested").as("replay_requested"),
+      count("discarded").as("discarded"),
       sql<number | null>`max(global_position) filter (where state in ('done', 'skipped_stale'))`.as("applied"),
       sql<Date | null>`max(updated_at)`.as("last_updated_at"),
     ])
@@ -176,6 +182,9 @@ export async function handlerCounts(db: Kysely<ConsumerDatabase>, scope?: Record
     deadLettered: Number(r.dead_lettered),
     done: Number(r.done),
     skippedStale: Number(r.skipped_stale),
+    parked: Number(r.parked),
+    replayRequested: Number(r.replay_requested),
+    discarded: Number(r.discarded),
     appliedPosition: Number(r.applied ?? 0),
     lastUpdatedAt: r.last_updated_at,
   }));

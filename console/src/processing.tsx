@@ -182,7 +182,7 @@ function Handlers() {
             <p>
               <button onClick={call.reload}>Refresh</button>
             </p>
-            <Table id="handlers" columns={["handler", num("applied up to"), num("lag"), num("processing"), num("retry scheduled"), num("dead lettered"), num("done"), num("skipped stale"), "last change"]}>
+            <Table id="handlers" columns={["handler", num("applied up to"), num("lag"), num("processing"), num("retry scheduled"), num("dead lettered"), num("parked"), num("replay requested"), num("done"), num("skipped stale"), num("discarded"), "last change"]}>
                 {call.value!.handlers.map((h) => (
                   <tr key={h.handler}>
                     <td>{h.handler}</td>
@@ -191,8 +191,11 @@ function Handlers() {
                     <td class="num">{String(h.processing)}</td>
                     <td class="num">{String(h.retryScheduled)}</td>
                     <td class="num">{String(h.deadLettered)}</td>
+                    <td class="num">{String(h.parked)}</td>
+                    <td class="num">{String(h.replayRequested)}</td>
                     <td class="num">{String(h.done)}</td>
                     <td class="num">{String(h.skippedStale)}</td>
+                    <td class="num">{String(h.discarded)}</td>
                     <td>{when(h.lastUpdatedAt)}</td>
                   </tr>
                 ))}
