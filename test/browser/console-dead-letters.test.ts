@@ -14,6 +14,7 @@ import { startProcess, type TidemarkProcess } from "../../cli/process.js";
 import { createDatabase, type Database } from "../../core/db/database.js";
 import { defineHandler, PoisonError } from "../../consumers/index.js";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
 import { FAST_CONSUMER_ENV } from "../helpers/consumer-env.js";
 import { deleteTopics } from "../helpers/relay-kafka.js";
@@ -70,6 +71,9 @@ beforeAll(async () => {
   await sql`create table if not exists ${sql.id(id)}.console_ledger (aggregate_id text not null, seq int8 not null, event_id text primary key, applied timestamptz not null default clock_timestamp())`.execute(database.db);
   proc = await startProcess(env, { server: true, relay: "if-kafka", projection: false, handlers: [ledger] });
   events = createClient(EventStoreService, proc.grpcAddress!);
+  // The relay and the consumer group start in the background: the scenario begins once they run.
+  await proc.ready;
+  expect(proc.parts().map((p) => p.state)).toEqual(["running", "running"]);
   browser = await chromium.launch({ executablePath: inject("chromium"), headless: true, args: ["--no-sandbox"] });
 });
 
@@ -136,5 +140,45 @@ describe("dead letters in the console", () => {
     await page.screenshot({ path: `${SHOTS}replayed.png`, fullPage: true });
     expect(errors).toEqual([]);
     await page.close();
-  });
+    // A liveness bound for a loaded machine (Kafka deliveries, retries, the replayer), not a timing assertion.
+  }, 300_000);
+
+  it("discards a dead letter with the reason it records, and refuses a discard without one", async () => {
+    broken = true;
+    const account = "acme/account-2";
+    for (const [n, data] of [[1, { amount: 1 }], [2, { amount: 2, poison: true }]] as const) {
+      await events.appendEvents({ aggregateType: "Account", aggregateId: account, expectation: { case: "any", value: {} }, events: [{ eventId: `acme-account-2-${n}`, eventType: "Posted", data }] });
+    }
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    page.setDefaultTimeout(60_000);
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(`${proc!.server!.consoleUrl!}#/event/acme-account-2-2`);
+    await waitFor(
+      async () => {
+        await page.reload();
+        return ((await page.locator("#processing").textContent({ timeout: 5000 }).catch(() => "")) ?? "").includes("dead_lettered") || undefined;
+      },
+      { what: "the event shown dead-lettered", timeoutMs: 120_000, intervalMs: 500 },
+    );
+    const row = page.locator("#processing tr", { hasText: "ledger" });
+    await row.getByRole("button", { name: "Discard…" }).click();
+    await row.getByRole("button", { name: "Discard", exact: true }).click();
+    await row.locator(".error", { hasText: "InvalidArgument" }).waitFor();
+    await row.locator("input[name=reason]").fill("refunded by hand <b>twice</b>");
+    await row.getByRole("button", { name: "Discard", exact: true }).click();
+    await page.locator("#processing", { hasText: "discarded" }).waitFor();
+    await page.screenshot({ path: `${SHOTS}discarded.png`, fullPage: true });
+    const processing = createClient(ProcessingService, proc!.grpcAddress!);
+    try {
+      const { deadLetter } = await processing.getDeadLetter({ handler: "ledger", eventId: "acme-account-2-2" });
+      expect(deadLetter?.state).toBe(ProcessingState.DISCARDED);
+      expect(deadLetter?.resolutionReason).toBe("refunded by hand <b>twice</b>");
+    } finally {
+      processing.close();
+    }
+    expect((await ledgerRows(account)).map((r) => r.event_id)).toEqual(["acme-account-2-1"]);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 300_000);
 });
