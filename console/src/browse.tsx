@@ -4,7 +4,7 @@ import { useState } from "preact/hooks";
 import { EventEnvelopeSchema, EventKind, type EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
 import { ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { eventStore, inspection, link, processing, when } from "./api.js";
-import { Loaded, num, Pager, State, StreamLink, Table } from "./common.jsx";
+import { EventRow, eventColumns, Loaded, num, Pager, State, StreamLink, Table } from "./common.jsx";
 import { DeadLetterActions } from "./processing.jsx";
 import { useCall } from "./use-call.js";
 
@@ -160,19 +160,11 @@ export function Stream(props: { readonly aggregateType: string; readonly aggrega
             <p>
               head <strong id="stream-head">{String(call.value!.head.head)}</strong> · allocated {String(call.value!.head.allocated)} · last position {String(call.value!.head.globalPosition)}
             </p>
-            <Table id="events" columns={[num("seq"), "event type", "event id", "occurred", num("position")]}>
-                {call.value!.events.map((e) => (
-                  <tr key={e.eventId}>
-                    <td class="num">{String(e.sequenceNumber)}</td>
-                    <td>{e.eventType}</td>
-                    <td>
-                      <a href={link("event", e.eventId)}>{e.eventId}</a>
-                    </td>
-                    <td>{when(e.occurredAt)}</td>
-                    <td class="num">{String(e.globalPosition)}</td>
-                  </tr>
-                ))}
-              </Table>
+            <Table id="events" columns={eventColumns(false)}>
+              {call.value!.events.map((e) => (
+                <EventRow key={e.eventId} event={e} withStream={false} />
+              ))}
+            </Table>
             <Pager canBack={!(from === 1)} back={() => setFrom(Math.max(1, from - PAGE))} canForward={!(call.value!.events.length < PAGE)} forward={() => setFrom(from + PAGE)} />
           </>
         )}

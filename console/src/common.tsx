@@ -1,7 +1,8 @@
 /** Pieces every page uses: failures (with the token form when a call needs one) and small tables. */
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
-import { currentToken, describeError, link, needsToken, setToken } from "./api.js";
+import type { EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
+import { currentToken, describeError, link, needsToken, setToken, when } from "./api.js";
 
 /** Asks for a token and keeps it for this tab; `onSaved` re-runs what needed it. */
 export function TokenForm(props: { readonly onSaved: () => void; readonly reason?: string }) {
@@ -84,5 +85,31 @@ export function StreamLink(props: { readonly aggregateType: string; readonly agg
     <a href={link("stream", props.aggregateType, props.aggregateId)}>
       {props.aggregateType} {props.aggregateId}
     </a>
+  );
+}
+
+/** The headings of {@link EventRow}, with the stream's column first when `withStream`. */
+export function eventColumns(withStream: boolean): Column[] {
+  return [...(withStream ? ["stream"] : []), num("seq"), "event type", "event id", "occurred", num("position")];
+}
+
+/** One event in a list: (its stream,) seq, type, a link to its page, when it occurred, its position. */
+export function EventRow(props: { readonly event: EventEnvelope; readonly withStream: boolean }) {
+  const e = props.event;
+  return (
+    <tr>
+      {props.withStream && (
+        <td>
+          <StreamLink aggregateType={e.aggregateType} aggregateId={e.aggregateId} />
+        </td>
+      )}
+      <td class="num">{String(e.sequenceNumber)}</td>
+      <td>{e.eventType}</td>
+      <td>
+        <a href={link("event", e.eventId)}>{e.eventId}</a>
+      </td>
+      <td>{when(e.occurredAt)}</td>
+      <td class="num">{String(e.globalPosition)}</td>
+    </tr>
   );
 }

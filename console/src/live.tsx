@@ -1,8 +1,8 @@
 /** The global log, live: Subscribe from the end (or a position), newest first, with pause. */
 import { useEffect, useState } from "preact/hooks";
 import type { EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
-import { eventStore, link, when } from "./api.js";
-import { Failure, num, StreamLink, Table } from "./common.jsx";
+import { eventStore } from "./api.js";
+import { EventRow, eventColumns, Failure, Table } from "./common.jsx";
 
 const KEEP = 200;
 
@@ -58,22 +58,11 @@ export function Live() {
         </span>
       </form>
       {error !== undefined && <Failure error={error} retry={() => setStart({ ...start, round: start.round + 1 })} />}
-      <Table id="live" columns={[num("position"), "stream", num("seq"), "event type", "event id", "occurred"]}>
-          {events.map((e) => (
-            <tr key={e.eventId}>
-              <td class="num">{String(e.globalPosition)}</td>
-              <td>
-                <StreamLink aggregateType={e.aggregateType} aggregateId={e.aggregateId} />
-              </td>
-              <td class="num">{String(e.sequenceNumber)}</td>
-              <td>{e.eventType}</td>
-              <td>
-                <a href={link("event", e.eventId)}>{e.eventId}</a>
-              </td>
-              <td>{when(e.occurredAt)}</td>
-            </tr>
-          ))}
-        </Table>
+      <Table id="live" columns={eventColumns(true)}>
+        {events.map((e) => (
+          <EventRow key={e.eventId} event={e} withStream={true} />
+        ))}
+      </Table>
     </>
   );
 }
