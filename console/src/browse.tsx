@@ -177,6 +177,7 @@ export function Stream(props: { readonly aggregateType: string; readonly aggrega
 export function Event(props: { readonly eventId: string }) {
   const call = useCall((signal) => inspection.getEvent({ eventId: props.eventId }, { signal }), [props.eventId]);
   const status = useCall((signal) => processing.getProcessingStatus({ key: { case: "eventId", value: props.eventId } }, { signal }), [props.eventId]);
+  const [outcome, setOutcome] = useState<string | undefined>(undefined);
   return (
     <>
       <h1>
@@ -248,6 +249,7 @@ export function Event(props: { readonly eventId: string }) {
         }}
       </Loaded>
       <h2>Processing</h2>
+      {outcome !== undefined && <p class="outcome">{outcome}</p>}
       <Loaded {...status} retry={status.reload}>
         {() => {
           const handlers = status.value!.events[0]?.handlers ?? [];
@@ -266,7 +268,13 @@ export function Event(props: { readonly eventId: string }) {
                     <td>{when(h.updatedAt)}</td>
                     <td>
                       {(h.state === ProcessingState.DEAD_LETTERED || h.state === ProcessingState.PARKED) && (
-                        <DeadLetterActions selection={{ handler: h.handler, target: { case: "eventId", value: props.eventId } }} onDone={status.reload} />
+                        <DeadLetterActions
+                          selection={{ handler: h.handler, target: { case: "eventId", value: props.eventId } }}
+                          onDone={(text) => {
+                            setOutcome(text);
+                            status.reload();
+                          }}
+                        />
                       )}
                     </td>
                   </tr>

@@ -30,10 +30,11 @@ export function Failure(props: { readonly error: unknown; readonly retry: () => 
   return <p class="error">{describeError(props.error)}</p>;
 }
 
-/** Loading, failed, or the children. */
-export function Loaded(props: { readonly loading: boolean; readonly error: unknown; readonly retry: () => void; readonly children: () => ComponentChildren }) {
+/** Loading (the first time), failed, or the children. */
+export function Loaded(props: { readonly loading: boolean; readonly value: unknown; readonly error: unknown; readonly retry: () => void; readonly children: () => ComponentChildren }) {
   if (props.error !== undefined) return <Failure error={props.error} retry={props.retry} />;
-  if (props.loading) return <p class="note">Loading…</p>;
+  // A reload keeps the last answer on screen until the new one replaces it.
+  if (props.value === undefined) return <p class="note">Loading…</p>;
   return <>{props.children()}</>;
 }
 

@@ -14,23 +14,24 @@ type Selection = MessageInitShape<typeof DeadLetterSelectionSchema>;
  * sequence): the ProcessingService redrive RPCs, with the caller's token (admin scope). Discard
  * asks for the reason it records.
  */
-export function DeadLetterActions(props: { readonly selection: Selection; readonly label?: string; readonly onDone: () => void }) {
+export function DeadLetterActions(props: { readonly selection: Selection; readonly label?: string; readonly onDone: (outcome: string) => void }) {
   const [reason, setReason] = useState("");
   const [discarding, setDiscarding] = useState(false);
   const [busy, setBusy] = useState(false);
-  const [outcome, setOutcome] = useState<{ ok: boolean; text: string } | undefined>(undefined);
+  const [failure, setFailure] = useState<string | undefined>(undefined);
   const run = (what: string, call: () => Promise<{ eventIds: string[] }>) => {
     setBusy(true);
     call().then(
       (out) => {
         setBusy(false);
         setDiscarding(false);
-        setOutcome({ ok: true, text: `${what}: ${out.eventIds.length} event(s)` });
-        props.onDone();
+        setFailure(undefined);
+        // Told to the page, which reloads (and may no longer list this row).
+        props.onDone(`${what}: ${out.eventIds.length} event(s) (${out.eventIds.join(", ")})`);
       },
       (e: unknown) => {
         setBusy(false);
-        setOutcome({ ok: false, text: describeError(e) });
+        setFailure(describeError(e));
       },
     );
   };
@@ -61,7 +62,7 @@ export function DeadLetterActions(props: { readonly selection: Selection; readon
           {`Discard${suffix}…`}
         </button>
       )}
-      {outcome !== undefined && <span class={outcome.ok ? "outcome" : "error"}>{outcome.text}</span>}
+      {failure !== undefined && <span class="error">{failure}</span>}
     </span>
   );
 }
@@ -69,6 +70,11 @@ export function DeadLetterActions(props: { readonly selection: Selection; readon
 /** Dead-lettered, parked and replaying events of every handler the registry knows, with redrive buttons. */
 function DeadLetters() {
   const [pages, setPages] = useState<string[]>([""]);
+  const [outcome, setOutcome] = useState<string | undefined>(undefined);
+  const done = (text: string) => {
+    setOutcome(text);
+    call.reload();
+  };
   const pageToken = pages[pages.length - 1]!;
   const call = useCall((signal) => processing.listDeadLetters({ includeReplaying: true, pageSize: 100, pageToken }, { signal }), [pageToken]);
   return (
@@ -86,6 +92,7 @@ function DeadLetters() {
               ))}{" "}
               <button onClick={call.reload}>Refresh</button>
             </p>
+            {outcome !== undefined && <p class="outcome">{outcome}</p>}
             {list.length === 0 ? (
               <p class="note">No dead-lettered or parked event.</p>
             ) : (
@@ -118,12 +125,12 @@ function DeadLetters() {
                           {when(d.lastFailedAt)}
                         </td>
                         <td>
-                          {redrivable && d.state === ProcessingState.DEAD_LETTERED && <DeadLetterActions selection={{ handler: d.handler, target: selection }} onDone={call.reload} />}
+                          {redrivable && d.state === ProcessingState.DEAD_LETTERED && <DeadLetterActions selection={{ handler: d.handler, target: selection }} onDone={done} />}
                           {redrivable && firstOfAggregate && (
                             <DeadLetterActions
                               selection={{ handler: d.handler, target: { case: "aggregate", value: { aggregateType: d.aggregateType, aggregateId: d.aggregateId } } }}
                               label="aggregate"
-                              onDone={call.reload}
+                              onDone={done}
                             />
                           )}
                         </td>

@@ -121,7 +121,7 @@ describe("dead letters in the console", () => {
 
     broken = false;
     await table.locator("tr", { hasText: "acme-account-1-2" }).getByRole("button", { name: "Replay aggregate" }).click();
-    await page.locator(".outcome", { hasText: "replay requested: 2 event(s)" }).waitFor();
+    await page.locator(".outcome", { hasText: "replay requested: 2 event(s) (acme-account-1-2, acme-account-1-3)" }).waitFor();
     await waitFor(async () => (await ledgerRows(account)).length === 3 || undefined, { what: "the replayed sequence applied", timeoutMs: 120_000 });
     expect(await ledgerRows(account)).toEqual([
       { seq: 1, event_id: "acme-account-1-1" },
