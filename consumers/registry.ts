@@ -345,7 +345,7 @@ export interface Unresolved {
 
 /**
  * What stands before each of `events` in its aggregate for `handler` (the parking check of
- * docs/CONTRACT.md C10, inside the transaction that holds the aggregates' watermark locks): the
+ * docs/CONTRACT.md C8, inside the transaction that holds the aggregates' watermark locks): the
  * earliest dead-lettered or parked event with a lower seq (`blocker`), else whether a lower seq
  * waits for its replay (`replaying`). Events of seq 0 (undecodable) order nothing.
  */

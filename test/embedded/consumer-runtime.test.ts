@@ -280,7 +280,7 @@ describe.each([
     expect(violations).toEqual([]);
   });
 
-  it("C10, C11: parks an aggregate's later events behind a dead letter while others flow; a replay after the fix applies them in order, once", async () => {
+  it("C8, C9: parks an aggregate's later events behind a dead letter while others flow; a replay after the fix applies them in order, once", async () => {
     const name = `${tag}-park`;
     let fixed = false;
     const poisoned = `${name}-p-2`;

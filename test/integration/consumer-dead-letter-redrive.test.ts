@@ -1,5 +1,5 @@
 /**
- * Sequenced dead letters and their redrive on the real services (docs/CONTRACT.md C10–C12): the
+ * Sequenced dead letters and their redrive on the real services (docs/CONTRACT.md C8–C10): the
  * server writes to PostgreSQL and S3, the relay publishes to Kafka, a handler folds each stream into
  * a read model. A poison event of one aggregate parks its successors while 50 other aggregates flow;
  * after the handler is fixed, a replay through ProcessingService applies the parked sequence in
@@ -97,7 +97,7 @@ afterAll(async () => {
   await (await openTestKafka(`${id}.`)).close();
 });
 
-describe("C10 sequenced dead letters, C11 replay, C12 discard", () => {
+describe("C8 sequenced dead letters, C9 replay, C10 discard", () => {
   it("parks a poisoned aggregate's successors while 50 others flow; a replay after the fix applies them in order, exactly once", async () => {
     // The poisoned aggregate: seq 3 is poison until the fix, 4..6 come after it.
     await append("acme/poisoned", [10, 20, "x", 40], 1);
