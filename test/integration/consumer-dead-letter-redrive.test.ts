@@ -12,12 +12,12 @@ import { createDatabase, type Database } from "../../core/db/database.js";
 import { type ConsumerDatabase } from "../../core/index.js";
 import { defineHandler, PoisonError, startConsumer, type ConsumerHandle } from "../../consumers/index.js";
 import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
-import { loadRelayConfig, startRelay, type RelayHandle } from "../../relay/index.js";
+import type { RelayHandle } from "../../relay/index.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
 import { consumerTestConfig, consumerTestId } from "../helpers/consumer-env.js";
 import { openTestKafka } from "../helpers/consumer-kafka.js";
 import { badFields, collect, expectStatus, grpc } from "../helpers/grpc-errors.js";
-import { startTestServer, stackEnv, testServerConfig, type TestServer } from "../helpers/test-server.js";
+import { startTestRelay, startTestServer, stackEnv, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 const id = consumerTestId("dlq");
@@ -71,17 +71,7 @@ beforeAll(async () => {
   await sql`create table dlq_model (aggregate_id text primary key, seq bigint not null, total bigint not null)`.execute(database.db);
   await sql`create table dlq_effects (event_id text not null)`.execute(database.db);
   processing = createClient(ProcessingService, t.server.address) as ClientOf<typeof ProcessingService>;
-  relay = await startRelay(
-    loadRelayConfig({
-      ...stackEnv(),
-      TIDEMARK_PG_SCHEMA: serverConfig.pgSchema,
-      TIDEMARK_S3_BUCKET: serverConfig.s3Bucket,
-      TIDEMARK_RELAY_TOPIC: topic,
-      TIDEMARK_DEAD_LETTER_TOPIC: deadLetterTopic,
-      TIDEMARK_RELAY_PARTITIONS: "3",
-      TIDEMARK_LOG_LEVEL: process.env["TIDEMARK_TEST_LOG_LEVEL"] ?? "error",
-    }),
-  );
+  relay = await startTestRelay(serverConfig, topic, deadLetterTopic);
   await append("acme/warmup", [1], 1);
   await waitFor(() => relay.status().topicsReady && relay.status().published > 0, { what: "the relay to publish" });
   // Two consumers of the handler in one group: both poll for replays and compete for them.
