@@ -106,7 +106,7 @@ export class EventProcessor implements MessageProcessor {
   private readonly policy: AttemptPolicy;
   /** Present when the handler applies groups (`handleBatch`). */
   private readonly groups: GroupQueue<GroupItem, GroupOutcome> | undefined;
-  /** The handler parks an aggregate's later events behind a dead letter (C10); false for `skip`. */
+  /** The handler parks an aggregate's later events behind a dead letter (C8); false for `skip`. */
   private readonly parks: boolean;
 
   constructor(
@@ -306,7 +306,7 @@ export class EventProcessor implements MessageProcessor {
     return this.options.db.transaction().execute(async (tx) => {
       const applied = await lockWatermarks(tx, this.name, members.map((m) => m.event));
       // Under the watermark locks, so a replay request (which takes them too) and this check
-      // cannot cross: a parked event is either in the replay or queued behind it (C10).
+      // cannot cross: a parked event is either in the replay or queued behind it (C8).
       const before = this.parks ? await unresolvedBefore(tx, this.name, members.map((m) => m.event)) : undefined;
       const recorded = members.map((member): Recorded => {
         const appliedSeq = applied.get(aggregateKey(member.event.aggregateType, member.event.aggregateId)) ?? 0;

@@ -58,7 +58,7 @@ export interface Handler<DB = any> {
   /** Only these event types reach `handle` (default all). */
   readonly eventTypes?: readonly string[];
   /**
-   * What follows a dead letter of this handler (docs/CONTRACT.md C10): `park` (default) records
+   * What follows a dead letter of this handler (docs/CONTRACT.md C8): `park` (default) records
    * every later event of the same aggregate as parked, not applied, until the dead letter is
    * replayed or discarded, so the side effects keep the stream's order; `skip` applies them
    * anyway, for handlers that do not care about order.

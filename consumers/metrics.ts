@@ -34,7 +34,7 @@ export class ConsumerMetrics {
   readonly groupSize: Histogram<"handler">;
   /** Groups rolled back and handed to the per-event path. */
   readonly groupFallbacks: Counter<"handler">;
-  /** Events parked behind an unresolved earlier event of their aggregate, or queued behind its replay (C10). */
+  /** Events parked behind an unresolved earlier event of their aggregate, or queued behind its replay (C8). */
   readonly parked: Counter<"handler" | "state">;
   /** Events waiting for an operator, by state (dead_lettered, parked, replay_requested), read from the registry. */
   readonly waiting: Gauge<"handler" | "state">;

@@ -41,7 +41,7 @@ export interface ClaimAnswered<C extends ClaimFacts> {
 
 /**
  * Inside the side effect's transaction the event's aggregate watermark was read (C2) and, for a
- * handler that parks, what stands before the event in its aggregate (C10).
+ * handler that parks, what stands before the event in its aggregate (C8).
  */
 export interface WatermarkRead {
   readonly type: "watermark-read";
@@ -86,7 +86,7 @@ export type StepAfterClaim<C> =
 
 /**
  * The steps inside the transaction, once the watermark is known: apply, skip as stale, park behind
- * an unresolved earlier event (recorded, not applied, C10), or join the replay of an earlier one.
+ * an unresolved earlier event (recorded, not applied, C8), or join the replay of an earlier one.
  */
 export type StepInTransaction =
   | { readonly type: "apply" }
@@ -131,7 +131,7 @@ export function nextStep<C extends ClaimFacts>(situation: Situation<C>, policy: 
     case "watermark-read":
       // Gaps are fine (void slots never reach consumers); going back in seq is not (C2).
       if (situation.seq <= situation.appliedSeq) return { type: "skip-stale" };
-      // Applying past an unresolved earlier event would let the read model diverge (C10).
+      // Applying past an unresolved earlier event would let the read model diverge (C8).
       if (situation.blockedBy !== undefined) return { type: "park", behind: situation.blockedBy };
       if (situation.replayingBefore !== undefined) return { type: "queue-replay", behind: situation.replayingBefore };
       return { type: "apply" };

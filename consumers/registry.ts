@@ -63,7 +63,7 @@ const ORDERING_POLL_MS = 100;
  * Claims `(handler, event_id)` with a fresh fencing token and a lease of `leaseMs` (DB clock).
  * Succeeds for a new event, an expired lease (a takeover: counts an attempt, C4), a due retry, or
  * this worker's own claim interrupted by an outage. Refuses while a lower seq of the same aggregate is
- * processing or scheduled for retry (C2: n+1 waits while n is in flight). Of two concurrent
+ * processing, scheduled for retry or waiting for its replay (C2, C9: n+1 waits while n is in flight). Of two concurrent
  * claims exactly one succeeds (the primary key decides).
  */
 export async function claimEvent(db: RegistryDb, request: ClaimRequest): Promise<ClaimOutcome> {
@@ -79,11 +79,14 @@ export async function claimEvent(db: RegistryDb, request: ClaimRequest): Promise
   const state = current[0];
   if (state === undefined) return { type: "wait", reason: "ordering", ms: ORDERING_POLL_MS };
   switch (state.state) {
+    case "replay_requested":
+      // The replayer's own claim was refused: an earlier event of the aggregate is still in flight.
+      if (request.replay === true) return { type: "wait", reason: "ordering", ms: ORDERING_POLL_MS };
+      return { type: "finished", state: state.state };
     case "done":
     case "dead_lettered":
     case "skipped_stale":
     case "parked":
-    case "replay_requested":
     case "discarded":
       // Parked and replay-requested events are recorded for a delivery: the replayer owns them.
       return { type: "finished", state: state.state };
@@ -239,7 +242,7 @@ export async function claimEvents(
       select 1 from processed_events p
       where p.handler = ${handler} and p.aggregate_type = r.aggregate_type
         and p.aggregate_id = r.aggregate_id and p.seq < r.seq and p.event_id <> r.event_id and r.seq > 0
-        and (p.state = 'retry_scheduled' or (p.state = 'processing' and p.lease_expires_at > clock_timestamp())))
+        and (p.state in ('retry_scheduled', 'replay_requested') or (p.state = 'processing' and p.lease_expires_at > clock_timestamp())))
     on conflict (handler, event_id) do update set
       state = 'processing',
       fence = excluded.fence,
@@ -345,7 +348,7 @@ export interface Unresolved {
 
 /**
  * What stands before each of `events` in its aggregate for `handler` (the parking check of
- * docs/CONTRACT.md C10, inside the transaction that holds the aggregates' watermark locks): the
+ * docs/CONTRACT.md C8, inside the transaction that holds the aggregates' watermark locks): the
  * earliest dead-lettered or parked event with a lower seq (`blocker`), else whether a lower seq
  * waits for its replay (`replaying`). Events of seq 0 (undecodable) order nothing.
  */

@@ -1,6 +1,6 @@
 /**
  * Replays what an operator asked for (docs/CONSUMERS.md "Dead letters, parking and redrive",
- * docs/CONTRACT.md C11): the server's ReplayDeadLetters marks registry rows `replay_requested`; the
+ * docs/CONTRACT.md C9): the server's ReplayDeadLetters marks registry rows `replay_requested`; the
  * runtime that owns the handler polls for them and runs each through the event processor's replay
  * attempt — the same claim, lease, fence, ordering guard and parking check as a delivery — one
  * aggregate's events in seq order, several aggregates at once. A replay that fails again retries

@@ -1,6 +1,6 @@
 /**
  * The operator's side of sequenced dead letters (docs/CONSUMERS.md "Dead letters, parking and
- * redrive", docs/CONTRACT.md C10–C12), for ProcessingService: list and show a handler's
+ * redrive", docs/CONTRACT.md C8–C10), for ProcessingService: list and show a handler's
  * dead-lettered and parked events, mark them for replay (the handler's consumer runs the replay),
  * or discard them with who and why. Beside the registry's tables; consumers/registry.ts claims and
  * finishes the rows. A replay request takes the aggregates' watermark locks, as every application
@@ -203,7 +203,7 @@ async function explainEvent(tx: Transaction<ConsumerDatabase>, handler: string, 
 /**
  * Marks the selected dead-lettered and parked events `replay_requested` (by `who`), for the
  * handler's consumer to claim, and returns their ids in the order the consumer applies them.
- * Takes the watermark locks of their aggregates first (C11). Throws NotFoundError for an event the
+ * Takes the watermark locks of their aggregates first (C9). Throws NotFoundError for an event the
  * handler has no row of, PreconditionError when nothing selected is dead-lettered or parked, when
  * one event is asked while an earlier one of its aggregate is still dead-lettered or parked, or
  * when the registry kept no message to replay.

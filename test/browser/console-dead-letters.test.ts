@@ -3,7 +3,8 @@
  * start` in the services mode in process (server, Kafka relay, consumers on the real PostgreSQL, S3
  * and Kafka): a handler dead-letters a poison event and parks the aggregate's next one (C8) while
  * other aggregates flow; the handler is fixed; the operator replays the aggregate's sequence from
- * the processing page, and the read model gets both events, in order, once (C1, C8, A4).
+ * the processing page, and the read model gets both events, in order, once (C1, C8, C9); a discard
+ * needs a reason and records it (C10); all of it through the console's gRPC-Web (A4).
  */
 import { mkdir } from "node:fs/promises";
 import type { JsonObject } from "@bufbuild/protobuf";

@@ -117,3 +117,19 @@ export async function startTestServer(config: ServerConfig = testServerConfig(),
     },
   };
 }
+
+/** A relay on a test server's schema and bucket, publishing to `topic` (3 partitions) — for end-to-end consumer tests. */
+export async function startTestRelay(config: ServerConfig, topic: string, deadLetterTopic: string): Promise<import("../../relay/index.js").RelayHandle> {
+  const { loadRelayConfig, startRelay } = await import("../../relay/index.js");
+  return startRelay(
+    loadRelayConfig({
+      ...stackEnv(),
+      TIDEMARK_PG_SCHEMA: config.pgSchema,
+      TIDEMARK_S3_BUCKET: config.s3Bucket,
+      TIDEMARK_RELAY_TOPIC: topic,
+      TIDEMARK_DEAD_LETTER_TOPIC: deadLetterTopic,
+      TIDEMARK_RELAY_PARTITIONS: "3",
+      TIDEMARK_LOG_LEVEL: process.env["TIDEMARK_TEST_LOG_LEVEL"] ?? "error",
+    }),
+  );
+}
