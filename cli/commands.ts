@@ -199,6 +199,34 @@ export const COMMANDS: readonly CommandSpec[] = [
     examples: ["tidemark status cmd-1", "tidemark status --event 6f3c…"],
   },
   {
+    name: "dead-letters",
+    summary: "dead-lettered and parked events: list | show | replay | discard (ProcessingService)",
+    description:
+      "Lists a handler's dead-lettered events and the later events of their aggregates parked behind them (docs/CONSUMERS.md), shows one with its message, replays them after a fix — one event, an aggregate's sequence in order (--type/--aggregate) or all of the handler's (--all) — or discards them (resolved without being applied; --reason is required and recorded with the token's principal). A replay marks the events and returns; the handler's running consumer applies them through the same claim, lease and ordering guard as any delivery; --wait watches them until each has an outcome (exit 1 when one failed again). list and show need the read scope, replay and discard the admin scope.",
+    positionals: [
+      { name: "action", description: "list, show, replay or discard" },
+      { name: "handler", description: "The handler's name (list: optional, default every handler).", optional: true },
+      { name: "event_id", description: "show, replay, discard: one event.", optional: true },
+    ],
+    options: {
+      addr,
+      type: { type: "string", value: "AGGREGATE_TYPE", description: "With --aggregate: one aggregate's events (list, replay, discard)." },
+      aggregate: { type: "string", value: "AGGREGATE_ID", description: "With --type: one aggregate's events." },
+      all: { type: "boolean", description: "replay, discard: every dead-lettered and parked event of the handler." },
+      reason: { type: "string", value: "TEXT", description: "discard: why (required; recorded with who)." },
+      wait: { type: "boolean", description: "replay: wait until the consumer recorded an outcome for each event." },
+      replaying: { type: "boolean", description: "list: also events whose replay is requested or under way." },
+      json,
+      ...clientOptions,
+    },
+    examples: [
+      "tidemark dead-letters list",
+      "tidemark dead-letters show projection:instances 6f3c…",
+      "tidemark dead-letters replay audit --type Order --aggregate acme/o-7 --wait",
+      "tidemark dead-letters discard audit 6f3c… --reason \"duplicate of a corrected order\"",
+    ],
+  },
+  {
     name: "stack",
     summary: "the local real services: up | down | status | env (scripts/stack.sh)",
     description:

@@ -22,7 +22,7 @@ export function mainHelp(): string {
   const groups: Array<[string, string[]]> = [
     ["Run Tidemark:", ["start", "server", "relay", "consumer"]],
     ["Operate:", ["migrate", "rebuild", "prune", "recover", "verify", "token", "keys", "stack"]],
-    ["Talk to a running server over gRPC (--addr, default TIDEMARK_GRPC_ADDR or 127.0.0.1:50051):", ["stream", "tail", "status"]],
+    ["Talk to a running server over gRPC (--addr, default TIDEMARK_GRPC_ADDR or 127.0.0.1:50051):", ["stream", "tail", "status", "dead-letters"]],
   ];
   const lines = [
     "tidemark — an event store reached over gRPC: events in an S3-compatible store (the source of truth),",
@@ -109,6 +109,8 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
         return await (await import("./run-client.js")).runTail(cmd, io);
       case "status":
         return await (await import("./run-client.js")).runStatus(cmd, io);
+      case "dead-letters":
+        return await (await import("./run-dead-letters.js")).runDeadLetters(cmd, io);
       case "stack":
         return await runStack(cmd.positionals, io);
       default:

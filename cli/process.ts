@@ -450,6 +450,9 @@ export function banner(command: string, p: TidemarkProcess, version: string): st
   if (p.server !== undefined && (p.server.tls || p.server.auth === "tokens")) {
     field("security", `${p.server.tls ? "TLS (SIGHUP re-reads the certificates)" : "plain text"}, ${p.server.auth === "tokens" ? "tokens (authorization: Bearer …; tidemark token create)" : "no authentication (TIDEMARK_AUTH=off)"}`);
   }
+  if (p.server !== undefined) {
+    field("console", p.server.consoleUrl ?? (p.server.consoleProblem === undefined ? "off (set TIDEMARK_CONSOLE_ADDR=127.0.0.1:50052 to serve the web console)" : "not running (see the warning below)"));
+  }
   field("metrics", p.metricsAddress === undefined ? "off (set TIDEMARK_METRICS_ADDR=127.0.0.1:9464 to serve /metrics)" : `http://${p.metricsAddress}/metrics`);
   field("running", p.components.join(", ") || "nothing");
   const starting = p.parts().filter((part) => part.state === "starting");
@@ -458,7 +461,7 @@ export function banner(command: string, p: TidemarkProcess, version: string): st
     const how = p.grpcAddress === undefined ? "a line follows once up" : `health ${entries} say SERVING once up`;
     field("starting", `${starting.map((part) => part.component).join(", ")} — in the background; ${how}`);
   }
-  for (const warning of p.warnings) lines.push(`  warning   ${warning}`);
+  for (const warning of [...p.warnings, ...(p.server?.consoleProblem === undefined ? [] : [p.server.consoleProblem])]) lines.push(`  warning   ${warning}`);
   lines.push("  stop with Ctrl-C (SIGINT) or SIGTERM; a second signal forces");
   return `${lines.join("\n")}\n`;
 }

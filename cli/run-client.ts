@@ -16,7 +16,7 @@ import type { Io } from "./io.js";
 const DEFAULT_ADDR = "127.0.0.1:50051";
 
 /** The server address from --addr / TIDEMARK_GRPC_ADDR, validated. */
-function serverAddress(cmd: ParsedCommand): string {
+export function serverAddress(cmd: ParsedCommand): string {
   const raw = cmd.env["TIDEMARK_GRPC_ADDR"] ?? "";
   if (raw === "") return DEFAULT_ADDR;
   try {
@@ -199,6 +199,9 @@ export async function runStatus(cmd: ParsedCommand, io: Io): Promise<number> {
         io.out(`${parts.join("  ")}\n`);
       }
     }
+    for (const c of response.handlerCounts) {
+      if (c.deadLettered + c.parked + c.replayRequested > 0n) io.out(`${c.handler}: ${c.deadLettered} dead-lettered, ${c.parked} parked, ${c.replayRequested} replay requested (tidemark dead-letters list ${c.handler})\n`);
+    }
     return 0;
   } catch (e) {
     return grpcFailure(e, address, io);
@@ -207,7 +210,7 @@ export async function runStatus(cmd: ParsedCommand, io: Io): Promise<number> {
   }
 }
 
-function iso(ts: Timestamp): string {
+export function iso(ts: Timestamp): string {
   return timestampDate(ts).toISOString();
 }
 
@@ -232,7 +235,7 @@ function tailLine(event: EventEnvelope): string {
 }
 
 /** Prints a failed call as `CODE: message` (with a hint when no server answers); exit code 1. */
-function grpcFailure(e: unknown, address: string, io: Io): number {
+export function grpcFailure(e: unknown, address: string, io: Io): number {
   const error = e as { code?: number; details?: string; message?: string };
   if (typeof error.code !== "number") throw e;
   const code = grpc.status[error.code] ?? String(error.code);

@@ -216,6 +216,7 @@ async function launch(
           maxInFlight: config.maxInFlight,
           maxGroupSize: config.maxGroupSize,
           groupTimeoutMs: config.groupTimeoutMs,
+          replayPollMs: config.replayPollMs,
           metrics,
           log,
           owner,

@@ -6,7 +6,7 @@
  * (E3); an event they cannot bring there is poison too.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, databaseOf, decodeEnvelope, isErased, type MessageHeaders, openEnvelope, Upcasters } from "../core/index.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, databaseOf, decodeEnvelope, isErased, type MessageHeaders, openEnvelope, type StoredMessage, Upcasters } from "../core/index.js";
 import { InfrastructureError, PoisonError } from "./failures.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
 
@@ -154,4 +154,21 @@ export function openingHandler<DB>(handler: Handler<DB>, keys: SubjectKeySource 
       ? {}
       : { handleBatch: async (events, tx, context) => batch.call(handler, await Promise.all(events.map((e) => openSealedEvent(e, keys, upcasters))), tx, context) }),
   };
+}
+
+/** A message as the registry keeps it for a replay (value and header values in base64; a header's first value). */
+export function storedMessage(message: RawMessage): StoredMessage {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(message.headers ?? {})) {
+    const first = Array.isArray(value) ? value[0] : value;
+    if (first !== undefined) headers[name] = Buffer.from(first as Buffer | string).toString("base64");
+  }
+  return { topic: message.topic, partition: message.partition, offset: message.offset, value: message.value === null ? null : message.value.toString("base64"), headers };
+}
+
+/** The message {@link storedMessage} kept, as the decoder takes it. */
+export function fromStoredMessage(stored: StoredMessage): RawMessage {
+  const headers: Record<string, Buffer> = {};
+  for (const [name, value] of Object.entries(stored.headers)) headers[name] = Buffer.from(value, "base64");
+  return { topic: stored.topic, partition: stored.partition, offset: stored.offset, value: stored.value === null ? null : Buffer.from(stored.value, "base64"), headers };
 }

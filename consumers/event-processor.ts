@@ -11,7 +11,7 @@ import { activeContext, type ConsumerDatabase, inBatchSpan, inSpan, inSpanOf, ty
 import type { BackoffPolicy } from "./backoff.js";
 import type { CrashHook, CrashPoint, CrashPointInfo } from "./crash-point.js";
 import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
-import { headerText, poisonEventId, traceIdOf, type RawMessage } from "./decode.js";
+import { headerText, poisonEventId, storedMessage, traceIdOf, type RawMessage } from "./decode.js";
 import { classifyFailure, describeFailure, InfrastructureError, isLeaseLostError } from "./failures.js";
 import { GroupQueue } from "./group-queue.js";
 import { wants, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
@@ -27,7 +27,9 @@ import {
   lockWatermarks,
   markDeadLettered,
   scheduleRetry,
+  unresolvedBefore,
   type Claim,
+  type ClaimFinish,
   type ClaimOutcome,
   type ClaimRequest,
 } from "./registry.js";
@@ -81,6 +83,8 @@ type GroupOutcome =
 interface Member {
   readonly claim: Claim;
   readonly event: ConsumedEvent;
+  /** The message as received: kept in the registry when the event is parked. */
+  readonly raw: RawMessage;
   /** Where its crash points report it. */
   readonly info: CrashPointInfo;
 }
@@ -88,7 +92,8 @@ interface Member {
 /** What one application recorded for a member. */
 interface Recorded {
   readonly member: Member;
-  readonly state: "done" | "skipped_stale";
+  readonly state: ClaimFinish["state"];
+  readonly parkedBehind?: ClaimFinish["parkedBehind"];
 }
 
 const REFUSED: GroupOutcome = Object.freeze({ type: "refused" });
@@ -103,6 +108,8 @@ export class EventProcessor implements MessageProcessor {
   private readonly policy: AttemptPolicy;
   /** Present when the handler applies groups (`handleBatch`). */
   private readonly groups: GroupQueue<GroupItem, GroupOutcome> | undefined;
+  /** The handler parks an aggregate's later events behind a dead letter (C8); false for `skip`. */
+  private readonly parks: boolean;
 
   constructor(
     private readonly options: EventProcessorOptions,
@@ -110,6 +117,7 @@ export class EventProcessor implements MessageProcessor {
   ) {
     this.name = options.handler.name;
     this.policy = { maxAttempts: options.maxAttempts, backoff: options.backoff };
+    this.parks = (options.handler.onDeadLetter ?? "park") === "park";
     if (options.handler.handleBatch !== undefined && (options.maxGroupSize ?? 64) > 1) {
       this.groups = new GroupQueue((items) => this.applyGroup(items), options.maxGroupSize ?? 64, PARALLEL_GROUPS);
     }
@@ -144,7 +152,7 @@ export class EventProcessor implements MessageProcessor {
   }
 
   private async attemptOnce(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
-    const request = this.claimRequest(message, afterLeaseLost);
+    const request = this.claimRequest(message, afterLeaseLost, false);
     const { event } = message;
     if (this.groups !== undefined && event !== undefined && !afterLeaseLost) {
       const grouped = await infra("claim", () => this.groups!.submit({ request, event, raw: message.raw, trace: activeContext() }));
@@ -157,8 +165,20 @@ export class EventProcessor implements MessageProcessor {
     return this.afterClaim(answer, message, claimSentAt);
   }
 
-  private claimRequest({ raw, event }: IncomingMessage, countResume: boolean): ClaimRequest {
-    const holder = { handler: this.name, owner: this.options.owner, leaseMs: this.options.leaseMs, countResume };
+  /**
+   * One attempt of a replay an operator asked for (consumers/replayer.ts): the same claim — which
+   * may also take the `replay_requested` row, attempts counting from 1 — lease, fence, ordering
+   * guard and parking check as a delivery, always on the per-event path.
+   */
+  async replay(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
+    const request = this.claimRequest(message, afterLeaseLost, true);
+    const claimSentAt = performance.now();
+    const answer = await infra("claim", () => claimEvent(this.options.db, request));
+    return this.afterClaim(answer, message, claimSentAt);
+  }
+
+  private claimRequest({ raw, event }: IncomingMessage, countResume: boolean, replay: boolean): ClaimRequest {
+    const holder = { handler: this.name, owner: this.options.owner, leaseMs: this.options.leaseMs, countResume, replay };
     if (event === undefined) {
       // Undecodable: registered under what its headers say, to be dead-lettered once.
       return {
@@ -203,7 +223,7 @@ export class EventProcessor implements MessageProcessor {
     await options.crashPoint?.("after-claim", info);
     if (step.type === "dead-letter") return this.deadLetter(claim, raw, step.reason, step.cause);
     // Only a decoded message is applied: an undecodable one was dead-lettered above.
-    return this.applyOne({ claim, event: message.event!, info }, raw, claimSentAt);
+    return this.applyOne({ claim, event: message.event!, raw, info }, raw, claimSentAt);
   }
 
   /** Applies one claimed event; a failure is classified and `nextStep` says what follows. */
@@ -258,6 +278,7 @@ export class EventProcessor implements MessageProcessor {
     const members: Member[] = joining.map(({ item, claim }) => ({
       claim,
       event: item.event,
+      raw: item.raw,
       info: { topic: item.raw.topic, partition: item.raw.partition, offset: item.raw.offset, eventId: claim.eventId, groupSize: joining.length },
     }));
     await this.crashAt("after-claim", members);
@@ -309,10 +330,26 @@ export class EventProcessor implements MessageProcessor {
   ): Promise<Recorded[]> {
     return this.options.db.transaction().execute(async (tx) => {
       const applied = await lockWatermarks(tx, this.name, members.map((m) => m.event));
+      // Under the watermark locks, so a replay request (which takes them too) and this check
+      // cannot cross: a parked event is either in the replay or queued behind it (C8).
+      const before = this.parks ? await unresolvedBefore(tx, this.name, members.map((m) => m.event)) : undefined;
       const recorded = members.map((member): Recorded => {
         const appliedSeq = applied.get(aggregateKey(member.event.aggregateType, member.event.aggregateId)) ?? 0;
-        const step = nextStep({ type: "watermark-read", seq: member.event.seq, appliedSeq }, this.policy);
-        return { member, state: step.type === "apply" ? "done" : "skipped_stale" };
+        const found = before?.get(member.event.eventId);
+        const step = nextStep(
+          { type: "watermark-read", seq: member.event.seq, appliedSeq, blockedBy: found?.blocker?.eventId, replayingBefore: found?.replaying?.eventId },
+          this.policy,
+        );
+        switch (step.type) {
+          case "apply":
+            return { member, state: "done" };
+          case "skip-stale":
+            return { member, state: "skipped_stale" };
+          case "park":
+            return { member, state: "parked", parkedBehind: found!.blocker };
+          case "queue-replay":
+            return { member, state: "replay_requested", parkedBehind: found!.replaying };
+        }
       });
       const fresh = recorded.filter((r) => r.state === "done").map((r) => r.member);
       await this.crashAt("before-side-effect", fresh);
@@ -320,7 +357,12 @@ export class EventProcessor implements MessageProcessor {
       await this.crashAt("after-side-effect", fresh);
       if (lease.signal.aborted) throw lease.signal.reason;
       await this.crashAt("before-done", fresh);
-      await inBatchSpan("tidemark.done", traces, () => finishClaims(tx, recorded.map((r) => ({ claim: r.member.claim, state: r.state }))));
+      await inBatchSpan("tidemark.done", traces, () =>
+        finishClaims(
+          tx,
+          recorded.map((r): ClaimFinish => (r.state === "parked" || r.state === "replay_requested" ? { claim: r.member.claim, state: r.state, message: storedMessage(r.member.raw), parkedBehind: r.parkedBehind } : { claim: r.member.claim, state: r.state })),
+        ),
+      );
       return recorded;
     });
   }
@@ -360,7 +402,7 @@ export class EventProcessor implements MessageProcessor {
       "dead-letter produce",
       () => options.deadLetters.publish({ handler: this.name, eventId: claim.eventId, reason, cause, attempts: claim.attempts, message: raw }),
     );
-    const marked = await infra("mark dead-lettered", () => markDeadLettered(options.db, claim, cause));
+    const marked = await infra("mark dead-lettered", () => markDeadLettered(options.db, claim, cause, storedMessage(raw)));
     if (!marked) return { type: "again", ms: 0 };
     options.metrics.deadLetters.inc({ handler: this.name, reason });
     options.metrics.processed.inc({ handler: this.name, outcome: "dead_lettered" });
@@ -372,11 +414,14 @@ export class EventProcessor implements MessageProcessor {
   /** Counts the recorded outcomes of an application. */
   private count(recorded: readonly Recorded[]): void {
     const { metrics, log } = this.options;
-    for (const { member, state } of recorded) {
+    for (const { member, state, parkedBehind } of recorded) {
       metrics.processed.inc({ handler: this.name, outcome: state });
       if (state === "skipped_stale") {
         metrics.skippedStale.inc({ handler: this.name });
         log.info({ ...eventFields(member.event), seq: member.event.seq }, "skipped a stale event (a higher seq of its aggregate was applied)");
+      } else if (state === "parked" || state === "replay_requested") {
+        metrics.parked.inc({ handler: this.name, state });
+        log.info({ ...eventFields(member.event), seq: member.event.seq, behind: parkedBehind?.eventId }, state === "parked" ? "parked behind an unresolved earlier event of its aggregate" : "queued behind the replay of an earlier event of its aggregate");
       }
     }
   }

@@ -64,6 +64,13 @@ export interface Handler<DB = any> {
    * once as poison. A handler module's `upcasters` export applies to its handlers that declare none.
    */
   readonly upcasters?: readonly Upcaster[];
+  /**
+   * What follows a dead letter of this handler (docs/CONTRACT.md C8): `park` (default) records
+   * every later event of the same aggregate as parked, not applied, until the dead letter is
+   * replayed or discarded, so the side effects keep the stream's order; `skip` applies them
+   * anyway, for handlers that do not care about order.
+   */
+  readonly onDeadLetter?: "park" | "skip";
   handle(event: ConsumedEvent, tx: Transaction<DB>, context: HandlerContext): Promise<void>;
   /**
    * Optional: applies several events in one transaction, for handlers whose whole side effect is

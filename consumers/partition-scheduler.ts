@@ -308,7 +308,7 @@ export class PartitionScheduler {
 }
 
 /** Decodes a message; one that does not decode, or that the upcasters cannot bring up to date, is poison, kept with the reason (C3, E3). */
-function decode(raw: RawMessage, upcasters: Upcasters): IncomingMessage {
+export function decode(raw: RawMessage, upcasters: Upcasters = Upcasters.NONE): IncomingMessage {
   try {
     return { raw, event: decodeMessage(raw, upcasters), poison: undefined };
   } catch (e) {

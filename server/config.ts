@@ -35,6 +35,13 @@ export const SERVER_OWN_SETTINGS = {
   masterKeyFile: { env: "TIDEMARK_MASTER_KEY_FILE", default: "", defaultLabel: "unset (events naming a subject are refused)", parse: parse.string, description: "File of master keys that wrap the data subjects' keys (erasure by crypto-shredding, docs/SECURITY.md): one `{key id} {64 hex digits}` per line, the first wraps new keys, all unwrap. Needed to append events with a `subject`; `tidemark keys rotate` rewraps under the first." },
   subjectKeyCacheMs: { env: "TIDEMARK_SUBJECT_KEY_CACHE_MS", default: 2000, parse: parse.int(0, 600_000), description: "How long a server keeps a subject's unwrapped data key in memory; after ForgetSubject on another server, this one serves the subject's data at most this much longer." },
   upcasters: { env: "TIDEMARK_UPCASTERS", default: "", defaultLabel: "unset (no upcasters)", parse: parse.string, description: "Path of a JavaScript module exporting the server's upcasters (`export const upcasters = [{ eventType, fromVersion, upcast }]`): the instance fold and ReadStream/Subscribe with `latest_schema` read every event type they cover in its latest schema version (docs/CONSUMERS.md, Schema evolution)." },
+  consoleAddr: {
+    env: "TIDEMARK_CONSOLE_ADDR",
+    default: "",
+    defaultLabel: "`off` in the services mode, `127.0.0.1:50052` in the embedded mode",
+    parse: (raw: string) => (raw === "off" ? raw : parse.hostPort(raw)),
+    description: "Address of the web console (docs/CONSOLE.md: the page and its gRPC-Web endpoint, over the same services and token checks as the gRPC port), or `off`. The embedded default is skipped with a warning when its port is taken.",
+  },
   shutdownGraceMs: { env: "TIDEMARK_SHUTDOWN_GRACE_MS", default: 10_000, parse: parse.int(0, 600_000), description: "On SIGTERM, in-flight calls get this long before they are cancelled." },
 } satisfies Record<string, Setting<unknown>>;
 
@@ -57,4 +64,17 @@ export function loadServerConfig(env: Readonly<Record<string, string | undefined
 export function authMode(config: Pick<ServerConfig, "auth" | "pgUrl" | "s3Endpoint" | "s3AccessKey" | "s3SecretKey">): "tokens" | "off" {
   if (config.auth === "tokens" || config.auth === "off") return config.auth;
   return backendMode(config) === "services" ? "tokens" : "off";
+}
+
+/** The embedded mode's console address when TIDEMARK_CONSOLE_ADDR is unset. */
+export const DEFAULT_CONSOLE_ADDR = "127.0.0.1:50052";
+
+/**
+ * Where the web console listens: TIDEMARK_CONSOLE_ADDR, or by default off in the services mode and
+ * {@link DEFAULT_CONSOLE_ADDR} embedded (`explicit` false: a taken port is a warning, not a failure).
+ */
+export function consoleAddress(config: Pick<ServerConfig, "consoleAddr" | "pgUrl" | "s3Endpoint" | "s3AccessKey" | "s3SecretKey">): { readonly address: string; readonly explicit: boolean } | undefined {
+  if (config.consoleAddr === "off") return undefined;
+  if (config.consoleAddr !== "") return { address: config.consoleAddr, explicit: true };
+  return backendMode(config) === "embedded" ? { address: DEFAULT_CONSOLE_ADDR, explicit: false } : undefined;
 }

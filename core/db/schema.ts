@@ -145,7 +145,16 @@ export interface RecoveryTables extends RelayTables {
 // ------------------------------------------------------------------------------------ consumers
 
 /** States of a registry row; see docs/CONSUMERS.md for the transitions. */
-export type ProcessingState = "processing" | "done" | "retry_scheduled" | "dead_lettered" | "skipped_stale";
+export type ProcessingState = "processing" | "done" | "retry_scheduled" | "dead_lettered" | "skipped_stale" | "parked" | "replay_requested" | "discarded";
+
+/** A message as a consumer received it, kept in the registry for a replay (value and headers in base64). */
+export interface StoredMessage {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly value: string | null;
+  readonly headers: Readonly<Record<string, string>>;
+}
 
 /** One row per (handler, event_id): claim, lease, outcome (docs/CONTRACT.md C1, C3, C4). */
 export interface ProcessedEventsTable {
@@ -169,6 +178,18 @@ export interface ProcessedEventsTable {
   created_at: Timestamp;
   updated_at: Timestamp;
   finished_at: Date | null;
+  /** Kept for a dead-lettered or parked event, so a replay needs neither Kafka nor the store. */
+  message: JSONColumnType<StoredMessage | null, string | null, string | null>;
+  first_failed_at: Date | null;
+  last_failed_at: Date | null;
+  /** For a parked event: the earliest unresolved event of its aggregate when it was parked. */
+  parked_behind: string | null;
+  replays: Generated<number>;
+  replay_requested_by: string | null;
+  replay_requested_at: Date | null;
+  resolved_by: string | null;
+  resolution_reason: string | null;
+  resolved_at: Date | null;
 }
 
 /** The ordering guard (docs/CONTRACT.md C2): the highest seq a handler applied per aggregate. */

@@ -18,6 +18,7 @@ import {
   ValidationError,
 } from "../../core/index.js";
 import type { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import type { InspectionService } from "../../gen/tidemark/v1/inspection_pb.js";
 import type { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
 import type { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
 import type { ProcessingService } from "../../gen/tidemark/v1/processing_pb.js";
@@ -181,12 +182,64 @@ export function guardInstances(inner: HandlersOf<typeof InstanceService>, deps: 
   };
 }
 
-/** ProcessingService with its check: the read scope; the handler filters by the principal's databases. */
+/**
+ * ProcessingService with its checks: the read scope to look, the admin scope to redrive (replay or
+ * discard); the handlers filter by the principal's databases, so another tenant's event is NOT_FOUND.
+ */
 export function guardProcessing(inner: HandlersOf<typeof ProcessingService>, deps: GuardDeps): HandlersOf<typeof ProcessingService> {
   return {
     async getProcessingStatus(request, context) {
       demand(deps, context, { scope: "read" });
       return inner.getProcessingStatus(request, context);
+    },
+    async listDeadLetters(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listDeadLetters(request, context);
+    },
+    async getDeadLetter(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.getDeadLetter(request, context);
+    },
+    async replayDeadLetters(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.replayDeadLetters(request, context);
+    },
+    async discardDeadLetters(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.discardDeadLetters(request, context);
+    },
+  };
+}
+
+/**
+ * InspectionService with its checks: the read scope, and the database a listing names (the handlers
+ * filter what spans databases by the principal); the relay's store-wide figures need admin.
+ */
+export function guardInspection(inner: HandlersOf<typeof InspectionService>, deps: GuardDeps): HandlersOf<typeof InspectionService> {
+  return {
+    async listDatabases(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listDatabases(request, context);
+    },
+    async listAggregateTypes(request, context) {
+      demand(deps, context, { scope: "read", database: request.database });
+      return inner.listAggregateTypes(request, context);
+    },
+    async listStreams(request, context) {
+      demand(deps, context, { scope: "read", database: request.database, aggregateType: request.aggregateType });
+      return inner.listStreams(request, context);
+    },
+    async getEvent(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.getEvent(request, context);
+    },
+    async getRelayStatus(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.getRelayStatus(request, context);
+    },
+    async listHandlers(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listHandlers(request, context);
     },
   };
 }

@@ -2,8 +2,9 @@
  * The README's quick start, exactly: in a fresh copy of the repository (node_modules linked, as
  * `npm install` would leave them), with no service variables, `npm start` runs Tidemark embedded,
  * and the README's grpcurl session works against it. Ctrl-C stops it cleanly; a second `npm start`
- * finds the data again. The one difference from the README: the port, picked free so that the test
- * does not collide with a server someone else runs on 50051.
+ * finds the data again. The one difference from the README: the ports (gRPC and the web console),
+ * picked free so that the test does not collide with a server someone else runs on 50051 and 50052.
+ * The copy has no console bundle (console/dist is not committed): the server builds it at start.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -13,9 +14,11 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { background, cleanEnv, freePort, ROOT, type Background } from "../helpers/cli-process.js";
 import { findTool } from "../helpers/tools.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 let copy: string;
 let port: number;
+let consolePort: number;
 let grpcurl: string;
 let npmStart: Background | undefined;
 
@@ -32,13 +35,14 @@ function call(args: string[]): { ok: boolean; out: string } {
 async function startNpm(): Promise<Background> {
   // A test that failed half-way must not leave its process holding the data directory.
   await npmStart?.stop("SIGKILL");
-  npmStart = background("npm", ["start"], cleanEnv({ TIDEMARK_GRPC_ADDR: `127.0.0.1:${port}` }), copy);
+  npmStart = background("npm", ["start"], cleanEnv({ TIDEMARK_GRPC_ADDR: `127.0.0.1:${port}`, TIDEMARK_CONSOLE_ADDR: `127.0.0.1:${consolePort}` }), copy);
   return npmStart;
 }
 
 beforeAll(async () => {
   grpcurl = findTool("grpcurl");
   port = await freePort();
+  consolePort = await freePort();
   copy = await mkdtemp(path.join(os.tmpdir(), "tidemark-readme-"));
   // The working tree as a clone would have it: tracked and untracked-but-not-ignored files.
   const files = execFileSync("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT, encoding: "utf8" }).split("\0").filter((f) => f !== "");
@@ -64,7 +68,12 @@ describe("README quick start", () => {
     expect(banner).toMatch(/embedded mode/);
     expect(banner).toContain(`data      ${path.join(copy, ".tidemark")}`);
     expect(banner).toMatch(/running {3}server, relay \(in process: commit log → consumers\), projection:instances/);
+    expect(banner).toContain(`console   http://127.0.0.1:${consolePort}/`);
     await npmStart!.waitFor(/"msg":"tidemark started"/, "the JSON start-up log line");
+    const page = await fetch(`http://127.0.0.1:${consolePort}/`);
+    expect(await page.text()).toContain("Tidemark console");
+    // The server builds the missing bundle beside serving: the script is there once it did.
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${consolePort}/console.js`)).status === 200 || undefined, { what: "the console's bundle served", timeoutMs: 60_000 });
 
     expect(call([address, "list"]).out.split("\n")).toEqual(expect.arrayContaining(["grpc.health.v1.Health", "tidemark.v1.EventStoreService", "tidemark.v1.InstanceService", "tidemark.v1.ProcessingService"]));
 
