@@ -11,6 +11,7 @@ import { activeContext, type ConsumerDatabase, inBatchSpan, inSpan, inSpanOf, ty
 import type { BackoffPolicy } from "./backoff.js";
 import type { CrashHook, CrashPoint, CrashPointInfo } from "./crash-point.js";
 import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
+import { fencedTransaction } from "./fenced-transaction.js";
 import { headerText, poisonEventId, storedMessage, traceIdOf, type RawMessage } from "./decode.js";
 import { classifyFailure, describeFailure, InfrastructureError, isLeaseLostError } from "./failures.js";
 import { GroupQueue } from "./group-queue.js";
@@ -353,7 +354,9 @@ export class EventProcessor implements MessageProcessor {
       });
       const fresh = recorded.filter((r) => r.state === "done").map((r) => r.member);
       await this.crashAt("before-side-effect", fresh);
-      if (fresh.length > 0) await inBatchSpan("tidemark.handle", traces, () => sideEffect(fresh.map((m) => m.event), tx), { "tidemark.handler": this.name });
+      // The handler writes through a fenced transaction: a statement after the lease is lost fails
+      // instead of running on its own once the rollback released the connection (C1).
+      if (fresh.length > 0) await inBatchSpan("tidemark.handle", traces, () => sideEffect(fresh.map((m) => m.event), fencedTransaction(tx, lease.signal)), { "tidemark.handler": this.name });
       await this.crashAt("after-side-effect", fresh);
       if (lease.signal.aborted) throw lease.signal.reason;
       await this.crashAt("before-done", fresh);
