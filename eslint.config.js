@@ -5,7 +5,7 @@ import { boundaries } from "./scripts/eslint-boundaries.js";
 const infrastructure = ["node:*", "@aws-sdk/*", "kafkajs", "kysely", "pg", "@grpc/*", "pino", "@electric-sql/*"];
 
 export default tseslint.config(
-  { ignores: ["gen/**", "node_modules/**", "test/interop/gen/**", ".tidemark/**", "bench/results/**"] },
+  { ignores: ["gen/**", "dist/**", ".build-*/**", "node_modules/**", "test/interop/gen/**", ".tidemark/**", "bench/results/**", "console/dist/**", "test-results/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

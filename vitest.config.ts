@@ -22,6 +22,17 @@ export default defineConfig({
         },
       },
       {
+        // The web console in a real headless Chromium (Debian's package, installed by the setup)
+        // against the real services.
+        test: {
+          name: "browser",
+          include: ["test/browser/**/*.test.ts"],
+          globalSetup: ["test/helpers/global-setup.ts", "test/helpers/browser-setup.ts"],
+          provide: { backend: "services" },
+          ...heavy,
+        },
+      },
+      {
         // The short form of `npm run chaos`: private services on free ports, so it disturbs no
         // other file; the global setup only makes sure the stack's jars are there.
         test: {

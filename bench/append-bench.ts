@@ -8,7 +8,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { createDatabase, migrateToLatest, S3ObjectStore, type WriteSideTables } from "../core/index.js";
-import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { AppendEventsRequestSchema, EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { createClient, type ClientOf } from "../server/index.js";
 import { analyzeSchema } from "./analyze.js";
 import { grpcBaseline, pgAllocBaseline, s3PutBaseline } from "./baselines.js";
@@ -56,9 +57,18 @@ const EMMETT_NAME = "Emmett PostgreSQL appendToStream, 1 event/call, many stream
 
 /** A workload of P1. */
 export interface Workload {
-  readonly key: "single" | "batch" | "hot";
+  readonly key: "single" | "batch" | "hot" | "trio" | "multi";
   readonly name: string;
 }
+
+/** The concurrency at which AppendToStreams is measured against AppendEvents (bench/TARGETS.md, W8). */
+export const MULTI_CONCURRENCY = 32;
+/** Streams (and events) per AppendToStreams call, and events per call of its AppendEvents baseline. */
+const MULTI_STREAMS = 3;
+const MULTI_WORKLOADS: readonly Workload[] = [
+  { key: "trio", name: `append ${MULTI_STREAMS} events/call to one stream, many aggregates` },
+  { key: "multi", name: `AppendToStreams ${MULTI_STREAMS} streams/call (1 event each), many aggregates` },
+];
 
 /** Runs the P1 sweep and the floors, interleaved per concurrency. */
 export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBenchResult> {
@@ -102,7 +112,8 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
     // workload runs once, unmeasured, before the sweep; then the tables get statistics (analyze.ts).
     const warmC = Math.max(...o.concurrencies);
     o.log(`P1: warming the server up (each workload at concurrency ${warmC}, ${half} ms, not measured)`);
-    for (const w of workloads) await appendLoad(client, w, warmC, { ...o, measureMs: half }, `${run}-warm-${w.key}`);
+    const multiToo = o.concurrencies.includes(MULTI_CONCURRENCY);
+    for (const w of [...workloads, ...(multiToo ? MULTI_WORKLOADS : [])]) await appendLoad(client, w, warmC, { ...o, measureMs: half }, `${run}-warm-${w.key}`);
     await analyzeSchema(database.db, names.schema);
     if (!("unavailable" in peer)) {
       // The same unmeasured pass and statistics as Tidemark's, so both are measured warm.
@@ -167,6 +178,7 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
         maxAppendRate = Math.max(maxAppendRate, f.rate ?? 0);
         if (result.errors > 0) o.log(`  ${w.key} c${c}: ${result.errors} errors, e.g. ${result.errorSamples[0]}`);
       }
+      if (c === MULTI_CONCURRENCY) figures.push(...(await multiStreamFigures(client, c, o, `${run}-c${c}`)));
     }
   } finally {
     client.close();
@@ -176,6 +188,25 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
     await server.child.stop();
   }
   return { figures, chart: [...chart.values()], maxSingleRate, maxAppendRate };
+}
+
+/**
+ * AppendToStreams with three streams per call against AppendEvents with the same three events per
+ * call to one stream, in the same server: the baseline just before and just after (merged), so
+ * both see the same noise. The multi-stream figure's rateRatio is against that baseline.
+ */
+async function multiStreamFigures(client: ClientOf<typeof EventStoreService>, c: number, o: AppendBenchOptions, prefix: string): Promise<Figure[]> {
+  o.log(`P1 at concurrency ${c}: AppendToStreams ${MULTI_STREAMS} streams/call against AppendEvents ${MULTI_STREAMS} events/call`);
+  const [trio, multi] = MULTI_WORKLOADS as [Workload, Workload];
+  const before = await appendLoad(client, trio, c, o, `${prefix}-trio-a`);
+  const measured = await appendLoad(client, multi, c, o, `${prefix}-multi`);
+  const after = await appendLoad(client, trio, c, o, `${prefix}-trio-b`);
+  const baseline = figureOf({ id: `p1.trio.c${c}`, group: "P1", name: trio.name, concurrency: c, unit: "events/s" }, mergeResults(before, after));
+  const figure = compare(figureOf({ id: `p1.multi.c${c}`, group: "P1", name: multi.name, concurrency: c, unit: "events/s" }, measured), baseline);
+  for (const [w, r] of [[trio, mergeResults(before, after)], [multi, measured]] as const) {
+    if (r.errors > 0) o.log(`  ${w.key} c${c}: ${r.errors} errors, e.g. ${r.errorSamples[0]}`);
+  }
+  return [baseline, figure];
 }
 
 /**
@@ -190,7 +221,7 @@ export async function appendLoad(
   o: Pick<AppendBenchOptions, "measureMs" | "warmupMs" | "batchSize">,
   prefix: string,
 ): Promise<LoadResult> {
-  const perCall = w.key === "batch" ? o.batchSize : 1;
+  const perCall = w.key === "batch" ? o.batchSize : w.key === "trio" || w.key === "multi" ? MULTI_STREAMS : 1;
   const heads = new Array<number>(c).fill(0);
   const generation = new Array<number>(c).fill(0);
   return closedLoop({
@@ -201,8 +232,18 @@ export async function appendLoad(
       const aggregateId = w.key === "hot" ? `${prefix}-hot` : `${prefix}-w${worker}-g${generation[worker]}`;
       const expectation: ExpectationShape = w.key === "hot" ? "any" : { exact: heads[worker]! };
       try {
-        const out = await client.appendEvents(appendRequest(aggregateId, expectation, perCall, i), { deadlineMs: 30_000 });
-        heads[worker] = Number(out.events[out.events.length - 1]!.sequenceNumber);
+        if (w.key === "multi") {
+          // The worker's own three streams, always written together, so they share one head.
+          const streams = Array.from({ length: MULTI_STREAMS }, (_, k) => {
+            const { aggregateType, aggregateId: id, expectation: e, events } = create(AppendEventsRequestSchema, appendRequest(`${aggregateId}-s${k}`, expectation, 1, i * MULTI_STREAMS + k));
+            return { aggregateType, aggregateId: id, expectation: e, events };
+          });
+          const out = await client.appendToStreams({ streams, actor: "bench" }, { deadlineMs: 30_000 });
+          heads[worker] = Number(out.streams[0]!.events[0]!.sequenceNumber);
+        } else {
+          const out = await client.appendEvents(appendRequest(aggregateId, expectation, perCall, i), { deadlineMs: 30_000 });
+          heads[worker] = Number(out.events[out.events.length - 1]!.sequenceNumber);
+        }
       } catch (e) {
         // Start a fresh stream rather than guess the head after a failure.
         generation[worker]! += 1;
@@ -224,6 +265,15 @@ export async function withCpu(fn: () => Promise<LoadResult>, serverPid?: number)
   const before = cpuSnapshot(pids);
   const result = await fn();
   return { result, cpu: cpuUsedSince(before, pids) };
+}
+
+/** Two measured runs of one load (withCpu) as one: results merged, CPU times added. */
+export function mergeMeasured(
+  a: { result: LoadResult; cpu: Record<string, number> },
+  b: { result: LoadResult; cpu: Record<string, number> },
+): { result: LoadResult; cpu: Record<string, number> } {
+  const cpu = Object.fromEntries([...new Set([...Object.keys(a.cpu), ...Object.keys(b.cpu)])].map((k) => [k, (a.cpu[k] ?? 0) + (b.cpu[k] ?? 0)]));
+  return { result: mergeResults(a.result, b.result), cpu };
 }
 
 /** Two runs of one load as one: units over the sum of windows, latencies together. */

@@ -10,7 +10,7 @@ import { S3_REQUEST_PRICES } from "./s3-requests.js";
 export interface Figure {
   readonly id: string;
   /** `peer`: another store doing the same work (Emmett on the same PostgreSQL). */
-  readonly group: "baseline" | "peer" | "P1" | "P2" | "P3" | "P4" | "P5" | "soak" | "restart";
+  readonly group: "baseline" | "peer" | "P1" | "P2" | "P3" | "P4" | "P5" | "P6" | "soak" | "restart";
   readonly name: string;
   readonly concurrency?: number;
   /** Unit of `rate`, e.g. "events/s". */

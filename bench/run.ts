@@ -2,7 +2,7 @@
  * Tidemark's benchmarks against the physical floor of its own parts, side by side in one run:
  *
  *   node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N]
- *                                  [--profile] [--only append|pipeline|restart|subscribers]
+ *                                  [--profile] [--only append|pipeline|restart|subscribers|tracing|filtered]
  *                                  [--concurrency 8,32,64] [--half-rate N] [--subscribers N]
  *
  * Prints a table (each figure, its baseline, the ratio) and the targets of bench/TARGETS.md with
@@ -13,12 +13,14 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { runAppendBench } from "./append-bench.js";
+import { MULTI_CONCURRENCY, runAppendBench } from "./append-bench.js";
 import { killAllChildren, ROOT } from "./child-process.js";
 import { MemorySampler } from "./memory.js";
 import { runPipelineBench, SERVER_ROLE, type SoakResult } from "./pipeline-bench.js";
 import { runRestartBench } from "./restart-bench.js";
 import { runSubscriberBench } from "./subscriber-bench.js";
+import { runTracingBench } from "./tracing-bench.js";
+import { runFilteredSubscribeBench } from "./filtered-subscribe-bench.js";
 import { renderReport, target, type BenchReport, type Figure, type Target } from "./report.js";
 import { BenchResources } from "./resources.js";
 import { loadStackEnv } from "./stack-env.js";
@@ -29,7 +31,7 @@ interface Args {
   readonly json: string;
   readonly soakMinutes: number;
   readonly profile: boolean;
-  readonly only: "append" | "pipeline" | "restart" | "subscribers" | undefined;
+  readonly only: "append" | "pipeline" | "restart" | "subscribers" | "tracing" | "filtered" | undefined;
   readonly concurrencies: number[];
   /** Overrides the half load (events/s); default half of the maximum measured in place. */
   readonly halfRate: number | undefined;
@@ -60,13 +62,13 @@ function parseArgs(argv: readonly string[]): Args {
     else if (arg === "--profile") profile = true;
     else if (arg === "--only") {
       const v = value();
-      if (v !== "append" && v !== "pipeline" && v !== "restart" && v !== "subscribers") throw new Error("--only takes append, pipeline, restart or subscribers");
+      if (v !== "append" && v !== "pipeline" && v !== "restart" && v !== "subscribers" && v !== "tracing" && v !== "filtered") throw new Error("--only takes append, pipeline, restart, subscribers, tracing or filtered");
       only = v;
     } else if (arg === "--concurrency") concurrencies = value().split(",").map(Number);
     else if (arg === "--half-rate") halfRate = Number(value());
     else if (arg === "--subscribers") subscribers = Number(value());
     else if (arg === "--help" || arg === "-h") {
-      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline|restart|subscribers] [--concurrency 8,32,64] [--half-rate N] [--subscribers N]\n");
+      process.stdout.write("usage: node --import tsx bench/run.ts [--quick] [--json FILE] [--soak] [--soak-minutes N] [--profile] [--only append|pipeline|restart|subscribers|tracing|filtered] [--concurrency 8,32,64] [--half-rate N] [--subscribers N]\n");
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
   }
@@ -82,6 +84,8 @@ const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
 /** P5: live subscribers of the loaded window, and the append concurrency (bench/TARGETS.md). */
 const P5_SUBSCRIBERS = 300;
 const P5_CONCURRENCY = 8;
+/** P1 traced: the concurrency of P1's main figure. */
+const TRACING_CONCURRENCY = 64;
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
@@ -168,6 +172,14 @@ async function main(): Promise<void> {
       });
       figures.push(...p5.figures);
     }
+    if (args.only === undefined || args.only === "tracing") {
+      figures.push(
+        ...(await runTracingBench({ stack, resources, memory, concurrency: TRACING_CONCURRENCY, measureMs: q ? 3000 : 8000, warmupMs: q ? 400 : 1000, serverNodeArgs, log })),
+      );
+    }
+    if (args.only === undefined || args.only === "filtered") {
+      figures.push(...(await runFilteredSubscribeBench({ stack, resources, memory, events: q ? 20_000 : 100_000, serverNodeArgs, log })));
+    }
   } finally {
     memory.stop();
     killAllChildren();
@@ -223,6 +235,10 @@ function targets(figures: readonly Figure[], concurrencies: readonly number[], m
       out.push(target(`P1 1 event/call c${c}: S3 PUTs per acknowledged event`, perEvent === undefined ? undefined : (perEvent["server.put"] ?? 0), "<=", 0.1, "PUTs", perEvent === undefined ? "S3 request counts not read" : undefined));
     }
   }
+  // AppendToStreams (W8): three streams per call against the same three events to one stream.
+  if (concurrencies.includes(MULTI_CONCURRENCY)) {
+    out.push(target(`P1 AppendToStreams 3 streams/call c${MULTI_CONCURRENCY}: rate / AppendEvents 3 events/call`, f(`p1.multi.c${MULTI_CONCURRENCY}`)?.rateRatio, ">=", 0.8, "×"));
+  }
   // A half load the machine could not sustain is reported, but flagged: its latency includes queueing.
   const overloaded = (x: Figure | undefined) =>
     x?.extra?.["sustained"] === "no" ? `half load not sustained (${Math.round(x.rate ?? 0)} of ${x.extra["targetRate"]}/s)` : undefined;
@@ -240,6 +256,9 @@ function targets(figures: readonly Figure[], concurrencies: readonly number[], m
   const p5 = figures.find((x) => x.group === "P5" && x.id.startsWith("p5.live.") && x.notMeasured === undefined);
   const p5Note = p5 === undefined ? undefined : p5.extra?.["deliveredAll"] === "yes" ? undefined : "a subscriber missed events";
   out.push(target(`P5 append p50 with ${p5?.extra?.["subscribers"] ?? P5_SUBSCRIBERS} live subscribers / with none`, p5?.extra?.["p50Ratio"] as number | undefined, "<=", 1.5, "×", p5Note));
+  out.push(target(`P1 traced (100 % sampled) / untraced rate, 1 event/call c${TRACING_CONCURRENCY}`, f(`p1.traced.c${TRACING_CONCURRENCY}`)?.rateRatio, ">=", 0.85, "×", why(`p1.traced.c${TRACING_CONCURRENCY}`)));
+  const p6 = f("p6.filtered");
+  out.push(target("P6 filtered Subscribe (1 %) time to caught-up / a client filtering itself", p6?.extra?.["caughtUpRatio"] as number | undefined, "<=", 0.2, "×", why("p6.filtered")));
   const server = soak?.processes.find((p) => p.process === SERVER_ROLE);
   out.push(target("server RSS growth over the soak", server === undefined ? undefined : server.growth * 100, "<=", (soak?.tolerance ?? 0.1) * 100, "%", soak === undefined ? "run with --soak" : undefined));
   return out;

@@ -11,7 +11,7 @@ import { createDatabase } from "../core/index.js";
 import { EventStoreService, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/tidemark/v1/event_store_pb.js";
 import { createClient } from "../server/index.js";
 import { analyzeSchema } from "./analyze.js";
-import { appendLoad, mergeResults, withCpu, type Workload } from "./append-bench.js";
+import { appendLoad, mergeMeasured, withCpu, type Workload } from "./append-bench.js";
 import { cpuPerUnit } from "./cpu-time.js";
 import { waitUntil } from "./load.js";
 import type { MemorySampler } from "./memory.js";
@@ -83,10 +83,7 @@ export async function runSubscriberBench(o: SubscriberBenchOptions): Promise<Sub
     o.log(`P5: append at concurrency ${c} with no subscriber (again)`);
     const after = await withCpu(() => appendLoad(client, SINGLE, c, timing, "p5-none-b"), server.child.pid);
 
-    const noneResult = mergeResults(before.result, after.result);
-    const noneCpu = Object.fromEntries(
-      [...new Set([...Object.keys(before.cpu), ...Object.keys(after.cpu)])].map((k) => [k, (before.cpu[k] ?? 0) + (after.cpu[k] ?? 0)]),
-    );
+    const { result: noneResult, cpu: noneCpu } = mergeMeasured(before, after);
     const none: Figure = {
       ...figureOf({ id: `p5.none.c${c}`, group: "P5", name: "append 1 event/call, no subscriber", concurrency: c, unit: "events/s" }, noneResult),
       extra: { cpuMsPerUnit: cpuPerUnit(noneCpu, noneResult.totalUnits) },

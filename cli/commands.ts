@@ -75,13 +75,13 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: "rebuild",
-    summary: "replay the store into a fresh read model and swap it in (resumable)",
+    summary: "replay the store into a fresh read model and swap it in (resumable), or retake the instance snapshots",
     description:
-      "Rebuilds a projection from the store — the commit log in global order and the event objects, not Kafka — into a fresh table, then swaps it in atomically (docs/CONSUMERS.md). Progress is stored with every batch: stop it (Ctrl-C) and run it again to resume. With the real services it runs beside the live projection; an embedded data directory must not be open in another process, so stop `tidemark start` first. Shows a progress bar on a terminal, progress lines otherwise.",
-    positionals: [{ name: "projection", description: "`instances` (also accepted: `projection:instances`)." }],
-    options: { "data-dir": dataDir, "batch-size": { type: "string", value: "N", description: "Commit-log entries per batch (default 500)." } },
-    settings: [...STORAGE],
-    examples: ["tidemark rebuild instances"],
+      "Rebuilds a projection from the store — the commit log in global order and the event objects, not Kafka — into a fresh table, then swaps it in atomically (docs/CONSUMERS.md). Progress is stored with every batch: stop it (Ctrl-C) and run it again to resume. With the real services it runs beside the live projection; an embedded data directory must not be open in another process, so stop `tidemark start` first. Shows a progress bar on a terminal, progress lines otherwise.\n\n`tidemark rebuild snapshots` drops every instance snapshot (corrupt ones, those of an older fold version) and takes a fresh one of every instance stream of at least TIDEMARK_SNAPSHOT_EVERY events, folded from its first event (docs/STORAGE.md, Snapshots). Snapshots are derived data, so it is safe beside running servers and to run again after a stop.",
+    positionals: [{ name: "projection", description: "`instances` (also accepted: `projection:instances`), or `snapshots`." }],
+    options: { "data-dir": dataDir, "batch-size": { type: "string", value: "N", description: "Commit-log entries (or, for snapshots, instance streams) per batch (default 500)." } },
+    settings: [...STORAGE, "TIDEMARK_SNAPSHOT_EVERY"],
+    examples: ["tidemark rebuild instances", "tidemark rebuild snapshots"],
   },
   {
     name: "prune",
@@ -113,6 +113,16 @@ export const COMMANDS: readonly CommandSpec[] = [
     },
     settings: [...STORAGE],
     examples: ["tidemark token create --principal billing --database acme --scope read,write --expires 30d", "tidemark token list", "tidemark token revoke 3f9c2a1b7d4e5f60"],
+  },
+  {
+    name: "keys",
+    summary: "data subjects' keys: rotate (rewrap them under the current master key)",
+    description:
+      "Erasure by crypto-shredding (docs/SECURITY.md \"Erasure\"): the data of events naming a subject is sealed with the subject's key, stored wrapped by a master key from TIDEMARK_MASTER_KEY_FILE. `rotate` rewraps every live subject key that another master key wrapped under the file's first (current) key; the events are not touched. Rotation: put a new key on the file's first line and keep the old ones below, restart the servers, run `tidemark keys rotate`, then remove the old keys from the file (docs/OPERATIONS.md). Prints how many keys it rewrapped. Like `migrate`, it opens the storage itself.",
+    positionals: [{ name: "action", description: "rotate" }],
+    options: { "data-dir": dataDir },
+    settings: [...STORAGE, "TIDEMARK_MASTER_KEY_FILE"],
+    examples: ["tidemark keys rotate"],
   },
   {
     name: "recover",
@@ -155,7 +165,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: "tail",
     summary: "follow the global log (gRPC Subscribe)",
     description:
-      "Prints committed events of the whole store in global order as they commit. By default it starts at the end (only new events); --after 0 replays everything first. Stops on Ctrl-C, or after --limit events.",
+      "Prints committed events of the whole store in global order as they commit. By default it starts at the end (only new events); --after 0 replays everything first. Stops on Ctrl-C, after --limit events, or with --stop-at-caught-up once it has printed everything up to the head. The filters combine (every one must match) and run in the server, which skips what they leave out without reading it; the position printed on stderr at the end resumes with --after.",
     positionals: [],
     options: {
       addr,
@@ -164,10 +174,14 @@ export const COMMANDS: readonly CommandSpec[] = [
       prefix: { type: "string", value: "EVENT_TYPE_PREFIX", description: "Only event types starting with this." },
       limit: { type: "string", value: "N", description: "Exit after N events." },
       database: { type: "string", multiple: true, value: "DATABASE", description: "Only events of aggregates in this database (the part of the id before its first `/`); default: every database the token may read." },
+      "type-prefix": { type: "string", value: "AGGREGATE_TYPE_PREFIX", description: "Only aggregate types starting with this." },
+      "event-type": { type: "string", multiple: true, value: "EVENT_TYPE", description: "Only events of this exact event type." },
+      kind: { type: "string", multiple: true, value: "domain|command", description: "Only events of this kind." },
+      "stop-at-caught-up": { type: "boolean", description: "Exit (0) once everything up to the head is printed, instead of following new commits." },
       json,
       ...clientOptions,
     },
-    examples: ["tidemark tail", "tidemark tail --after 0 --type Instance --limit 10"],
+    examples: ["tidemark tail", "tidemark tail --after 0 --type Instance --limit 10", "tidemark tail --after 0 --type-prefix Order. --event-type OrderPlaced --kind domain --stop-at-caught-up"],
   },
   {
     name: "status",
@@ -183,6 +197,34 @@ export const COMMANDS: readonly CommandSpec[] = [
       ...clientOptions,
     },
     examples: ["tidemark status cmd-1", "tidemark status --event 6f3c…"],
+  },
+  {
+    name: "dead-letters",
+    summary: "dead-lettered and parked events: list | show | replay | discard (ProcessingService)",
+    description:
+      "Lists a handler's dead-lettered events and the later events of their aggregates parked behind them (docs/CONSUMERS.md), shows one with its message, replays them after a fix — one event, an aggregate's sequence in order (--type/--aggregate) or all of the handler's (--all) — or discards them (resolved without being applied; --reason is required and recorded with the token's principal). A replay marks the events and returns; the handler's running consumer applies them through the same claim, lease and ordering guard as any delivery; --wait watches them until each has an outcome (exit 1 when one failed again). list and show need the read scope, replay and discard the admin scope.",
+    positionals: [
+      { name: "action", description: "list, show, replay or discard" },
+      { name: "handler", description: "The handler's name (list: optional, default every handler).", optional: true },
+      { name: "event_id", description: "show, replay, discard: one event.", optional: true },
+    ],
+    options: {
+      addr,
+      type: { type: "string", value: "AGGREGATE_TYPE", description: "With --aggregate: one aggregate's events (list, replay, discard)." },
+      aggregate: { type: "string", value: "AGGREGATE_ID", description: "With --type: one aggregate's events." },
+      all: { type: "boolean", description: "replay, discard: every dead-lettered and parked event of the handler." },
+      reason: { type: "string", value: "TEXT", description: "discard: why (required; recorded with who)." },
+      wait: { type: "boolean", description: "replay: wait until the consumer recorded an outcome for each event." },
+      replaying: { type: "boolean", description: "list: also events whose replay is requested or under way." },
+      json,
+      ...clientOptions,
+    },
+    examples: [
+      "tidemark dead-letters list",
+      "tidemark dead-letters show projection:instances 6f3c…",
+      "tidemark dead-letters replay audit --type Order --aggregate acme/o-7 --wait",
+      "tidemark dead-letters discard audit 6f3c… --reason \"duplicate of a corrected order\"",
+    ],
   },
   {
     name: "stack",

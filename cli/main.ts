@@ -6,21 +6,23 @@
  */
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ConfigError } from "../core/index.js";
+import { ConfigError, startTracing } from "../core/index.js";
 import { commandHelp, nameFlags, parseCommand, UsageError, wrap, type ParsedCommand } from "./args.js";
 import { COMMANDS } from "./commands.js";
 import { processIo, type Io } from "./io.js";
+import { PACKAGE_ROOT } from "./package-root.js";
 
 /** The package version, for `--version` and the banner. */
-export const VERSION: string = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+export const VERSION: string = (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
 
 /** `tidemark --help`. */
 export function mainHelp(): string {
   const groups: Array<[string, string[]]> = [
     ["Run Tidemark:", ["start", "server", "relay", "consumer"]],
-    ["Operate:", ["migrate", "rebuild", "prune", "recover", "verify", "token", "stack"]],
-    ["Talk to a running server over gRPC (--addr, default TIDEMARK_GRPC_ADDR or 127.0.0.1:50051):", ["stream", "tail", "status"]],
+    ["Operate:", ["migrate", "rebuild", "prune", "recover", "verify", "token", "keys", "stack"]],
+    ["Talk to a running server over gRPC (--addr, default TIDEMARK_GRPC_ADDR or 127.0.0.1:50051):", ["stream", "tail", "status", "dead-letters"]],
   ];
   const lines = [
     "tidemark — an event store reached over gRPC: events in an S3-compatible store (the source of truth),",
@@ -78,8 +80,15 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
       case "start":
       case "server":
       case "relay":
-      case "consumer":
-        return await (await import("./run-process.js")).runProcess(cmd, io, VERSION, spec.name);
+      case "consumer": {
+        // Before the parts are built, so the instrumented clients are patched (core/tracing.ts).
+        const tracing = await startTracing(env, `tidemark-${spec.name}`);
+        try {
+          return await (await import("./run-process.js")).runProcess(cmd, io, VERSION, spec.name);
+        } finally {
+          await tracing?.shutdown();
+        }
+      }
       case "migrate":
         return await (await import("./run-admin.js")).runMigrate(cmd, io);
       case "rebuild":
@@ -88,6 +97,8 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
         return await (await import("./run-admin.js")).runPrune(cmd, io);
       case "token":
         return await (await import("./run-token.js")).runToken(cmd, io);
+      case "keys":
+        return await (await import("./run-keys.js")).runKeys(cmd, io);
       case "recover":
         return await (await import("./run-admin.js")).runRecover(cmd, io);
       case "verify":
@@ -98,6 +109,8 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
         return await (await import("./run-client.js")).runTail(cmd, io);
       case "status":
         return await (await import("./run-client.js")).runStatus(cmd, io);
+      case "dead-letters":
+        return await (await import("./run-dead-letters.js")).runDeadLetters(cmd, io);
       case "stack":
         return await runStack(cmd.positionals, io);
       default:
@@ -133,7 +146,7 @@ function runStack(args: readonly string[], io: Io): Promise<number> {
     io.err("tidemark stack: missing action: up, down, status or env\n");
     return Promise.resolve(2);
   }
-  const script = fileURLToPath(new URL("../scripts/stack.sh", import.meta.url));
+  const script = path.join(PACKAGE_ROOT, "scripts", "stack.sh");
   return new Promise((resolve) => {
     const child = spawn("bash", [script, ...args], { stdio: "inherit" });
     child.on("error", (e) => {

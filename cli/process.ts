@@ -29,19 +29,23 @@ import {
   type Values,
 } from "../core/index.js";
 import {
+  cachedSubjectKeys,
   checkTiming,
   type ConsumerHandle,
   type Handler,
   CONSUMER_OWN_SETTINGS,
   type ConsumerConfig,
   requireServices,
+  type SubjectKeySource,
   startConsumer,
   startProjection,
   storeDeadLetters,
 } from "../consumers/index.js";
 import { EmbeddedRelay, RELAY_OWN_SETTINGS, startRelay, type RelayConfig, type RelayHandle } from "../relay/index.js";
-import { SERVER_OWN_SETTINGS, type ServerConfig, type ServerHandle, ServingStatus, startServer } from "../server/index.js";
+import { readFileSync } from "node:fs";
+import { SERVER_OWN_SETTINGS, type ServerConfig, type ServerHandle, ServingStatus, startServer, subjectKeyClient } from "../server/index.js";
 import { BackgroundPart, type PartState } from "./background-part.js";
+import { loadUpcasterModule } from "./handler-modules.js";
 
 /** Which parts a process runs. */
 export interface ProcessParts {
@@ -177,6 +181,9 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
   }
 
   const log = overrides.log ?? createLogger("tidemark", serverConfig.logLevel);
+  // The server's upcasters (docs/CONTRACT.md E1, E2), loaded before any storage is opened: a module
+  // that does not load is a usage error of this start.
+  const upcasters = parts.server && serverConfig.upcasters !== "" ? { upcasters: await loadUpcasterModule(serverConfig.upcasters) } : {};
   // One registry for every part: one endpoint, process metrics once.
   const registry = createRegistry(true);
   // Parts get no metrics address of their own: the process serves one endpoint.
@@ -187,6 +194,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
   let metrics: MetricsServer | undefined;
   let relayPart: BackgroundPart<RelayHandle | EmbeddedPart> | undefined;
   let consumersPart: BackgroundPart<ConsumerHandle> | undefined;
+  const keyClients: Array<() => void> = [];
   const reports: Array<{ component: string; health: string; part: () => { readonly state: PartState } }> = [];
   // Health entries that were SERVING at least once: a part counts as started only then.
   const everServing = new Set<string>();
@@ -210,6 +218,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
       consumersPart === undefined ? undefined : () => consumersPart!.stop(),
       relayPart === undefined ? undefined : () => relayPart!.stop(),
       backends === undefined ? undefined : () => backends!.close(),
+      async () => keyClients.forEach((close) => close()),
     ];
     for (const step of steps) {
       try {
@@ -221,6 +230,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
     check();
   };
 
+
   let where: string;
   try {
     if (mode === "embedded") {
@@ -229,14 +239,15 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
       await migrateToLatest(backends.database.db, backends.database.schema);
       await backends.objects.ensureReady();
       if (parts.server) {
-        server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry, database: backends.database, objects: backends.objects, listen: backends.listen });
+        server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry, database: backends.database, objects: backends.objects, listen: backends.listen, ...upcasters });
       }
     } else {
       where = describeServices(serverConfig);
-      if (parts.server) server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry });
+      if (parts.server) server = await startServer({ ...serverConfig, ...quiet }, { log: log.child({ component: "server" }), registry, ...upcasters });
     }
     if (serverConfig.metricsAddr !== "") metrics = await startMetricsServer(serverConfig.metricsAddr, [registry]);
 
+    const subjectKeys = consumerConfig === undefined ? undefined : consumerKeySource(consumerConfig, server, (close) => keyClients.push(close));
     const health = server?.health;
     const report = (name: string, up: boolean) => {
       health?.set(name, up ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
@@ -285,6 +296,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
             deadLetters: storeDeadLetters(opened.objects),
             onRunning,
             signal,
+            ...(subjectKeys === undefined ? {} : { subjectKeys }),
           });
         },
         stop: (handle) => handle.stop(),
@@ -315,7 +327,7 @@ export async function startProcess(env: Readonly<Record<string, string | undefin
           // Kafka is tried once per attempt: while it is down the attempts (and their log lines) come
           // at this part's backoff, and a stop never leaves kafkajs retrying behind it.
           start: (signal, attemptRegistry) =>
-            startConsumers(consumerConfig!, parts, { log: consumersLog, metricsRegistry: attemptRegistry, onRunning, signal, failFast: background }),
+            startConsumers(consumerConfig!, parts, { log: consumersLog, metricsRegistry: attemptRegistry, onRunning, signal, failFast: background, ...(subjectKeys === undefined ? {} : { subjectKeys }) }),
           stop: (handle) => handle.stop(),
         });
       }
@@ -412,6 +424,22 @@ async function startConsumers(
 }
 
 
+/**
+ * Where this process's consumers get subjects' keys (docs/SECURITY.md "Erasure"): the server in
+ * this process, else the server named by TIDEMARK_CONSUMER_KEY_SERVER over gRPC (cached briefly);
+ * none when neither (an event naming a subject then pauses its partition, saying what to set).
+ */
+function consumerKeySource(config: ConsumerConfig, server: ServerHandle | undefined, onClose: (close: () => void) => void): SubjectKeySource | undefined {
+  if (server !== undefined) return server.subjectKeys;
+  if (config.keyServer === "") return undefined;
+  const client = subjectKeyClient(config.keyServer, {
+    ...(config.keyServerToken === "" ? {} : { token: config.keyServerToken }),
+    ...(config.keyServerCa === "" ? {} : { tls: { ca: readFileSync(config.keyServerCa) } }),
+  });
+  onClose(() => client.close());
+  return cachedSubjectKeys((database, subject) => client.fetch(database, subject), config.subjectKeyCacheMs);
+}
+
 /** The human-readable start-up banner (stderr): mode, data, addresses, parts (and which still start), warnings. */
 export function banner(command: string, p: TidemarkProcess, version: string): string {
   const lines = [`tidemark ${version} · ${command} · ${p.mode === "embedded" ? "embedded mode (no services configured)" : "services mode"}`];
@@ -422,6 +450,9 @@ export function banner(command: string, p: TidemarkProcess, version: string): st
   if (p.server !== undefined && (p.server.tls || p.server.auth === "tokens")) {
     field("security", `${p.server.tls ? "TLS (SIGHUP re-reads the certificates)" : "plain text"}, ${p.server.auth === "tokens" ? "tokens (authorization: Bearer …; tidemark token create)" : "no authentication (TIDEMARK_AUTH=off)"}`);
   }
+  if (p.server !== undefined) {
+    field("console", p.server.consoleUrl ?? (p.server.consoleProblem === undefined ? "off (set TIDEMARK_CONSOLE_ADDR=127.0.0.1:50052 to serve the web console)" : "not running (see the warning below)"));
+  }
   field("metrics", p.metricsAddress === undefined ? "off (set TIDEMARK_METRICS_ADDR=127.0.0.1:9464 to serve /metrics)" : `http://${p.metricsAddress}/metrics`);
   field("running", p.components.join(", ") || "nothing");
   const starting = p.parts().filter((part) => part.state === "starting");
@@ -430,7 +461,7 @@ export function banner(command: string, p: TidemarkProcess, version: string): st
     const how = p.grpcAddress === undefined ? "a line follows once up" : `health ${entries} say SERVING once up`;
     field("starting", `${starting.map((part) => part.component).join(", ")} — in the background; ${how}`);
   }
-  for (const warning of p.warnings) lines.push(`  warning   ${warning}`);
+  for (const warning of [...p.warnings, ...(p.server?.consoleProblem === undefined ? [] : [p.server.consoleProblem])]) lines.push(`  warning   ${warning}`);
   lines.push("  stop with Ctrl-C (SIGINT) or SIGTERM; a second signal forces");
   return `${lines.join("\n")}\n`;
 }

@@ -5,10 +5,11 @@
  * holds it.
  */
 import { sql, type Kysely } from "kysely";
-import { type AuthTables, createBootstrapToken, createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends, type RecoveryTables, ServingLockError } from "../core/index.js";
+import { asWriteSide, type AuthTables, createBootstrapToken, createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends, type RecoveryTables, ServingLockError } from "../core/index.js";
 import { loadConsumerConfig, pruneDone, rebuildInstances, type RebuildProgress } from "../consumers/index.js";
-import { loadServerConfig, recoverFromObjectStore, type RecoverProgress, verifyStore } from "../server/index.js";
+import { loadServerConfig, rebuildSnapshots, recoverFromObjectStore, type RecoverProgress, verifyStore } from "../server/index.js";
 import { UsageError, type ParsedCommand } from "./args.js";
+import { loadUpcasterModule } from "./handler-modules.js";
 import type { Io } from "./io.js";
 
 /** `tidemark migrate`. */
@@ -37,14 +38,17 @@ export async function runMigrate(cmd: ParsedCommand, io: Io): Promise<number> {
 }
 
 const PROJECTIONS = new Set([INSTANCES_PROJECTION, `projection:${INSTANCES_PROJECTION}`]);
+/** The other thing `tidemark rebuild` rebuilds: the instance snapshots (docs/STORAGE.md, Snapshots). */
+const SNAPSHOTS = "snapshots";
 
-/** `tidemark rebuild <projection>`. */
+/** `tidemark rebuild <projection>`, or `tidemark rebuild snapshots`. */
 export async function runRebuild(cmd: ParsedCommand, io: Io): Promise<number> {
   const [name] = cmd.positionals as [string];
-  if (!PROJECTIONS.has(name)) throw new UsageError(`unknown projection ${JSON.stringify(name)}: the one projection is \`${INSTANCES_PROJECTION}\``);
+  if (!PROJECTIONS.has(name) && name !== SNAPSHOTS) throw new UsageError(`unknown projection ${JSON.stringify(name)}: the one projection is \`${INSTANCES_PROJECTION}\` (or \`${SNAPSHOTS}\` for the instance snapshots)`);
   const rawBatch = cmd.values["batch-size"];
   const batchSize = rawBatch === undefined ? 500 : Number(rawBatch);
   if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new UsageError(`--batch-size must be an integer from 1 to 100000, got ${JSON.stringify(rawBatch)}`);
+  if (name === SNAPSHOTS) return runSnapshotRebuild(cmd, io, batchSize);
   return resumable(cmd, io, "rebuild", async ({ log, backends, signal }) => {
     const progress = progressReporter(io);
     try {
@@ -61,6 +65,18 @@ export async function runRebuild(cmd: ParsedCommand, io: Io): Promise<number> {
       progress.end();
       throw e;
     }
+  });
+}
+
+/** `tidemark rebuild snapshots`: drops every instance snapshot and takes fresh ones; run again after a stop. */
+async function runSnapshotRebuild(cmd: ParsedCommand, io: Io, batchSize: number): Promise<number> {
+  return resumable(cmd, io, "rebuild", async ({ config, log, backends, signal }) => {
+    await migrateToLatest(backends.database.db, backends.database.schema);
+    io.err(`rebuilding the instance snapshots (every ${config.snapshotEvery} events) from ${backends.where}\n`);
+    const upcasters = config.upcasters === "" ? {} : { upcasters: await loadUpcasterModule(config.upcasters) };
+    const result = await rebuildSnapshots({ db: asWriteSide(backends.database.db), objects: backends.objects, every: config.snapshotEvery, batchSize, log, signal, ...upcasters });
+    io.out(`rebuilt snapshots: ${result.taken} taken over ${result.streams} instance streams, ${result.dropped} dropped before\n`);
+    return 0;
   });
 }
 

@@ -5,6 +5,7 @@
 import { toJsonString } from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { encodeEnvelope, type EventEnvelope, parse } from "../core/index.js";
+import { EventKind } from "../gen/tidemark/v1/envelope_pb.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { GetProcessingStatusResponseSchema, ProcessingService, ProcessingState, type GetProcessingStatusResponse } from "../gen/tidemark/v1/processing_pb.js";
 import { readFileSync } from "node:fs";
@@ -15,7 +16,7 @@ import type { Io } from "./io.js";
 const DEFAULT_ADDR = "127.0.0.1:50051";
 
 /** The server address from --addr / TIDEMARK_GRPC_ADDR, validated. */
-function serverAddress(cmd: ParsedCommand): string {
+export function serverAddress(cmd: ParsedCommand): string {
   const raw = cmd.env["TIDEMARK_GRPC_ADDR"] ?? "";
   if (raw === "") return DEFAULT_ADDR;
   try {
@@ -83,28 +84,29 @@ export async function runStream(cmd: ParsedCommand, io: Io): Promise<number> {
 export async function runTail(cmd: ParsedCommand, io: Io): Promise<number> {
   const after = count(cmd, "after", 0);
   const limit = count(cmd, "limit", 1);
-  const types = (cmd.values["type"] as string[] | undefined) ?? [];
-  const prefix = (cmd.values["prefix"] as string | undefined) ?? "";
+  const request = tailRequest(cmd);
   const address = serverAddress(cmd);
   const client = createClient(EventStoreService, address, clientOptions(cmd));
   const stop = new AbortController();
   const onSignal = () => stop.abort();
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  // Every message carries a resumable position (checkpoints too): the last one is where to resume.
+  let reached: bigint | undefined;
   try {
     let n = 0;
     const stream = client.subscribe(
-      {
-        start: after === undefined ? { case: "fromEnd", value: {} } : { case: "afterPosition", value: BigInt(after) },
-        aggregateTypes: types,
-        eventTypePrefix: prefix,
-        databases: (cmd.values["database"] as string[] | undefined) ?? [],
-      },
+      { ...request, checkpoints: true, start: after === undefined ? { case: "fromEnd", value: {} } : { case: "afterPosition", value: BigInt(after) } },
       { signal: stop.signal },
     );
     for await (const response of stream) {
+      reached = response.position;
       if (response.message.case === "caughtUp") {
-        io.err(`-- caught up at position ${response.position}; following new commits (Ctrl-C to stop)\n`);
+        io.err(
+          request.stopAtCaughtUp
+            ? `-- caught up at position ${response.position}; stopping (resume with --after ${response.position})\n`
+            : `-- caught up at position ${response.position}; following new commits (Ctrl-C to stop)\n`,
+        );
         continue;
       }
       if (response.message.case !== "event") continue;
@@ -121,10 +123,43 @@ export async function runTail(cmd: ParsedCommand, io: Io): Promise<number> {
     if (stop.signal.aborted) return 0;
     return grpcFailure(e, address, io);
   } finally {
+    if (stop.signal.aborted && reached !== undefined) io.err(`-- stopped at position ${reached} (resume with --after ${reached})\n`);
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     client.close();
   }
+}
+
+/** What `tidemark tail` asks Subscribe for, beside where to start. */
+export interface TailFilter {
+  readonly aggregateTypes: string[];
+  readonly eventTypePrefix: string;
+  readonly databases: string[];
+  readonly aggregateTypePrefix: string;
+  readonly eventTypes: string[];
+  readonly kinds: EventKind[];
+  readonly stopAtCaughtUp: boolean;
+}
+
+const KINDS: Readonly<Record<string, EventKind>> = { domain: EventKind.DOMAIN, command: EventKind.COMMAND };
+
+/** The filter of `tidemark tail`'s flags (pure; the server checks the values, A3). */
+export function tailRequest(cmd: ParsedCommand): TailFilter {
+  const list = (option: string) => (cmd.values[option] as string[] | undefined) ?? [];
+  const kinds = list("kind").map((k) => {
+    const kind = KINDS[k];
+    if (kind === undefined) throw new UsageError(`--kind must be domain or command, got ${JSON.stringify(k)}`);
+    return kind;
+  });
+  return {
+    aggregateTypes: list("type"),
+    eventTypePrefix: (cmd.values["prefix"] as string | undefined) ?? "",
+    databases: list("database"),
+    aggregateTypePrefix: (cmd.values["type-prefix"] as string | undefined) ?? "",
+    eventTypes: list("event-type"),
+    kinds,
+    stopAtCaughtUp: cmd.values["stop-at-caught-up"] === true,
+  };
 }
 
 /** `tidemark status <id>`. */
@@ -164,6 +199,9 @@ export async function runStatus(cmd: ParsedCommand, io: Io): Promise<number> {
         io.out(`${parts.join("  ")}\n`);
       }
     }
+    for (const c of response.handlerCounts) {
+      if (c.deadLettered + c.parked + c.replayRequested > 0n) io.out(`${c.handler}: ${c.deadLettered} dead-lettered, ${c.parked} parked, ${c.replayRequested} replay requested (tidemark dead-letters list ${c.handler})\n`);
+    }
     return 0;
   } catch (e) {
     return grpcFailure(e, address, io);
@@ -172,7 +210,7 @@ export async function runStatus(cmd: ParsedCommand, io: Io): Promise<number> {
   }
 }
 
-function iso(ts: Timestamp): string {
+export function iso(ts: Timestamp): string {
   return timestampDate(ts).toISOString();
 }
 
@@ -197,7 +235,7 @@ function tailLine(event: EventEnvelope): string {
 }
 
 /** Prints a failed call as `CODE: message` (with a hint when no server answers); exit code 1. */
-function grpcFailure(e: unknown, address: string, io: Io): number {
+export function grpcFailure(e: unknown, address: string, io: Io): number {
   const error = e as { code?: number; details?: string; message?: string };
   if (typeof error.code !== "number") throw e;
   const code = grpc.status[error.code] ?? String(error.code);

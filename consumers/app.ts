@@ -30,6 +30,7 @@ import { checkTiming, requireServices, type ConsumerConfig } from "./config.js";
 import { ConsumerRuntime, type CrashPoint, type CrashPointInfo } from "./consumer-runtime.js";
 import { ensureTopic, kafkaDeadLetters, type DeadLetterSink } from "./dead-letter.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
+import { openingHandler, type SubjectKeySource } from "./decode.js";
 
 import { KafkaSource } from "./kafka-source.js";
 import { ConsumerMetrics } from "./metrics.js";
@@ -70,6 +71,11 @@ export interface ConsumerOverrides {
    * of waiting out kafkajs's retries (for a caller that retries the whole start itself).
    */
   readonly failFast?: boolean;
+  /**
+   * Where handlers' events naming a data subject get their key to be opened (docs/SECURITY.md
+   * "Erasure"); without one such an event pauses its partition (an outage) until a source is set.
+   */
+  readonly subjectKeys?: SubjectKeySource;
 }
 
 /** A running consumer process (one or more handlers). */
@@ -197,7 +203,8 @@ async function launch(
     const runtimes = handlers.map(
       (handler) =>
         new ConsumerRuntime({
-          handler,
+          // Handlers see events naming a subject opened, or with the erasure marker (T5).
+          handler: openingHandler(handler, overrides.subjectKeys),
           db: database.db,
           source: sourceFor({ groupId: `${config.groupPrefix}${handler.name}`, topics: config.topics, fromBeginning: config.fromBeginning }),
           deadLetters,
@@ -209,6 +216,7 @@ async function launch(
           maxInFlight: config.maxInFlight,
           maxGroupSize: config.maxGroupSize,
           groupTimeoutMs: config.groupTimeoutMs,
+          replayPollMs: config.replayPollMs,
           metrics,
           log,
           owner,

@@ -4,12 +4,14 @@
  * when each message runs (per-aggregate chains, concurrency, back-pressure, offset commits over
  * recorded outcomes), the event processor gets each message's outcome recorded (claim, then apply,
  * retry, dead-letter or wait as `nextStep` decides), and the lease keeper holds the claims' leases
- * while their transaction runs. docs/CONSUMERS.md describes each part.
+ * while their transaction runs; the replayer runs the replays an operator requested through the same
+ * processor. docs/CONSUMERS.md describes each part.
  */
-import type { Logger } from "../core/index.js";
+import { type Logger, Upcasters } from "../core/index.js";
 import { EventProcessor, type EventProcessorOptions } from "./event-processor.js";
 import { LeaseKeeper, type LeaseKeeperOptions } from "./lease-keeper.js";
 import { PartitionScheduler, type PartitionSchedulerOptions } from "./partition-scheduler.js";
+import { Replayer } from "./replayer.js";
 
 export type { CrashPoint, CrashPointInfo } from "./crash-point.js";
 
@@ -17,11 +19,14 @@ export type { CrashPoint, CrashPointInfo } from "./crash-point.js";
 export interface ConsumerRuntimeOptions extends EventProcessorOptions, PartitionSchedulerOptions, Pick<LeaseKeeperOptions, "heartbeatMs"> {
   /** Called when the source starts or stops delivering (joined or lost its group): health only. */
   readonly onRunning?: (running: boolean) => void;
+  /** How often the registry is asked for replays an operator requested (ms, default 500). */
+  readonly replayPollMs?: number;
 }
 
 /** A running consumer of one handler. */
 export class ConsumerRuntime {
   private readonly scheduler: PartitionScheduler;
+  private readonly replayer: Replayer;
   private readonly log: Logger;
   private stopping = false;
 
@@ -30,7 +35,9 @@ export class ConsumerRuntime {
     const log = (this.log = options.log.child({ handler: name }));
     const leases = new LeaseKeeper({ name, db: options.db, leaseMs: options.leaseMs, heartbeatMs: options.heartbeatMs, log });
     const processor = new EventProcessor({ ...options, log }, leases);
-    this.scheduler = new PartitionScheduler({ ...options, log }, processor);
+    const upcasters = options.upcasters ?? new Upcasters(options.handler.upcasters ?? []);
+    this.scheduler = new PartitionScheduler({ ...options, log, upcasters }, processor);
+    this.replayer = new Replayer({ handler: name, db: options.db, pollMs: options.replayPollMs ?? 500, concurrency: options.concurrency, metrics: options.metrics, upcasters, log }, processor);
   }
 
   /** Where this runtime's messages come from, for logs. */
@@ -51,7 +58,9 @@ export class ConsumerRuntime {
       onRunning: (running) => this.options.onRunning?.(running),
     });
     // A start given up (the process stopping) also ends here, and consumes nothing.
-    if (!this.stopping) this.log.info({ source: this.options.source.description }, "consuming");
+    if (this.stopping) return;
+    this.replayer.start();
+    this.log.info({ source: this.options.source.description }, "consuming");
   }
 
   /**
@@ -61,7 +70,7 @@ export class ConsumerRuntime {
   async stop(graceMs = 10_000): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await this.scheduler.stop(graceMs);
+    await Promise.all([this.scheduler.stop(graceMs), this.replayer.stop()]);
     await this.options.source.stop().catch((e: unknown) => this.log.warn({ err: e }, "stopping the message source failed"));
   }
 }

@@ -1,12 +1,14 @@
 /**
  * Turns a Kafka message into a {@link ConsumedEvent}: the value is the envelope's protobuf JSON
  * (docs/CONTRACT.md R3). Anything that does not decode into a valid envelope is poison: it would fail
- * the same way on every attempt, so it goes to the dead-letter topic at once (C3).
+ * the same way on every attempt, so it goes to the dead-letter topic at once (C3). The handler's
+ * upcasters bring the data to its type's latest schema version here, before the handler sees it
+ * (E3); an event they cannot bring there is poison too.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, decodeEnvelope, type MessageHeaders } from "../core/index.js";
-import { PoisonError } from "./failures.js";
-import type { ConsumedEvent } from "./handler.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, databaseOf, decodeEnvelope, isErased, type MessageHeaders, openEnvelope, type StoredMessage, Upcasters } from "../core/index.js";
+import { InfrastructureError, PoisonError } from "./failures.js";
+import type { ConsumedEvent, Handler } from "./handler.js";
 
 /** The parts of a Kafka message the decoder reads. */
 export interface RawMessage {
@@ -17,8 +19,11 @@ export interface RawMessage {
   readonly headers?: MessageHeaders | undefined;
 }
 
-/** Decodes and validates a message; throws PoisonError naming what is wrong. */
-export function decodeMessage(message: RawMessage): ConsumedEvent {
+/**
+ * Decodes and validates a message, then upcasts it with `upcasters`; throws PoisonError naming what
+ * is wrong (for a missing upcaster: the event type and the version nothing upcasts).
+ */
+export function decodeMessage(message: RawMessage, upcasters: Upcasters = Upcasters.NONE): ConsumedEvent {
   if (message.value === null || message.value.length === 0) throw new PoisonError("message has no value (tombstone or empty)");
   let envelope;
   try {
@@ -39,6 +44,8 @@ export function decodeMessage(message: RawMessage): ConsumedEvent {
   }
   if (envelope.globalPosition > BigInt(Number.MAX_SAFE_INTEGER)) problems.push("global_position exceeds 2^53");
   if (problems.length > 0) throw new PoisonError(`invalid envelope: ${problems.join("; ")}`);
+  // A sealed event's data is upcast once it is opened (openSealedEvent), never its empty stand-in.
+  if (envelope.subject === "") envelope = upcast(envelope, upcasters);
   return {
     envelope,
     eventId: envelope.eventId,
@@ -57,6 +64,14 @@ export function decodeMessage(message: RawMessage): ConsumedEvent {
     partition: message.partition,
     offset: message.offset,
   };
+}
+
+function upcast<E extends Parameters<Upcasters["upcastEnvelope"]>[0]>(envelope: E, upcasters: Upcasters): E {
+  try {
+    return upcasters.upcastEnvelope(envelope) as E;
+  } catch (e) {
+    throw new PoisonError(`cannot read the event: ${(e as Error).message}`, { cause: e });
+  }
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -85,4 +100,75 @@ export function poisonEventId(message: RawMessage): string {
   const header = headerText(message, "event_id");
   if (header !== undefined && checkEventId(header) === undefined) return header;
   return `kafka:${message.topic}:${message.partition}:${message.offset}`;
+}
+
+// ------------------------------------------------------------------ sealed events (docs/SECURITY.md "Erasure")
+
+/**
+ * Where a consumer process gets a data subject's key: from the server (PrivacyService.GetSubjectKey,
+ * wired by the CLI), or in process from the server it runs beside. Null when the subject was
+ * forgotten (or never named). A consumer holds no master key, so once a subject is forgotten no
+ * consumer can open its events again, however long it kept its messages.
+ */
+export interface SubjectKeySource {
+  key(database: string, subject: string): Promise<Uint8Array | null>;
+}
+
+/**
+ * The event as a handler sees it: an event naming a subject gets its `data` opened with the
+ * subject's key, or the erasure marker (core ERASED_DATA) once the subject is forgotten; other
+ * events are returned as they are. The key source failing is an outage (the partition pauses, no
+ * attempt is counted); sealed bytes that do not open with the subject's key are poison.
+ */
+export async function openSealedEvent(event: ConsumedEvent, keys: SubjectKeySource | undefined, upcasters: Upcasters = Upcasters.NONE): Promise<ConsumedEvent> {
+  const subject = event.envelope.subject;
+  if (subject === "") return event;
+  if (keys === undefined) {
+    throw new InfrastructureError("an event names a data subject, but this consumer has no key source: set TIDEMARK_CONSUMER_KEY_SERVER (docs/OPERATIONS.md \"Erasure\")");
+  }
+  let key: Uint8Array | null;
+  try {
+    key = await keys.key(databaseOf(event.aggregateId), subject);
+  } catch (e) {
+    throw new InfrastructureError("subject key", { cause: e });
+  }
+  let envelope;
+  try {
+    envelope = openEnvelope(event.envelope, key);
+  } catch (e) {
+    throw new PoisonError("the event's sealed data does not open with its subject's key", { cause: e });
+  }
+  // Opened, it is brought to its type's latest schema like any other event (E3); the erasure marker is not.
+  if (!isErased(envelope)) envelope = upcast(envelope, upcasters);
+  return { ...event, envelope, data: envelope.data ?? {} };
+}
+
+/** `handler` with every event opened first ({@link openSealedEvent}); a handler sees no sealed bytes. */
+export function openingHandler<DB>(handler: Handler<DB>, keys: SubjectKeySource | undefined): Handler<DB> {
+  const batch = handler.handleBatch;
+  const upcasters = new Upcasters(handler.upcasters ?? []);
+  return {
+    ...handler,
+    handle: async (event, tx, context) => handler.handle(await openSealedEvent(event, keys, upcasters), tx, context),
+    ...(batch === undefined
+      ? {}
+      : { handleBatch: async (events, tx, context) => batch.call(handler, await Promise.all(events.map((e) => openSealedEvent(e, keys, upcasters))), tx, context) }),
+  };
+}
+
+/** A message as the registry keeps it for a replay (value and header values in base64; a header's first value). */
+export function storedMessage(message: RawMessage): StoredMessage {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(message.headers ?? {})) {
+    const first = Array.isArray(value) ? value[0] : value;
+    if (first !== undefined) headers[name] = Buffer.from(first as Buffer | string).toString("base64");
+  }
+  return { topic: message.topic, partition: message.partition, offset: message.offset, value: message.value === null ? null : message.value.toString("base64"), headers };
+}
+
+/** The message {@link storedMessage} kept, as the decoder takes it. */
+export function fromStoredMessage(stored: StoredMessage): RawMessage {
+  const headers: Record<string, Buffer> = {};
+  for (const [name, value] of Object.entries(stored.headers)) headers[name] = Buffer.from(value, "base64");
+  return { topic: stored.topic, partition: stored.partition, offset: stored.offset, value: stored.value === null ? null : Buffer.from(stored.value, "base64"), headers };
 }

@@ -7,11 +7,12 @@
  * its events to the per-event path, so retries and dead letters are exactly those of `handle`.
  */
 import type { Kysely, Transaction } from "kysely";
-import type { ConsumerDatabase, Logger } from "../core/index.js";
+import { activeContext, type ConsumerDatabase, inBatchSpan, inSpan, inSpanOf, type Logger, SpanKind, type TraceContext } from "../core/index.js";
 import type { BackoffPolicy } from "./backoff.js";
 import type { CrashHook, CrashPoint, CrashPointInfo } from "./crash-point.js";
 import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
-import { headerText, poisonEventId, traceIdOf, type RawMessage } from "./decode.js";
+import { fencedTransaction } from "./fenced-transaction.js";
+import { headerText, poisonEventId, storedMessage, traceIdOf, type RawMessage } from "./decode.js";
 import { classifyFailure, describeFailure, InfrastructureError, isLeaseLostError } from "./failures.js";
 import { GroupQueue } from "./group-queue.js";
 import { wants, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
@@ -27,7 +28,9 @@ import {
   lockWatermarks,
   markDeadLettered,
   scheduleRetry,
+  unresolvedBefore,
   type Claim,
+  type ClaimFinish,
   type ClaimOutcome,
   type ClaimRequest,
 } from "./registry.js";
@@ -63,6 +66,8 @@ interface GroupItem {
   readonly request: ClaimRequest;
   readonly event: ConsumedEvent;
   readonly raw: RawMessage;
+  /** The attempt's trace context (tracing on). */
+  readonly trace: TraceContext | undefined;
 }
 
 /**
@@ -79,6 +84,8 @@ type GroupOutcome =
 interface Member {
   readonly claim: Claim;
   readonly event: ConsumedEvent;
+  /** The message as received: kept in the registry when the event is parked. */
+  readonly raw: RawMessage;
   /** Where its crash points report it. */
   readonly info: CrashPointInfo;
 }
@@ -86,7 +93,8 @@ interface Member {
 /** What one application recorded for a member. */
 interface Recorded {
   readonly member: Member;
-  readonly state: "done" | "skipped_stale";
+  readonly state: ClaimFinish["state"];
+  readonly parkedBehind?: ClaimFinish["parkedBehind"];
 }
 
 const REFUSED: GroupOutcome = Object.freeze({ type: "refused" });
@@ -101,6 +109,8 @@ export class EventProcessor implements MessageProcessor {
   private readonly policy: AttemptPolicy;
   /** Present when the handler applies groups (`handleBatch`). */
   private readonly groups: GroupQueue<GroupItem, GroupOutcome> | undefined;
+  /** The handler parks an aggregate's later events behind a dead letter (C8); false for `skip`. */
+  private readonly parks: boolean;
 
   constructor(
     private readonly options: EventProcessorOptions,
@@ -108,6 +118,7 @@ export class EventProcessor implements MessageProcessor {
   ) {
     this.name = options.handler.name;
     this.policy = { maxAttempts: options.maxAttempts, backoff: options.backoff };
+    this.parks = (options.handler.onDeadLetter ?? "park") === "park";
     if (options.handler.handleBatch !== undefined && (options.maxGroupSize ?? 64) > 1) {
       this.groups = new GroupQueue((items) => this.applyGroup(items), options.maxGroupSize ?? 64, PARALLEL_GROUPS);
     }
@@ -120,23 +131,55 @@ export class EventProcessor implements MessageProcessor {
     return true;
   }
 
-  /** One attempt: claim (in a group when the handler has one), then do what `nextStep` says. */
-  async attempt(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
-    const request = this.claimRequest(message, afterLeaseLost);
+  /**
+   * One attempt: claim (in a group when the handler has one), then do what `nextStep` says. A
+   * traced event's attempt is a `tidemark.consume` span in its command's trace (the Kafka header
+   * names the relay's produce span), with `tidemark.claim`, `tidemark.handle` and `tidemark.done`
+   * inside.
+   */
+  attempt(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
+    const { event, raw } = message;
+    return inSpanOf(headerText(raw, "traceparent") ?? event?.traceparent, headerText(raw, "tracestate") ?? event?.tracestate, "tidemark.consume", () => this.attemptOnce(message, afterLeaseLost), {
+      kind: SpanKind.CONSUMER,
+      attributes: {
+        "tidemark.handler": this.name,
+        "tidemark.event_id": event?.eventId ?? "",
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": raw.topic,
+        "messaging.kafka.offset": raw.offset,
+      },
+    });
+  }
+
+  private async attemptOnce(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
+    const request = this.claimRequest(message, afterLeaseLost, false);
     const { event } = message;
     if (this.groups !== undefined && event !== undefined && !afterLeaseLost) {
-      const grouped = await infra("claim", () => this.groups!.submit({ request, event, raw: message.raw }));
+      const grouped = await infra("claim", () => this.groups!.submit({ request, event, raw: message.raw, trace: activeContext() }));
       if (grouped.type === "finished") return RECORDED;
       if (grouped.type === "claimed") return this.afterClaim({ type: "claimed", claim: grouped.claim }, message, grouped.claimSentAt);
       // Refused in the group: the single claim below finds out why (held, ordering, finished).
     }
     const claimSentAt = performance.now();
+    const answer = await infra("claim", () => inSpan("tidemark.claim", () => claimEvent(this.options.db, request)));
+    return this.afterClaim(answer, message, claimSentAt);
+  }
+
+  /**
+   * One attempt of a replay an operator asked for (consumers/replayer.ts): the same claim — which
+   * may also take the `replay_requested` row, attempts counting from 1 — lease, fence, ordering
+   * guard and parking check as a delivery, always on the per-event path.
+   */
+  async replay(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
+    const request = this.claimRequest(message, afterLeaseLost, true);
+    const claimSentAt = performance.now();
     const answer = await infra("claim", () => claimEvent(this.options.db, request));
     return this.afterClaim(answer, message, claimSentAt);
   }
 
-  private claimRequest({ raw, event }: IncomingMessage, countResume: boolean): ClaimRequest {
-    const holder = { handler: this.name, owner: this.options.owner, leaseMs: this.options.leaseMs, countResume };
+  private claimRequest({ raw, event }: IncomingMessage, countResume: boolean, replay: boolean): ClaimRequest {
+    const holder = { handler: this.name, owner: this.options.owner, leaseMs: this.options.leaseMs, countResume, replay };
     if (event === undefined) {
       // Undecodable: registered under what its headers say, to be dead-lettered once.
       return {
@@ -181,7 +224,7 @@ export class EventProcessor implements MessageProcessor {
     await options.crashPoint?.("after-claim", info);
     if (step.type === "dead-letter") return this.deadLetter(claim, raw, step.reason, step.cause);
     // Only a decoded message is applied: an undecodable one was dead-lettered above.
-    return this.applyOne({ claim, event: message.event!, info }, raw, claimSentAt);
+    return this.applyOne({ claim, event: message.event!, raw, info }, raw, claimSentAt);
   }
 
   /** Applies one claimed event; a failure is classified and `nextStep` says what follows. */
@@ -191,7 +234,7 @@ export class EventProcessor implements MessageProcessor {
     const lease = this.leases.keep([claim], claimSentAt, claim.eventId);
     const context = handlerContext(claim, event, lease.signal, options.log);
     try {
-      const recorded = await this.applyTogether([member], lease, async ([fresh], tx) => {
+      const recorded = await this.applyTogether([member], [activeContext()], lease, async ([fresh], tx) => {
         const started = performance.now();
         try {
           await lease.race(options.handler.handle(fresh!, tx, context));
@@ -219,7 +262,8 @@ export class EventProcessor implements MessageProcessor {
   private async applyGroup(items: readonly GroupItem[]): Promise<GroupOutcome[]> {
     const { options } = this;
     const claimSentAt = performance.now();
-    const claims = await claimEvents(options.db, this.name, options.owner, options.leaseMs, items.map((i) => i.request));
+    const traces = items.map((i) => i.trace);
+    const claims = await inBatchSpan("tidemark.claim", traces, () => claimEvents(options.db, this.name, options.owner, options.leaseMs, items.map((i) => i.request)), { "tidemark.group.size": items.length });
     const indexOf = new Map(items.map((item, i) => [item.event.eventId, i]));
     const outcomes: GroupOutcome[] = items.map((item) => {
       const claim = claims.get(item.event.eventId);
@@ -235,6 +279,7 @@ export class EventProcessor implements MessageProcessor {
     const members: Member[] = joining.map(({ item, claim }) => ({
       claim,
       event: item.event,
+      raw: item.raw,
       info: { topic: item.raw.topic, partition: item.raw.partition, offset: item.raw.offset, eventId: claim.eventId, groupSize: joining.length },
     }));
     await this.crashAt("after-claim", members);
@@ -248,7 +293,8 @@ export class EventProcessor implements MessageProcessor {
     );
     const started = performance.now();
     try {
-      const recorded = await this.applyTogether(members, lease, (fresh, tx) => lease.race(options.handler.handleBatch!(fresh, tx, { signal: lease.signal, log: options.log })));
+      const memberTraces = joining.map(({ item }) => item.trace);
+      const recorded = await this.applyTogether(members, memberTraces, lease, (fresh, tx) => lease.race(options.handler.handleBatch!(fresh, tx, { signal: lease.signal, log: options.log })));
       options.metrics.handlerSeconds.observe({ handler: this.name }, (performance.now() - started) / 1000);
       options.metrics.groupSize.observe({ handler: this.name }, members.length);
       this.count(recorded);
@@ -279,23 +325,47 @@ export class EventProcessor implements MessageProcessor {
    */
   private async applyTogether(
     members: readonly Member[],
+    traces: ReadonlyArray<TraceContext | undefined>,
     lease: KeptLease,
     sideEffect: (fresh: ConsumedEvent[], tx: Transaction<ConsumerDatabase>) => Promise<void>,
   ): Promise<Recorded[]> {
     return this.options.db.transaction().execute(async (tx) => {
       const applied = await lockWatermarks(tx, this.name, members.map((m) => m.event));
+      // Under the watermark locks, so a replay request (which takes them too) and this check
+      // cannot cross: a parked event is either in the replay or queued behind it (C8).
+      const before = this.parks ? await unresolvedBefore(tx, this.name, members.map((m) => m.event)) : undefined;
       const recorded = members.map((member): Recorded => {
         const appliedSeq = applied.get(aggregateKey(member.event.aggregateType, member.event.aggregateId)) ?? 0;
-        const step = nextStep({ type: "watermark-read", seq: member.event.seq, appliedSeq }, this.policy);
-        return { member, state: step.type === "apply" ? "done" : "skipped_stale" };
+        const found = before?.get(member.event.eventId);
+        const step = nextStep(
+          { type: "watermark-read", seq: member.event.seq, appliedSeq, blockedBy: found?.blocker?.eventId, replayingBefore: found?.replaying?.eventId },
+          this.policy,
+        );
+        switch (step.type) {
+          case "apply":
+            return { member, state: "done" };
+          case "skip-stale":
+            return { member, state: "skipped_stale" };
+          case "park":
+            return { member, state: "parked", parkedBehind: found!.blocker };
+          case "queue-replay":
+            return { member, state: "replay_requested", parkedBehind: found!.replaying };
+        }
       });
       const fresh = recorded.filter((r) => r.state === "done").map((r) => r.member);
       await this.crashAt("before-side-effect", fresh);
-      if (fresh.length > 0) await sideEffect(fresh.map((m) => m.event), tx);
+      // The handler writes through a fenced transaction: a statement after the lease is lost fails
+      // instead of running on its own once the rollback released the connection (C1).
+      if (fresh.length > 0) await inBatchSpan("tidemark.handle", traces, () => sideEffect(fresh.map((m) => m.event), fencedTransaction(tx, lease.signal)), { "tidemark.handler": this.name });
       await this.crashAt("after-side-effect", fresh);
       if (lease.signal.aborted) throw lease.signal.reason;
       await this.crashAt("before-done", fresh);
-      await finishClaims(tx, recorded.map((r) => ({ claim: r.member.claim, state: r.state })));
+      await inBatchSpan("tidemark.done", traces, () =>
+        finishClaims(
+          tx,
+          recorded.map((r): ClaimFinish => (r.state === "parked" || r.state === "replay_requested" ? { claim: r.member.claim, state: r.state, message: storedMessage(r.member.raw), parkedBehind: r.parkedBehind } : { claim: r.member.claim, state: r.state })),
+        ),
+      );
       return recorded;
     });
   }
@@ -335,7 +405,7 @@ export class EventProcessor implements MessageProcessor {
       "dead-letter produce",
       () => options.deadLetters.publish({ handler: this.name, eventId: claim.eventId, reason, cause, attempts: claim.attempts, message: raw }),
     );
-    const marked = await infra("mark dead-lettered", () => markDeadLettered(options.db, claim, cause));
+    const marked = await infra("mark dead-lettered", () => markDeadLettered(options.db, claim, cause, storedMessage(raw)));
     if (!marked) return { type: "again", ms: 0 };
     options.metrics.deadLetters.inc({ handler: this.name, reason });
     options.metrics.processed.inc({ handler: this.name, outcome: "dead_lettered" });
@@ -347,11 +417,14 @@ export class EventProcessor implements MessageProcessor {
   /** Counts the recorded outcomes of an application. */
   private count(recorded: readonly Recorded[]): void {
     const { metrics, log } = this.options;
-    for (const { member, state } of recorded) {
+    for (const { member, state, parkedBehind } of recorded) {
       metrics.processed.inc({ handler: this.name, outcome: state });
       if (state === "skipped_stale") {
         metrics.skippedStale.inc({ handler: this.name });
         log.info({ ...eventFields(member.event), seq: member.event.seq }, "skipped a stale event (a higher seq of its aggregate was applied)");
+      } else if (state === "parked" || state === "replay_requested") {
+        metrics.parked.inc({ handler: this.name, state });
+        log.info({ ...eventFields(member.event), seq: member.event.seq, behind: parkedBehind?.eventId }, state === "parked" ? "parked behind an unresolved earlier event of its aggregate" : "queued behind the replay of an earlier event of its aggregate");
       }
     }
   }

@@ -5,7 +5,7 @@
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Transaction } from "kysely";
-import type { EventEnvelope, Logger } from "../core/index.js";
+import { type EventEnvelope, type Logger, type Upcaster, Upcasters } from "../core/index.js";
 
 /** One event as a handler sees it: the decoded envelope plus where it came from. */
 export interface ConsumedEvent {
@@ -57,6 +57,20 @@ export interface Handler<DB = any> {
   readonly aggregateTypes?: readonly string[];
   /** Only these event types reach `handle` (default all). */
   readonly eventTypes?: readonly string[];
+  /**
+   * Upcasters keyed by `(eventType, fromVersion)`: every event of a type they cover reaches `handle`
+   * in that type's latest schema version (docs/CONTRACT.md E3); one they cannot bring there —
+   * a missing step, a version newer than the latest, an upcaster that throws — is dead-lettered at
+   * once as poison. A handler module's `upcasters` export applies to its handlers that declare none.
+   */
+  readonly upcasters?: readonly Upcaster[];
+  /**
+   * What follows a dead letter of this handler (docs/CONTRACT.md C8): `park` (default) records
+   * every later event of the same aggregate as parked, not applied, until the dead letter is
+   * replayed or discarded, so the side effects keep the stream's order; `skip` applies them
+   * anyway, for handlers that do not care about order.
+   */
+  readonly onDeadLetter?: "park" | "skip";
   handle(event: ConsumedEvent, tx: Transaction<DB>, context: HandlerContext): Promise<void>;
   /**
    * Optional: applies several events in one transaction, for handlers whose whole side effect is
@@ -85,6 +99,8 @@ const HANDLER_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/;
  */
 export function defineHandler<DB = any>(handler: Handler<DB>): Handler<DB> {
   if (!HANDLER_NAME.test(handler.name)) throw new Error(`handler name ${JSON.stringify(handler.name)} must match ${HANDLER_NAME}`);
+  // Malformed or duplicate upcasters fail here, at definition, rather than at the first event.
+  if (handler.upcasters !== undefined) new Upcasters(handler.upcasters);
   return Object.freeze({ ...handler });
 }
 

@@ -34,6 +34,12 @@ export class ConsumerMetrics {
   readonly groupSize: Histogram<"handler">;
   /** Groups rolled back and handed to the per-event path. */
   readonly groupFallbacks: Counter<"handler">;
+  /** Events parked behind an unresolved earlier event of their aggregate, or queued behind its replay (C8). */
+  readonly parked: Counter<"handler" | "state">;
+  /** Events waiting for an operator, by state (dead_lettered, parked, replay_requested), read from the registry. */
+  readonly waiting: Gauge<"handler" | "state">;
+  /** Replayed events with an outcome recorded (the replayer's attempts). */
+  readonly replayed: Counter<"handler">;
 
   constructor(readonly registry: Registry) {
     const registers = [registry];
@@ -50,6 +56,9 @@ export class ConsumerMetrics {
     this.projectionPosition = new Gauge({ name: "tidemark_projection_applied_position", help: "Global position up to which the projection reflects every event.", labelNames: ["projection"], registers });
     this.groupSize = new Histogram({ name: "tidemark_consumer_group_size", help: "Events applied together in one transaction (handlers with handleBatch).", labelNames: ["handler"], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers });
     this.groupFallbacks = new Counter({ name: "tidemark_consumer_group_fallbacks_total", help: "Groups rolled back and applied one event at a time.", labelNames: ["handler"], registers });
+    this.parked = new Counter({ name: "tidemark_consumer_parked_total", help: "Events parked behind an unresolved earlier event of their aggregate, or queued behind its replay.", labelNames: ["handler", "state"], registers });
+    this.waiting = new Gauge({ name: "tidemark_consumer_waiting_events", help: "Events waiting for an operator (dead-lettered, parked, replay requested), from the registry.", labelNames: ["handler", "state"], registers });
+    this.replayed = new Counter({ name: "tidemark_consumer_replayed_total", help: "Replayed events whose outcome was recorded.", labelNames: ["handler"], registers });
     this.pruned = new Counter({ name: "tidemark_consumer_registry_pruned_total", help: "Done rows deleted by housekeeping.", registers });
   }
 }

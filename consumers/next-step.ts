@@ -39,12 +39,19 @@ export interface ClaimAnswered<C extends ClaimFacts> {
   readonly undecodable?: string | undefined;
 }
 
-/** Inside the side effect's transaction the event's aggregate watermark was read (C2). */
+/**
+ * Inside the side effect's transaction the event's aggregate watermark was read (C2) and, for a
+ * handler that parks, what stands before the event in its aggregate (C8).
+ */
 export interface WatermarkRead {
   readonly type: "watermark-read";
   readonly seq: number;
   /** The highest seq of the aggregate this handler applied (0 when none). */
   readonly appliedSeq: number;
+  /** A lower seq of the aggregate is dead-lettered or parked (absent for a `skip` handler). */
+  readonly blockedBy?: string | undefined;
+  /** A lower seq of the aggregate waits for its replay (absent for a `skip` handler). */
+  readonly replayingBefore?: string | undefined;
 }
 
 /** An attempt failed at `at`: how the failure was classified, and its description. */
@@ -77,8 +84,15 @@ export type StepAfterClaim<C> =
   | { readonly type: "acknowledge" }
   | { readonly type: "wait"; readonly ms: number };
 
-/** The steps inside the transaction, once the watermark is known. */
-export type StepInTransaction = { readonly type: "apply" } | { readonly type: "skip-stale" };
+/**
+ * The steps inside the transaction, once the watermark is known: apply, skip as stale, park behind
+ * an unresolved earlier event (recorded, not applied, C8), or join the replay of an earlier one.
+ */
+export type StepInTransaction =
+  | { readonly type: "apply" }
+  | { readonly type: "skip-stale" }
+  | { readonly type: "park"; readonly behind: string }
+  | { readonly type: "queue-replay"; readonly behind: string };
 
 /** The steps after a failed attempt. */
 export type StepAfterFailure =
@@ -102,7 +116,8 @@ const HOLDER_LOST = "the holder's lease expired (it crashed or stalled)";
 /**
  * The next step for an event in `situation`. After a claim: acknowledge a finished event, wait
  * (at most {@link MAX_POLL_MS}) when refused, dead-letter poison or an event claimed beyond
- * `maxAttempts`, else apply. In the transaction: skip an event at or below its watermark. After a
+ * `maxAttempts`, else apply. In the transaction: skip an event at or below its watermark, park one
+ * behind an unresolved earlier event, queue one behind an earlier event's replay. After a
  * failure: claim again after a lost lease, pause on an outage, dead-letter poison or the last
  * attempt, else retry at `at` + backoff (`random` spreads the backoff, default Math.random).
  */
@@ -115,7 +130,11 @@ export function nextStep<C extends ClaimFacts>(situation: Situation<C>, policy: 
       return afterClaim(situation, policy);
     case "watermark-read":
       // Gaps are fine (void slots never reach consumers); going back in seq is not (C2).
-      return situation.seq <= situation.appliedSeq ? { type: "skip-stale" } : { type: "apply" };
+      if (situation.seq <= situation.appliedSeq) return { type: "skip-stale" };
+      // Applying past an unresolved earlier event would let the read model diverge (C8).
+      if (situation.blockedBy !== undefined) return { type: "park", behind: situation.blockedBy };
+      if (situation.replayingBefore !== undefined) return { type: "queue-replay", behind: situation.replayingBefore };
+      return { type: "apply" };
     case "attempt-failed":
       return afterFailure(situation, policy, random);
   }

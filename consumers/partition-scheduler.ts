@@ -7,7 +7,7 @@
  * `maxInFlight` messages between fetch and commit pause the partition (back-pressure). Offsets are
  * committed over the contiguous prefix of recorded outcomes only (C5).
  */
-import { type Logger, type MessageSource, sleep, type SourceBatch, type SourceMessage } from "../core/index.js";
+import { type Logger, type MessageSource, sleep, type SourceBatch, type SourceMessage, Upcasters } from "../core/index.js";
 import { backoffDelay, type BackoffPolicy } from "./backoff.js";
 import { Coalescer } from "./coalescer.js";
 import type { CrashHook } from "./crash-point.js";
@@ -56,6 +56,8 @@ export interface PartitionSchedulerOptions {
   readonly crashPoint?: CrashHook;
   /** Called after an event's outcome is recorded (the projection nudges its position tracker). */
   readonly onRecorded?: (event: ConsumedEvent | undefined) => void;
+  /** The handler's upcasters, applied as each message is decoded (docs/CONTRACT.md E3; default none). */
+  readonly upcasters?: Upcasters;
 }
 
 const OUTAGE_BACKOFF: BackoffPolicy = Object.freeze({ baseMs: 100, maxMs: 5000, jitter: 0.2 });
@@ -162,7 +164,7 @@ export class PartitionScheduler {
 
   /** Chains the message behind its aggregate's previous one; when its outcome is recorded, commits. */
   private dispatch(partition: Partition, message: SourceMessage): void {
-    const incoming = decode({ topic: partition.topic, partition: partition.partition, offset: message.offset, value: message.value, headers: message.headers });
+    const incoming = decode({ topic: partition.topic, partition: partition.partition, offset: message.offset, value: message.value, headers: message.headers }, this.options.upcasters ?? Upcasters.NONE);
     const { raw, event } = incoming;
     const chainKey = event === undefined ? `\u0001${raw.offset}` : aggregateKey(event.aggregateType, event.aggregateId);
     const eventKey = event?.eventId ?? poisonEventId(raw);
@@ -305,10 +307,10 @@ export class PartitionScheduler {
   }
 }
 
-/** Decodes a message; one that does not decode is poison, kept with the reason (C3). */
-function decode(raw: RawMessage): IncomingMessage {
+/** Decodes a message; one that does not decode, or that the upcasters cannot bring up to date, is poison, kept with the reason (C3, E3). */
+export function decode(raw: RawMessage, upcasters: Upcasters = Upcasters.NONE): IncomingMessage {
   try {
-    return { raw, event: decodeMessage(raw), poison: undefined };
+    return { raw, event: decodeMessage(raw, upcasters), poison: undefined };
   } catch (e) {
     return { raw, event: undefined, poison: e instanceof PoisonError ? e : new PoisonError("message could not be decoded", { cause: e }) };
   }

@@ -5,7 +5,7 @@
  * computed by PostgreSQL (`clock_timestamp()`), never by the worker's clock (weakness 10).
  */
 import { sql, type Kysely, type Transaction } from "kysely";
-import type { ConsumerDatabase, ProcessingState, RegistryDb, RegistryEvent } from "../core/index.js";
+import type { ConsumerDatabase, ProcessingState, RegistryDb, RegistryEvent, StoredMessage } from "../core/index.js";
 import { LeaseLostError } from "./failures.js";
 
 /** What the registry records about an event when a handler claims it. */
@@ -23,6 +23,11 @@ export interface ClaimRequest extends RegistryEvent {
    * forever. Resuming after an outage does not count.
    */
   readonly countResume?: boolean;
+  /**
+   * A replay (consumers/replayer.ts): the claim may also take a `replay_requested` row, and its
+   * attempts start again at 1. Only the replayer sets it; a delivery finds such a row finished.
+   */
+  readonly replay?: boolean;
 }
 
 /** A held claim: the fencing token every later step must present. */
@@ -35,7 +40,7 @@ export interface Claim {
   readonly fence: number;
   /** Attempts so far, this one included. */
   readonly attempts: number;
-  /** The state this claim replaced: null (new), 'processing' (a takeover), 'retry_scheduled', 'self' (resumed). */
+  /** The state this claim replaced: null (new), 'processing' (a takeover), 'retry_scheduled', 'replay_requested', 'self' (resumed). */
   readonly claimedFrom: string | null;
   /** The error recorded by the previous attempt, if any. */
   readonly lastError: string | null;
@@ -45,7 +50,7 @@ export interface Claim {
 export type ClaimOutcome =
   | { readonly type: "claimed"; readonly claim: Claim }
   /** The event already has a final outcome for this handler: nothing to do. */
-  | { readonly type: "finished"; readonly state: Extract<ProcessingState, "done" | "dead_lettered" | "skipped_stale"> }
+  | { readonly type: "finished"; readonly state: Exclude<ProcessingState, "processing" | "retry_scheduled"> }
   /**
    * Not now: another worker holds a live lease ("held"), the retry is not due ("not_due"), or a
    * lower seq of the same aggregate is still in flight ("ordering"). Ask again after `ms`.
@@ -58,11 +63,11 @@ const ORDERING_POLL_MS = 100;
  * Claims `(handler, event_id)` with a fresh fencing token and a lease of `leaseMs` (DB clock).
  * Succeeds for a new event, an expired lease (a takeover: counts an attempt, C4), a due retry, or
  * this worker's own claim interrupted by an outage. Refuses while a lower seq of the same aggregate is
- * processing or scheduled for retry (C2: n+1 waits while n is in flight). Of two concurrent
+ * processing, scheduled for retry or waiting for its replay (C2, C9: n+1 waits while n is in flight). Of two concurrent
  * claims exactly one succeeds (the primary key decides).
  */
 export async function claimEvent(db: RegistryDb, request: ClaimRequest): Promise<ClaimOutcome> {
-  const granted = await claimEvents(db, request.handler, request.owner, request.leaseMs, [request], request.countResume ?? false);
+  const granted = await claimEvents(db, request.handler, request.owner, request.leaseMs, [request], request.countResume ?? false, request.replay ?? false);
   const claim = granted.get(request.eventId);
   if (claim !== undefined) return { type: "claimed", claim };
 
@@ -74,9 +79,16 @@ export async function claimEvent(db: RegistryDb, request: ClaimRequest): Promise
   const state = current[0];
   if (state === undefined) return { type: "wait", reason: "ordering", ms: ORDERING_POLL_MS };
   switch (state.state) {
+    case "replay_requested":
+      // The replayer's own claim was refused: an earlier event of the aggregate is still in flight.
+      if (request.replay === true) return { type: "wait", reason: "ordering", ms: ORDERING_POLL_MS };
+      return { type: "finished", state: state.state };
     case "done":
     case "dead_lettered":
     case "skipped_stale":
+    case "parked":
+    case "discarded":
+      // Parked and replay-requested events are recorded for a delivery: the replayer owns them.
       return { type: "finished", state: state.state };
     case "processing":
       return { type: "wait", reason: "held", ms: Math.max(10, (state.lease_left_ms ?? 0) + 5) };
@@ -123,19 +135,21 @@ export async function scheduleRetry(db: RegistryDb, claim: Claim, delayMs: numbe
   const result = await sql`
     update processed_events set state = 'retry_scheduled',
       next_attempt_at = clock_timestamp() + ${delayMs}::bigint * interval '1 millisecond',
-      last_error = ${error}, lease_expires_at = null, updated_at = clock_timestamp()
+      last_error = ${error}, lease_expires_at = null, updated_at = clock_timestamp(),
+      first_failed_at = coalesce(first_failed_at, clock_timestamp()), last_failed_at = clock_timestamp()
     where handler = ${claim.handler} and event_id = ${claim.eventId} and fence = ${claim.fence} and state = 'processing'`.execute(db);
   return Number(result.numAffectedRows ?? 0n) === 1;
 }
 
 /**
- * Marks a held claim dead-lettered with its cause (after the dead-letter message was produced).
- * Returns false when the claim was fenced meanwhile.
+ * Marks a held claim dead-lettered with its cause (after the dead-letter message was produced),
+ * keeping the message for a replay. Returns false when the claim was fenced meanwhile.
  */
-export async function markDeadLettered(db: RegistryDb, claim: Claim, error: string): Promise<boolean> {
+export async function markDeadLettered(db: RegistryDb, claim: Claim, error: string, message: StoredMessage): Promise<boolean> {
   const result = await sql`
     update processed_events set state = 'dead_lettered', last_error = ${error}, lease_expires_at = null,
-      finished_at = clock_timestamp(), updated_at = clock_timestamp()
+      finished_at = clock_timestamp(), updated_at = clock_timestamp(), message = ${JSON.stringify(message)}::jsonb,
+      first_failed_at = coalesce(first_failed_at, clock_timestamp()), last_failed_at = clock_timestamp()
     where handler = ${claim.handler} and event_id = ${claim.eventId} and fence = ${claim.fence} and state = 'processing'`.execute(db);
   return Number(result.numAffectedRows ?? 0n) === 1;
 }
@@ -204,6 +218,7 @@ export async function claimEvents(
   leaseMs: number,
   events: readonly RegistryEvent[],
   countResume = false,
+  replay = false,
 ): Promise<GroupClaims> {
   const granted: GroupClaims = new Map();
   if (events.length === 0) return granted;
@@ -227,7 +242,7 @@ export async function claimEvents(
       select 1 from processed_events p
       where p.handler = ${handler} and p.aggregate_type = r.aggregate_type
         and p.aggregate_id = r.aggregate_id and p.seq < r.seq and p.event_id <> r.event_id and r.seq > 0
-        and (p.state = 'retry_scheduled' or (p.state = 'processing' and p.lease_expires_at > clock_timestamp())))
+        and (p.state in ('retry_scheduled', 'replay_requested') or (p.state = 'processing' and p.lease_expires_at > clock_timestamp())))
     on conflict (handler, event_id) do update set
       state = 'processing',
       fence = excluded.fence,
@@ -236,11 +251,13 @@ export async function claimEvents(
       lease_expires_at = excluded.lease_expires_at,
       heartbeat_at = excluded.heartbeat_at,
       next_attempt_at = null,
-      attempts = pe.attempts + case when pe.state = 'processing' and pe.owner = excluded.owner and not ${countResume}::boolean then 0 else 1 end,
+      attempts = case when pe.state = 'replay_requested' then 1
+        else pe.attempts + case when pe.state = 'processing' and pe.owner = excluded.owner and not ${countResume}::boolean then 0 else 1 end end,
       global_position = coalesce(pe.global_position, excluded.global_position),
       updated_at = excluded.updated_at
     where (pe.state = 'processing' and (pe.lease_expires_at <= clock_timestamp() or pe.owner = excluded.owner))
        or (pe.state = 'retry_scheduled' and pe.next_attempt_at <= clock_timestamp())
+       or (pe.state = 'replay_requested' and ${replay}::boolean)
     returning event_id, fence, attempts, claimed_from, last_error`.execute(db);
   const byId = new Map(unique.map((e) => [e.eventId, e]));
   for (const row of rows) {
@@ -311,12 +328,67 @@ export async function lockWatermarks(tx: Transaction<ConsumerDatabase>, handler:
 }
 
 /**
- * {@link finishClaim} for several held claims in one statement: each becomes `done` or
- * `skipped_stale`, and each aggregate's watermark rises to the highest seq done. Throws
+ * How an application ends for one held claim: applied (`done`), stale, parked behind an unresolved
+ * earlier event of its aggregate, or queued behind a replay (`replay_requested`); a parked or
+ * queued event keeps its message for the replay.
+ */
+export interface ClaimFinish {
+  readonly claim: Claim;
+  readonly state: "done" | "skipped_stale" | "parked" | "replay_requested";
+  readonly message?: StoredMessage | undefined;
+  readonly parkedBehind?: Unresolved | undefined;
+}
+
+/** An unresolved event of an aggregate: dead-lettered, parked or waiting for its replay. */
+export interface Unresolved {
+  readonly eventId: string;
+  readonly seq: number;
+  readonly state: "dead_lettered" | "parked" | "replay_requested";
+}
+
+/**
+ * What stands before each of `events` in its aggregate for `handler` (the parking check of
+ * docs/CONTRACT.md C8, inside the transaction that holds the aggregates' watermark locks): the
+ * earliest dead-lettered or parked event with a lower seq (`blocker`), else whether a lower seq
+ * waits for its replay (`replaying`). Events of seq 0 (undecodable) order nothing.
+ */
+export async function unresolvedBefore(
+  tx: Transaction<ConsumerDatabase>,
+  handler: string,
+  events: ReadonlyArray<{ eventId: string; aggregateType: string; aggregateId: string; seq: number }>,
+): Promise<Map<string, { blocker: Unresolved | undefined; replaying: Unresolved | undefined }>> {
+  const out = new Map<string, { blocker: Unresolved | undefined; replaying: Unresolved | undefined }>();
+  if (events.length === 0) return out;
+  const { rows } = await sql<{ event_id: string; b_id: string | null; b_seq: number | null; b_state: Unresolved["state"] | null; r_id: string | null; r_seq: number | null }>`
+    select e.event_id, b.event_id as b_id, b.seq as b_seq, b.state as b_state, r.event_id as r_id, r.seq as r_seq
+    from unnest(${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.aggregateType)}::text[], ${events.map((e) => e.aggregateId)}::text[], ${events.map((e) => e.seq)}::bigint[])
+      as e(event_id, aggregate_type, aggregate_id, seq)
+    left join lateral (
+      select p.event_id, p.seq, p.state from processed_events p
+      where p.handler = ${handler} and p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id
+        and p.seq > 0 and p.seq < e.seq and p.event_id <> e.event_id and p.state in ('dead_lettered', 'parked')
+      order by p.seq limit 1) b on true
+    left join lateral (
+      select p.event_id, p.seq from processed_events p
+      where p.handler = ${handler} and p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id
+        and p.seq > 0 and p.seq < e.seq and p.event_id <> e.event_id and p.state = 'replay_requested'
+      order by p.seq limit 1) r on true`.execute(tx);
+  for (const row of rows) {
+    out.set(row.event_id, {
+      blocker: row.b_id === null ? undefined : { eventId: row.b_id, seq: Number(row.b_seq), state: row.b_state! },
+      replaying: row.r_id === null ? undefined : { eventId: row.r_id, seq: Number(row.r_seq), state: "replay_requested" },
+    });
+  }
+  return out;
+}
+
+/**
+ * {@link finishClaim} for several held claims in one statement: each becomes `done`,
+ * `skipped_stale`, `parked` or `replay_requested`, and each aggregate's watermark rises to the highest seq done. Throws
  * LeaseLostError — the caller's transaction, side effects included, rolls back — unless every
  * claim's fence is current and its lease live at this moment.
  */
-export async function finishClaims(tx: Transaction<ConsumerDatabase>, outcomes: ReadonlyArray<{ claim: Claim; state: "done" | "skipped_stale" }>): Promise<void> {
+export async function finishClaims(tx: Transaction<ConsumerDatabase>, outcomes: readonly ClaimFinish[]): Promise<void> {
   if (outcomes.length === 0) return;
   const handler = outcomes[0]!.claim.handler;
   const marks = new Map<string, Claim>();
@@ -330,9 +402,16 @@ export async function finishClaims(tx: Transaction<ConsumerDatabase>, outcomes: 
   const { rows } = await sql<{ finished: number }>`
     with fin as (
       update processed_events p set state = c.state, finished_at = clock_timestamp(), updated_at = clock_timestamp(),
-        lease_expires_at = null
-      from unnest(${outcomes.map((o) => o.claim.eventId)}::text[], ${outcomes.map((o) => o.claim.fence)}::bigint[], ${outcomes.map((o) => o.state)}::text[])
-        as c(event_id, fence, state)
+        lease_expires_at = null,
+        message = coalesce(c.message::jsonb, p.message),
+        parked_behind = case when c.state = 'done' then p.parked_behind else c.parked_behind end,
+        last_error = case when c.state = 'parked' then c.cause else p.last_error end
+      from unnest(
+          ${outcomes.map((o) => o.claim.eventId)}::text[], ${outcomes.map((o) => o.claim.fence)}::bigint[], ${outcomes.map((o) => o.state)}::text[],
+          ${outcomes.map((o) => (o.message === undefined ? null : JSON.stringify(o.message)))}::text[],
+          ${outcomes.map((o) => o.parkedBehind?.eventId ?? null)}::text[],
+          ${outcomes.map((o) => (o.parkedBehind === undefined ? null : `parked behind ${o.parkedBehind.eventId} (seq ${o.parkedBehind.seq}, ${o.parkedBehind.state})`))}::text[])
+        as c(event_id, fence, state, message, parked_behind, cause)
       where p.handler = ${handler} and p.event_id = c.event_id and p.fence = c.fence
         and p.state = 'processing' and p.lease_expires_at > clock_timestamp()
       returning p.event_id

@@ -64,6 +64,9 @@ export interface EventContent {
   readonly metadata: Readonly<Record<string, string>>;
   readonly schemaVersion: number;
   readonly kind: EventKind;
+  /** The data subject (docs/SECURITY.md "Erasure"); with one, `data` is `{}` and `sealedData` holds it. */
+  readonly subject?: string;
+  readonly sealedData?: Uint8Array;
 }
 
 /**
@@ -75,7 +78,7 @@ export function contentHash(content: EventContent): string {
   for (const [key, value] of Object.entries(content.metadata)) {
     if (!TRACE_METADATA_KEYS.has(key)) metadata[key] = value;
   }
-  const canonical = canonicalJson({
+  const fields: Record<string, JsonValue> = {
     aggregate_id: content.aggregateId,
     aggregate_type: content.aggregateType,
     data: content.data,
@@ -83,7 +86,15 @@ export function contentHash(content: EventContent): string {
     kind: content.kind,
     metadata,
     schema_version: content.schemaVersion,
-  });
+  };
+  // A sealed event hashes its sealed bytes, never its plaintext: the hash (and the chain over it)
+  // stays verifiable after the subject is forgotten, and reveals nothing of the data (T5). Events
+  // without a subject hash exactly as before.
+  if (content.subject !== undefined && content.subject !== "") {
+    fields["subject"] = content.subject;
+    fields["sealed_data"] = Buffer.from(content.sealedData ?? new Uint8Array()).toString("base64");
+  }
+  const canonical = canonicalJson(fields);
   return `sha256:${createHash("sha256").update(canonical).digest("hex")}`;
 }
 

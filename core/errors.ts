@@ -39,6 +39,27 @@ export class ConcurrencyError extends TidemarkError {
   }
 }
 
+/** One expectation or consistency check of a multi-stream append that did not hold. */
+export interface StreamConflictInfo {
+  /** The request field that stated it: `streams[i]` or `consistency_checks[i]`. */
+  readonly field: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly expectedSeq: number;
+  readonly actualSeq: number;
+}
+
+/**
+ * Expectations or consistency checks of a multi-stream append did not hold (docs/CONTRACT.md W8):
+ * ABORTED listing every one that failed, in request order. Nothing was written.
+ */
+export class ConsistencyError extends TidemarkError {
+  readonly kind = "consistency" as const;
+  constructor(readonly conflicts: readonly StreamConflictInfo[]) {
+    super(conflicts.map((c) => `${c.field} ${c.aggregateType}/${c.aggregateId}: expected sequence ${c.expectedSeq}, but the head is ${c.actualSeq}`).join("; "));
+  }
+}
+
 /** An event_id was used before with other content (docs/CONTRACT.md W4): ALREADY_EXISTS. */
 export class IdempotencyError extends TidemarkError {
   readonly kind = "idempotency" as const;
@@ -71,6 +92,7 @@ export class UnavailableError extends TidemarkError {
 export type DomainError =
   | ValidationError
   | ConcurrencyError
+  | ConsistencyError
   | IdempotencyError
   | NotFoundError
   | PreconditionError
@@ -84,6 +106,7 @@ function hasKind(e: unknown, kind: string): boolean {
 
 export const isValidationError = (e: unknown): e is ValidationError => hasKind(e, "validation");
 export const isConcurrencyError = (e: unknown): e is ConcurrencyError => hasKind(e, "concurrency");
+export const isConsistencyError = (e: unknown): e is ConsistencyError => hasKind(e, "consistency");
 export const isIdempotencyError = (e: unknown): e is IdempotencyError => hasKind(e, "idempotency");
 export const isNotFoundError = (e: unknown): e is NotFoundError => hasKind(e, "not-found");
 export const isPreconditionError = (e: unknown): e is PreconditionError => hasKind(e, "precondition");

@@ -5,7 +5,8 @@
 import { sql, type Kysely, type Transaction } from "kysely";
 import { commitChannel } from "./db/database.js";
 import type { SlotState, WriteSideTables } from "./db/schema.js";
-import { ConcurrencyError, IdempotencyError } from "./errors.js";
+import { ConcurrencyError, ConsistencyError, IdempotencyError, type StreamConflictInfo } from "./errors.js";
+import type { LogFilter } from "./log-filter.js";
 
 type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
 
@@ -129,6 +130,135 @@ async function reserveIn(
       return { type: "reserved", slots: sorted.map(toSlotRow), previousHash: sorted[0]!.previous_hash ?? "" };
     }
   }
+}
+
+/** One aggregate a multi-stream append writes. */
+export interface StreamSlotRequest {
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly expectation: Expectation;
+  readonly events: readonly SlotRequest[];
+}
+
+/** One aggregate a multi-stream append checks without writing: its head must be `expectedSeq`. */
+export interface HeadCheck {
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly expectedSeq: number;
+}
+
+/** Outcome of {@link reserveStreams}: per written stream, in request order. */
+export type StreamsReservation =
+  | { readonly type: "reserved"; readonly streams: ReadonlyArray<{ readonly slots: readonly SlotRow[]; readonly previousHash: string }> }
+  /** Every event_id was appended before by this same call with the same content: the original slots. */
+  | { readonly type: "existing"; readonly streams: ReadonlyArray<readonly SlotRow[]> };
+
+type StreamsRecord = SlotRecord & {
+  outcome: "reserved" | "existing" | "conflict" | "head_behind";
+  item: number | null;
+  head: number | null;
+  previous_hash: string | null;
+  call_id: number | null;
+};
+
+/**
+ * Step 1 of a multi-stream append (docs/CONTRACT.md W8), one transaction: lock every named head in
+ * one order, look the event_ids up, check every expectation and consistency check, and reserve
+ * contiguous pending slots per written stream under one call id. Throws ConsistencyError listing
+ * every expectation and check that failed (nothing reserved, no number consumed) or IdempotencyError.
+ */
+export async function reserveStreams(db: Kysely<WriteSideTables>, streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[]): Promise<StreamsReservation> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await reserveStreamsIn(db, streams, checks);
+    } catch (e) {
+      if (e instanceof HeadsBehindLog && attempt <= 1) {
+        for (const behind of e.streams) await raiseHead(db, behind.aggregateType, behind.aggregateId, behind.logged);
+        continue;
+      }
+      const { code, constraint } = e as { code?: string; constraint?: string };
+      if (attempt > 1 || code !== UNIQUE_VIOLATION) throw e;
+      // As in reserveSlots: a head behind the log (W6) is raised past every known slot, or the same
+      // event_id was reserved concurrently elsewhere and the lookup now reports it.
+      if (constraint === "event_log_slot_uq") {
+        for (const stream of streams) await raiseHead(db, stream.aggregateType, stream.aggregateId, await maxLoggedSeq(db, stream.aggregateType, stream.aggregateId));
+      }
+    }
+  }
+}
+
+/** Internal signal: head rows behind the commit log, to repair before deciding again. */
+class HeadsBehindLog extends Error {
+  constructor(readonly streams: ReadonlyArray<{ aggregateType: string; aggregateId: string; logged: number }>) {
+    super("stream heads are behind the commit log");
+  }
+}
+
+async function reserveStreamsIn(db: Kysely<WriteSideTables>, streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[]): Promise<StreamsReservation> {
+  const events = streams.flatMap((s) => s.events);
+  // One round trip, committed without waiting for the WAL flush, for the reasons reserveIn gives.
+  const { rows } = await sql<StreamsRecord>`
+    select r.* from set_config('synchronous_commit', 'off', true) as unflushed, reserve_streams(
+      ${streams.map((s) => s.aggregateType)}::text[], ${streams.map((s) => s.aggregateId)}::text[],
+      ${streams.map((s) => (s.expectation.type === "exact" ? s.expectation.seq : null))}::bigint[],
+      ${streams.map((s) => s.events.length)}::integer[],
+      ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
+      ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[],
+      ${checks.map((c) => c.aggregateType)}::text[], ${checks.map((c) => c.aggregateId)}::text[],
+      ${checks.map((c) => c.expectedSeq)}::bigint[]) as r`.execute(db);
+  const first = rows[0];
+  if (first === undefined) throw new Error("reserve_streams returned no row");
+  switch (first.outcome) {
+    case "head_behind":
+      throw new HeadsBehindLog(rows.map((r) => ({ aggregateType: r.aggregate_type, aggregateId: r.aggregate_id, logged: Number(r.head) })));
+    case "existing":
+      return { type: "existing", streams: matchExistingCall(streams, rows) };
+    case "conflict":
+      throw new ConsistencyError(rows.map((r) => conflictOf(streams, checks, r)));
+    case "reserved":
+      return {
+        type: "reserved",
+        streams: streams.map((_, i) => {
+          const own = rows.filter((r) => r.item === i + 1).sort((a, b) => Number(a.seq) - Number(b.seq));
+          return { slots: own.map(toSlotRow), previousHash: own[0]?.previous_hash ?? "" };
+        }),
+      };
+  }
+}
+
+function conflictOf(streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[], row: StreamsRecord): StreamConflictInfo {
+  const item = row.item! - 1;
+  const actualSeq = Number(row.head);
+  if (item < streams.length) {
+    const stream = streams[item]!;
+    return { field: `streams[${item}]`, aggregateType: stream.aggregateType, aggregateId: stream.aggregateId, expectedSeq: stream.expectation.type === "exact" ? stream.expectation.seq : actualSeq, actualSeq };
+  }
+  const check = checks[item - streams.length]!;
+  return { field: `consistency_checks[${item - streams.length}]`, aggregateType: check.aggregateType, aggregateId: check.aggregateId, expectedSeq: check.expectedSeq, actualSeq };
+}
+
+/**
+ * A retried multi-stream call is the original only when every event is found with the same
+ * content, at the same aggregate, and the original call held exactly these events: one call id,
+ * no other slot, each stream one contiguous batch in request order.
+ */
+function matchExistingCall(streams: readonly StreamSlotRequest[], rows: readonly StreamsRecord[]): SlotRow[][] {
+  const byId = new Map(rows.map((r) => [r.event_id, r]));
+  const differentBatch = (row: SlotRecord) => new IdempotencyError(row.event_id, row.content_hash, row.content_hash, "was appended before in a different batch");
+  for (const stream of streams) {
+    for (const event of stream.events) {
+      const row = byId.get(event.eventId);
+      if (row !== undefined && row.content_hash !== event.contentHash) throw new IdempotencyError(row.event_id, row.content_hash, event.contentHash);
+    }
+  }
+  const callIds = new Set(rows.map((r) => r.call_id));
+  const total = streams.reduce((n, s) => n + s.events.length, 0);
+  if (callIds.size !== 1 || callIds.has(null) || rows.length !== total) throw differentBatch(rows[0]!);
+  return streams.map((stream) => {
+    const own = rows.filter((r) => r.aggregate_type === stream.aggregateType && r.aggregate_id === stream.aggregateId).map(toSlotRow);
+    if (stream.events.some((e) => byId.get(e.eventId) === undefined)) throw differentBatch(rows[0]!);
+    return matchExisting(stream.events, own);
+  });
 }
 
 /** A retry is the original append only when every event matches, in the same contiguous order. */
@@ -331,6 +461,24 @@ export async function committedAfter(db: Db, after: number, limit: number): Prom
     .orderBy("global_position")
     .limit(limit)
     .execute();
+  return rows.map(toSlotRow);
+}
+
+/**
+ * Committed slots matching `filter` with a global position in (after, upTo], in position order (at
+ * most `limit`): the filter runs in PostgreSQL, over at most `upTo - after` rows of the position
+ * index, so a selective filter costs neither the transfer of the rows it skips nor, for the
+ * caller, their events' reads from S3 (docs/CONTRACT.md A3).
+ */
+export async function committedMatching(db: Db, after: number, upTo: number, filter: LogFilter, limit: number): Promise<SlotRow[]> {
+  let query = selectSlots(db).where("state", "=", "committed").where("global_position", ">", after).where("global_position", "<=", upTo);
+  // `databaseOf`: the part before the first `/`, and no database when there is none (or it leads).
+  if (filter.databases !== undefined) query = query.where(sql<boolean>`strpos(aggregate_id, '/') > 1 and split_part(aggregate_id, '/', 1) = any(${[...filter.databases]}::text[])`);
+  if (filter.aggregateTypes !== undefined) query = query.where(sql<boolean>`aggregate_type = any(${[...filter.aggregateTypes]}::text[])`);
+  for (const prefix of filter.aggregateTypePrefixes ?? []) if (prefix !== "") query = query.where(sql<boolean>`starts_with(aggregate_type, ${prefix})`);
+  if (filter.eventTypes !== undefined) query = query.where(sql<boolean>`event_type = any(${[...filter.eventTypes]}::text[])`);
+  if ((filter.eventTypePrefix ?? "") !== "") query = query.where(sql<boolean>`starts_with(event_type, ${filter.eventTypePrefix})`);
+  const rows = await query.orderBy("global_position").limit(limit).execute();
   return rows.map(toSlotRow);
 }
 

@@ -17,6 +17,7 @@
 import { CommitLogTailer, type CommitLogSource, type CommitWake, type TailPage } from "./commit-log-reader.js";
 import type { EventEnvelope } from "./envelope.js";
 import type { SlotRow } from "./event-log.js";
+import { filtersNothing, rowMatcher, type LogFilter } from "./log-filter.js";
 import type { Logger } from "./log.js";
 import { sleep, sleepUntilWoken } from "./sleep.js";
 
@@ -24,6 +25,11 @@ import { sleep, sleepUntilWoken } from "./sleep.js";
 export interface TailSource extends CommitLogSource {
   /** The envelope of a committed row, with its global position filled in. */
   load(row: SlotRow): Promise<EventEnvelope>;
+  /**
+   * Committed rows matching `filter` with a position in (after, upTo], in position order, at most
+   * `limit` (core/event-log.ts committedMatching). Without it, a filtered subscriber reads every row.
+   */
+  committedMatching?(after: number, upTo: number, filter: LogFilter, limit: number): Promise<readonly SlotRow[]>;
 }
 
 /** Sizes and timings of a {@link LogTail}; see {@link LOG_TAIL_DEFAULTS}. */
@@ -36,15 +42,38 @@ export interface LogTailSettings {
   readonly historySize: number;
   /** Longest wait for a commit notification before the tail looks anyway. */
   readonly pollMs: number;
+  /** A subscriber that has passed this many positions since its last message gets a checkpoint. */
+  readonly checkpointPositions: number;
+  /** A subscriber that has passed positions and sent nothing for this long gets a checkpoint. */
+  readonly checkpointMs: number;
+  /** Most positions one filtered read of a subscriber on its own spans (the query's bound on rows scanned). */
+  readonly scanWindow: number;
 }
 
-/** Default settings: pages of 256 rows, 1 024 queued events per subscriber, 1 024 of history, 1 s polling. */
-export const LOG_TAIL_DEFAULTS: LogTailSettings = { pageSize: 256, bufferSize: 1024, historySize: 1024, pollMs: 1000 };
+/**
+ * Default settings: pages of 256 rows, 1 024 queued events per subscriber, 1 024 of history, 1 s
+ * polling; checkpoints every 1 000 positions or 1 s (docs/ARCHITECTURE.md "Filtered Subscribe");
+ * filtered reads over at most 10 000 positions.
+ */
+export const LOG_TAIL_DEFAULTS: LogTailSettings = {
+  pageSize: 256,
+  bufferSize: 1024,
+  historySize: 1024,
+  pollMs: 1000,
+  checkpointPositions: 1000,
+  checkpointMs: 1000,
+  scanWindow: 10_000,
+};
 
-/** What a subscription yields: an event with its position, or the one marker that catch-up is done. */
+/**
+ * What a subscription yields: an event with its position, the one marker that catch-up is done, or
+ * a checkpoint: every wanted event up to its position has been yielded (only when asked for, and
+ * only when a filter skipped events since the last item).
+ */
 export type TailItem =
   | { readonly kind: "event"; readonly position: number; readonly event: EventEnvelope }
-  | { readonly kind: "caught-up"; readonly position: number };
+  | { readonly kind: "caught-up"; readonly position: number }
+  | { readonly kind: "checkpoint"; readonly position: number };
 
 /** Where a subscription starts and what it wants. */
 export interface TailSubscribeOptions {
@@ -52,6 +81,15 @@ export interface TailSubscribeOptions {
   readonly after: number | "end";
   /** Only rows this accepts are delivered (default: every row); the position still moves past the others. */
   readonly filter?: (row: SlotRow) => boolean;
+  /**
+   * Only rows matching this are delivered, like `filter` (both apply). Pushed down into the source's
+   * query when it has `committedMatching`, so a subscriber reading on its own never sees the others.
+   */
+  readonly query?: LogFilter;
+  /** Only events this accepts are delivered, tested once loaded (what the commit log does not hold, e.g. the kind). */
+  readonly acceptEvent?: (event: EventEnvelope) => boolean;
+  /** Yield checkpoints while the filters skip events (default: no). */
+  readonly checkpoints?: boolean;
   /** Aborting it ends the subscription: the iterator finishes. */
   readonly signal?: AbortSignal;
 }
@@ -123,7 +161,8 @@ export class LogTail {
     this.settings = { ...LOG_TAIL_DEFAULTS, ...settings };
     const s = this.settings;
     // A page or the history handed to an empty queue must fit, or keeping up would not be enough.
-    if (!(s.pageSize >= 1 && s.pageSize <= s.bufferSize && s.historySize >= 0 && s.historySize <= s.bufferSize && s.pollMs > 0)) {
+    const positive = s.pollMs > 0 && s.checkpointPositions >= 1 && s.checkpointMs > 0 && s.scanWindow >= 1;
+    if (!(s.pageSize >= 1 && s.pageSize <= s.bufferSize && s.historySize >= 0 && s.historySize <= s.bufferSize && positive)) {
       throw new RangeError(`invalid log tail settings ${JSON.stringify(s)}: sizes must be positive, pageSize and historySize at most bufferSize`);
     }
     this.tailer = new CommitLogTailer(source, wake, s.pollMs);
@@ -153,7 +192,7 @@ export class LogTail {
 
   /** Opens a subscription: an async iterator of events in position order and one caught-up marker. */
   subscribe(options: TailSubscribeOptions): TailSubscription {
-    const subscription = new TailSubscription(this, options, this.settings.pageSize);
+    const subscription = new TailSubscription(this, options, this.settings);
     if (this.stopping.signal.aborted) subscription.close();
     else this.open.add(subscription);
     return subscription;
@@ -356,17 +395,31 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
   /** The consumer's `next` waiting for the tail. */
   private pending: { resolve: (r: IteratorResult<TailItem, undefined>) => void; reject: (e: unknown) => void } | undefined;
   private readonly filter: ((row: SlotRow) => boolean) | undefined;
+  private readonly query: LogFilter | undefined;
+  private readonly acceptEvent: ((event: EventEnvelope) => boolean) | undefined;
+  private readonly checkpoints: boolean;
+  /** The position of the last item yielded: the consumer knows everything wanted up to it. */
+  private reported: number | undefined;
+  /** When the last item was yielded (performance.now()). */
+  private reportedAt = performance.now();
   private readonly signal: AbortSignal | undefined;
   private readonly onAbort = () => this.close();
 
   constructor(
     private readonly tail: LogTail,
     options: TailSubscribeOptions,
-    private readonly pageSize: number,
+    private readonly settings: LogTailSettings,
   ) {
     this.position = options.after === "end" ? undefined : options.after;
+    this.reported = this.position;
     this.tailReadsAtStart = tail.readsStarted;
-    this.filter = options.filter;
+    const query = options.query === undefined || filtersNothing(options.query) ? undefined : options.query;
+    const byQuery = query === undefined ? undefined : rowMatcher(query);
+    const byFilter = options.filter;
+    this.filter = byQuery === undefined ? byFilter : byFilter === undefined ? byQuery : (row) => byQuery(row) && byFilter(row);
+    this.query = query;
+    this.acceptEvent = options.acceptEvent;
+    this.checkpoints = options.checkpoints === true;
     this.signal = options.signal;
     if (this.signal?.aborted) this.close();
     else this.signal?.addEventListener("abort", this.onAbort, { once: true });
@@ -396,7 +449,15 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
   /** Hands a consumer waiting for the tail what is new: an item, the end, or its own read. */
   wake(): void {
     const pending = this.pending;
-    if (pending === undefined || (!this.closed && this.live && this.head >= this.queue.length)) return;
+    if (pending === undefined) return;
+    if (!this.closed && this.live && this.head >= this.queue.length) {
+      // Nothing queued, but the tail may have carried it past positions it does not want.
+      const checkpoint = this.position === undefined ? undefined : this.checkpointAt(this.position);
+      if (checkpoint === undefined) return;
+      this.pending = undefined;
+      pending.resolve({ done: false, value: checkpoint });
+      return;
+    }
     this.pending = undefined;
     const ready = this.closed ? undefined : this.takeReady();
     if (this.closed) pending.resolve(DONE);
@@ -467,29 +528,78 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
   /** One page of the log after `position`, read alone (catching up, or after being detached). */
   private async readPage(): Promise<void> {
     this.tail.stats.ownReads += 1;
-    const rows = await this.tail.source.committedAfter(this.position!, this.pageSize);
+    const source = this.tail.source;
+    const { pageSize, scanWindow } = this.settings;
+    if (this.query !== undefined && source.committedMatching !== undefined) {
+      // Pushed down: the query returns only matching rows, over a bounded window of positions. The
+      // end is read first: every position up to it is committed and visible to the query (R1), so
+      // a short page means nothing else up to `upTo` matches, and the position moves there.
+      const end = await source.lastPosition();
+      const after = this.position!;
+      const upTo = Math.min(end, after + scanWindow);
+      const rows = upTo > after ? await source.committedMatching(after, upTo, this.query, pageSize) : [];
+      this.readSinceStart = true;
+      if (this.closed) return;
+      this.take(rows);
+      const short = rows.length < pageSize;
+      if (short) this.position = Math.max(this.position!, upTo);
+      this.atEnd = short && upTo >= end;
+      if (this.atEnd && !this.caughtUp) this.enqueueCaughtUp();
+      return;
+    }
+    const rows = await source.committedAfter(this.position!, pageSize);
     this.readSinceStart = true;
     if (this.closed) return;
+    this.take(rows);
+    this.atEnd = rows.length < pageSize;
+    if (this.atEnd && !this.caughtUp) this.enqueueCaughtUp();
+  }
+
+  /** Queues the wanted rows of a page read alone and moves past all of them. */
+  private take(rows: readonly SlotRow[]): void {
     for (const row of rows) {
       if (this.accepts(row)) this.enqueue({ row, position: row.globalPosition!, envelope: undefined, loading: undefined });
       this.position = row.globalPosition!;
     }
-    this.atEnd = rows.length < this.pageSize;
-    if (this.atEnd && !this.caughtUp) this.enqueueCaughtUp();
   }
 
-  /** Takes the next item if it can be handed out now (a marker, or an event with its envelope). */
+  /**
+   * A checkpoint at `at` when one is due: the consumer was last told of a position below it, and
+   * since then the subscriber has passed checkpointPositions positions or checkpointMs has gone by.
+   * Whoever calls it yields the result.
+   */
+  private checkpointAt(at: number): TailItem | undefined {
+    if (!this.checkpoints || this.reported === undefined || at <= this.reported) return undefined;
+    const now = performance.now();
+    if (at - this.reported < this.settings.checkpointPositions && now - this.reportedAt < this.settings.checkpointMs) return undefined;
+    this.reported = at;
+    this.reportedAt = now;
+    return { kind: "checkpoint", position: at };
+  }
+
+  /**
+   * Takes the next item if it can be handed out now (a marker, or an event with its envelope), or a
+   * checkpoint when one is due while nothing else is ready.
+   */
   private takeReady(): TailItem | undefined {
-    if (this.head >= this.queue.length) return undefined;
-    const item = this.queue[this.head]!;
-    if ("caughtUp" in item) {
+    for (;;) {
+      if (this.head >= this.queue.length) return this.position === undefined ? undefined : this.checkpointAt(this.position);
+      const item = this.queue[this.head]!;
+      if ("caughtUp" in item) {
+        this.shift();
+        this.reported = item.position;
+        this.reportedAt = performance.now();
+        return { kind: "caught-up", position: item.position };
+      }
+      // Everything below a queued event has been yielded or filtered out.
+      if (item.envelope === undefined) return this.checkpointAt(item.position - 1);
       this.shift();
-      return { kind: "caught-up", position: item.position };
+      if (this.acceptEvent !== undefined && !this.acceptEvent(item.envelope)) continue;
+      this.reported = item.position;
+      this.reportedAt = performance.now();
+      // One item object per event, shared by every subscriber that takes it.
+      return (item.item ??= { kind: "event", position: item.position, event: item.envelope });
     }
-    if (item.envelope === undefined) return undefined;
-    this.shift();
-    // One item object per event, shared by every subscriber that takes it.
-    return (item.item ??= { kind: "event", position: item.position, event: item.envelope });
   }
 
   private shift(): void {

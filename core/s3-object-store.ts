@@ -48,6 +48,10 @@ export class S3ObjectStore implements ObjectStore {
       requestHandler: {
         requestTimeout: settings.requestTimeoutMs ?? 10_000,
         connectionTimeout: Math.min(settings.requestTimeoutMs ?? 10_000, 3_000),
+        // Without this the handler only logs a warning when a request outlives its timeout and the
+        // request hangs on a stalled connection for as long as the socket lives (found by chaos:
+        // a partition-stall in front of S3 left a server's writes waiting minutes after the heal).
+        throwOnRequestTimeout: true,
         // The handler adds keepAlive and maxSockets to these agent options.
         ...(settings.ca === undefined ? {} : { httpsAgent: { ca: settings.ca } }),
       },

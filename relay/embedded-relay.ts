@@ -53,7 +53,8 @@ export const EMBEDDED_CHECKPOINT_PREFIX = "embedded:";
 /** Pause before a batch the consumer failed on is delivered again. */
 const RETRY_BATCH_MS = 100;
 
-class EmbeddedRelayMetrics {
+/** The embedded relay's metrics, registered in the process's registry (exported for the dashboard test). */
+export class EmbeddedRelayMetrics {
   readonly delivered: Counter<"group">;
   readonly checkpoint: Gauge<"group">;
   readonly blocked: Gauge<"group">;

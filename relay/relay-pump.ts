@@ -5,7 +5,7 @@
  * Nothing is ever skipped: a batch is retried until Kafka takes it, an unreadable event blocks.
  */
 import type { Kysely } from "kysely";
-import { type Logger, type RelayTables, sleep } from "../core/index.js";
+import { type Logger, type RelayTables, sleep, SpanKind, startMessageSpans } from "../core/index.js";
 import { AckTracker } from "./ack-tracker.js";
 import { PatientReader, type EventReader, type ReadBatch } from "./event-reader.js";
 import type { Publisher, RoutedMessage } from "./kafka-publisher.js";
@@ -124,8 +124,11 @@ export class RelayPump {
         await this.waitQueue(signal);
         continue;
       }
+      const readStarted = Date.now();
       const batch = await reader.step(cursor, signal);
       if (batch === undefined) continue;
+      // The batch was read at once; each traced event gets a read span in its own command's trace.
+      startMessageSpans("tidemark.relay.read", SpanKind.INTERNAL, batch.messages, eventAttributes, readStarted).end();
       await deps.hooks.afterRead?.(batch);
       if (signal.aborted) return;
       this.queue.push(batch);
@@ -147,13 +150,22 @@ export class RelayPump {
       }
       this.sending = true;
       tracker.register({ after: batch.after, last: batch.last });
-      const messages: RoutedMessage[] = batch.messages.map((m) => ({
-        topic: deps.router.topicFor(m.aggregateType, m.kind),
+      const topics = batch.messages.map((m) => deps.router.topicFor(m.aggregateType, m.kind));
+      // Each traced event's produce span; its Kafka header names that span, so the consumer continues the trace.
+      const spans = startMessageSpans(
+        "tidemark.relay.produce",
+        SpanKind.PRODUCER,
+        batch.messages,
+        (m, i) => ({ ...eventAttributes(m), "messaging.system": "kafka", "messaging.operation.type": "send", "messaging.destination.name": topics[i]! }),
+      );
+      const messages: RoutedMessage[] = batch.messages.map((m, i) => ({
+        topic: topics[i]!,
         key: m.key,
         value: m.value,
-        headers: m.headers,
+        headers: spans.headers[i]!,
       }));
       const acked = await this.publishUntilAcked(batch, messages, stop, term);
+      spans.end(acked ? undefined : new Error("the relay's term ended before Kafka acknowledged the batch"));
       if (!acked) return term.aborted ? "lease-lost" : "stopped";
       this.recordPublished(batch, messages);
       await deps.hooks.afterProduce?.(batch);
@@ -263,4 +275,9 @@ export class RelayPump {
   private notifyQueue(): void {
     for (const listener of [...this.queueListeners]) listener();
   }
+}
+
+/** Span attributes of a published event. */
+function eventAttributes(m: ReadBatch["messages"][number]): Record<string, string | number> {
+  return { "tidemark.event_id": m.eventId, "tidemark.aggregate_type": m.aggregateType, "tidemark.global_position": m.position };
 }

@@ -12,7 +12,7 @@ const PAGE = "docs/CONTRACT.md";
 const BEGIN = "<!-- contract-tests:begin -->";
 const END = "<!-- contract-tests:end -->";
 /** A rule id: a letter of a rule family and a number from 1 (so `C0` of "C0 controls" is not one). */
-const CITATION = /\b([WRCAT])([1-9][0-9]?)\b/g;
+const CITATION = /\b([WRCATE])([1-9][0-9]?)\b/g;
 const SCANNED = /\.(ts|js|mjs|md|go|py|sh|proto|ya?ml)$/;
 const SKIPPED = [/^gen\//, /^test\/interop\/(go|python)\/gen\//, /^node_modules\//, /^docs\/CONTRACT\.md$/, /^bench\/results\//];
 
@@ -26,7 +26,7 @@ interface Rule {
 export function definedRules(page: string): Rule[] {
   const rules: Rule[] = [];
   for (const line of page.split("\n")) {
-    const m = /^- \*\*([WRCAT][1-9][0-9]?) — (.+?)\*\*(.*)$/.exec(line);
+    const m = /^- \*\*([WRCATE][1-9][0-9]?) — (.+?)\*\*(.*)$/.exec(line);
     if (m !== null) rules.push({ id: m[1]!, title: m[2]!.replace(/\.$/, ""), planned: m[3]!.includes("(planned") });
   }
   return rules;

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Tidemark local stack without Docker: PostgreSQL 15 (Debian), Apache Kafka (one KRaft node),
-# S3Proxy (filesystem backend) and grpcurl.  See docs/STACK.md.
+# S3Proxy (filesystem backend), grpcurl and Jaeger (the traces test's OTLP receiver).  See docs/STACK.md.
 #
 #   bash scripts/stack.sh up|down|status|env|check-s3
 #   bash scripts/stack.sh kafka-stop|kafka-start|kafka-kill|s3-stop|s3-start|s3-kill
 #   bash scripts/stack.sh kafka-topics ARGS...   (org.apache.kafka.tools.TopicCommand)
 #   bash scripts/stack.sh logs
+#   bash scripts/stack.sh jaeger          (builds Jaeger when missing; prints its path)
 #
 # Progress and diagnostics go to stderr; `env` prints only `export` lines on stdout.
 set -Eeuo pipefail
@@ -17,6 +18,7 @@ LOG4J_VERSION=2.24.3             # log4j2 binding for Kafka (same as Kafka 4.1 s
 SLF4J_VERSION=2.0.17             # slf4j-api 2.x (the kafka pom says 1.7.36; the binding needs 2.x)
 S3PROXY_VERSION=4.1.1            # org.gaul:s3proxy (latest 4.x on Maven Central when pinned)
 GRPCURL_VERSION=v1.9.3           # github.com/fullstorydev/grpcurl
+JAEGER_VERSION=v1.76.0           # github.com/jaegertracing/jaeger (Jaeger v2: OTLP in, query API out)
 PG_MAJOR=15                      # Debian 12 package postgresql-15
 MVN_DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
@@ -519,6 +521,31 @@ grpcurl_ensure() {
   fi
 }
 
+# ---------------------------------------------------------------- jaeger
+# `go install` refuses Jaeger (its go.mod has replace directives), so it is built in a module of
+# our own that requires it as a tool; the binary is kept beside grpcurl. The first build takes
+# several minutes (longer on a busy machine); afterwards this is instant.
+jaeger_path() { printf '%s/jaeger\n' "$(go_bin_dir)"; }
+
+jaeger_ensure() {
+  local t0 bin build; t0=$(now_ns); bin=$(jaeger_path)
+  if [ -x "$bin" ]; then log "jaeger: present ($(since "$t0"))"; return 0; fi
+  if ! command -v go >/dev/null 2>&1; then log "jaeger: skipped, no Go toolchain"; return 1; fi
+  build="$STACK_DIR/jaeger-build"
+  rm -rf "$build"; mkdir -p "$build" "$(dirname "$bin")"
+  log "jaeger: building jaeger@$JAEGER_VERSION (go get -tool, go build; takes minutes the first time)"
+  if (cd "$build" && go mod init tidemark-jaeger-build && GOFLAGS=-buildvcs=false go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" \
+      && GOFLAGS=-buildvcs=false go build -o "$bin.tmp" github.com/jaegertracing/jaeger/cmd/jaeger) >>"$SETUP_LOG" 2>&1; then
+    mv -f "$bin.tmp" "$bin"
+    rm -rf "$build"
+    log "jaeger: installed in $bin ($(since "$t0"))"
+  else
+    rm -f "$bin.tmp"
+    log "jaeger: build failed (see $SETUP_LOG); continuing"
+    return 1
+  fi
+}
+
 kcat_ensure() { # nice-to-have: tried once per stack dir
   command -v kcat >/dev/null 2>&1 && return 0
   [ -f "$STACK_DIR/.kcat-tried" ] && return 0
@@ -551,6 +578,7 @@ cmd_status() {
   local g; g=$(command -v grpcurl 2>/dev/null || true)
   [ -n "$g" ] || { [ -x "$(go_bin_dir)/grpcurl" ] && g="$(go_bin_dir)/grpcurl"; } || true
   echo "grpcurl   ${g:-missing}"
+  if [ -x "$(jaeger_path)" ]; then echo "jaeger    $(jaeger_path)"; else echo "jaeger    missing"; fi
   echo "state     $STACK_DIR"
   return $all
 }
@@ -569,6 +597,7 @@ cmd_up() {
   fi
   if [ $kl -eq 1 ]; then kafka_wait "$tk"; else log "kafka: already up at 127.0.0.1:$KAFKA_PORT ($(since "$tk"))"; fi
   grpcurl_ensure
+  jaeger_ensure || true
   kcat_ensure
   log "stack: up ($(since "$t0")); state in $STACK_DIR; eval \"\$(bash scripts/stack.sh env)\""
 }
@@ -594,6 +623,7 @@ usage: bash scripts/stack.sh COMMAND
   status        show each service (exit 0 when all are up, 3 otherwise)
   env           print export lines for TIDEMARK_* and PATH (eval "\$(bash scripts/stack.sh env)")
   check-s3      verify S3Proxy conditional create (If-None-Match: *), also under a race
+  jaeger        build Jaeger (the traces test's OTLP receiver) when missing and print its path
   kafka-stop | kafka-start | kafka-kill      stop (SIGTERM) / start / SIGKILL the broker only
   s3-stop | s3-start | s3-kill               same for S3Proxy
   kafka-topics ARGS...   run Kafka's TopicCommand against the broker (e.g. --list)
@@ -604,7 +634,7 @@ EOF
 
 main() {
   local cmd=${1:-}
-  case "$cmd" in up|down|kafka-start|kafka-stop|kafka-kill|s3-start|s3-stop|s3-kill) with_lock "$@"; ensure_dirs ;; esac
+  case "$cmd" in up|down|jaeger|kafka-start|kafka-stop|kafka-kill|s3-start|s3-stop|s3-kill) with_lock "$@"; ensure_dirs ;; esac
   [ $# -gt 0 ] && shift
   case "$cmd" in
     up) cmd_up ;;
@@ -612,6 +642,7 @@ main() {
     status) local rc=0; cmd_status || rc=$?; exit "$rc" ;;
     env) cmd_env ;;
     check-s3) local rc=0; check_s3 || rc=$?; exit "$rc" ;;
+    jaeger) jaeger_ensure >&2 && jaeger_path ;;
     kafka-start) kafka_start ;;
     kafka-stop) stop_service kafka "$KAFKA_PATTERN" ;;
     kafka-kill) stop_service kafka "$KAFKA_PATTERN" KILL ;;

@@ -8,6 +8,7 @@ import {
   CommitListener,
   pgConnectionUrl,
   committedAfter,
+  committedMatching,
   type AuthTables,
   type ConsumerTables,
   createInstanceReadModel,
@@ -24,10 +25,12 @@ import {
   migrateToLatest,
   type ObjectStore,
   openBackends,
+  type PrivacyTables,
   type Registry,
   type SlotRow,
   startMetricsServer,
   trackObjectStore,
+  Upcasters,
   type WriteSideTables,
 } from "../core/index.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -36,12 +39,19 @@ import { file_google_rpc_status } from "../gen/google/rpc/status_pb.js";
 import { file_tidemark_v1_errors } from "../gen/tidemark/v1/errors_pb.js";
 import { EventStoreService, file_tidemark_v1_event_store } from "../gen/tidemark/v1/event_store_pb.js";
 import { file_tidemark_v1_instance, InstanceService } from "../gen/tidemark/v1/instance_pb.js";
+import { file_tidemark_v1_privacy, PrivacyService } from "../gen/tidemark/v1/privacy_pb.js";
+import { file_tidemark_v1_inspection, InspectionService } from "../gen/tidemark/v1/inspection_pb.js";
 import { file_tidemark_v1_processing, ProcessingService } from "../gen/tidemark/v1/processing_pb.js";
+import { loadMasterKeyring, SubjectKeys } from "./privacy.js";
+import { privacyHandlers } from "./services/privacy-service.js";
 import { processingHandlers } from "./services/processing-service.js";
+import { inspectionHandlers } from "./services/inspection-service.js";
+import { ensureConsoleBundle } from "./console/console-assets.js";
+import { type ConsoleHandle, startConsole } from "./console/console-server.js";
 import { Committer } from "./committer.js";
-import { authMode, type ServerConfig } from "./config.js";
+import { authMode, consoleAddress, type ServerConfig } from "./config.js";
 import { authFailureCounter, TokenAuthenticator } from "./auth/authenticator.js";
-import { guardEventStore, guardInstances, guardProcessing, type GuardDeps } from "./auth/guard.js";
+import { guardEventStore, guardInspection, guardInstances, guardPrivacy, guardProcessing, type GuardDeps } from "./auth/guard.js";
 import type { Authenticate } from "./grpc/bridge.js";
 import { TlsCredentials } from "./grpc/tls.js";
 import { EventStore } from "./event-store.js";
@@ -74,6 +84,12 @@ export interface ServerOverrides {
   readonly readModel?: InstanceReadModel;
   /** Sizes of the Subscribe fan-out (default LOG_TAIL_DEFAULTS; tests shrink the buffers). */
   readonly logTail?: Partial<LogTailSettings>;
+  /**
+   * The server's upcasters (docs/CONTRACT.md E1, E2): applied by the instance fold, and by ReadStream
+   * and Subscribe when the client asks for `latest_schema`. Default none; the CLI loads the module
+   * TIDEMARK_UPCASTERS names.
+   */
+  readonly upcasters?: Upcasters;
 }
 
 /** A running server. */
@@ -86,6 +102,8 @@ export interface ServerHandle {
   readonly committer: Committer;
   /** The shared tail of the commit log that serves every Subscribe call. */
   readonly tail: LogTail;
+  /** The data subjects' keys (erasure by crypto-shredding): in-process consumers open events with them. */
+  readonly subjectKeys: SubjectKeys;
   readonly health: HealthState;
   readonly database: Database<WriteSideTables>;
   readonly objects: ObjectStore;
@@ -94,6 +112,10 @@ export interface ServerHandle {
   readonly auth: "tokens" | "off";
   /** True when the port speaks TLS. */
   readonly tls: boolean;
+  /** The web console's URL (`http://host:port/`), when it runs (TIDEMARK_CONSOLE_ADDR). */
+  readonly consoleUrl: string | undefined;
+  /** Why the embedded mode's default console is not running (its port was taken), if so. */
+  readonly consoleProblem: string | undefined;
   /**
    * Re-reads the TLS certificate, key and client CA (what SIGHUP does) without closing the port: new
    * handshakes use them. Rejects, keeping the current ones, when the files are invalid; a no-op without TLS.
@@ -139,8 +161,10 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     maxDataBytes: config.maxDataBytes,
     maxDataDepth: config.maxDataDepth,
     maxEventsPerAppend: config.maxEventsPerAppend,
+    maxStreamsPerCall: config.maxStreamsPerCall,
     maxMetadataEntries: config.maxMetadataEntries,
     maxMetadataValueLength: config.maxMetadataValueLength,
+    maxSubscribeFilterEntries: config.maxSubscribeFilterEntries,
   };
   const committer = new Committer(database.db, database.schema, log, { maxWaitMs: config.writeDeadlineMs * 2 + config.sweepIntervalMs * 4 });
   lifecycle.defer("committer", () => committer.close());
@@ -170,19 +194,22 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const tail = new LogTail(
     {
       committedAfter: (after, limit) => committedAfter(database.db, after, limit),
+      committedMatching: (after, upTo, filter, limit) => committedMatching(database.db, after, upTo, filter, limit),
       load: (row) => store.load(row),
       lastPosition: () => lastPosition(database.db),
     },
     listener,
     log,
-    overrides.logTail,
+    { checkpointPositions: config.subscribeCheckpointPositions, checkpointMs: config.subscribeCheckpointMs, ...overrides.logTail },
   );
-  const commands = new InstanceCommands(store, database.db);
+  const subjectKeys = new SubjectKeys(database.db as unknown as Kysely<PrivacyTables>, loadMasterKeyring(config.masterKeyFile), { cacheMs: config.subjectKeyCacheMs });
   const health = new HealthState();
   const shutdown = new AbortController();
 
   const registry = overrides.registry ?? createRegistry(true);
   const metrics = serverMetrics(registry);
+  const upcasters = overrides.upcasters ?? Upcasters.NONE;
+  const commands = new InstanceCommands(store, database.db, { every: config.snapshotEvery, onRejected: (_, reason) => metrics.snapshotRejected(reason) }, log, upcasters);
   trackObjectStore(registry, objects, "server");
   metrics.track(committer, sweeper, tail, store.segmentStats);
   const observe = metrics.observe;
@@ -213,18 +240,21 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   }
   const guards: GuardDeps = { failures, reauthenticate, recheckMs: config.authRecheckMs, log };
   const tls = config.tlsCert === "" ? undefined : await TlsCredentials.load({ cert: config.tlsCert, key: config.tlsKey, clientCa: config.tlsClientCa });
+  const services = {
+    events: guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal, limits, subjectKeys, upcasters), subjectKeys, upcasters), guards),
+    instances: guardInstances(instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), guards),
+    processing: guardProcessing(processingHandlers(database.db.withTables<ConsumerTables>()), guards),
+    inspection: guardInspection(inspectionHandlers({ store, db: database.db.withTables<ConsumerTables>(), bucket: config.s3Bucket }), guards),
+    privacy: guardPrivacy(privacyHandlers(store, subjectKeys), guards),
+  };
   const server = await listenGrpc(
     config.grpcAddr,
     [
-      bindService(EventStoreService, guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal)), guards), log, observe, authenticate),
-      bindService(
-        InstanceService,
-        guardInstances(instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), guards),
-        log,
-        observe,
-        authenticate,
-      ),
-      bindService(ProcessingService, guardProcessing(processingHandlers(database.db.withTables<ConsumerTables>()), guards), log, observe, authenticate),
+      bindService(EventStoreService, services.events, log, observe, authenticate),
+      bindService(InstanceService, services.instances, log, observe, authenticate),
+      bindService(ProcessingService, services.processing, log, observe, authenticate),
+      bindService(InspectionService, services.inspection, log, observe, authenticate),
+      bindService(PrivacyService, services.privacy, log, observe, authenticate),
       // Health stays open (load balancers probe it without a token); it tells nothing about data.
       bindService(Health, health.handlers(), log),
     ],
@@ -236,6 +266,8 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
           file_tidemark_v1_event_store,
           file_tidemark_v1_instance,
           file_tidemark_v1_processing,
+          file_tidemark_v1_privacy,
+          file_tidemark_v1_inspection,
           file_tidemark_v1_errors,
           file_google_rpc_status,
           file_google_rpc_error_details,
@@ -256,7 +288,40 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   }
   tail.start();
   lifecycle.defer("log tail", () => tail.stop());
-  for (const name of ["", EventStoreService.typeName, InstanceService.typeName, ProcessingService.typeName]) health.set(name, ServingStatus.SERVING);
+  let webConsole: ConsoleHandle | undefined;
+  let consoleProblem: string | undefined;
+  const consoleAt = consoleAddress(config);
+  if (consoleAt !== undefined) {
+    try {
+      webConsole = await startConsole({
+        address: consoleAt.address,
+        // The console reads (and redrives dead letters): the write RPCs of the gRPC port are not served here.
+        services: [
+          { service: EventStoreService, handlers: { readStream: services.events.readStream, getStreamHead: services.events.getStreamHead, subscribe: services.events.subscribe } },
+          { service: InstanceService, handlers: { getInstance: services.instances.getInstance, listInstances: services.instances.listInstances } },
+          { service: ProcessingService, handlers: services.processing },
+          { service: InspectionService, handlers: services.inspection },
+        ],
+        authenticate,
+        observe: observe as (path: string, code: number, seconds: number) => void,
+        log: log.child({ component: "console" }),
+      });
+      lifecycle.defer("console", () => webConsole!.close());
+      log.info({ url: webConsole.url }, "console listening");
+      // Built beside serving, not before it: the write path's start does not wait for esbuild (until
+      // the bundle is there the page answers 503 saying so).
+      ensureConsoleBundle().then(
+        (built) => built && log.info("console bundle built (console/dist)"),
+        (e: unknown) => log.warn({ err: e }, "could not build the console's bundle: run `npm run build:console`"),
+      );
+    } catch (e) {
+      if (consoleAt.explicit) throw e;
+      // The embedded default is a convenience: a second process on the machine must still start.
+      consoleProblem = `the console's default address ${consoleAt.address} is not available (${(e as Error).message}); set TIDEMARK_CONSOLE_ADDR to another host:port, or off`;
+      log.warn({ address: consoleAt.address, err: e }, "console not started");
+    }
+  }
+  for (const name of ["", EventStoreService.typeName, InstanceService.typeName, ProcessingService.typeName, PrivacyService.typeName, InspectionService.typeName]) health.set(name, ServingStatus.SERVING);
   log.info({ address, schema: database.schema, bucket: config.s3Bucket, auth, tls: tls !== undefined, mtls: config.tlsClientCa !== "" }, "tidemark server listening");
 
   let stopping: Promise<void> | undefined;
@@ -267,12 +332,15 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     sweeper,
     committer,
     tail,
+    subjectKeys,
     health,
     database,
     objects,
     registry,
     auth,
     tls: tls !== undefined,
+    consoleUrl: webConsole?.url,
+    consoleProblem,
     async reloadTls() {
       if (tls === undefined) return;
       await tls.reload();

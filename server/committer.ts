@@ -4,12 +4,14 @@
  * event. Slots whose stream predecessor is still pending wait and are retried.
  */
 import type { Kysely } from "kysely";
-import { type CommitRequest, commitSlots, type Logger, UnavailableError, type WriteSideTables } from "../core/index.js";
+import { activeContext, type CommitRequest, commitSlots, inBatchSpan, type Logger, type TraceContext, UnavailableError, type WriteSideTables } from "../core/index.js";
 
 interface Waiter {
   readonly requests: readonly CommitRequest[];
   readonly positions: Map<number, number>;
   readonly expiresAt: number;
+  /** The caller's trace context (a segment flush's span, tracing on). */
+  readonly trace: TraceContext | undefined;
   resolve(positions: Map<number, number>): void;
   reject(error: Error): void;
 }
@@ -56,7 +58,7 @@ export class Committer {
   commit(requests: readonly CommitRequest[]): Promise<Map<number, number>> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new UnavailableError("server is shutting down"));
-      this.queue.push({ requests, positions: new Map(), expiresAt: Date.now() + this.maxWaitMs, resolve, reject });
+      this.queue.push({ requests, positions: new Map(), expiresAt: Date.now() + this.maxWaitMs, trace: activeContext(), resolve, reject });
       this.kick();
     });
   }
@@ -123,7 +125,8 @@ export class Committer {
       const requests = batch.flatMap((w) => w.requests.filter((r) => !w.positions.has(r.logId)));
       let outcomes;
       try {
-        outcomes = await commitSlots(db, this.schema, requests);
+        // One transaction for many segments: a child of the first flush's span, linking the others.
+        outcomes = await inBatchSpan("tidemark.commit", batch.map((w) => w.trace), () => commitSlots(db, this.schema, requests), { "tidemark.commit.slots": requests.length });
         this.stats.transactions += 1;
       } catch (e) {
         this.log.warn({ err: e, slots: requests.length }, "commit transaction failed");

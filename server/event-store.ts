@@ -13,10 +13,12 @@ import {
   EventEnvelopeSchema,
   EventKind,
   type Expectation,
+  inSpan,
   type Logger,
   NotFoundError,
   type ObjectStore,
   reserveSlots,
+  reserveStreams,
   type SegmentEvent,
   type SlotRow,
   slotsById,
@@ -47,6 +49,9 @@ export interface ProposedEventInput {
   readonly kind: EventKind;
   /** The canonical content hash of this event (core/envelope.ts contentHash). */
   readonly contentHash: string;
+  /** The data subject (docs/SECURITY.md "Erasure"). Set with `sealedData` once sealed (server/privacy.ts), when `data` is `{}`. */
+  readonly subject?: string;
+  readonly sealedData?: Uint8Array;
 }
 
 /** A validated append. */
@@ -56,6 +61,29 @@ export interface AppendInput {
   readonly expectation: Expectation;
   readonly events: readonly ProposedEventInput[];
   readonly actor: string;
+}
+
+/** One aggregate a validated multi-stream append writes. */
+export interface StreamAppendInput {
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly expectation: Expectation;
+  readonly events: readonly ProposedEventInput[];
+}
+
+/** A validated multi-stream append (docs/CONTRACT.md W8). */
+export interface MultiAppendInput {
+  readonly streams: readonly StreamAppendInput[];
+  /** Aggregates not written whose heads must equal `expectedSeq`. */
+  readonly checks: ReadonlyArray<{ readonly aggregateType: string; readonly aggregateId: string; readonly expectedSeq: number }>;
+  readonly actor: string;
+}
+
+/** Where each written stream's events landed, streams and events in request order. */
+export interface MultiAppendOutput {
+  readonly streams: ReadonlyArray<AppendOutput["events"]>;
+  /** True when this is the stored result of an earlier identical call. */
+  readonly replayed: boolean;
 }
 
 /** Where each appended event landed, in request order. */
@@ -139,27 +167,70 @@ export class EventStore {
   /** Appends events atomically; returns after every event is in S3 and committed (W1). */
   async append(input: AppendInput): Promise<AppendOutput> {
     for (let restart = 0; ; restart++) {
-      const reservation = await reserveSlots(
-        this.deps.db,
-        input.aggregateType,
-        input.aggregateId,
-        input.expectation,
-        input.events.map((e) => ({
-          eventId: e.eventId,
-          eventType: e.eventType,
-          contentHash: e.contentHash,
-          orderingKey: e.metadata["ordering_key"] ?? null,
-        })),
+      const reservation = await inSpan("tidemark.reserve", () =>
+        reserveSlots(
+          this.deps.db,
+          input.aggregateType,
+          input.aggregateId,
+          input.expectation,
+          input.events.map((e) => ({
+            eventId: e.eventId,
+            eventType: e.eventType,
+            contentHash: e.contentHash,
+            orderingKey: e.metadata["ordering_key"] ?? null,
+          })),
+        ),
       );
       const slots = reservation.slots;
       if (reservation.type === "reserved") {
-        const positions = await this.writer.write({ slots, events: this.lines(input, slots, reservation.previousHash) });
+        const events = this.lines(input, slots, reservation.previousHash);
+        // One segment holds many appends: this call's span waits for it, the flush's span links them all (segment-writer.ts).
+        const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events }));
         return { replayed: false, events: slots.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: positions.get(slot.logId)! })) };
       }
       // A retry: the original committed (answer what it got), is still in flight, or was closed.
       const settled = await this.original(slots);
       if (settled !== undefined) {
         return { replayed: true, events: settled.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: slot.globalPosition! })) };
+      }
+      if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
+    }
+  }
+
+  /**
+   * Appends to several aggregates atomically (W8): one reservation locks every named head and
+   * checks every expectation and consistency check, one segment holds every event of the call, and
+   * one commit gives them contiguous positions. Returns after all of it (W1).
+   */
+  async appendToStreams(input: MultiAppendInput): Promise<MultiAppendOutput> {
+    for (let restart = 0; ; restart++) {
+      const reservation = await reserveStreams(
+        this.deps.db,
+        input.streams.map((stream) => ({
+          aggregateType: stream.aggregateType,
+          aggregateId: stream.aggregateId,
+          expectation: stream.expectation,
+          events: stream.events.map((e) => ({ eventId: e.eventId, eventType: e.eventType, contentHash: e.contentHash, orderingKey: e.metadata["ordering_key"] ?? null })),
+        })),
+        input.checks,
+      );
+      if (reservation.type === "reserved") {
+        const slots = reservation.streams.flatMap((r) => r.slots);
+        const events = reservation.streams.flatMap((r, i) => this.lines({ ...input.streams[i]!, actor: input.actor }, r.slots, r.previousHash));
+        const positions = await this.writer.write({ slots, events });
+        return {
+          replayed: false,
+          streams: reservation.streams.map((r) => r.slots.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: positions.get(slot.logId)! }))),
+        };
+      }
+      // A retry, as in append: answer what the original got, or start over when it was closed.
+      const settled = await this.original(reservation.streams.flat());
+      if (settled !== undefined) {
+        const byId = new Map(settled.map((slot) => [slot.logId, slot]));
+        return {
+          replayed: true,
+          streams: reservation.streams.map((own) => own.map((s) => byId.get(s.logId)!).map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: slot.globalPosition! }))),
+        };
       }
       if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
     }
@@ -174,6 +245,8 @@ export class EventStore {
     const occurredAt = timestampFromDate(this.now());
     return slots.map((slot, i) => {
       const event = input.events[i]!;
+      // The one place plaintext could reach S3 by mistake: an event naming a subject must be sealed.
+      if (event.subject !== undefined && event.sealedData === undefined) throw new Error(`event ${event.eventId} names a subject but was not sealed (server/privacy.ts sealSubjectData)`);
       const envelope = create(EventEnvelopeSchema, {
         eventId: event.eventId,
         eventType: event.eventType,
@@ -187,6 +260,7 @@ export class EventStore {
         schemaVersion: event.schemaVersion,
         kind: event.kind,
         contentHash: event.contentHash,
+        ...(event.sealedData === undefined ? {} : { subject: event.subject, sealedData: event.sealedData }),
         previousHash: i === 0 ? previousHash : (slots[i - 1]!.chainHash ?? ""),
       });
       return { eventId: slot.eventId, aggregateType: input.aggregateType, aggregateId: input.aggregateId, seq: slot.seq, json: encodeEnvelope(envelope, event.dataJson) };

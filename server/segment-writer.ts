@@ -15,7 +15,9 @@
  * on (W6).
  */
 import {
+  activeContext,
   allocateSegment,
+  annotateSpan,
   type CommitRequest,
   ConcurrencyError,
   decodeSegmentHeader,
@@ -26,6 +28,8 @@ import {
   segmentKey,
   type SegmentEvent,
   type SlotRow,
+  type TraceContext,
+  inBatchSpan,
   UnavailableError,
   type WriteSideTables,
 } from "../core/index.js";
@@ -74,6 +78,8 @@ export interface SegmentWriterDeps {
 interface Waiter {
   readonly write: PendingWrite;
   readonly bytes: number;
+  /** The append's trace context (tracing on). */
+  readonly trace: TraceContext | undefined;
   resolve(positions: Map<number, number>): void;
   reject(e: Error): void;
 }
@@ -104,7 +110,7 @@ export class SegmentWriter {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new UnavailableError("server is shutting down"));
       const bytes = write.events.reduce((n, e) => n + Buffer.byteLength(e.json) + 1, 0);
-      this.queue.push({ write, bytes, resolve, reject });
+      this.queue.push({ write, bytes, trace: activeContext(), resolve, reject });
       this.kick();
     });
   }
@@ -157,7 +163,15 @@ export class SegmentWriter {
     return batch;
   }
 
-  private async flush(batch: Waiter[]): Promise<void> {
+  /**
+   * One segment for many appends, so one span for it: a child of the first append's
+   * `tidemark.segment.write` span, linking the others' (each of which records the segment number).
+   */
+  private flush(batch: Waiter[]): Promise<void> {
+    return inBatchSpan("tidemark.segment.flush", batch.map((w) => w.trace), () => this.flushBatch(batch));
+  }
+
+  private async flushBatch(batch: Waiter[]): Promise<void> {
     const { deps } = this;
     try {
       await this.resyncing;
@@ -174,6 +188,8 @@ export class SegmentWriter {
       const slots = taken.flatMap((w) => w.write.slots);
       const encoded = encodeSegment(segment, deps.now(), events);
       const key = segmentKey(segment);
+      annotateSpan({ "tidemark.segment": segment, "tidemark.segment.appends": taken.length, "tidemark.segment.events": events.length, "tidemark.segment.bytes": encoded.body.length });
+      for (const w of taken) if (w.trace !== undefined) annotateSpan({ "tidemark.segment": segment }, w.trace);
       for (const slot of slots) await deps.beforeWrite?.({ ...slot, segment });
       let outcome;
       try {
@@ -236,7 +252,11 @@ export class SegmentWriter {
     }
     for (const w of taken) {
       const lost = w.write.slots.find((s) => handedOver.has(s.logId));
-      if (lost !== undefined) w.reject(new ConcurrencyError(lost.aggregateType, lost.aggregateId, w.write.slots[0]!.seq - 1, Math.max(...w.write.slots.map((s) => s.seq))));
+      if (lost !== undefined) {
+        // A multi-stream call (W8) holds several streams: name the one that lost its slot.
+        const own = w.write.slots.filter((s) => s.aggregateType === lost.aggregateType && s.aggregateId === lost.aggregateId);
+        w.reject(new ConcurrencyError(lost.aggregateType, lost.aggregateId, own[0]!.seq - 1, Math.max(...own.map((s) => s.seq))));
+      }
       else w.reject(new UnavailableError("the commit log was behind the object store and has been re-synchronised; retry the append"));
     }
   }

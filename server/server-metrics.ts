@@ -1,5 +1,5 @@
 import * as grpcStatus from "./grpc/status-codes.js";
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type LogTail, type Registry } from "../core/index.js";
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type LogTail, type Registry, type SnapshotRejection } from "../core/index.js";
 import type { CallObserver } from "./grpc/bridge.js";
 import type { Committer } from "./committer.js";
 import type { SegmentWriterStats } from "./segment-writer.js";
@@ -8,6 +8,8 @@ import type { Sweeper } from "./sweeper.js";
 /** The server's metrics: gRPC calls by method and code with latency, commits, sweeps and Subscribe's fan-out. */
 export interface ServerMetrics {
   readonly observe: CallObserver;
+  /** Counts a stored snapshot a fold did not use (docs/STORAGE.md, Snapshots). */
+  readonly snapshotRejected: (reason: SnapshotRejection) => void;
   /** Starts reading committer, sweeper and log-tail totals at scrape time. */
   track(committer: Committer, sweeper: Sweeper, tail?: LogTail, segments?: SegmentWriterStats): void;
 }
@@ -21,6 +23,12 @@ export function serverMetrics(registry: Registry): ServerMetrics {
     name: "tidemark_grpc_internal_errors_total",
     help: "Calls answered INTERNAL, by method: always a Tidemark bug (a client's mistake is INVALID_ARGUMENT or another code); each is logged with its cause",
     labelNames: ["method"],
+    registers: [registry],
+  });
+  const snapshotsRejected = new Counter({
+    name: "tidemark_snapshots_rejected_total",
+    help: "Stored instance snapshots a fold did not use, by reason (fold-version, ahead-of-head, checksum, unreadable): each costs a fold from the first event",
+    labelNames: ["reason"],
     registers: [registry],
   });
   let committer: Committer | undefined;
@@ -101,6 +109,9 @@ export function serverMetrics(registry: Registry): ServerMetrics {
       latency.observe({ method }, seconds);
       if (code === grpcStatus.ABORTED) conflicts.inc();
       if (code === grpcStatus.INTERNAL) internal.inc({ method });
+    },
+    snapshotRejected(reason) {
+      snapshotsRejected.inc({ reason });
     },
     track(c, s, t, w) {
       committer = c;

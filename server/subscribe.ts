@@ -2,70 +2,127 @@
  * EventStoreService.Subscribe: catch-up from a global position, a caught-up marker, then live
  * events as they commit. A thin layer over the process's shared {@link LogTail}, which reads the
  * commit log once for every subscriber and hands each one its events in position order (R1).
+ * Filters (docs/CONTRACT.md A3) become a {@link LogFilter} that the tail pushes down into its
+ * reads of the commit log, narrowed by what the token may see (T3); the kind, which the commit log
+ * does not hold, is tested on the loaded event.
  */
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateType, checkInstancePart, databaseOf, type EventEnvelope, type LogTail, type SlotRow, type TailItem, Violations, visibleTo } from "../core/index.js";
+import { ALL_DATABASES, checkAggregateType, checkEventType, checkInstancePart, type EventEnvelope, isErased, type LogFilter, type LogTail, type TailItem, Upcasters, Violations } from "../core/index.js";
+import { EventKind } from "../gen/tidemark/v1/envelope_pb.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
+import type { Limits } from "./limits.js";
+import type { SubjectKeys } from "./privacy.js";
 import { checkSeq } from "./validation.js";
 
 export type { SubscribeResponse };
 
 /**
  * Builds the Subscribe handler over `tail`. `shutdown` aborts at server shutdown: live
- * subscriptions then end cleanly (OK) so the server can stop.
+ * subscriptions then end cleanly (OK) so the server can stop. `limits.maxSubscribeFilterEntries`
+ * bounds each list of a filter. Events naming a subject are opened with `keys` (T5); with
+ * `latest_schema`, events are upcast with `upcasters` (E2).
  */
-export function subscribeHandler(tail: LogTail, shutdown: AbortSignal) {
+export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: Pick<Limits, "maxSubscribeFilterEntries">, keys: SubjectKeys, upcasters: Upcasters = Upcasters.NONE) {
   // Every live subscriber gets the same envelope object from the tail, so they share one response
   // message, and the bridge encodes it once (encoding a 1 KiB event costs ~45 µs: per subscriber,
-  // it was most of what a subscriber cost the server).
-  const responses = new WeakMap<EventEnvelope, SubscribeResponse>();
-  const toResponse = (item: TailItem): SubscribeResponse => {
+  // it was most of what a subscriber cost the server). Subscribers asking for the latest schema
+  // share the upcasted one the same way (E2).
+  const stored = new WeakMap<EventEnvelope, SubscribeResponse>();
+  const latest = new WeakMap<EventEnvelope, SubscribeResponse>();
+  const message = (event: EventEnvelope, position: number) => create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(position) });
+  const toResponse = (item: TailItem, latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
     if (item.kind === "caught-up") return create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) });
+    if (item.kind === "checkpoint") return create(SubscribeResponseSchema, { message: { case: "checkpoint", value: {} }, position: BigInt(item.position) });
+    // An event naming a subject is opened for each message, never shared or kept opened: once the
+    // subject is forgotten, the next message carries the erasure marker (T5). It is upcast after
+    // opening; the erasure marker is never upcast.
+    if (item.event.subject !== "") {
+      return keys.open(item.event).then((event) => message(latestSchema && !isErased(event) ? upcasters.upcastEnvelope(event) : event, item.position));
+    }
+    const responses = latestSchema ? latest : stored;
     let response = responses.get(item.event);
     if (response === undefined) {
-      response = create(SubscribeResponseSchema, { message: { case: "event", value: item.event }, position: BigInt(item.position) });
+      // An event the upcasters cannot bring up to date fails the call (FAILED_PRECONDITION).
+      response = message(latestSchema ? upcasters.upcastEnvelope(item.event) : item.event, item.position);
       responses.set(item.event, response);
     }
     return response;
   };
   return function subscribe(request: SubscribeRequest, context: CallContext): AsyncIterable<SubscribeResponse> {
-    const v = new Violations();
-    request.aggregateTypes.forEach((t, i) => v.add(`aggregate_types[${i}]`, checkAggregateType(t)));
-    request.databases.forEach((d, i) => v.add(`databases[${i}]`, checkInstancePart(d)));
-    if (request.eventTypePrefix.length > 128) v.add("event_type_prefix", "must be at most 128 characters");
-    if (request.start.case === undefined) v.add("start", "is required: set after_position or from_end");
-    if (request.start.case === "afterPosition") v.add("after_position", checkSeq(request.start.value));
-    v.throwIfAny();
-
-    const types = new Set(request.aggregateTypes);
-    const prefix = request.eventTypePrefix;
-    const databases = new Set(request.databases);
-    // With a token, the tail itself skips what the principal may not see (docs/CONTRACT.md T3):
-    // another database's events are never encoded for this call, let alone sent.
-    const visible = context.principal === undefined ? undefined : visibleTo(context.principal);
-    const filter =
-      types.size === 0 && prefix === "" && databases.size === 0 && visible === undefined
-        ? undefined
-        : (row: SlotRow) =>
-            (types.size === 0 || types.has(row.aggregateType)) &&
-            row.eventType.startsWith(prefix) &&
-            (databases.size === 0 || databases.has(databaseOf(row.aggregateId))) &&
-            (visible === undefined || visible(row.aggregateType, row.aggregateId));
+    const kinds = checkSubscribeRequest(request, limits.maxSubscribeFilterEntries);
     const subscription = tail.subscribe({
       after: request.start.case === "afterPosition" ? Number(request.start.value) : "end",
-      ...(filter === undefined ? {} : { filter }),
+      query: subscribeFilter(request, context),
+      ...(kinds === undefined ? {} : { acceptEvent: (event: EventEnvelope) => kinds.has(event.kind) }),
+      checkpoints: request.checkpoints,
       signal: AbortSignal.any([context.signal, shutdown]),
     });
+    let ended = false;
     // A plain mapping iterator rather than an async generator: one promise per message fewer, on a
     // path that runs once per event and subscriber. Ending the iteration closes the subscription.
     const iterator: AsyncIterator<SubscribeResponse, undefined> = {
-      next: () => subscription.next().then((r) => (r.done ? r : { done: false, value: toResponse(r.value) })),
+      next: () => {
+        if (ended) {
+          subscription.close();
+          return Promise.resolve({ done: true, value: undefined });
+        }
+        return subscription.next().then((r) => {
+          if (r.done) return r;
+          // stop_at_caught_up: the marker is the last message; the call then ends with OK (A3).
+          if (r.value.kind === "caught-up" && request.stopAtCaughtUp) ended = true;
+          const value = toResponse(r.value, request.latestSchema);
+          return value instanceof Promise ? value.then((opened) => ({ done: false as const, value: opened })) : { done: false as const, value };
+        });
+      },
       return: async () => {
         subscription.close();
         return { done: true, value: undefined };
       },
     };
     return { [Symbol.asyncIterator]: () => iterator };
+  };
+}
+
+/**
+ * Checks a Subscribe request (A2: INVALID_ARGUMENT naming every bad field) and returns the kinds
+ * it wants, or undefined for every kind.
+ */
+export function checkSubscribeRequest(request: SubscribeRequest, maxEntries: number): ReadonlySet<EventKind> | undefined {
+  const v = new Violations();
+  const lists = { aggregate_types: request.aggregateTypes, databases: request.databases, event_types: request.eventTypes, kinds: request.kinds };
+  for (const [field, list] of Object.entries(lists)) {
+    if (list.length > maxEntries) v.add(field, `must contain at most ${maxEntries} entries, got ${list.length}`);
+  }
+  request.aggregateTypes.slice(0, maxEntries).forEach((t, i) => v.add(`aggregate_types[${i}]`, checkAggregateType(t)));
+  request.databases.slice(0, maxEntries).forEach((d, i) => v.add(`databases[${i}]`, checkInstancePart(d)));
+  request.eventTypes.slice(0, maxEntries).forEach((t, i) => v.add(`event_types[${i}]`, checkEventType(t)));
+  request.kinds.slice(0, maxEntries).forEach((k, i) => {
+    if (k !== EventKind.DOMAIN && k !== EventKind.COMMAND) v.add(`kinds[${i}]`, `unknown kind ${k}: must be EVENT_KIND_DOMAIN or EVENT_KIND_COMMAND`);
+  });
+  if (request.aggregateTypePrefix !== "") v.add("aggregate_type_prefix", checkAggregateType(request.aggregateTypePrefix));
+  if (request.eventTypePrefix.length > 128) v.add("event_type_prefix", "must be at most 128 characters");
+  if (request.start.case === undefined) v.add("start", "is required: set after_position or from_end");
+  if (request.start.case === "afterPosition") v.add("after_position", checkSeq(request.start.value));
+  v.throwIfAny();
+  const kinds = new Set(request.kinds);
+  return kinds.size === 0 || kinds.size === 2 ? undefined : kinds;
+}
+
+/**
+ * The request's filter, narrowed by the caller's token (T3): with a token, only its databases
+ * (the guard has refused a requested database it does not reach) and aggregate types under its
+ * prefix, so the tail never even loads another tenant's event.
+ */
+function subscribeFilter(request: SubscribeRequest, context: CallContext): LogFilter {
+  const principal = context.principal;
+  let databases: readonly string[] | undefined = request.databases.length > 0 ? request.databases : undefined;
+  if (databases === undefined && principal !== undefined && !principal.databases.includes(ALL_DATABASES)) databases = principal.databases;
+  return {
+    ...(databases === undefined ? {} : { databases }),
+    ...(request.aggregateTypes.length > 0 ? { aggregateTypes: request.aggregateTypes } : {}),
+    aggregateTypePrefixes: [request.aggregateTypePrefix, principal?.aggregateTypePrefix ?? ""],
+    ...(request.eventTypes.length > 0 ? { eventTypes: request.eventTypes } : {}),
+    eventTypePrefix: request.eventTypePrefix,
   };
 }

@@ -10,15 +10,17 @@ import {
   checkEventId,
   checkEventType,
   checkJsonValue,
+  checkSubject,
   contentHash,
+  databaseOf,
   EventKind,
   type Expectation,
   type JsonRules,
   kindLabel,
   Violations,
 } from "../core/index.js";
-import type { AppendEventsRequest } from "../gen/tidemark/v1/event_store_pb.js";
-import type { AppendInput, ProposedEventInput } from "./event-store.js";
+import type { AppendEventsRequest, AppendToStreamsRequest, ProposedEvent } from "../gen/tidemark/v1/event_store_pb.js";
+import type { AppendInput, MultiAppendInput, ProposedEventInput, StreamAppendInput } from "./event-store.js";
 import type { Limits } from "./limits.js";
 
 const METADATA_KEY = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -30,7 +32,10 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
  * Aggregate types whose streams belong to a domain service: only that service writes them, so a
  * generic append cannot forge what the service decides (GetInstance folds these streams).
  */
-export const DOMAIN_AGGREGATE_TYPES: ReadonlyMap<string, string> = new Map([["Instance", "tidemark.v1.InstanceService"]]);
+export const DOMAIN_AGGREGATE_TYPES: ReadonlyMap<string, string> = new Map([
+  ["Instance", "tidemark.v1.InstanceService"],
+  ["DataSubject", "tidemark.v1.PrivacyService"],
+]);
 
 /**
  * Metadata keys the server sets itself; a client may not send them. `command_id` is what
@@ -41,63 +46,148 @@ export const SERVER_METADATA_KEYS: ReadonlySet<string> = new Set(["command_id"])
 /** Validates an AppendEvents request into an append; throws ValidationError naming every bad field. */
 export function validateAppend(request: AppendEventsRequest, limits: Limits, traceparent?: string): AppendInput {
   const v = new Violations();
-  v.add("aggregate_type", checkAggregateType(request.aggregateType));
-  const owner = DOMAIN_AGGREGATE_TYPES.get(request.aggregateType);
-  if (owner !== undefined) v.add("aggregate_type", `${request.aggregateType} streams are written only through ${owner}`);
-  v.add("aggregate_id", checkAggregateId(request.aggregateId));
+  checkWrittenAggregate(v, "", request.aggregateType, request.aggregateId);
   v.add("actor", checkActor(request.actor));
-  let expectation: Expectation = { type: "any" };
-  switch (request.expectation.case) {
-    case "expectedSeq":
-      v.add("expected_seq", checkSeq(request.expectation.value));
-      expectation = { type: "exact", seq: Number(request.expectation.value) };
-      break;
-    case "noStream":
-      expectation = { type: "exact", seq: 0 };
-      break;
-    case "any":
-      break;
-    default:
-      v.add("expectation", "is required: set expected_seq, no_stream or any");
-  }
+  const expectation = checkExpectation(v, "", request.expectation);
   if (request.events.length === 0) v.add("events", "must contain at least one event");
   if (request.events.length > limits.maxEventsPerAppend) {
     v.add("events", `must contain at most ${limits.maxEventsPerAppend} events, got ${request.events.length}`);
   }
+  const events = checkEvents(v, "events", request.aggregateType, request.aggregateId, request.events.slice(0, limits.maxEventsPerAppend), limits, new Set(), traceparent);
+  v.throwIfAny();
+  return { aggregateType: request.aggregateType, aggregateId: request.aggregateId, expectation, events, actor: request.actor };
+}
+
+/**
+ * Validates an AppendToStreams request (docs/CONTRACT.md W8): every stream as AppendEvents checks
+ * its own, at least one stream, at most `maxStreamsPerCall` streams and checks together and
+ * `maxEventsPerAppend` events in all, no aggregate named twice (written twice, checked twice, or
+ * written and checked), event ids unique across the call. Throws ValidationError naming every bad field.
+ */
+export function validateAppendToStreams(request: AppendToStreamsRequest, limits: Limits, traceparent?: string): MultiAppendInput {
+  const v = new Violations();
+  v.add("actor", checkActor(request.actor));
+  const named = request.streams.length + request.consistencyChecks.length;
+  if (request.streams.length === 0) v.add("streams", "must contain at least one stream");
+  if (named > limits.maxStreamsPerCall) {
+    v.add("streams", `with consistency_checks must name at most ${limits.maxStreamsPerCall} aggregates, got ${named}`);
+  }
+  const total = request.streams.reduce((n, stream) => n + stream.events.length, 0);
+  if (total > limits.maxEventsPerAppend) v.add("streams", `must contain at most ${limits.maxEventsPerAppend} events in all, got ${total}`);
+  const seen = new Map<string, string>();
+  const claim = (at: string, aggregateType: string, aggregateId: string) => {
+    const key = `${aggregateType}\u0000${aggregateId}`;
+    const before = seen.get(key);
+    if (before !== undefined) v.add(at, `names the same aggregate as ${before}: each aggregate is written or checked once per call`);
+    else seen.set(key, at);
+  };
   const ids = new Set<string>();
-  const events: ProposedEventInput[] = [];
-  request.events.slice(0, limits.maxEventsPerAppend).forEach((event, i) => {
-    const at = `events[${i}]`;
-    v.add(`${at}.event_id`, checkEventId(event.eventId));
-    if (ids.has(event.eventId)) v.add(`${at}.event_id`, "appears twice in this request");
+  const streams: StreamAppendInput[] = [];
+  request.streams.slice(0, limits.maxStreamsPerCall).forEach((stream, i) => {
+    const at = `streams[${i}]`;
+    checkWrittenAggregate(v, `${at}.`, stream.aggregateType, stream.aggregateId);
+    v.add(`${at}.database`, checkStatedDatabase(stream.database, stream.aggregateId));
+    claim(at, stream.aggregateType, stream.aggregateId);
+    const expectation = checkExpectation(v, `${at}.`, stream.expectation);
+    if (stream.events.length === 0) v.add(`${at}.events`, "must contain at least one event");
+    const events = checkEvents(v, `${at}.events`, stream.aggregateType, stream.aggregateId, stream.events.slice(0, limits.maxEventsPerAppend), limits, ids, traceparent);
+    streams.push({ aggregateType: stream.aggregateType, aggregateId: stream.aggregateId, expectation, events });
+  });
+  const checks: MultiAppendInput["checks"][number][] = [];
+  request.consistencyChecks.slice(0, limits.maxStreamsPerCall).forEach((check, i) => {
+    const at = `consistency_checks[${i}]`;
+    v.add(`${at}.aggregate_type`, checkAggregateType(check.aggregateType));
+    v.add(`${at}.aggregate_id`, checkAggregateId(check.aggregateId));
+    v.add(`${at}.database`, checkStatedDatabase(check.database, check.aggregateId));
+    claim(at, check.aggregateType, check.aggregateId);
+    let expectedSeq = 0;
+    switch (check.expectation.case) {
+      case "expectedSeq":
+        v.add(`${at}.expected_seq`, checkSeq(check.expectation.value));
+        expectedSeq = Number(check.expectation.value);
+        break;
+      case "noStream":
+        break;
+      default:
+        v.add(`${at}.expectation`, "is required: set expected_seq or no_stream");
+    }
+    checks.push({ aggregateType: check.aggregateType, aggregateId: check.aggregateId, expectedSeq });
+  });
+  v.throwIfAny();
+  return { streams, checks, actor: request.actor };
+}
+
+/** The aggregate of a generic write: valid ids, and not a type a domain service owns. */
+function checkWrittenAggregate(v: Violations, at: string, aggregateType: string, aggregateId: string): void {
+  v.add(`${at}aggregate_type`, checkAggregateType(aggregateType));
+  const owner = DOMAIN_AGGREGATE_TYPES.get(aggregateType);
+  if (owner !== undefined) v.add(`${at}aggregate_type`, `${aggregateType} streams are written only through ${owner}`);
+  v.add(`${at}aggregate_id`, checkAggregateId(aggregateId));
+}
+
+/** An append's expectation; a missing one is a violation, never an implied "any" (W3). */
+function checkExpectation(v: Violations, at: string, expectation: AppendEventsRequest["expectation"]): Expectation {
+  switch (expectation.case) {
+    case "expectedSeq":
+      v.add(`${at}expected_seq`, checkSeq(expectation.value));
+      return { type: "exact", seq: Number(expectation.value) };
+    case "noStream":
+      return { type: "exact", seq: 0 };
+    case "any":
+      return { type: "any" };
+    default:
+      v.add(`${at}expectation`, "is required: set expected_seq, no_stream or any");
+      return { type: "any" };
+  }
+}
+
+/** `database`, when set, must be the aggregate's database (its id's first part). */
+export function checkStatedDatabase(stated: string, aggregateId: string): string | undefined {
+  if (stated === "" || stated === databaseOf(aggregateId)) return undefined;
+  return `must be the part of aggregate_id before its first "/" (the aggregate's database), or empty`;
+}
+
+/**
+ * The proposed events of one stream, each under `{at}[i]`: ids (unique across `ids`, which collects
+ * them), type, data, metadata and kind; computes each content hash.
+ */
+function checkEvents(
+  v: Violations,
+  at: string,
+  aggregateType: string,
+  aggregateId: string,
+  proposed: readonly ProposedEvent[],
+  limits: Limits,
+  ids: Set<string>,
+  traceparent: string | undefined,
+): ProposedEventInput[] {
+  return proposed.map((event, i) => {
+    const field = `${at}[${i}]`;
+    v.add(`${field}.event_id`, checkEventId(event.eventId));
+    if (ids.has(event.eventId)) v.add(`${field}.event_id`, "appears twice in this request");
     ids.add(event.eventId);
-    v.add(`${at}.event_type`, checkEventType(event.eventType));
+    v.add(`${field}.event_type`, checkEventType(event.eventType));
     const data = event.data ?? {};
-    const checked = checkJson(v, `${at}.data`, data, limits);
+    const checked = checkJson(v, `${field}.data`, data, limits);
     const metadata = { ...event.metadata };
-    v.add(`${at}.metadata`, checkMetadata(metadata, limits, SERVER_METADATA_KEYS));
+    v.add(`${field}.metadata`, checkMetadata(metadata, limits, SERVER_METADATA_KEYS));
     let kind = event.kind;
     if (kind === EventKind.UNSPECIFIED) kind = metadata["kind"] === "command" ? EventKind.COMMAND : EventKind.DOMAIN;
-    if (!(kind in EventKind)) v.add(`${at}.kind`, `unknown kind ${kind}`);
+    if (!(kind in EventKind)) v.add(`${field}.kind`, `unknown kind ${kind}`);
     if (metadata["kind"] !== undefined && metadata["kind"] !== kindLabel(kind)) {
-      v.add(`${at}.metadata.kind`, `must be "${kindLabel(kind)}" to match kind, or be left out`);
+      v.add(`${field}.metadata.kind`, `must be "${kindLabel(kind)}" to match kind, or be left out`);
     }
     metadata["kind"] = kindLabel(kind);
     if (traceparent !== undefined && metadata["traceparent"] === undefined) metadata["traceparent"] = traceparent;
+    if (event.subject !== "") {
+      v.add(`${field}.subject`, checkSubject(event.subject));
+      // A subject is scoped to a database (ForgetSubject names both).
+      if (databaseOf(aggregateId) === "") v.add(`${field}.subject`, `needs an aggregate of a database: aggregate_id must start with "{database}/"`);
+    }
     const schemaVersion = event.schemaVersion === 0 ? 1 : event.schemaVersion;
-    const hash = contentHash({
-      eventType: event.eventType,
-      aggregateType: request.aggregateType,
-      aggregateId: request.aggregateId,
-      data,
-      metadata,
-      schemaVersion,
-      kind,
-    });
-    events.push({ eventId: event.eventId, eventType: event.eventType, data, dataJson: checked, metadata, schemaVersion, kind, contentHash: hash });
+    const hash = contentHash({ eventType: event.eventType, aggregateType, aggregateId, data, metadata, schemaVersion, kind });
+    return { eventId: event.eventId, eventType: event.eventType, data, dataJson: checked, metadata, schemaVersion, kind, contentHash: hash, ...(event.subject === "" ? {} : { subject: event.subject }) };
   });
-  v.throwIfAny();
-  return { aggregateType: request.aggregateType, aggregateId: request.aggregateId, expectation, events, actor: request.actor };
 }
 
 /** A sequence number the store can represent. */

@@ -88,12 +88,12 @@ export interface VerifyOptions {
   readonly onProgress?: (progress: VerifyProgress) => void;
 }
 
-/** An event as its segment holds it. */
+/** Where a segment holds an event, and what the checks after the bucket's pass need of it (not its data). */
 interface StoredAt {
   readonly segment: number;
   readonly start: number;
   readonly length: number;
-  readonly envelope: EventEnvelope;
+  readonly envelope: Pick<EventEnvelope, "eventId" | "aggregateType" | "aggregateId" | "sequenceNumber" | "previousHash" | "contentHash">;
 }
 
 const slotKey = (aggregateType: string, aggregateId: string, seq: number) => `${aggregateType}\u0000${aggregateId}\u0000${seq}`;
@@ -112,7 +112,12 @@ export async function verifyStore(options: VerifyOptions): Promise<VerifyReport>
   const heads = await options.db.selectFrom("stream_heads").select(["aggregate_type", "aggregate_id", "head"]).execute();
   const segmentStates = new Map((await options.db.selectFrom("segments").select(["segment", "state"]).execute()).map((r) => [Number(r.segment), r.state]));
   const live = new Map<string, SlotRow>();
-  for (const row of rows) if (row.state !== "void") live.set(slotKey(row.aggregateType, row.aggregateId, row.seq), row);
+  const voided = new Set<string>();
+  for (const row of rows) {
+    const k = slotKey(row.aggregateType, row.aggregateId, row.seq);
+    if (row.state !== "void") live.set(k, row);
+    else voided.add(k);
+  }
 
   const keys = (await options.objects.list(SEGMENT_PREFIX)).filter((k) => segmentOfKey(k) !== undefined);
   const stored = new Map<string, StoredAt>();
@@ -162,14 +167,16 @@ export async function verifyStore(options: VerifyOptions): Promise<VerifyReport>
         metadata: envelope.metadata,
         schemaVersion: envelope.schemaVersion,
         kind: envelope.kind,
+        subject: envelope.subject,
+        sealedData: envelope.sealedData,
       });
       if (hash !== envelope.contentHash) report({ kind: "content-hash-mismatch", ...where, message: `${name}: its content hashes to ${hash}, not its content_hash ${envelope.contentHash}: the bytes in S3 changed` });
       const start = content.bodyStart + entry.offset;
-      stored.set(slotKey(entry.aggregateType, entry.aggregateId, entry.seq), { segment, start, length: entry.length, envelope });
+      const { eventId, aggregateType, aggregateId, sequenceNumber, previousHash, contentHash: hashed } = envelope;
+      stored.set(slotKey(entry.aggregateType, entry.aggregateId, entry.seq), { segment, start, length: entry.length, envelope: { eventId, aggregateType, aggregateId, sequenceNumber, previousHash, contentHash: hashed } });
       const row = live.get(slotKey(entry.aggregateType, entry.aggregateId, entry.seq));
       if (row === undefined) {
-        const voided = rows.find((r) => r.aggregateType === entry.aggregateType && r.aggregateId === entry.aggregateId && r.seq === entry.seq);
-        if (voided !== undefined) report({ kind: "stored-event-void-in-log", ...where, message: `${name} is in S3, but its slot is void in the log` });
+        if (voided.has(slotKey(entry.aggregateType, entry.aggregateId, entry.seq))) report({ kind: "stored-event-void-in-log", ...where, message: `${name} is in S3, but its slot is void in the log` });
         else report({ kind: "event-not-in-log", ...where, message: `${name} is in S3, but the log has no slot for it` });
         continue;
       }

@@ -46,6 +46,8 @@ export interface EventLogTable {
   segment_length: number | null;
   /** The slot's hash-chain link (docs/STORAGE.md "Hash chain"), set at reservation. */
   chain_hash: string | null;
+  /** Shared by the slots of one AppendToStreams call (committed whole, contiguously); null otherwise. */
+  call_id: Int8 | null;
 }
 
 /** State of a segment number: allocated and being written, written, or closed by a void marker. */
@@ -65,12 +67,28 @@ export interface GlobalCounterTable {
   position: Int8;
 }
 
+/**
+ * The latest snapshot of a folded stream (docs/STORAGE.md "Snapshots"): derived data, never the
+ * source of truth; `state` is JSON text checked against `checksum`, and only a row of the reader's
+ * `fold_version` is used.
+ */
+export interface SnapshotsTable {
+  aggregate_type: string;
+  aggregate_id: string;
+  fold_version: number;
+  seq: Int8;
+  state: string;
+  checksum: string;
+  taken_at: CreatedAt;
+}
+
 /** The database as Kysely sees it; later migrations extend it in their own modules. */
 export interface WriteSideTables {
   stream_heads: StreamHeadsTable;
   event_log: EventLogTable;
   global_counter: GlobalCounterTable;
   segments: SegmentsTable;
+  snapshots: SnapshotsTable;
 }
 
 // ---------------------------------------------------------------------------------------- relay
@@ -127,7 +145,16 @@ export interface RecoveryTables extends RelayTables {
 // ------------------------------------------------------------------------------------ consumers
 
 /** States of a registry row; see docs/CONSUMERS.md for the transitions. */
-export type ProcessingState = "processing" | "done" | "retry_scheduled" | "dead_lettered" | "skipped_stale";
+export type ProcessingState = "processing" | "done" | "retry_scheduled" | "dead_lettered" | "skipped_stale" | "parked" | "replay_requested" | "discarded";
+
+/** A message as a consumer received it, kept in the registry for a replay (value and headers in base64). */
+export interface StoredMessage {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly value: string | null;
+  readonly headers: Readonly<Record<string, string>>;
+}
 
 /** One row per (handler, event_id): claim, lease, outcome (docs/CONTRACT.md C1, C3, C4). */
 export interface ProcessedEventsTable {
@@ -151,6 +178,18 @@ export interface ProcessedEventsTable {
   created_at: Timestamp;
   updated_at: Timestamp;
   finished_at: Date | null;
+  /** Kept for a dead-lettered or parked event, so a replay needs neither Kafka nor the store. */
+  message: JSONColumnType<StoredMessage | null, string | null, string | null>;
+  first_failed_at: Date | null;
+  last_failed_at: Date | null;
+  /** For a parked event: the earliest unresolved event of its aggregate when it was parked. */
+  parked_behind: string | null;
+  replays: Generated<number>;
+  replay_requested_by: string | null;
+  replay_requested_at: Date | null;
+  resolved_by: string | null;
+  resolution_reason: string | null;
+  resolved_at: Date | null;
 }
 
 /** The ordering guard (docs/CONTRACT.md C2): the highest seq a handler applied per aggregate. */
@@ -237,4 +276,19 @@ export interface ApiTokensTable {
 /** The tables authentication reads and the token commands write. */
 export type AuthTables = {
   api_tokens: ApiTokensTable;
+};
+
+/** A data subject's key (docs/SECURITY.md "Erasure"): wrapped by a master key, null once forgotten. */
+export interface SubjectKeysTable {
+  database: string;
+  subject: string;
+  master_key_id: string | null;
+  wrapped_key: Uint8Array | null;
+  created_at: CreatedAt;
+  forgotten_at: Date | null;
+}
+
+/** The privacy tables (a type alias, so `Kysely#withTables<PrivacyTables>()` accepts it). */
+export type PrivacyTables = {
+  subject_keys: SubjectKeysTable;
 };

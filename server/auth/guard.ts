@@ -18,9 +18,12 @@ import {
   ValidationError,
 } from "../../core/index.js";
 import type { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import type { InspectionService } from "../../gen/tidemark/v1/inspection_pb.js";
 import type { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
+import type { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
 import type { ProcessingService } from "../../gen/tidemark/v1/processing_pb.js";
 import type { CallContext, HandlersOf } from "../grpc/bridge.js";
+import { checkStatedDatabase as statedDatabaseProblem } from "../validation.js";
 import type { AuthFailures } from "./authenticator.js";
 
 /** What the guards need: the failure counter, and how to re-check an open stream's token. */
@@ -58,8 +61,8 @@ function actorOf(deps: GuardDeps, context: CallContext, requested: string): stri
 
 /** `database`, when a single-stream request sets it, must be the aggregate's database (its id's first part). */
 function checkStatedDatabase(stated: string, aggregateId: string): void {
-  if (stated === "" || stated === databaseOf(aggregateId)) return;
-  throw new ValidationError([{ field: "database", description: `must be the part of aggregate_id before its first "/" (the aggregate's database), or empty` }]);
+  const problem = statedDatabaseProblem(stated, aggregateId);
+  if (problem !== undefined) throw new ValidationError([{ field: "database", description: problem }]);
 }
 
 /** EventStoreService with its checks. */
@@ -89,6 +92,18 @@ export function guardEventStore(inner: HandlersOf<typeof EventStoreService>, dep
         if (!reachesDatabase(principal, database)) demand(deps, context, { scope: "subscribe", database });
       }
       return revocable(inner.subscribe, request, context, deps);
+    },
+    async appendToStreams(request, context) {
+      // Every aggregate of the call, before anything is reserved: written ones need the write
+      // scope, checked ones the read scope (their heads are read), each with its database.
+      for (const stream of request.streams) {
+        demand(deps, context, { scope: "write", database: databaseOf(stream.aggregateId), aggregateType: stream.aggregateType, aggregateId: stream.aggregateId });
+      }
+      for (const check of request.consistencyChecks) {
+        demand(deps, context, { scope: "read", database: databaseOf(check.aggregateId), aggregateType: check.aggregateType, aggregateId: check.aggregateId });
+      }
+      request.actor = actorOf(deps, context, request.actor);
+      return inner.appendToStreams(request, context);
     },
   };
 }
@@ -167,12 +182,84 @@ export function guardInstances(inner: HandlersOf<typeof InstanceService>, deps: 
   };
 }
 
-/** ProcessingService with its check: the read scope; the handler filters by the principal's databases. */
+/**
+ * ProcessingService with its checks: the read scope to look, the admin scope to redrive (replay or
+ * discard); the handlers filter by the principal's databases, so another tenant's event is NOT_FOUND.
+ */
 export function guardProcessing(inner: HandlersOf<typeof ProcessingService>, deps: GuardDeps): HandlersOf<typeof ProcessingService> {
   return {
     async getProcessingStatus(request, context) {
       demand(deps, context, { scope: "read" });
       return inner.getProcessingStatus(request, context);
+    },
+    async listDeadLetters(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listDeadLetters(request, context);
+    },
+    async getDeadLetter(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.getDeadLetter(request, context);
+    },
+    async replayDeadLetters(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.replayDeadLetters(request, context);
+    },
+    async discardDeadLetters(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.discardDeadLetters(request, context);
+    },
+  };
+}
+
+/**
+ * InspectionService with its checks: the read scope, and the database a listing names (the handlers
+ * filter what spans databases by the principal); the relay's store-wide figures need admin.
+ */
+export function guardInspection(inner: HandlersOf<typeof InspectionService>, deps: GuardDeps): HandlersOf<typeof InspectionService> {
+  return {
+    async listDatabases(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listDatabases(request, context);
+    },
+    async listAggregateTypes(request, context) {
+      demand(deps, context, { scope: "read", database: request.database });
+      return inner.listAggregateTypes(request, context);
+    },
+    async listStreams(request, context) {
+      demand(deps, context, { scope: "read", database: request.database, aggregateType: request.aggregateType });
+      return inner.listStreams(request, context);
+    },
+    async getEvent(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.getEvent(request, context);
+    },
+    async getRelayStatus(request, context) {
+      demand(deps, context, { scope: "admin" });
+      return inner.getRelayStatus(request, context);
+    },
+    async listHandlers(request, context) {
+      demand(deps, context, { scope: "read" });
+      return inner.listHandlers(request, context);
+    },
+  };
+}
+
+/**
+ * PrivacyService with its checks: ForgetSubject needs the admin scope on the subject's database,
+ * GetSubjectKey the read scope there (whoever may read the events may read their data). An empty
+ * database is left to validation (INVALID_ARGUMENT), which names the field.
+ */
+export function guardPrivacy(inner: HandlersOf<typeof PrivacyService>, deps: GuardDeps): HandlersOf<typeof PrivacyService> {
+  const need = (scope: "read" | "admin", database: string): AccessNeed => ({ scope, ...(database === "" ? {} : { database }) });
+  return {
+    async forgetSubject(request, context) {
+      demand(deps, context, need("admin", request.database));
+      request.actor = actorOf(deps, context, request.actor);
+      return inner.forgetSubject(request, context);
+    },
+    async getSubjectKey(request, context) {
+      demand(deps, context, need("read", request.database));
+      return inner.getSubjectKey(request, context);
     },
   };
 }

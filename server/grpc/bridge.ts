@@ -12,14 +12,17 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { decodeBinary, DecodeError, encodeBinary, type Logger, type Principal, ValidationError } from "../../core/index.js";
+import { activeTraceparent, decodeBinary, DecodeError, encodeBinary, type Logger, type Principal, ValidationError } from "../../core/index.js";
 import { toServiceError } from "./status.js";
 
 /** What a handler knows about its call. */
 export interface CallContext {
   /** Aborted when the client cancels or the deadline passes. */
   readonly signal: AbortSignal;
-  /** Request metadata (text values only), lower-case keys. */
+  /**
+   * Request metadata (text values only), lower-case keys. With tracing on, `traceparent` names the
+   * call's own span (a child of the client's, same trace), which events store as their trace context.
+   */
   readonly metadata: Readonly<Record<string, string>>;
   /** `/package.Service/Method`. */
   readonly path: string;
@@ -211,6 +214,8 @@ function callContext(call: AnyServerCall, path: string): { context: { -readonly 
   for (const [key, value] of Object.entries(call.metadata.getMap())) {
     if (typeof value === "string") metadata[key] = value;
   }
+  const traced = activeTraceparent();
+  if (traced !== undefined) metadata["traceparent"] = traced;
   const deadline = call.getDeadline();
   const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
   let timer: NodeJS.Timeout | undefined;

@@ -7,9 +7,10 @@ import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild
 import { anyPack, type Any } from "@bufbuild/protobuf/wkt";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
-import { ConcurrencyConflictSchema, IdempotencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
+import { ConcurrencyConflictSchema, ConsistencyConflictSchema, IdempotencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
 import {
   isConcurrencyError,
+  isConsistencyError,
   isIdempotencyError,
   isNotFoundError,
   isPermissionDeniedError,
@@ -48,6 +49,20 @@ export function toServiceError(e: unknown, log: Logger, path: string): ServiceEr
     return build(grpc.status.ABORTED, e.message, [
       pack(ConcurrencyConflictSchema, detail),
       info("SEQUENCE_CONFLICT", { expected_seq: String(e.expectedSeq), actual_seq: String(e.actualSeq) }),
+    ]);
+  }
+  if (isConsistencyError(e)) {
+    // Every failing expectation and check (W8); the first also as a ConcurrencyConflict, the detail
+    // a client of AppendEvents already reads.
+    const first = e.conflicts[0]!;
+    const detail = create(ConsistencyConflictSchema, {
+      conflicts: e.conflicts.map((c) => ({ field: c.field, aggregateType: c.aggregateType, aggregateId: c.aggregateId, expectedSeq: BigInt(c.expectedSeq), actualSeq: BigInt(c.actualSeq) })),
+    });
+    const firstDetail = create(ConcurrencyConflictSchema, { aggregateType: first.aggregateType, aggregateId: first.aggregateId, expectedSeq: BigInt(first.expectedSeq), actualSeq: BigInt(first.actualSeq) });
+    return build(grpc.status.ABORTED, e.message, [
+      pack(ConsistencyConflictSchema, detail),
+      pack(ConcurrencyConflictSchema, firstDetail),
+      info("SEQUENCE_CONFLICT", { conflicts: String(e.conflicts.length), expected_seq: String(first.expectedSeq), actual_seq: String(first.actualSeq) }),
     ]);
   }
   if (isIdempotencyError(e)) {

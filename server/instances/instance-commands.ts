@@ -1,8 +1,10 @@
 /**
  * Instance commands end to end: validate, derive the event id from command_id (so a retry is the
- * same append, W4), fold the stream, decide with the pure domain functions, append.
+ * same append, W4), fold the stream from its latest snapshot, decide with the pure domain
+ * functions, append. The fold's start is one query (head, snapshot, the slots after it, the
+ * command's event id), so a command costs that query, the tail's events (usually cached) and the
+ * append, whatever the stream's length (docs/STORAGE.md "Snapshots").
  */
-import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { v5 as uuidv5 } from "uuid";
 import {
@@ -14,24 +16,24 @@ import {
   decideInstance,
   EventKind,
   type Expectation,
-  findLiveSlot,
-  foldInstance,
   IdempotencyError,
   INSTANCE_AGGREGATE_TYPE,
   instanceAggregateId,
   type InstanceCommand,
-  type InstanceEvent,
-  instanceEventOf,
   type InstanceState,
+  instanceEventOf,
   kindLabel,
+  type Logger,
   NotFoundError,
   PreconditionError,
+  Upcasters,
   Violations,
   type WriteSideTables,
 } from "../../core/index.js";
 import type { Kysely } from "kysely";
 import type { EventStore, ProposedEventInput } from "../event-store.js";
 import type { Limits } from "../limits.js";
+import { InstanceFolder, type SnapshotSettings } from "./instance-folder.js";
 import { checkActor, checkJson, checkMetadata, checkSeq, SERVER_METADATA_KEYS } from "../validation.js";
 
 /** Metadata keys an instance command sets itself: the request's command_id, and the kind. */
@@ -120,10 +122,17 @@ export function validateInstanceCommand(type: InstanceCommand["type"], raw: RawI
 
 /** Runs instance commands and reads over the event store. */
 export class InstanceCommands {
+  private readonly folder: InstanceFolder;
+
   constructor(
     private readonly store: EventStore,
-    private readonly db: Kysely<WriteSideTables>,
-  ) {}
+    db: Kysely<WriteSideTables>,
+    snapshots: Partial<SnapshotSettings> = {},
+    log?: Logger,
+    upcasters: Upcasters = Upcasters.NONE,
+  ) {
+    this.folder = new InstanceFolder({ db, load: (rows) => store.loadAll(rows), snapshots, upcasters, ...(log === undefined ? {} : { log }) });
+  }
 
   /** Decides and appends one command; a retry with the same command_id returns the original result. */
   async execute(input: InstanceCommandInput, traceparent?: string): Promise<CommandOutcome> {
@@ -132,12 +141,12 @@ export class InstanceCommands {
     const metadata: Record<string, string> = { ...input.metadata, command_id: input.commandId, kind: kindLabel(EventKind.DOMAIN) };
     if (traceparent !== undefined && metadata["traceparent"] === undefined) metadata["traceparent"] = traceparent;
 
-    // A retry of a command that already landed must not be judged against today's state.
-    const previous = await findLiveSlot(this.db, eventId);
+    // A retry of a command that already landed must not be judged against today's state; the
+    // event id is looked up in the same query that starts the fold.
+    const { state, version, existing: previous } = await this.folder.fold(aggregateId, eventId);
     let decided;
     let expectation: Expectation = { type: "any" };
     if (previous === undefined) {
-      const { state, version } = await this.fold(aggregateId);
       // Deletion is final: the id keeps its history and is never reused (docs/CONTRACT.md, Instances).
       if (input.command.type === "create" && state.exists && state.deleted) {
         throw new PreconditionError(`instance ${aggregateId} was deleted; the id of a deleted instance is not reused`);
@@ -185,34 +194,8 @@ export class InstanceCommands {
   /** The instance folded from its stream; NotFoundError when it was never created. */
   async get(address: InstanceAddress): Promise<InstanceView> {
     const aggregateId = instanceAggregateId(address.database, address.className, address.instanceId);
-    const { state, version } = await this.fold(aggregateId);
+    const { state, version } = await this.folder.fold(aggregateId);
     if (!state.exists) throw new NotFoundError(`instance ${aggregateId} does not exist`);
     return { address, state, version };
   }
-
-  /** Folds a stream; version is the resolved head, the value update and delete must name. */
-  private async fold(aggregateId: string): Promise<{ state: InstanceState; version: number }> {
-    // The head first, then the events: every slot up to a resolved head is committed or void, so
-    // the events read include every event up to it, and the version never runs ahead of the state
-    // folded. Read the other way round, a create committed between the two reads gave "no instance
-    // yet" at version 1, and a second create landed at seq 2 (found by the chaos harness).
-    const head = await this.store.headIfAny(INSTANCE_AGGREGATE_TYPE, aggregateId);
-    const events: InstanceEvent[] = [];
-    for await (const envelope of this.store.read(INSTANCE_AGGREGATE_TYPE, aggregateId, 1, 0)) {
-      events.push({
-        eventType: envelope.eventType,
-        seq: Number(envelope.sequenceNumber),
-        globalPosition: Number(envelope.globalPosition),
-        occurredAt: toDate(envelope.occurredAt),
-        data: envelope.data ?? {},
-      });
-    }
-    const state = foldInstance(events);
-    const version = Math.max(head?.resolved ?? 0, events.at(-1)?.seq ?? 0);
-    return { state, version };
-  }
-}
-
-function toDate(ts: Timestamp | undefined): Date {
-  return ts === undefined ? new Date(0) : timestampDate(ts);
 }

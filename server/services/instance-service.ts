@@ -2,6 +2,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   checkInstanceId,
   checkInstancePart,
+  inSpan,
   INSTANCE_AGGREGATE_TYPE,
   instanceAggregateId,
   listStreams,
@@ -72,15 +73,15 @@ export function instanceHandlers(
 ): HandlersOf<typeof InstanceService> {
   return {
     async createInstance(request, context) {
-      const input = validateInstanceCommand("create", request, limits);
+      const input = await inSpan("tidemark.validate", async () => validateInstanceCommand("create", request, limits));
       return { result: toResult(await commands.execute(input, context.metadata["traceparent"])) };
     },
     async updateInstance(request, context) {
-      const input = validateInstanceCommand("update", request, limits);
+      const input = await inSpan("tidemark.validate", async () => validateInstanceCommand("update", request, limits));
       return { result: toResult(await commands.execute(input, context.metadata["traceparent"])) };
     },
     async deleteInstance(request, context) {
-      const input = validateInstanceCommand("delete", request, limits);
+      const input = await inSpan("tidemark.validate", async () => validateInstanceCommand("delete", request, limits));
       return { result: toResult(await commands.execute(input, context.metadata["traceparent"])) };
     },
     async getInstance(request, context) {

@@ -18,6 +18,16 @@ import {
   type ProcessingState as RowState,
   type RecordScope,
   Violations,
+  type DeadLetterCursor,
+  type DeadLetterRecord,
+  type DeadLetterTarget,
+  discardDeadLetters,
+  getDeadLetter,
+  listDeadLetters,
+  requestReplay,
+  requireKnownHandler,
+  waitingCounts,
+  type WaitingCounts,
   visibleTo,
   ALL_DATABASES,
   watermarksOf,
@@ -25,6 +35,9 @@ import {
 import {
   ProcessingService,
   ProcessingState,
+  type DeadLetterCountsSchema,
+  type DeadLetterSchema,
+  type DeadLetterSelection,
   type EventProcessingStatusSchema,
   type HandlerStatusSchema,
 } from "../../gen/tidemark/v1/processing_pb.js";
@@ -36,6 +49,9 @@ const STATES: Record<RowState, ProcessingState> = {
   retry_scheduled: ProcessingState.RETRY_SCHEDULED,
   dead_lettered: ProcessingState.DEAD_LETTERED,
   skipped_stale: ProcessingState.SKIPPED_STALE,
+  parked: ProcessingState.PARKED,
+  replay_requested: ProcessingState.REPLAY_REQUESTED,
+  discarded: ProcessingState.DISCARDED,
 };
 
 /** Handlers of ProcessingService over the registry in `db`. */
@@ -51,16 +67,170 @@ export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typ
       // With a token, another database's events are filtered out in the queries: to its caller such
       // an event is unknown (NOT_FOUND, the same message), and a command's list omits it.
       const principal = context.principal;
-      if (key.case === "eventId") return { events: [await eventStatus(db, key.value, principal)] };
-      const records = await findRecords(db, { commandId: key.value! }, principal === undefined ? undefined : scopeOf(principal));
+      const scope = principal === undefined ? undefined : scopeOf(principal);
+      const withCounts = async (events: Array<MessageInitShape<typeof EventProcessingStatusSchema>>) => {
+        const handlers = [...new Set(events.flatMap((e) => (e.handlers ?? []).map((h) => h.handler ?? "")))].sort();
+        return { events, handlerCounts: (await waitingCounts(db, handlers, scope)).map(toCounts) };
+      };
+      if (key.case === "eventId") return withCounts([await eventStatus(db, key.value, principal)]);
+      const records = await findRecords(db, { commandId: key.value! }, scope);
       const byEvent = new Map<string, ProcessingRecord[]>();
       for (const record of records) {
         const list = byEvent.get(record.eventId);
         if (list === undefined) byEvent.set(record.eventId, [record]);
         else list.push(record);
       }
-      return { events: [...byEvent.values()].map((list) => toStatus(list[0]!, list.map(toHandlerStatus))) };
+      return withCounts([...byEvent.values()].map((list) => toStatus(list[0]!, list.map(toHandlerStatus))));
     },
+    async listDeadLetters(request, context) {
+      const v = new Violations();
+      if (request.handler !== "") v.add("handler", checkHandlerName(request.handler));
+      const aggregate = request.aggregate;
+      if (aggregate !== undefined) {
+        v.add("aggregate.aggregate_type", aggregate.aggregateType === "" ? "is required with aggregate" : undefined);
+        v.add("aggregate.aggregate_id", aggregate.aggregateId === "" ? "is required with aggregate" : undefined);
+      }
+      if (request.pageSize > MAX_PAGE) v.add("page_size", `must be at most ${MAX_PAGE}`);
+      const after = request.pageToken === "" ? undefined : decodeCursor(request.pageToken);
+      if (after === null) v.add("page_token", "is not a page token this call returned");
+      v.throwIfAny();
+      if (request.handler !== "") await requireKnownHandler(db, request.handler);
+      const scope = context.principal === undefined ? undefined : scopeOf(context.principal);
+      const limit = request.pageSize === 0 ? DEFAULT_PAGE : request.pageSize;
+      const records = await listDeadLetters(
+        db,
+        {
+          handler: request.handler === "" ? undefined : request.handler,
+          aggregate: aggregate === undefined ? undefined : { aggregateType: aggregate.aggregateType, aggregateId: aggregate.aggregateId },
+          limit: limit + 1,
+          after: after ?? undefined,
+          includeReplaying: request.includeReplaying,
+        },
+        scope,
+      );
+      const page = records.slice(0, limit);
+      const last = page[page.length - 1];
+      const handlers = request.handler === "" ? [...new Set(page.map((r) => r.handler))].sort() : [request.handler];
+      return {
+        deadLetters: page.map(toDeadLetter),
+        nextPageToken: records.length > limit && last !== undefined ? encodeCursor(last) : "",
+        counts: (await waitingCounts(db, handlers, scope)).map(toCounts),
+      };
+    },
+    async getDeadLetter(request, context) {
+      const v = new Violations();
+      v.add("handler", request.handler === "" ? "is required" : checkHandlerName(request.handler));
+      v.add("event_id", checkEventIdOrKey(request.eventId));
+      v.throwIfAny();
+      await requireKnownHandler(db, request.handler);
+      const { record, message } = await getDeadLetter(db, request.handler, request.eventId, context.principal === undefined ? undefined : scopeOf(context.principal));
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(message?.headers ?? {})) headers[name] = Buffer.from(value, "base64").toString("utf8");
+      return {
+        deadLetter: toDeadLetter(record),
+        messageValue: message?.value === null || message === null ? new Uint8Array() : new Uint8Array(Buffer.from(message.value, "base64")),
+        messageHeaders: headers,
+      };
+    },
+    async replayDeadLetters(request, context) {
+      const { handler, target } = checkSelection(request.selection, new Violations());
+      await requireKnownHandler(db, handler);
+      const who = context.principal?.name ?? "";
+      return { eventIds: await requestReplay(db, handler, target, who, context.principal === undefined ? undefined : scopeOf(context.principal)) };
+    },
+    async discardDeadLetters(request, context) {
+      const v = new Violations();
+      const reason = request.reason.trim();
+      v.add("reason", reason === "" ? "is required: say why the events are resolved without being applied" : reason.length > 2000 ? "must be at most 2000 characters" : undefined);
+      const { handler, target } = checkSelection(request.selection, v);
+      await requireKnownHandler(db, handler);
+      const who = context.principal?.name ?? "";
+      return { eventIds: await discardDeadLetters(db, handler, target, who, reason, context.principal === undefined ? undefined : scopeOf(context.principal)) };
+    },
+  };
+}
+
+const DEFAULT_PAGE = 100;
+const MAX_PAGE = 1000;
+const HANDLER_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/;
+
+function checkHandlerName(handler: string): string | undefined {
+  return HANDLER_NAME.test(handler) ? undefined : `must be a handler name (letters, digits, _ . : -, at most 128 characters)`;
+}
+
+/** Registry keys are event ids, or `kafka:topic:partition:offset` for an undecodable message. */
+function checkEventIdOrKey(eventId: string): string | undefined {
+  if (eventId === "") return "is required";
+  if (eventId.startsWith("kafka:") && eventId.length <= 512) return undefined;
+  return checkEventId(eventId);
+}
+
+/** Validates a DeadLetterSelection (every problem named with its field) and returns it typed. */
+function checkSelection(selection: DeadLetterSelection | undefined, v: Violations): { handler: string; target: DeadLetterTarget } {
+  let target: DeadLetterTarget | undefined;
+  if (selection === undefined) v.add("selection", "is required");
+  else {
+    v.add("selection.handler", selection.handler === "" ? "is required" : checkHandlerName(selection.handler));
+    const t = selection.target;
+    if (t.case === undefined) v.add("selection.target", "event_id, aggregate or all is required");
+    else if (t.case === "eventId") {
+      v.add("selection.event_id", checkEventIdOrKey(t.value));
+      target = { type: "event", eventId: t.value };
+    } else if (t.case === "aggregate") {
+      v.add("selection.aggregate.aggregate_type", t.value.aggregateType === "" ? "is required" : undefined);
+      v.add("selection.aggregate.aggregate_id", t.value.aggregateId === "" ? "is required" : undefined);
+      target = { type: "aggregate", aggregateType: t.value.aggregateType, aggregateId: t.value.aggregateId };
+    } else {
+      v.add("selection.all", t.value ? undefined : "must be true to select every event of the handler");
+      target = { type: "all" };
+    }
+  }
+  v.throwIfAny();
+  return { handler: selection!.handler, target: target! };
+}
+
+function encodeCursor(r: DeadLetterRecord): string {
+  return Buffer.from(JSON.stringify([r.handler, r.aggregateType, r.aggregateId, r.seq, r.eventId])).toString("base64url");
+}
+
+/** The cursor of a page token, or null when the token is not one this service made. */
+function decodeCursor(token: string): DeadLetterCursor | null {
+  try {
+    const [handler, aggregateType, aggregateId, seq, eventId] = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as unknown[];
+    if (typeof handler !== "string" || typeof aggregateType !== "string" || typeof aggregateId !== "string" || typeof seq !== "number" || typeof eventId !== "string") return null;
+    return { handler, aggregateType, aggregateId, seq, eventId };
+  } catch {
+    return null;
+  }
+}
+
+function toCounts(c: WaitingCounts): MessageInitShape<typeof DeadLetterCountsSchema> {
+  return { handler: c.handler, deadLettered: BigInt(c.deadLettered), parked: BigInt(c.parked), replayRequested: BigInt(c.replayRequested) };
+}
+
+function toDeadLetter(r: DeadLetterRecord): MessageInitShape<typeof DeadLetterSchema> {
+  const time = (d: Date | null) => (d === null ? undefined : timestampFromDate(d));
+  return {
+    handler: r.handler,
+    eventId: r.eventId,
+    eventType: r.eventType,
+    aggregateType: r.aggregateType,
+    aggregateId: r.aggregateId,
+    sequenceNumber: BigInt(r.seq),
+    globalPosition: BigInt(r.globalPosition ?? 0),
+    state: STATES[r.state],
+    cause: r.cause ?? "",
+    attempts: r.attempts,
+    firstFailedAt: time(r.firstFailedAt),
+    lastFailedAt: time(r.lastFailedAt),
+    parkedBehind: r.parkedBehind ?? "",
+    replays: r.replays,
+    replayRequestedBy: r.replayRequestedBy ?? "",
+    replayRequestedAt: time(r.replayRequestedAt),
+    resolvedBy: r.resolvedBy ?? "",
+    resolutionReason: r.resolutionReason ?? "",
+    resolvedAt: time(r.resolvedAt),
+    updatedAt: timestampFromDate(r.updatedAt),
   };
 }
 

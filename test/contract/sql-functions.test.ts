@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openBackends, type Backends } from "../../core/backends.js";
 import { migrateToLatest } from "../../core/db/database.js";
 import { applySqlFunctions, sqlFunctionFiles, type SqlFunctionFile } from "../../core/db/sql-functions.js";
-import { commitSlots, reserveSlots } from "../../core/event-log.js";
+import { commitSlots, reserveSlots, reserveStreams } from "../../core/event-log.js";
 import { testServerConfig } from "../helpers/test-server.js";
 
 const config = testServerConfig();
@@ -32,13 +32,13 @@ const probe = (value: number): SqlFunctionFile => {
 describe("SQL function files", () => {
   it("applies every file to a fresh schema once, and nothing on the next migrate", async () => {
     const files = await sqlFunctionFiles();
-    expect(files.map((f) => f.name)).toEqual(["allocate_segment", "commit_slots", "reserve_slots"]);
+    expect(files.map((f) => f.name)).toEqual(["allocate_segment", "commit_slots", "reserve_slots", "reserve_streams"]);
     const first = await migrateToLatest(backends.database.db, config.pgSchema);
-    expect(first).toEqual(expect.arrayContaining(["function allocate_segment", "function commit_slots", "function reserve_slots"]));
+    expect(first).toEqual(expect.arrayContaining(["function allocate_segment", "function commit_slots", "function reserve_slots", "function reserve_streams"]));
     const again = await migrateToLatest(backends.database.db, config.pgSchema);
     expect(again).toEqual([]);
-    const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_proc p join pg_namespace s on s.oid = p.pronamespace where s.nspname = ${config.pgSchema} and p.proname in ('allocate_segment', 'reserve_slots', 'commit_slots')`.execute(backends.database.db);
-    expect(rows[0]!.n).toBe(3);
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_proc p join pg_namespace s on s.oid = p.pronamespace where s.nspname = ${config.pgSchema} and p.proname in ('allocate_segment', 'reserve_slots', 'commit_slots', 'reserve_streams')`.execute(backends.database.db);
+    expect(rows[0]!.n).toBe(4);
   });
 
   it("applies a file again when it changes, also when two processes migrate at once", async () => {
@@ -107,5 +107,40 @@ describe("commit_slots (R2)", () => {
     await voidSlots(db, [b2.logId]);
     const both = await commit(db, [b3.logId, b1.logId]);
     expect([both.get(b1.logId)?.type, both.get(b3.logId)?.type]).toEqual(["committed", "committed"]);
+  });
+});
+
+describe("commit_slots: a multi-stream call commits whole (W8)", () => {
+  it("commits none of a call while one of its slots waits for a predecessor, then all of it at contiguous positions", async () => {
+    const db = backends.database.db;
+    await migrateToLatest(db, config.pgSchema);
+    const slot = (eventId: string) => ({ eventId, eventType: "Noted", contentHash: `h-${eventId}`, orderingKey: null });
+    // w8-p's seq 1 is reserved by a single-stream append and left pending.
+    const before = await reserveSlots(db, "Task", "w8-p", { type: "any" }, [slot("w8p-1")]);
+    if (before.type !== "reserved") throw new Error("not reserved");
+    const call = await reserveStreams(
+      db,
+      [
+        { aggregateType: "Task", aggregateId: "w8-q", expectation: { type: "exact", seq: 0 }, events: [slot("w8q-1"), slot("w8q-2")] },
+        { aggregateType: "Task", aggregateId: "w8-p", expectation: { type: "any" }, events: [slot("w8p-2")] },
+      ],
+      [],
+    );
+    if (call.type !== "reserved") throw new Error("not reserved");
+    const ids = call.streams.flatMap((s) => s.slots.map((r) => r.logId));
+    await markWritten(db, ids);
+    // w8-q's slots could commit, but w8-p's waits: the call waits whole. Asking for one slot of a
+    // call (as the sweeper's pages may) is asking for the call.
+    const waiting = await commit(db, [ids[0]!]);
+    expect(waiting.get(ids[0]!)).toEqual({ type: "deferred" });
+    await markWritten(db, [before.slots[0]!.logId]);
+    const both = await commit(db, [ids[1]!, before.slots[0]!.logId]);
+    const first = both.get(before.slots[0]!.logId);
+    const q2 = both.get(ids[1]!);
+    if (first?.type !== "committed" || q2?.type !== "committed") throw new Error("not committed");
+    const { rows } = await sql<{ log_id: number; global_position: number }>`select log_id, global_position from event_log where log_id = any(${ids}::bigint[]) order by log_id`.execute(db);
+    const positions = rows.map((r) => Number(r.global_position));
+    expect(positions).toEqual([first.position + 1, first.position + 2, first.position + 3]);
+    expect(q2.position).toBe(positions[1]);
   });
 });

@@ -202,6 +202,11 @@ describe("an embedded deployment driven by the CLI", () => {
     expect(resumed.stderr).toMatch(new RegExp(`rebuild replay \\d+% position \\d+/${total} events \\d+ {2}resumed from [1-9]`));
     expect(resumed.stdout).toMatch(new RegExp(`^rebuilt instances: 1 instances from ${total} commit-log entries, up to position ${total} \\(resumed at [1-9]\\d*\\)$`, "m"));
     expect((await tidemark(["rebuild", "orders"], env)).stderr).toMatch(/unknown projection "orders"/);
+    // The instance snapshots (docs/STORAGE.md): the one instance, ada, has 2 events.
+    const snapshots = await tidemark(["rebuild", "snapshots"], { ...env, TIDEMARK_SNAPSHOT_EVERY: "2" });
+    expect(snapshots.code, snapshots.stderr).toBe(0);
+    expect(snapshots.stdout).toMatch(/^rebuilt snapshots: 1 taken over 1 instance streams, 0 dropped before$/m);
+    expect((await tidemark(["rebuild", "snapshots"], { ...env, TIDEMARK_SNAPSHOT_EVERY: "3" })).stdout).toMatch(/^rebuilt snapshots: 0 taken over 1 instance streams, 1 dropped before$/m);
 
     server = await startServer();
     const instances = createClient(InstanceService, addr);

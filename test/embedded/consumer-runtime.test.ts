@@ -20,6 +20,7 @@ import { ConsumerRuntime, type ConsumerRuntimeOptions } from "../../consumers/co
 import { claimEvent, ConsumerMetrics, type DeadLetter, defineHandler, type Handler, PoisonError } from "../../consumers/index.js";
 import { createEffectsTable, effectHandler, grouped, recordEffect } from "../helpers/consumer-effects.js";
 import { effectCounts, effectOrder, registryRow, testEnvelope } from "../helpers/consumer-env.js";
+import { requestReplay } from "../../core/index.js";
 import { InMemorySource } from "../helpers/in-memory-source.js";
 import { waitFor } from "../helpers/wait-for.js";
 import type { ConsumerDatabase } from "../../core/index.js";
@@ -277,5 +278,36 @@ describe.each([
     for (let a = 0; a < 5; a++) expect(await effectOrder(database.db, name, `p${a}`)).toEqual([1, 2, 3, 4]);
     expect(await metricValue(metrics.pausedPartitions)).toBe(0);
     expect(violations).toEqual([]);
+  });
+
+  it("C8, C9: parks an aggregate's later events behind a dead letter while others flow; a replay after the fix applies them in order, once", async () => {
+    const name = `${tag}-park`;
+    let fixed = false;
+    const poisoned = `${name}-p-2`;
+    const handler = wrap(effectHandler(name, async (eventId) => {
+      if (eventId === poisoned && !fixed) throw new PoisonError("not yet understood");
+    }));
+    const source = new InMemorySource();
+    const p = [1, 2, 3, 4].map((seq) => testEnvelope({ eventId: `${name}-p-${seq}`, aggregateId: "p", seq }));
+    const q = [1, 2, 3].map((seq) => testEnvelope({ eventId: `${name}-q-${seq}`, aggregateId: "q", seq }));
+    source.add(0, [p[0]!, q[0]!, p[1]!, q[1]!, p[2]!, q[2]!, p[3]!]);
+    const { letters, metrics } = await start(handler, source, { replayPollMs: 20 });
+    // Every offset advances: the parked events are recorded outcomes.
+    await waitFor(() => source.committed(0) === 7, { what: "the partition committed to the end" });
+    expect((await registryRow(database.db, name, poisoned))!.state).toBe("dead_lettered");
+    for (const seq of [3, 4]) expect(await registryRow(database.db, name, `${name}-p-${seq}`)).toMatchObject({ state: "parked", parked_behind: poisoned });
+    expect(await effectOrder(database.db, name, "p")).toEqual([1]);
+    expect(await effectOrder(database.db, name, "q")).toEqual([1, 2, 3]);
+    expect(letters.map((l) => l.eventId)).toEqual([poisoned]);
+    expect(await metricValue(metrics.parked, { state: "parked" })).toBe(2);
+
+    fixed = true;
+    const replayed = await requestReplay(database.db, name, { type: "aggregate", aggregateType: "Task", aggregateId: "p" }, "tester");
+    expect(replayed).toEqual([poisoned, `${name}-p-3`, `${name}-p-4`]);
+    await waitFor(finalRow(name, `${name}-p-4`), { what: "the parked sequence to be replayed" });
+    expect(await effectOrder(database.db, name, "p")).toEqual([1, 2, 3, 4]);
+    expect([...(await effectCounts(database.db, name)).values()].every((n) => n === 1)).toBe(true);
+    expect(await registryRow(database.db, name, poisoned)).toMatchObject({ state: "done", replays: 1, replay_requested_by: "tester" });
+    expect(await metricValue(metrics.replayed)).toBe(3);
   });
 });

@@ -2,8 +2,9 @@
  * The README's quick start, exactly: in a fresh copy of the repository (node_modules linked, as
  * `npm install` would leave them), with no service variables, `npm start` runs Tidemark embedded,
  * and the README's grpcurl session works against it. Ctrl-C stops it cleanly; a second `npm start`
- * finds the data again. The one difference from the README: the port, picked free so that the test
- * does not collide with a server someone else runs on 50051.
+ * finds the data again. The one difference from the README: the ports (gRPC and the web console),
+ * picked free so that the test does not collide with a server someone else runs on 50051 and 50052.
+ * The copy has no console bundle (console/dist is not committed): the server builds it at start.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -13,9 +14,11 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { background, cleanEnv, freePort, ROOT, type Background } from "../helpers/cli-process.js";
 import { findTool } from "../helpers/tools.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 let copy: string;
 let port: number;
+let consolePort: number;
 let grpcurl: string;
 let npmStart: Background | undefined;
 
@@ -32,13 +35,14 @@ function call(args: string[]): { ok: boolean; out: string } {
 async function startNpm(): Promise<Background> {
   // A test that failed half-way must not leave its process holding the data directory.
   await npmStart?.stop("SIGKILL");
-  npmStart = background("npm", ["start"], cleanEnv({ TIDEMARK_GRPC_ADDR: `127.0.0.1:${port}` }), copy);
+  npmStart = background("npm", ["start"], cleanEnv({ TIDEMARK_GRPC_ADDR: `127.0.0.1:${port}`, TIDEMARK_CONSOLE_ADDR: `127.0.0.1:${consolePort}` }), copy);
   return npmStart;
 }
 
 beforeAll(async () => {
   grpcurl = findTool("grpcurl");
   port = await freePort();
+  consolePort = await freePort();
   copy = await mkdtemp(path.join(os.tmpdir(), "tidemark-readme-"));
   // The working tree as a clone would have it: tracked and untracked-but-not-ignored files.
   const files = execFileSync("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT, encoding: "utf8" }).split("\0").filter((f) => f !== "");
@@ -64,7 +68,12 @@ describe("README quick start", () => {
     expect(banner).toMatch(/embedded mode/);
     expect(banner).toContain(`data      ${path.join(copy, ".tidemark")}`);
     expect(banner).toMatch(/running {3}server, relay \(in process: commit log → consumers\), projection:instances/);
+    expect(banner).toContain(`console   http://127.0.0.1:${consolePort}/`);
     await npmStart!.waitFor(/"msg":"tidemark started"/, "the JSON start-up log line");
+    const page = await fetch(`http://127.0.0.1:${consolePort}/`);
+    expect(await page.text()).toContain("Tidemark console");
+    // The server builds the missing bundle beside serving: the script is there once it did.
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${consolePort}/console.js`)).status === 200 || undefined, { what: "the console's bundle served", timeoutMs: 60_000 });
 
     expect(call([address, "list"]).out.split("\n")).toEqual(expect.arrayContaining(["grpc.health.v1.Health", "tidemark.v1.EventStoreService", "tidemark.v1.InstanceService", "tidemark.v1.ProcessingService"]));
 
@@ -106,6 +115,25 @@ describe("README quick start", () => {
       address, "tidemark.v1.EventStoreService/AppendEvents",
     ]);
     expect(JSON.parse(append.out)).toMatchObject({ events: [{ eventId: "o-1-placed", sequenceNumber: "1", globalPosition: "3" }] });
+
+    const multi = call([
+      "-d", '{"streams":[{"aggregate_type":"Order","aggregate_id":"o-2","no_stream":{},"events":[{"event_id":"o-2-placed","event_type":"OrderPlaced","data":{"total":7}}]},{"aggregate_type":"Stock","aggregate_id":"sku-9","any":{},"events":[{"event_id":"o-2-reserved","event_type":"StockReserved","data":{"qty":1}}]}],"consistency_checks":[{"aggregate_type":"Order","aggregate_id":"o-1","expected_seq":1}]}',
+      address, "tidemark.v1.EventStoreService/AppendToStreams",
+    ]);
+    expect(JSON.parse(multi.out)).toMatchObject({
+      streams: [
+        { aggregateType: "Order", aggregateId: "o-2", events: [{ eventId: "o-2-placed", sequenceNumber: "1", globalPosition: "4" }] },
+        { aggregateType: "Stock", aggregateId: "sku-9", events: [{ eventId: "o-2-reserved", sequenceNumber: "1", globalPosition: "5" }] },
+      ],
+    });
+    const refused = call([
+      "-d", '{"streams":[{"aggregate_type":"Order","aggregate_id":"o-2","no_stream":{},"events":[{"event_id":"o-2-placed-again","event_type":"OrderPlaced","data":{"total":8}}]}],"consistency_checks":[{"aggregate_type":"Order","aggregate_id":"o-1","expected_seq":2}]}',
+      address, "tidemark.v1.EventStoreService/AppendToStreams",
+    ]);
+    expect(refused.ok).toBe(false);
+    expect(refused.out).toMatch(/Code: Aborted/);
+    expect(refused.out).toContain("Message: streams[0] Order/o-2: expected sequence 0, but the head is 1; consistency_checks[0] Order/o-1: expected sequence 2, but the head is 1");
+    expect(refused.out).toMatch(/tidemark\.v1\.ConsistencyConflict",\s+"conflicts": \[\s+\{\s+"field": "streams\[0\]",\s+"aggregateType": "Order",\s+"aggregateId": "o-2",\s+"actualSeq": "1"\s+\},\s+\{\s+"field": "consistency_checks\[0\]",\s+"aggregateType": "Order",\s+"aggregateId": "o-1",\s+"expectedSeq": "2",\s+"actualSeq": "1"\s+\}/);
 
     // Ctrl-C in a terminal signals the whole foreground group: npm and node. npm waits for its
     // child, then ends itself by the same signal.

@@ -29,10 +29,10 @@ export interface Finished {
   readonly stderr: string;
 }
 
-/** Runs `tidemark ARGS` to the end. */
-export function tidemark(args: readonly string[], env: Record<string, string>, options: { cwd?: string; timeoutMs?: number } = {}): Promise<Finished> {
+/** Runs `tidemark ARGS` to the end (`bin`: another copy of the bin shim, default {@link TIDEMARK_BIN}). */
+export function tidemark(args: readonly string[], env: Record<string, string>, options: { cwd?: string; timeoutMs?: number; bin?: string } = {}): Promise<Finished> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [TIDEMARK_BIN, ...args], { cwd: options.cwd ?? ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [options.bin ?? TIDEMARK_BIN, ...args], { cwd: options.cwd ?? ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));

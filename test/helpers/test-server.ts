@@ -74,6 +74,8 @@ export function testServerConfig(extra: Record<string, string> = {}): ServerConf
     TIDEMARK_PG_SCHEMA: `${id}`,
     TIDEMARK_LOG_LEVEL: process.env["TIDEMARK_TEST_LOG_LEVEL"] ?? "fatal",
     TIDEMARK_SHUTDOWN_GRACE_MS: "2000",
+    // The embedded default would bind the console's fixed port in every test server.
+    TIDEMARK_CONSOLE_ADDR: "off",
     ...extra,
   });
 }
@@ -114,4 +116,20 @@ export async function startTestServer(config: ServerConfig = testServerConfig(),
       await database.close();
     },
   };
+}
+
+/** A relay on a test server's schema and bucket, publishing to `topic` (3 partitions) — for end-to-end consumer tests. */
+export async function startTestRelay(config: ServerConfig, topic: string, deadLetterTopic: string): Promise<import("../../relay/index.js").RelayHandle> {
+  const { loadRelayConfig, startRelay } = await import("../../relay/index.js");
+  return startRelay(
+    loadRelayConfig({
+      ...stackEnv(),
+      TIDEMARK_PG_SCHEMA: config.pgSchema,
+      TIDEMARK_S3_BUCKET: config.s3Bucket,
+      TIDEMARK_RELAY_TOPIC: topic,
+      TIDEMARK_DEAD_LETTER_TOPIC: deadLetterTopic,
+      TIDEMARK_RELAY_PARTITIONS: "3",
+      TIDEMARK_LOG_LEVEL: process.env["TIDEMARK_TEST_LOG_LEVEL"] ?? "error",
+    }),
+  );
 }

@@ -7,11 +7,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDatabase, type Database } from "../../core/db/database.js";
 import { ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
-import { startRelay, loadRelayConfig, type RelayHandle } from "../../relay/index.js";
+import type { RelayHandle } from "../../relay/index.js";
 import { type ProjectionHandle, startProjection } from "../../consumers/index.js";
 import { consumerTestConfig, consumerTestId } from "../helpers/consumer-env.js";
 import { openTestKafka } from "../helpers/consumer-kafka.js";
-import { startTestServer, stackEnv, testServerConfig, type TestServer } from "../helpers/test-server.js";
+import { startTestRelay, startTestServer, stackEnv, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 import { type ConsumerDatabase, createInstanceReadModel } from "../../core/index.js";
 
@@ -29,17 +29,7 @@ beforeAll(async () => {
   const serverConfig = testServerConfig();
   database = createDatabase<ConsumerDatabase>({ url: stackEnv()["TIDEMARK_PG_URL"]!, schema: serverConfig.pgSchema, poolSize: 4 });
   t = await startTestServer(serverConfig, { readModel: createInstanceReadModel(database.db, { maxWaitMs: 20_000 }) });
-  relay = await startRelay(
-    loadRelayConfig({
-      ...stackEnv(),
-      TIDEMARK_PG_SCHEMA: serverConfig.pgSchema,
-      TIDEMARK_S3_BUCKET: serverConfig.s3Bucket,
-      TIDEMARK_RELAY_TOPIC: topic,
-      TIDEMARK_DEAD_LETTER_TOPIC: deadLetter,
-      TIDEMARK_RELAY_PARTITIONS: "3",
-      TIDEMARK_LOG_LEVEL: process.env["TIDEMARK_TEST_LOG_LEVEL"] ?? "error",
-    }),
-  );
+  relay = await startTestRelay(serverConfig, topic, deadLetter);
   // The relay creates the topics once it holds its lease; the projection subscribes after that.
   await t.instances.createInstance({ database: "e2e", className: "Warmup", instanceId: "w", properties: {}, commandId: "c-warmup" });
   await waitFor(() => relay.status().topicsReady && relay.status().published > 0, { what: "the relay to publish" });

@@ -19,6 +19,7 @@ import { createBootstrapToken, createToken, revokeToken, type Scope } from "../.
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../../gen/grpc/health/v1/health_pb.js";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
+import { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
 import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { startServer, type ServerHandle } from "../../server/app.js";
 import { createClient, type ClientOf, type ClientOptions } from "../../server/grpc/client.js";
@@ -241,6 +242,18 @@ const RPCS: Rpc[] = [
     writes: false,
     call: (c) => c.processing.getProcessingStatus({ key: { case: "eventId", value: seedEventA } }),
     callOther: (c) => c.processing.getProcessingStatus({ key: { case: "eventId", value: seedEventB } }),
+  },  {
+    name: "AppendToStreams",
+    scope: "write",
+    writes: true,
+    call: (c, n) =>
+      c.events.appendToStreams({
+        streams: [{ aggregateType: "Order", aggregateId: `alpha/m-${n}`, expectation: { case: "noStream", value: {} }, events: [{ eventId: `m-${n}`, eventType: "OrderPlaced" }] }],
+      }),
+    callOther: (c, n) =>
+      c.events.appendToStreams({
+        streams: [{ aggregateType: "Order", aggregateId: `beta/m-${n}`, expectation: { case: "noStream", value: {} }, events: [{ eventId: `m-${n}`, eventType: "OrderPlaced" }] }],
+      }),
   },
 ];
 
@@ -392,6 +405,20 @@ describe("tenancy on the read paths that span databases", () => {
     expect(got.every((e) => e.startsWith("Order:alpha/"))).toBe(true);
   });
 
+  it("a filter only narrows what the token sees (A3): bob's event-type filter sends beta's events only; the orders token's other prefix sends none", async () => {
+    const bob = clients(tokens["bob"]);
+    const got: string[] = [];
+    for await (const m of bob.events.subscribe({ start: { case: "afterPosition", value: 0n }, eventTypes: ["OrderPlaced"], stopAtCaughtUp: true })) {
+      if (m.message.case === "event") got.push(`${m.message.value.eventType}:${m.message.value.aggregateId}`);
+    }
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.every((e) => e.startsWith("OrderPlaced:beta/"))).toBe(true);
+    const orders = clients(tokens["orders"]);
+    const outside: string[] = [];
+    for await (const m of orders.events.subscribe({ start: { case: "afterPosition", value: 0n }, aggregateTypePrefix: "Inv", stopAtCaughtUp: true })) outside.push(m.message.case ?? "");
+    expect(outside).toEqual(["caughtUp"]);
+  });
+
   it("an aggregate of no database is reached only by a * token", async () => {
     const alice = clients(tokens["alice"]);
     const error = await refused((x) => stream(x.events.readStream({ aggregateType: "Order", aggregateId: "o-1" })), alice, grpc.status.PERMISSION_DENIED);
@@ -443,6 +470,22 @@ describe("tenancy on the read paths that span databases", () => {
     expect(invoice.details).toContain(`aggregate type "Invoice"`);
     await refused((x) => stream(x.events.readStream({ aggregateType: "Invoice", aggregateId: "alpha/inv-1" })), orders, grpc.status.PERMISSION_DENIED);
     await refused((x) => x.instances.getInstance({ database: "alpha", className: "Person", instanceId: "seed" }), orders, grpc.status.PERMISSION_DENIED);
+  });
+
+  it("AppendToStreams needs every aggregate it names: a check on another database's stream is PERMISSION_DENIED, nothing written", async () => {
+    const alice = clients(tokens["alice"]);
+    const id = `alpha/mc-${next()}`;
+    const denied = await refused(
+      (x) =>
+        x.events.appendToStreams({
+          streams: [{ aggregateType: "Order", aggregateId: id, expectation: { case: "noStream", value: {} }, events: [{ eventId: `e-${next()}`, eventType: "OrderPlaced" }] }],
+          consistencyChecks: [{ aggregateType: "Order", aggregateId: "beta/seed-1", expectation: { case: "expectedSeq", value: 1n } }],
+        }),
+      alice,
+      grpc.status.PERMISSION_DENIED,
+    );
+    expect(denied.details).toContain("beta");
+    await expectStatus(alice.events.getStreamHead({ aggregateType: "Order", aggregateId: id }), grpc.status.NOT_FOUND);
   });
 
   it("a stated database that is not the aggregate id's is INVALID_ARGUMENT, nothing written", async () => {
@@ -704,6 +747,31 @@ describe("the token commands and the bootstrap token", () => {
     const ok = io();
     expect(await runCli(["stream", "Order", "alpha/seed-1", "--addr", t.server.address, "--tls-ca", certs.serverCa, "--token", tokens["alice"]!], ok.io, {})).toBe(0);
     expect(ok.out.join("")).toContain("OrderPlaced");
+  });
+});
+
+describe("PrivacyService (docs/CONTRACT.md T3, T5)", () => {
+  it("ForgetSubject needs the admin scope on the subject's database, GetSubjectKey the read scope; no token, no answer", async () => {
+    const made: Array<ClientOf<typeof PrivacyService>> = [];
+    const privacy = (token?: string) => {
+      const c = createClient(PrivacyService, t.server.address, { tls: { ca: certs.read(certs.serverCa) }, ...(token === undefined ? {} : { token }) });
+      made.push(c);
+      return c;
+    };
+    const alpha = { database: "alpha", subject: "person-1" };
+    try {
+      await expectStatus(privacy().forgetSubject(alpha), grpc.status.UNAUTHENTICATED);
+      await expectStatus(privacy().getSubjectKey(alpha), grpc.status.UNAUTHENTICATED);
+      await expectStatus(privacy(tokens["alice"]).forgetSubject(alpha), grpc.status.PERMISSION_DENIED);
+      await expectStatus(privacy(tokens["only-admin"]).forgetSubject({ ...alpha, database: "beta" }), grpc.status.PERMISSION_DENIED);
+      await expectStatus(privacy(tokens["only-admin"]).forgetSubject({ ...alpha, actor: "someone-else" }), grpc.status.PERMISSION_DENIED);
+      expect(await privacy(tokens["only-admin"]).forgetSubject(alpha)).toMatchObject({ forgotten: false });
+      await expectStatus(privacy(tokens["only-write"]).getSubjectKey(alpha), grpc.status.PERMISSION_DENIED);
+      await expectStatus(privacy(tokens["alice"]).getSubjectKey({ ...alpha, database: "beta" }), grpc.status.PERMISSION_DENIED);
+      expect(await privacy(tokens["only-read"]).getSubjectKey(alpha)).toMatchObject({ forgotten: false, dataKey: new Uint8Array() });
+    } finally {
+      for (const c of made) c.close();
+    }
   });
 });
 

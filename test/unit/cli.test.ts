@@ -13,6 +13,8 @@ import { commandHelp, nameFlags, parseCommand, UsageError } from "../../cli/args
 import { COMMANDS } from "../../cli/commands.js";
 import { mainHelp } from "../../cli/main.js";
 import { progressReporter } from "../../cli/run-admin.js";
+import { tailRequest } from "../../cli/run-client.js";
+import { EventKind } from "../../gen/tidemark/v1/envelope_pb.js";
 import { loadServerConfig } from "../../server/config.js";
 import { testEnvelope } from "../helpers/consumer-env.js";
 import { ORIGIN_ENV } from "../helpers/origin-env.js";
@@ -42,6 +44,21 @@ describe("command-line parsing", () => {
     expect(() => parseCommand(command("tail"), ["--nope"], {})).toThrow(UsageError);
     expect(parseCommand(command("consumer"), ["projection", "./a.ts", "./b.ts"], {}).positionals).toEqual(["projection", "./a.ts", "./b.ts"]);
     expect(parseCommand(command("status"), ["--help"], {}).values["help"]).toBe(true);
+  });
+
+  it("tail's filter flags become the Subscribe filter (A3); an unknown kind is a usage error", () => {
+    const args = ["--type", "Order", "--type-prefix", "Ord", "--event-type", "OrderPlaced", "--event-type", "OrderShipped", "--kind", "command", "--database", "east", "--prefix", "Order", "--stop-at-caught-up"];
+    expect(tailRequest(parseCommand(command("tail"), args, {}))).toEqual({
+      aggregateTypes: ["Order"],
+      eventTypePrefix: "Order",
+      databases: ["east"],
+      aggregateTypePrefix: "Ord",
+      eventTypes: ["OrderPlaced", "OrderShipped"],
+      kinds: [EventKind.COMMAND],
+      stopAtCaughtUp: true,
+    });
+    expect(tailRequest(parseCommand(command("tail"), [], {}))).toMatchObject({ kinds: [], eventTypes: [], aggregateTypePrefix: "", stopAtCaughtUp: false });
+    expect(() => tailRequest(parseCommand(command("tail"), ["--kind", "fact"], {}))).toThrow(new UsageError('--kind must be domain or command, got "fact"'));
   });
 
   it("documents every command and every option with its variable", () => {

@@ -11,6 +11,7 @@ import type { SlotRow } from "../../core/event-log.js";
 import { createLogger } from "../../core/log.js";
 import { sleepUntilWoken } from "../../core/sleep.js";
 import type { CommitWake as TailWake } from "../../core/commit-log-reader.js";
+import { rowMatcher, type LogFilter } from "../../core/log-filter.js";
 import { LogTail, type LogTailSettings, type TailItem, type TailSource, type TailSubscription } from "../../core/log-tail.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -77,6 +78,15 @@ class MemoryLog implements TailSource {
     return this.rows.length;
   }
 
+  /** Reads of {@link committedMatching}: a filtered subscriber alone reads only through it. */
+  matchingReads = 0;
+
+  async committedMatching(after: number, upTo: number, filter: LogFilter, limit: number): Promise<readonly SlotRow[]> {
+    this.matchingReads += 1;
+    const matches = rowMatcher(filter);
+    return this.rows.filter((r) => r.globalPosition! > after && r.globalPosition! <= upTo && matches(r)).slice(0, limit);
+  }
+
   /** Holds the next read until the returned function is called; `reached` resolves when it is held. */
   hold(): { reached: Promise<void>; release: () => void } {
     let release!: () => void;
@@ -122,7 +132,7 @@ async function take(s: TailSubscription, n: number): Promise<TailItem[]> {
 }
 
 /** Items as short strings: `3` for the event at position 3, `^3` for caught up at 3. */
-const show = (items: readonly TailItem[]) => items.map((i) => (i.kind === "event" ? `${i.position}` : `^${i.position}`));
+const show = (items: readonly TailItem[]) => items.map((i) => (i.kind === "event" ? `${i.position}` : i.kind === "checkpoint" ? `~${i.position}` : `^${i.position}`));
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `${from + i}`);
 
 describe("log tail", () => {
@@ -327,6 +337,33 @@ describe("log tail", () => {
     expect(await stoppedNext).toEqual({ done: true, value: undefined });
     expect(await tail.subscribe({ after: 0 }).next()).toEqual({ done: true, value: undefined });
     expect(tail.live + tail.catchingUp).toBe(0);
+  });
+
+  it("pushes a filter down into windowed reads and checkpoints the positions it skips (A3)", async () => {
+    const { log, tail } = setup({ scanWindow: 10, checkpointPositions: 10 });
+    log.append(4);
+    log.append(1, "A", "R");
+    log.append(39);
+    log.append(1, "A", "R");
+    log.append(5);
+    const filtered = tail.subscribe({ after: 0, query: { eventTypes: ["R"] }, checkpoints: true });
+    // Event 5, a checkpoint once 10 positions have passed since the last item (one per window
+    // here), event 45, caught up at the end.
+    expect(show(await take(filtered, 6))).toEqual(["5", "~20", "~30", "~40", "45", "^50"]);
+    expect(log.reads).toBe(0);
+    expect(log.matchingReads).toBe(5);
+    // Without asking for checkpoints: only the events and the marker.
+    const quiet = tail.subscribe({ after: 0, query: { eventTypes: ["R"] } });
+    expect(show(await take(quiet, 3))).toEqual(["5", "45", "^50"]);
+    // An event filter on the loaded envelope (the kind, in the server) drops what it refuses.
+    const loaded = tail.subscribe({ after: 0, acceptEvent: (e) => e.eventType === "R", checkpoints: true });
+    const items: TailItem[] = [];
+    while (items.at(-1)?.kind !== "caught-up") items.push(...(await take(loaded, 1)));
+    expect(show(items).filter((i) => !i.startsWith("~"))).toEqual(["5", "45", "^50"]);
+    const checkpoints = items.filter((i) => i.kind === "checkpoint").map((i) => i.position);
+    expect(checkpoints.length).toBeGreaterThanOrEqual(3);
+    expect(checkpoints).toEqual([...checkpoints].sort((a, b) => a - b));
+    await tail.stop();
   });
 
   it("refuses a history larger than the buffer", () => {

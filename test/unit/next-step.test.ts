@@ -74,6 +74,13 @@ describe("inside the transaction, once the watermark is read", () => {
     expect(nextStep({ type: "watermark-read", seq: 9, appliedSeq: 3 }, policy)).toEqual({ type: "apply" });
     expect(nextStep({ type: "watermark-read", seq: 1, appliedSeq: 0 }, policy)).toEqual({ type: "apply" });
   });
+
+  it("C8: parks behind an unresolved earlier event, queues behind a replay, and a stale event stays stale", () => {
+    expect(nextStep({ type: "watermark-read", seq: 5, appliedSeq: 3, blockedBy: "e4" }, policy)).toEqual({ type: "park", behind: "e4" });
+    expect(nextStep({ type: "watermark-read", seq: 5, appliedSeq: 3, blockedBy: "e4", replayingBefore: "e2" }, policy)).toEqual({ type: "park", behind: "e4" });
+    expect(nextStep({ type: "watermark-read", seq: 5, appliedSeq: 3, replayingBefore: "e4" }, policy)).toEqual({ type: "queue-replay", behind: "e4" });
+    expect(nextStep({ type: "watermark-read", seq: 3, appliedSeq: 3, blockedBy: "e2" }, policy)).toEqual({ type: "skip-stale" });
+  });
 });
 
 describe("after an attempt failed", () => {

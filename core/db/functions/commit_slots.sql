@@ -9,48 +9,125 @@
 -- reader that sees position p has seen every position below p (docs/CONTRACT.md R1). A slot commits
 -- only when every slot before it in its stream is settled (R2): its predecessor is committed, or
 -- commits earlier in this same call, or is void with every slot below it back to a committed one
--- (or to the first) settled too. Returns an outcome per slot found: committed (with its position),
--- void, or deferred (an earlier slot is pending or has no row yet). Notifies p_channel when
--- anything committed (R6).
+-- (or to the first) settled too. The slots of one AppendToStreams call (one call_id, W8) commit
+-- together or not at all, with contiguous positions in their reservation order; asking for any of
+-- them commits the whole call. Returns an outcome per slot asked for: committed (with its
+-- position), void, or deferred (an earlier slot is pending or has no row yet). Notifies p_channel
+-- when anything committed (R6).
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
 -- place; a change of the signature or the result columns needs a `drop function` first.
 drop function if exists commit_slots(bigint[], text);
+
+-- Whether a pending slot's stream predecessor is settled (the rule above): the slot is the first,
+-- or its predecessor is committed (in the log, or earlier in this transaction: p_committed), or is
+-- void with every slot below it back to a committed one (or to the first) settled too.
+create or replace function slot_settled(p_type text, p_id text, p_seq bigint, p_pred_state text, p_pred_log_id bigint, p_committed bigint[])
+returns boolean
+language plpgsql as $fn$
+declare
+  v_below_seq bigint;
+  v_below_state text;
+  v_voids bigint;
+begin
+  if p_seq = 1 or p_pred_state = 'committed' or p_pred_log_id = any(p_committed) then
+    return true;
+  end if;
+  -- A void predecessor settles only itself: voided (by a take-over, by the sweeper) while an
+  -- earlier slot was still pending, it must not let its successor overtake that one on Kafka
+  -- (found by the chaos harness). Below the run of void rows the nearest other row must be
+  -- committed (or there is none), and the run must have no hole. A predecessor with no row at all
+  -- is not settled: its slot may hold an event S3 has and the log has yet to adopt (W6), and
+  -- committing past it would put the successor first on Kafka (R2).
+  if p_pred_state is distinct from 'void' then
+    return false;
+  end if;
+  select b.seq, case when b.log_id = any(p_committed) then 'committed' else b.state end
+    into v_below_seq, v_below_state
+    from event_log b
+   where b.aggregate_type = p_type and b.aggregate_id = p_id
+     and b.seq < p_seq and b.state <> 'void'
+   order by b.seq desc limit 1;
+  if not found then
+    v_below_seq := 0;
+    v_below_state := 'committed';
+  end if;
+  if v_below_state <> 'committed' then
+    return false;
+  end if;
+  select count(*) into v_voids
+    from event_log b
+   where b.aggregate_type = p_type and b.aggregate_id = p_id
+     and b.seq > v_below_seq and b.seq < p_seq;
+  return coalesce(v_voids = p_seq - v_below_seq - 1, false);
+end
+$fn$;
+
 create or replace function commit_slots(p_log_ids bigint[], p_event_ids text[], p_offsets bigint[], p_lengths integer[], p_channel text)
 returns table (slot_id bigint, outcome text, slot_position bigint)
 language plpgsql as $fn$
 declare
   v_position bigint;
+  v_asked bigint[] := p_log_ids;
+  v_siblings bigint[];
   v_ids bigint[] := '{}';
   v_positions bigint[] := '{}';
   v_last_type text;
   v_last_id text;
   v_last_seq bigint;
-  v_below_seq bigint;
-  v_below_state text;
-  v_voids bigint;
   v_settled boolean;
+  g_ids bigint[];
+  g_calls bigint[];
+  g_states text[];
+  g_types text[];
+  g_aggregates text[];
+  g_seqs bigint[];
+  g_pred_states text[];
+  g_pred_ids bigint[];
+  g_start int;
+  g_end int;
+  v_done bigint[] := '{}';
+  v_call_ids bigint[];
+  v_whole boolean;
+  v_progress boolean;
   r record;
+  v_call bigint;
 begin
   select c.position into v_position from global_counter c where c.id = 1 for update;
+  -- A multi-stream call commits whole (W8): its slots not asked for join this commit.
+  select array_agg(e.log_id order by e.log_id) into v_siblings
+    from event_log e
+   where e.call_id in (select f.call_id from event_log f where f.log_id = any(p_log_ids) and f.call_id is not null)
+     and e.state = 'pending' and not (e.log_id = any(p_log_ids));
+  if v_siblings is not null then
+    p_log_ids := p_log_ids || v_siblings;
+    if p_event_ids is not null then
+      p_event_ids := p_event_ids || array_fill(null::text, array[cardinality(v_siblings)]);
+      p_offsets := p_offsets || array_fill(null::bigint, array[cardinality(v_siblings)]);
+      p_lengths := p_lengths || array_fill(null::integer, array[cardinality(v_siblings)]);
+    end if;
+  end if;
   if p_offsets is not null then
     update event_log e
        set segment_offset = w.segment_offset, segment_length = w.segment_length
       from unnest(p_log_ids, p_event_ids, p_offsets, p_lengths) as w(log_id, event_id, segment_offset, segment_length)
-     where e.log_id = w.log_id and e.event_id = w.event_id and e.state = 'pending' and e.segment is not null;
+     where e.log_id = w.log_id and e.event_id = w.event_id and e.state = 'pending' and e.segment is not null
+       and w.segment_offset is not null;
     update segments s
        set state = 'written', resolved_at = now()
      where s.state = 'pending'
        and s.segment in (select e.segment from event_log e where e.log_id = any(p_log_ids) and e.segment is not null);
   end if;
+  -- Slots of single-stream appends, in stream order.
   for r in
     select e.log_id, e.event_id, e.aggregate_type, e.aggregate_id, e.seq, e.state, e.global_position, e.segment_offset,
-           p.state as pred_state, w.event_id as wanted_event_id
+           p.state as pred_state, p.log_id as pred_log_id, w.event_id as wanted_event_id
       from event_log e
       join unnest(p_log_ids, coalesce(p_event_ids, array_fill(null::text, array[cardinality(p_log_ids)]))) as w(log_id, event_id)
         on w.log_id = e.log_id
       left join event_log p
         on p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id and p.seq = e.seq - 1
+     where e.call_id is null
      order by e.aggregate_type, e.aggregate_id, e.seq
   loop
     if r.wanted_event_id is not null and r.wanted_event_id <> r.event_id then
@@ -64,34 +141,12 @@ begin
       -- Not written anywhere the log knows: nothing to commit (the caller's write failed).
       continue;
     else
-      -- The predecessor must be committed, or be the first slot, or commit earlier in this same
-      -- call (rows come in stream order: it is the previous row). A predecessor with no row at all
-      -- is not settled: its slot may hold an event S3 has and the log has yet to adopt (W6), and
-      -- committing past it would put the successor first on Kafka (R2).
+      -- The predecessor must be settled; the previous row of this loop, when it is the
+      -- predecessor and committed here, is the common case and needs no lookup.
       v_settled := coalesce(r.seq = 1 or r.pred_state = 'committed'
         or (r.aggregate_type = v_last_type and r.aggregate_id = v_last_id and r.seq - 1 = v_last_seq), false);
-      -- A void predecessor settles only itself: voided (by a take-over, by the sweeper) while an
-      -- earlier slot was still pending, it must not let its successor overtake that one on Kafka
-      -- (found by the chaos harness). Below the run of void rows the nearest other row must be
-      -- committed (or there is none), and the run must have no hole.
-      if not v_settled and r.pred_state = 'void' then
-        select b.seq, case when b.log_id = any(v_ids) then 'committed' else b.state end
-          into v_below_seq, v_below_state
-          from event_log b
-         where b.aggregate_type = r.aggregate_type and b.aggregate_id = r.aggregate_id
-           and b.seq < r.seq and b.state <> 'void'
-         order by b.seq desc limit 1;
-        if not found then
-          v_below_seq := 0;
-          v_below_state := 'committed';
-        end if;
-        if v_below_state = 'committed' then
-          select count(*) into v_voids
-            from event_log b
-           where b.aggregate_type = r.aggregate_type and b.aggregate_id = r.aggregate_id
-             and b.seq > v_below_seq and b.seq < r.seq;
-          v_settled := coalesce(v_voids = r.seq - v_below_seq - 1, false);
-        end if;
+      if not v_settled then
+        v_settled := slot_settled(r.aggregate_type, r.aggregate_id, r.seq, r.pred_state, r.pred_log_id, v_ids);
       end if;
       if v_settled then
         v_position := v_position + 1;
@@ -105,6 +160,80 @@ begin
     end if;
     return next;
   end loop;
+  -- Slots of multi-stream calls: each call whole, in its reservation order, once every one of its
+  -- slots is written and settled. Read once, in call order; a call can settle another's
+  -- predecessor, so go round until no call commits.
+  select array_agg(e.log_id order by e.call_id, e.log_id),
+         array_agg(e.call_id order by e.call_id, e.log_id),
+         array_agg(case when e.state = 'committed' then 'committed'
+                        when e.state = 'void' or e.segment_offset is null or (w.event_id is not null and w.event_id <> e.event_id) then 'blocked'
+                        else 'pending' end order by e.call_id, e.log_id),
+         array_agg(e.aggregate_type order by e.call_id, e.log_id),
+         array_agg(e.aggregate_id order by e.call_id, e.log_id),
+         array_agg(e.seq order by e.call_id, e.log_id),
+         array_agg(p.state order by e.call_id, e.log_id),
+         array_agg(p.log_id order by e.call_id, e.log_id)
+    into g_ids, g_calls, g_states, g_types, g_aggregates, g_seqs, g_pred_states, g_pred_ids
+    from event_log e
+    join unnest(p_log_ids, coalesce(p_event_ids, array_fill(null::text, array[cardinality(p_log_ids)]))) as w(log_id, event_id)
+      on w.log_id = e.log_id
+    left join event_log p
+      on p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id and p.seq = e.seq - 1
+   where e.call_id is not null;
+  if g_ids is not null then
+    loop
+      v_progress := false;
+      g_start := 1;
+      while g_start <= cardinality(g_ids) loop
+        v_call := g_calls[g_start];
+        g_end := g_start;
+        while g_end < cardinality(g_ids) and g_calls[g_end + 1] = v_call loop
+          g_end := g_end + 1;
+        end loop;
+        if not (v_call = any(v_done)) then
+          v_whole := true;
+          v_call_ids := '{}';
+          for k in g_start .. g_end loop
+            continue when g_states[k] = 'committed';
+            if g_states[k] = 'blocked' then
+              v_whole := false;
+            elsif not (g_seqs[k] = 1 or g_pred_states[k] = 'committed' or g_pred_ids[k] = any(v_call_ids)
+                       or slot_settled(g_types[k], g_aggregates[k], g_seqs[k], g_pred_states[k], g_pred_ids[k], v_ids)) then
+              v_whole := false;
+            end if;
+            exit when not v_whole;
+            v_call_ids := v_call_ids || g_ids[k];
+          end loop;
+          if v_whole then
+            v_done := v_done || v_call;
+            if cardinality(v_call_ids) > 0 then
+              v_progress := true;
+              for k in 1 .. cardinality(v_call_ids) loop
+                v_position := v_position + 1;
+                v_ids := v_ids || v_call_ids[k];
+                v_positions := v_positions || v_position;
+              end loop;
+            end if;
+          end if;
+        end if;
+        g_start := g_end + 1;
+      end loop;
+      exit when not v_progress;
+    end loop;
+    return query
+      select e.log_id,
+             case when e.log_id = any(v_ids) or e.state = 'committed' then 'committed'
+                  when e.state = 'void' then 'void' else 'deferred' end,
+             case when e.log_id = any(v_ids) then v_positions[array_position(v_ids, e.log_id)]
+                  when e.state = 'committed' then e.global_position end
+        from event_log e
+        join unnest(p_log_ids, coalesce(p_event_ids, array_fill(null::text, array[cardinality(p_log_ids)]))) as w(log_id, event_id)
+          on w.log_id = e.log_id
+       where e.call_id is not null and e.log_id = any(v_asked)
+         and (w.event_id is null or w.event_id = e.event_id)
+         and (e.state <> 'pending' or e.segment_offset is not null)
+       order by e.log_id;
+  end if;
   if cardinality(v_ids) = 0 then
     return;
   end if;

@@ -7,6 +7,10 @@ import * as segments from "./2026-12-01-05-segments.js";
 import * as tokens from "./2026-12-02-01-tokens.js";
 import * as recoveries from "./2026-12-02-06-recoveries.js";
 import * as hashChain from "./2026-12-02-07-hash-chain.js";
+import * as deadLetterRedrive from "./2026-12-03-01-dead-letter-redrive.js";
+import * as snapshots from "./2026-12-03-01-snapshots.js";
+import * as multiStreamCalls from "./2026-12-03-08-multi-stream-calls.js";
+import * as subjectKeys from "./2026-12-03-10-subject-keys.js";
 
 /**
  * Every migration, by dated name. Names sort in the order they must run; append new ones with a
@@ -21,4 +25,8 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   "2026-12-02-01-tokens": tokens,
   "2026-12-02-06-recoveries": recoveries,
   "2026-12-02-07-hash-chain": hashChain,
+  "2026-12-03-01-dead-letter-redrive": deadLetterRedrive,
+  "2026-12-03-01-snapshots": snapshots,
+  "2026-12-03-08-multi-stream-calls": multiStreamCalls,
+  "2026-12-03-10-subject-keys": subjectKeys,
 });

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/envelope.proto.
  */
 export const file_tidemark_v1_envelope: GenFile = /*@__PURE__*/
-  fileDesc("Chp0aWRlbWFyay92MS9lbnZlbG9wZS5wcm90bxILdGlkZW1hcmsudjEi1AMKDUV2ZW50RW52ZWxvcGUSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgDIAEoCRIUCgxhZ2dyZWdhdGVfaWQYBCABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAUgASgEEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgHIAEoCRIlCgRkYXRhGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgJIAMoCzIoLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgKIAEoDRIXCg9nbG9iYWxfcG9zaXRpb24YCyABKAQSJAoEa2luZBgMIAEoDjIWLnRpZGVtYXJrLnYxLkV2ZW50S2luZBIUCgxjb250ZW50X2hhc2gYDSABKAkSFQoNcHJldmlvdXNfaGFzaBgOIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEipAEKClZvaWRNYXJrZXISFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJEhcKD3NlcXVlbmNlX251bWJlchgDIAEoBBIQCghldmVudF9pZBgEIAEoCRItCgl2b2lkZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgGIAEoCSpWCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhUKEUVWRU5UX0tJTkRfRE9NQUlOEAESFgoSRVZFTlRfS0lORF9DT01NQU5EEAJiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chp0aWRlbWFyay92MS9lbnZlbG9wZS5wcm90bxILdGlkZW1hcmsudjEi+gMKDUV2ZW50RW52ZWxvcGUSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgDIAEoCRIUCgxhZ2dyZWdhdGVfaWQYBCABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAUgASgEEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgHIAEoCRIlCgRkYXRhGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgJIAMoCzIoLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgKIAEoDRIXCg9nbG9iYWxfcG9zaXRpb24YCyABKAQSJAoEa2luZBgMIAEoDjIWLnRpZGVtYXJrLnYxLkV2ZW50S2luZBIUCgxjb250ZW50X2hhc2gYDSABKAkSFQoNcHJldmlvdXNfaGFzaBgOIAEoCRIPCgdzdWJqZWN0GA8gASgJEhMKC3NlYWxlZF9kYXRhGBAgASgMGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKkAQoKVm9pZE1hcmtlchIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAMgASgEEhAKCGV2ZW50X2lkGAQgASgJEi0KCXZvaWRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAYgASgJKlYKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRRVZFTlRfS0lORF9ET01BSU4QARIWChJFVkVOVF9LSU5EX0NPTU1BTkQQAmIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * The one shape of an event everywhere: in S3, on Kafka and in gRPC responses. In S3 and on Kafka
@@ -109,6 +109,23 @@ export type EventEnvelope = Message<"tidemark.v1.EventEnvelope"> & {
    * @generated from field: string previous_hash = 14;
    */
   previousHash: string;
+
+  /**
+   * The data subject the event is about (ProposedEvent.subject), empty for none.
+   *
+   * @generated from field: string subject = 15;
+   */
+  subject: string;
+
+  /**
+   * With a subject: `data` sealed with the subject's key (AES-256-GCM; docs/SECURITY.md
+   * "Erasure"). This is what S3 and Kafka hold, and what content_hash covers; `data` is then
+   * absent there. Served events (ReadStream, Subscribe, handlers) carry `data` opened again, or
+   * the erasure marker {"tidemark.erased": true} once the subject was forgotten.
+   *
+   * @generated from field: bytes sealed_data = 16;
+   */
+  sealedData: Uint8Array;
 };
 
 /**

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/errors.proto.
  */
 export const file_tidemark_v1_errors: GenFile = /*@__PURE__*/
-  fileDesc("Chh0aWRlbWFyay92MS9lcnJvcnMucHJvdG8SC3RpZGVtYXJrLnYxIm0KE0NvbmN1cnJlbmN5Q29uZmxpY3QSFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJEhQKDGV4cGVjdGVkX3NlcRgDIAEoBBISCgphY3R1YWxfc2VxGAQgASgEIlMKE0lkZW1wb3RlbmN5Q29uZmxpY3QSEAoIZXZlbnRfaWQYASABKAkSEwoLc3RvcmVkX2hhc2gYAiABKAkSFQoNaW5jb21pbmdfaGFzaBgDIAEoCWIGcHJvdG8z");
+  fileDesc("Chh0aWRlbWFyay92MS9lcnJvcnMucHJvdG8SC3RpZGVtYXJrLnYxIm0KE0NvbmN1cnJlbmN5Q29uZmxpY3QSFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJEhQKDGV4cGVjdGVkX3NlcRgDIAEoBBISCgphY3R1YWxfc2VxGAQgASgEIlMKE0lkZW1wb3RlbmN5Q29uZmxpY3QSEAoIZXZlbnRfaWQYASABKAkSEwoLc3RvcmVkX2hhc2gYAiABKAkSFQoNaW5jb21pbmdfaGFzaBgDIAEoCSJ3Cg5TdHJlYW1Db25mbGljdBINCgVmaWVsZBgBIAEoCRIWCg5hZ2dyZWdhdGVfdHlwZRgCIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAyABKAkSFAoMZXhwZWN0ZWRfc2VxGAQgASgEEhIKCmFjdHVhbF9zZXEYBSABKAQiRQoTQ29uc2lzdGVuY3lDb25mbGljdBIuCgljb25mbGljdHMYASADKAsyGy50aWRlbWFyay52MS5TdHJlYW1Db25mbGljdGIGcHJvdG8z");
 
 /**
  * Detail of an ABORTED append: the aggregate moved on from the head the client expected.
@@ -76,4 +76,67 @@ export type IdempotencyConflict = Message<"tidemark.v1.IdempotencyConflict"> & {
  */
 export const IdempotencyConflictSchema: GenMessage<IdempotencyConflict> = /*@__PURE__*/
   messageDesc(file_tidemark_v1_errors, 1);
+
+/**
+ * One expectation or consistency check of an AppendToStreams call that did not hold.
+ *
+ * @generated from message tidemark.v1.StreamConflict
+ */
+export type StreamConflict = Message<"tidemark.v1.StreamConflict"> & {
+  /**
+   * The request field that stated it: `streams[i]` or `consistency_checks[i]`.
+   *
+   * @generated from field: string field = 1;
+   */
+  field: string;
+
+  /**
+   * @generated from field: string aggregate_type = 2;
+   */
+  aggregateType: string;
+
+  /**
+   * @generated from field: string aggregate_id = 3;
+   */
+  aggregateId: string;
+
+  /**
+   * @generated from field: uint64 expected_seq = 4;
+   */
+  expectedSeq: bigint;
+
+  /**
+   * The aggregate's head when the call was decided (0: the stream does not exist).
+   *
+   * @generated from field: uint64 actual_seq = 5;
+   */
+  actualSeq: bigint;
+};
+
+/**
+ * Describes the message tidemark.v1.StreamConflict.
+ * Use `create(StreamConflictSchema)` to create a new message.
+ */
+export const StreamConflictSchema: GenMessage<StreamConflict> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_errors, 2);
+
+/**
+ * Detail of an ABORTED AppendToStreams: every expectation and check that failed, in request order
+ * (streams first, then consistency checks). Nothing was written.
+ *
+ * @generated from message tidemark.v1.ConsistencyConflict
+ */
+export type ConsistencyConflict = Message<"tidemark.v1.ConsistencyConflict"> & {
+  /**
+   * @generated from field: repeated tidemark.v1.StreamConflict conflicts = 1;
+   */
+  conflicts: StreamConflict[];
+};
+
+/**
+ * Describes the message tidemark.v1.ConsistencyConflict.
+ * Use `create(ConsistencyConflictSchema)` to create a new message.
+ */
+export const ConsistencyConflictSchema: GenMessage<ConsistencyConflict> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_errors, 3);
 

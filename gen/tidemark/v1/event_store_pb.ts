@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/event_store.proto.
  */
 export const file_tidemark_v1_event_store: GenFile = /*@__PURE__*/
-  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEihwIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKLAgoTQXBwZW5kRXZlbnRzUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBINCgVhY3RvchgHIAEoCRIQCghkYXRhYmFzZRgIIAEoCUINCgtleHBlY3RhdGlvbiJTCg1BcHBlbmRlZEV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhcKD3NlcXVlbmNlX251bWJlchgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQiVAoUQXBwZW5kRXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudBIQCghyZXBsYXllZBgCIAEoCCJ4ChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJIj8KElJlYWRTdHJlYW1SZXNwb25zZRIpCgVldmVudBgBIAEoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUiVgoUR2V0U3RyZWFtSGVhZFJlcXVlc3QSFgoOYWdncmVnYXRlX3R5cGUYASABKAkSFAoMYWdncmVnYXRlX2lkGAIgASgJEhAKCGRhdGFiYXNlGAMgASgJIlEKFUdldFN0cmVhbUhlYWRSZXNwb25zZRIMCgRoZWFkGAEgASgEEhEKCWFsbG9jYXRlZBgCIAEoBBIXCg9nbG9iYWxfcG9zaXRpb24YAyABKAQiqAEKEFN1YnNjcmliZVJlcXVlc3QSGAoOYWZ0ZXJfcG9zaXRpb24YASABKARIABIqCghmcm9tX2VuZBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eUgAEhcKD2FnZ3JlZ2F0ZV90eXBlcxgDIAMoCRIZChFldmVudF90eXBlX3ByZWZpeBgEIAEoCRIRCglkYXRhYmFzZXMYBSADKAlCBwoFc3RhcnQiiQEKEVN1YnNjcmliZVJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhoudGlkZW1hcmsudjEuRXZlbnRFbnZlbG9wZUgAEioKCWNhdWdodF91cBgCIAEoCzIVLnRpZGVtYXJrLnYxLkNhdWdodFVwSAASEAoIcG9zaXRpb24YAyABKARCCQoHbWVzc2FnZSIKCghDYXVnaHRVcDLfAgoRRXZlbnRTdG9yZVNlcnZpY2USUwoMQXBwZW5kRXZlbnRzEiAudGlkZW1hcmsudjEuQXBwZW5kRXZlbnRzUmVxdWVzdBohLnRpZGVtYXJrLnYxLkFwcGVuZEV2ZW50c1Jlc3BvbnNlEk8KClJlYWRTdHJlYW0SHi50aWRlbWFyay52MS5SZWFkU3RyZWFtUmVxdWVzdBofLnRpZGVtYXJrLnYxLlJlYWRTdHJlYW1SZXNwb25zZTABElYKDUdldFN0cmVhbUhlYWQSIS50aWRlbWFyay52MS5HZXRTdHJlYW1IZWFkUmVxdWVzdBoiLnRpZGVtYXJrLnYxLkdldFN0cmVhbUhlYWRSZXNwb25zZRJMCglTdWJzY3JpYmUSHS50aWRlbWFyay52MS5TdWJzY3JpYmVSZXF1ZXN0Gh4udGlkZW1hcmsudjEuU3Vic2NyaWJlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
+  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEimAIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kEg8KB3N1YmplY3QYByABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIosCChNBcHBlbmRFdmVudHNSZXF1ZXN0EhYKDmFnZ3JlZ2F0ZV90eXBlGAEgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgCIAEoCRIWCgxleHBlY3RlZF9zZXEYAyABKARIABIrCglub19zdHJlYW0YBCABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIlCgNhbnkYBSABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIqCgZldmVudHMYBiADKAsyGi50aWRlbWFyay52MS5Qcm9wb3NlZEV2ZW50Eg0KBWFjdG9yGAcgASgJEhAKCGRhdGFiYXNlGAggASgJQg0KC2V4cGVjdGF0aW9uIlMKDUFwcGVuZGVkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCJUChRBcHBlbmRFdmVudHNSZXNwb25zZRIqCgZldmVudHMYASADKAsyGi50aWRlbWFyay52MS5BcHBlbmRlZEV2ZW50EhAKCHJlcGxheWVkGAIgASgIIo8BChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJEhUKDWxhdGVzdF9zY2hlbWEYBiABKAgiPwoSUmVhZFN0cmVhbVJlc3BvbnNlEikKBWV2ZW50GAEgASgLMhoudGlkZW1hcmsudjEuRXZlbnRFbnZlbG9wZSJWChRHZXRTdHJlYW1IZWFkUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZGF0YWJhc2UYAyABKAkiUQoVR2V0U3RyZWFtSGVhZFJlc3BvbnNlEgwKBGhlYWQYASABKAQSEQoJYWxsb2NhdGVkGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCLKAgoQU3Vic2NyaWJlUmVxdWVzdBIYCg5hZnRlcl9wb3NpdGlvbhgBIAEoBEgAEioKCGZyb21fZW5kGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASFwoPYWdncmVnYXRlX3R5cGVzGAMgAygJEhkKEWV2ZW50X3R5cGVfcHJlZml4GAQgASgJEhEKCWRhdGFiYXNlcxgFIAMoCRIdChVhZ2dyZWdhdGVfdHlwZV9wcmVmaXgYBiABKAkSEwoLZXZlbnRfdHlwZXMYByADKAkSJQoFa2luZHMYCCADKA4yFi50aWRlbWFyay52MS5FdmVudEtpbmQSGQoRc3RvcF9hdF9jYXVnaHRfdXAYCSABKAgSEwoLY2hlY2twb2ludHMYCiABKAgSFQoNbGF0ZXN0X3NjaGVtYRgLIAEoCEIHCgVzdGFydCK4AQoRU3Vic2NyaWJlUmVzcG9uc2USKwoFZXZlbnQYASABKAsyGi50aWRlbWFyay52MS5FdmVudEVudmVsb3BlSAASKgoJY2F1Z2h0X3VwGAIgASgLMhUudGlkZW1hcmsudjEuQ2F1Z2h0VXBIABItCgpjaGVja3BvaW50GAQgASgLMhcudGlkZW1hcmsudjEuQ2hlY2twb2ludEgAEhAKCHBvc2l0aW9uGAMgASgEQgkKB21lc3NhZ2UiCgoIQ2F1Z2h0VXAi9QEKDFN0cmVhbUFwcGVuZBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBIQCghkYXRhYmFzZRgHIAEoCUINCgtleHBlY3RhdGlvbiKmAQoQQ29uc2lzdGVuY3lDaGVjaxIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASEAoIZGF0YWJhc2UYBSABKAlCDQoLZXhwZWN0YXRpb24ijgEKFkFwcGVuZFRvU3RyZWFtc1JlcXVlc3QSKgoHc3RyZWFtcxgBIAMoCzIZLnRpZGVtYXJrLnYxLlN0cmVhbUFwcGVuZBI5ChJjb25zaXN0ZW5jeV9jaGVja3MYAiADKAsyHS50aWRlbWFyay52MS5Db25zaXN0ZW5jeUNoZWNrEg0KBWFjdG9yGAMgASgJIm4KElN0cmVhbUFwcGVuZFJlc3VsdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSKgoGZXZlbnRzGAMgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudCJdChdBcHBlbmRUb1N0cmVhbXNSZXNwb25zZRIwCgdzdHJlYW1zGAEgAygLMh8udGlkZW1hcmsudjEuU3RyZWFtQXBwZW5kUmVzdWx0EhAKCHJlcGxheWVkGAIgASgIIgwKCkNoZWNrcG9pbnQyvQMKEUV2ZW50U3RvcmVTZXJ2aWNlElMKDEFwcGVuZEV2ZW50cxIgLnRpZGVtYXJrLnYxLkFwcGVuZEV2ZW50c1JlcXVlc3QaIS50aWRlbWFyay52MS5BcHBlbmRFdmVudHNSZXNwb25zZRJPCgpSZWFkU3RyZWFtEh4udGlkZW1hcmsudjEuUmVhZFN0cmVhbVJlcXVlc3QaHy50aWRlbWFyay52MS5SZWFkU3RyZWFtUmVzcG9uc2UwARJWCg1HZXRTdHJlYW1IZWFkEiEudGlkZW1hcmsudjEuR2V0U3RyZWFtSGVhZFJlcXVlc3QaIi50aWRlbWFyay52MS5HZXRTdHJlYW1IZWFkUmVzcG9uc2USTAoJU3Vic2NyaWJlEh0udGlkZW1hcmsudjEuU3Vic2NyaWJlUmVxdWVzdBoeLnRpZGVtYXJrLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESXAoPQXBwZW5kVG9TdHJlYW1zEiMudGlkZW1hcmsudjEuQXBwZW5kVG9TdHJlYW1zUmVxdWVzdBokLnRpZGVtYXJrLnYxLkFwcGVuZFRvU3RyZWFtc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
 
 /**
  * An event proposed by a client; the server assigns sequence number and global position.
@@ -62,6 +62,17 @@ export type ProposedEvent = Message<"tidemark.v1.ProposedEvent"> & {
    * @generated from field: tidemark.v1.EventKind kind = 6;
    */
   kind: EventKind;
+
+  /**
+   * The data subject (a person) this event's `data` is about, for erasure by crypto-shredding
+   * (docs/SECURITY.md "Erasure"). Optional. When set, `data` is stored sealed with the subject's
+   * key, and PrivacyService.ForgetSubject later makes it unreadable everywhere. An opaque id of
+   * the subject within the aggregate's database ([A-Za-z0-9][A-Za-z0-9_.:-]{0,127}: never an
+   * e-mail address or a name, it is stored in clear); the aggregate must belong to a database.
+   *
+   * @generated from field: string subject = 7;
+   */
+  subject: string;
 };
 
 /**
@@ -239,6 +250,15 @@ export type ReadStreamRequest = Message<"tidemark.v1.ReadStreamRequest"> & {
    * @generated from field: string database = 5;
    */
   database: string;
+
+  /**
+   * When true, each event's data is brought to its type's latest schema_version by the server's
+   * upcasters (TIDEMARK_UPCASTERS, docs/CONTRACT.md E2); false returns the events as stored. A
+   * version the upcasters cannot bring up to date fails the call with FAILED_PRECONDITION.
+   *
+   * @generated from field: bool latest_schema = 6;
+   */
+  latestSchema: boolean;
 };
 
 /**
@@ -376,6 +396,54 @@ export type SubscribeRequest = Message<"tidemark.v1.SubscribeRequest"> & {
    * @generated from field: repeated string databases = 5;
    */
   databases: string[];
+
+  /**
+   * Only aggregate types starting with this prefix (e.g. "Order." for "Order.eu"); empty means all.
+   * Itself a valid aggregate type ([A-Za-z][A-Za-z0-9_.-]*, at most 64 characters).
+   *
+   * @generated from field: string aggregate_type_prefix = 6;
+   */
+  aggregateTypePrefix: string;
+
+  /**
+   * Only these event types (exact names); empty means all. At most TIDEMARK_MAX_SUBSCRIBE_FILTER_ENTRIES
+   * (default 100) entries, each a valid event type.
+   *
+   * @generated from field: repeated string event_types = 7;
+   */
+  eventTypes: string[];
+
+  /**
+   * Only events of these kinds; empty means both. EVENT_KIND_UNSPECIFIED or an unknown value is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: repeated tidemark.v1.EventKind kinds = 8;
+   */
+  kinds: EventKind[];
+
+  /**
+   * End the stream with OK right after the caught_up marker: a batch client gets everything up to
+   * the head the server saw when it caught up, then the end, and need not cancel.
+   *
+   * @generated from field: bool stop_at_caught_up = 9;
+   */
+  stopAtCaughtUp: boolean;
+
+  /**
+   * Send Checkpoint messages while the filter skips events, so a client can resume from where the
+   * stream got to rather than from its last event. Off by default: a client written before
+   * checkpoints existed sees only events and caught_up, as before.
+   *
+   * @generated from field: bool checkpoints = 10;
+   */
+  checkpoints: boolean;
+
+  /**
+   * As ReadStreamRequest.latest_schema: events in their type's latest schema_version.
+   *
+   * @generated from field: bool latest_schema = 11;
+   */
+  latestSchema: boolean;
 };
 
 /**
@@ -406,6 +474,15 @@ export type SubscribeResponse = Message<"tidemark.v1.SubscribeResponse"> & {
      */
     value: CaughtUp;
     case: "caughtUp";
+  } | {
+    /**
+     * No event to send, but the stream has passed `position`: every event up to it that matches
+     * the filter was sent. Sent only when the request asks for checkpoints (see Checkpoint).
+     *
+     * @generated from field: tidemark.v1.Checkpoint checkpoint = 4;
+     */
+    value: Checkpoint;
+    case: "checkpoint";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -437,6 +514,242 @@ export type CaughtUp = Message<"tidemark.v1.CaughtUp"> & {
  */
 export const CaughtUpSchema: GenMessage<CaughtUp> = /*@__PURE__*/
   messageDesc(file_tidemark_v1_event_store, 10);
+
+/**
+ * One aggregate written by an AppendToStreams call.
+ *
+ * @generated from message tidemark.v1.StreamAppend
+ */
+export type StreamAppend = Message<"tidemark.v1.StreamAppend"> & {
+  /**
+   * Not `Instance`: instance streams are written only through InstanceService.
+   *
+   * @generated from field: string aggregate_type = 1;
+   */
+  aggregateType: string;
+
+  /**
+   * @generated from field: string aggregate_id = 2;
+   */
+  aggregateId: string;
+
+  /**
+   * Required, as in AppendEventsRequest: a missing expectation is INVALID_ARGUMENT.
+   *
+   * @generated from oneof tidemark.v1.StreamAppend.expectation
+   */
+  expectation: {
+    /**
+     * The stream's head must equal this value (0 means the stream must not exist).
+     *
+     * @generated from field: uint64 expected_seq = 3;
+     */
+    value: bigint;
+    case: "expectedSeq";
+  } | {
+    /**
+     * The stream must not exist (same as expected_seq 0).
+     *
+     * @generated from field: google.protobuf.Empty no_stream = 4;
+     */
+    value: Empty;
+    case: "noStream";
+  } | {
+    /**
+     * Append at whatever the head is. No concurrency check for this stream.
+     *
+     * @generated from field: google.protobuf.Empty any = 5;
+     */
+    value: Empty;
+    case: "any";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * At least one event.
+   *
+   * @generated from field: repeated tidemark.v1.ProposedEvent events = 6;
+   */
+  events: ProposedEvent[];
+
+  /**
+   * Optional; when set, the part of aggregate_id before its first `/` (see AppendEventsRequest).
+   *
+   * @generated from field: string database = 7;
+   */
+  database: string;
+};
+
+/**
+ * Describes the message tidemark.v1.StreamAppend.
+ * Use `create(StreamAppendSchema)` to create a new message.
+ */
+export const StreamAppendSchema: GenMessage<StreamAppend> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_event_store, 11);
+
+/**
+ * An aggregate an AppendToStreams call does not write but whose head must be as expected.
+ *
+ * @generated from message tidemark.v1.ConsistencyCheck
+ */
+export type ConsistencyCheck = Message<"tidemark.v1.ConsistencyCheck"> & {
+  /**
+   * @generated from field: string aggregate_type = 1;
+   */
+  aggregateType: string;
+
+  /**
+   * @generated from field: string aggregate_id = 2;
+   */
+  aggregateId: string;
+
+  /**
+   * Required.
+   *
+   * @generated from oneof tidemark.v1.ConsistencyCheck.expectation
+   */
+  expectation: {
+    /**
+     * The stream's head must equal this value (0 means the stream must not exist).
+     *
+     * @generated from field: uint64 expected_seq = 3;
+     */
+    value: bigint;
+    case: "expectedSeq";
+  } | {
+    /**
+     * The stream must not exist (same as expected_seq 0).
+     *
+     * @generated from field: google.protobuf.Empty no_stream = 4;
+     */
+    value: Empty;
+    case: "noStream";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Optional; when set, the part of aggregate_id before its first `/` (see AppendEventsRequest).
+   *
+   * @generated from field: string database = 5;
+   */
+  database: string;
+};
+
+/**
+ * Describes the message tidemark.v1.ConsistencyCheck.
+ * Use `create(ConsistencyCheckSchema)` to create a new message.
+ */
+export const ConsistencyCheckSchema: GenMessage<ConsistencyCheck> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_event_store, 12);
+
+/**
+ * @generated from message tidemark.v1.AppendToStreamsRequest
+ */
+export type AppendToStreamsRequest = Message<"tidemark.v1.AppendToStreamsRequest"> & {
+  /**
+   * The aggregates to write, each at most once. At least one; with consistency_checks, at most
+   * TIDEMARK_MAX_STREAMS_PER_CALL in all, and at most TIDEMARK_MAX_EVENTS_PER_APPEND events in all.
+   *
+   * @generated from field: repeated tidemark.v1.StreamAppend streams = 1;
+   */
+  streams: StreamAppend[];
+
+  /**
+   * Aggregates not written by this call whose heads must be as expected; none may also be in `streams`.
+   *
+   * @generated from field: repeated tidemark.v1.ConsistencyCheck consistency_checks = 2;
+   */
+  consistencyChecks: ConsistencyCheck[];
+
+  /**
+   * As in AppendEventsRequest: the actor when authentication is off; with a token, empty or the
+   * token's principal.
+   *
+   * @generated from field: string actor = 3;
+   */
+  actor: string;
+};
+
+/**
+ * Describes the message tidemark.v1.AppendToStreamsRequest.
+ * Use `create(AppendToStreamsRequestSchema)` to create a new message.
+ */
+export const AppendToStreamsRequestSchema: GenMessage<AppendToStreamsRequest> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_event_store, 13);
+
+/**
+ * Where the events of one written aggregate landed.
+ *
+ * @generated from message tidemark.v1.StreamAppendResult
+ */
+export type StreamAppendResult = Message<"tidemark.v1.StreamAppendResult"> & {
+  /**
+   * @generated from field: string aggregate_type = 1;
+   */
+  aggregateType: string;
+
+  /**
+   * @generated from field: string aggregate_id = 2;
+   */
+  aggregateId: string;
+
+  /**
+   * One entry per proposed event of this stream, in request order.
+   *
+   * @generated from field: repeated tidemark.v1.AppendedEvent events = 3;
+   */
+  events: AppendedEvent[];
+};
+
+/**
+ * Describes the message tidemark.v1.StreamAppendResult.
+ * Use `create(StreamAppendResultSchema)` to create a new message.
+ */
+export const StreamAppendResultSchema: GenMessage<StreamAppendResult> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_event_store, 14);
+
+/**
+ * @generated from message tidemark.v1.AppendToStreamsResponse
+ */
+export type AppendToStreamsResponse = Message<"tidemark.v1.AppendToStreamsResponse"> & {
+  /**
+   * One entry per written stream, in request order.
+   *
+   * @generated from field: repeated tidemark.v1.StreamAppendResult streams = 1;
+   */
+  streams: StreamAppendResult[];
+
+  /**
+   * True when every event had been appended before by this same call (an idempotent retry): the
+   * original result.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message tidemark.v1.AppendToStreamsResponse.
+ * Use `create(AppendToStreamsResponseSchema)` to create a new message.
+ */
+export const AppendToStreamsResponseSchema: GenMessage<AppendToStreamsResponse> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_event_store, 15);
+
+/**
+ * Progress of a filtered Subscribe (with `checkpoints` set): resuming with after_position = the
+ * response's position rescans nothing already passed. Sent when the stream has passed TIDEMARK_SUBSCRIBE_CHECKPOINT_POSITIONS
+ * positions, or TIDEMARK_SUBSCRIBE_CHECKPOINT_MS milliseconds have gone by, since the last message
+ * it sent (docs/CONTRACT.md A3); never when every event matches.
+ *
+ * @generated from message tidemark.v1.Checkpoint
+ */
+export type Checkpoint = Message<"tidemark.v1.Checkpoint"> & {
+};
+
+/**
+ * Describes the message tidemark.v1.Checkpoint.
+ * Use `create(CheckpointSchema)` to create a new message.
+ */
+export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_event_store, 16);
 
 /**
  * Generic access to event streams: append with optimistic concurrency, read, and inspect heads.
@@ -485,6 +798,19 @@ export const EventStoreService: GenService<{
     methodKind: "server_streaming";
     input: typeof SubscribeRequestSchema;
     output: typeof SubscribeResponseSchema;
+  },
+  /**
+   * Appends events to several aggregates in one atomic call, each stream with its own expectation,
+   * and checks the heads of aggregates it does not write: every expectation and check holds when the
+   * call is allocated, or nothing is written and the ABORTED detail (tidemark.v1.ConsistencyConflict)
+   * lists every one that failed. The call's events get contiguous global positions, in request order.
+   *
+   * @generated from rpc tidemark.v1.EventStoreService.AppendToStreams
+   */
+  appendToStreams: {
+    methodKind: "unary";
+    input: typeof AppendToStreamsRequestSchema;
+    output: typeof AppendToStreamsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tidemark_v1_event_store, 0);

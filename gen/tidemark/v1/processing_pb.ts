@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/processing.proto.
  */
 export const file_tidemark_v1_processing: GenFile = /*@__PURE__*/
-  fileDesc("Chx0aWRlbWFyay92MS9wcm9jZXNzaW5nLnByb3RvEgt0aWRlbWFyay52MSJNChpHZXRQcm9jZXNzaW5nU3RhdHVzUmVxdWVzdBISCghldmVudF9pZBgBIAEoCUgAEhQKCmNvbW1hbmRfaWQYAiABKAlIAEIFCgNrZXkijgIKDUhhbmRsZXJTdGF0dXMSDwoHaGFuZGxlchgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnRpZGVtYXJrLnYxLlByb2Nlc3NpbmdTdGF0ZRIQCghhdHRlbXB0cxgDIAEoDRISCgpsYXN0X2Vycm9yGAQgASgJEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD25leHRfYXR0ZW1wdF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQbGVhc2VfZXhwaXJlc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiywEKFUV2ZW50UHJvY2Vzc2luZ1N0YXR1cxIQCghldmVudF9pZBgBIAEoCRISCgpldmVudF90eXBlGAIgASgJEhYKDmFnZ3JlZ2F0ZV90eXBlGAMgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgEIAEoCRIXCg9zZXF1ZW5jZV9udW1iZXIYBSABKAQSFwoPZ2xvYmFsX3Bvc2l0aW9uGAYgASgEEiwKCGhhbmRsZXJzGAcgAygLMhoudGlkZW1hcmsudjEuSGFuZGxlclN0YXR1cyJRChtHZXRQcm9jZXNzaW5nU3RhdHVzUmVzcG9uc2USMgoGZXZlbnRzGAEgAygLMiIudGlkZW1hcmsudjEuRXZlbnRQcm9jZXNzaW5nU3RhdHVzKpgCCg9Qcm9jZXNzaW5nU3RhdGUSIAocUFJPQ0VTU0lOR19TVEFURV9VTlNQRUNJRklFRBAAEh8KG1BST0NFU1NJTkdfU1RBVEVfUFJPQ0VTU0lORxABEhkKFVBST0NFU1NJTkdfU1RBVEVfRE9ORRACEiQKIFBST0NFU1NJTkdfU1RBVEVfUkVUUllfU0NIRURVTEVEEAMSIgoeUFJPQ0VTU0lOR19TVEFURV9ERUFEX0xFVFRFUkVEEAQSIgoeUFJPQ0VTU0lOR19TVEFURV9TS0lQUEVEX1NUQUxFEAUSHAoYUFJPQ0VTU0lOR19TVEFURV9QRU5ESU5HEAYSGwoXUFJPQ0VTU0lOR19TVEFURV9QUlVORUQQBzJ9ChFQcm9jZXNzaW5nU2VydmljZRJoChNHZXRQcm9jZXNzaW5nU3RhdHVzEicudGlkZW1hcmsudjEuR2V0UHJvY2Vzc2luZ1N0YXR1c1JlcXVlc3QaKC50aWRlbWFyay52MS5HZXRQcm9jZXNzaW5nU3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Chx0aWRlbWFyay92MS9wcm9jZXNzaW5nLnByb3RvEgt0aWRlbWFyay52MSJNChpHZXRQcm9jZXNzaW5nU3RhdHVzUmVxdWVzdBISCghldmVudF9pZBgBIAEoCUgAEhQKCmNvbW1hbmRfaWQYAiABKAlIAEIFCgNrZXkijgIKDUhhbmRsZXJTdGF0dXMSDwoHaGFuZGxlchgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnRpZGVtYXJrLnYxLlByb2Nlc3NpbmdTdGF0ZRIQCghhdHRlbXB0cxgDIAEoDRISCgpsYXN0X2Vycm9yGAQgASgJEi4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD25leHRfYXR0ZW1wdF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQbGVhc2VfZXhwaXJlc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiywEKFUV2ZW50UHJvY2Vzc2luZ1N0YXR1cxIQCghldmVudF9pZBgBIAEoCRISCgpldmVudF90eXBlGAIgASgJEhYKDmFnZ3JlZ2F0ZV90eXBlGAMgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgEIAEoCRIXCg9zZXF1ZW5jZV9udW1iZXIYBSABKAQSFwoPZ2xvYmFsX3Bvc2l0aW9uGAYgASgEEiwKCGhhbmRsZXJzGAcgAygLMhoudGlkZW1hcmsudjEuSGFuZGxlclN0YXR1cyKIAQobR2V0UHJvY2Vzc2luZ1N0YXR1c1Jlc3BvbnNlEjIKBmV2ZW50cxgBIAMoCzIiLnRpZGVtYXJrLnYxLkV2ZW50UHJvY2Vzc2luZ1N0YXR1cxI1Cg5oYW5kbGVyX2NvdW50cxgCIAMoCzIdLnRpZGVtYXJrLnYxLkRlYWRMZXR0ZXJDb3VudHMiZAoQRGVhZExldHRlckNvdW50cxIPCgdoYW5kbGVyGAEgASgJEhUKDWRlYWRfbGV0dGVyZWQYAiABKAQSDgoGcGFya2VkGAMgASgEEhgKEHJlcGxheV9yZXF1ZXN0ZWQYBCABKAQiQwoTRGVhZExldHRlckFnZ3JlZ2F0ZRIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkiigEKE0RlYWRMZXR0ZXJTZWxlY3Rpb24SDwoHaGFuZGxlchgBIAEoCRISCghldmVudF9pZBgCIAEoCUgAEjUKCWFnZ3JlZ2F0ZRgDIAEoCzIgLnRpZGVtYXJrLnYxLkRlYWRMZXR0ZXJBZ2dyZWdhdGVIABINCgNhbGwYBCABKAhIAEIICgZ0YXJnZXQi6QQKCkRlYWRMZXR0ZXISDwoHaGFuZGxlchgBIAEoCRIQCghldmVudF9pZBgCIAEoCRISCgpldmVudF90eXBlGAMgASgJEhYKDmFnZ3JlZ2F0ZV90eXBlGAQgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgFIAEoCRIXCg9zZXF1ZW5jZV9udW1iZXIYBiABKAQSFwoPZ2xvYmFsX3Bvc2l0aW9uGAcgASgEEisKBXN0YXRlGAggASgOMhwudGlkZW1hcmsudjEuUHJvY2Vzc2luZ1N0YXRlEg0KBWNhdXNlGAkgASgJEhAKCGF0dGVtcHRzGAogASgNEjMKD2ZpcnN0X2ZhaWxlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9mYWlsZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXBhcmtlZF9iZWhpbmQYDSABKAkSDwoHcmVwbGF5cxgOIAEoDRIbChNyZXBsYXlfcmVxdWVzdGVkX2J5GA8gASgJEjcKE3JlcGxheV9yZXF1ZXN0ZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3Jlc29sdmVkX2J5GBEgASgJEhkKEXJlc29sdXRpb25fcmVhc29uGBIgASgJEi8KC3Jlc29sdmVkX2F0GBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GBQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKgAQoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIPCgdoYW5kbGVyGAEgASgJEjMKCWFnZ3JlZ2F0ZRgCIAEoCzIgLnRpZGVtYXJrLnYxLkRlYWRMZXR0ZXJBZ2dyZWdhdGUSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkSGQoRaW5jbHVkZV9yZXBsYXlpbmcYBSABKAgikAEKF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEi0KDGRlYWRfbGV0dGVycxgBIAMoCzIXLnRpZGVtYXJrLnYxLkRlYWRMZXR0ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEi0KBmNvdW50cxgDIAMoCzIdLnRpZGVtYXJrLnYxLkRlYWRMZXR0ZXJDb3VudHMiOQoUR2V0RGVhZExldHRlclJlcXVlc3QSDwoHaGFuZGxlchgBIAEoCRIQCghldmVudF9pZBgCIAEoCSLkAQoVR2V0RGVhZExldHRlclJlc3BvbnNlEiwKC2RlYWRfbGV0dGVyGAEgASgLMhcudGlkZW1hcmsudjEuRGVhZExldHRlchIVCg1tZXNzYWdlX3ZhbHVlGAIgASgMEk8KD21lc3NhZ2VfaGVhZGVycxgDIAMoCzI2LnRpZGVtYXJrLnYxLkdldERlYWRMZXR0ZXJSZXNwb25zZS5NZXNzYWdlSGVhZGVyc0VudHJ5GjUKE01lc3NhZ2VIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJPChhSZXBsYXlEZWFkTGV0dGVyc1JlcXVlc3QSMwoJc2VsZWN0aW9uGAEgASgLMiAudGlkZW1hcmsudjEuRGVhZExldHRlclNlbGVjdGlvbiIuChlSZXBsYXlEZWFkTGV0dGVyc1Jlc3BvbnNlEhEKCWV2ZW50X2lkcxgBIAMoCSJgChlEaXNjYXJkRGVhZExldHRlcnNSZXF1ZXN0EjMKCXNlbGVjdGlvbhgBIAEoCzIgLnRpZGVtYXJrLnYxLkRlYWRMZXR0ZXJTZWxlY3Rpb24SDgoGcmVhc29uGAIgASgJIi8KGkRpc2NhcmREZWFkTGV0dGVyc1Jlc3BvbnNlEhEKCWV2ZW50X2lkcxgBIAMoCSr8AgoPUHJvY2Vzc2luZ1N0YXRlEiAKHFBST0NFU1NJTkdfU1RBVEVfVU5TUEVDSUZJRUQQABIfChtQUk9DRVNTSU5HX1NUQVRFX1BST0NFU1NJTkcQARIZChVQUk9DRVNTSU5HX1NUQVRFX0RPTkUQAhIkCiBQUk9DRVNTSU5HX1NUQVRFX1JFVFJZX1NDSEVEVUxFRBADEiIKHlBST0NFU1NJTkdfU1RBVEVfREVBRF9MRVRURVJFRBAEEiIKHlBST0NFU1NJTkdfU1RBVEVfU0tJUFBFRF9TVEFMRRAFEhwKGFBST0NFU1NJTkdfU1RBVEVfUEVORElORxAGEhsKF1BST0NFU1NJTkdfU1RBVEVfUFJVTkVEEAcSGwoXUFJPQ0VTU0lOR19TVEFURV9QQVJLRUQQCBIlCiFQUk9DRVNTSU5HX1NUQVRFX1JFUExBWV9SRVFVRVNURUQQCRIeChpQUk9DRVNTSU5HX1NUQVRFX0RJU0NBUkRFRBAKMv4DChFQcm9jZXNzaW5nU2VydmljZRJoChNHZXRQcm9jZXNzaW5nU3RhdHVzEicudGlkZW1hcmsudjEuR2V0UHJvY2Vzc2luZ1N0YXR1c1JlcXVlc3QaKC50aWRlbWFyay52MS5HZXRQcm9jZXNzaW5nU3RhdHVzUmVzcG9uc2USXAoPTGlzdERlYWRMZXR0ZXJzEiMudGlkZW1hcmsudjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBokLnRpZGVtYXJrLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlElYKDUdldERlYWRMZXR0ZXISIS50aWRlbWFyay52MS5HZXREZWFkTGV0dGVyUmVxdWVzdBoiLnRpZGVtYXJrLnYxLkdldERlYWRMZXR0ZXJSZXNwb25zZRJiChFSZXBsYXlEZWFkTGV0dGVycxIlLnRpZGVtYXJrLnYxLlJlcGxheURlYWRMZXR0ZXJzUmVxdWVzdBomLnRpZGVtYXJrLnYxLlJlcGxheURlYWRMZXR0ZXJzUmVzcG9uc2USZQoSRGlzY2FyZERlYWRMZXR0ZXJzEiYudGlkZW1hcmsudjEuRGlzY2FyZERlYWRMZXR0ZXJzUmVxdWVzdBonLnRpZGVtYXJrLnYxLkRpc2NhcmREZWFkTGV0dGVyc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message tidemark.v1.GetProcessingStatusRequest
@@ -160,6 +160,14 @@ export type GetProcessingStatusResponse = Message<"tidemark.v1.GetProcessingStat
    * @generated from field: repeated tidemark.v1.EventProcessingStatus events = 1;
    */
   events: EventProcessingStatus[];
+
+  /**
+   * For each handler named in events: how many of its events (that the caller may see) wait for
+   * an operator.
+   *
+   * @generated from field: repeated tidemark.v1.DeadLetterCounts handler_counts = 2;
+   */
+  handlerCounts: DeadLetterCounts[];
 };
 
 /**
@@ -168,6 +176,451 @@ export type GetProcessingStatusResponse = Message<"tidemark.v1.GetProcessingStat
  */
 export const GetProcessingStatusResponseSchema: GenMessage<GetProcessingStatusResponse> = /*@__PURE__*/
   messageDesc(file_tidemark_v1_processing, 3);
+
+/**
+ * How many events of one handler wait for an operator.
+ *
+ * @generated from message tidemark.v1.DeadLetterCounts
+ */
+export type DeadLetterCounts = Message<"tidemark.v1.DeadLetterCounts"> & {
+  /**
+   * @generated from field: string handler = 1;
+   */
+  handler: string;
+
+  /**
+   * @generated from field: uint64 dead_lettered = 2;
+   */
+  deadLettered: bigint;
+
+  /**
+   * @generated from field: uint64 parked = 3;
+   */
+  parked: bigint;
+
+  /**
+   * @generated from field: uint64 replay_requested = 4;
+   */
+  replayRequested: bigint;
+};
+
+/**
+ * Describes the message tidemark.v1.DeadLetterCounts.
+ * Use `create(DeadLetterCountsSchema)` to create a new message.
+ */
+export const DeadLetterCountsSchema: GenMessage<DeadLetterCounts> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 4);
+
+/**
+ * An aggregate, by type and id.
+ *
+ * @generated from message tidemark.v1.DeadLetterAggregate
+ */
+export type DeadLetterAggregate = Message<"tidemark.v1.DeadLetterAggregate"> & {
+  /**
+   * @generated from field: string aggregate_type = 1;
+   */
+  aggregateType: string;
+
+  /**
+   * @generated from field: string aggregate_id = 2;
+   */
+  aggregateId: string;
+};
+
+/**
+ * Describes the message tidemark.v1.DeadLetterAggregate.
+ * Use `create(DeadLetterAggregateSchema)` to create a new message.
+ */
+export const DeadLetterAggregateSchema: GenMessage<DeadLetterAggregate> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 5);
+
+/**
+ * Which events of one handler a replay or a discard is about.
+ *
+ * @generated from message tidemark.v1.DeadLetterSelection
+ */
+export type DeadLetterSelection = Message<"tidemark.v1.DeadLetterSelection"> & {
+  /**
+   * Required.
+   *
+   * @generated from field: string handler = 1;
+   */
+  handler: string;
+
+  /**
+   * @generated from oneof tidemark.v1.DeadLetterSelection.target
+   */
+  target: {
+    /**
+     * One event.
+     *
+     * @generated from field: string event_id = 2;
+     */
+    value: string;
+    case: "eventId";
+  } | {
+    /**
+     * Every dead-lettered and parked event of one aggregate, in seq order.
+     *
+     * @generated from field: tidemark.v1.DeadLetterAggregate aggregate = 3;
+     */
+    value: DeadLetterAggregate;
+    case: "aggregate";
+  } | {
+    /**
+     * Every dead-lettered and parked event of the handler (must be true).
+     *
+     * @generated from field: bool all = 4;
+     */
+    value: boolean;
+    case: "all";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tidemark.v1.DeadLetterSelection.
+ * Use `create(DeadLetterSelectionSchema)` to create a new message.
+ */
+export const DeadLetterSelectionSchema: GenMessage<DeadLetterSelection> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 6);
+
+/**
+ * One event of a handler's registry that failed, is parked, or was redriven.
+ *
+ * @generated from message tidemark.v1.DeadLetter
+ */
+export type DeadLetter = Message<"tidemark.v1.DeadLetter"> & {
+  /**
+   * @generated from field: string handler = 1;
+   */
+  handler: string;
+
+  /**
+   * @generated from field: string event_id = 2;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string event_type = 3;
+   */
+  eventType: string;
+
+  /**
+   * @generated from field: string aggregate_type = 4;
+   */
+  aggregateType: string;
+
+  /**
+   * @generated from field: string aggregate_id = 5;
+   */
+  aggregateId: string;
+
+  /**
+   * @generated from field: uint64 sequence_number = 6;
+   */
+  sequenceNumber: bigint;
+
+  /**
+   * @generated from field: uint64 global_position = 7;
+   */
+  globalPosition: bigint;
+
+  /**
+   * @generated from field: tidemark.v1.ProcessingState state = 8;
+   */
+  state: ProcessingState;
+
+  /**
+   * The latest failure with its cause chain; for a parked event, what it waits behind.
+   *
+   * @generated from field: string cause = 9;
+   */
+  cause: string;
+
+  /**
+   * Claims so far (retries and lease takeovers count); a replay starts counting again.
+   *
+   * @generated from field: uint32 attempts = 10;
+   */
+  attempts: number;
+
+  /**
+   * When an attempt of this event first and last failed (unset for an event parked without an attempt).
+   *
+   * @generated from field: google.protobuf.Timestamp first_failed_at = 11;
+   */
+  firstFailedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_failed_at = 12;
+   */
+  lastFailedAt?: Timestamp | undefined;
+
+  /**
+   * For a parked event: the earliest unresolved event of its aggregate (what it waits behind).
+   *
+   * @generated from field: string parked_behind = 13;
+   */
+  parkedBehind: string;
+
+  /**
+   * Replays requested so far.
+   *
+   * @generated from field: uint32 replays = 14;
+   */
+  replays: number;
+
+  /**
+   * Who asked for the latest replay (the token's principal; empty with authentication off) and when.
+   *
+   * @generated from field: string replay_requested_by = 15;
+   */
+  replayRequestedBy: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp replay_requested_at = 16;
+   */
+  replayRequestedAt?: Timestamp | undefined;
+
+  /**
+   * Set once discarded: who, why and when.
+   *
+   * @generated from field: string resolved_by = 17;
+   */
+  resolvedBy: string;
+
+  /**
+   * @generated from field: string resolution_reason = 18;
+   */
+  resolutionReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp resolved_at = 19;
+   */
+  resolvedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 20;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message tidemark.v1.DeadLetter.
+ * Use `create(DeadLetterSchema)` to create a new message.
+ */
+export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 7);
+
+/**
+ * @generated from message tidemark.v1.ListDeadLettersRequest
+ */
+export type ListDeadLettersRequest = Message<"tidemark.v1.ListDeadLettersRequest"> & {
+  /**
+   * Empty: every handler.
+   *
+   * @generated from field: string handler = 1;
+   */
+  handler: string;
+
+  /**
+   * Only this aggregate (both fields, or neither).
+   *
+   * @generated from field: tidemark.v1.DeadLetterAggregate aggregate = 2;
+   */
+  aggregate?: DeadLetterAggregate | undefined;
+
+  /**
+   * Default 100, at most 1000.
+   *
+   * @generated from field: uint32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+
+  /**
+   * Also list events in REPLAY_REQUESTED and those being replayed (default: only DEAD_LETTERED and PARKED).
+   *
+   * @generated from field: bool include_replaying = 5;
+   */
+  includeReplaying: boolean;
+};
+
+/**
+ * Describes the message tidemark.v1.ListDeadLettersRequest.
+ * Use `create(ListDeadLettersRequestSchema)` to create a new message.
+ */
+export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 8);
+
+/**
+ * @generated from message tidemark.v1.ListDeadLettersResponse
+ */
+export type ListDeadLettersResponse = Message<"tidemark.v1.ListDeadLettersResponse"> & {
+  /**
+   * @generated from field: repeated tidemark.v1.DeadLetter dead_letters = 1;
+   */
+  deadLetters: DeadLetter[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * Per handler listed (or asked for), over everything the caller may see, not only this page.
+   *
+   * @generated from field: repeated tidemark.v1.DeadLetterCounts counts = 3;
+   */
+  counts: DeadLetterCounts[];
+};
+
+/**
+ * Describes the message tidemark.v1.ListDeadLettersResponse.
+ * Use `create(ListDeadLettersResponseSchema)` to create a new message.
+ */
+export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 9);
+
+/**
+ * @generated from message tidemark.v1.GetDeadLetterRequest
+ */
+export type GetDeadLetterRequest = Message<"tidemark.v1.GetDeadLetterRequest"> & {
+  /**
+   * @generated from field: string handler = 1;
+   */
+  handler: string;
+
+  /**
+   * @generated from field: string event_id = 2;
+   */
+  eventId: string;
+};
+
+/**
+ * Describes the message tidemark.v1.GetDeadLetterRequest.
+ * Use `create(GetDeadLetterRequestSchema)` to create a new message.
+ */
+export const GetDeadLetterRequestSchema: GenMessage<GetDeadLetterRequest> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 10);
+
+/**
+ * @generated from message tidemark.v1.GetDeadLetterResponse
+ */
+export type GetDeadLetterResponse = Message<"tidemark.v1.GetDeadLetterResponse"> & {
+  /**
+   * @generated from field: tidemark.v1.DeadLetter dead_letter = 1;
+   */
+  deadLetter?: DeadLetter | undefined;
+
+  /**
+   * The message as the consumer received it (an EventEnvelope as JSON, or the undecodable bytes);
+   * empty when the registry kept none (an event that never failed or parked).
+   *
+   * @generated from field: bytes message_value = 2;
+   */
+  messageValue: Uint8Array;
+
+  /**
+   * @generated from field: map<string, string> message_headers = 3;
+   */
+  messageHeaders: { [key: string]: string };
+};
+
+/**
+ * Describes the message tidemark.v1.GetDeadLetterResponse.
+ * Use `create(GetDeadLetterResponseSchema)` to create a new message.
+ */
+export const GetDeadLetterResponseSchema: GenMessage<GetDeadLetterResponse> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 11);
+
+/**
+ * @generated from message tidemark.v1.ReplayDeadLettersRequest
+ */
+export type ReplayDeadLettersRequest = Message<"tidemark.v1.ReplayDeadLettersRequest"> & {
+  /**
+   * @generated from field: tidemark.v1.DeadLetterSelection selection = 1;
+   */
+  selection?: DeadLetterSelection | undefined;
+};
+
+/**
+ * Describes the message tidemark.v1.ReplayDeadLettersRequest.
+ * Use `create(ReplayDeadLettersRequestSchema)` to create a new message.
+ */
+export const ReplayDeadLettersRequestSchema: GenMessage<ReplayDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 12);
+
+/**
+ * @generated from message tidemark.v1.ReplayDeadLettersResponse
+ */
+export type ReplayDeadLettersResponse = Message<"tidemark.v1.ReplayDeadLettersResponse"> & {
+  /**
+   * The events marked REPLAY_REQUESTED, in the order the consumer applies them.
+   *
+   * @generated from field: repeated string event_ids = 1;
+   */
+  eventIds: string[];
+};
+
+/**
+ * Describes the message tidemark.v1.ReplayDeadLettersResponse.
+ * Use `create(ReplayDeadLettersResponseSchema)` to create a new message.
+ */
+export const ReplayDeadLettersResponseSchema: GenMessage<ReplayDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 13);
+
+/**
+ * @generated from message tidemark.v1.DiscardDeadLettersRequest
+ */
+export type DiscardDeadLettersRequest = Message<"tidemark.v1.DiscardDeadLettersRequest"> & {
+  /**
+   * @generated from field: tidemark.v1.DeadLetterSelection selection = 1;
+   */
+  selection?: DeadLetterSelection | undefined;
+
+  /**
+   * Required: recorded with the principal.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message tidemark.v1.DiscardDeadLettersRequest.
+ * Use `create(DiscardDeadLettersRequestSchema)` to create a new message.
+ */
+export const DiscardDeadLettersRequestSchema: GenMessage<DiscardDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 14);
+
+/**
+ * @generated from message tidemark.v1.DiscardDeadLettersResponse
+ */
+export type DiscardDeadLettersResponse = Message<"tidemark.v1.DiscardDeadLettersResponse"> & {
+  /**
+   * The events marked DISCARDED.
+   *
+   * @generated from field: repeated string event_ids = 1;
+   */
+  eventIds: string[];
+};
+
+/**
+ * Describes the message tidemark.v1.DiscardDeadLettersResponse.
+ * Use `create(DiscardDeadLettersResponseSchema)` to create a new message.
+ */
+export const DiscardDeadLettersResponseSchema: GenMessage<DiscardDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_processing, 15);
 
 /**
  * A registry state (see docs/CONSUMERS.md for the transitions).
@@ -229,6 +682,28 @@ export enum ProcessingState {
    * @generated from enum value: PROCESSING_STATE_PRUNED = 7;
    */
   PRUNED = 7,
+
+  /**
+   * An earlier event of the aggregate is dead-lettered or parked for this handler, which keeps
+   * order (docs/CONSUMERS.md): recorded, not applied, until replayed or discarded.
+   *
+   * @generated from enum value: PROCESSING_STATE_PARKED = 8;
+   */
+  PARKED = 8,
+
+  /**
+   * An operator asked for a replay; the handler's consumer has not claimed it yet.
+   *
+   * @generated from enum value: PROCESSING_STATE_REPLAY_REQUESTED = 9;
+   */
+  REPLAY_REQUESTED = 9,
+
+  /**
+   * An operator resolved it without applying it (see DeadLetter.resolved_by and resolution_reason).
+   *
+   * @generated from enum value: PROCESSING_STATE_DISCARDED = 10;
+   */
+  DISCARDED = 10,
 }
 
 /**
@@ -253,6 +728,60 @@ export const ProcessingService: GenService<{
     methodKind: "unary";
     input: typeof GetProcessingStatusRequestSchema;
     output: typeof GetProcessingStatusResponseSchema;
+  },
+  /**
+   * The dead-lettered and parked events of one handler, or of every handler when handler is empty
+   * (docs/CONSUMERS.md "Dead letters, parking and redrive"), in (handler, aggregate, seq) order, with
+   * their cause, attempts and first and last failure. Needs the read scope; a token sees only its
+   * databases' aggregates. NOT_FOUND for a handler no consumer has recorded anything for.
+   *
+   * @generated from rpc tidemark.v1.ProcessingService.ListDeadLetters
+   */
+  listDeadLetters: {
+    methodKind: "unary";
+    input: typeof ListDeadLettersRequestSchema;
+    output: typeof ListDeadLettersResponseSchema;
+  },
+  /**
+   * One event of a handler's registry with the message the consumer received, for inspection.
+   * NOT_FOUND for an unknown handler, or an event the handler has no row for.
+   *
+   * @generated from rpc tidemark.v1.ProcessingService.GetDeadLetter
+   */
+  getDeadLetter: {
+    methodKind: "unary";
+    input: typeof GetDeadLetterRequestSchema;
+    output: typeof GetDeadLetterResponseSchema;
+  },
+  /**
+   * Asks the handler's consumer to apply dead-lettered or parked events again, after a fix: one
+   * event, one aggregate's sequence (in seq order) or all of the handler's. The events are marked
+   * REPLAY_REQUESTED and the call returns at once; a running consumer of the handler claims them
+   * through the same claim, lease, fence and ordering guard as any delivery (so two replays have
+   * one effect). Watch GetDeadLetter or GetProcessingStatus until they are DONE (or dead-lettered
+   * again). Needs the admin scope. FAILED_PRECONDITION when nothing selected is dead-lettered or
+   * parked (already replayed, or never failed), or when one event is asked while an earlier event
+   * of its aggregate is still unresolved; NOT_FOUND for an unknown handler or event.
+   *
+   * @generated from rpc tidemark.v1.ProcessingService.ReplayDeadLetters
+   */
+  replayDeadLetters: {
+    methodKind: "unary";
+    input: typeof ReplayDeadLettersRequestSchema;
+    output: typeof ReplayDeadLettersResponseSchema;
+  },
+  /**
+   * Resolves dead-lettered, parked or replay-requested events without applying them, recording who
+   * (the token's principal) and why. Discarding does not release the parked events behind it:
+   * replay or discard them too. Needs the admin scope. INVALID_ARGUMENT without a reason;
+   * FAILED_PRECONDITION and NOT_FOUND as for ReplayDeadLetters.
+   *
+   * @generated from rpc tidemark.v1.ProcessingService.DiscardDeadLetters
+   */
+  discardDeadLetters: {
+    methodKind: "unary";
+    input: typeof DiscardDeadLettersRequestSchema;
+    output: typeof DiscardDeadLettersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tidemark_v1_processing, 0);

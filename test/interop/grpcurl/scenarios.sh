@@ -252,3 +252,62 @@ next; expect_event "resume message 2" "$NS-o2-shipped"
 next; expect_caught_up "resume message 3"
 unsubscribe
 ok "catch-up, caught_up, live, resumed after position $P2 with no repeat"
+
+# ---------------------------------------------------------------- S10
+SCENARIO=S10
+MULTI="{\"streams\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m1\",\"no_stream\":{},\"events\":[{\"event_id\":\"$NS-m1-opened\",\"event_type\":\"OrderOpened\",\"data\":{\"n\":1}}]},{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"o1\",\"expected_seq\":2,\"events\":[{\"event_id\":\"$NS-o1-noted\",\"event_type\":\"OrderNoted\"}]}],\"consistency_checks\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"o2\",\"expected_seq\":2}]}"
+call EventStoreService/AppendToStreams "$MULTI"
+expect_ok AppendToStreams
+expect_eq replayed "$(out .replayed)" false
+expect_eq "streams" "$(jq -c '[.streams[] | [.aggregateId, [.events[].sequenceNumber]]]' <<<"$OUT")" '[["m1",["1"]],["o1",["3"]]]'
+M1_POS=$(out '.streams[0].events[0].globalPosition')
+O1N_POS=$(out '.streams[1].events[0].globalPosition')
+expect_eq "o1 global_position" "$O1N_POS" "$((M1_POS + 1))"
+FIRST=$(jq -c .streams <<<"$OUT")
+call EventStoreService/AppendToStreams "$MULTI"
+expect_ok "retried AppendToStreams"
+expect_eq "retry replayed" "$(out .replayed)" true
+expect_eq "retry streams" "$(jq -c .streams <<<"$OUT")" "$FIRST"
+call EventStoreService/AppendToStreams "{\"streams\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m2\",\"no_stream\":{},\"events\":[{\"event_id\":\"$NS-m2-opened\",\"event_type\":\"OrderOpened\"}]},{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"o1\",\"expected_seq\":1,\"events\":[{\"event_id\":\"$NS-o1-late\",\"event_type\":\"OrderNoted\"}]}],\"consistency_checks\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"o2\",\"expected_seq\":1},{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m1\",\"no_stream\":{}}]}"
+expect_code "AppendToStreams with stale expectations" 10 ABORTED
+CONFLICT=$(detail tidemark.v1.ConsistencyConflict)
+[ -n "$CONFLICT" ] || fail "ABORTED without a tidemark.v1.ConsistencyConflict detail: $ERR"
+# uint64 fields print as JSON strings; an unset (zero) one may be left out: default it to "0".
+CONFLICTS=$(jq -c '[.conflicts[] | [.field, (.aggregateType // .aggregate_type), (.aggregateId // .aggregate_id), ((.expectedSeq // .expected_seq // "0") | tostring), ((.actualSeq // .actual_seq // "0") | tostring)]]' <<<"$CONFLICT")
+expect_eq conflicts "$CONFLICTS" "[[\"streams[1]\",\"$ORDER\",\"o1\",\"1\",\"3\"],[\"consistency_checks[0]\",\"$ORDER\",\"o2\",\"1\",\"2\"],[\"consistency_checks[1]\",\"$ORDER\",\"m1\",\"0\",\"1\"]]"
+call EventStoreService/GetStreamHead "{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m2\"}"
+expect_code "GetStreamHead of m2" 5 NOT_FOUND
+call EventStoreService/AppendToStreams "{\"streams\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m3\",\"any\":{},\"events\":[{\"event_id\":\"$NS-m3-opened\",\"event_type\":\"OrderOpened\"}]}],\"consistency_checks\":[{\"aggregate_type\":\"$ORDER\",\"aggregate_id\":\"m3\",\"no_stream\":{}}]}"
+expect_code "AppendToStreams checking a written aggregate" 3 INVALID_ARGUMENT
+expect_eq violations "$(bad_fields)" '["consistency_checks[0]"]'
+ok "two streams at positions $M1_POS and $O1N_POS, replayed, three conflicts listed, nothing written"
+# ---------------------------------------------------------------- S11
+SCENARIO=S11
+# filtered AFTER_POSITION KINDS_JSON: a stop_at_caught_up Subscribe that must end with OK by itself.
+filtered() {
+  call EventStoreService/Subscribe "{\"after_position\":$1,\"aggregate_type_prefix\":\"$ORDER\",\"event_types\":[\"OrderPlaced\"],\"kinds\":$2,\"checkpoints\":true,\"stop_at_caught_up\":true}"
+}
+# check_batch: OUT (every message) is events or checkpoints, then caught_up last, positions increasing.
+check_batch() {
+  ALL=$(jq -s -c . <<<"$OUT") || fail "Subscribe printed no JSON: $OUT"
+  jq -e 'length > 0 and (last | has("caughtUp"))' <<<"$ALL" >/dev/null || fail "last message: expected caught_up, got $ALL"
+  jq -e '.[:-1] | all(has("event") or has("checkpoint"))' <<<"$ALL" >/dev/null || fail "expected events or checkpoints before caught_up, got $ALL"
+  jq -e '[.[].position | tonumber] | . as $p | [range(1; length)] | all($p[.] > $p[. - 1])' <<<"$ALL" >/dev/null || fail "positions not increasing: $ALL"
+  IDS=$(jq -c '[.[] | select(has("event")) | .event.eventId]' <<<"$ALL")
+  CAUGHT_UP=$(jq -r 'last | .position' <<<"$ALL")
+}
+filtered 0 '["EVENT_KIND_DOMAIN"]'
+expect_ok "filtered Subscribe"
+check_batch
+expect_eq "filtered events" "$IDS" "[\"$NS-o1-placed\",\"$NS-o2-placed\"]"
+LAST_EVENT=$(jq -r '[.[] | select(has("event")) | .position] | last' <<<"$ALL")
+[ "$CAUGHT_UP" -ge "$LAST_EVENT" ] || fail "caught_up position $CAUGHT_UP below $LAST_EVENT"
+CHECKPOINTS=$(jq '[.[] | select(has("checkpoint"))] | length' <<<"$ALL")
+filtered "$CAUGHT_UP" '["EVENT_KIND_DOMAIN"]'
+expect_ok "resumed filtered Subscribe"
+check_batch
+expect_eq "resumed events" "$IDS" "[]"
+filtered 0 '[7]'
+expect_code "Subscribe with an unknown kind" 3 INVALID_ARGUMENT
+expect_eq violations "$(bad_fields)" '["kinds[0]"]'
+ok "2 of the ORDER events matched, $CHECKPOINTS checkpoints, ended OK at position $CAUGHT_UP; resume empty; unknown kind refused"

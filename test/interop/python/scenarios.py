@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen
 import grpc  # noqa: E402
 from google.protobuf import empty_pb2, json_format, struct_pb2  # noqa: E402
 from google.rpc import error_details_pb2, status_pb2  # noqa: E402
-from tidemark.v1 import errors_pb2, event_store_pb2 as es, event_store_pb2_grpc  # noqa: E402
+from tidemark.v1 import envelope_pb2, errors_pb2, event_store_pb2 as es, event_store_pb2_grpc  # noqa: E402
 from tidemark.v1 import instance_pb2 as inst, instance_pb2_grpc  # noqa: E402
 
 NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
@@ -256,6 +256,90 @@ def run(address, ns):
     finally:
         resumed.cancel()
     ok(f"catch-up, caught_up, live, resumed after position {positions[1]} with no repeat")
+
+    scenario = "S10"
+
+    def stream(aggregate_id, events_, **expectation):
+        return es.StreamAppend(aggregate_type=order_type, aggregate_id=aggregate_id, events=events_, **expectation)
+
+    def check(aggregate_id, **expectation):
+        return es.ConsistencyCheck(aggregate_type=order_type, aggregate_id=aggregate_id, **expectation)
+
+    multi = es.AppendToStreamsRequest(
+        streams=[
+            stream("m1", [es.ProposedEvent(event_id=f"{ns}-m1-opened", event_type="OrderOpened", data=obj({"n": 1}))], no_stream=empty_pb2.Empty()),
+            stream("o1", [es.ProposedEvent(event_id=f"{ns}-o1-noted", event_type="OrderNoted")], expected_seq=2),
+        ],
+        consistency_checks=[check("o2", expected_seq=2)],
+    )
+    both = events.AppendToStreams(multi, timeout=TIMEOUT)
+    expect_equal("replayed", both.replayed, False)
+    expect_equal("streams", [(r.aggregate_id, [e.sequence_number for e in r.events]) for r in both.streams], [("m1", [1]), ("o1", [3])])
+    m1_position = both.streams[0].events[0].global_position
+    o1_position = both.streams[1].events[0].global_position
+    expect_equal("o1 global_position", o1_position, m1_position + 1)
+    repeated = events.AppendToStreams(multi, timeout=TIMEOUT)
+    expect_equal("retry replayed", repeated.replayed, True)
+    expect_equal("retry streams", list(repeated.streams), list(both.streams))
+    stale = es.AppendToStreamsRequest(
+        streams=[
+            stream("m2", [es.ProposedEvent(event_id=f"{ns}-m2-opened", event_type="OrderOpened")], no_stream=empty_pb2.Empty()),
+            stream("o1", [es.ProposedEvent(event_id=f"{ns}-o1-late", event_type="OrderNoted")], expected_seq=1),
+        ],
+        consistency_checks=[check("o2", expected_seq=1), check("m1", no_stream=empty_pb2.Empty())],
+    )
+    status = expect_status(lambda: events.AppendToStreams(stale, timeout=TIMEOUT), grpc.StatusCode.ABORTED)
+    conflicts = detail(status, errors_pb2.ConsistencyConflict).conflicts
+    expect_equal(
+        "conflicts",
+        [(c.field, c.aggregate_type, c.aggregate_id, c.expected_seq, c.actual_seq) for c in conflicts],
+        [("streams[1]", order_type, "o1", 1, 3), ("consistency_checks[0]", order_type, "o2", 1, 2), ("consistency_checks[1]", order_type, "m1", 0, 1)],
+    )
+    expect_status(
+        lambda: events.GetStreamHead(es.GetStreamHeadRequest(aggregate_type=order_type, aggregate_id="m2"), timeout=TIMEOUT),
+        grpc.StatusCode.NOT_FOUND,
+        with_details=False,
+    )
+    checked_twice = es.AppendToStreamsRequest(
+        streams=[stream("m3", [es.ProposedEvent(event_id=f"{ns}-m3-opened", event_type="OrderOpened")], any=empty_pb2.Empty())],
+        consistency_checks=[check("m3", no_stream=empty_pb2.Empty())],
+    )
+    status = expect_status(lambda: events.AppendToStreams(checked_twice, timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT)
+    expect_equal("violations", bad_fields(status), ["consistency_checks[0]"])
+    ok(f"two streams at positions {m1_position} and {o1_position}, replayed, three conflicts listed, nothing written")
+
+    scenario = "S11"
+
+    def filtered(after, kinds=(envelope_pb2.EVENT_KIND_DOMAIN,)):
+        return es.SubscribeRequest(
+            after_position=after,
+            aggregate_type_prefix=order_type,
+            event_types=["OrderPlaced"],
+            kinds=list(kinds),
+            checkpoints=True,
+            stop_at_caught_up=True,
+        )
+
+    def batch(after):
+        """Every message of a stop_at_caught_up stream; checks their kinds and positions."""
+        messages = list(events.Subscribe(filtered(after), timeout=TIMEOUT))
+        expect(len(messages) > 0, "the stream ended with no message")
+        expect_equal("last message", messages[-1].WhichOneof("message"), "caught_up")
+        for i, m in enumerate(messages[:-1]):
+            expect(m.WhichOneof("message") in ("event", "checkpoint"), f"message {i + 1}: expected an event or a checkpoint, got {m}")
+        for i in range(1, len(messages)):
+            expect(messages[i].position > messages[i - 1].position, f"message {i + 1}: position {messages[i].position} not above {messages[i - 1].position}")
+        return [m for m in messages if m.WhichOneof("message") == "event"], messages
+
+    matched, messages = batch(0)
+    expect_equal("filtered events", [m.event.event_id for m in matched], [f"{ns}-o1-placed", f"{ns}-o2-placed"])
+    caught_up = messages[-1].position
+    expect(caught_up >= matched[1].position, f"caught_up position {caught_up} below {matched[1].position}")
+    resumed_matched, _ = batch(caught_up)
+    expect_equal("resumed events", [m.event.event_id for m in resumed_matched], [])
+    status = expect_status(lambda: list(events.Subscribe(filtered(0, kinds=(7,)), timeout=TIMEOUT)), grpc.StatusCode.INVALID_ARGUMENT)
+    expect_equal("violations", bad_fields(status), ["kinds[0]"])
+    ok(f"2 of the ORDER events matched, {len(messages) - 3} checkpoints, ended OK at position {caught_up}; resume empty; unknown kind refused")
     channel.close()
 
 

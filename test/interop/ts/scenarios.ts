@@ -7,7 +7,8 @@ import { isDeepStrictEqual } from "node:util";
 import { pathToFileURL } from "node:url";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { BadRequestSchema } from "../../../gen/google/rpc/error_details_pb.js";
-import { ConcurrencyConflictSchema, IdempotencyConflictSchema } from "../../../gen/tidemark/v1/errors_pb.js";
+import { ConcurrencyConflictSchema, ConsistencyConflictSchema, IdempotencyConflictSchema } from "../../../gen/tidemark/v1/errors_pb.js";
+import { EventKind } from "../../../gen/tidemark/v1/envelope_pb.js";
 import { EventStoreService, type SubscribeResponse } from "../../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService } from "../../../gen/tidemark/v1/instance_pb.js";
 import { createClient, findDetail, grpc, statusDetails } from "../../../server/grpc/client.js";
@@ -25,7 +26,7 @@ export class ScenarioFailure extends Error {
 }
 
 /**
- * Runs S1–S9 against the server at `address` with names in namespace `ns`; resolves when all
+ * Runs S1–S11 against the server at `address` with names in namespace `ns`; resolves when all
  * pass, rejects with a {@link ScenarioFailure} on the first failed expectation. `log` gets one
  * "ok Sn …" line per scenario.
  */
@@ -208,6 +209,93 @@ export async function runScenarios(address: string, ns: string, log: (line: stri
     expectEqual("resume message 3", rest[2]!.message.case, "caughtUp");
     resumed.cancel();
     ok(`catch-up, caught_up, live, resumed after position ${positions[1]} with no repeat`);
+
+    scenario = "S10";
+    const opened = { eventId: `${ns}-m1-opened`, eventType: "OrderOpened", data: { n: 1 } };
+    const multi = {
+      streams: [
+        { aggregateType: orderType, aggregateId: "m1", expectation: { case: "noStream" as const, value: {} }, events: [opened] },
+        { aggregateType: orderType, aggregateId: "o1", expectation: { case: "expectedSeq" as const, value: 2n }, events: [{ eventId: `${ns}-o1-noted`, eventType: "OrderNoted" }] },
+      ],
+      consistencyChecks: [{ aggregateType: orderType, aggregateId: "o2", expectation: { case: "expectedSeq" as const, value: 2n } }],
+    };
+    const both = await events.appendToStreams(multi);
+    expectEqual("replayed", both.replayed, false);
+    expectEqual("streams", both.streams.map((r) => [r.aggregateId, r.events.map((e) => e.sequenceNumber)]), [["m1", [1n]], ["o1", [3n]]]);
+    const [m1, o1] = both.streams.map((r) => r.events[0]!.globalPosition);
+    expectEqual("o1 global_position", o1, m1! + 1n);
+    const repeated = await events.appendToStreams(multi);
+    expectEqual("retry replayed", repeated.replayed, true);
+    expectEqual("retry streams", repeated.streams, both.streams);
+    const refusedAll = await expectStatus(
+      events.appendToStreams({
+        streams: [
+          { aggregateType: orderType, aggregateId: "m2", expectation: { case: "noStream", value: {} }, events: [{ eventId: `${ns}-m2-opened`, eventType: "OrderOpened" }] },
+          { aggregateType: orderType, aggregateId: "o1", expectation: { case: "expectedSeq", value: 1n }, events: [{ eventId: `${ns}-o1-late`, eventType: "OrderNoted" }] },
+        ],
+        consistencyChecks: [
+          { aggregateType: orderType, aggregateId: "o2", expectation: { case: "expectedSeq", value: 1n } },
+          { aggregateType: orderType, aggregateId: "m1", expectation: { case: "noStream", value: {} } },
+        ],
+      }),
+      grpc.status.ABORTED,
+    );
+    expectEqual(
+      "conflicts",
+      detail(refusedAll, ConsistencyConflictSchema).conflicts.map((c) => [c.field, c.aggregateType, c.aggregateId, c.expectedSeq, c.actualSeq]),
+      [
+        ["streams[1]", orderType, "o1", 1n, 3n],
+        ["consistency_checks[0]", orderType, "o2", 1n, 2n],
+        ["consistency_checks[1]", orderType, "m1", 0n, 1n],
+      ],
+    );
+    await expectStatus(events.getStreamHead({ aggregateType: orderType, aggregateId: "m2" }), grpc.status.NOT_FOUND);
+    const checkedTwice = await expectStatus(
+      events.appendToStreams({
+        streams: [{ aggregateType: orderType, aggregateId: "m3", expectation: { case: "any", value: {} }, events: [{ eventId: `${ns}-m3-opened`, eventType: "OrderOpened" }] }],
+        consistencyChecks: [{ aggregateType: orderType, aggregateId: "m3", expectation: { case: "noStream", value: {} } }],
+      }),
+      grpc.status.INVALID_ARGUMENT,
+    );
+    expectEqual("violations", badFields(checkedTwice), ["consistency_checks[0]"]);
+    ok(`two streams at positions ${m1} and ${o1}, replayed, three conflicts listed, nothing written`);
+
+    scenario = "S11";
+    const filtered = (after: bigint, kinds: EventKind[] = [EventKind.DOMAIN]) =>
+      events.subscribe({
+        start: { case: "afterPosition", value: after },
+        aggregateTypePrefix: orderType,
+        eventTypes: ["OrderPlaced"],
+        kinds,
+        checkpoints: true,
+        stopAtCaughtUp: true,
+      });
+    /** Every message of a stop_at_caught_up stream: events and checkpoints, then caught_up last. */
+    const batch = async (after: bigint) => {
+      const messages: SubscribeResponse[] = [];
+      for await (const m of filtered(after)) messages.push(m);
+      const last = messages.at(-1) ?? fail("the stream ended with no message");
+      expectEqual("last message", last.message.case, "caughtUp");
+      messages.forEach((m, i) => {
+        if (i < messages.length - 1) expect(m.message.case === "event" || m.message.case === "checkpoint", `message ${i + 1}: expected an event or a checkpoint, got ${m.message.case}`);
+        expect(i === 0 || m.position > messages[i - 1]!.position, `message ${i + 1}: position ${m.position} not above ${messages[i - 1]?.position}`);
+      });
+      return { ids: messages.flatMap((m) => (m.message.case === "event" ? [m.message.value.eventId] : [])), caughtUp: last.position, messages };
+    };
+    const batchFrom0 = await batch(0n);
+    expectEqual("filtered events", batchFrom0.ids, [`${ns}-o1-placed`, `${ns}-o2-placed`]);
+    const placedAt = batchFrom0.messages.filter((m) => m.message.case === "event").map((m) => m.position);
+    expect(batchFrom0.caughtUp >= placedAt[1]!, `caught_up position ${batchFrom0.caughtUp} below ${placedAt[1]}`);
+    const resumedBatch = await batch(batchFrom0.caughtUp);
+    expectEqual("resumed events", resumedBatch.ids, []);
+    const bad = await expectStatus(
+      (async () => {
+        for await (const _ of filtered(0n, [7 as EventKind])) void _;
+      })(),
+      grpc.status.INVALID_ARGUMENT,
+    );
+    expectEqual("violations", badFields(bad), ["kinds[0]"]);
+    ok(`2 of the ORDER events matched, ${batchFrom0.messages.length - 3} checkpoints, ended OK at position ${batchFrom0.caughtUp}; resume empty; unknown kind refused`);
   } catch (e) {
     if (e instanceof ScenarioFailure) throw e;
     const code = (e as { code?: number }).code;

@@ -305,6 +305,136 @@ func main() {
 	expectEvents("resume", rest[:2], ns+"-o2-placed", ns+"-o2-shipped")
 	expect(rest[2].GetCaughtUp() != nil, "resume message 3: expected caught_up, got %v", rest[2])
 	ok("catch-up, caught_up, live, resumed after position %d with no repeat", positions[1])
+
+	// S10
+	scenario = "S10"
+	noStream := &emptypb.Empty{}
+	multi := &tm.AppendToStreamsRequest{
+		Streams: []*tm.StreamAppend{
+			{AggregateType: orderType, AggregateId: "m1", Expectation: &tm.StreamAppend_NoStream{NoStream: noStream},
+				Events: []*tm.ProposedEvent{{EventId: ns + "-m1-opened", EventType: "OrderOpened", Data: object(map[string]any{"n": 1})}}},
+			{AggregateType: orderType, AggregateId: "o1", Expectation: &tm.StreamAppend_ExpectedSeq{ExpectedSeq: 2},
+				Events: []*tm.ProposedEvent{{EventId: ns + "-o1-noted", EventType: "OrderNoted"}}},
+		},
+		ConsistencyChecks: []*tm.ConsistencyCheck{{AggregateType: orderType, AggregateId: "o2", Expectation: &tm.ConsistencyCheck_ExpectedSeq{ExpectedSeq: 2}}},
+	}
+	both := must(events.AppendToStreams(ctx(), multi))
+	expectEqual("replayed", both.GetReplayed(), false)
+	var streams []string
+	for _, r := range both.GetStreams() {
+		for _, e := range r.GetEvents() {
+			streams = append(streams, fmt.Sprintf("%s@%d", r.GetAggregateId(), e.GetSequenceNumber()))
+		}
+	}
+	expectEqual("streams", fmt.Sprint(streams), "[m1@1 o1@3]")
+	m1Position := both.GetStreams()[0].GetEvents()[0].GetGlobalPosition()
+	o1Position := both.GetStreams()[1].GetEvents()[0].GetGlobalPosition()
+	expectEqual("o1 global_position", o1Position, m1Position+1)
+	repeated := must(events.AppendToStreams(ctx(), multi))
+	expectEqual("retry replayed", repeated.GetReplayed(), true)
+	expect(len(repeated.GetStreams()) == len(both.GetStreams()), "retry streams: expected %v, got %v", both.GetStreams(), repeated.GetStreams())
+	for i := range both.GetStreams() {
+		expect(proto.Equal(repeated.GetStreams()[i], both.GetStreams()[i]), "retry streams: expected %v, got %v", both.GetStreams(), repeated.GetStreams())
+	}
+	_, err = events.AppendToStreams(ctx(), &tm.AppendToStreamsRequest{
+		Streams: []*tm.StreamAppend{
+			{AggregateType: orderType, AggregateId: "m2", Expectation: &tm.StreamAppend_NoStream{NoStream: noStream},
+				Events: []*tm.ProposedEvent{{EventId: ns + "-m2-opened", EventType: "OrderOpened"}}},
+			{AggregateType: orderType, AggregateId: "o1", Expectation: &tm.StreamAppend_ExpectedSeq{ExpectedSeq: 1},
+				Events: []*tm.ProposedEvent{{EventId: ns + "-o1-late", EventType: "OrderNoted"}}},
+		},
+		ConsistencyChecks: []*tm.ConsistencyCheck{
+			{AggregateType: orderType, AggregateId: "o2", Expectation: &tm.ConsistencyCheck_ExpectedSeq{ExpectedSeq: 1}},
+			{AggregateType: orderType, AggregateId: "m1", Expectation: &tm.ConsistencyCheck_NoStream{NoStream: noStream}},
+		},
+	})
+	var conflicts []string
+	for _, c := range detail[*tm.ConsistencyConflict](expectStatus(err, codes.Aborted)).GetConflicts() {
+		conflicts = append(conflicts, fmt.Sprintf("%s %s/%s %d→%d", c.GetField(), c.GetAggregateType(), c.GetAggregateId(), c.GetExpectedSeq(), c.GetActualSeq()))
+	}
+	expectEqual("conflicts", fmt.Sprint(conflicts), fmt.Sprint([]string{
+		"streams[1] " + orderType + "/o1 1→3",
+		"consistency_checks[0] " + orderType + "/o2 1→2",
+		"consistency_checks[1] " + orderType + "/m1 0→1",
+	}))
+	_, err = events.GetStreamHead(ctx(), &tm.GetStreamHeadRequest{AggregateType: orderType, AggregateId: "m2"})
+	expectStatus(err, codes.NotFound)
+	_, err = events.AppendToStreams(ctx(), &tm.AppendToStreamsRequest{
+		Streams: []*tm.StreamAppend{{AggregateType: orderType, AggregateId: "m3", Expectation: &tm.StreamAppend_Any{Any: noStream},
+			Events: []*tm.ProposedEvent{{EventId: ns + "-m3-opened", EventType: "OrderOpened"}}}},
+		ConsistencyChecks: []*tm.ConsistencyCheck{{AggregateType: orderType, AggregateId: "m3", Expectation: &tm.ConsistencyCheck_NoStream{NoStream: noStream}}},
+	})
+	expectEqual("violations", fmt.Sprint(badFields(expectStatus(err, codes.InvalidArgument))), "[consistency_checks[0]]")
+	ok("two streams at positions %d and %d, replayed, three conflicts listed, nothing written", m1Position, o1Position)
+
+	// S11
+	scenario = "S11"
+	filtered := func(after uint64, kinds ...tm.EventKind) *tm.SubscribeRequest {
+		if len(kinds) == 0 {
+			kinds = []tm.EventKind{tm.EventKind_EVENT_KIND_DOMAIN}
+		}
+		return &tm.SubscribeRequest{
+			Start:               &tm.SubscribeRequest_AfterPosition{AfterPosition: after},
+			AggregateTypePrefix: orderType,
+			EventTypes:          []string{"OrderPlaced"},
+			Kinds:               kinds,
+			Checkpoints:         true,
+			StopAtCaughtUp:      true,
+		}
+	}
+	batchFrom0 := receiveAll(events, filtered(0))
+	matched := eventIDs(batchFrom0)
+	expectEqual("filtered events", fmt.Sprint(matched), fmt.Sprint([]string{ns + "-o1-placed", ns + "-o2-placed"}))
+	caughtUp := batchFrom0[len(batchFrom0)-1].GetPosition()
+	var placedAt uint64
+	for _, m := range batchFrom0 {
+		if m.GetEvent() != nil {
+			placedAt = m.GetPosition()
+		}
+	}
+	expect(caughtUp >= placedAt, "caught_up position %d below %d", caughtUp, placedAt)
+	expectEqual("resumed events", len(eventIDs(receiveAll(events, filtered(caughtUp)))), 0)
+	bad := must(events.Subscribe(ctx(), filtered(0, tm.EventKind(7))))
+	_, err = bad.Recv()
+	expectEqual("violations", fmt.Sprint(badFields(expectStatus(err, codes.InvalidArgument))), "[kinds[0]]")
+	ok("2 of the ORDER events matched, %d checkpoints, ended OK at position %d; resume empty; unknown kind refused", len(batchFrom0)-3, caughtUp)
+}
+
+// receiveAll reads a stop_at_caught_up stream to its OK end and checks it: events or checkpoints,
+// then caught_up last, positions strictly increasing.
+func receiveAll(client tm.EventStoreServiceClient, request *tm.SubscribeRequest) []*tm.SubscribeResponse {
+	stream := must(client.Subscribe(ctx(), request))
+	var out []*tm.SubscribeResponse
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			fail("Subscribe failed after %d messages: %v", len(out), err)
+		}
+		if len(out) > 0 {
+			expect(msg.GetPosition() > out[len(out)-1].GetPosition(), "message %d: position %d not above %d", len(out)+1, msg.GetPosition(), out[len(out)-1].GetPosition())
+		}
+		out = append(out, msg)
+	}
+	expect(len(out) > 0, "the stream ended with no message")
+	for i, m := range out[:len(out)-1] {
+		expect(m.GetEvent() != nil || m.GetCheckpoint() != nil, "message %d: expected an event or a checkpoint, got %v", i+1, m)
+	}
+	expect(out[len(out)-1].GetCaughtUp() != nil, "last message: expected caught_up, got %v", out[len(out)-1])
+	return out
+}
+
+// eventIDs lists the event ids of Subscribe messages, in order.
+func eventIDs(messages []*tm.SubscribeResponse) []string {
+	out := []string{}
+	for _, m := range messages {
+		if e := m.GetEvent(); e != nil {
+			out = append(out, e.GetEventId())
+		}
+	}
+	return out
 }
 
 func readAll(client tm.EventStoreServiceClient, request *tm.ReadStreamRequest) []*tm.EventEnvelope {

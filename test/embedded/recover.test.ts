@@ -1,0 +1,101 @@
+/**
+ * `tidemark verify` and `tidemark recover` in the embedded mode (docs/OPERATIONS.md "Recovering from
+ * S3 alone"): the data directory's objects are the bucket and PGlite is the log. After the process
+ * stopped, verify finds the store clean; with the database directory removed, a recovery stopped by
+ * SIGINT part-way answers 130 with its progress stored, the next run resumes after the segment it
+ * reached, and a restarted process reads back every acknowledged event at its seq and appends on.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import { createClient } from "../../server/grpc/client.js";
+import { collect } from "../helpers/grpc-errors.js";
+import { background, cleanEnv, freePort, TIDEMARK_BIN, tidemark, type Background } from "../helpers/cli-process.js";
+
+/** One append per call at concurrency 1: one segment each, so the recovery has many to settle. */
+const APPENDS = 200;
+const STREAMS = 3;
+let dir: string;
+let env: Record<string, string>;
+let running: Background | undefined;
+/** Per stream, the acknowledged event ids by seq. */
+const acked = new Map<string, string[]>();
+
+async function start(): Promise<Background> {
+  running = background(process.execPath, [TIDEMARK_BIN, "start"], env);
+  await running.waitFor(/gRPC\s+127\.0\.0\.1:\d+/, "the banner");
+  return running;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "tidemark-recover-"));
+  env = cleanEnv({ TIDEMARK_DATA_DIR: dir, TIDEMARK_GRPC_ADDR: `127.0.0.1:${await freePort()}`, TIDEMARK_LOG_LEVEL: "warn" });
+});
+
+afterAll(async () => {
+  await running?.stop("SIGKILL");
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("embedded verify and recover", () => {
+  it("verifies a stopped store, recovers it in two runs after the database is gone, and serves it again", { timeout: 180_000 }, async () => {
+    await start();
+    const events = createClient(EventStoreService, env["TIDEMARK_GRPC_ADDR"]!);
+    try {
+      for (let i = 0; i < APPENDS; i++) {
+        const stream = `s${i % STREAMS}`;
+        const ids = acked.get(stream) ?? [];
+        acked.set(stream, ids);
+        const eventId = `${stream}-${ids.length + 1}`;
+        await events.appendEvents({ aggregateType: "Ledger", aggregateId: stream, expectation: { case: "expectedSeq", value: BigInt(ids.length) }, events: [{ eventId, eventType: "Posted", data: { i } as never }] });
+        ids.push(eventId);
+      }
+    } finally {
+      events.close();
+    }
+    expect(await running!.stop("SIGTERM")).toBe(0);
+    running = undefined;
+
+    const clean = await tidemark(["verify", "--json"], env, { timeoutMs: 120_000 });
+    expect(clean.code, clean.stderr).toBe(0);
+    expect(JSON.parse(clean.stdout)).toMatchObject({ clean: true, events: APPENDS, streams: STREAMS, unverifiedLinks: 0 });
+
+    await rm(path.join(dir, "pg"), { recursive: true, force: true });
+    const first = background(process.execPath, [TIDEMARK_BIN, "recover"], env);
+    const reached = await first.waitFor(/recover segments +segments ([1-9]\d*)\/(\d+)/, "the first segments settled", 120_000);
+    expect(Number(reached[2])).toBeGreaterThan(Number(reached[1]));
+    expect(await first.stop("SIGINT")).toBe(130);
+    expect(first.stderr()).toMatch(/recover stopped; its progress is stored: run the same command again to resume/);
+    const stoppedAt = [...first.stderr().matchAll(/recover segments +segments (\d+)\//g)].map((m) => Number(m[1])).at(-1)!;
+    expect(stoppedAt).toBeLessThan(APPENDS);
+
+    const second = await tidemark(["recover"], env, { timeoutMs: 150_000 });
+    expect(second.code, second.stderr).toBe(0);
+    const summary = /recovered (\d+) events from (\d+) segments \(0 void\) \(after segment (\d+), where the last run stopped\)/.exec(second.stdout);
+    expect(summary, second.stdout).not.toBeNull();
+    // The second run settled exactly the segments the first did not.
+    expect(Number(summary![3]) + Number(summary![2])).toBe(APPENDS);
+    expect(Number(summary![3])).toBeGreaterThanOrEqual(stoppedAt);
+    expect((await tidemark(["recover"], env)).stdout).toMatch(/nothing to recover/);
+
+    const after = await tidemark(["verify", "--json"], env, { timeoutMs: 120_000 });
+    expect(after.code, after.stdout).toBe(0);
+    expect(JSON.parse(after.stdout)).toMatchObject({ clean: true, events: APPENDS, unverifiedLinks: 0 });
+
+    await start();
+    const again = createClient(EventStoreService, env["TIDEMARK_GRPC_ADDR"]!);
+    try {
+      for (const [stream, ids] of acked) {
+        const read = await collect(again.readStream({ aggregateType: "Ledger", aggregateId: stream }));
+        expect(read.map((r) => r.event!.eventId)).toEqual(ids);
+        expect(read.map((r) => Number(r.event!.sequenceNumber))).toEqual(ids.map((_, i) => i + 1));
+        const next = await again.appendEvents({ aggregateType: "Ledger", aggregateId: stream, expectation: { case: "expectedSeq", value: BigInt(ids.length) }, events: [{ eventId: `${stream}-after`, eventType: "Posted", data: {} as never }] });
+        expect(Number(next.events[0]!.sequenceNumber)).toBe(ids.length + 1);
+      }
+    } finally {
+      again.close();
+    }
+  });
+});
