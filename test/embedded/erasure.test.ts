@@ -90,7 +90,8 @@ describe("T5 erasure, embedded", () => {
   it("gives handlers the plaintext before ForgetSubject and the marker after; no file holds the plaintext", async () => {
     await append("acme/c-1", "a-1", "ContactChanged", { email: plain }, "alice");
     await append("acme/c-1", "a-2", "Poisoned", { email: plain }, "alice");
-    await append("acme/c-1", "a-3", "Delayed", { email: plain }, "alice");
+    // Another aggregate than the poisoned one: the dead letter parks the rest of acme/c-1 (C8).
+    await append("acme/c-3", "a-3", "Delayed", { email: plain }, "alice");
     await append("acme/c-2", "b-1", "ContactChanged", { note: bobPlain }, "bob");
     await waitFor(() => seen.has("a-1") && seen.has("a-2") && seen.has("a-3") && seen.has("b-1"), { what: "the handler to see every event", timeoutMs: 120_000 });
     // (A handler may run more than once: its in-memory record is outside the registry's transaction.)

@@ -616,7 +616,7 @@ describe("compatibility guard", () => {
 
     // A breaking commit is caught against the previous commit, and still after a later commit
     // (earlier distinct contracts are baselines too; depth 1 would only see the previous commit).
-    await writeFile(envelope, additive.replace("uint64 sequence_number = 5;", "uint64 sequence_number = 15;"));
+    await writeFile(envelope, additive.replace("uint64 sequence_number = 5;", "uint64 sequence_number = 97;"));
     await git(repo, "commit", "-qam", "renumber");
     result = await check(repo);
     expect(result.code).toBe(1);
