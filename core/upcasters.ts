@@ -10,6 +10,7 @@ import type { EventEnvelope } from "../gen/tidemark/v1/envelope_pb.js";
 import { PreconditionError } from "./errors.js";
 import { checkEventType } from "./ids.js";
 import { isJsonObject } from "./json-object.js";
+import { isErased } from "./privacy.js";
 
 /** What an upcaster is told about the event besides its data (read-only). */
 export interface UpcastContext {
@@ -140,11 +141,12 @@ export class Upcasters {
 
   /**
    * The envelope with its data in the latest shape and `schema_version` set to it; the same object
-   * when there is nothing to do. Every other field — `content_hash` and `previous_hash` included —
-   * is the stored event's.
+   * when there is nothing to do — also for the erasure marker (T5), which is no data of its type:
+   * open an envelope before upcasting it. Every other field — `content_hash` and `previous_hash`
+   * included — is the stored event's.
    */
   upcastEnvelope(envelope: EventEnvelope): EventEnvelope {
-    if (!this.latest.has(envelope.eventType)) return envelope;
+    if (!this.latest.has(envelope.eventType) || isErased(envelope)) return envelope;
     const { data, schemaVersion } = this.upcast(envelope.data ?? {}, {
       eventType: envelope.eventType,
       aggregateType: envelope.aggregateType,

@@ -20,6 +20,7 @@ import {
   reserveSlots,
   reserveStreams,
   type SegmentEvent,
+  type SlotRequest,
   type SlotRow,
   slotsById,
   sleep,
@@ -119,6 +120,16 @@ const ORIGINAL_POLL_MS = 50;
 /** How many times an append starts over after its original (a retry's) was closed. */
 const MAX_RESTARTS = 3;
 
+/** What the reservation needs of each proposed event. */
+function slotRequests(events: readonly ProposedEventInput[]): SlotRequest[] {
+  return events.map((e) => ({ eventId: e.eventId, eventType: e.eventType, contentHash: e.contentHash, orderingKey: e.metadata["ordering_key"] ?? null }));
+}
+
+/** Where an event landed: its slot's event id and seq, at `position`. */
+function landed(slot: SlotRow, position: number): AppendOutput["events"][number] {
+  return { eventId: slot.eventId, seq: slot.seq, position };
+}
+
 /** Appends and reads event streams. */
 export class EventStore {
   private readonly cache: EventCache;
@@ -168,30 +179,19 @@ export class EventStore {
   async append(input: AppendInput): Promise<AppendOutput> {
     for (let restart = 0; ; restart++) {
       const reservation = await inSpan("tidemark.reserve", () =>
-        reserveSlots(
-          this.deps.db,
-          input.aggregateType,
-          input.aggregateId,
-          input.expectation,
-          input.events.map((e) => ({
-            eventId: e.eventId,
-            eventType: e.eventType,
-            contentHash: e.contentHash,
-            orderingKey: e.metadata["ordering_key"] ?? null,
-          })),
-        ),
+        reserveSlots(this.deps.db, input.aggregateType, input.aggregateId, input.expectation, slotRequests(input.events)),
       );
       const slots = reservation.slots;
       if (reservation.type === "reserved") {
         const events = this.lines(input, slots, reservation.previousHash);
         // One segment holds many appends: this call's span waits for it, the flush's span links them all (segment-writer.ts).
         const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events }));
-        return { replayed: false, events: slots.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: positions.get(slot.logId)! })) };
+        return { replayed: false, events: slots.map((slot) => landed(slot, positions.get(slot.logId)!)) };
       }
       // A retry: the original committed (answer what it got), is still in flight, or was closed.
       const settled = await this.original(slots);
       if (settled !== undefined) {
-        return { replayed: true, events: settled.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: slot.globalPosition! })) };
+        return { replayed: true, events: settled.map((slot) => landed(slot, slot.globalPosition!)) };
       }
       if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
     }
@@ -210,7 +210,7 @@ export class EventStore {
           aggregateType: stream.aggregateType,
           aggregateId: stream.aggregateId,
           expectation: stream.expectation,
-          events: stream.events.map((e) => ({ eventId: e.eventId, eventType: e.eventType, contentHash: e.contentHash, orderingKey: e.metadata["ordering_key"] ?? null })),
+          events: slotRequests(stream.events),
         })),
         input.checks,
       );
@@ -220,7 +220,7 @@ export class EventStore {
         const positions = await this.writer.write({ slots, events });
         return {
           replayed: false,
-          streams: reservation.streams.map((r) => r.slots.map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: positions.get(slot.logId)! }))),
+          streams: reservation.streams.map((r) => r.slots.map((slot) => landed(slot, positions.get(slot.logId)!))),
         };
       }
       // A retry, as in append: answer what the original got, or start over when it was closed.
@@ -229,7 +229,7 @@ export class EventStore {
         const byId = new Map(settled.map((slot) => [slot.logId, slot]));
         return {
           replayed: true,
-          streams: reservation.streams.map((own) => own.map((s) => byId.get(s.logId)!).map((slot) => ({ eventId: slot.eventId, seq: slot.seq, position: slot.globalPosition! }))),
+          streams: reservation.streams.map((own) => own.map((s) => byId.get(s.logId)!).map((slot) => landed(slot, slot.globalPosition!))),
         };
       }
       if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");

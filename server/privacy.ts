@@ -50,6 +50,9 @@ export interface SubjectKeysOptions {
   readonly cacheMs: number;
 }
 
+/** The events of one stream, as {@link SubjectKeys.seal} seals them. */
+type SealedStream = Pick<AppendInput, "aggregateType" | "aggregateId" | "events">;
+
 /** Data keys of subjects, for one server process. */
 export class SubjectKeys {
   private readonly cache: SubjectKeyCache;
@@ -80,9 +83,10 @@ export class SubjectKeys {
    * The write path's sealing step: each event that names a subject gets its data sealed with the
    * subject's key (created on first use) and its content hash computed over the sealed bytes. Runs
    * before the reservation, so a refusal writes nothing: FAILED_PRECONDITION without a master key
-   * (naming the setting) or for a subject that was forgotten.
+   * (naming the setting) or for a subject that was forgotten (naming `{at}[i].subject`). One
+   * stream's events: an AppendEvents call, or one stream of an AppendToStreams call.
    */
-  async seal(input: AppendInput): Promise<AppendInput> {
+  async seal<S extends SealedStream>(input: S, at = "events"): Promise<S> {
     if (!input.events.some((e) => e.subject !== undefined)) return input;
     const keyring = this.keyring;
     if (keyring === undefined) {
@@ -100,7 +104,7 @@ export class SubjectKeys {
       if (dataKey === null) {
         const state = await ensureSubjectKey(this.db, keyring, database, event.subject);
         if (state.state === "forgotten") {
-          throw new PreconditionError(`events[${i}].subject: subject ${event.subject} of database ${database} was forgotten; its data is not stored again (name the person by a new subject id)`);
+          throw new PreconditionError(`${at}[${i}].subject: subject ${event.subject} of database ${database} was forgotten; its data is not stored again (name the person by a new subject id)`);
         }
         dataKey = state.dataKey;
         this.cache.forget(database, event.subject);

@@ -7,7 +7,7 @@
  * does not hold, is tested on the loaded event.
  */
 import { create } from "@bufbuild/protobuf";
-import { ALL_DATABASES, checkAggregateType, checkEventType, checkInstancePart, type EventEnvelope, isErased, type LogFilter, type LogTail, type TailItem, Upcasters, Violations } from "../core/index.js";
+import { ALL_DATABASES, checkAggregateType, checkEventType, checkInstancePart, type EventEnvelope, type LogFilter, type LogTail, type TailItem, Upcasters, Violations } from "../core/index.js";
 import { EventKind } from "../gen/tidemark/v1/envelope_pb.js";
 import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
 import type { CallContext } from "./grpc/bridge.js";
@@ -38,7 +38,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
     // subject is forgotten, the next message carries the erasure marker (T5). It is upcast after
     // opening; the erasure marker is never upcast.
     if (item.event.subject !== "") {
-      return keys.open(item.event).then((event) => message(latestSchema && !isErased(event) ? upcasters.upcastEnvelope(event) : event, item.position));
+      return keys.open(item.event).then((event) => message(latestSchema ? upcasters.upcastEnvelope(event) : event, item.position));
     }
     const responses = latestSchema ? latest : stored;
     let response = responses.get(item.event);

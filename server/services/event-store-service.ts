@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { checkAggregateId, checkAggregateType, inSpan, isErased, Upcasters, Violations } from "../../core/index.js";
+import { checkAggregateId, checkAggregateType, inSpan, Upcasters, Violations } from "../../core/index.js";
 import { EventStoreService, ReadStreamResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
 import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";
@@ -44,7 +44,7 @@ export function eventStoreHandlers(
         // The stored event is never changed: opening and upcasting make a new envelope for this
         // response (T5, E2); the erasure marker is never upcast.
         const opened = await keys.open(event);
-        yield create(ReadStreamResponseSchema, { event: request.latestSchema && !isErased(opened) ? upcasters.upcastEnvelope(opened) : opened });
+        yield create(ReadStreamResponseSchema, { event: request.latestSchema ? upcasters.upcastEnvelope(opened) : opened });
       }
     },
 
@@ -66,7 +66,7 @@ export function eventStoreHandlers(
     async appendToStreams(request, context) {
       const validated = await inSpan("tidemark.validate", async () => validateAppendToStreams(request, limits, context.metadata["traceparent"]));
       // Each stream's events naming a subject are sealed as AppendEvents seals them (T5).
-      const streams = await Promise.all(validated.streams.map(async (stream) => ({ ...stream, events: (await keys.seal({ ...stream, actor: validated.actor })).events })));
+      const streams = await Promise.all(validated.streams.map((stream, i) => keys.seal(stream, `streams[${i}].events`)));
       const input = { ...validated, streams };
       const out = await store.appendToStreams(input);
       return {

@@ -12,7 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Kysely } from "kysely";
-import { ERASED_DATA, findSubjectKey, MasterKeyring, openEnvelope, type PrivacyTables, rewrapSubjectKeys, decodeEnvelope } from "../../core/index.js";
+import { ERASED_DATA, findSubjectKey, MasterKeyring, openEnvelope, type PrivacyTables, rewrapSubjectKeys, decodeEnvelope, Upcasters } from "../../core/index.js";
 import { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
 import { type ClientOf, createClient, verifyStore } from "../../server/index.js";
 import { badFields, collect, expectStatus, grpc } from "../helpers/grpc-errors.js";
@@ -29,7 +29,19 @@ beforeAll(async () => {
   const keyFile = path.join(dir, "master.keys");
   masterKeys = `# test master key\nk1 ${randomBytes(32).toString("hex")}\n`;
   writeFileSync(keyFile, masterKeys);
-  t = await startTestServer(testServerConfig({ TIDEMARK_MASTER_KEY_FILE: keyFile }));
+  // ProfileChanged v1 `{ phone }` → v2 `{ contact: { phone } }`; anything else is refused, so
+  // upcasting sealed bytes or the erasure marker fails the read (E2 with T5).
+  const upcasters = new Upcasters([
+    {
+      eventType: "ProfileChanged",
+      fromVersion: 1,
+      upcast: (data) => {
+        if (typeof data["phone"] !== "string") throw new Error(`no phone in ${JSON.stringify(data)}`);
+        return { contact: { phone: data["phone"] } };
+      },
+    },
+  ]);
+  t = await startTestServer(testServerConfig({ TIDEMARK_MASTER_KEY_FILE: keyFile }), { upcasters });
   privacy = createClient(PrivacyService, t.server.address);
   // The same API with no master key configured.
   bare = await startTestServer();
@@ -142,5 +154,62 @@ describe("T5 erasure by crypto-shredding", () => {
     expect(found?.state).toBe("live");
     const stored = (await storedEvents(t.server.objects)).find((e) => e.json.includes('"t5-r1"'))!;
     expect(openEnvelope(decodeEnvelope(stored.json), found!.state === "live" ? found!.dataKey : null).data).toEqual({ email: plain });
+  });
+});
+
+// After the rotation test: each subject here is new, so its key is under the server's own master key.
+describe("T5 with the other read and write paths", () => {
+  it("upcasts a sealed event's data after opening it, and never the erasure marker (E2)", async () => {
+    const plain = secret();
+    await t.events.appendEvents({
+      aggregateType: "Customer",
+      aggregateId: "shop/c-u",
+      expectation: { case: "noStream", value: {} },
+      events: [{ eventId: "t5-u1", eventType: "ProfileChanged", schemaVersion: 1, data: { phone: plain } as never, subject: "cust-u" }],
+    });
+    const readStream = async (latestSchema: boolean) =>
+      (await collect(t.events.readStream({ aggregateType: "Customer", aggregateId: "shop/c-u", latestSchema }))).map((r) => [r.event!.schemaVersion, r.event!.data]);
+    const subscribe = async () =>
+      (await collect(t.events.subscribe({ start: { case: "afterPosition", value: 0n }, aggregateTypes: ["Customer"], stopAtCaughtUp: true, latestSchema: true })))
+        .flatMap((m) => (m.message.case === "event" && m.message.value.eventId === "t5-u1" ? [[m.message.value.schemaVersion, m.message.value.data]] : []));
+    expect(await readStream(false)).toEqual([[1, { phone: plain }]]);
+    expect(await readStream(true)).toEqual([[2, { contact: { phone: plain } }]]);
+    expect(await subscribe()).toEqual([[2, { contact: { phone: plain } }]]);
+
+    await privacy.forgetSubject({ database: "shop", subject: "cust-u" });
+    // The marker comes as it is, at the stored version: no upcaster ever sees it.
+    expect(await readStream(true)).toEqual([[1, ERASED_DATA]]);
+    expect(await subscribe()).toEqual([[1, ERASED_DATA]]);
+  });
+
+  it("seals AppendToStreams events naming a subject, replays a retry, and refuses a forgotten subject naming its field, writing nothing (W8)", async () => {
+    const plain = secret();
+    const request = {
+      streams: [
+        { aggregateType: "Customer", aggregateId: "shop/m-1", expectation: { case: "noStream" as const, value: {} }, events: [{ eventId: "t5-m1", eventType: "ContactChanged", data: { email: plain } as never, subject: "cust-m" }] },
+        { aggregateType: "Customer", aggregateId: "shop/m-2", expectation: { case: "noStream" as const, value: {} }, events: [{ eventId: "t5-m2", eventType: "ContactChanged", data: { n: 1 } as never }] },
+      ],
+    };
+    const first = await t.events.appendToStreams(request);
+    const retry = await t.events.appendToStreams(request);
+    expect(retry.replayed).toBe(true);
+    expect(retry.streams).toEqual(first.streams);
+    const [stored] = await storedEvents(t.server.objects, { aggregateType: "Customer", aggregateId: "shop/m-1" });
+    expect(stored!.json).not.toContain(plain);
+    expect(JSON.parse(stored!.json)).toMatchObject({ subject: "cust-m", data: {}, sealed_data: expect.any(String) });
+    expect((await read(t, "shop/m-1"))[0]).toMatchObject({ subject: "cust-m", data: { email: plain } });
+
+    await privacy.forgetSubject({ database: "shop", subject: "cust-m" });
+    const refused = await expectStatus(
+      t.events.appendToStreams({
+        streams: [
+          { aggregateType: "Customer", aggregateId: "shop/m-3", expectation: { case: "noStream", value: {} }, events: [{ eventId: "t5-m3", eventType: "ContactChanged", data: { n: 1 } as never }] },
+          { aggregateType: "Customer", aggregateId: "shop/m-4", expectation: { case: "noStream", value: {} }, events: [{ eventId: "t5-m4", eventType: "ContactChanged", data: { email: plain } as never, subject: "cust-m" }] },
+        ],
+      }),
+      grpc.status.FAILED_PRECONDITION,
+    );
+    expect(refused.details).toMatch(/^streams\[1\]\.events\[0\]\.subject: .*forgotten/);
+    for (const aggregateId of ["shop/m-3", "shop/m-4"]) await expectStatus(t.events.getStreamHead({ aggregateType: "Customer", aggregateId }), grpc.status.NOT_FOUND);
   });
 });

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
-import { EventEnvelopeSchema, isUpcastError, Upcasters, upcastersOfModule, type Upcaster, type UpcastContext } from "../../core/index.js";
+import { ERASED_DATA, EventEnvelopeSchema, isUpcastError, Upcasters, upcastersOfModule, type Upcaster, type UpcastContext } from "../../core/index.js";
 import { PoisonError } from "../../consumers/index.js";
 import { decodeMessage } from "../../consumers/decode.js";
 import { defineHandler } from "../../consumers/index.js";
@@ -73,6 +73,13 @@ describe("upcaster chains", () => {
     expect(out).toMatchObject({ schemaVersion: 3, data: { total: { amount: 5, currency: "EUR" } }, contentHash: "sha256:aa", eventType: "OrderPlaced" });
     expect(stored).toMatchObject({ schemaVersion: 1, data: { amount: 5 } });
     expect(upcasters.upcastEnvelope(out)).toBe(out);
+  });
+
+  it("leaves the erasure marker as it is: it is no data of its type (T5)", () => {
+    const erased = create(EventEnvelopeSchema, { eventType: "OrderPlaced", aggregateType: "Order", aggregateId: "shop/o-1", schemaVersion: 1, subject: "cust-1", data: { ...ERASED_DATA } });
+    expect(upcasters.upcastEnvelope(erased)).toBe(erased);
+    // The same data without a subject is an ordinary event's.
+    expect(upcasters.upcastEnvelope({ ...erased, subject: "" })).toMatchObject({ schemaVersion: 3 });
   });
 });
 
