@@ -244,7 +244,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
     events: guardEventStore(eventStoreHandlers(store, limits, subscribeHandler(tail, shutdown.signal, limits, subjectKeys, upcasters), subjectKeys, upcasters), guards),
     instances: guardInstances(instanceHandlers(commands, database.db, limits, overrides.readModel ?? createInstanceReadModel(database.db.withTables<ConsumerTables>())), guards),
     processing: guardProcessing(processingHandlers(database.db.withTables<ConsumerTables>()), guards),
-    inspection: guardInspection(inspectionHandlers({ store, db: database.db.withTables<ConsumerTables>(), bucket: config.s3Bucket }), guards),
+    inspection: guardInspection(inspectionHandlers({ store, keys: subjectKeys, db: database.db.withTables<ConsumerTables>(), bucket: config.s3Bucket }), guards),
     privacy: guardPrivacy(privacyHandlers(store, subjectKeys), guards),
   };
   const server = await listenGrpc(

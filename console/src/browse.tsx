@@ -4,7 +4,7 @@ import { useState } from "preact/hooks";
 import { EventEnvelopeSchema, EventKind, type EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
 import { ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { eventStore, inspection, link, processing, when } from "./api.js";
-import { EventRow, eventColumns, Loaded, num, Pager, State, StreamLink, Table } from "./common.jsx";
+import { databaseLabel, EventRow, eventColumns, Loaded, num, Pager, State, StreamLink, Table, TokenPager } from "./common.jsx";
 import { DeadLetterActions } from "./processing.jsx";
 import { useCall } from "./use-call.js";
 
@@ -24,7 +24,7 @@ export function Databases() {
                 {call.value!.databases.map((d) => (
                   <tr key={d.database}>
                     <td>
-                      <a href={link("db", d.database)}>{d.database === "" ? "(no database)" : d.database}</a>
+                      <a href={link("db", d.database)}>{databaseLabel(d.database)}</a>
                     </td>
                     <td class="num">{String(d.streams)}</td>
                   </tr>
@@ -59,9 +59,9 @@ export function AggregateTypes(props: { readonly database: string }) {
   return (
     <>
       <div class="crumbs">
-        <a href="#/">databases</a> / {props.database === "" ? "(no database)" : props.database}
+        <a href="#/">databases</a> / {databaseLabel(props.database)}
       </div>
-      <h1>Aggregate types in {props.database === "" ? "(no database)" : props.database}</h1>
+      <h1>Aggregate types in {databaseLabel(props.database)}</h1>
       <Loaded {...call} retry={call.reload}>
         {() => (
           <Table id="aggregate-types" columns={["aggregate type", num("streams")]}>
@@ -93,7 +93,7 @@ export function Streams(props: { readonly database: string; readonly aggregateTy
   return (
     <>
       <div class="crumbs">
-        <a href="#/">databases</a> / <a href={link("db", props.database)}>{props.database === "" ? "(no database)" : props.database}</a> / {props.aggregateType}
+        <a href="#/">databases</a> / <a href={link("db", props.database)}>{databaseLabel(props.database)}</a> / {props.aggregateType}
       </div>
       <h1>{props.aggregateType} streams</h1>
       <form
@@ -122,7 +122,7 @@ export function Streams(props: { readonly database: string; readonly aggregateTy
                 ))}
               </Table>
             {call.value!.streams.length === 0 && <p class="note">No stream matches.</p>}
-            <Pager canBack={!(pages.length === 1)} back={() => setPages(pages.slice(0, -1))} canForward={!(call.value!.nextPageToken === "")} forward={() => setPages([...pages, call.value!.nextPageToken])} />
+            <TokenPager pages={pages} setPages={setPages} next={call.value!.nextPageToken} />
           </>
         )}
       </Loaded>
@@ -149,7 +149,7 @@ export function Stream(props: { readonly aggregateType: string; readonly aggrega
   return (
     <>
       <div class="crumbs">
-        <a href="#/">databases</a> / <a href={link("db", database)}>{database === "" ? "(no database)" : database}</a> / <a href={link("db", database, props.aggregateType)}>{props.aggregateType}</a> / {props.aggregateId}
+        <a href="#/">databases</a> / <a href={link("db", database)}>{databaseLabel(database)}</a> / <a href={link("db", database, props.aggregateType)}>{props.aggregateType}</a> / {props.aggregateId}
       </div>
       <h1>
         Stream {props.aggregateType} <span class="mono">{props.aggregateId}</span>

@@ -80,6 +80,16 @@ export function Pager(props: { readonly canBack: boolean; readonly canForward: b
   );
 }
 
+/** Previous / Next of a listing paged by tokens: `pages` holds the token of each page up to the one shown ("" the first). */
+export function TokenPager(props: { readonly pages: readonly string[]; readonly setPages: (pages: string[]) => void; readonly next: string }) {
+  return <Pager canBack={props.pages.length > 1} back={() => props.setPages(props.pages.slice(0, -1))} canForward={props.next !== ""} forward={() => props.setPages([...props.pages, props.next])} />;
+}
+
+/** A database as the pages name it: the aggregates of none are "(no database)". */
+export function databaseLabel(database: string): string {
+  return database === "" ? "(no database)" : database;
+}
+
 /** A link to a stream's page, named by its type and id. */
 export function StreamLink(props: { readonly aggregateType: string; readonly aggregateId: string }) {
   return (

@@ -4,7 +4,7 @@ import { useState } from "preact/hooks";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ProcessingState, type DeadLetterSelection, type DeadLetterSelectionSchema } from "../../gen/tidemark/v1/processing_pb.js";
 import { describeError, inspection, link, processing, when } from "./api.js";
-import { Loaded, num, Pager, State, StreamLink, Table } from "./common.jsx";
+import { Loaded, num, State, StreamLink, Table, TokenPager } from "./common.jsx";
 import { useCall } from "./use-call.js";
 
 type Selection = MessageInitShape<typeof DeadLetterSelectionSchema>;
@@ -139,7 +139,7 @@ function DeadLetters() {
                   })}
                 </Table>
             )}
-            <Pager canBack={!(pages.length === 1)} back={() => setPages(pages.slice(0, -1))} canForward={!(call.value!.nextPageToken === "")} forward={() => setPages([...pages, call.value!.nextPageToken])} />
+            <TokenPager pages={pages} setPages={setPages} next={call.value!.nextPageToken} />
           </>
         );
       }}

@@ -44,6 +44,26 @@ function demand(deps: GuardDeps, context: CallContext, need: AccessNeed): void {
   throw refused;
 }
 
+/** What each unary RPC of a service needs, from its request: one entry per method. */
+type NeedsOf<H> = { [K in keyof H]: H[K] extends (request: infer I, context: CallContext) => Promise<unknown> ? (request: I) => AccessNeed : never };
+
+/**
+ * `inner` with each method's need demanded before it runs: for services whose every RPC is unary and
+ * needs only that check (no actor, no stated database), so the table is the service's policy.
+ */
+function demandEach<H extends object>(inner: H, deps: GuardDeps, needs: NeedsOf<H>): H {
+  const handlers = inner as Record<string, (request: unknown, context: CallContext) => Promise<unknown>>;
+  const out: Record<string, unknown> = {};
+  for (const [name, need] of Object.entries(needs) as Array<[string, (request: unknown) => AccessNeed]>) {
+    const handler = handlers[name]!;
+    out[name] = async (request: unknown, context: CallContext) => {
+      demand(deps, context, need(request));
+      return handler(request, context);
+    };
+  }
+  return out as H;
+}
+
 /**
  * The actor of a write (S4): with a principal, the principal. A different client-supplied actor is
  * refused rather than recorded beside it, because consumers that read `actor` must be able to trust
@@ -187,28 +207,13 @@ export function guardInstances(inner: HandlersOf<typeof InstanceService>, deps: 
  * discard); the handlers filter by the principal's databases, so another tenant's event is NOT_FOUND.
  */
 export function guardProcessing(inner: HandlersOf<typeof ProcessingService>, deps: GuardDeps): HandlersOf<typeof ProcessingService> {
-  return {
-    async getProcessingStatus(request, context) {
-      demand(deps, context, { scope: "read" });
-      return inner.getProcessingStatus(request, context);
-    },
-    async listDeadLetters(request, context) {
-      demand(deps, context, { scope: "read" });
-      return inner.listDeadLetters(request, context);
-    },
-    async getDeadLetter(request, context) {
-      demand(deps, context, { scope: "read" });
-      return inner.getDeadLetter(request, context);
-    },
-    async replayDeadLetters(request, context) {
-      demand(deps, context, { scope: "admin" });
-      return inner.replayDeadLetters(request, context);
-    },
-    async discardDeadLetters(request, context) {
-      demand(deps, context, { scope: "admin" });
-      return inner.discardDeadLetters(request, context);
-    },
-  };
+  return demandEach(inner, deps, {
+    getProcessingStatus: () => ({ scope: "read" }),
+    listDeadLetters: () => ({ scope: "read" }),
+    getDeadLetter: () => ({ scope: "read" }),
+    replayDeadLetters: () => ({ scope: "admin" }),
+    discardDeadLetters: () => ({ scope: "admin" }),
+  });
 }
 
 /**
@@ -216,32 +221,14 @@ export function guardProcessing(inner: HandlersOf<typeof ProcessingService>, dep
  * filter what spans databases by the principal); the relay's store-wide figures need admin.
  */
 export function guardInspection(inner: HandlersOf<typeof InspectionService>, deps: GuardDeps): HandlersOf<typeof InspectionService> {
-  return {
-    async listDatabases(request, context) {
-      demand(deps, context, { scope: "read" });
-      return inner.listDatabases(request, context);
-    },
-    async listAggregateTypes(request, context) {
-      demand(deps, context, { scope: "read", database: request.database });
-      return inner.listAggregateTypes(request, context);
-    },
-    async listStreams(request, context) {
-      demand(deps, context, { scope: "read", database: request.database, aggregateType: request.aggregateType });
-      return inner.listStreams(request, context);
-    },
-    async getEvent(request, context) {
-      demand(deps, context, { scope: "read" });
-      return inner.getEvent(request, context);
-    },
-    async getRelayStatus(request, context) {
-      demand(deps, context, { scope: "admin" });
-      return inner.getRelayStatus(request, context);
-    },
-    async listHandlers(request, context) {
-      demand(deps, context, { scope: "read" });
-      return inner.listHandlers(request, context);
-    },
-  };
+  return demandEach(inner, deps, {
+    listDatabases: () => ({ scope: "read" }),
+    listAggregateTypes: (request) => ({ scope: "read", database: request.database }),
+    listStreams: (request) => ({ scope: "read", database: request.database, aggregateType: request.aggregateType }),
+    getEvent: () => ({ scope: "read" }),
+    getRelayStatus: () => ({ scope: "admin" }),
+    listHandlers: () => ({ scope: "read" }),
+  });
 }
 
 /**

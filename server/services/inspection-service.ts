@@ -31,6 +31,7 @@ import {
 import type { InspectionService } from "../../gen/tidemark/v1/inspection_pb.js";
 import type { EventStore } from "../event-store.js";
 import type { HandlersOf } from "../grpc/bridge.js";
+import type { SubjectKeys } from "../privacy.js";
 
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
@@ -38,6 +39,8 @@ const MAX_PAGE_SIZE = 1000;
 /** What the inspection handlers read: the store (envelopes), its database, and the bucket's name. */
 export interface InspectionDeps {
   readonly store: EventStore;
+  /** Opens an event's sealed data as ReadStream does (T5): the data, or the erasure marker. */
+  readonly keys: SubjectKeys;
   readonly db: Kysely<ConsumerDatabase>;
   readonly bucket: string;
 }
@@ -109,7 +112,7 @@ export function inspectionHandlers(deps: InspectionDeps): HandlersOf<typeof Insp
         throw new NotFoundError(`event ${request.eventId} is not a committed event`);
       }
       const where = locationOf(row);
-      const event = await deps.store.load(row);
+      const event = await deps.keys.open(await deps.store.load(row));
       return {
         event,
         location: { bucket: deps.bucket, key: where.key, segment: BigInt(where.segment), offset: BigInt(where.start), length: BigInt(where.length) },

@@ -7,12 +7,20 @@
  * Screenshots are kept in test-results/console/.
  */
 import { mkdir } from "node:fs/promises";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { type Kysely } from "kysely";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createDatabase } from "../../core/db/database.js";
 import type { AuthTables } from "../../core/db/schema.js";
 import { createToken } from "../../core/tokens.js";
+import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
+import { InspectionService } from "../../gen/tidemark/v1/inspection_pb.js";
+import { InstanceService } from "../../gen/tidemark/v1/instance_pb.js";
+import { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
+import { ProcessingService } from "../../gen/tidemark/v1/processing_pb.js";
 import { waitFor } from "../helpers/wait-for.js";
 import { startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
 
@@ -43,6 +51,52 @@ async function openPage(url: string): Promise<{ page: Page; errors: string[] }> 
 async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: `${SHOTS}${name}.png`, fullPage: true });
 }
+
+/** A client of the console's gRPC-Web endpoint, as the page's (console/src/api.ts), with `token` if any. */
+function consoleClient<S extends DescService>(url: string, service: S, token?: string): Client<S> {
+  const transport = createGrpcWebTransport({
+    baseUrl: url,
+    httpVersion: "1.1",
+    useBinaryFormat: true,
+    interceptors: [
+      (next) => (request) => {
+        if (token !== undefined) request.header.set("authorization", `Bearer ${token}`);
+        return next(request);
+      },
+    ],
+  });
+  return createClient(service, transport);
+}
+
+/** The code a call through the console ends with (0 = OK); a stream is read to its end. */
+async function codeOf(call: Promise<unknown> | AsyncIterable<unknown>): Promise<Code | 0> {
+  try {
+    if (Symbol.asyncIterator in call) for await (const _ of call);
+    else await call;
+    return 0;
+  } catch (e) {
+    return ConnectError.from(e).code;
+  }
+}
+
+/** What the console's port never serves, whatever the token: the gRPC port's writes, and PrivacyService (A6). */
+async function unservedCodes(url: string, token?: string): Promise<Record<string, Code | 0>> {
+  const events = consoleClient(url, EventStoreService, token);
+  const instances = consoleClient(url, InstanceService, token);
+  const privacy = consoleClient(url, PrivacyService, token);
+  const event = { eventId: "console-write-1", eventType: "Written", data: {} };
+  return {
+    appendEvents: await codeOf(events.appendEvents({ aggregateType: "Order", aggregateId: "acme/console-write", expectation: { case: "any", value: {} }, events: [event] })),
+    appendToStreams: await codeOf(events.appendToStreams({ streams: [{ aggregateType: "Order", aggregateId: "acme/console-write", expectation: { case: "any", value: {} }, events: [event] }] })),
+    createInstance: await codeOf(instances.createInstance({ database: "acme", className: "Order", instanceId: "console-write" })),
+    updateInstance: await codeOf(instances.updateInstance({ database: "acme", className: "Order", instanceId: "console-write" })),
+    deleteInstance: await codeOf(instances.deleteInstance({ database: "acme", className: "Order", instanceId: "console-write" })),
+    forgetSubject: await codeOf(privacy.forgetSubject({ database: "acme", subject: "someone" })),
+    getSubjectKey: await codeOf(privacy.getSubjectKey({ database: "acme", subject: "someone" })),
+  };
+}
+
+const UNSERVED = { appendEvents: Code.Unimplemented, appendToStreams: Code.Unimplemented, createInstance: Code.Unimplemented, updateInstance: Code.Unimplemented, deleteInstance: Code.Unimplemented, forgetSubject: Code.Unimplemented, getSubjectKey: Code.Unimplemented };
 
 const HOSTILE = {
   note: "<script>window.__xss = 'script'</script>",
@@ -149,12 +203,18 @@ describe("the console, authentication off", () => {
     expect(errors).toEqual([]);
     await page.close();
   });
+  it("serves no write RPC over gRPC-Web: with authentication off its port must not write (A6)", async () => {
+    expect(await unservedCodes(url)).toEqual(UNSERVED);
+    const head = await codeOf(consoleClient(url, EventStoreService).getStreamHead({ aggregateType: "Order", aggregateId: "acme/console-write" }));
+    expect(head).toBe(Code.NotFound);
+  });
 });
 
 describe("the console, with tokens (T3)", () => {
   let t: TestServer;
   let url: string;
   let acmeToken: string;
+  let adminToken: string;
 
   beforeAll(async () => {
     t = await startTestServer(testServerConfig({ TIDEMARK_CONSOLE_ADDR: "127.0.0.1:0", TIDEMARK_AUTH: "tokens" }));
@@ -163,6 +223,7 @@ describe("the console, with tokens (T3)", () => {
     try {
       const db = database.db as unknown as Kysely<AuthTables>;
       const admin = (await createToken(db, { principal: "ops", databases: ["*"], scopes: ["read", "write", "subscribe", "admin"] }))!.token;
+      adminToken = admin;
       acmeToken = (await createToken(db, { principal: "acme-viewer", databases: ["acme"], scopes: ["read", "subscribe"] }))!.token;
       const metadata = { authorization: `Bearer ${admin}` };
       await t.events.appendEvents({ aggregateType: "Order", aggregateId: "acme/order-7", expectation: { case: "noStream", value: {} }, events: [{ eventId: "acme-order-7-1", eventType: "OrderPlaced", data: {} }] }, { metadata });
@@ -196,5 +257,23 @@ describe("the console, with tokens (T3)", () => {
     await page.getByText("need a token with the admin scope").waitFor();
     expect(errors).toEqual([]);
     await page.close();
+  });
+
+  it("over gRPC-Web refuses what the token may not call, as the gRPC port does, and serves no write RPC to any token (T3, A6)", async () => {
+    expect(await codeOf(consoleClient(url, InspectionService).listDatabases({}))).toBe(Code.Unauthenticated);
+    const inspection = consoleClient(url, InspectionService, acmeToken);
+    const processing = consoleClient(url, ProcessingService, acmeToken);
+    const events = consoleClient(url, EventStoreService, acmeToken);
+    expect(await codeOf(inspection.listAggregateTypes({ database: "acme" }))).toBe(0);
+    expect(await codeOf(inspection.listAggregateTypes({ database: "globex" }))).toBe(Code.PermissionDenied);
+    expect(await codeOf(inspection.getRelayStatus({}))).toBe(Code.PermissionDenied);
+    expect(await codeOf(inspection.getEvent({ eventId: "globex-order-8-1" }))).toBe(Code.NotFound);
+    expect(await codeOf(events.readStream({ aggregateType: "Order", aggregateId: "acme/order-7" }))).toBe(0);
+    expect(await codeOf(events.readStream({ aggregateType: "Order", aggregateId: "globex/order-8" }))).toBe(Code.PermissionDenied);
+    expect(await codeOf(events.getStreamHead({ aggregateType: "Order", aggregateId: "globex/order-8" }))).toBe(Code.PermissionDenied);
+    expect(await codeOf(processing.replayDeadLetters({}))).toBe(Code.PermissionDenied);
+    expect(await codeOf(processing.discardDeadLetters({ reason: "no" }))).toBe(Code.PermissionDenied);
+    expect(await unservedCodes(url, acmeToken)).toEqual(UNSERVED);
+    expect(await unservedCodes(url, adminToken)).toEqual(UNSERVED);
   });
 });

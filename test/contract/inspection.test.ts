@@ -3,17 +3,24 @@
  * streams as stream_heads holds them; one event with where it is in S3 (the bytes there are the
  * event); the relay's checkpoints and the handlers. Bad input is INVALID_ARGUMENT naming the field
  * (A2); with tokens every listing holds only the token's databases and another tenant's event is
- * unknown (T3).
+ * unknown (T3); an event naming a data subject is served opened, or with the erasure marker once its
+ * subject is forgotten, exactly as ReadStream serves it (T5).
  */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import type { Kysely } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AuthTables } from "../../core/db/schema.js";
+import { ERASED_DATA } from "../../core/index.js";
 import { createToken } from "../../core/tokens.js";
 import { EventEnvelopeSchema } from "../../gen/tidemark/v1/envelope_pb.js";
 import { InspectionService } from "../../gen/tidemark/v1/inspection_pb.js";
+import { PrivacyService } from "../../gen/tidemark/v1/privacy_pb.js";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
-import { badFields, expectStatus, grpc } from "../helpers/grpc-errors.js";
+import { badFields, collect, expectStatus, grpc } from "../helpers/grpc-errors.js";
 import { startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
 
 type Inspection = ClientOf<typeof InspectionService>;
@@ -173,5 +180,42 @@ describe("with tokens (T3)", () => {
     expect(Number((await inspection.getRelayStatus({}, as("admin"))).headPosition)).toBe(4);
     expect(Number((await inspection.listHandlers({}, as("acme"))).headPosition)).toBe(0);
     expect(Number((await inspection.listHandlers({}, as("admin"))).headPosition)).toBe(4);
+  });
+});
+
+describe("an event naming a data subject (T5)", () => {
+  let t: TestServer;
+  let inspection: Inspection;
+
+  beforeAll(async () => {
+    const keyFile = path.join(mkdtempSync(path.join(os.tmpdir(), "tidemark-keys-")), "master.keys");
+    writeFileSync(keyFile, `k1 ${randomBytes(32).toString("hex")}\n`);
+    t = await startTestServer(testServerConfig({ TIDEMARK_MASTER_KEY_FILE: keyFile }));
+    inspection = createClient(InspectionService, t.server.address) as Inspection;
+  });
+
+  afterAll(async () => {
+    inspection?.close();
+    await t?.close();
+  });
+
+  it("is served as ReadStream serves it: its data opened, then the erasure marker once forgotten", async () => {
+    const plain = `PLAIN-${randomBytes(6).toString("hex")}`;
+    await t.events.appendEvents({ aggregateType: "Customer", aggregateId: "shop/c-1", expectation: { case: "any", value: {} }, events: [{ eventId: "sealed-1", eventType: "ContactChanged", data: { email: plain }, subject: "cust-1" }] });
+    const read = async () => (await collect(t.events.readStream({ aggregateType: "Customer", aggregateId: "shop/c-1" })))[0]!.event!;
+
+    const opened = (await inspection.getEvent({ eventId: "sealed-1" })).event!;
+    expect(opened).toMatchObject({ subject: "cust-1", data: { email: plain } });
+    expect(opened).toEqual(await read());
+
+    const privacy = createClient(PrivacyService, t.server.address);
+    try {
+      await privacy.forgetSubject({ database: "shop", subject: "cust-1" });
+    } finally {
+      privacy.close();
+    }
+    const erased = (await inspection.getEvent({ eventId: "sealed-1" })).event!;
+    expect(erased.data).toEqual(ERASED_DATA);
+    expect(erased).toEqual(await read());
   });
 });
