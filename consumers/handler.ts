@@ -5,7 +5,7 @@
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Transaction } from "kysely";
-import { type EventEnvelope, type Logger, type Upcaster, Upcasters } from "../core/index.js";
+import { checkHandlerName, type EventEnvelope, type Logger, type Upcaster, Upcasters } from "../core/index.js";
 
 /** One event as a handler sees it: the decoded envelope plus where it came from. */
 export interface ConsumedEvent {
@@ -91,14 +91,13 @@ export interface BatchContext {
   readonly log: Logger;
 }
 
-const HANDLER_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/;
-
 /**
  * Declares a handler, checking its name (letters, digits, `_ . : -`, at most 128 characters).
  * `defineHandler({ name: "audit", async handle(event, tx) { await tx.insertInto(...)... } })`.
  */
 export function defineHandler<DB = any>(handler: Handler<DB>): Handler<DB> {
-  if (!HANDLER_NAME.test(handler.name)) throw new Error(`handler name ${JSON.stringify(handler.name)} must match ${HANDLER_NAME}`);
+  const reason = checkHandlerName(handler.name);
+  if (reason !== undefined) throw new Error(`handler name ${JSON.stringify(handler.name)} ${reason}`);
   // Malformed or duplicate upcasters fail here, at definition, rather than at the first event.
   if (handler.upcasters !== undefined) new Upcasters(handler.upcasters);
   return Object.freeze({ ...handler });

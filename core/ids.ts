@@ -17,6 +17,7 @@ const AGGREGATE_TYPE = /^[A-Za-z][A-Za-z0-9_.-]*$/;
 const EVENT_TYPE = /^[A-Za-z][A-Za-z0-9_.:-]*$/;
 const EVENT_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
 const INSTANCE_PART = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+const HANDLER_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/;
 // C0/C1 controls, DEL, lone surrogates, and the Unicode line/paragraph separators.
 // eslint-disable-next-line no-control-regex
 const FORBIDDEN_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/u;
@@ -72,6 +73,15 @@ export function checkInstancePart(value: string): string | undefined {
   }
   if (!INSTANCE_PART.test(value)) return "must match [A-Za-z0-9][A-Za-z0-9_-]*";
   return undefined;
+}
+
+/**
+ * Returns the reason a consumer handler's name (its registry key and consumer group suffix) is
+ * invalid, or undefined: letters, digits, `_ . : -`, starting with a letter, at most 128 characters.
+ */
+export function checkHandlerName(value: string): string | undefined {
+  if (value.length === 0) return "is required";
+  return HANDLER_NAME.test(value) ? undefined : "must match [A-Za-z][A-Za-z0-9_.:-]* and be at most 128 characters";
 }
 
 /** Returns the reason an instance id is invalid, or undefined: free text without `/`. */

@@ -9,6 +9,7 @@ import type { Kysely } from "kysely";
 import {
   asWriteSide,
   checkEventId,
+  checkHandlerName,
   type ConsumerDatabase,
   findLiveSlot,
   findRecords,
@@ -16,7 +17,6 @@ import {
   type ProcessingRecord,
   type Principal,
   type ProcessingState as RowState,
-  type RecordScope,
   Violations,
   type DeadLetterCursor,
   type DeadLetterRecord,
@@ -29,7 +29,6 @@ import {
   waitingCounts,
   type WaitingCounts,
   visibleTo,
-  ALL_DATABASES,
   watermarksOf,
 } from "../../core/index.js";
 import {
@@ -42,6 +41,7 @@ import {
   type HandlerStatusSchema,
 } from "../../gen/tidemark/v1/processing_pb.js";
 import type { HandlersOf } from "../grpc/bridge.js";
+import { scopeOf } from "./inspection-service.js";
 
 const STATES: Record<RowState, ProcessingState> = {
   processing: ProcessingState.PROCESSING,
@@ -67,7 +67,7 @@ export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typ
       // With a token, another database's events are filtered out in the queries: to its caller such
       // an event is unknown (NOT_FOUND, the same message), and a command's list omits it.
       const principal = context.principal;
-      const scope = principal === undefined ? undefined : scopeOf(principal);
+      const scope = scopeOf(principal);
       const withCounts = async (events: Array<MessageInitShape<typeof EventProcessingStatusSchema>>) => {
         const handlers = [...new Set(events.flatMap((e) => (e.handlers ?? []).map((h) => h.handler ?? "")))].sort();
         return { events, handlerCounts: (await waitingCounts(db, handlers, scope)).map(toCounts) };
@@ -95,7 +95,7 @@ export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typ
       if (after === null) v.add("page_token", "is not a page token this call returned");
       v.throwIfAny();
       if (request.handler !== "") await requireKnownHandler(db, request.handler);
-      const scope = context.principal === undefined ? undefined : scopeOf(context.principal);
+      const scope = scopeOf(context.principal);
       const limit = request.pageSize === 0 ? DEFAULT_PAGE : request.pageSize;
       const records = await listDeadLetters(
         db,
@@ -119,11 +119,11 @@ export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typ
     },
     async getDeadLetter(request, context) {
       const v = new Violations();
-      v.add("handler", request.handler === "" ? "is required" : checkHandlerName(request.handler));
+      v.add("handler", checkHandlerName(request.handler));
       v.add("event_id", checkEventIdOrKey(request.eventId));
       v.throwIfAny();
       await requireKnownHandler(db, request.handler);
-      const { record, message } = await getDeadLetter(db, request.handler, request.eventId, context.principal === undefined ? undefined : scopeOf(context.principal));
+      const { record, message } = await getDeadLetter(db, request.handler, request.eventId, scopeOf(context.principal));
       const headers: Record<string, string> = {};
       for (const [name, value] of Object.entries(message?.headers ?? {})) headers[name] = Buffer.from(value, "base64").toString("utf8");
       return {
@@ -136,7 +136,7 @@ export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typ
       const { handler, target } = checkSelection(request.selection, new Violations());
       await requireKnownHandler(db, handler);
       const who = context.principal?.name ?? "";
-      return { eventIds: await requestReplay(db, handler, target, who, context.principal === undefined ? undefined : scopeOf(context.principal)) };
+      return { eventIds: await requestReplay(db, handler, target, who, scopeOf(context.principal)) };
     },
     async discardDeadLetters(request, context) {
       const v = new Violations();
@@ -145,18 +145,13 @@ export function processingHandlers(db: Kysely<ConsumerDatabase>): HandlersOf<typ
       const { handler, target } = checkSelection(request.selection, v);
       await requireKnownHandler(db, handler);
       const who = context.principal?.name ?? "";
-      return { eventIds: await discardDeadLetters(db, handler, target, who, reason, context.principal === undefined ? undefined : scopeOf(context.principal)) };
+      return { eventIds: await discardDeadLetters(db, handler, target, who, reason, scopeOf(context.principal)) };
     },
   };
 }
 
 const DEFAULT_PAGE = 100;
 const MAX_PAGE = 1000;
-const HANDLER_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/;
-
-function checkHandlerName(handler: string): string | undefined {
-  return HANDLER_NAME.test(handler) ? undefined : `must be a handler name (letters, digits, _ . : -, at most 128 characters)`;
-}
 
 /** Registry keys are event ids, or `kafka:topic:partition:offset` for an undecodable message. */
 function checkEventIdOrKey(eventId: string): string | undefined {
@@ -170,7 +165,7 @@ function checkSelection(selection: DeadLetterSelection | undefined, v: Violation
   let target: DeadLetterTarget | undefined;
   if (selection === undefined) v.add("selection", "is required");
   else {
-    v.add("selection.handler", selection.handler === "" ? "is required" : checkHandlerName(selection.handler));
+    v.add("selection.handler", checkHandlerName(selection.handler));
     const t = selection.target;
     if (t.case === undefined) v.add("selection.target", "event_id, aggregate or all is required");
     else if (t.case === "eventId") {
@@ -234,12 +229,8 @@ function toDeadLetter(r: DeadLetterRecord): MessageInitShape<typeof DeadLetterSc
   };
 }
 
-function scopeOf(principal: Principal): RecordScope {
-  return { databases: principal.databases.includes(ALL_DATABASES) ? "all" : principal.databases, aggregateTypePrefix: principal.aggregateTypePrefix };
-}
-
 async function eventStatus(db: Kysely<ConsumerDatabase>, eventId: string, principal: Principal | undefined): Promise<MessageInitShape<typeof EventProcessingStatusSchema>> {
-  const records = await findRecords(db, { eventId }, principal === undefined ? undefined : scopeOf(principal));
+  const records = await findRecords(db, { eventId }, scopeOf(principal));
   const found = await findLiveSlot(asWriteSide(db), eventId);
   const slot = found === undefined || principal === undefined || visibleTo(principal)(found.aggregateType, found.aggregateId) ? found : undefined;
   if (records.length === 0 && slot === undefined) throw new NotFoundError(`event ${eventId} is unknown to the store and to every handler`);
