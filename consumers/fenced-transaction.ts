@@ -8,20 +8,14 @@
  * A statement already sent is ahead of the rollback on the same connection, and is undone with it.
  */
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, Transaction, UnknownRow } from "kysely";
-
-/** Thrown to a handler that writes after its lease was lost. */
-export class LeaseLostError extends Error {
-  constructor() {
-    super("the lease on this event was lost: the transaction was rolled back and takes no more statements");
-    this.name = "LeaseLostError";
-  }
-}
+import { LeaseLostError } from "./failures.js";
 
 class LeaseFence implements KyselyPlugin {
   constructor(private readonly signal: AbortSignal) {}
 
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    if (this.signal.aborted) throw new LeaseLostError();
+    // Thrown to the handler: the same error (and failure class) as the runtime's own lease loss.
+    if (this.signal.aborted) throw new LeaseLostError("the lease on this event was lost: the transaction was rolled back and takes no more statements");
     return args.node;
   }
 

@@ -12,7 +12,8 @@ import path from "node:path";
 import { sql, type Kysely, type Transaction } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEmbeddedDatabase, type EmbeddedDatabase } from "../../core/db/embedded-database.js";
-import { fencedTransaction, LeaseLostError } from "../../consumers/fenced-transaction.js";
+import { LeaseLostError } from "../../consumers/failures.js";
+import { fencedTransaction } from "../../consumers/fenced-transaction.js";
 
 interface Effects {
   effects: { n: number };
