@@ -17,7 +17,7 @@ import { createEmbeddedDatabase, type EmbeddedDatabase } from "../../core/db/emb
 import { createLogger } from "../../core/log.js";
 import { createRegistry } from "../../core/metrics.js";
 import { ConsumerRuntime, type ConsumerRuntimeOptions } from "../../consumers/consumer-runtime.js";
-import { claimEvent, ConsumerMetrics, type DeadLetter, defineHandler, type Handler, PoisonError } from "../../consumers/index.js";
+import { claimEvent, ConsumerMetrics, type DeadLetter, defineHandler, type Handler, LeaseLostError, PoisonError } from "../../consumers/index.js";
 import { createEffectsTable, effectHandler, grouped, recordEffect } from "../helpers/consumer-effects.js";
 import { effectCounts, effectOrder, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { requestReplay } from "../../core/index.js";
@@ -144,6 +144,39 @@ describe.each([
     expect(await waitFor(finalRow(name, eventId))).toMatchObject({ state: "done", attempts: 2 });
     expect(await effectCounts(database.db, name)).toEqual(new Map([[eventId, 1]]));
     expect(await metricValue(metrics.leaseLost)).toBe(1);
+    await waitFor(() => source.committed(0) === 1, { what: "the offset committed" });
+    expect(violations).toEqual([]);
+  });
+
+  it("C1: a handler that outlives its lease writes through the fenced transaction: its late statement fails and the event is applied once", async () => {
+    const name = `${tag}-fence`;
+    const eventId = `${name}-1`;
+    let stalled = false;
+    let late: unknown = "not sent";
+    const handler = defineHandler({
+      name,
+      async handle(event, tx, context) {
+        if (!stalled) {
+          // The first call waits until the runtime gave up on it, then writes again (C1: it must not reach the database).
+          stalled = true;
+          await new Promise((resolve) => context.signal.addEventListener("abort", resolve, { once: true }));
+          late = await recordEffect(tx, name, `${event.eventId}-late`, event.seq, event.aggregateId).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          return;
+        }
+        await recordEffect(tx, name, event.eventId, event.seq, event.aggregateId);
+      },
+    });
+    const { source, violations } = checkedSource(name, () => eventId);
+    source.add(0, [testEnvelope({ eventId, aggregateId: "fe", seq: 1 })]);
+    // The lease runs out before the first heartbeat could renew it.
+    await start(wrap(handler), source, { leaseMs: 300, heartbeatMs: 5000 });
+    expect(await waitFor(finalRow(name, eventId))).toMatchObject({ state: "done" });
+    await waitFor(() => late !== "not sent", { what: "the late statement to be answered" });
+    expect(late).toBeInstanceOf(LeaseLostError);
+    expect(await effectCounts(database.db, name)).toEqual(new Map([[eventId, 1]]));
     await waitFor(() => source.committed(0) === 1, { what: "the offset committed" });
     expect(violations).toEqual([]);
   });
@@ -278,6 +311,39 @@ describe.each([
     for (let a = 0; a < 5; a++) expect(await effectOrder(database.db, name, `p${a}`)).toEqual([1, 2, 3, 4]);
     expect(await metricValue(metrics.pausedPartitions)).toBe(0);
     expect(violations).toEqual([]);
+  });
+
+  it("C8: a handler declared onDeadLetter \"skip\" keeps applying an aggregate's later events behind its dead letter", async () => {
+    const name = `${tag}-skip`;
+    const poisoned = `${name}-1`;
+    const handler = wrap(defineHandler({
+      ...effectHandler(name, async (eventId) => {
+        if (eventId === poisoned) throw new PoisonError("never understood");
+      }),
+      onDeadLetter: "skip",
+    }));
+    const { source, violations } = checkedSource(name, (_, offset) => `${name}-${offset + 1}`);
+    source.add(0, [1, 2, 3].map((seq) => testEnvelope({ eventId: `${name}-${seq}`, aggregateId: "k", seq })));
+    const { letters } = await start(handler, source);
+    await waitFor(() => source.committed(0) === 3, { what: "the partition committed to the end" });
+    expect(await registryRow(database.db, name, poisoned)).toMatchObject({ state: "dead_lettered" });
+    for (const seq of [2, 3]) expect(await registryRow(database.db, name, `${name}-${seq}`)).toMatchObject({ state: "done", parked_behind: null });
+    expect(await effectOrder(database.db, name, "k")).toEqual([2, 3]);
+    expect(letters.map((l) => l.eventId)).toEqual([poisoned]);
+    expect(violations).toEqual([]);
+  });
+
+  it("C8: an undecodable message (no seq) parks nothing: the later events of the aggregate its headers name are applied", async () => {
+    const name = `${tag}-noseq`;
+    const garbage = `${name}-garbage`;
+    const source = new InMemorySource();
+    source.addRaw(0, [{ value: Buffer.from("{ not an envelope"), headers: { event_id: garbage, aggregate_type: "Task", aggregate_id: "u" } }]);
+    source.add(0, [1, 2].map((seq) => testEnvelope({ eventId: `${name}-${seq}`, aggregateId: "u", seq })));
+    await start(wrap(effectHandler(name)), source);
+    await waitFor(() => source.committed(0) === 3, { what: "the partition committed to the end" });
+    expect(await registryRow(database.db, name, garbage)).toMatchObject({ state: "dead_lettered", aggregate_id: "u" });
+    for (const seq of [1, 2]) expect(await registryRow(database.db, name, `${name}-${seq}`)).toMatchObject({ state: "done" });
+    expect(await effectOrder(database.db, name, "u")).toEqual([1, 2]);
   });
 
   it("C8, C9: parks an aggregate's later events behind a dead letter while others flow; a replay after the fix applies them in order, once", async () => {
