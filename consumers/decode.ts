@@ -19,6 +19,26 @@ export interface RawMessage {
   readonly headers?: MessageHeaders | undefined;
 }
 
+/** A message as the processor takes it: decoded into `event`, or poison with the reason. */
+export interface IncomingMessage {
+  readonly raw: RawMessage;
+  readonly event: ConsumedEvent | undefined;
+  readonly poison: PoisonError | undefined;
+}
+
+/**
+ * A message delivered (the partition scheduler) or kept for a replay (the replayer) as the
+ * processor takes it; one that does not decode, or that the upcasters cannot bring up to date, is
+ * poison, kept with the reason (C3, E3).
+ */
+export function decode(raw: RawMessage, upcasters: Upcasters = Upcasters.NONE): IncomingMessage {
+  try {
+    return { raw, event: decodeMessage(raw, upcasters), poison: undefined };
+  } catch (e) {
+    return { raw, event: undefined, poison: e instanceof PoisonError ? e : new PoisonError("message could not be decoded", { cause: e }) };
+  }
+}
+
 /**
  * Decodes and validates a message, then upcasts it with `upcasters`; throws PoisonError naming what
  * is wrong (for a missing upcaster: the event type and the version nothing upcasts).

@@ -12,14 +12,14 @@ import type { BackoffPolicy } from "./backoff.js";
 import type { CrashHook, CrashPoint, CrashPointInfo } from "./crash-point.js";
 import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
 import { fencedTransaction } from "./fenced-transaction.js";
-import { headerText, poisonEventId, storedMessage, traceIdOf, type RawMessage } from "./decode.js";
+import { headerText, type IncomingMessage, poisonEventId, storedMessage, traceIdOf, type RawMessage } from "./decode.js";
 import { classifyFailure, describeFailure, InfrastructureError, isLeaseLostError } from "./failures.js";
 import { GroupQueue } from "./group-queue.js";
 import { wants, type ConsumedEvent, type Handler, type HandlerContext } from "./handler.js";
 import type { KeptLease, LeaseKeeper } from "./lease-keeper.js";
 import type { ConsumerMetrics } from "./metrics.js";
 import { nextStep, type AttemptPolicy } from "./next-step.js";
-import type { AttemptResult, IncomingMessage, MessageProcessor } from "./partition-scheduler.js";
+import type { AttemptResult, MessageProcessor } from "./partition-scheduler.js";
 import {
   aggregateKey,
   claimEvent,

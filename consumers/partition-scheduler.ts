@@ -7,23 +7,16 @@
  * `maxInFlight` messages between fetch and commit pause the partition (back-pressure). Offsets are
  * committed over the contiguous prefix of recorded outcomes only (C5).
  */
-import { type Logger, type MessageSource, sleep, type SourceBatch, type SourceMessage, Upcasters } from "../core/index.js";
+import { type Logger, type MessageSource, sleep, type SourceBatch, type SourceMessage, type Upcasters } from "../core/index.js";
 import { backoffDelay, type BackoffPolicy } from "./backoff.js";
 import { Coalescer } from "./coalescer.js";
 import type { CrashHook } from "./crash-point.js";
-import { decodeMessage, poisonEventId, type RawMessage } from "./decode.js";
-import { InfrastructureError, PoisonError } from "./failures.js";
+import { decode, type IncomingMessage, poisonEventId } from "./decode.js";
+import { InfrastructureError } from "./failures.js";
 import type { ConsumedEvent } from "./handler.js";
 import type { ConsumerMetrics } from "./metrics.js";
 import { OffsetWindow } from "./offset-window.js";
 import { aggregateKey } from "./registry.js";
-
-/** A message as the processor takes it: decoded into `event`, or poison with the reason. */
-export interface IncomingMessage {
-  readonly raw: RawMessage;
-  readonly event: ConsumedEvent | undefined;
-  readonly poison: PoisonError | undefined;
-}
 
 /**
  * What one attempt came to: the outcome is recorded, or the scheduler asks again after `ms`
@@ -164,7 +157,7 @@ export class PartitionScheduler {
 
   /** Chains the message behind its aggregate's previous one; when its outcome is recorded, commits. */
   private dispatch(partition: Partition, message: SourceMessage): void {
-    const incoming = decode({ topic: partition.topic, partition: partition.partition, offset: message.offset, value: message.value, headers: message.headers }, this.options.upcasters ?? Upcasters.NONE);
+    const incoming = decode({ topic: partition.topic, partition: partition.partition, offset: message.offset, value: message.value, headers: message.headers }, this.options.upcasters);
     const { raw, event } = incoming;
     const chainKey = event === undefined ? `\u0001${raw.offset}` : aggregateKey(event.aggregateType, event.aggregateId);
     const eventKey = event?.eventId ?? poisonEventId(raw);
@@ -304,15 +297,6 @@ export class PartitionScheduler {
     } catch (e) {
       this.options.log.debug({ err: e }, "could not resume the partition");
     }
-  }
-}
-
-/** Decodes a message; one that does not decode, or that the upcasters cannot bring up to date, is poison, kept with the reason (C3, E3). */
-export function decode(raw: RawMessage, upcasters: Upcasters = Upcasters.NONE): IncomingMessage {
-  try {
-    return { raw, event: decodeMessage(raw, upcasters), poison: undefined };
-  } catch (e) {
-    return { raw, event: undefined, poison: e instanceof PoisonError ? e : new PoisonError("message could not be decoded", { cause: e }) };
   }
 }
 

@@ -10,10 +10,10 @@
 import { sql, type Kysely } from "kysely";
 import { sleep, type ConsumerDatabase, type Logger, type StoredMessage, type Upcasters } from "../core/index.js";
 import { backoffDelay, type BackoffPolicy } from "./backoff.js";
-import { fromStoredMessage } from "./decode.js";
+import { decode, fromStoredMessage, type IncomingMessage } from "./decode.js";
 import { InfrastructureError } from "./failures.js";
 import type { ConsumerMetrics } from "./metrics.js";
-import { decode, type AttemptResult, type IncomingMessage } from "./partition-scheduler.js";
+import type { AttemptResult } from "./partition-scheduler.js";
 import { aggregateKey } from "./registry.js";
 
 /** The port the replayer runs events through (the event processor implements it). */
