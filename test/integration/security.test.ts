@@ -516,6 +516,20 @@ describe("the actor is the principal", () => {
     expect(event!.event.actor).toBe("alice");
   });
 
+  it("a replay and a discard record the principal (C9, C10)", async () => {
+    const ops = clients(tokens["only-admin"]);
+    const [replayed, discarded] = [`dl-${next()}`, `dl-${next()}`];
+    for (const eventId of [replayed, discarded]) {
+      await sql`insert into processed_events (handler, event_id, aggregate_type, aggregate_id, seq, global_position, event_type, state, fence, owner, message)
+        values ('redrive', ${eventId}, 'Order', ${`alpha/${eventId}`}, 1, null, 'OrderPlaced', 'dead_lettered', nextval('processed_event_fence'), 'test', '{}'::jsonb)`.execute(database.db);
+    }
+    const row = async (eventId: string) => (await sql<Record<string, unknown>>`select * from processed_events where handler = 'redrive' and event_id = ${eventId}`.execute(database.db)).rows[0];
+    await ops.processing.replayDeadLetters({ selection: { handler: "redrive", target: { case: "eventId", value: replayed } } });
+    expect(await row(replayed)).toMatchObject({ state: "replay_requested", replay_requested_by: "only-admin", replay_requested_at: expect.any(Date) });
+    await ops.processing.discardDeadLetters({ selection: { handler: "redrive", target: { case: "eventId", value: discarded } }, reason: "superseded" });
+    expect(await row(discarded)).toMatchObject({ state: "discarded", resolved_by: "only-admin", resolution_reason: "superseded", resolved_at: expect.any(Date) });
+  });
+
   it("another actor is PERMISSION_DENIED and nothing is written", async () => {
     const alice = clients(tokens["alice"]);
     const error = await refused(
