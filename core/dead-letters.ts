@@ -9,6 +9,7 @@
 import { sql, type Kysely, type RawBuilder, type Transaction } from "kysely";
 import type { ConsumerDatabase, ProcessingState, StoredMessage } from "./db/schema.js";
 import { NotFoundError, PreconditionError } from "./errors.js";
+import { lockWatermarks } from "./lock-watermarks.js";
 import type { RecordScope } from "./processing-status.js";
 
 /** One dead-lettered, parked or redriven event of a handler, as listed. */
@@ -217,7 +218,7 @@ export async function requestReplay(db: Kysely<ConsumerDatabase>, handler: strin
       if (target.type === "event") return explainEvent(tx, handler, target.eventId, scope, "replayed");
       throw new PreconditionError(`handler ${handler} has no dead-lettered or parked event ${target.type === "aggregate" ? `in ${target.aggregateType} ${target.aggregateId}` : "to replay"}`);
     }
-    await lockAggregates(tx, handler, aggregates);
+    await lockWatermarks(tx, handler, aggregates.map((a) => ({ aggregateType: a.aggregate_type, aggregateId: a.aggregate_id })));
     if (target.type === "event") {
       const { rows: earlier } = await sql<{ event_id: string }>`
         select e.event_id from processed_events t join processed_events e
@@ -258,20 +259,4 @@ export async function discardDeadLetters(db: Kysely<ConsumerDatabase>, handler: 
     if (target.type === "event") return explainEvent(tx, handler, target.eventId, scope, "discarded");
     throw new PreconditionError(`handler ${handler} has no dead-lettered or parked event ${target.type === "aggregate" ? `in ${target.aggregateType} ${target.aggregateId}` : "to discard"}`);
   });
-}
-
-/** Locks the watermark rows of `aggregates` (creating missing ones) in key order, as consumers' applications do. */
-async function lockAggregates(tx: Transaction<ConsumerDatabase>, handler: string, aggregates: ReadonlyArray<{ aggregate_type: string; aggregate_id: string }>): Promise<void> {
-  const types = aggregates.map((a) => a.aggregate_type);
-  const ids = aggregates.map((a) => a.aggregate_id);
-  await sql`
-    insert into consumer_watermarks (handler, aggregate_type, aggregate_id, applied_seq)
-    select ${handler}::text, t.aggregate_type, t.aggregate_id, 0 from unnest(${types}::text[], ${ids}::text[]) as t(aggregate_type, aggregate_id)
-    order by 2, 3
-    on conflict do nothing`.execute(tx);
-  await sql`
-    select 1 from consumer_watermarks
-    where handler = ${handler} and (aggregate_type, aggregate_id) in (select * from unnest(${types}::text[], ${ids}::text[]))
-    order by aggregate_type, aggregate_id
-    for update`.execute(tx);
 }

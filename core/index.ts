@@ -34,6 +34,7 @@ export * from "./object-store.js";
 export * from "./origin-settings.js";
 export * from "./privacy.js";
 export * from "./processing-status.js";
+export * from "./lock-watermarks.js";
 export * from "./dead-letters.js";
 export * from "./proto-binary.js";
 export * from "./read-model.js";
