@@ -8,7 +8,7 @@
  * is picked up again by the next poll of any runtime of the handler.
  */
 import { sql, type Kysely } from "kysely";
-import { sleep, type ConsumerDatabase, type Logger, type StoredMessage, type Upcasters } from "../core/index.js";
+import { sleep, type ConsumerDatabase, type Logger, type StoredMessage, type Upcasters, waitingCounts } from "../core/index.js";
 import { backoffDelay, type BackoffPolicy } from "./backoff.js";
 import { decode, fromStoredMessage, type IncomingMessage } from "./decode.js";
 import { InfrastructureError } from "./failures.js";
@@ -90,12 +90,9 @@ export class Replayer {
   /** One poll: refresh the waiting counts, then start the aggregates with requested replays that are not running. */
   private async poll(): Promise<void> {
     const { options } = this;
-    const { rows: counts } = await sql<{ state: string; n: number }>`
-      select state, count(*)::integer as n from processed_events
-      where handler = ${options.handler} and state in ('dead_lettered', 'parked', 'replay_requested') group by state`.execute(options.db);
-    for (const state of ["dead_lettered", "parked", "replay_requested"]) {
-      options.metrics.waiting.set({ handler: options.handler, state }, counts.find((c) => c.state === state)?.n ?? 0);
-    }
+    const [counts] = await waitingCounts(options.db, [options.handler]);
+    const waiting = { dead_lettered: counts!.deadLettered, parked: counts!.parked, replay_requested: counts!.replayRequested };
+    for (const [state, n] of Object.entries(waiting)) options.metrics.waiting.set({ handler: options.handler, state }, n);
     if (this.running.size >= options.concurrency) return;
     // Requested replays, and replays a crash or a failure left unfinished: a due retry, an expired lease.
     const { rows } = await sql<ReplayRow>`
