@@ -6,7 +6,7 @@
  * (E3); an event they cannot bring there is poison too.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, databaseOf, decodeEnvelope, isErased, type MessageHeaders, openEnvelope, type StoredMessage, Upcasters } from "../core/index.js";
+import { checkAggregateId, checkAggregateType, checkEventId, checkEventType, databaseOf, decodeEnvelope, type MessageHeaders, openEnvelope, type StoredMessage, Upcasters } from "../core/index.js";
 import { InfrastructureError, PoisonError } from "./failures.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
 
@@ -158,8 +158,8 @@ export async function openSealedEvent(event: ConsumedEvent, keys: SubjectKeySour
   } catch (e) {
     throw new PoisonError("the event's sealed data does not open with its subject's key", { cause: e });
   }
-  // Opened, it is brought to its type's latest schema like any other event (E3); the erasure marker is not.
-  if (!isErased(envelope)) envelope = upcast(envelope, upcasters);
+  // Opened, it is brought to its type's latest schema like any other event (E3; the upcasters leave the erasure marker as it is).
+  envelope = upcast(envelope, upcasters);
   return { ...event, envelope, data: envelope.data ?? {} };
 }
 
