@@ -58,3 +58,8 @@ export class Histogram {
     return this;
   }
 }
+
+/** The median of a few figures (the upper one of an even count; NaN when empty), for runs repeated a few times. */
+export function median(values: readonly number[]): number {
+  return values.length === 0 ? Number.NaN : [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+}

@@ -16,7 +16,7 @@ import { RELAY_SETTINGS } from "../relay/index.js";
 import { kafkaProduceBaseline, s3GetBaseline } from "./baselines.js";
 import { mergeResults } from "./append-bench.js";
 import type { NodeChild } from "./child-process.js";
-import { Histogram } from "./histogram.js";
+import { Histogram, median } from "./histogram.js";
 import { closedLoop, openLoop, sleep, waitUntil, type LoadResult } from "./load.js";
 import type { MemorySampler } from "./memory.js";
 import { analyzeSchema } from "./analyze.js";
@@ -541,7 +541,6 @@ async function runSoak(events: EventsClient, rate: number, o: PipelineOptions): 
   const refFrom = startedAt + Math.min(60_000, o.soakMs / 5);
   const refTo = refFrom + Math.min(60_000, o.soakMs / 5);
   const endFrom = endedAt - Math.min(60_000, o.soakMs / 5);
-  const median = (xs: number[]) => (xs.length === 0 ? Number.NaN : xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
   const processes = o.memory
     .all()
     .filter((p) => p.name !== "bench")

@@ -8,17 +8,17 @@
  *   node --import tsx bench/secure-bench.ts [--concurrency 32] [--rounds 3] [--seconds 10]
  */
 import { randomUUID } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
 import type { Kysely } from "kysely";
 import { type AuthTables, createDatabase, createToken, migrateToLatest } from "../core/index.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { createClient } from "../server/index.js";
 import { makeTestCerts } from "../test/helpers/index.js";
 import { appendLoad } from "./append-bench.js";
-import { ROOT } from "./child-process.js";
+import { median } from "./histogram.js";
 import { MemorySampler } from "./memory.js";
 import { startServerProcess } from "./processes.js";
 import { BenchResources } from "./resources.js";
+import { writeResultsFile } from "./results-file.js";
 import { loadStackEnv } from "./stack-env.js";
 
 const flag = (name: string, fallback: number): number => {
@@ -70,7 +70,6 @@ try {
       log(`round ${r + 1} ${kind}: ${result.rate.toFixed(0)} events/s, p99 ${result.latency.percentile(99).toFixed(1)} ms`);
     }
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const summary = {
     concurrency,
     rounds,
@@ -80,9 +79,7 @@ try {
     ratio: median(rates.secure) / median(rates.plain),
     target: 0.85,
   };
-  mkdirSync(`${ROOT}bench/results`, { recursive: true });
-  const file = `${ROOT}bench/results/secure-${new Date().toISOString().replace(/[:.]/g, "-")}.json`;
-  writeFileSync(file, `${JSON.stringify(summary, null, 2)}\n`);
+  const file = writeResultsFile("secure", summary);
   process.stdout.write(
     `P1 c${concurrency} single: plain ${summary.plain.median.toFixed(0)} events/s, TLS + tokens ${summary.secure.median.toFixed(0)} events/s, ratio ${summary.ratio.toFixed(2)} (target ≥ 0.85) → ${file}\n`,
   );

@@ -8,11 +8,10 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ConfigError, startTracing } from "../core/index.js";
+import { ConfigError, PACKAGE_ROOT, startTracing } from "../core/index.js";
 import { commandHelp, nameFlags, parseCommand, UsageError, wrap, type ParsedCommand } from "./args.js";
 import { COMMANDS } from "./commands.js";
 import { processIo, type Io } from "./io.js";
-import { PACKAGE_ROOT } from "./package-root.js";
 
 /** The package version, for `--version` and the banner. */
 export const VERSION: string = (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;

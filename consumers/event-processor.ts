@@ -7,7 +7,7 @@
  * its events to the per-event path, so retries and dead letters are exactly those of `handle`.
  */
 import type { Kysely, Transaction } from "kysely";
-import { activeContext, type ConsumerDatabase, inBatchSpan, inSpan, inSpanOf, type Logger, SpanKind, type TraceContext } from "../core/index.js";
+import { activeContext, type ConsumerDatabase, inBatchSpan, inSpan, inSpanOf, type Logger, SpanKind, type TraceContext, tracingEnabled } from "../core/index.js";
 import type { BackoffPolicy } from "./backoff.js";
 import type { CrashHook, CrashPoint, CrashPointInfo } from "./crash-point.js";
 import type { DeadLetterReason, DeadLetterSink } from "./dead-letter.js";
@@ -135,9 +135,10 @@ export class EventProcessor implements MessageProcessor {
    * One attempt: claim (in a group when the handler has one), then do what `nextStep` says. A
    * traced event's attempt is a `tidemark.consume` span in its command's trace (the Kafka header
    * names the relay's produce span), with `tidemark.claim`, `tidemark.handle` and `tidemark.done`
-   * inside.
+   * inside. With tracing off, none of the span's inputs (headers, attributes) is built.
    */
   attempt(message: IncomingMessage, afterLeaseLost: boolean): Promise<AttemptResult> {
+    if (!tracingEnabled()) return this.attemptOnce(message, afterLeaseLost);
     const { event, raw } = message;
     return inSpanOf(headerText(raw, "traceparent") ?? event?.traceparent, headerText(raw, "tracestate") ?? event?.tracestate, "tidemark.consume", () => this.attemptOnce(message, afterLeaseLost), {
       kind: SpanKind.CONSUMER,

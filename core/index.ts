@@ -32,6 +32,7 @@ export type * from "./message-source.js";
 export * from "./metrics.js";
 export * from "./object-store.js";
 export * from "./origin-settings.js";
+export * from "./package-root.js";
 export * from "./privacy.js";
 export * from "./processing-status.js";
 export * from "./lock-watermarks.js";

@@ -6,10 +6,13 @@
  */
 import { mkdir, readdir, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { PACKAGE_ROOT } from "../../core/index.js";
 
-/** The console's folder: index.html, console.css, src/ (sources) and dist/ (the bundle, not committed). */
-export const CONSOLE_DIR = fileURLToPath(new URL("../../console/", import.meta.url));
+/**
+ * The console's folder: index.html, console.css, src/ (sources) and dist/ (the bundle, not
+ * committed). In the package, beside the compiled code (dist/) as beside the sources.
+ */
+export const CONSOLE_DIR = path.join(PACKAGE_ROOT, "console");
 
 /** The bundle the page loads. */
 export const CONSOLE_BUNDLE = path.join(CONSOLE_DIR, "dist", "console.js");

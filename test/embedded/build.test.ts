@@ -3,12 +3,14 @@
  * files' `tidemark` runs are not disturbed) runs as plain JavaScript — a hook refuses any
  * TypeScript module and tsx — through the `tidemark` bin (`--help`, `--version`) and as
  * `node dist/cli/main.js start`, which migrates with the SQL functions copied beside the compiled
- * code and serves an append and a read over gRPC.
+ * code and serves an append and a read over gRPC; the compiled server finds the console's front-end
+ * in the package, as the CLI finds package.json and scripts/stack.sh.
  */
 import { spawnSync } from "node:child_process";
 import { copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { createClient } from "../../server/grpc/client.js";
@@ -41,6 +43,13 @@ describe("the compiled CLI", () => {
     for (const name of ["reserve_slots.sql", "commit_slots.sql", "allocate_segment.sql"]) {
       expect(await readFile(path.join(build, "dist/core/db/functions", name), "utf8")).toBe(await readFile(path.join(ROOT, "core/db/functions", name), "utf8"));
     }
+  });
+
+  it("finds the package's own files from the compiled code: the console's front-end is the checkout's console/", () => {
+    const assets = pathToFileURL(path.join(build, "dist/server/console/console-assets.js")).href;
+    const out = spawnSync(process.execPath, ["--import", NO_TYPESCRIPT, "--input-type=module", "-e", `process.stdout.write((await import(${JSON.stringify(assets)})).CONSOLE_DIR)`], { cwd: ROOT, encoding: "utf8" });
+    expect(out.status, out.stderr).toBe(0);
+    expect(out.stdout).toBe(path.join(ROOT, "console"));
   });
 
   it("answers `tidemark --help` and `--version` through the bin, with no TypeScript loaded", async () => {

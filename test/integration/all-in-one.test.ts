@@ -5,23 +5,19 @@
  * handler's context and its log lines — and read-your-writes through the real relay. Without
  * TIDEMARK_KAFKA_BROKERS the server runs alone and says why the relay and projection do not.
  */
-import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDatabase } from "../../core/db/database.js";
 import { type ConsumedEvent, defineHandler } from "../../consumers/index.js";
 import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { startProcess, type TidemarkProcess } from "../../cli/process.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
-import { FAST_CONSUMER_ENV } from "../helpers/consumer-env.js";
-import { deleteTopics } from "../helpers/relay-kafka.js";
+import { dropProcessTestData, processTestEnv, processTopics } from "../helpers/process-env.js";
 import { captureLog } from "../helpers/relay-test.js";
-import { stackEnv, uniqueId } from "../helpers/test-server.js";
+import { uniqueId } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 import { INSTANCES_PROJECTION_HANDLER } from "../../core/index.js";
 
 const id = uniqueId("aio");
-const topic = `tm.${id}.events`;
-const deadLetter = `tm.${id}.dead-letter`;
+const { topic } = processTopics(id);
 let env: Record<string, string>;
 let proc: TidemarkProcess | undefined;
 let instances: ClientOf<typeof InstanceService>;
@@ -40,22 +36,7 @@ const tracer = defineHandler({
 });
 
 beforeAll(async () => {
-  env = {
-    ...stackEnv(),
-    TIDEMARK_PG_SCHEMA: id,
-    TIDEMARK_S3_BUCKET: `tm-${id}`,
-    TIDEMARK_GRPC_ADDR: "127.0.0.1:0",
-    TIDEMARK_METRICS_ADDR: "127.0.0.1:0",
-    TIDEMARK_RELAY_NAME: id,
-    TIDEMARK_RELAY_TOPIC: topic,
-    TIDEMARK_RELAY_PARTITIONS: "3",
-    TIDEMARK_RELAY_LEASE_MS: "4000",
-    TIDEMARK_DEAD_LETTER_TOPIC: deadLetter,
-    TIDEMARK_CONSUMER_TOPICS: topic,
-    TIDEMARK_CONSUMER_GROUP_PREFIX: `${id}.`,
-    TIDEMARK_SHUTDOWN_GRACE_MS: "1000",
-    ...FAST_CONSUMER_ENV,
-  };
+  env = processTestEnv(id, { TIDEMARK_GRPC_ADDR: "127.0.0.1:0", TIDEMARK_METRICS_ADDR: "127.0.0.1:0", TIDEMARK_RELAY_PARTITIONS: "3" });
   proc = await startProcess(env, { server: true, relay: "if-kafka", projection: true, handlers: [tracer] }, { log: capture.log });
   instances = createClient(InstanceService, proc.grpcAddress!);
 });
@@ -63,10 +44,7 @@ beforeAll(async () => {
 afterAll(async () => {
   instances?.close();
   await proc?.stop();
-  await deleteTopics(env["TIDEMARK_KAFKA_BROKERS"]!.split(","), [topic, deadLetter]).catch(() => {});
-  const database = createDatabase({ url: env["TIDEMARK_PG_URL"]!, schema: id, poolSize: 1 });
-  await sql`drop schema if exists ${sql.id(id)} cascade`.execute(database.db);
-  await database.close();
+  await dropProcessTestData(id);
 });
 
 describe("all in one with the real services", () => {

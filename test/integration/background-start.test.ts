@@ -6,25 +6,20 @@
  * through, both turn SERVING (a Watch sees it) and the event reaches the projection. A process
  * whose parts are still starting stops gracefully.
  */
-import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDatabase } from "../../core/db/database.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { startProcess, type TidemarkProcess } from "../../cli/process.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
-import { FAST_CONSUMER_ENV } from "../helpers/consumer-env.js";
-import { deleteTopics } from "../helpers/relay-kafka.js";
+import { dropProcessTestData, processTestEnv } from "../helpers/process-env.js";
 import { captureLog } from "../helpers/relay-test.js";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.js";
-import { stackBrokers, stackEnv, uniqueId } from "../helpers/test-server.js";
+import { stackBrokers, uniqueId } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 import { INSTANCES_PROJECTION_HANDLER } from "../../core/index.js";
 
 const id = uniqueId("bg");
-const topic = `tm.${id}.events`;
-const deadLetter = `tm.${id}.dead-letter`;
 // The documented names (docs/OPERATIONS.md), spelled out: they are what operators probe.
 const RELAY_HEALTH = "tidemark.relay";
 const PROJECTION_HEALTH = "tidemark.consumer.projection:instances";
@@ -54,23 +49,7 @@ beforeAll(async () => {
   const [host, port] = stackBrokers()[0]!.split(":");
   kafka = await startTcpProxy(host!, Number(port));
   kafka.down();
-  env = {
-    ...stackEnv(),
-    TIDEMARK_PG_SCHEMA: id,
-    TIDEMARK_S3_BUCKET: `tm-${id}`,
-    TIDEMARK_KAFKA_BROKERS: `127.0.0.1:${kafka.port}`,
-    TIDEMARK_GRPC_ADDR: "127.0.0.1:0",
-    TIDEMARK_METRICS_ADDR: "",
-    TIDEMARK_RELAY_NAME: id,
-    TIDEMARK_RELAY_TOPIC: topic,
-    TIDEMARK_RELAY_PARTITIONS: "1",
-    TIDEMARK_RELAY_LEASE_MS: "4000",
-    TIDEMARK_DEAD_LETTER_TOPIC: deadLetter,
-    TIDEMARK_CONSUMER_TOPICS: topic,
-    TIDEMARK_CONSUMER_GROUP_PREFIX: `${id}.`,
-    TIDEMARK_SHUTDOWN_GRACE_MS: "1000",
-    ...FAST_CONSUMER_ENV,
-  };
+  env = processTestEnv(id, { TIDEMARK_KAFKA_BROKERS: `127.0.0.1:${kafka.port}`, TIDEMARK_GRPC_ADDR: "127.0.0.1:0", TIDEMARK_METRICS_ADDR: "" });
 });
 
 afterAll(async () => {
@@ -79,10 +58,7 @@ afterAll(async () => {
   instances?.close();
   await proc?.stop();
   await kafka?.close();
-  await deleteTopics(stackBrokers(), [topic, deadLetter]).catch(() => {});
-  const database = createDatabase({ url: env["TIDEMARK_PG_URL"]!, schema: id, poolSize: 1 });
-  await sql`drop schema if exists ${sql.id(id)} cascade`.execute(database.db);
-  await database.close();
+  await dropProcessTestData(id);
 });
 
 describe("the all-in-one process with Kafka unreachable at start", () => {

@@ -10,21 +10,16 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDatabase } from "../../core/db/database.js";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
 import { background, type Background, cleanEnv, freePort, ROOT } from "../helpers/cli-process.js";
-import { FAST_CONSUMER_ENV } from "../helpers/consumer-env.js";
 import { startJaeger, type Jaeger, type JaegerSpan, type JaegerTrace } from "../helpers/jaeger.js";
-import { deleteTopics } from "../helpers/relay-kafka.js";
-import { stackEnv, uniqueId } from "../helpers/test-server.js";
+import { dropProcessTestData, processTestEnv } from "../helpers/process-env.js";
+import { uniqueId } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 const id = uniqueId("otel");
-const topic = `tm.${id}.events`;
-const deadLetter = `tm.${id}.dead-letter`;
 let jaeger: Jaeger | undefined;
 let dir: string;
 let env: Record<string, string>;
@@ -43,25 +38,15 @@ beforeAll(async () => {
   const handlerModule = path.join(dir, "traced-handler.mjs");
   writeFileSync(handlerModule, `export default { name: "traced", aggregateTypes: ["Order"], async handle() {} };\n`);
   const grpcPort = await freePort();
-  env = cleanEnv({
-    ...stackEnv(),
-    ...FAST_CONSUMER_ENV,
-    TIDEMARK_PG_SCHEMA: id,
-    TIDEMARK_S3_BUCKET: `tm-${id}`,
-    TIDEMARK_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
-    TIDEMARK_RELAY_NAME: id,
-    TIDEMARK_RELAY_TOPIC: topic,
-    TIDEMARK_RELAY_PARTITIONS: "1",
-    TIDEMARK_RELAY_LEASE_MS: "4000",
-    TIDEMARK_DEAD_LETTER_TOPIC: deadLetter,
-    TIDEMARK_CONSUMER_TOPICS: topic,
-    TIDEMARK_CONSUMER_GROUP_PREFIX: `${id}.`,
-    TIDEMARK_SHUTDOWN_GRACE_MS: "1000",
-    TIDEMARK_LOG_LEVEL: "warn",
-    OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpEndpoint,
-    OTEL_TRACES_SAMPLER: "parentbased_always_on",
-    OTEL_BSP_SCHEDULE_DELAY: "200",
-  });
+  env = cleanEnv(
+    processTestEnv(id, {
+      TIDEMARK_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
+      TIDEMARK_LOG_LEVEL: "warn",
+      OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpEndpoint,
+      OTEL_TRACES_SAMPLER: "parentbased_always_on",
+      OTEL_BSP_SCHEDULE_DELAY: "200",
+    }),
+  );
   const server = tidemark(["server"]);
   await server.waitFor(/running {3}server/, "the server to serve");
   // The consumer subscribes to the topic the relay creates.
@@ -77,11 +62,7 @@ afterAll(async () => {
   for (const child of processes.reverse()) await child.stop("SIGTERM", 10_000);
   await jaeger?.stop();
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-  if (env === undefined) return;
-  await deleteTopics(env["TIDEMARK_KAFKA_BROKERS"]!.split(","), [topic, deadLetter]).catch(() => {});
-  const database = createDatabase({ url: env["TIDEMARK_PG_URL"]!, schema: id, poolSize: 1 });
-  await sql`drop schema if exists ${sql.id(id)} cascade`.execute(database.db);
-  await database.close();
+  if (env !== undefined) await dropProcessTestData(id);
 });
 
 /** The one span named `name` (or matching it), failing with what the trace holds otherwise. */

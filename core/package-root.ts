@@ -1,7 +1,7 @@
 /**
- * Where the package's own files are (package.json, scripts/stack.sh): the nearest directory above
- * this module that holds package.json — the checkout when the CLI runs from its sources (cli/), and
- * the package when it runs compiled (dist/cli/, `npm run build`).
+ * Where the package's own files are (package.json, scripts/stack.sh, the console's front-end): the
+ * nearest directory above this module that holds package.json — the checkout when Tidemark runs
+ * from its sources (core/), and the package when it runs compiled (dist/core/, `npm run build`).
  */
 import { existsSync } from "node:fs";
 import path from "node:path";
