@@ -64,9 +64,7 @@ export function decodeMessage(message: RawMessage, upcasters: Upcasters = Upcast
   }
   if (envelope.globalPosition > BigInt(Number.MAX_SAFE_INTEGER)) problems.push("global_position exceeds 2^53");
   if (problems.length > 0) throw new PoisonError(`invalid envelope: ${problems.join("; ")}`);
-  // A sealed event's data is upcast once it is opened (openSealedEvent), never its empty stand-in.
-  if (envelope.subject === "") envelope = upcast(envelope, upcasters);
-  return {
+  const stored: ConsumedEvent = {
     envelope,
     eventId: envelope.eventId,
     eventType: envelope.eventType,
@@ -84,13 +82,22 @@ export function decodeMessage(message: RawMessage, upcasters: Upcasters = Upcast
     partition: message.partition,
     offset: message.offset,
   };
+  // A sealed event's data is upcast once it is opened (openSealedEvent), never its empty stand-in.
+  if (envelope.subject !== "") return stored;
+  const upcast = upcastOrPoison(envelope, upcasters, stored);
+  return upcast === envelope ? stored : { ...stored, envelope: upcast, data: upcast.data ?? {} };
 }
 
-function upcast<E extends Parameters<Upcasters["upcastEnvelope"]>[0]>(envelope: E, upcasters: Upcasters): E {
+/** `envelope` brought to its type's latest schema, or a PoisonError naming the event (E3, C8). */
+function upcastOrPoison<E extends Parameters<Upcasters["upcastEnvelope"]>[0]>(envelope: E, upcasters: Upcasters, event: ConsumedEvent): E {
   try {
     return upcasters.upcastEnvelope(envelope) as E;
   } catch (e) {
-    throw new PoisonError(`cannot read the event: ${(e as Error).message}`, { cause: e });
+    const { eventId, aggregateType, aggregateId, seq, globalPosition, eventType } = event;
+    throw new PoisonError(`cannot read the event: ${(e as Error).message}`, {
+      cause: e,
+      event: { eventId, aggregateType, aggregateId, seq, globalPosition, eventType, commandId: event.metadata["command_id"] ?? null },
+    });
   }
 }
 
@@ -159,7 +166,7 @@ export async function openSealedEvent(event: ConsumedEvent, keys: SubjectKeySour
     throw new PoisonError("the event's sealed data does not open with its subject's key", { cause: e });
   }
   // Opened, it is brought to its type's latest schema like any other event (E3; the upcasters leave the erasure marker as it is).
-  envelope = upcast(envelope, upcasters);
+  envelope = upcastOrPoison(envelope, upcasters, event);
   return { ...event, envelope, data: envelope.data ?? {} };
 }
 

@@ -179,8 +179,13 @@ export class EventProcessor implements MessageProcessor {
     return this.afterClaim(answer, message, claimSentAt);
   }
 
-  private claimRequest({ raw, event }: IncomingMessage, countResume: boolean, replay: boolean): ClaimRequest {
+  private claimRequest({ raw, event, poison }: IncomingMessage, countResume: boolean, replay: boolean): ClaimRequest {
     const holder = { handler: this.name, owner: this.options.owner, leaseMs: this.options.leaseMs, countResume, replay };
+    const named = event === undefined ? poison?.event : undefined;
+    if (named !== undefined) {
+      // Decoded but unreadable (E3): registered as the event it is, so its aggregate parks behind it (C8).
+      return { ...holder, ...named, globalPosition: named.globalPosition > 0 ? named.globalPosition : null };
+    }
     if (event === undefined) {
       // Undecodable: registered under what its headers say, to be dead-lettered once.
       return {

@@ -6,12 +6,30 @@
  */
 import { isValidationError, rootCause } from "../core/index.js";
 
-/** A failure that retrying cannot fix; the event goes straight to the dead-letter topic. */
+/** Which event a poison message is, when its envelope decoded but the event still cannot be read. */
+export interface PoisonIdentity {
+  readonly eventId: string;
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly seq: number;
+  readonly globalPosition: number;
+  readonly eventType: string;
+  readonly commandId: string | null;
+}
+
+/**
+ * A failure that retrying cannot fix; the event goes straight to the dead-letter topic. `event`
+ * names it when its envelope decoded (an upcaster is missing, E3): the letter is then registered
+ * under the event's own stream and seq, so its aggregate's later events park behind it (C8) as
+ * behind any other dead letter; a message that does not decode at all is registered by its headers.
+ */
 export class PoisonError extends Error {
   readonly kind = "poison" as const;
-  constructor(message: string, options?: { cause?: unknown }) {
+  readonly event: PoisonIdentity | undefined;
+  constructor(message: string, options?: { cause?: unknown; event?: PoisonIdentity }) {
     super(message, options);
     this.name = "PoisonError";
+    this.event = options?.event;
   }
 }
 

@@ -76,13 +76,14 @@ export async function startTracing(env: Readonly<Record<string, string | undefin
     import("@opentelemetry/instrumentation-pg"),
     import("@opentelemetry/instrumentation-aws-sdk"),
   ]);
+  const disabled = disabledInstrumentations(env);
   const instrumentations = [
     // Health checks and reflection are probes, not commands.
-    new GrpcInstrumentation({ ignoreGrpcMethods: ["Check", "Watch", "ServerReflectionInfo"] }),
+    disabled.has("grpc") ? undefined : new GrpcInstrumentation({ ignoreGrpcMethods: ["Check", "Watch", "ServerReflectionInfo"] }),
     // Only queries inside a traced step: the background loops (sweeper, leases, LISTEN) poll all day.
-    new PgInstrumentation({ requireParentSpan: true, ignoreConnectSpans: true }),
-    new AwsInstrumentation({ suppressInternalInstrumentation: true }),
-  ];
+    disabled.has("pg") ? undefined : new PgInstrumentation({ requireParentSpan: true, ignoreConnectSpans: true }),
+    disabled.has("aws-sdk") ? undefined : new AwsInstrumentation({ suppressInternalInstrumentation: true }),
+  ].filter((i) => i !== undefined);
   const unset = (name: string) => env[name] === undefined || env[name] === "";
   const sdk = new NodeSDK({
     ...(unset("OTEL_SERVICE_NAME") ? { serviceName } : {}),
@@ -107,6 +108,15 @@ export async function startTracing(env: Readonly<Record<string, string | undefin
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * The instrumentations `OTEL_NODE_DISABLED_INSTRUMENTATIONS` turns off: a comma-separated list of
+ * names without the `@opentelemetry/instrumentation-` prefix (`grpc`, `pg`, `aws-sdk`), as
+ * OpenTelemetry's Node auto-instrumentation reads it. Tidemark's own step spans stay.
+ */
+export function disabledInstrumentations(env: Readonly<Record<string, string | undefined>>): ReadonlySet<string> {
+  return new Set((env["OTEL_NODE_DISABLED_INSTRUMENTATIONS"] ?? "").split(",").map((name) => name.trim().replace(/^@opentelemetry\/instrumentation-/, "")).filter((name) => name !== ""));
 }
 
 /** Requires each instrumented package, and again every loaded file of one, so require-in-the-middle patches them. */

@@ -26,7 +26,11 @@ const ORDER_UPCASTERS = `[
   { eventType: "OrderPlaced", fromVersion: 2, upcast: (data) => ({ total: { amount: data.total, currency: "EUR" } }) },
 ]`;
 
-/** `reader` takes the module's upcasters; `strict` declares only v2 → v3, so it cannot read a v1 event. */
+/**
+ * `reader` takes the module's upcasters; `strict` declares only v2 → v3, so it cannot read a v1 event
+ * and parks the aggregate's later events behind it (C8's default); `lenient` is `strict` with
+ * `onDeadLetter: "skip"`.
+ */
 const HANDLER_MODULE = `
 export const upcasters = ${ORDER_UPCASTERS};
 const seen = (globalThis.__upcastingSeen ??= []);
@@ -34,6 +38,7 @@ const record = (handler) => async (event) => void seen.push({ handler, eventId: 
 export const handlers = [
   { name: "reader", aggregateTypes: ["Order"], handle: record("reader") },
   { name: "strict", aggregateTypes: ["Order"], upcasters: [upcasters[1]], handle: record("strict") },
+  { name: "lenient", aggregateTypes: ["Order"], upcasters: [upcasters[1]], onDeadLetter: "skip", handle: record("lenient") },
 ];
 `;
 
@@ -87,7 +92,7 @@ describe("upcasting in the embedded process", () => {
     const db = proc.server!.database.db as unknown as Kysely<ConsumerDatabase>;
     const final = (handler: string, eventId: string) => async () => {
       const row = await registryRow(db, handler, eventId);
-      return row !== undefined && ["done", "dead_lettered"].includes(row.state) ? row : undefined;
+      return row !== undefined && ["done", "dead_lettered", "parked"].includes(row.state) ? row : undefined;
     };
     expect(await waitFor(final("reader", "order-v1"), { what: "reader done with the v1 event" })).toMatchObject({ state: "done" });
     expect(await waitFor(final("reader", "order-v2"), { what: "reader done with the v2 event" })).toMatchObject({ state: "done" });
@@ -99,8 +104,13 @@ describe("upcasting in the embedded process", () => {
     // `strict` has no upcaster from v1: a clear poison error and a dead letter, never the old shape.
     const dead = await waitFor(final("strict", "order-v1"), { what: "strict's v1 event dead-lettered" });
     expect(dead).toMatchObject({ state: "dead_lettered", attempts: 1, last_error: expect.stringMatching(/no upcaster for \(OrderPlaced, 1\)/) });
-    expect(await waitFor(final("strict", "order-v2"), { what: "strict done with the v2 event" })).toMatchObject({ state: "done" });
-    expect(seen().filter((s) => s.handler === "strict")).toEqual([{ handler: "strict", eventId: "order-v2", version: 3, data: { total: { amount: 13, currency: "EUR" } } }]);
+    // The unreadable event is a dead letter of its own stream and seq: the next event parks behind it.
+    const parked = await waitFor(final("strict", "order-v2"), { what: "strict's v2 event parked" });
+    expect([parked.state, Number(parked.seq), Number(dead.seq)]).toEqual(["parked", 2, 1]);
+    expect(seen().filter((s) => s.handler === "strict")).toEqual([]);
+    expect(await waitFor(final("lenient", "order-v1"), { what: "lenient's v1 event dead-lettered" })).toMatchObject({ state: "dead_lettered" });
+    expect(await waitFor(final("lenient", "order-v2"), { what: "lenient done with the v2 event" })).toMatchObject({ state: "done" });
+    expect(seen().filter((s) => s.handler === "lenient")).toEqual([{ handler: "lenient", eventId: "order-v2", version: 3, data: { total: { amount: 13, currency: "EUR" } } }]);
     const letters = await proc.server!.objects.list(`${DEAD_LETTER_PREFIX}/strict/`);
     expect(letters).toHaveLength(1);
     const letter = JSON.parse((await proc.server!.objects.get(letters[0]!))!) as { headers: Record<string, string>; value: string };

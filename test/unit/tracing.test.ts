@@ -4,7 +4,7 @@
  * spans themselves are checked against a real OTLP receiver in test/integration/tracing.test.ts.
  */
 import { describe, expect, it } from "vitest";
-import { activeContext, activeTraceparent, contextOf, inBatchSpan, inSpan, inSpanOf, SpanKind, startMessageSpans, tracingEnabled, tracingRequested } from "../../core/tracing.js";
+import { activeContext, activeTraceparent, contextOf, inBatchSpan, inSpan, inSpanOf, disabledInstrumentations, SpanKind, startMessageSpans, tracingEnabled, tracingRequested } from "../../core/tracing.js";
 
 describe("tracing", () => {
   it("is requested by an OTLP endpoint or an explicit exporter, and never with OTEL_SDK_DISABLED", () => {
@@ -17,6 +17,12 @@ describe("tracing", () => {
     expect(tracingRequested({ OTEL_TRACES_EXPORTER: "none", OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" })).toBe(false);
     expect(tracingRequested({ OTEL_SDK_DISABLED: "true", OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" })).toBe(false);
     expect(tracingRequested({ OTEL_SDK_DISABLED: "false", OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" })).toBe(true);
+  });
+
+  it("reads OTEL_NODE_DISABLED_INSTRUMENTATIONS as OpenTelemetry's Node auto-instrumentation does", () => {
+    expect([...disabledInstrumentations({})]).toEqual([]);
+    expect([...disabledInstrumentations({ OTEL_NODE_DISABLED_INSTRUMENTATIONS: "pg, aws-sdk,," })]).toEqual(["pg", "aws-sdk"]);
+    expect([...disabledInstrumentations({ OTEL_NODE_DISABLED_INSTRUMENTATIONS: "@opentelemetry/instrumentation-grpc" })]).toEqual(["grpc"]);
   });
 
   it("calls straight through when off", async () => {
