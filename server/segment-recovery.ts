@@ -35,6 +35,8 @@ import {
   type SlotRow,
   type StoredEvent,
   slotsById,
+  isUnavailableError,
+  sleep,
   UnavailableError,
   voidSegmentSlotsExcept,
   type WriteSideTables,
@@ -121,6 +123,9 @@ export async function adoptSegmentEvents(
   return { requests, voided, conflicts };
 }
 
+/** How often the start's LIST of the segments is tried before the start fails (about 7.5 s of waits). */
+const START_LIST_ATTEMPTS = 5;
+
 /** Settles segment numbers against S3; safe to run in every server at once. */
 export class SegmentRecovery {
   constructor(private readonly deps: SegmentRecoveryDeps) {}
@@ -179,12 +184,31 @@ export class SegmentRecovery {
    */
   async catchUp(): Promise<number> {
     const known = await lastSegment(this.deps.db);
-    const beyond = await this.deps.objects.list(SEGMENT_PREFIX, known > 0 ? segmentKey(known) : undefined);
+    const beyond = await this.listAtStart(known > 0 ? segmentKey(known) : undefined);
     const numbers = beyond.map(segmentOfKey).filter((n): n is number => n !== undefined && n > known);
     if (numbers.length === 0) return 0;
     this.deps.log.warn({ known, inBucket: Math.max(...numbers), beyond: numbers.length }, "the object store holds segments the commit log does not know");
     await this.resyncFrom(Math.min(...numbers), []);
     return numbers.length;
+  }
+
+  /**
+   * The start's LIST of the segments after `startAfter`, tried again on an outage: the bucket was
+   * reachable a moment ago (the start checked it), so a LIST that times out or fails is more often
+   * a slow or briefly unavailable S3 than a lasting fault, and failing the start for it costs a
+   * whole restart. After {@link START_LIST_ATTEMPTS} attempts the start fails as before.
+   */
+  private async listAtStart(startAfter: string | undefined): Promise<string[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.deps.objects.list(SEGMENT_PREFIX, startAfter);
+      } catch (e) {
+        if (!isUnavailableError(e) || attempt >= START_LIST_ATTEMPTS) throw e;
+        const waitMs = Math.min(8000, 500 * 2 ** (attempt - 1));
+        this.deps.log.warn({ err: e, attempt, retryInMs: waitMs }, "listing the segments in S3 at start failed; trying again");
+        await sleep(waitMs);
+      }
+    }
   }
 
   private async closeNumber(segment: number, found: "missing" | "void"): Promise<Settled> {

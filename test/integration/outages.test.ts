@@ -2,6 +2,8 @@
  * Outages of the real services (docs/CONTRACT.md: S3 / PostgreSQL unreachable → UNAVAILABLE, nothing
  * acknowledged): a TCP forwarder between the server and the service is cut and restored.
  */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { collect, expectStatus, grpc } from "../helpers/grpc-errors.js";
 import { storedEvents } from "../helpers/stored-events.js";
@@ -71,6 +73,39 @@ describe("dependencies unreachable", () => {
     expect(new Set(after.map((r) => r.state))).toEqual(new Set(["void"]));
     expect((await storedEvents(other.server.objects)).filter((e) => e.aggregateId.startsWith("seg-down-"))).toEqual([]);
     for (const id of ids) expect(await collect(other.events.readStream({ aggregateType: "Task", aggregateId: id }))).toEqual([]);
+  });
+
+  it("starts through a LIST of the segments that fails at first, instead of exiting", async () => {
+    // In front of S3: the first LISTs of segments/ get 503 SlowDown, more than the SDK's own three
+    // attempts, so the start's catch-up sees an outage; everything else is forwarded as sent.
+    const s3 = new URL(testServerConfig().s3Endpoint);
+    const refuse = 4;
+    let refused = 0;
+    const front = http.createServer((req, res) => {
+      if (req.method === "GET" && req.url?.includes("list-type=2") && req.url.includes("prefix=segments") && refused < refuse) {
+        refused += 1;
+        req.resume();
+        res.writeHead(503, { "content-type": "application/xml" }).end("<Error><Code>SlowDown</Code><Message>slow down</Message></Error>");
+        return;
+      }
+      const upstream = http.request({ host: s3.hostname, port: Number(s3.port), method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on("error", () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+    try {
+      other = await startTestServer(testServerConfig({ TIDEMARK_S3_ENDPOINT: `http://127.0.0.1:${(front.address() as AddressInfo).port}` }));
+      expect(refused).toBe(refuse);
+      const out = await other.events.appendEvents({ aggregateType: "Task", aggregateId: "slowlist", expectation: { case: "noStream", value: {} }, events: [event("slowlist-1")] });
+      expect(out.events[0]!.sequenceNumber).toBe(1n);
+    } finally {
+      await other?.close();
+      other = undefined;
+      await new Promise<void>((resolve) => front.close(() => resolve()));
+    }
   });
 
   it("answers UNAVAILABLE when PostgreSQL is down, and recovers", async () => {
