@@ -203,20 +203,18 @@ certs_ensure() {
   command -v openssl >/dev/null 2>&1 || apt_install openssl || die "apt-get install openssl failed (see $SETUP_LOG)"
   mkdir -p "$CERT_DIR"
   local tmp; tmp=$(mktemp -d "$CERT_DIR/.new-XXXXXX")
+  # One && chain: `set -e` does not hold in a subshell whose status is tested.
   (
-    set -e
-    cd "$tmp"
-    umask 077
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Tidemark stack CA" \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
-      -keyout ca.key -out ca.pem
-    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3649 -extfile server.ext -out server.pem
-    openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name server \
-      -passout "pass:$KEYSTORE_PASSWORD" -out server.p12
-    chmod 644 ca.pem server.pem
-    rm -f server.csr server.ext ca.srl
+    cd "$tmp" && umask 077 \
+      && openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Tidemark stack CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        -keyout ca.key -out ca.pem \
+      && openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr \
+      && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext \
+      && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3649 -extfile server.ext -out server.pem \
+      && openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name server \
+        -passout "pass:$KEYSTORE_PASSWORD" -out server.p12 \
+      && chmod 644 ca.pem server.pem && rm -f server.csr server.ext ca.srl
   ) >>"$SETUP_LOG" 2>&1 || { rm -rf "$tmp"; die "openssl could not make the stack certificates (see $SETUP_LOG)"; }
   mv -f "$tmp"/* "$CERT_DIR/"
   rmdir "$tmp"

@@ -6,6 +6,7 @@
  */
 import { execFileSync } from "node:child_process";
 import type { TestProject } from "vitest/node";
+import { parseExports } from "../../bench/stack-env.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -22,21 +23,13 @@ export default function setup(project: TestProject): void {
   } catch {
     execFileSync("bash", [script, "up"], { stdio: ["ignore", "inherit", "inherit"] });
   }
-  const env = exports(execFileSync("bash", [script, "env"], { encoding: "utf8" }));
+  const env = parseExports(execFileSync("bash", [script, "env"], { encoding: "utf8" }));
   for (const name of ["TIDEMARK_PG_URL", "TIDEMARK_S3_ENDPOINT", "TIDEMARK_KAFKA_BROKERS"]) {
     if (!env[name]) throw new Error(`stack env did not provide ${name}`);
   }
   if (env["PATH"]) process.env["PATH"] = env["PATH"];
   project.provide("stack", env);
   // Checked where it is used (stackSecureEnv): a test that needs a secure face fails there.
-  project.provide("stackSecure", exports(execFileSync("bash", [script, "env", "--secure"], { encoding: "utf8" })));
+  project.provide("stackSecure", parseExports(execFileSync("bash", [script, "env", "--secure"], { encoding: "utf8" })));
 }
 
-function exports(out: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const line of out.split("\n")) {
-    const match = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (match) env[match[1]!] = match[2]!.replace(/^["']|["']$/g, "");
-  }
-  return env;
-}
