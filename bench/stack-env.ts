@@ -50,7 +50,8 @@ export function loadStackEnv(): StackEnv {
   };
 }
 
-function parseExports(out: string): Record<string, string> {
+/** The variables of `export NAME='value'` lines (what `stack.sh env` prints). */
+export function parseExports(out: string): Record<string, string> {
   const env: Record<string, string> = {};
   for (const line of out.split("\n")) {
     const match = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());

@@ -228,11 +228,11 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: "stack",
-    summary: "the local real services: up | down | status | env (scripts/stack.sh)",
+    summary: "the local real services: up | down | status | env [--secure] (scripts/stack.sh)",
     description:
-      "Runs scripts/stack.sh: `up` installs what is missing and starts PostgreSQL 15, Kafka 4 and S3Proxy 4 (no Docker), `down` stops them, `status` shows them, `env` prints the export lines for their settings (`eval \"$(tidemark stack env)\"`). Other script commands pass through (docs/STACK.md).",
+      "Runs scripts/stack.sh: `up` installs what is missing and starts PostgreSQL 15, Kafka 4 and S3Proxy 4 (no Docker), each with a secure face beside the plain one (TLS, SASL_SSL, HTTPS), `down` stops them, `status` shows them, `env` prints the export lines for their settings (`eval \"$(tidemark stack env)\"`), `env --secure` those for the secure faces. Other script commands pass through (docs/STACK.md).",
     positionals: [{ name: "action", description: "up, down, status or env (others: docs/STACK.md)", rest: true }],
-    options: {},
+    options: { secure: { type: "boolean", description: "With env: the settings of the secure faces (PostgreSQL over TLS, S3Proxy over HTTPS, Kafka SASL_SSL with SCRAM-SHA-256) and their CA files." } },
     examples: ["tidemark stack up", "eval \"$(tidemark stack env)\" && tidemark start"],
   },
 ];

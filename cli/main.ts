@@ -111,7 +111,7 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
       case "dead-letters":
         return await (await import("./run-dead-letters.js")).runDeadLetters(cmd, io);
       case "stack":
-        return await runStack(cmd.positionals, io);
+        return await runStack(cmd.values["secure"] === true ? [...cmd.positionals, "--secure"] : cmd.positionals, io);
       default:
         throw new Error(`command ${spec.name} has no implementation`);
     }

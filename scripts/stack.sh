@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Tidemark local stack without Docker: PostgreSQL 15 (Debian), Apache Kafka (one KRaft node),
 # S3Proxy (filesystem backend), grpcurl and Jaeger (the traces test's OTLP receiver).  See docs/STACK.md.
+# Kafka and S3Proxy always have a secure face beside the plain one (SASL_SSL with SCRAM-SHA-256,
+# HTTPS), with certificates of a stack CA; PostgreSQL serves TLS with Debian's snakeoil certificate.
 #
-#   bash scripts/stack.sh up|down|status|env|check-s3
+#   bash scripts/stack.sh up|down|status|env [--secure]|check-s3
 #   bash scripts/stack.sh kafka-stop|kafka-start|kafka-kill|s3-stop|s3-start|s3-kill
 #   bash scripts/stack.sh kafka-topics ARGS...   (org.apache.kafka.tools.TopicCommand)
 #   bash scripts/stack.sh logs
@@ -27,7 +29,9 @@ STACK_DIR=${TIDEMARK_STACK_DIR:-$HOME/.cache/tidemark-stack}
 PG_PORT=${TIDEMARK_STACK_PG_PORT:-5432}
 KAFKA_PORT=${TIDEMARK_STACK_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${TIDEMARK_STACK_KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_SASL_PORT=${TIDEMARK_STACK_KAFKA_SASL_PORT:-9094}
 S3_PORT=${TIDEMARK_STACK_S3_PORT:-9000}
+S3_TLS_PORT=${TIDEMARK_STACK_S3_TLS_PORT:-9443}
 KAFKA_HEAP=${TIDEMARK_STACK_KAFKA_HEAP:--Xms256m -Xmx768m}
 S3_HEAP=${TIDEMARK_STACK_S3_HEAP:--Xms64m -Xmx512m}
 
@@ -38,11 +42,19 @@ S3_BUCKET=tidemark-events
 S3_ACCESS_KEY=tidemark
 S3_SECRET_KEY=tidemark-secret
 S3_REGION=us-east-1
+KAFKA_SASL_MECHANISM=scram-sha-256
+KAFKA_SASL_USER=tidemark
+KAFKA_SASL_PASSWORD=tidemark-scram
+KEYSTORE_PASSWORD=tidemark-stack   # the PKCS12 keystore Kafka and S3Proxy read (a local file)
+PG_SSL_CA=/etc/ssl/certs/ssl-cert-snakeoil.pem
 
 LOG_DIR=$STACK_DIR/logs
 RUN_DIR=$STACK_DIR/run
 KAFKA_DIR=$STACK_DIR/kafka
 S3_DIR=$STACK_DIR/s3proxy
+CERT_DIR=$STACK_DIR/certs
+CA_PEM=$CERT_DIR/ca.pem
+SERVER_P12=$CERT_DIR/server.p12
 SETUP_LOG=$LOG_DIR/setup.log
 
 # ---------------------------------------------------------------- helpers
@@ -57,6 +69,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 ensure_dirs() { mkdir -p "$LOG_DIR" "$RUN_DIR" "$KAFKA_DIR" "$S3_DIR"; }
+
+# Does the TLS server on 127.0.0.1:PORT present a certificate the stack CA signed for 127.0.0.1?
+tls_ok() {
+  [ -s "$CA_PEM" ] && port_open "$1" || return 1
+  timeout 5 openssl s_client -connect "127.0.0.1:$1" -CAfile "$CA_PEM" -verify_ip 127.0.0.1 \
+    -verify_return_error </dev/null >/dev/null 2>&1
+}
 
 # Serialise state-changing subcommands (two `up`s at once): re-run this script under
 # `flock -o`, so the lock is held by flock itself and never inherited by the services we start.
@@ -174,6 +193,34 @@ EOF
 
 dep() { printf '    <dependency><groupId>%s</groupId><artifactId>%s</artifactId><version>%s</version></dependency>\n' "$1" "$2" "$3"; }
 
+# ---------------------------------------------------------------- certificates
+# A stack CA and one server certificate (127.0.0.1 and localhost) for Kafka's SASL_SSL listener
+# and S3Proxy's HTTPS endpoint, made once with openssl; made again only when a file is missing or
+# the server certificate expires within 30 days.
+certs_ensure() {
+  if [ -s "$CA_PEM" ] && [ -s "$SERVER_P12" ] && [ -s "$CERT_DIR/server.pem" ] \
+    && openssl x509 -checkend 2592000 -noout -in "$CERT_DIR/server.pem" >/dev/null 2>&1; then return 0; fi
+  command -v openssl >/dev/null 2>&1 || apt_install openssl || die "apt-get install openssl failed (see $SETUP_LOG)"
+  mkdir -p "$CERT_DIR"
+  local tmp; tmp=$(mktemp -d "$CERT_DIR/.new-XXXXXX")
+  # One && chain: `set -e` does not hold in a subshell whose status is tested.
+  (
+    cd "$tmp" && umask 077 \
+      && openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Tidemark stack CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        -keyout ca.key -out ca.pem \
+      && openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr \
+      && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext \
+      && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3649 -extfile server.ext -out server.pem \
+      && openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name server \
+        -passout "pass:$KEYSTORE_PASSWORD" -out server.p12 \
+      && chmod 644 ca.pem server.pem && rm -f server.csr server.ext ca.srl
+  ) >>"$SETUP_LOG" 2>&1 || { rm -rf "$tmp"; die "openssl could not make the stack certificates (see $SETUP_LOG)"; }
+  mv -f "$tmp"/* "$CERT_DIR/"
+  rmdir "$tmp"
+  log "stack: made the stack CA and server certificate in $CERT_DIR"
+}
+
 # ---------------------------------------------------------------- PostgreSQL
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 
@@ -244,6 +291,7 @@ KAFKA_LOG=$LOG_DIR/kafka.log
 
 kafka_prepare() {
   ensure_java_maven
+  certs_ensure
   mkdir -p "$KAFKA_DIR" "$KAFKA_DATA"
   write_pom "$KAFKA_DIR" kafka-runtime "$(
     dep org.apache.kafka kafka_2.13 "$KAFKA_VERSION"
@@ -282,11 +330,18 @@ EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+# the secure face: SCRAM-SHA-256 over TLS, the user is made at format time and by kafka_scram_ensure
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$SERVER_P12
+ssl.keystore.password=$KEYSTORE_PASSWORD
+ssl.key.password=$KEYSTORE_PASSWORD
 log.dirs=$KAFKA_DATA
 num.partitions=1
 default.replication.factor=1
@@ -302,6 +357,26 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
 
+  # For Kafka's own tools against the secure face (--command-config), and kafka_scram_login.
+  cat >"$KAFKA_DIR/sasl-client.properties" <<EOF
+# generated by scripts/stack.sh: a client of the SASL_SSL listener 127.0.0.1:$KAFKA_SASL_PORT
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-256
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_SASL_USER" password="$KAFKA_SASL_PASSWORD";
+ssl.truststore.type=PEM
+ssl.truststore.location=$CA_PEM
+request.timeout.ms=10000
+default.api.timeout.ms=20000
+EOF
+  cat >"$KAFKA_DIR/log4j2-tools.xml" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<!-- generated by scripts/stack.sh: Kafka's command-line tools log warnings to stderr -->
+<Configuration status="WARN">
+  <Appenders><Console name="err" target="SYSTEM_ERR"><PatternLayout pattern="%p %m (%c)%n"/></Console></Appenders>
+  <Loggers><Root level="WARN"><AppenderRef ref="err"/></Root></Loggers>
+</Configuration>
+EOF
+
   if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
     local id
     if [ -s "$KAFKA_DIR/cluster-id" ]; then id=$(cat "$KAFKA_DIR/cluster-id"); else
@@ -313,6 +388,7 @@ EOF
     fi
     java -cp "$(cat "$KAFKA_DIR/classpath.txt")" -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.xml" \
       kafka.tools.StorageTool format --standalone -t "$id" -c "$KAFKA_DIR/server.properties" \
+      --add-scram "SCRAM-SHA-256=[name=$KAFKA_SASL_USER,password=$KAFKA_SASL_PASSWORD]" \
       >>"$SETUP_LOG" 2>&1 || die "kafka storage format failed (see $SETUP_LOG)"
   fi
 }
@@ -325,6 +401,8 @@ kafka_launch() {
   if pid_alive "$(read_pid kafka)" "$KAFKA_PATTERN"; then return 0; fi # starting: just wait
   rm -f "$RUN_DIR/kafka.pid"
   port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is used by a process this script did not start"
+  port_open "$KAFKA_SASL_PORT" && die "port $KAFKA_SASL_PORT is used by a process this script did not start"
+  rm -f "$RUN_DIR/kafka.scram"
   [ -f "$KAFKA_LOG" ] && mv -f "$KAFKA_LOG" "$KAFKA_LOG.prev"
   # shellcheck disable=SC2086
   spawn kafka "$LOG_DIR/kafka.out" java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
@@ -352,7 +430,53 @@ kafka_wait() {
 kafka_start() {
   local t0; t0=$(now_ns)
   kafka_prepare
+  kafka_restart_outdated
   if kafka_launch; then kafka_wait "$t0"; else log "kafka: already up at 127.0.0.1:$KAFKA_PORT ($(since "$t0"))"; fi
+  kafka_scram_ensure
+}
+
+# The secure face answers: TLS with the stack CA's certificate on the SASL_SSL port.
+kafka_secure_ok() { tls_ok "$KAFKA_SASL_PORT"; }
+
+# A broker that runs without this configuration's SASL_SSL listener (started by an older
+# scripts/stack.sh, or before the certificates were made again) is restarted.
+kafka_restart_outdated() {
+  if kafka_healthy && ! kafka_secure_ok; then
+    log "kafka: running without its SASL_SSL listener at 127.0.0.1:$KAFKA_SASL_PORT (an older configuration); restarting it"
+    stop_service kafka "$KAFKA_PATTERN"
+  fi
+}
+
+kafka_tool() { # kafka_tool CLASS ARGS... (a command-line tool from the broker's own jars)
+  java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2-tools.xml" \
+    -cp "$(cat "$KAFKA_DIR/classpath.txt")" "$@"
+}
+
+# Can the stack user log in over SASL_SSL (SCRAM-SHA-256, the stack CA verified)?
+kafka_scram_login() {
+  kafka_tool kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_SASL_PORT" \
+    --command-config "$KAFKA_DIR/sasl-client.properties" \
+    --describe --entity-type users --entity-name "$KAFKA_SASL_USER" >>"$SETUP_LOG" 2>&1
+}
+
+# The stack user's SCRAM credential exists and a login works. A data dir formatted before the
+# secure face existed has no credential: it is made here through the plain listener. Checked
+# once per broker process (run/kafka.scram holds the pid it was checked for).
+kafka_scram_ensure() {
+  local t0 pid i; t0=$(now_ns); pid=$(read_pid kafka)
+  [ "$(cat "$RUN_DIR/kafka.scram" 2>/dev/null || true)" = "$pid $KAFKA_SASL_PORT" ] && return 0
+  kafka_secure_ok || die "kafka: no TLS with the stack CA at 127.0.0.1:$KAFKA_SASL_PORT (log: $KAFKA_LOG)"
+  if ! kafka_scram_login; then
+    log "kafka: creating the SCRAM-SHA-256 user $KAFKA_SASL_USER"
+    kafka_tool kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
+      --add-config "SCRAM-SHA-256=[iterations=8192,password=$KAFKA_SASL_PASSWORD]" \
+      --entity-type users --entity-name "$KAFKA_SASL_USER" >>"$SETUP_LOG" 2>&1 \
+      || die "kafka: could not create the SCRAM user $KAFKA_SASL_USER (see $SETUP_LOG)"
+    for i in $(seq 1 30); do kafka_scram_login && break; sleep 1; done
+    kafka_scram_login || die "kafka: SCRAM-SHA-256 login as $KAFKA_SASL_USER at 127.0.0.1:$KAFKA_SASL_PORT fails (see $SETUP_LOG)"
+  fi
+  echo "$pid $KAFKA_SASL_PORT" >"$RUN_DIR/kafka.scram"
+  log "kafka: SASL_SSL (SCRAM-SHA-256) login as $KAFKA_SASL_USER works at 127.0.0.1:$KAFKA_SASL_PORT ($(since "$t0"))"
 }
 
 kafka_tools_cp() {
@@ -373,6 +497,7 @@ S3_DATA=$S3_DIR/data
 
 s3_prepare() {
   ensure_java_maven
+  certs_ensure
   mkdir -p "$S3_DIR" "$S3_DATA"
   # The jar-with-dependencies published next to the plain jar carries S3Proxy's own resolution of
   # its dependencies (and its logback.xml). Resolving the plain jar's pom transitively does not work:
@@ -387,6 +512,9 @@ s3_prepare() {
   cat >"$S3_DIR/s3proxy.properties" <<EOF
 # generated by scripts/stack.sh
 s3proxy.endpoint=http://127.0.0.1:$S3_PORT
+s3proxy.secure-endpoint=https://127.0.0.1:$S3_TLS_PORT
+s3proxy.keystore-path=$SERVER_P12
+s3proxy.keystore-password=$KEYSTORE_PASSWORD
 s3proxy.authorization=aws-v2-or-v4
 s3proxy.identity=$S3_ACCESS_KEY
 s3proxy.credential=$S3_SECRET_KEY
@@ -408,9 +536,24 @@ s3_launch() {
   if pid_alive "$(read_pid s3proxy)" "$S3_PATTERN"; then return 0; fi
   rm -f "$RUN_DIR/s3proxy.pid"
   port_open "$S3_PORT" && die "port $S3_PORT is used by a process this script did not start"
+  port_open "$S3_TLS_PORT" && die "port $S3_TLS_PORT is used by a process this script did not start"
   # shellcheck disable=SC2086
   spawn s3proxy "$LOG_DIR/s3proxy.log" env LOG_LEVEL=info JETTY_LOG_LEVEL=warn java $S3_HEAP -Djava.awt.headless=true \
     -cp "$(cat "$S3_DIR/classpath.txt")" org.gaul.s3proxy.Main --properties "$S3_DIR/s3proxy.properties"
+}
+
+# The HTTPS endpoint answers with the stack CA's certificate.
+s3_secure_ok() {
+  [ -s "$CA_PEM" ] || return 1
+  local c; c=$(curl -s -o /dev/null -m 5 --cacert "$CA_PEM" -w '%{http_code}' "https://127.0.0.1:$S3_TLS_PORT/" 2>/dev/null || true)
+  [ -n "$c" ] && [ "$c" != "000" ]
+}
+
+s3_restart_outdated() { # as kafka_restart_outdated, for the HTTPS endpoint
+  if s3_healthy && ! s3_secure_ok; then
+    log "s3proxy: running without its HTTPS endpoint at https://127.0.0.1:$S3_TLS_PORT (an older configuration); restarting it"
+    stop_service s3proxy "$S3_PATTERN"
+  fi
 }
 
 s3curl() {
@@ -431,9 +574,9 @@ s3_wait() {
       tail -n 30 "$LOG_DIR/s3proxy.log" >&2 2>/dev/null || true
       die "s3proxy exited during start (log: $LOG_DIR/s3proxy.log)"
     fi
-    if s3_healthy; then
+    if s3_healthy && s3_secure_ok; then
       s3_create_bucket "$S3_BUCKET" || die "could not create bucket $S3_BUCKET"
-      log "s3proxy: up at http://127.0.0.1:$S3_PORT, bucket $S3_BUCKET ($(since "$t0"))"
+      log "s3proxy: up at http://127.0.0.1:$S3_PORT and https://127.0.0.1:$S3_TLS_PORT, bucket $S3_BUCKET ($(since "$t0"))"
       return 0
     fi
     sleep 0.1
@@ -444,6 +587,7 @@ s3_wait() {
 s3_start() {
   local t0; t0=$(now_ns)
   s3_prepare
+  s3_restart_outdated
   if s3_launch; then s3_wait "$t0"; else
     s3_create_bucket "$S3_BUCKET" || die "could not create bucket $S3_BUCKET"
     log "s3proxy: already up at http://127.0.0.1:$S3_PORT ($(since "$t0"))"
@@ -556,25 +700,52 @@ kcat_ensure() { # nice-to-have: tried once per stack dir
 # ---------------------------------------------------------------- subcommands
 sq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
+# cmd_env [--secure]: the plain faces, or with --secure the TLS ones (PostgreSQL by the name
+# `localhost` of its snakeoil certificate, S3Proxy's HTTPS endpoint, Kafka's SASL_SSL listener).
 cmd_env() {
-  local bin path=$PATH
+  local bin path=$PATH secure=0
+  case "${1:-}" in --secure) secure=1 ;; "") ;; *) usage; exit 2 ;; esac
   bin=$(go_bin_dir)
   case ":$path:" in *":$bin:"*) ;; *) path="$bin:$path" ;; esac
-  echo "export TIDEMARK_PG_URL=$(sq "postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB")"
-  echo "export TIDEMARK_S3_ENDPOINT=$(sq "http://127.0.0.1:$S3_PORT")"
+  if [ $secure -eq 1 ]; then
+    echo "export TIDEMARK_PG_URL=$(sq "postgres://$PG_USER:$PG_PASSWORD@localhost:$PG_PORT/$PG_DB")"
+    echo "export TIDEMARK_PG_SSL_CA=$(sq "$PG_SSL_CA")"
+    echo "export TIDEMARK_S3_ENDPOINT=$(sq "https://127.0.0.1:$S3_TLS_PORT")"
+    echo "export TIDEMARK_S3_CA=$(sq "$CA_PEM")"
+  else
+    echo "export TIDEMARK_PG_URL=$(sq "postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB")"
+    echo "export TIDEMARK_S3_ENDPOINT=$(sq "http://127.0.0.1:$S3_PORT")"
+  fi
   echo "export TIDEMARK_S3_BUCKET=$(sq "$S3_BUCKET")"
   echo "export TIDEMARK_S3_ACCESS_KEY=$(sq "$S3_ACCESS_KEY")"
   echo "export TIDEMARK_S3_SECRET_KEY=$(sq "$S3_SECRET_KEY")"
   echo "export TIDEMARK_S3_REGION=$(sq "$S3_REGION")"
-  echo "export TIDEMARK_KAFKA_BROKERS=$(sq "127.0.0.1:$KAFKA_PORT")"
+  if [ $secure -eq 1 ]; then
+    echo "export TIDEMARK_KAFKA_BROKERS=$(sq "127.0.0.1:$KAFKA_SASL_PORT")"
+    echo "export TIDEMARK_KAFKA_CA=$(sq "$CA_PEM")"
+    echo "export TIDEMARK_KAFKA_SASL_MECHANISM=$(sq "$KAFKA_SASL_MECHANISM")"
+    echo "export TIDEMARK_KAFKA_SASL_USERNAME=$(sq "$KAFKA_SASL_USER")"
+    echo "export TIDEMARK_KAFKA_SASL_PASSWORD=$(sq "$KAFKA_SASL_PASSWORD")"
+  else
+    echo "export TIDEMARK_KAFKA_BROKERS=$(sq "127.0.0.1:$KAFKA_PORT")"
+  fi
   echo "export PATH=$(sq "$path")"
 }
 
+pg_ssl_on() {
+  [ "$(PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=3 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" \
+    -tAc 'show ssl' 2>/dev/null || true)" = on ]
+}
+
 cmd_status() {
-  local all=0
-  if pg_healthy; then echo "postgres  up    127.0.0.1:$PG_PORT"; else echo "postgres  down  127.0.0.1:$PG_PORT"; all=3; fi
+  local all=0 pg=0
+  if pg_healthy; then echo "postgres  up    127.0.0.1:$PG_PORT"; pg=1; else echo "postgres  down  127.0.0.1:$PG_PORT"; all=3; fi
+  if [ $pg -eq 1 ] && pg_ssl_on; then echo "  tls     up    localhost:$PG_PORT (ssl = on; CA $PG_SSL_CA)"; else echo "  tls     down  localhost:$PG_PORT (ssl = on with $PG_SSL_CA)"; all=3; fi
   if kafka_healthy; then echo "kafka     up    127.0.0.1:$KAFKA_PORT (pid $(read_pid kafka))"; else echo "kafka     down  127.0.0.1:$KAFKA_PORT"; all=3; fi
+  # The SCRAM login itself is checked by up/kafka-start (a JVM); here the TLS face with the stack CA.
+  if kafka_healthy && kafka_secure_ok; then echo "  sasl    up    127.0.0.1:$KAFKA_SASL_PORT (SASL_SSL, SCRAM-SHA-256, user $KAFKA_SASL_USER; CA $CA_PEM)"; else echo "  sasl    down  127.0.0.1:$KAFKA_SASL_PORT (SASL_SSL)"; all=3; fi
   if s3_healthy; then echo "s3proxy   up    http://127.0.0.1:$S3_PORT (pid $(read_pid s3proxy))"; else echo "s3proxy   down  http://127.0.0.1:$S3_PORT"; all=3; fi
+  if s3_healthy && s3_secure_ok; then echo "  https   up    https://127.0.0.1:$S3_TLS_PORT (CA $CA_PEM)"; else echo "  https   down  https://127.0.0.1:$S3_TLS_PORT"; all=3; fi
   local g; g=$(command -v grpcurl 2>/dev/null || true)
   [ -n "$g" ] || { [ -x "$(go_bin_dir)/grpcurl" ] && g="$(go_bin_dir)/grpcurl"; } || true
   echo "grpcurl   ${g:-missing}"
@@ -589,17 +760,21 @@ cmd_up() {
   # Resolve jars, then start both JVMs in parallel and wait for each.
   s3_prepare
   kafka_prepare
+  s3_restart_outdated
+  kafka_restart_outdated
   ts=$(now_ns); s3_launch || sl=0
   tk=$(now_ns); kafka_launch || kl=0
   if [ $sl -eq 1 ]; then s3_wait "$ts"; else
     s3_create_bucket "$S3_BUCKET" || die "could not create bucket $S3_BUCKET"
-    log "s3proxy: already up at http://127.0.0.1:$S3_PORT ($(since "$ts"))"
+    log "s3proxy: already up at http://127.0.0.1:$S3_PORT and https://127.0.0.1:$S3_TLS_PORT ($(since "$ts"))"
   fi
-  if [ $kl -eq 1 ]; then kafka_wait "$tk"; else log "kafka: already up at 127.0.0.1:$KAFKA_PORT ($(since "$tk"))"; fi
+  if [ $kl -eq 1 ]; then kafka_wait "$tk"; else log "kafka: already up at 127.0.0.1:$KAFKA_PORT and 127.0.0.1:$KAFKA_SASL_PORT ($(since "$tk"))"; fi
+  kafka_scram_ensure
+  pg_ssl_on || log "postgres: ssl is off, so the secure env's TIDEMARK_PG_SSL_CA has nothing to verify (Debian's default is ssl = on with $PG_SSL_CA)"
   grpcurl_ensure
   jaeger_ensure || true
   kcat_ensure
-  log "stack: up ($(since "$t0")); state in $STACK_DIR; eval \"\$(bash scripts/stack.sh env)\""
+  log "stack: up ($(since "$t0")); state in $STACK_DIR; eval \"\$(bash scripts/stack.sh env)\" (or env --secure)"
 }
 
 cmd_down() {
@@ -612,16 +787,20 @@ cmd_logs() {
   echo "setup     $SETUP_LOG"
   echo "kafka     $KAFKA_LOG ($LOG_DIR/kafka.out for stdout/stderr)"
   echo "s3proxy   $LOG_DIR/s3proxy.log"
+  echo "certs     $CERT_DIR (ca.pem, server.pem/.key, server.p12; openssl output in the setup log)"
   echo "postgres  /var/log/postgresql/postgresql-$PG_MAJOR-main.log"
 }
 
 usage() {
   cat >&2 <<EOF
 usage: bash scripts/stack.sh COMMAND
-  up            install what is missing and start postgres, kafka, s3proxy (idempotent)
+  up            install what is missing and start postgres, kafka, s3proxy (idempotent); kafka
+                and s3proxy also serve SASL_SSL / HTTPS with certificates of a stack CA
   down          stop kafka, s3proxy and the postgres cluster
   status        show each service (exit 0 when all are up, 3 otherwise)
   env           print export lines for TIDEMARK_* and PATH (eval "\$(bash scripts/stack.sh env)")
+  env --secure  the same for the secure faces: PostgreSQL over TLS, S3Proxy over HTTPS and Kafka's
+                SASL_SSL listener (SCRAM-SHA-256), with the CA files (TIDEMARK_*_CA)
   check-s3      verify S3Proxy conditional create (If-None-Match: *), also under a race
   jaeger        build Jaeger (the traces test's OTLP receiver) when missing and print its path
   kafka-stop | kafka-start | kafka-kill      stop (SIGTERM) / start / SIGKILL the broker only
@@ -640,7 +819,7 @@ main() {
     up) cmd_up ;;
     down) cmd_down ;;
     status) local rc=0; cmd_status || rc=$?; exit "$rc" ;;
-    env) cmd_env ;;
+    env) cmd_env "$@" ;;
     check-s3) local rc=0; check_s3 || rc=$?; exit "$rc" ;;
     jaeger) jaeger_ensure >&2 && jaeger_path ;;
     kafka-start) kafka_start ;;

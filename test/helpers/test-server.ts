@@ -3,6 +3,8 @@
  * the stack's services. `close` stops it and drops the schema.
  */
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { createConnection } from "node:net";
 import { rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -45,6 +47,42 @@ export function uniqueId(prefix: string): string {
 export function stackEnv(): Record<string, string> {
   const env = inject("stack");
   if (env === undefined) throw new Error("this test needs the real stack: run it in the integration project");
+  return { ...env, TIDEMARK_AUTH: "off" };
+}
+
+const portOpen = (host: string, port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = createConnection({ host, port }, () => {
+      socket.end();
+      resolve(true);
+    });
+    socket.on("error", () => resolve(false));
+  });
+
+/**
+ * The stack's secure faces (`bash scripts/stack.sh env --secure`, docs/STACK.md): PostgreSQL over
+ * TLS, S3Proxy's HTTPS endpoint and Kafka's SASL_SSL listener (SCRAM-SHA-256) with their CA files,
+ * with `TIDEMARK_AUTH=off` as {@link stackEnv}. Throws, naming what is missing, when the stack runs
+ * without one of them: a test that needs them fails, it is not skipped.
+ */
+export async function stackSecureEnv(): Promise<Record<string, string>> {
+  const env = inject("stackSecure");
+  if (env === undefined) throw new Error("this test needs the real stack: run it in the integration project");
+  const fix = "`npm run stack -- up` (scripts/stack.sh of this checkout) brings up the secure faces, restarting a service that runs without them";
+  for (const name of ["TIDEMARK_PG_SSL_CA", "TIDEMARK_S3_CA", "TIDEMARK_KAFKA_CA", "TIDEMARK_KAFKA_SASL_MECHANISM", "TIDEMARK_KAFKA_SASL_USERNAME", "TIDEMARK_KAFKA_SASL_PASSWORD"]) {
+    if (!env[name]) throw new Error(`\`bash scripts/stack.sh env --secure\` did not print ${name}: ${fix}`);
+  }
+  for (const name of ["TIDEMARK_PG_SSL_CA", "TIDEMARK_S3_CA", "TIDEMARK_KAFKA_CA"]) {
+    if (!existsSync(env[name]!)) throw new Error(`${name}=${env[name]} does not exist: ${fix}`);
+  }
+  const faces: Array<[string, string]> = [
+    ["Kafka's SASL_SSL listener", env["TIDEMARK_KAFKA_BROKERS"]!],
+    ["S3Proxy's HTTPS endpoint", new URL(env["TIDEMARK_S3_ENDPOINT"]!).host],
+  ];
+  for (const [what, address] of faces) {
+    const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+    if (!(await portOpen(host, port))) throw new Error(`the stack's ${what} at ${address} does not answer: ${fix}`);
+  }
   return { ...env, TIDEMARK_AUTH: "off" };
 }
 

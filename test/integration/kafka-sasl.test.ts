@@ -1,9 +1,10 @@
 /**
  * The relay and the projection against Kafka with SASL/SCRAM over TLS (TIDEMARK_KAFKA_CA,
- * TIDEMARK_KAFKA_SASL_*; docs/SECURITY.md, docs/CONTRACT.md T1 for Kafka): a broker of this file's
- * own with only a SASL_SSL listener for clients (test/helpers/kafka-sasl.ts). Commands go through the
- * server, the relay publishes over SASL_SSL, the projection consumes over SASL_SSL, and reads at
- * AT_LEAST_POSITION see the result. A wrong password, no TLS and an untrusted CA are refused.
+ * TIDEMARK_KAFKA_SASL_*; docs/SECURITY.md, docs/CONTRACT.md T1 for Kafka): the stack broker's
+ * SASL_SSL listener, with the settings `bash scripts/stack.sh env --secure` prints (docs/STACK.md).
+ * Commands go through the server, the relay publishes over SASL_SSL, the projection consumes over
+ * SASL_SSL, and reads at AT_LEAST_POSITION see the result. A wrong password, plain text to the TLS
+ * port, TLS without SASL and an untrusted CA are refused.
  */
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,30 +14,28 @@ import { ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { loadRelayConfig, startRelay, type RelayHandle } from "../../relay/index.js";
 import { type ProjectionHandle, startProjection } from "../../consumers/index.js";
 import { consumerTestConfig, consumerTestId } from "../helpers/consumer-env.js";
-import { startSaslKafka, type SaslKafka } from "../helpers/kafka-sasl.js";
+import { deleteTopics } from "../helpers/relay-kafka.js";
 import { makeTestCerts } from "../helpers/tls-certs.js";
-import { stackEnv, startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
+import { stackBrokers, stackEnv, stackSecureEnv, startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 const id = consumerTestId("ksasl");
 const topic = `${id}.events`;
 const deadLetter = `${id}.dead-letter`;
-let kafka: SaslKafka;
+let secure: Record<string, string>;
 let t: TestServer;
 let relay: RelayHandle | undefined;
 let projection: ProjectionHandle | undefined;
 let database: Database<ConsumerDatabase>;
 
-const security = () => ({
-  TIDEMARK_KAFKA_BROKERS: kafka.brokers,
-  TIDEMARK_KAFKA_CA: kafka.caFile,
-  TIDEMARK_KAFKA_SASL_MECHANISM: "scram-sha-256",
-  TIDEMARK_KAFKA_SASL_USERNAME: kafka.username,
-  TIDEMARK_KAFKA_SASL_PASSWORD: kafka.password,
-});
+// Only the Kafka settings of the secure env: the server, the relay and the projection reach
+// PostgreSQL and S3 as in the other files.
+const KAFKA_SETTINGS = ["TIDEMARK_KAFKA_BROKERS", "TIDEMARK_KAFKA_CA", "TIDEMARK_KAFKA_SASL_MECHANISM", "TIDEMARK_KAFKA_SASL_USERNAME", "TIDEMARK_KAFKA_SASL_PASSWORD"];
+const security = () => Object.fromEntries(KAFKA_SETTINGS.map((name) => [name, secure[name]!]));
 
 beforeAll(async () => {
-  kafka = await startSaslKafka();
+  secure = await stackSecureEnv();
+  expect(secure["TIDEMARK_KAFKA_BROKERS"], "the secure face is another listener than the plain one").not.toBe(stackEnv()["TIDEMARK_KAFKA_BROKERS"]);
   const serverConfig = testServerConfig();
   database = createDatabase<ConsumerDatabase>({ url: stackEnv()["TIDEMARK_PG_URL"]!, schema: serverConfig.pgSchema, poolSize: 4 });
   t = await startTestServer(serverConfig, { readModel: createInstanceReadModel(database.db, { maxWaitMs: 30_000 }) });
@@ -66,7 +65,7 @@ afterAll(async () => {
   await relay?.stop();
   await database?.close();
   await t?.close();
-  await kafka?.stop();
+  await deleteTopics(stackBrokers(), [topic, deadLetter]);
 });
 
 describe("Kafka with SASL/SCRAM over TLS", () => {
@@ -80,7 +79,7 @@ describe("Kafka with SASL/SCRAM over TLS", () => {
   });
 
   const connect = async (settings: Parameters<typeof kafkaSecurity>[0]) => {
-    const admin = createKafka({ brokers: [kafka.brokers], clientId: "sasl-probe", connectionTimeoutMs: 3000, requestTimeoutMs: 3000, retry: { retries: 0 }, security: kafkaSecurity(settings) }, pino({ level: "silent" })).admin();
+    const admin = createKafka({ brokers: [secure["TIDEMARK_KAFKA_BROKERS"]!], clientId: "sasl-probe", connectionTimeoutMs: 3000, requestTimeoutMs: 3000, retry: { retries: 0 }, security: kafkaSecurity(settings) }, pino({ level: "silent" })).admin();
     try {
       await admin.connect();
       return await admin.listTopics();
@@ -88,12 +87,19 @@ describe("Kafka with SASL/SCRAM over TLS", () => {
       await admin.disconnect();
     }
   };
-  const good = () => ({ kafkaTls: false, kafkaCa: kafka.caFile, kafkaSaslMechanism: "scram-sha-256", kafkaSaslUsername: kafka.username, kafkaSaslPassword: kafka.password });
+  const good = () => ({
+    kafkaTls: false,
+    kafkaCa: secure["TIDEMARK_KAFKA_CA"]!,
+    kafkaSaslMechanism: secure["TIDEMARK_KAFKA_SASL_MECHANISM"]!,
+    kafkaSaslUsername: secure["TIDEMARK_KAFKA_SASL_USERNAME"]!,
+    kafkaSaslPassword: secure["TIDEMARK_KAFKA_SASL_PASSWORD"]!,
+  });
 
-  it("the same settings reach the broker; a wrong password, no TLS or an untrusted CA do not", async () => {
+  it("the same settings reach the broker; a wrong password, plain text, no SASL or an untrusted CA do not", async () => {
     expect(await connect(good())).toContain(topic);
     await expect(connect({ ...good(), kafkaSaslPassword: "wrong" })).rejects.toThrow(/SASL|authentication/i);
     await expect(connect({ ...good(), kafkaCa: "" })).rejects.toThrow();
+    await expect(connect({ ...good(), kafkaSaslMechanism: "", kafkaSaslUsername: "", kafkaSaslPassword: "" })).rejects.toThrow();
     const other = makeTestCerts();
     try {
       await expect(connect({ ...good(), kafkaCa: other.serverCa })).rejects.toThrow();

@@ -6,8 +6,7 @@
  */
 import { execFile } from "node:child_process";
 import { copyFileSync } from "node:fs";
-import { connect as netConnect } from "node:net";
-import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer } from "node:tls";
+import { connect as tlsConnect } from "node:tls";
 import { promisify } from "node:util";
 import { type Kysely, sql } from "kysely";
 import pino from "pino";
@@ -26,7 +25,7 @@ import { createClient, type ClientOf, type ClientOptions } from "../../server/gr
 import { runCli } from "../../cli/main.js";
 import { expectStatus, grpc } from "../helpers/grpc-errors.js";
 import { background, cleanEnv, freePort, TIDEMARK_BIN } from "../helpers/cli-process.js";
-import { stackEnv, startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
+import { stackEnv, stackSecureEnv, startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { makeTestCerts, type TestCerts } from "../helpers/tls-certs.js";
 import { findTool } from "../helpers/tools.js";
 
@@ -856,13 +855,12 @@ describe("the tidemark server process", () => {
 
 describe("PostgreSQL over TLS (TIDEMARK_PG_SSL_CA, docs/CONTRACT.md T1)", () => {
   // The stack's PostgreSQL (Debian's package) serves TLS with the host's snakeoil certificate for
-  // `localhost`; verify-full against it needs that certificate as the CA and the name localhost.
-  const SNAKEOIL = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
-  const overTls = (ca: string) => {
-    const url = new URL(stackEnv()["TIDEMARK_PG_URL"]!);
-    url.hostname = "localhost";
-    return testServerConfig({ TIDEMARK_PG_URL: url.toString(), TIDEMARK_PG_SSL_CA: ca, TIDEMARK_AUTH: "off" });
-  };
+  // `localhost`; `stack.sh env --secure` names that certificate as the CA and the host localhost.
+  let secure: Record<string, string>;
+  beforeAll(async () => {
+    secure = await stackSecureEnv();
+  });
+  const overTls = (ca: string) => testServerConfig({ TIDEMARK_PG_URL: secure["TIDEMARK_PG_URL"]!, TIDEMARK_PG_SSL_CA: ca, TIDEMARK_AUTH: "off" });
 
   it("the stack's PostgreSQL speaks TLS", async () => {
     const rows = await sql<{ ssl: string }>`show ssl`.execute(database.db);
@@ -870,7 +868,7 @@ describe("PostgreSQL over TLS (TIDEMARK_PG_SSL_CA, docs/CONTRACT.md T1)", () => 
   });
 
   it("every connection of the server verifies PostgreSQL's certificate; a server with the wrong CA does not start", async () => {
-    const config = overTls(SNAKEOIL);
+    const config = overTls(secure["TIDEMARK_PG_SSL_CA"]!);
     const { pgConnectionUrl } = await import("../../core/backends.js");
     const url = pgConnectionUrl(config);
     expect(url).toMatch(/sslmode=verify-full/);
@@ -893,47 +891,31 @@ describe("PostgreSQL over TLS (TIDEMARK_PG_SSL_CA, docs/CONTRACT.md T1)", () => 
 });
 
 describe("S3 over HTTPS with a private CA (TIDEMARK_S3_CA, docs/CONTRACT.md T1)", () => {
-  // An HTTPS front for the stack's S3Proxy: TLS terminated here with a certificate of this file's
-  // own CA, bytes passed through, so the S3 client must verify that CA to reach the store.
-  let s3: TestCerts;
-  let front: TlsServer;
-  let connections = 0;
+  // The stack's S3Proxy serves HTTPS with a certificate of the stack's own CA (`stack.sh env
+  // --secure`). The server is given only the https:// endpoint, so every S3 request it makes goes
+  // over TLS and must verify that CA.
+  let secure: Record<string, string>;
   beforeAll(async () => {
-    s3 = makeTestCerts();
-    const target = new URL(stackEnv()["TIDEMARK_S3_ENDPOINT"]!);
-    front = createTlsServer({ cert: s3.read(s3.serverCert), key: s3.read(s3.serverKey) }, (socket) => {
-      connections += 1;
-      const upstream = netConnect({ host: target.hostname, port: Number(target.port) });
-      socket.pipe(upstream).pipe(socket);
-      const close = () => {
-        socket.destroy();
-        upstream.destroy();
-      };
-      socket.on("error", close);
-      upstream.on("error", close);
-    });
-    await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+    secure = await stackSecureEnv();
   });
-  afterAll(async () => {
-    await new Promise<void>((resolve) => front?.close(() => resolve()));
-    s3?.remove();
-  });
-  const over = (extra: Record<string, string>) => testServerConfig({ TIDEMARK_S3_ENDPOINT: `https://127.0.0.1:${(front.address() as { port: number }).port}`, TIDEMARK_AUTH: "off", ...extra });
+  const over = (extra: Record<string, string>) => testServerConfig({ TIDEMARK_S3_ENDPOINT: secure["TIDEMARK_S3_ENDPOINT"]!, TIDEMARK_AUTH: "off", ...extra });
 
   it("the server stores and reads events through HTTPS, verifying the private CA", async () => {
-    const server = await startTestServer(over({ TIDEMARK_S3_CA: s3.serverCa, TIDEMARK_EVENT_CACHE_SIZE: "0" }), { log: pino({ level: "silent" }) });
+    const config = over({ TIDEMARK_S3_CA: secure["TIDEMARK_S3_CA"]!, TIDEMARK_EVENT_CACHE_SIZE: "0" });
+    expect(config.s3Endpoint).toMatch(/^https:\/\//);
+    expect(config.s3Endpoint).not.toBe(stackEnv()["TIDEMARK_S3_ENDPOINT"]);
+    const server = await startTestServer(config, { log: pino({ level: "silent" }) });
     try {
       await server.events.appendEvents({ aggregateType: "Order", aggregateId: "s3tls/o-1", expectation: { case: "noStream", value: {} }, events: [{ eventId: `s3-${next()}`, eventType: "OrderPlaced", data: { via: "https" } }] });
       const events = (await stream(server.events.readStream({ aggregateType: "Order", aggregateId: "s3tls/o-1" }))) as Array<{ event: { data: unknown } }>;
       expect(events[0]!.event.data).toEqual({ via: "https" });
-      // Every S3 request of this server went through the HTTPS front (the endpoint is only there).
-      expect(connections).toBeGreaterThan(0);
     } finally {
       await server.close();
     }
   });
 
-  it("without the CA the certificate is refused and the server does not start", async () => {
+  it("without the CA, or with another one, the certificate is refused and the server does not start", async () => {
     await expect(startServer(over({ TIDEMARK_S3_REQUEST_TIMEOUT_MS: "2000" }), { log: pino({ level: "silent" }) })).rejects.toThrow();
+    await expect(startServer(over({ TIDEMARK_S3_CA: certs.serverCa, TIDEMARK_S3_REQUEST_TIMEOUT_MS: "2000" }), { log: pino({ level: "silent" }) })).rejects.toThrow();
   });
 });
