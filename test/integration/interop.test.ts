@@ -60,6 +60,9 @@ function run(command: string, args: readonly string[], options: { input?: string
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    // A program that exits without reading its input closes the pipe first: EPIPE here says
+    // nothing the exit code does not (and unhandled, it would fail the whole run).
+    child.stdin.on("error", () => {});
     child.stdin.end(options.input ?? "");
   });
 }
