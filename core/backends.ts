@@ -36,7 +36,7 @@ export const STORAGE_SETTINGS = {
   s3AccessKey: { env: "TIDEMARK_S3_ACCESS_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 access key id.", secret: true },
   s3SecretKey: { env: "TIDEMARK_S3_SECRET_KEY", default: "", defaultLabel: "unset", parse: parse.string, description: "S3 secret access key.", secret: true },
   s3Ca: { env: "TIDEMARK_S3_CA", default: "", defaultLabel: "unset (the system's roots)", parse: parse.string, description: "PEM CA file that signed the certificate of an `https://` TIDEMARK_S3_ENDPOINT (a private S3 API server); the certificate is always verified." },
-  s3RequestTimeoutMs: { env: "TIDEMARK_S3_REQUEST_TIMEOUT_MS", default: 5000, parse: parse.int(100, 600_000), description: "Timeout of one S3 request." },
+  s3RequestTimeoutMs: { env: "TIDEMARK_S3_REQUEST_TIMEOUT_MS", default: 5000, parse: parse.int(100, 600_000), description: "Timeout of one S3 request; a LIST page gets ten times as long (some S3 servers read a whole prefix to answer one)." },
 } satisfies Record<string, Setting<unknown>>;
 
 /** The parsed storage settings. */

@@ -27,35 +27,32 @@ export interface S3Settings {
 
 const CONFLICT_RETRIES = 5;
 
+/**
+ * How many times the per-request timeout one LIST page may take. A page names up to 1 000 keys,
+ * and some S3 servers read a whole prefix to answer it (S3Proxy's file-system backend lists the
+ * directory): bounded by the timeout of a PUT or GET, a LIST of a large bucket timed out on every
+ * attempt and a server could not start (chaos seeds 3117 and 3118, 11 000–18 000 segments at a
+ * 2 s timeout). A stalled connection still fails a LIST, only later.
+ */
+const LIST_TIMEOUT_FACTOR = 10;
+
 /** An {@link ObjectStore} over any S3 API server (AWS S3, S3Proxy, MinIO), path-style addressing. */
 export class S3ObjectStore implements ObjectStore {
   private readonly client: S3Client;
+  /**
+   * The same client for LIST pages, with their longer timeout. A client of its own because a
+   * per-call timeout (`send(command, { requestTimeout })`) makes the SDK drop its cached middleware
+   * for every command, which the PUT and GET path depends on.
+   */
+  private readonly listClient: S3Client;
   readonly bucket: string;
   readonly requests = newRequestCounts();
 
   constructor(settings: S3Settings) {
     this.bucket = settings.bucket;
-    this.client = new S3Client({
-      endpoint: settings.endpoint,
-      region: settings.region,
-      forcePathStyle: true,
-      credentials: { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey },
-      maxAttempts: settings.maxAttempts ?? 3,
-      cacheMiddleware: true,
-      // Checksums beyond what S3 requires are not understood by every S3-compatible server.
-      requestChecksumCalculation: "WHEN_REQUIRED",
-      responseChecksumValidation: "WHEN_REQUIRED",
-      requestHandler: {
-        requestTimeout: settings.requestTimeoutMs ?? 10_000,
-        connectionTimeout: Math.min(settings.requestTimeoutMs ?? 10_000, 3_000),
-        // Without this the handler only logs a warning when a request outlives its timeout and the
-        // request hangs on a stalled connection for as long as the socket lives (found by chaos:
-        // a partition-stall in front of S3 left a server's writes waiting minutes after the heal).
-        throwOnRequestTimeout: true,
-        // The handler adds keepAlive and maxSockets to these agent options.
-        ...(settings.ca === undefined ? {} : { httpsAgent: { ca: settings.ca } }),
-      },
-    });
+    const requestTimeoutMs = settings.requestTimeoutMs ?? 10_000;
+    this.client = s3Client(settings, requestTimeoutMs);
+    this.listClient = s3Client(settings, requestTimeoutMs * LIST_TIMEOUT_FACTOR);
   }
 
   async createIfAbsent(key: string, body: string | Uint8Array, contentType: string): Promise<CreateOutcome> {
@@ -114,7 +111,7 @@ export class S3ObjectStore implements ObjectStore {
     try {
       do {
         this.requests.list += 1;
-        const out = await this.client.send(
+        const out = await this.listClient.send(
           new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token, ...(startAfter === undefined ? {} : { StartAfter: startAfter }) }),
         );
         for (const item of out.Contents ?? []) if (item.Key !== undefined) keys.push(item.Key);
@@ -146,7 +143,33 @@ export class S3ObjectStore implements ObjectStore {
 
   close(): void {
     this.client.destroy();
+    this.listClient.destroy();
   }
+}
+
+/** An S3 client for `settings` whose requests time out after `requestTimeoutMs`. */
+function s3Client(settings: S3Settings, requestTimeoutMs: number): S3Client {
+  return new S3Client({
+    endpoint: settings.endpoint,
+    region: settings.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey },
+    maxAttempts: settings.maxAttempts ?? 3,
+    cacheMiddleware: true,
+    // Checksums beyond what S3 requires are not understood by every S3-compatible server.
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+    requestHandler: {
+      requestTimeout: requestTimeoutMs,
+      connectionTimeout: Math.min(requestTimeoutMs, 3_000),
+      // Without this the handler only logs a warning when a request outlives its timeout and the
+      // request hangs on a stalled connection for as long as the socket lives (found by chaos:
+      // a partition-stall in front of S3 left a server's writes waiting minutes after the heal).
+      throwOnRequestTimeout: true,
+      // The handler adds keepAlive and maxSockets to these agent options.
+      ...(settings.ca === undefined ? {} : { httpsAgent: { ca: settings.ca } }),
+    },
+  });
 }
 
 function httpStatus(e: unknown): number | undefined {

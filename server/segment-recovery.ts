@@ -204,7 +204,7 @@ export class SegmentRecovery {
         return await this.deps.objects.list(SEGMENT_PREFIX, startAfter);
       } catch (e) {
         if (!isUnavailableError(e) || attempt >= START_LIST_ATTEMPTS) throw e;
-        const waitMs = Math.min(8000, 500 * 2 ** (attempt - 1));
+        const waitMs = 500 * 2 ** (attempt - 1);
         this.deps.log.warn({ err: e, attempt, retryInMs: waitMs }, "listing the segments in S3 at start failed; trying again");
         await sleep(waitMs);
       }

@@ -15,6 +15,33 @@ const DEADLINE_MS = 1500;
 const fastSweep = { TIDEMARK_WRITE_DEADLINE_MS: String(DEADLINE_MS), TIDEMARK_SWEEP_INTERVAL_MS: "100" };
 const event = (eventId: string) => ({ eventId, eventType: "Noted", data: { n: 1 } });
 
+/**
+ * An HTTP front for the stack's S3: each LIST of `segments/` goes to `onList`, which either answers
+ * it itself (true), calling `forward` when it wants it sent on after all, or lets it through
+ * (false); every other request is forwarded as sent (SigV4 signatures stay valid).
+ */
+async function s3Front(onList: (res: http.ServerResponse, forward: () => void) => boolean): Promise<{ url: string; close: () => Promise<void> }> {
+  const s3 = new URL(testServerConfig().s3Endpoint);
+  const server = http.createServer((req, res) => {
+    const forward = () => {
+      const upstream = http.request({ host: s3.hostname, port: Number(s3.port), method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on("error", () => res.destroy());
+      req.pipe(upstream);
+    };
+    const isList = req.method === "GET" && req.url?.includes("list-type=2") === true && req.url.includes("prefix=segments");
+    if (isList && onList(res, forward)) return;
+    forward();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
 describe("dependencies unreachable", () => {
   let proxy: TcpProxy | undefined;
   let other: TestServer | undefined;
@@ -76,35 +103,46 @@ describe("dependencies unreachable", () => {
   });
 
   it("starts through a LIST of the segments that fails at first, instead of exiting", async () => {
-    // In front of S3: the first LISTs of segments/ get 503 SlowDown, more than the SDK's own three
-    // attempts, so the start's catch-up sees an outage; everything else is forwarded as sent.
-    const s3 = new URL(testServerConfig().s3Endpoint);
+    // The first LISTs of segments/ get 503 SlowDown, more than the SDK's own three attempts, so
+    // the start's catch-up sees an outage.
     const refuse = 4;
     let refused = 0;
-    const front = http.createServer((req, res) => {
-      if (req.method === "GET" && req.url?.includes("list-type=2") && req.url.includes("prefix=segments") && refused < refuse) {
-        refused += 1;
-        req.resume();
-        res.writeHead(503, { "content-type": "application/xml" }).end("<Error><Code>SlowDown</Code><Message>slow down</Message></Error>");
-        return;
-      }
-      const upstream = http.request({ host: s3.hostname, port: Number(s3.port), method: req.method, path: req.url, headers: req.headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
-      upstream.on("error", () => res.destroy());
-      req.pipe(upstream);
+    const front = await s3Front((res) => {
+      if (refused >= refuse) return false;
+      refused += 1;
+      res.writeHead(503, { "content-type": "application/xml" }).end("<Error><Code>SlowDown</Code><Message>slow down</Message></Error>");
+      return true;
     });
-    await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
     try {
-      other = await startTestServer(testServerConfig({ TIDEMARK_S3_ENDPOINT: `http://127.0.0.1:${(front.address() as AddressInfo).port}` }));
+      other = await startTestServer(testServerConfig({ TIDEMARK_S3_ENDPOINT: front.url }));
       expect(refused).toBe(refuse);
       const out = await other.events.appendEvents({ aggregateType: "Task", aggregateId: "slowlist", expectation: { case: "noStream", value: {} }, events: [event("slowlist-1")] });
       expect(out.events[0]!.sequenceNumber).toBe(1n);
     } finally {
       await other?.close();
       other = undefined;
-      await new Promise<void>((resolve) => front.close(() => resolve()));
+      await front.close();
+    }
+  });
+
+  it("gives a LIST longer than the request timeout of a PUT or GET", async () => {
+    // Every LIST of segments/ answers after twice TIDEMARK_S3_REQUEST_TIMEOUT_MS (a server that
+    // reads a whole prefix to answer one, as S3Proxy's file backend does for a large bucket).
+    let delayed = 0;
+    const front = await s3Front((_res, forward) => {
+      delayed += 1;
+      setTimeout(forward, 2000);
+      return true;
+    });
+    try {
+      other = await startTestServer(testServerConfig({ TIDEMARK_S3_ENDPOINT: front.url, TIDEMARK_S3_REQUEST_TIMEOUT_MS: "1000" }));
+      expect(delayed).toBe(1);
+      const out = await other.events.appendEvents({ aggregateType: "Task", aggregateId: "longlist", expectation: { case: "noStream", value: {} }, events: [event("longlist-1")] });
+      expect(out.events[0]!.sequenceNumber).toBe(1n);
+    } finally {
+      await other?.close();
+      other = undefined;
+      await front.close();
     }
   });
 
