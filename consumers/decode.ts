@@ -93,11 +93,7 @@ function upcastOrPoison<E extends Parameters<Upcasters["upcastEnvelope"]>[0]>(en
   try {
     return upcasters.upcastEnvelope(envelope) as E;
   } catch (e) {
-    const { eventId, aggregateType, aggregateId, seq, globalPosition, eventType } = event;
-    throw new PoisonError(`cannot read the event: ${(e as Error).message}`, {
-      cause: e,
-      event: { eventId, aggregateType, aggregateId, seq, globalPosition, eventType, commandId: event.metadata["command_id"] ?? null },
-    });
+    throw new PoisonError(`cannot read the event: ${(e as Error).message}`, { cause: e, event });
   }
 }
 

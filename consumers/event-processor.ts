@@ -181,12 +181,10 @@ export class EventProcessor implements MessageProcessor {
 
   private claimRequest({ raw, event, poison }: IncomingMessage, countResume: boolean, replay: boolean): ClaimRequest {
     const holder = { handler: this.name, owner: this.options.owner, leaseMs: this.options.leaseMs, countResume, replay };
-    const named = event === undefined ? poison?.event : undefined;
-    if (named !== undefined) {
-      // Decoded but unreadable (E3): registered as the event it is, so its aggregate parks behind it (C8).
-      return { ...holder, ...named, globalPosition: named.globalPosition > 0 ? named.globalPosition : null };
-    }
-    if (event === undefined) {
+    // A decoded event that cannot be read (E3) is registered as the event it is, so its aggregate
+    // parks behind it (C8) as behind any other dead letter.
+    const named = event ?? poison?.event;
+    if (named === undefined) {
       // Undecodable: registered under what its headers say, to be dead-lettered once.
       return {
         ...holder,
@@ -201,13 +199,13 @@ export class EventProcessor implements MessageProcessor {
     }
     return {
       ...holder,
-      eventId: event.eventId,
-      aggregateType: event.aggregateType,
-      aggregateId: event.aggregateId,
-      seq: event.seq,
-      globalPosition: event.globalPosition > 0 ? event.globalPosition : null,
-      eventType: event.eventType,
-      commandId: event.metadata["command_id"] ?? null,
+      eventId: named.eventId,
+      aggregateType: named.aggregateType,
+      aggregateId: named.aggregateId,
+      seq: named.seq,
+      globalPosition: named.globalPosition > 0 ? named.globalPosition : null,
+      eventType: named.eventType,
+      commandId: named.metadata["command_id"] ?? null,
     };
   }
 

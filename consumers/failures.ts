@@ -5,28 +5,19 @@
  * Classification follows the `cause` chain to its root, as kafkajs does for its own errors.
  */
 import { isValidationError, rootCause } from "../core/index.js";
-
-/** Which event a poison message is, when its envelope decoded but the event still cannot be read. */
-export interface PoisonIdentity {
-  readonly eventId: string;
-  readonly aggregateType: string;
-  readonly aggregateId: string;
-  readonly seq: number;
-  readonly globalPosition: number;
-  readonly eventType: string;
-  readonly commandId: string | null;
-}
+import type { ConsumedEvent } from "./handler.js";
 
 /**
- * A failure that retrying cannot fix; the event goes straight to the dead-letter topic. `event`
- * names it when its envelope decoded (an upcaster is missing, E3): the letter is then registered
- * under the event's own stream and seq, so its aggregate's later events park behind it (C8) as
- * behind any other dead letter; a message that does not decode at all is registered by its headers.
+ * A failure that retrying cannot fix; the event goes straight to the dead-letter topic. `event` is
+ * the event as stored when its envelope decoded but it still cannot be read (an upcaster is
+ * missing, E3): the letter is then registered under the event's own stream and seq, so its
+ * aggregate's later events park behind it (C8); a message that does not decode at all is
+ * registered by its headers.
  */
 export class PoisonError extends Error {
   readonly kind = "poison" as const;
-  readonly event: PoisonIdentity | undefined;
-  constructor(message: string, options?: { cause?: unknown; event?: PoisonIdentity }) {
+  readonly event: ConsumedEvent | undefined;
+  constructor(message: string, options?: { cause?: unknown; event?: ConsumedEvent }) {
     super(message, options);
     this.name = "PoisonError";
     this.event = options?.event;

@@ -543,11 +543,7 @@ s3_launch() {
 }
 
 # The HTTPS endpoint answers with the stack CA's certificate.
-s3_secure_ok() {
-  [ -s "$CA_PEM" ] || return 1
-  local c; c=$(curl -s -o /dev/null -m 5 --cacert "$CA_PEM" -w '%{http_code}' "https://127.0.0.1:$S3_TLS_PORT/" 2>/dev/null || true)
-  [ -n "$c" ] && [ "$c" != "000" ]
-}
+s3_secure_ok() { tls_ok "$S3_TLS_PORT"; }
 
 s3_restart_outdated() { # as kafka_restart_outdated, for the HTTPS endpoint
   if s3_healthy && ! s3_secure_ok; then
