@@ -30,7 +30,7 @@ import { checkTiming, requireServices, type ConsumerConfig } from "./config.js";
 import { ConsumerRuntime, type CrashPoint, type CrashPointInfo } from "./consumer-runtime.js";
 import { ensureTopic, kafkaDeadLetters, type DeadLetterSink } from "./dead-letter.js";
 import type { ConsumedEvent, Handler } from "./handler.js";
-import { openingHandler, type SubjectKeySource } from "./decode.js";
+import { eventOpener, type SubjectKeySource } from "./decode.js";
 
 import { KafkaSource } from "./kafka-source.js";
 import { ConsumerMetrics } from "./metrics.js";
@@ -203,8 +203,9 @@ async function launch(
     const runtimes = handlers.map(
       (handler) =>
         new ConsumerRuntime({
+          handler,
           // Handlers see events naming a subject opened, or with the erasure marker (T5).
-          handler: openingHandler(handler, overrides.subjectKeys),
+          open: eventOpener(handler, overrides.subjectKeys),
           db: database.db,
           source: sourceFor({ groupId: `${config.groupPrefix}${handler.name}`, topics: config.topics, fromBeginning: config.fromBeginning }),
           deadLetters,

@@ -166,17 +166,14 @@ export async function openSealedEvent(event: ConsumedEvent, keys: SubjectKeySour
   return { ...event, envelope, data: envelope.data ?? {} };
 }
 
-/** `handler` with every event opened first ({@link openSealedEvent}); a handler sees no sealed bytes. */
-export function openingHandler<DB>(handler: Handler<DB>, keys: SubjectKeySource | undefined): Handler<DB> {
-  const batch = handler.handleBatch;
+/**
+ * What a runtime applies to each claimed event of `handler` before its transaction begins
+ * (EventProcessorOptions.open): {@link openSealedEvent} with the handler's upcasters, so a handler
+ * sees no sealed bytes.
+ */
+export function eventOpener(handler: Pick<Handler, "upcasters">, keys: SubjectKeySource | undefined): (event: ConsumedEvent) => Promise<ConsumedEvent> {
   const upcasters = new Upcasters(handler.upcasters ?? []);
-  return {
-    ...handler,
-    handle: async (event, tx, context) => handler.handle(await openSealedEvent(event, keys, upcasters), tx, context),
-    ...(batch === undefined
-      ? {}
-      : { handleBatch: async (events, tx, context) => batch.call(handler, await Promise.all(events.map((e) => openSealedEvent(e, keys, upcasters))), tx, context) }),
-  };
+  return (event) => openSealedEvent(event, keys, upcasters);
 }
 
 /** A message as the registry keeps it for a replay (value and header values in base64; a header's first value). */

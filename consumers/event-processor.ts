@@ -50,6 +50,14 @@ export interface EventProcessorOptions {
   readonly log: Logger;
   /** Identifies this worker in registry rows. */
   readonly owner: string;
+  /**
+   * Makes a claimed event what the handler sees (consumers/decode.ts `eventOpener`: sealed data
+   * opened with its subject's key). Runs before the application's transaction, under the lease, so
+   * no registry connection or watermark lock is held while a key is fetched — and an embedded
+   * process, whose one PGlite session the transaction holds, can fetch it at all. It throws as a
+   * handler would (PoisonError, InfrastructureError), with the same outcomes.
+   */
+  readonly open?: (event: ConsumedEvent) => Promise<ConsumedEvent>;
   /** Test hook: runs at each crash point (a test child blocks here and is killed). */
   readonly crashPoint?: CrashHook;
   /** Most events in one group of a handler with `handleBatch` (default 64; 1: no groups). */
@@ -238,7 +246,8 @@ export class EventProcessor implements MessageProcessor {
     const lease = this.leases.keep([claim], claimSentAt, claim.eventId);
     const context = handlerContext(claim, event, lease.signal, options.log);
     try {
-      const recorded = await this.applyTogether([member], [activeContext()], lease, async ([fresh], tx) => {
+      const opened = await this.opened([member], lease);
+      const recorded = await this.applyTogether(opened, [activeContext()], lease, async ([fresh], tx) => {
         const started = performance.now();
         try {
           await lease.race(options.handler.handle(fresh!, tx, context));
@@ -298,7 +307,8 @@ export class EventProcessor implements MessageProcessor {
     const started = performance.now();
     try {
       const memberTraces = joining.map(({ item }) => item.trace);
-      const recorded = await this.applyTogether(members, memberTraces, lease, (fresh, tx) => lease.race(options.handler.handleBatch!(fresh, tx, { signal: lease.signal, log: options.log })));
+      const opened = await this.opened(members, lease);
+      const recorded = await this.applyTogether(opened, memberTraces, lease, (fresh, tx) => lease.race(options.handler.handleBatch!(fresh, tx, { signal: lease.signal, log: options.log })));
       options.metrics.handlerSeconds.observe({ handler: this.name }, (performance.now() - started) / 1000);
       options.metrics.groupSize.observe({ handler: this.name }, members.length);
       this.count(recorded);
@@ -313,6 +323,14 @@ export class EventProcessor implements MessageProcessor {
       clearTimeout(budget);
     }
     return outcomes;
+  }
+
+  /** The members with their events as the handler sees them (`open`), fetched before any transaction begins. */
+  private async opened(members: readonly Member[], lease: KeptLease): Promise<readonly Member[]> {
+    const open = this.options.open;
+    if (open === undefined) return members;
+    const events = await lease.race(Promise.all(members.map((m) => open(m.event))));
+    return members.map((m, i) => ({ ...m, event: events[i]! }));
   }
 
   /** A claim applies with its group when it is plain: not a takeover or a due retry (logged and counted one by one), not exhausted. */

@@ -11,7 +11,7 @@ export {
   type DeadLetterReason,
   type DeadLetterSink,
 } from "./dead-letter.js";
-export { openSealedEvent, openingHandler, traceIdOf, type SubjectKeySource } from "./decode.js";
+export { eventOpener, openSealedEvent, traceIdOf, type SubjectKeySource } from "./decode.js";
 /** Keys from a key server, cached briefly (for TIDEMARK_CONSUMER_KEY_SERVER). */
 export { cachedSubjectKeys } from "../core/index.js";
 export { KafkaSource, type KafkaSourceOptions } from "./kafka-source.js";

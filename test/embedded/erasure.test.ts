@@ -67,6 +67,9 @@ beforeAll(async () => {
     TIDEMARK_CONSUMER_RETRY_BASE_MS: "50",
     TIDEMARK_CONSUMER_RETRY_MAX_MS: "200",
     TIDEMARK_CONSUMER_MAX_ATTEMPTS: "1000",
+    // A lease that never runs out here: a key fetched while the handler's transaction held the one
+    // PGlite session waited for the lease to end (30 s by default) before it could run.
+    TIDEMARK_CONSUMER_LEASE_SECONDS: "3600",
     TIDEMARK_SHUTDOWN_GRACE_MS: "1000",
     TIDEMARK_LOG_LEVEL: "silent",
   };
