@@ -143,4 +143,38 @@ describe("commit_slots: a multi-stream call commits whole (W8)", () => {
     expect(positions).toEqual([first.position + 1, first.position + 2, first.position + 3]);
     expect(q2.position).toBe(positions[1]);
   });
+
+  // The chaos harness (seed 3119) read events one position below their acknowledgement: the
+  // sweeper's request for a slot and its writer's joined one group commit, the slot was counted
+  // twice, its row took the first position and the answer the second.
+  it("commits a slot asked for twice in one call once, at the position it answers", async () => {
+    const db = backends.database.db;
+    await migrateToLatest(db, config.pgSchema);
+    const slot = (eventId: string) => ({ eventId, eventType: "Noted", contentHash: `h-${eventId}`, orderingKey: null });
+    const single = await reserveSlots(db, "Task", "twice-s", { type: "any" }, [slot("ts-1"), slot("ts-2")]);
+    const call = await reserveStreams(db, [{ aggregateType: "Task", aggregateId: "twice-c", expectation: { type: "any" }, events: [slot("tc-1")] }, { aggregateType: "Task", aggregateId: "twice-d", expectation: { type: "any" }, events: [slot("td-1")] }], []);
+    if (single.type !== "reserved" || call.type !== "reserved") throw new Error("not reserved");
+    const ids = [...single.slots.map((s) => s.logId), ...call.streams.flatMap((s) => s.slots.map((r) => r.logId))];
+    await db.updateTable("event_log").set({ segment: 1 }).where("log_id", "in", ids).execute();
+    const counter = async () => Number((await sql<{ position: string }>`select position from global_counter where id = 1`.execute(db)).rows[0]!.position);
+    const before = await counter();
+    // The writer's requests (with where each event is) and the sweeper's (the slot alone), interleaved.
+    const written = (logId: number, eventId: string, offset: number) => ({ logId, written: { eventId, offset, length: 10 } });
+    const outcomes = await commitSlots(db, config.pgSchema, [
+      written(ids[0]!, "ts-1", 0),
+      { logId: ids[0]! },
+      written(ids[1]!, "ts-2", 10),
+      { logId: ids[2]! },
+      written(ids[2]!, "tc-1", 20),
+      written(ids[3]!, "td-1", 30),
+      { logId: ids[1]! },
+      { logId: ids[3]! },
+    ]);
+    const { rows } = await sql<{ log_id: number; global_position: string; segment_offset: string }>`select log_id, global_position, segment_offset from event_log where log_id = any(${ids}::bigint[]) order by log_id`.execute(db);
+    expect(rows.map((r) => Number(r.segment_offset))).toEqual([0, 10, 20, 30]);
+    const stored = new Map(rows.map((r) => [Number(r.log_id), Number(r.global_position)]));
+    expect([...stored.values()].sort((a, b) => a - b)).toEqual([before + 1, before + 2, before + 3, before + 4]);
+    for (const id of ids) expect(outcomes.get(id)).toEqual({ type: "committed", position: stored.get(id) });
+    expect(await counter()).toBe(before + 4);
+  });
 });

@@ -68,7 +68,7 @@ returns table (slot_id bigint, outcome text, slot_position bigint)
 language plpgsql as $fn$
 declare
   v_position bigint;
-  v_asked bigint[] := p_log_ids;
+  v_asked bigint[];
   v_siblings bigint[];
   v_ids bigint[] := '{}';
   v_positions bigint[] := '{}';
@@ -92,7 +92,28 @@ declare
   v_progress boolean;
   r record;
   v_call bigint;
+  v_event_ids text[];
+  v_offsets bigint[];
+  v_lengths integer[];
 begin
+  -- One entry per slot. A slot asked for twice in one call (the sweeper's request and its writer's,
+  -- joined in one group commit) was counted twice: two positions drawn, the row taking one and the
+  -- answer the other (found by the chaos harness). The entry kept is the one naming the slot's
+  -- event, else a bare one, else the first.
+  select array_agg(d.log_id order by d.ord), array_agg(d.event_id order by d.ord),
+         array_agg(d.segment_offset order by d.ord), array_agg(d.segment_length order by d.ord)
+    into p_log_ids, v_event_ids, v_offsets, v_lengths
+    from (select distinct on (w.log_id) w.log_id, w.event_id, w.segment_offset, w.segment_length, w.ord
+            from unnest(p_log_ids, p_event_ids, p_offsets, p_lengths) with ordinality as w(log_id, event_id, segment_offset, segment_length, ord)
+            left join event_log e on e.log_id = w.log_id
+           order by w.log_id, case when w.event_id = e.event_id then 0 when w.event_id is null then 1 else 2 end, w.ord) d;
+  if p_event_ids is not null then
+    p_event_ids := v_event_ids;
+    p_offsets := v_offsets;
+    p_lengths := v_lengths;
+  end if;
+  p_log_ids := coalesce(p_log_ids, '{}');
+  v_asked := p_log_ids;
   select c.position into v_position from global_counter c where c.id = 1 for update;
   -- A multi-stream call commits whole (W8): its slots not asked for join this commit.
   select array_agg(e.log_id order by e.log_id) into v_siblings
