@@ -49,6 +49,8 @@ export default defineConfig({
         test: {
           name: "embedded",
           include: ["test/contract/**/*.test.ts", "test/embedded/**/*.test.ts"],
+          // One initialised PGlite cluster that the contract suites' servers copy (not initdb each).
+          globalSetup: ["test/helpers/embedded-setup.ts"],
           provide: { backend: "embedded", stack: undefined },
           ...heavy,
         },

@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { createConnection } from "node:net";
-import { rm } from "node:fs/promises";
+import { cp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { inject } from "vitest";
@@ -19,6 +19,17 @@ import { createLogger } from "../../core/log.js";
 
 export type EventStoreClient = ClientOf<typeof EventStoreService>;
 export type InstanceClient = ClientOf<typeof InstanceService>;
+
+/**
+ * An embedded server's new data directory starts from the run's initialised PGlite cluster
+ * (test/helpers/embedded-setup.ts) when there is one; an existing directory is left as it is.
+ */
+async function fromTemplate(config: ServerConfig): Promise<void> {
+  const template = config.pgUrl === "" ? inject("pgliteTemplate") : undefined;
+  const target = path.join(config.dataDir, "pg");
+  if (template === undefined || existsSync(target)) return;
+  await cp(template, target, { recursive: true });
+}
 
 /** A running test server with clients. */
 export interface TestServer {
@@ -120,6 +131,7 @@ export function testServerConfig(extra: Record<string, string> = {}): ServerConf
 
 /** Starts a server with `config` (default: a fresh {@link testServerConfig}). */
 export async function startTestServer(config: ServerConfig = testServerConfig(), overrides: ServerOverrides = {}): Promise<TestServer> {
+  await fromTemplate(config);
   const server = await startServer(config, { log: createLogger("test-server", config.logLevel), ...overrides });
   const events = createClient(EventStoreService, server.address) as EventStoreClient;
   const instances = createClient(InstanceService, server.address) as InstanceClient;
