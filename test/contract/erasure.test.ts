@@ -41,7 +41,8 @@ beforeAll(async () => {
       },
     },
   ]);
-  t = await startTestServer(testServerConfig({ TIDEMARK_MASTER_KEY_FILE: keyFile }), { upcasters });
+  // No key cache: every read unwraps the keys as they are stored now, whatever the machine's speed.
+  t = await startTestServer(testServerConfig({ TIDEMARK_MASTER_KEY_FILE: keyFile, TIDEMARK_SUBJECT_KEY_CACHE_MS: "0" }), { upcasters });
   privacy = createClient(PrivacyService, t.server.address);
   // The same API with no master key configured.
   bare = await startTestServer();
@@ -154,10 +155,13 @@ describe("T5 erasure by crypto-shredding", () => {
     expect(found?.state).toBe("live");
     const stored = (await storedEvents(t.server.objects)).find((e) => e.json.includes('"t5-r1"'))!;
     expect(openEnvelope(decodeEnvelope(stored.json), found!.state === "live" ? found!.dataKey : null).data).toEqual({ email: plain });
+    // Back under the server's own key (k1 first: the active one), or a later read of every event —
+    // a Subscribe from the start — would meet keys it cannot unwrap once its cache expired.
+    expect(await rewrapSubjectKeys(db, MasterKeyring.parse(`${masterKeys}k2 ${k2}\n`))).toBeGreaterThanOrEqual(2);
   });
 });
 
-// After the rotation test: each subject here is new, so its key is under the server's own master key.
+// After the rotation test, rotated back: every subject's key is under the server's own master key.
 describe("T5 with the other read and write paths", () => {
   it("upcasts a sealed event's data after opening it, and never the erasure marker (E2)", async () => {
     const plain = secret();
