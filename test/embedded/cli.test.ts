@@ -103,6 +103,12 @@ describe("settings that would switch a guarantee off", () => {
   });
 });
 
+/**
+ * A test that runs the CLI several times, each process opening PGlite: about 25 s on a quiet
+ * machine, and more than the default minute when the machine is loaded (a deadlock still fails it).
+ */
+const PROCESS_TEST_MS = 240_000;
+
 describe("an embedded deployment driven by the CLI", () => {
   it("migrates a fresh data directory, then finds it up to date", async () => {
     const first = await tidemark(["migrate"], env);
@@ -110,7 +116,7 @@ describe("an embedded deployment driven by the CLI", () => {
     expect(first.stdout).toMatch(/schema spice_event_registry migrated: 2026-11-27-01-write-side, /);
     const again = await tidemark(["migrate"], env);
     expect(again.stdout).toMatch(/schema spice_event_registry is up to date/);
-  });
+  }, PROCESS_TEST_MS);
 
   it("starts with the origin's settings, and the client commands talk to it", async () => {
     server = await startServer();
@@ -151,7 +157,7 @@ describe("an embedded deployment driven by the CLI", () => {
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/nothing known about "no-such-id"/);
     instances.close();
-  });
+  }, PROCESS_TEST_MS);
 
   it("refuses to open the data directory while the server holds it", async () => {
     const migrate = await tidemark(["migrate"], env);
@@ -215,7 +221,7 @@ describe("an embedded deployment driven by the CLI", () => {
     instances.close();
     expect(await server.stop("SIGINT")).toBe(0);
     server = undefined;
-  });
+  }, PROCESS_TEST_MS);
 });
 
 async function waitForStatus(args: string[], pattern: RegExp): Promise<string> {
