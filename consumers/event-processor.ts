@@ -96,6 +96,8 @@ interface Member {
   readonly raw: RawMessage;
   /** Where its crash points report it. */
   readonly info: CrashPointInfo;
+  /** The event as the handler sees it (`open`), settled before the transaction began. */
+  readonly opened?: Promise<ConsumedEvent>;
 }
 
 /** What one application recorded for a member. */
@@ -325,12 +327,16 @@ export class EventProcessor implements MessageProcessor {
     return outcomes;
   }
 
-  /** The members with their events as the handler sees them (`open`), fetched before any transaction begins. */
+  /**
+   * The members with their events being opened (`open`), once every opening has settled, under the
+   * lease: the transaction that follows takes a fresh member's result without waiting on anything.
+   */
   private async opened(members: readonly Member[], lease: KeptLease): Promise<readonly Member[]> {
     const open = this.options.open;
     if (open === undefined) return members;
-    const events = await lease.race(Promise.all(members.map((m) => open(m.event))));
-    return members.map((m, i) => ({ ...m, event: events[i]! }));
+    const opening = members.map((m) => ({ ...m, opened: open(m.event) }));
+    await lease.race(Promise.allSettled(opening.map((m) => m.opened)));
+    return opening;
   }
 
   /** A claim applies with its group when it is plain: not a takeover or a due retry (logged and counted one by one), not exhausted. */
@@ -378,7 +384,9 @@ export class EventProcessor implements MessageProcessor {
       await this.crashAt("before-side-effect", fresh);
       // The handler writes through a fenced transaction: a statement after the lease is lost fails
       // instead of running on its own once the rollback released the connection (C1).
-      if (fresh.length > 0) await inBatchSpan("tidemark.handle", traces, () => sideEffect(fresh.map((m) => m.event), fencedTransaction(tx, lease.signal)), { "tidemark.handler": this.name });
+      // A fresh member's opened event is taken here, where a handler's failure would be: it fails the
+      // application as the handler would; a stale or parked member's is never looked at.
+      if (fresh.length > 0) await inBatchSpan("tidemark.handle", traces, async () => sideEffect(await Promise.all(fresh.map((m) => m.opened ?? m.event)), fencedTransaction(tx, lease.signal)), { "tidemark.handler": this.name });
       await this.crashAt("after-side-effect", fresh);
       if (lease.signal.aborted) throw lease.signal.reason;
       await this.crashAt("before-done", fresh);

@@ -42,6 +42,24 @@ async function s3Front(onList: (res: http.ServerResponse, forward: () => void) =
   };
 }
 
+/**
+ * Starts a server whose LISTs of segments/ pass `onList` (see {@link s3Front}), runs `started` on
+ * what its start met, and has it take a first append; then stops the server and the front.
+ */
+async function appendThroughFront(onList: Parameters<typeof s3Front>[0], env: Record<string, string>, aggregateId: string, started: () => void): Promise<void> {
+  const front = await s3Front(onList);
+  let server: TestServer | undefined;
+  try {
+    server = await startTestServer(testServerConfig({ TIDEMARK_S3_ENDPOINT: front.url, ...env }));
+    started();
+    const out = await server.events.appendEvents({ aggregateType: "Task", aggregateId, expectation: { case: "noStream", value: {} }, events: [event(`${aggregateId}-1`)] });
+    expect(out.events[0]!.sequenceNumber).toBe(1n);
+  } finally {
+    await server?.close();
+    await front.close();
+  }
+}
+
 describe("dependencies unreachable", () => {
   let proxy: TcpProxy | undefined;
   let other: TestServer | undefined;
@@ -107,43 +125,33 @@ describe("dependencies unreachable", () => {
     // the start's catch-up sees an outage.
     const refuse = 4;
     let refused = 0;
-    const front = await s3Front((res) => {
-      if (refused >= refuse) return false;
-      refused += 1;
-      res.writeHead(503, { "content-type": "application/xml" }).end("<Error><Code>SlowDown</Code><Message>slow down</Message></Error>");
-      return true;
-    });
-    try {
-      other = await startTestServer(testServerConfig({ TIDEMARK_S3_ENDPOINT: front.url }));
-      expect(refused).toBe(refuse);
-      const out = await other.events.appendEvents({ aggregateType: "Task", aggregateId: "slowlist", expectation: { case: "noStream", value: {} }, events: [event("slowlist-1")] });
-      expect(out.events[0]!.sequenceNumber).toBe(1n);
-    } finally {
-      await other?.close();
-      other = undefined;
-      await front.close();
-    }
+    await appendThroughFront(
+      (res) => {
+        if (refused >= refuse) return false;
+        refused += 1;
+        res.writeHead(503, { "content-type": "application/xml" }).end("<Error><Code>SlowDown</Code><Message>slow down</Message></Error>");
+        return true;
+      },
+      {},
+      "slowlist",
+      () => expect(refused).toBe(refuse),
+    );
   });
 
   it("gives a LIST longer than the request timeout of a PUT or GET", async () => {
     // Every LIST of segments/ answers after twice TIDEMARK_S3_REQUEST_TIMEOUT_MS (a server that
     // reads a whole prefix to answer one, as S3Proxy's file backend does for a large bucket).
     let delayed = 0;
-    const front = await s3Front((_res, forward) => {
-      delayed += 1;
-      setTimeout(forward, 2000);
-      return true;
-    });
-    try {
-      other = await startTestServer(testServerConfig({ TIDEMARK_S3_ENDPOINT: front.url, TIDEMARK_S3_REQUEST_TIMEOUT_MS: "1000" }));
-      expect(delayed).toBe(1);
-      const out = await other.events.appendEvents({ aggregateType: "Task", aggregateId: "longlist", expectation: { case: "noStream", value: {} }, events: [event("longlist-1")] });
-      expect(out.events[0]!.sequenceNumber).toBe(1n);
-    } finally {
-      await other?.close();
-      other = undefined;
-      await front.close();
-    }
+    await appendThroughFront(
+      (_res, forward) => {
+        delayed += 1;
+        setTimeout(forward, 2000);
+        return true;
+      },
+      { TIDEMARK_S3_REQUEST_TIMEOUT_MS: "1000" },
+      "longlist",
+      () => expect(delayed).toBe(1),
+    );
   });
 
   it("answers UNAVAILABLE when PostgreSQL is down, and recovers", async () => {
