@@ -34,3 +34,35 @@ export function sleepUntilWoken(waiters: Set<() => void>, ms: number, signal?: A
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/** Thrown by {@link withDeadline} when the work did not settle in time. */
+export class DeadlineExceededError extends Error {
+  constructor(
+    readonly what: string,
+    readonly ms: number,
+  ) {
+    super(`${what} did not settle within ${ms} ms`);
+    this.name = "DeadlineExceededError";
+  }
+}
+
+/**
+ * Settles as `work` does, or rejects with {@link DeadlineExceededError} after `ms`: a bound on a
+ * client library's call that can hang (kafkajs's connect and disconnect have). The work itself is
+ * not cancelled; a late rejection of it is swallowed, and the caller abandons what it used.
+ */
+export function withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new DeadlineExceededError(what, ms)), ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}

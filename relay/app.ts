@@ -4,6 +4,7 @@
  * the others stand by and take over within the lease when it dies (docs/CONTRACT.md R5).
  */
 import { hostname } from "node:os";
+import { performance } from "node:perf_hooks";
 import { randomBytes } from "node:crypto";
 import {
   CommitListener,
@@ -177,10 +178,20 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
   const renewEveryMs = Math.max(100, Math.round(config.leaseMs / 8));
   let lastTerm: RelayStatus["lastTerm"];
 
+  let stalled: { what: string; ms: number } | undefined;
   const keepLease = async (term: AbortController): Promise<void> => {
-    // The local deadline passing ends the term even when a renewal hangs on the network.
+    // The local deadline passing ends the term even when a renewal hangs on the network; a step
+    // that hangs (a client call that never settles) ends it too, and the lease is left to expire.
     const watchdog = setInterval(() => {
       if (lease.remainingMs() <= 0) term.abort();
+      const step = pump.oldestPending();
+      if (step !== undefined && !term.signal.aborted && performance.now() - step.since > config.stallMs) {
+        stalled = { what: step.what, ms: Math.round(performance.now() - step.since) };
+        log.error({ relay: config.name, step: stalled.what, pendingMs: stalled.ms, stallMs: config.stallMs }, "relay term stalled: a step has not settled; the lease is left to expire and the term given up");
+        metrics.stalls.inc();
+        lease.drop();
+        term.abort();
+      }
     }, 50);
     try {
       while (!term.signal.aborted) {
@@ -216,8 +227,12 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
       const term = new AbortController();
       const keeper = keepLease(term);
       let outcome: RelayStatus["lastTerm"];
+      stalled = undefined;
       try {
-        outcome = await pump.run(stopping.signal, term.signal);
+        // A stalled term is left behind: its hung step may settle later, and every step it takes
+        // after that checks the ended term (and the checkpoint is fenced by the new token).
+        const givenUp = new Promise<"stalled">((resolve) => term.signal.addEventListener("abort", () => stalled !== undefined && resolve("stalled"), { once: true }));
+        outcome = await Promise.race([pump.run(stopping.signal, term.signal), givenUp]);
       } catch (e) {
         log.error({ err: e }, "relay term failed");
         outcome = "error";

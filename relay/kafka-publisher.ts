@@ -4,8 +4,8 @@
  * would silently drop a *different* batch that reuses them; a producer therefore only ever retries
  * the identical batch, and is replaced before anything else is sent after an unacknowledged one.
  */
-import { Partitioners, type Kafka, type Producer } from "kafkajs";
-import { createKafka, type KafkaSecurity, type Logger } from "../core/index.js";
+import { Partitioners, type Admin, type Kafka, type Producer } from "kafkajs";
+import { createKafka, DeadlineExceededError, type KafkaSecurity, type Logger, withDeadline } from "../core/index.js";
 
 /** A message routed to its topic. */
 export interface RoutedMessage {
@@ -23,7 +23,7 @@ export interface PublishBatch {
 
 /** What the relay needs from Kafka. */
 export interface Publisher {
-  /** Longest time one `publish` call can take before it settles, in ms. */
+  /** Longest time one `publish` call can take before it settles, in ms (enforced: past it the call fails). */
   readonly maxSendMs: number;
   /** Resolves once Kafka acknowledged every message (acks=all); throws otherwise. */
   publish(batch: PublishBatch): Promise<void>;
@@ -55,6 +55,9 @@ export interface KafkaSettings {
 // relay retries the same batch itself.
 const PRODUCER_RETRY = { retries: 1, initialRetryTime: 100, maxRetryTime: 300 } as const;
 
+/** Longest wait for a producer or admin client to disconnect; past it the client is left behind. */
+const DISCONNECT_MS = 5000;
+
 /** Producer errors after which the producer's id or sequence state is unusable: replace it. */
 const PRODUCER_STATE_ERRORS = new Set([
   "OUT_OF_ORDER_SEQUENCE_NUMBER",
@@ -85,6 +88,8 @@ export function createRelayKafka(settings: KafkaSettings, log: Logger): Kafka {
 export class KafkaPublisher implements Publisher {
   readonly maxSendMs: number;
   private producer: Producer | undefined;
+  /** A producer whose connect is under way (given up, and disconnected, by a reset meanwhile). */
+  private connecting: Producer | undefined;
   /** Id of the batch the current producer sent without an acknowledgement. */
   private unacknowledged: string | undefined;
 
@@ -101,13 +106,16 @@ export class KafkaPublisher implements Publisher {
 
   async publish(batch: PublishBatch): Promise<void> {
     if (this.unacknowledged !== undefined && this.unacknowledged !== batch.id) await this.reset();
-    const producer = await this.connected();
-    this.unacknowledged = batch.id;
     try {
-      await producer.sendBatch({ acks: -1, timeout: this.settings.requestTimeoutMs ?? 2000, topicMessages: groupByTopic(batch.messages) });
+      // kafkajs bounds each request, yet a connect after a broker restart has hung for good: the
+      // deadline turns that into a failure the relay retries, instead of a term that never ends.
+      await withDeadline(this.send(batch), this.maxSendMs, "a produce call");
     } catch (e) {
       const type = errorType(e);
-      if (type !== undefined && PRODUCER_STATE_ERRORS.has(type)) {
+      if (e instanceof DeadlineExceededError) {
+        this.log.warn({ batch: batch.id, ms: e.ms }, "produce call hung past its deadline; replacing the producer");
+        await this.reset();
+      } else if (type !== undefined && PRODUCER_STATE_ERRORS.has(type)) {
         this.log.warn({ err: e, type }, "producer state rejected by the broker; replacing the producer");
         await this.reset();
       }
@@ -117,10 +125,19 @@ export class KafkaPublisher implements Publisher {
   }
 
   async reset(): Promise<void> {
-    const producer = this.producer;
+    const producers = [this.producer, this.connecting].filter((p) => p !== undefined);
     this.producer = undefined;
+    this.connecting = undefined;
     this.unacknowledged = undefined;
-    await producer?.disconnect().catch((e: unknown) => this.log.debug({ err: e }, "producer disconnect failed"));
+    await Promise.all(
+      producers.map((p) => withDeadline(p.disconnect(), DISCONNECT_MS, "a producer disconnect").catch((e: unknown) => this.log.debug({ err: e }, "producer disconnect failed"))),
+    );
+  }
+
+  private async send(batch: PublishBatch): Promise<void> {
+    const producer = await this.connected();
+    this.unacknowledged = batch.id;
+    await producer.sendBatch({ acks: -1, timeout: this.settings.requestTimeoutMs ?? 2000, topicMessages: groupByTopic(batch.messages) });
   }
 
   private async connected(): Promise<Producer> {
@@ -133,12 +150,19 @@ export class KafkaPublisher implements Publisher {
       createPartitioner: Partitioners.DefaultPartitioner,
       retry: PRODUCER_RETRY,
     });
+    this.connecting = producer;
     try {
       await producer.connect();
     } catch (e) {
-      await producer.disconnect().catch(() => {});
+      await withDeadline(producer.disconnect(), DISCONNECT_MS, "a producer disconnect").catch(() => {});
       throw e;
     }
+    // A connect that outlived its deadline was given up (reset ran): its producer is not used.
+    if (this.connecting !== producer) {
+      void withDeadline(producer.disconnect(), DISCONNECT_MS, "a producer disconnect").catch(() => {});
+      throw new Error("the producer connected after it was given up");
+    }
+    this.connecting = undefined;
     this.producer = producer;
     return producer;
   }
@@ -169,30 +193,35 @@ export function errorType(e: unknown): string | undefined {
  * Creates the topics that are missing (partitions, replication, retention.ms); existing topics are
  * left alone, and a partition count other than the configured one is logged. Idempotent.
  */
-export async function ensureTopics(kafka: Kafka, spec: TopicSpec, log: Logger): Promise<void> {
+export async function ensureTopics(kafka: Kafka, spec: TopicSpec, log: Logger, deadlineMs = 60_000): Promise<void> {
   const admin = kafka.admin();
-  await admin.connect();
   try {
-    const existing = new Set(await admin.listTopics());
-    const missing = spec.topics.filter((t) => !existing.has(t));
-    // Only missing topics are requested: with a mix, kafkajs skips waiting for the new leaders.
-    const created = missing.length === 0 ? false : await admin.createTopics({
-      waitForLeaders: true,
-      topics: missing.map((topic) => ({
-        topic,
-        numPartitions: spec.partitions,
-        replicationFactor: spec.replication,
-        configEntries: [{ name: "retention.ms", value: String(spec.retentionMs) }],
-      })),
-    });
-    const metadata = await admin.fetchTopicMetadata({ topics: [...spec.topics] });
-    for (const t of metadata.topics) {
-      if (t.partitions.length !== spec.partitions) {
-        log.warn({ topic: t.name, partitions: t.partitions.length, configured: spec.partitions }, "existing topic has another partition count; left as it is");
-      }
-    }
-    log.info({ topics: spec.topics, created: created ? missing : [] }, "topics ready");
+    // Bounded as a whole, like a produce call: a hung admin call fails this attempt, the caller retries.
+    await withDeadline(createMissing(admin, spec, log), deadlineMs, "creating topics");
   } finally {
-    await admin.disconnect().catch(() => {});
+    await withDeadline(admin.disconnect(), DISCONNECT_MS, "an admin disconnect").catch(() => {});
   }
+}
+
+async function createMissing(admin: Admin, spec: TopicSpec, log: Logger): Promise<void> {
+  await admin.connect();
+  const existing = new Set(await admin.listTopics());
+  const missing = spec.topics.filter((t) => !existing.has(t));
+  // Only missing topics are requested: with a mix, kafkajs skips waiting for the new leaders.
+  const created = missing.length === 0 ? false : await admin.createTopics({
+    waitForLeaders: true,
+    topics: missing.map((topic) => ({
+      topic,
+      numPartitions: spec.partitions,
+      replicationFactor: spec.replication,
+      configEntries: [{ name: "retention.ms", value: String(spec.retentionMs) }],
+    })),
+  });
+  const metadata = await admin.fetchTopicMetadata({ topics: [...spec.topics] });
+  for (const t of metadata.topics) {
+    if (t.partitions.length !== spec.partitions) {
+      log.warn({ topic: t.name, partitions: t.partitions.length, configured: spec.partitions }, "existing topic has another partition count; left as it is");
+    }
+  }
+  log.info({ topics: spec.topics, created: created ? missing : [] }, "topics ready");
 }

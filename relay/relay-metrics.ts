@@ -29,6 +29,7 @@ export class RelayMetrics {
   /** Lease acquisitions by this instance, and terms that ended because the lease was lost. */
   readonly leaseAcquired: Counter;
   readonly leaseLost: Counter;
+  readonly stalls: Counter;
   /** Produce requests that failed (the batch is retried, never skipped). */
   readonly produceErrors: Counter;
   /** Reads that failed, by reason (missing, unavailable, void, corrupt, mismatch). */
@@ -57,6 +58,7 @@ export class RelayMetrics {
     this.active = new Gauge({ name: "tidemark_relay_active", help: "1 while this instance holds the lease.", registers });
     this.leaseAcquired = new Counter({ name: "tidemark_relay_lease_acquired_total", help: "Lease acquisitions by this instance.", registers });
     this.leaseLost = new Counter({ name: "tidemark_relay_lease_lost_total", help: "Terms that ended because the lease was lost or fenced.", registers });
+    this.stalls = new Counter({ name: "tidemark_relay_stalls_total", help: "Terms given up because one step (a produce call, a checkpoint write, topic creation) did not settle within TIDEMARK_RELAY_STALL_MS.", registers });
     this.produceErrors = new Counter({ name: "tidemark_relay_produce_errors_total", help: "Failed produce requests (retried).", registers });
     this.readErrors = new Counter({ name: "tidemark_relay_read_errors_total", help: "Failed event reads, by reason.", labelNames: ["reason"], registers });
     this.blocked = new Gauge({ name: "tidemark_relay_blocked", help: "1 while publication is blocked at an unreadable event.", registers });

@@ -4,6 +4,7 @@
  * checkpoint over the acknowledged prefix under the lease's fencing token (docs/CONTRACT.md R1, R4, R5).
  * Nothing is ever skipped: a batch is retried until Kafka takes it, an unreadable event blocks.
  */
+import { performance } from "node:perf_hooks";
 import type { Kysely } from "kysely";
 import { type Logger, type RelayTables, sleep, SpanKind, startMessageSpans } from "../core/index.js";
 import { AckTracker } from "./ack-tracker.js";
@@ -26,8 +27,21 @@ export interface RelayHooks {
   readonly afterCheckpoint?: (batch: ReadBatch, checkpoint: number) => Promise<void> | void;
 }
 
-/** Why a term ended. */
-export type TermOutcome = "stopped" | "fenced" | "lease-lost";
+/** Why a term ended ("stalled": a step hung, see {@link RelayPump.stalled}, and the term was given up). */
+export type TermOutcome = "stopped" | "fenced" | "lease-lost" | "stalled";
+
+/** A step of a term that has not settled yet. */
+export interface PendingStep {
+  readonly what: string;
+  readonly since: number;
+}
+
+/** One term's read-ahead queue: a term left behind by a hung step keeps its own. */
+interface TermQueue {
+  batches: ReadBatch[];
+  sending: boolean;
+  readonly listeners: Set<() => void>;
+}
 
 
 /** What a term needs. */
@@ -59,11 +73,20 @@ const MAX_BACKOFF_MS = 5000;
 /** Runs lease terms; one instance per relay process. */
 export class RelayPump {
   readonly progress: PumpProgress = { published: 0, checkpoint: 0, blockedAt: undefined };
-  private queue: ReadBatch[] = [];
-  private sending = false;
-  private readonly queueListeners = new Set<() => void>();
+  private readonly pending = new Set<PendingStep>();
 
   constructor(private readonly deps: PumpDeps) {}
+
+  /**
+   * The oldest step (a Kafka call, a checkpoint write, topic creation, a test hook) still waiting
+   * for an answer, if any. Reading events is not a step here: the reader retries and reports an
+   * unreadable event itself, and S3 requests have their own timeout.
+   */
+  oldestPending(): PendingStep | undefined {
+    let oldest: PendingStep | undefined;
+    for (const step of this.pending) if (oldest === undefined || step.since < oldest.since) oldest = step;
+    return oldest;
+  }
 
   /**
    * Publishes until `stop` (graceful: the batch in flight is finished and checkpointed) or `term`
@@ -74,30 +97,31 @@ export class RelayPump {
     const { deps } = this;
     const halt = AbortSignal.any([stop, term]);
     const ended = (): TermOutcome => (term.aborted ? "lease-lost" : "stopped");
+    // Steps a term left behind (it stalled) are not this term's.
+    this.pending.clear();
 
-    const checkpoint = await this.retrying("reading the checkpoint", () => readCheckpoint(deps.db, deps.name), halt);
+    const checkpoint = await this.retrying("reading the checkpoint", () => this.step("reading the checkpoint", () => readCheckpoint(deps.db, deps.name)), halt);
     if (checkpoint === undefined) return ended();
     const start = checkpoint.value;
-    if ((await this.retrying("creating topics", deps.ensureTopics, halt)) === undefined) return ended();
+    if ((await this.retrying("creating topics", () => this.step("creating topics", deps.ensureTopics), halt)) === undefined) return ended();
 
     this.progress.checkpoint = start.position;
     deps.metrics.checkpoint.set(start.position);
     deps.log.info({ relay: deps.name, token: deps.lease.token, checkpoint: start.position }, "relay publishing from the checkpoint");
 
-    this.queue = [];
-    this.sending = false;
+    const queue: TermQueue = { batches: [], sending: false, listeners: new Set() };
     const readerStop = new AbortController();
     const readerSignal = AbortSignal.any([halt, readerStop.signal]);
-    const reading = this.readLoop(start.position, readerSignal);
+    const reading = this.readLoop(queue, start.position, readerSignal);
     try {
-      return await this.sendLoop(new AckTracker(start.position), stop, term);
+      return await this.sendLoop(queue, new AckTracker(start.position), stop, term);
     } finally {
       readerStop.abort();
       await reading;
     }
   }
 
-  private async readLoop(from: number, signal: AbortSignal): Promise<void> {
+  private async readLoop(queue: TermQueue, from: number, signal: AbortSignal): Promise<void> {
     const { deps } = this;
     let cursor = from;
     const reader = new PatientReader({
@@ -120,8 +144,8 @@ export class RelayPump {
     reader.blockedAt = this.progress.blockedAt;
     while (!signal.aborted) {
       // Bounded in-flight work: at most readAhead batches wait behind the one being produced.
-      if (this.queue.length + (this.sending ? 1 : 0) > deps.readAhead) {
-        await this.waitQueue(signal);
+      if (queue.batches.length + (queue.sending ? 1 : 0) > deps.readAhead) {
+        await waitQueue(queue, signal);
         continue;
       }
       const readStarted = Date.now();
@@ -129,26 +153,26 @@ export class RelayPump {
       if (batch === undefined) continue;
       // The batch was read at once; each traced event gets a read span in its own command's trace.
       startMessageSpans("tidemark.relay.read", SpanKind.INTERNAL, batch.messages, eventAttributes, readStarted).end();
-      await deps.hooks.afterRead?.(batch);
+      if (deps.hooks.afterRead !== undefined) await this.step("the afterRead hook", async () => deps.hooks.afterRead?.(batch));
       if (signal.aborted) return;
-      this.queue.push(batch);
+      queue.batches.push(batch);
       cursor = batch.last;
-      this.notifyQueue();
+      notifyQueue(queue);
     }
   }
 
-  private async sendLoop(tracker: AckTracker, stop: AbortSignal, term: AbortSignal): Promise<TermOutcome> {
+  private async sendLoop(queue: TermQueue, tracker: AckTracker, stop: AbortSignal, term: AbortSignal): Promise<TermOutcome> {
     const { deps } = this;
     const halt = AbortSignal.any([stop, term]);
     for (;;) {
       if (term.aborted) return "lease-lost";
       if (stop.aborted) return "stopped";
-      const batch = this.queue.shift();
+      const batch = queue.batches.shift();
       if (batch === undefined) {
-        await this.waitQueue(halt);
+        await waitQueue(queue, halt);
         continue;
       }
-      this.sending = true;
+      queue.sending = true;
       tracker.register({ after: batch.after, last: batch.last });
       const topics = batch.messages.map((m) => deps.router.topicFor(m.aggregateType, m.kind));
       // Each traced event's produce span; its Kafka header names that span, so the consumer continues the trace.
@@ -168,7 +192,8 @@ export class RelayPump {
       spans.end(acked ? undefined : new Error("the relay's term ended before Kafka acknowledged the batch"));
       if (!acked) return term.aborted ? "lease-lost" : "stopped";
       this.recordPublished(batch, messages);
-      await deps.hooks.afterProduce?.(batch);
+      if (deps.hooks.afterProduce !== undefined) await this.step("the afterProduce hook", async () => deps.hooks.afterProduce?.(batch));
+      if (term.aborted) return "lease-lost";
 
       const prefix = tracker.ack({ after: batch.after, last: batch.last });
       const moved = await this.checkpointUntilDone(prefix, term);
@@ -179,10 +204,10 @@ export class RelayPump {
       if (moved === "lease-lost") return "lease-lost";
       this.progress.checkpoint = prefix;
       deps.metrics.checkpoint.set(prefix);
-      await deps.hooks.afterCheckpoint?.(batch, prefix);
+      if (deps.hooks.afterCheckpoint !== undefined) await this.step("the afterCheckpoint hook", async () => deps.hooks.afterCheckpoint?.(batch, prefix));
       // The batch is done only now: with readAhead 0, reading, producing and checkpointing alternate.
-      this.sending = false;
-      this.notifyQueue();
+      queue.sending = false;
+      notifyQueue(queue);
     }
   }
 
@@ -202,7 +227,7 @@ export class RelayPump {
       }
       if (halt.aborted) return false;
       try {
-        await deps.publisher.publish({ id, messages });
+        await this.step("a produce call", () => deps.publisher.publish({ id, messages }));
         if (failures > 0) deps.log.info({ batch: id, failures }, "Kafka acknowledged the batch after failures");
         return true;
       } catch (e) {
@@ -224,7 +249,7 @@ export class RelayPump {
       const token = deps.lease.token;
       if (token === undefined || term.aborted) return "lease-lost";
       try {
-        return (await advanceCheckpoint(deps.db, deps.name, token, position)) ? "moved" : "fenced";
+        return (await this.step("writing the checkpoint", () => advanceCheckpoint(deps.db, deps.name, token, position))) ? "moved" : "fenced";
       } catch (e) {
         deps.log.warn({ err: e, position }, "writing the checkpoint failed; retrying");
         await sleep(backoff, term);
@@ -259,22 +284,33 @@ export class RelayPump {
     return undefined;
   }
 
-  private waitQueue(signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve();
-      const done = () => {
-        this.queueListeners.delete(done);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      this.queueListeners.add(done);
-      signal.addEventListener("abort", done, { once: true });
-    });
+  /** Runs `work` as a pending step (see {@link oldestPending}). */
+  private async step<T>(what: string, work: () => Promise<T>): Promise<T> {
+    const step: PendingStep = { what, since: performance.now() };
+    this.pending.add(step);
+    try {
+      return await work();
+    } finally {
+      this.pending.delete(step);
+    }
   }
+}
 
-  private notifyQueue(): void {
-    for (const listener of [...this.queueListeners]) listener();
-  }
+function waitQueue(queue: TermQueue, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      queue.listeners.delete(done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    queue.listeners.add(done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function notifyQueue(queue: TermQueue): void {
+  for (const listener of [...queue.listeners]) listener();
 }
 
 /** Span attributes of a published event. */
