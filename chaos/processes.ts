@@ -56,7 +56,8 @@ export function processEnv(spec: ProcessSpec, grpcPort: number, kafkaPort: numbe
     };
   }
   const kafka = { TIDEMARK_KAFKA_BROKERS: `127.0.0.1:${kafkaPort}` };
-  if (spec.args[0] === "relay") return { ...common, ...kafka, TIDEMARK_RELAY_LEASE_MS: "3000", TIDEMARK_RELAY_PARTITIONS: "6" };
+  // A hung step gives the lease up well inside the convergence bound (60 s without progress).
+  if (spec.args[0] === "relay") return { ...common, ...kafka, TIDEMARK_RELAY_LEASE_MS: "3000", TIDEMARK_RELAY_STALL_MS: "10000", TIDEMARK_RELAY_PARTITIONS: "6" };
   return {
     ...common,
     ...kafka,
