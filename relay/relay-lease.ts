@@ -6,7 +6,7 @@
  */
 import { performance } from "node:perf_hooks";
 import type { Kysely } from "kysely";
-import { type Logger, type RelayTables, sleepUntilWoken } from "../core/index.js";
+import { type Logger, type RelayTables, sleepUntilWoken, withDeadline } from "../core/index.js";
 import { acquireLease, releaseLease, renewLease, type LeaseGrant } from "./relay-repository.js";
 
 /** Outcome of a renewal. */
@@ -38,9 +38,13 @@ export class RelayLease {
     return Math.max(0, this.current.validUntil - performance.now());
   }
 
-  /** Takes the lease when it is free or expired; true when this process now holds it. */
+  /**
+   * Takes the lease when it is free or expired; true when this process now holds it. An attempt
+   * that gets no answer within one lease fails (the caller retries); a grant that comes later is
+   * not applied, and it lapses in the database within the lease.
+   */
   async acquire(): Promise<boolean> {
-    const timing = await this.timed((db) => acquireLease(db, this.name, this.holder, this.leaseMs));
+    const timing = await withDeadline(this.timed((db) => acquireLease(db, this.name, this.holder, this.leaseMs)), this.leaseMs, "acquiring the relay lease");
     if (timing === undefined) return false;
     this.apply(timing);
     this.log.info({ relay: this.name, holder: this.holder, token: timing.grant.token }, "relay lease acquired");

@@ -128,6 +128,8 @@ describe("R5 one active relay", () => {
     await waitFor(() => holderPid("zombie").then((pid) => pid === a.pid), { what: "relay A to hold the lease" });
     const tokenA = Number((await a.waitForLine((l) => l["msg"] === "relay publishing from the checkpoint", "relay A to publish"))["token"]);
     const b = spawnRelay(env);
+    // B must be standing by before A freezes: its start-up (seconds on a loaded machine) is not part of the take-over.
+    await b.waitForLine((l) => l["msg"] === "relay readiness" && l["readiness"] === "standby", "relay B to stand by");
     await sql`create trigger audit after insert or update on relay_checkpoints for each row execute function audit_checkpoint()`.execute(db);
     const kafka = await startCollector(stackBrokers(), [names.topic]);
     const writer = backgroundWriter("zombie");
