@@ -174,7 +174,7 @@ async function main(): Promise<void> {
     }
     if (args.only === undefined || args.only === "tracing") {
       figures.push(
-        ...(await runTracingBench({ stack, resources, memory, concurrency: TRACING_CONCURRENCY, measureMs: q ? 3000 : 8000, warmupMs: q ? 400 : 1000, serverNodeArgs, log })),
+        ...(await runTracingBench({ stack, resources, memory, concurrency: TRACING_CONCURRENCY, measureMs: q ? 3000 : 8000, rounds: q ? 3 : 5, warmupMs: q ? 400 : 1000, serverNodeArgs, log })),
       );
     }
     if (args.only === undefined || args.only === "filtered") {

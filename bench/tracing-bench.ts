@@ -2,8 +2,8 @@
  * P1 traced: what OpenTelemetry costs the write path. Two server children of the same code, one
  * untraced and one exporting every span over OTLP (`OTEL_TRACES_SAMPLER=always_on`) to a sink in
  * this process that accepts and counts the requests; 1 event/call, many aggregates, closed loop.
- * The untraced one is measured before and after the traced one and the two windows are merged
- * into the baseline, so drift in between is shared.
+ * Rounds of one window each, alternating which server goes first; the ratio of the median rates is
+ * the figure, so drift and a passing stall of the machine are shared rather than landing on one.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -12,6 +12,8 @@ import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { createClient } from "../server/index.js";
 import { analyzeSchema } from "./analyze.js";
 import { appendLoad, mergeMeasured, withCpu, type Workload } from "./append-bench.js";
+import type { LoadResult } from "./load.js";
+import { median } from "./histogram.js";
 import { cpuPerUnit } from "./cpu-time.js";
 import type { MemorySampler } from "./memory.js";
 import { startServerProcess, type ServerProcess } from "./processes.js";
@@ -26,14 +28,27 @@ export interface TracingBenchOptions {
   readonly memory: MemorySampler;
   /** Appends in flight (closed loop). */
   readonly concurrency: number;
-  /** Each measured window (three of them). */
+  /** Each measured window (one per server and round). */
   readonly measureMs: number;
+  /** Rounds of one untraced and one traced window, alternating which goes first. */
+  readonly rounds: number;
   readonly warmupMs: number;
   readonly serverNodeArgs: readonly string[];
   readonly log: (message: string) => void;
 }
 
 const SINGLE: Workload = { key: "single", name: "append 1 event/call, many aggregates" };
+
+type Measured = { result: LoadResult; cpu: Record<string, number> };
+
+/** Per-round rates as a report's extra (`{ "1": …, "2": … }`, events/s). */
+function ratesByRound(rates: readonly number[]): Record<string, number> {
+  return Object.fromEntries(rates.map((rate, i) => [String(i + 1), Math.round(rate)]));
+}
+
+function mergeAll(runs: readonly Measured[]): Measured {
+  return runs.slice(1).reduce((merged, run) => mergeMeasured(merged, run), runs[0]!);
+}
 
 /** An OTLP/HTTP receiver that takes every export and answers success (an empty response message). */
 async function startOtlpSink(): Promise<{ endpoint: string; requests: () => number; bytes: () => number; close: () => Promise<void> }> {
@@ -88,28 +103,46 @@ export async function runTracingBench(o: TracingBenchOptions): Promise<Figure[]>
         await database.close();
       }
     }
-    o.log(`P1 traced: untraced server at concurrency ${c}`);
-    const before = await withCpu(() => appendLoad(plainClient, SINGLE, c, timing, "tr-plain-a"), plain.child.pid);
+    // Rounds alternate which server goes first, so drift and a stall of the machine land on both;
+    // the figure is the ratio of the median rates (one window per server and round).
+    const plainRuns: Measured[] = [];
+    const tracedRuns: Measured[] = [];
     const exportsBefore = sink.requests();
-    o.log(`P1 traced: traced server (100 % sampled, OTLP to a local sink) at concurrency ${c}`);
-    const withTraces = await withCpu(() => appendLoad(tracedClient, SINGLE, c, timing, "tr-traced"), traced.child.pid);
-    o.log(`P1 traced: untraced server at concurrency ${c} (again)`);
-    const after = await withCpu(() => appendLoad(plainClient, SINGLE, c, timing, "tr-plain-b"), plain.child.pid);
-
-    const { result: baselineResult, cpu: baselineCpu } = mergeMeasured(before, after);
+    for (let round = 0; round < o.rounds; round++) {
+      const order = round % 2 === 0 ? (["untraced", "traced"] as const) : (["traced", "untraced"] as const);
+      for (const label of order) {
+        const traced_ = label === "traced";
+        const measured = await withCpu(() => appendLoad(traced_ ? tracedClient : plainClient, SINGLE, c, timing, `tr-${label}-${round}`), (traced_ ? traced : plain).child.pid);
+        (traced_ ? tracedRuns : plainRuns).push(measured);
+        o.log(`P1 traced: round ${round + 1}/${o.rounds} ${label}: ${measured.result.rate.toFixed(0)} events/s`);
+      }
+    }
+    const baselineRun = mergeAll(plainRuns);
+    const tracedRun = mergeAll(tracedRuns);
+    const plainRates = plainRuns.map((r) => r.result.rate);
+    const tracedRates = tracedRuns.map((r) => r.result.rate);
     const baseline: Figure = {
-      ...figureOf({ id: `p1.untraced.c${c}`, group: "P1", name: "append 1 event/call, untraced server", concurrency: c, unit: "events/s" }, baselineResult),
-      extra: { cpuMsPerUnit: cpuPerUnit(baselineCpu, baselineResult.totalUnits) },
+      ...figureOf({ id: `p1.untraced.c${c}`, group: "P1", name: "append 1 event/call, untraced server", concurrency: c, unit: "events/s" }, baselineRun.result),
+      rate: median(plainRates),
+      extra: { cpuMsPerUnit: cpuPerUnit(baselineRun.cpu, baselineRun.result.totalUnits), roundRates: ratesByRound(plainRates) },
     };
     const figure = compare(
-      figureOf({ id: `p1.traced.c${c}`, group: "P1", name: "append 1 event/call, traced server (100 % sampled)", concurrency: c, unit: "events/s" }, withTraces.result),
+      {
+        ...figureOf({ id: `p1.traced.c${c}`, group: "P1", name: "append 1 event/call, traced server (100 % sampled)", concurrency: c, unit: "events/s" }, tracedRun.result),
+        rate: median(tracedRates),
+      },
       baseline,
     );
     return [
       baseline,
       {
         ...figure,
-        extra: { cpuMsPerUnit: cpuPerUnit(withTraces.cpu, withTraces.result.totalUnits), otlpExports: sink.requests() - exportsBefore, otlpBytesTotal: sink.bytes() },
+        extra: {
+          cpuMsPerUnit: cpuPerUnit(tracedRun.cpu, tracedRun.result.totalUnits),
+          roundRates: ratesByRound(tracedRates),
+          otlpExports: sink.requests() - exportsBefore,
+          otlpBytesTotal: sink.bytes(),
+        },
       },
     ];
   } finally {
