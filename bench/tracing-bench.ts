@@ -105,18 +105,21 @@ export async function runTracingBench(o: TracingBenchOptions): Promise<Figure[]>
     }
     // Rounds alternate which server goes first, so drift and a stall of the machine land on both;
     // the figure is the ratio of the median rates (one window per server and round).
-    const plainRuns: Measured[] = [];
-    const tracedRuns: Measured[] = [];
+    const sides = {
+      untraced: { client: plainClient, server: plain, runs: [] as Measured[] },
+      traced: { client: tracedClient, server: traced, runs: [] as Measured[] },
+    };
     const exportsBefore = sink.requests();
     for (let round = 0; round < o.rounds; round++) {
-      const order = round % 2 === 0 ? (["untraced", "traced"] as const) : (["traced", "untraced"] as const);
-      for (const label of order) {
-        const traced_ = label === "traced";
-        const measured = await withCpu(() => appendLoad(traced_ ? tracedClient : plainClient, SINGLE, c, timing, `tr-${label}-${round}`), (traced_ ? traced : plain).child.pid);
-        (traced_ ? tracedRuns : plainRuns).push(measured);
+      for (const label of round % 2 === 0 ? (["untraced", "traced"] as const) : (["traced", "untraced"] as const)) {
+        const side = sides[label];
+        const measured = await withCpu(() => appendLoad(side.client, SINGLE, c, timing, `tr-${label}-${round}`), side.server.child.pid);
+        side.runs.push(measured);
         o.log(`P1 traced: round ${round + 1}/${o.rounds} ${label}: ${measured.result.rate.toFixed(0)} events/s`);
       }
     }
+    const plainRuns = sides.untraced.runs;
+    const tracedRuns = sides.traced.runs;
     const baselineRun = mergeAll(plainRuns);
     const tracedRun = mergeAll(tracedRuns);
     const plainRates = plainRuns.map((r) => r.result.rate);

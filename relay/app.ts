@@ -178,18 +178,18 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
   const renewEveryMs = Math.max(100, Math.round(config.leaseMs / 8));
   let lastTerm: RelayStatus["lastTerm"];
 
-  let stalled: { what: string; ms: number } | undefined;
-  const keepLease = async (term: AbortController): Promise<void> => {
+  const keepLease = async (term: AbortController, stall: AbortController): Promise<void> => {
     // The local deadline passing ends the term even when a renewal hangs on the network; a step
     // that hangs (a client call that never settles) ends it too, and the lease is left to expire.
     const watchdog = setInterval(() => {
       if (lease.remainingMs() <= 0) term.abort();
       const step = pump.oldestPending();
-      if (step !== undefined && !term.signal.aborted && performance.now() - step.since > config.stallMs) {
-        stalled = { what: step.what, ms: Math.round(performance.now() - step.since) };
-        log.error({ relay: config.name, step: stalled.what, pendingMs: stalled.ms, stallMs: config.stallMs }, "relay term stalled: a step has not settled; the lease is left to expire and the term given up");
+      const pendingMs = step === undefined ? 0 : Math.round(performance.now() - step.since);
+      if (step !== undefined && !term.signal.aborted && pendingMs > config.stallMs) {
+        log.error({ relay: config.name, step: step.what, pendingMs, stallMs: config.stallMs }, "relay term stalled: a step has not settled; the lease is left to expire and the term given up");
         metrics.stalls.inc();
         lease.drop();
+        stall.abort();
         term.abort();
       }
     }, 50);
@@ -225,13 +225,13 @@ export async function startRelay(config: RelayConfig, overrides: RelayOverrides 
       metrics.leaseAcquired.inc();
       metrics.active.set(1);
       const term = new AbortController();
-      const keeper = keepLease(term);
+      const stall = new AbortController();
+      const keeper = keepLease(term, stall);
       let outcome: RelayStatus["lastTerm"];
-      stalled = undefined;
       try {
         // A stalled term is left behind: its hung step may settle later, and every step it takes
         // after that checks the ended term (and the checkpoint is fenced by the new token).
-        const givenUp = new Promise<"stalled">((resolve) => term.signal.addEventListener("abort", () => stalled !== undefined && resolve("stalled"), { once: true }));
+        const givenUp = new Promise<"stalled">((resolve) => stall.signal.addEventListener("abort", () => resolve("stalled"), { once: true }));
         outcome = await Promise.race([pump.run(stopping.signal, term.signal), givenUp]);
       } catch (e) {
         log.error({ err: e }, "relay term failed");

@@ -58,6 +58,14 @@ const PRODUCER_RETRY = { retries: 1, initialRetryTime: 100, maxRetryTime: 300 } 
 /** Longest wait for a producer or admin client to disconnect; past it the client is left behind. */
 const DISCONNECT_MS = 5000;
 
+/** Longest one attempt at creating the topics may take (the relay retries a failed attempt). */
+const TOPICS_DEADLINE_MS = 60_000;
+
+/** Disconnects a kafkajs client within {@link DISCONNECT_MS}; rejects when it failed or hung. */
+function disconnect(client: Producer | Admin): Promise<void> {
+  return withDeadline(client.disconnect(), DISCONNECT_MS, "a Kafka client disconnect");
+}
+
 /** Producer errors after which the producer's id or sequence state is unusable: replace it. */
 const PRODUCER_STATE_ERRORS = new Set([
   "OUT_OF_ORDER_SEQUENCE_NUMBER",
@@ -112,13 +120,10 @@ export class KafkaPublisher implements Publisher {
       await withDeadline(this.send(batch), this.maxSendMs, "a produce call");
     } catch (e) {
       const type = errorType(e);
-      if (e instanceof DeadlineExceededError) {
-        this.log.warn({ batch: batch.id, ms: e.ms }, "produce call hung past its deadline; replacing the producer");
-        await this.reset();
-      } else if (type !== undefined && PRODUCER_STATE_ERRORS.has(type)) {
-        this.log.warn({ err: e, type }, "producer state rejected by the broker; replacing the producer");
-        await this.reset();
-      }
+      if (e instanceof DeadlineExceededError) this.log.warn({ batch: batch.id, ms: e.ms }, "produce call hung past its deadline; replacing the producer");
+      else if (type !== undefined && PRODUCER_STATE_ERRORS.has(type)) this.log.warn({ err: e, type }, "producer state rejected by the broker; replacing the producer");
+      else throw e;
+      await this.reset();
       throw e;
     }
     this.unacknowledged = undefined;
@@ -129,9 +134,7 @@ export class KafkaPublisher implements Publisher {
     this.producer = undefined;
     this.connecting = undefined;
     this.unacknowledged = undefined;
-    await Promise.all(
-      producers.map((p) => withDeadline(p.disconnect(), DISCONNECT_MS, "a producer disconnect").catch((e: unknown) => this.log.debug({ err: e }, "producer disconnect failed"))),
-    );
+    await Promise.all(producers.map((p) => disconnect(p).catch((e: unknown) => this.log.debug({ err: e }, "producer disconnect failed"))));
   }
 
   private async send(batch: PublishBatch): Promise<void> {
@@ -154,12 +157,12 @@ export class KafkaPublisher implements Publisher {
     try {
       await producer.connect();
     } catch (e) {
-      await withDeadline(producer.disconnect(), DISCONNECT_MS, "a producer disconnect").catch(() => {});
+      await disconnect(producer).catch(() => {});
       throw e;
     }
     // A connect that outlived its deadline was given up (reset ran): its producer is not used.
     if (this.connecting !== producer) {
-      void withDeadline(producer.disconnect(), DISCONNECT_MS, "a producer disconnect").catch(() => {});
+      void disconnect(producer).catch(() => {});
       throw new Error("the producer connected after it was given up");
     }
     this.connecting = undefined;
@@ -193,13 +196,13 @@ export function errorType(e: unknown): string | undefined {
  * Creates the topics that are missing (partitions, replication, retention.ms); existing topics are
  * left alone, and a partition count other than the configured one is logged. Idempotent.
  */
-export async function ensureTopics(kafka: Kafka, spec: TopicSpec, log: Logger, deadlineMs = 60_000): Promise<void> {
+export async function ensureTopics(kafka: Kafka, spec: TopicSpec, log: Logger): Promise<void> {
   const admin = kafka.admin();
   try {
     // Bounded as a whole, like a produce call: a hung admin call fails this attempt, the caller retries.
-    await withDeadline(createMissing(admin, spec, log), deadlineMs, "creating topics");
+    await withDeadline(createMissing(admin, spec, log), TOPICS_DEADLINE_MS, "creating topics");
   } finally {
-    await withDeadline(admin.disconnect(), DISCONNECT_MS, "an admin disconnect").catch(() => {});
+    await disconnect(admin).catch(() => {});
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import { performance } from "node:perf_hooks";
 import type { Kysely } from "kysely";
-import { type Logger, type RelayTables, sleep, SpanKind, startMessageSpans } from "../core/index.js";
+import { type Logger, type RelayTables, sleep, sleepUntilWoken, SpanKind, startMessageSpans } from "../core/index.js";
 import { AckTracker } from "./ack-tracker.js";
 import { PatientReader, type EventReader, type ReadBatch } from "./event-reader.js";
 import type { Publisher, RoutedMessage } from "./kafka-publisher.js";
@@ -27,7 +27,7 @@ export interface RelayHooks {
   readonly afterCheckpoint?: (batch: ReadBatch, checkpoint: number) => Promise<void> | void;
 }
 
-/** Why a term ended ("stalled": a step hung, see {@link RelayPump.stalled}, and the term was given up). */
+/** Why a term ended ("stalled": a step hung, see {@link RelayPump.oldestPending}, and the term was given up). */
 export type TermOutcome = "stopped" | "fenced" | "lease-lost" | "stalled";
 
 /** A step of a term that has not settled yet. */
@@ -69,6 +69,8 @@ export interface PumpProgress {
 }
 
 const MAX_BACKOFF_MS = 5000;
+/** A queue wait ends when the queue changes or the term does; this only bounds the timer. */
+const QUEUE_WAIT_MS = 60_000;
 
 /** Runs lease terms; one instance per relay process. */
 export class RelayPump {
@@ -153,7 +155,7 @@ export class RelayPump {
       if (batch === undefined) continue;
       // The batch was read at once; each traced event gets a read span in its own command's trace.
       startMessageSpans("tidemark.relay.read", SpanKind.INTERNAL, batch.messages, eventAttributes, readStarted).end();
-      if (deps.hooks.afterRead !== undefined) await this.step("the afterRead hook", async () => deps.hooks.afterRead?.(batch));
+      await this.step("the afterRead hook", async () => deps.hooks.afterRead?.(batch));
       if (signal.aborted) return;
       queue.batches.push(batch);
       cursor = batch.last;
@@ -192,7 +194,7 @@ export class RelayPump {
       spans.end(acked ? undefined : new Error("the relay's term ended before Kafka acknowledged the batch"));
       if (!acked) return term.aborted ? "lease-lost" : "stopped";
       this.recordPublished(batch, messages);
-      if (deps.hooks.afterProduce !== undefined) await this.step("the afterProduce hook", async () => deps.hooks.afterProduce?.(batch));
+      await this.step("the afterProduce hook", async () => deps.hooks.afterProduce?.(batch));
       if (term.aborted) return "lease-lost";
 
       const prefix = tracker.ack({ after: batch.after, last: batch.last });
@@ -204,7 +206,7 @@ export class RelayPump {
       if (moved === "lease-lost") return "lease-lost";
       this.progress.checkpoint = prefix;
       deps.metrics.checkpoint.set(prefix);
-      if (deps.hooks.afterCheckpoint !== undefined) await this.step("the afterCheckpoint hook", async () => deps.hooks.afterCheckpoint?.(batch, prefix));
+      await this.step("the afterCheckpoint hook", async () => deps.hooks.afterCheckpoint?.(batch, prefix));
       // The batch is done only now: with readAhead 0, reading, producing and checkpointing alternate.
       queue.sending = false;
       notifyQueue(queue);
@@ -296,17 +298,9 @@ export class RelayPump {
   }
 }
 
+/** Waits until the queue changes or `signal` aborts. */
 function waitQueue(queue: TermQueue, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      queue.listeners.delete(done);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    queue.listeners.add(done);
-    signal.addEventListener("abort", done, { once: true });
-  });
+  return sleepUntilWoken(queue.listeners, QUEUE_WAIT_MS, signal);
 }
 
 function notifyQueue(queue: TermQueue): void {

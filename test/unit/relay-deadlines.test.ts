@@ -1,13 +1,20 @@
 /**
- * Deadlines on client calls that can hang: withDeadline itself, and the relay's publisher when a
- * producer's connect never settles (kafkajs has hung there after a broker restart). The Kafka
- * client here is a stand-in with scripted connects; the publisher's logic around it is what runs.
+ * Deadlines on client calls that can hang: withDeadline itself, the relay's publisher when a
+ * producer's connect never settles (kafkajs has hung there after a broker restart), and the relay
+ * lease's acquisition against a database that never answers (docs/CONTRACT.md R5). The Kafka client
+ * here is a stand-in with scripted connects, the database a socket that accepts and stays silent;
+ * the relay's logic around them is what runs.
  */
+import net from "node:net";
 import type { Kafka, Producer } from "kafkajs";
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../../core/log.js";
 import { DeadlineExceededError, withDeadline } from "../../core/sleep.js";
+import type { RelayTables } from "../../core/db/schema.js";
 import { KafkaPublisher } from "../../relay/kafka-publisher.js";
+import { RelayLease } from "../../relay/relay-lease.js";
 
 const log = createLogger("test-deadlines", "silent");
 
@@ -78,5 +85,26 @@ describe("KafkaPublisher with a connect that hangs", () => {
     expect(producers[0]!.sent).toHaveLength(0);
     expect(producers[1]!.sent).toHaveLength(2);
     expect(made).toBe(2);
+  });
+});
+
+describe("RelayLease.acquire against a database that never answers", () => {
+  it("fails within one lease instead of waiting for good, and holds nothing", async () => {
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((socket) => sockets.add(socket.on("error", () => {})));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as net.AddressInfo;
+    const pool = new pg.Pool({ host: "127.0.0.1", port, user: "u", database: "d" });
+    pool.on("error", () => {});
+    const lease = new RelayLease(new Kysely<RelayTables>({ dialect: new PostgresDialect({ pool }) }), "r", "h", 300, log);
+    try {
+      const error = await lease.acquire().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DeadlineExceededError);
+      expect(lease.token).toBeUndefined();
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+      await pool.end().catch(() => {});
+    }
   });
 });
