@@ -145,6 +145,10 @@ export class LogTail {
   private readonly members = new Set<TailSubscription>();
   private readonly open = new Set<TailSubscription>();
   private readonly memberWaiters = new Set<() => void>();
+  /** A subscriber waits for a read begun after its call: the next read starts without waiting for a commit. */
+  private readAgain = false;
+  /** Ends the tail's wait for a commit (set while it waits). */
+  private idle: AbortController | undefined;
   private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly settings: LogTailSettings;
@@ -232,11 +236,20 @@ export class LogTail {
     // subscriber read it itself): a commit acknowledged just before the call may not have reached
     // the tail yet (its wake-up is on the way). Otherwise the marker comes with the next page.
     const fresh = s.readSinceStart || this.freshFrom > s.tailReadsAtStart;
-    if (this.atEnd && fresh && s.position! <= this.position && !s.caughtUp) s.enqueueCaughtUp();
+    if (this.atEnd && s.position! <= this.position && !s.caughtUp) {
+      if (fresh) s.enqueueCaughtUp();
+      else this.lookAgain();
+    }
     s.live = true;
     this.members.add(s);
     for (const wake of [...this.memberWaiters]) wake();
     return true;
+  }
+
+  /** Has the tail read the log once more at once, rather than wait for a commit, so a withheld marker comes soon. */
+  private lookAgain(): void {
+    this.readAgain = true;
+    this.idle?.abort();
   }
 
   /** For {@link TailSubscription}: forgets a closed subscription. */
@@ -285,10 +298,16 @@ export class LogTail {
       const rows = page.rows;
       const entries: Entry[] = rows.map((row) => ({ row, position: row.globalPosition!, envelope: undefined, loading: undefined }));
       await this.preload(entries);
-      this.fanOut(entries, page.atEnd);
+      const unsure = this.fanOut(entries, page.atEnd, read);
       this.freshFrom = read;
       this.reading = false;
-      if (page.atEnd) await page.waitForMore(signal);
+      const again = unsure || this.readAgain;
+      this.readAgain = false;
+      if (page.atEnd && !again) {
+        this.idle = new AbortController();
+        await page.waitForMore(AbortSignal.any([signal, this.idle.signal]));
+        this.idle = undefined;
+      }
     }
   }
 
@@ -314,10 +333,17 @@ export class LogTail {
     await Promise.all(Array.from({ length: Math.min(LOAD_CONCURRENCY, wanted.length) }, worker));
   }
 
-  /** Hands entries read after `position` to every attached subscriber; detaches those with no room. */
-  private fanOut(entries: readonly Entry[], short: boolean): void {
+  /**
+   * Hands entries read after `position` by read number `read` to every attached subscriber;
+   * detaches those with no room. A short page is the end of the log only for a subscriber whose
+   * call came before the read started (or that has read the log itself since): one that joined
+   * while the read was in flight may have been acknowledged a commit the read did not see. Returns
+   * whether a subscriber was left waiting for its marker that way: the tail then reads again at once.
+   */
+  private fanOut(entries: readonly Entry[], short: boolean, read: number): boolean {
     const last = entries.length > 0 ? entries[entries.length - 1]!.position : this.position;
     const { bufferSize, historySize } = this.settings;
+    let unsure = false;
     for (const s of [...this.members]) {
       let detached = false;
       for (const entry of entries) {
@@ -338,7 +364,8 @@ export class LogTail {
         s.atEnd = false;
         this.stats.detached += 1;
       } else if (short && !s.caughtUp && s.position! <= last) {
-        s.enqueueCaughtUp();
+        if (s.readSinceStart || read > s.tailReadsAtStart) s.enqueueCaughtUp();
+        else unsure = true;
       }
       s.wake();
     }
@@ -352,6 +379,7 @@ export class LogTail {
         this.history = this.history.slice(drop);
       }
     }
+    return unsure;
   }
 }
 

@@ -5,7 +5,7 @@
  * subscribers joining mid-stream hand over without gap or repeat; and the commit log is read about
  * once per commit whatever the number of subscribers.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PostgresQueryCompiler, type KyselyPlugin, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryResult, type RootOperationNode, type UnknownRow } from "kysely";
 import { openBackends } from "../../core/backends.js";
 import type { Registry } from "../../core/metrics.js";
@@ -34,6 +34,13 @@ afterAll(async () => {
   await t?.close();
 });
 
+/** Every subscriber a test opened; each is cancelled after its test, so a failed test leaves none behind for the next. */
+const opened = new Set<Subscriber>();
+afterEach(() => {
+  for (const s of opened) s.cancel();
+  opened.clear();
+});
+
 /** A Subscribe stream consumed in the background (or only on demand), every message kept. */
 class Subscriber {
   readonly messages: SubscribeResponse[] = [];
@@ -44,6 +51,7 @@ class Subscriber {
 
   constructor(client: EventStoreClient, request: MessageInitShape<typeof SubscribeRequestSchema>, consume = true) {
     this.stream = client.subscribe(request, { signal: this.controller.signal })[Symbol.asyncIterator]();
+    opened.add(this);
     if (consume) void this.consume();
   }
 

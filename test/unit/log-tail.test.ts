@@ -56,16 +56,19 @@ class MemoryLog implements TailSource {
   async committedAfter(after: number, limit: number): Promise<readonly SlotRow[]> {
     this.reads += 1;
     const gate = this.gate;
+    const answer = () => this.rows.filter((r) => r.globalPosition! > after).slice(0, limit);
     if (gate !== undefined) {
       this.gate = undefined;
+      const early = this.answerAtGate ? answer() : undefined;
       this.atGate?.();
       await gate;
+      if (early !== undefined) return early;
     }
     if (this.failReads > 0) {
       this.failReads -= 1;
       throw new Error("database unavailable");
     }
-    return this.rows.filter((r) => r.globalPosition! > after).slice(0, limit);
+    return answer();
   }
 
   async load(row: SlotRow): Promise<EventEnvelope> {
@@ -87,9 +90,17 @@ class MemoryLog implements TailSource {
     return this.rows.filter((r) => r.globalPosition! > after && r.globalPosition! <= upTo && matches(r)).slice(0, limit);
   }
 
-  /** Holds the next read until the returned function is called; `reached` resolves when it is held. */
-  hold(): { reached: Promise<void>; release: () => void } {
+  /** The held read answers with the rows the log held when it reached the gate (its query ran then). */
+  answerAtGate = false;
+
+  /**
+   * Holds the next read until the returned function is called; `reached` resolves when it is held.
+   * With `answered`, the read's answer is what the log held when it was held: commits made while it
+   * is held are not in it.
+   */
+  hold(answered = false): { reached: Promise<void>; release: () => void } {
     let release!: () => void;
+    this.answerAtGate = answered;
     this.gate = new Promise<void>((r) => (release = r));
     const reached = new Promise<void>((r) => (this.atGate = r));
     return { reached, release };
@@ -211,6 +222,30 @@ describe("log tail", () => {
     wake.announce(committed);
     expect(show(await lateItems)).toEqual(["3", "4", "5", "6", "^6"]);
     expect(show(await firstItems)).toEqual(range(1, 6));
+    await tail.stop();
+  });
+
+  it("never takes a read that began before a subscriber's call for its end, even one it joined ahead of", async () => {
+    // The tail's read of 4–5 has run; 6 commits (and is acknowledged) before the call, at 5.
+    const { log, wake, tail } = setup({ pageSize: 10 });
+    log.append(3);
+    const first = tail.subscribe({ after: "end" });
+    await take(first, 1);
+    const firstItems = take(first, 2);
+    await waitFor(() => tail.live === 1);
+    const held = log.hold(true);
+    wake.announce(log.append(2));
+    await held.reached;
+    const committed = log.append(1);
+    const late = tail.subscribe({ after: 5 });
+    const lateItems = take(late, 2);
+    await waitFor(() => tail.live === 2);
+    held.release();
+    // The page of 4–5 has been handed out: it ended short, but it is not the late one's end.
+    expect(show(await firstItems)).toEqual(["4", "5"]);
+    wake.announce(committed);
+    expect(show(await lateItems)).toEqual(["6", "^6"]);
+    expect(show(await take(first, 1))).toEqual(["6"]);
     await tail.stop();
   });
 
