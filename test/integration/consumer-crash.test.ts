@@ -3,7 +3,7 @@
  * each named crash point; a second process in the same group converges on exactly one side effect,
  * taking the event over once its lease (2 s here) expired; a takeover counts an attempt.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, it } from "vitest";
 import type { Database } from "../../core/db/database.js";
 import type { CrashPoint } from "../../consumers/index.js";
 import { consumerTestEnv, consumerTestId, dropTestDatabase, effectCounts, openTestDatabase, registryRow, testEnvelope } from "../helpers/consumer-env.js";
@@ -43,7 +43,9 @@ describe.each([
   { mode: "per event", tag: "e", grouped: "0" },
   { mode: "grouped", tag: "g", grouped: "1" },
 ])("kill -9 at each crash point ($mode)", ({ tag, grouped }) => {
-  it.each(cases)("converges with exactly one side effect after a crash at $point", async ({ point, attempts }) => {
+  // Concurrently: each case has its own topic, group and handler, and spends most of its time
+  // waiting for Kafka's session timeout and the lease.
+  it.concurrent.for(cases)("converges with exactly one side effect after a crash at $point", async ({ point, attempts }, { expect }) => {
     const handler = `crash-${tag}-${point}`;
     const topic = `${id}.${tag}.${point}`;
     await tk.createTopic(topic);

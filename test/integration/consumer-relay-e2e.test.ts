@@ -67,7 +67,7 @@ describe("with the real relay", () => {
   it("drains a backlog published by the relay; measures projection throughput", async () => {
     await projection!.stop();
     projection = undefined;
-    const instances = 400;
+    const instances = 200;
     const perInstance = 5;
     const inFlight = 32;
     let next = 0;
