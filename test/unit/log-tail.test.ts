@@ -225,7 +225,7 @@ describe("log tail", () => {
     await tail.stop();
   });
 
-  it("never takes a read that began before a subscriber's call for its end, even one it joined ahead of", async () => {
+  it("never takes a read that began before a subscriber's call for its end, even one it joined ahead of (A5)", async () => {
     // The tail's read of 4–5 has run; 6 commits (and is acknowledged) before the call, at 5.
     const { log, wake, tail } = setup({ pageSize: 10 });
     log.append(3);
