@@ -8,6 +8,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import {
   CommittedEventReader,
+  committedEventOf,
   encodeEnvelope,
   type EventEnvelope,
   EventEnvelopeSchema,
@@ -20,6 +21,7 @@ import {
   reserveSlots,
   reserveStreams,
   type SegmentEvent,
+  segmentKey,
   type SlotRequest,
   type SlotRow,
   slotsById,
@@ -102,7 +104,10 @@ export interface EventStoreDeps {
   readonly log: Logger;
   readonly segments: SegmentWriterSettings;
   readonly now?: () => Date;
-  /** Decoded events kept in memory (default 10 000). */
+  /**
+   * Decoded events kept in memory (default 10 000); also bounds the envelope lines of the latest
+   * writes kept for the first read of them (at most 4 096, 0: none).
+   */
   readonly cacheSize?: number;
   /**
    * A retry that finds its original append still unresolved waits this long for it, then settles
@@ -130,9 +135,27 @@ function landed(slot: SlotRow, position: number): AppendOutput["events"][number]
   return { eventId: slot.eventId, seq: slot.seq, position };
 }
 
+/** Envelope lines of this process's latest writes, kept for the first read of each (Subscribe's tail reads every one). */
+const MAX_WRITTEN_LINES = 4096;
+
+/** An event's line as this process created it in a segment, and where it is there. */
+interface WrittenLine {
+  readonly segment: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly line: string;
+}
+
 /** Appends and reads event streams. */
 export class EventStore {
   private readonly cache: EventCache;
+  /**
+   * The lines of events this process has just written, by slot key: the first read of a committed
+   * row whose location is one of them decodes its event from the line exactly as from the bytes of
+   * a GET (they are those bytes: this process created the segment with them, and a segment never
+   * changes, W2), instead of fetching them back from S3.
+   */
+  private readonly written: EventCache<WrittenLine>;
   private readonly now: () => Date;
   private readonly reader: CommittedEventReader;
   private readonly writer: SegmentWriter;
@@ -141,6 +164,7 @@ export class EventStore {
 
   constructor(private readonly deps: EventStoreDeps) {
     this.cache = new EventCache(deps.cacheSize ?? 10_000);
+    this.written = new EventCache(Math.min(MAX_WRITTEN_LINES, deps.cacheSize ?? 10_000));
     this.now = deps.now ?? (() => new Date());
     this.reader = new CommittedEventReader(deps.objects);
     this.recovery = new SegmentRecovery({ db: deps.db, objects: deps.objects, committer: deps.committer, log: deps.log, now: this.now });
@@ -154,6 +178,9 @@ export class EventStore {
       resync: (segment, ours) => this.recovery.resyncFrom(segment, ours),
       settleSoon: (segment) => {
         this.recovery.settle(segment, "the write failed").catch((e: unknown) => deps.log.warn({ err: e, segment }, "settling a failed segment write deferred to the sweeper"));
+      },
+      onWritten: (segment, slots, events, ranges) => {
+        slots.forEach((slot, i) => this.written.set(cacheKey(slot), { segment, offset: ranges[i]!.start, length: ranges[i]!.length, line: events[i]!.json }));
       },
       ...(deps.beforeWrite === undefined ? {} : { beforeWrite: deps.beforeWrite }),
       ...(deps.afterWrite === undefined ? {} : { afterWrite: deps.afterWrite }),
@@ -349,7 +376,8 @@ export class EventStore {
     const out = new Array<EventEnvelope>(rows.length);
     const missing: number[] = [];
     rows.forEach((row, i) => {
-      const hit = this.cache.get(cacheKey(row));
+      const key = cacheKey(row);
+      const hit = this.cache.get(key) ?? this.fromWritten(key, row);
       if (hit === undefined) missing.push(i);
       else out[i] = withPosition(hit, row);
     });
@@ -364,9 +392,28 @@ export class EventStore {
     }
     return out;
   }
+
+  /**
+   * The event of `row` decoded from the line this process wrote at the row's location, moved into
+   * the cache; undefined when there is none (then it is read from S3).
+   */
+  private fromWritten(key: string, row: SlotRow): EventEnvelope | undefined {
+    const written = this.written.get(key);
+    if (written === undefined) return undefined;
+    this.written.delete(key);
+    if (row.segment !== written.segment || row.segmentOffset !== written.offset || row.segmentLength !== written.length) return undefined;
+    let envelope: EventEnvelope;
+    try {
+      envelope = committedEventOf(row, segmentKey(written.segment), written.line).envelope;
+    } catch {
+      return undefined;
+    }
+    this.cache.set(key, envelope);
+    return envelope;
+  }
 }
 
-/** A committed (aggregate, seq) never changes, so it names its event in the cache. */
+/** A committed (aggregate, seq) never changes, so it names its event in the caches. */
 function cacheKey(row: SlotRow): string {
   return `${row.aggregateType}\u0000${row.aggregateId}\u0000${row.seq}`;
 }

@@ -22,6 +22,7 @@ import {
   ConcurrencyError,
   decodeSegmentHeader,
   encodeSegment,
+  type EncodedSegment,
   type Logger,
   type ObjectStore,
   SEGMENT_CONTENT_TYPE,
@@ -70,6 +71,11 @@ export interface SegmentWriterDeps {
   readonly resync: (segment: number, ours: readonly SlotRow[]) => Promise<ReadonlySet<number>>;
   /** Settles a number whose PUT failed, in the background (it may have landed). */
   readonly settleSoon: (segment: number) => void;
+  /**
+   * Called once a segment is in S3, before its commit (which makes its events visible to readers):
+   * its slots, their envelope lines and where each line is in the segment — the bytes S3 now holds.
+   */
+  readonly onWritten?: (segment: number, slots: readonly SlotRow[], events: readonly SegmentEvent[], ranges: EncodedSegment["ranges"]) => void;
   /** Test hooks: before the PUT and after it (before the commit), for each slot of the segment (`segment` set). */
   readonly beforeWrite?: (slot: SlotRow) => Promise<void>;
   readonly afterWrite?: (slot: SlotRow) => Promise<void>;
@@ -208,6 +214,7 @@ export class SegmentWriter {
           return;
         }
       }
+      deps.onWritten?.(segment, slots, events, encoded.ranges);
       for (const slot of slots) await deps.afterWrite?.({ ...slot, segment });
       this.stats.segments += 1;
       this.stats.events += events.length;

@@ -11,8 +11,8 @@ import { openBackends } from "../../core/backends.js";
 import type { Registry } from "../../core/metrics.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { SubscribeRequestSchema, SubscribeResponse } from "../../gen/tidemark/v1/event_store_pb.js";
-import { badFields, expectStatus, grpc } from "../helpers/grpc-errors.js";
-import { startTestServer, testServerConfig, type EventStoreClient, type TestServer } from "../helpers/test-server.js";
+import { badFields, collect, expectStatus, grpc } from "../helpers/grpc-errors.js";
+import { startTestServer, testBackend, testServerConfig, type EventStoreClient, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 /** An appended event as the test knows it. */
@@ -295,6 +295,34 @@ describe("Subscribe fan-out", () => {
     const bad = t.events.subscribe({ start: { case: "fromEnd", value: {} }, aggregateTypes: ["ok", "no/slash"] })[Symbol.asyncIterator]();
     const error = await expectStatus(bad.next(), grpc.status.INVALID_ARGUMENT);
     expect(badFields(error)).toEqual(["aggregate_types[1]"]);
+  });
+
+  it("hands live subscribers and the next read this process's new events from memory; another process reads them from S3", async () => {
+    const requests = (objects: TestServer["server"]["objects"]) => objects.requests.get + objects.requests.getRange;
+    const subs = Array.from({ length: 3 }, () => new Subscriber(t.events, { start: { case: "fromEnd", value: {} } }));
+    await waitFor(() => subs.every((s) => s.markers().length === 1), { what: "three caught-up subscribers" });
+    const before = requests(t.server.objects);
+    const known: Known[] = [];
+    for (let i = 0; i < 10; i++) known.push(...(await appendBatch(t.events, "FanMem", `mem-${i}`, ["Tick.a", "Tick.b"])));
+    await waitFor(() => subs.every((s) => s.has("mem-9-1")), { what: "every subscriber to get the events" });
+    for (const s of subs) checkDelivery(s, known, { start: "end", headBefore: 0, wants: () => true }, "in memory");
+    const read = await collect(t.events.readStream({ aggregateType: "FanMem", aggregateId: "mem-3" }));
+    expect(read.map((r) => r.event!.eventId)).toEqual(["mem-3-0", "mem-3-1"]);
+    expect(requests(t.server.objects), "GETs of the process that wrote them").toBe(before);
+
+    // A second server on the same store has no lines of them: it reads the same events from S3.
+    // (An embedded data directory serves one process only: the services backend shows this half.)
+    if (testBackend() === "embedded") return;
+    const other = await startTestServer(t.config, { logTail: TAIL });
+    try {
+      const otherBefore = requests(other.server.objects);
+      const again = await collect(other.events.readStream({ aggregateType: "FanMem", aggregateId: "mem-3" }));
+      expect(again.map((r) => [r.event!.eventId, r.event!.globalPosition])).toEqual(read.map((r) => [r.event!.eventId, r.event!.globalPosition]));
+      expect(again.map((r) => r.event)).toEqual(read.map((r) => r.event));
+      expect(requests(other.server.objects)).toBeGreaterThan(otherBefore);
+    } finally {
+      await other.close();
+    }
   });
 
   it("live subscriptions end cleanly when the server shuts down", async () => {
