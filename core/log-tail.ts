@@ -145,8 +145,6 @@ export class LogTail {
   private readonly members = new Set<TailSubscription>();
   private readonly open = new Set<TailSubscription>();
   private readonly memberWaiters = new Set<() => void>();
-  /** A subscriber waits for a read begun after its call: the next read starts without waiting for a commit. */
-  private readAgain = false;
   /** Ends the tail's wait for a commit (set while it waits). */
   private idle: AbortController | undefined;
   private readonly stopping = new AbortController();
@@ -238,18 +236,14 @@ export class LogTail {
     const fresh = s.readSinceStart || this.freshFrom > s.tailReadsAtStart;
     if (this.atEnd && s.position! <= this.position && !s.caughtUp) {
       if (fresh) s.enqueueCaughtUp();
-      else this.lookAgain();
+      // The tail reads again at once rather than wait for a commit: the marker comes with that
+      // read. A read in flight meanwhile ends with it unsure of this subscriber, which does the same.
+      else this.idle?.abort();
     }
     s.live = true;
     this.members.add(s);
     for (const wake of [...this.memberWaiters]) wake();
     return true;
-  }
-
-  /** Has the tail read the log once more at once, rather than wait for a commit, so a withheld marker comes soon. */
-  private lookAgain(): void {
-    this.readAgain = true;
-    this.idle?.abort();
   }
 
   /** For {@link TailSubscription}: forgets a closed subscription. */
@@ -301,9 +295,7 @@ export class LogTail {
       const unsure = this.fanOut(entries, page.atEnd, read);
       this.freshFrom = read;
       this.reading = false;
-      const again = unsure || this.readAgain;
-      this.readAgain = false;
-      if (page.atEnd && !again) {
+      if (page.atEnd && !unsure) {
         this.idle = new AbortController();
         await page.waitForMore(AbortSignal.any([signal, this.idle.signal]));
         this.idle = undefined;
