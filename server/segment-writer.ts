@@ -6,7 +6,10 @@
  * `maxBytes` and `maxEvents`), so at low load a segment holds one call and an append is one PUT long,
  * and under load segments grow by themselves. `lingerMs` may add a wait for fewer, larger PUTs.
  *
- * A flush holds its place among the `maxInFlight` from its allocation to the end of its commit.
+ * A flush holds its place among the `maxInFlight` from its allocation to the end of its PUT, not
+ * of its commit: a commit may wait for a stream predecessor (R2) that is still queued here, and a
+ * place held across that wait could leave the predecessor no flush to go in (every place taken by
+ * a flush waiting for a slot behind it in the queue, until the commit's deadline).
  *
  * The rules (docs/CONTRACT.md): an append is answered OK only once its segment is in S3 and its
  * slots committed (W1); a segment key is created once (W2); a segment that fails answers every
@@ -146,10 +149,14 @@ export class SegmentWriter {
     while (!this.closed && this.queue.length > 0 && this.inFlight < this.deps.settings.maxInFlight) {
       const batch = this.take();
       this.inFlight += 1;
-      void this.flush(batch).finally(() => {
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
         this.inFlight -= 1;
         this.kick();
-      });
+      };
+      void this.flush(batch, release).finally(release);
     }
   }
 
@@ -173,11 +180,12 @@ export class SegmentWriter {
    * One segment for many appends, so one span for it: a child of the first append's
    * `tidemark.segment.write` span, linking the others' (each of which records the segment number).
    */
-  private flush(batch: Waiter[]): Promise<void> {
-    return inBatchSpan("tidemark.segment.flush", batch.map((w) => w.trace), () => this.flushBatch(batch));
+  private flush(batch: Waiter[], release: () => void): Promise<void> {
+    return inBatchSpan("tidemark.segment.flush", batch.map((w) => w.trace), () => this.flushBatch(batch, release));
   }
 
-  private async flushBatch(batch: Waiter[]): Promise<void> {
+  /** Writes and commits one segment; `release` gives its place back once the segment is in S3. */
+  private async flushBatch(batch: Waiter[], release: () => void): Promise<void> {
     const { deps } = this;
     try {
       await this.resyncing;
@@ -216,6 +224,7 @@ export class SegmentWriter {
       }
       deps.onWritten?.(segment, slots, events, encoded.ranges);
       for (const slot of slots) await deps.afterWrite?.({ ...slot, segment });
+      release();
       this.stats.segments += 1;
       this.stats.events += events.length;
       this.stats.bytes += encoded.body.length;

@@ -1,0 +1,83 @@
+/**
+ * The segment writer's places (server/segment-writer.ts): a flush gives its place back once its
+ * segment is in S3, not when its commit ends. A commit waits for the stream predecessor of each of
+ * its slots (R2); when that predecessor is still queued behind it in the writer, a place held
+ * across the wait leaves the predecessor no flush to go in. Both storages.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { contentHash, encodeEnvelope, EventEnvelopeSchema, EventKind } from "../../core/envelope.js";
+import { reserveSlots } from "../../core/event-log.js";
+import { createLogger } from "../../core/log.js";
+import type { SegmentEvent } from "../../core/segment.js";
+import { Committer } from "../../server/committer.js";
+import { SegmentWriter, type PendingWrite } from "../../server/segment-writer.js";
+import { startTestServer, type TestServer } from "../helpers/test-server.js";
+
+let t: TestServer;
+beforeAll(async () => {
+  t = await startTestServer();
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+/** Reserves the next slot of `aggregateId` (`any`) and makes its envelope line, as EventStore.append does. */
+async function reserveOne(aggregateId: string, eventId: string): Promise<PendingWrite> {
+  const metadata = { kind: "domain" };
+  const hash = contentHash({ eventType: "Noted", aggregateType: "Order", aggregateId, data: {}, metadata, schemaVersion: 1, kind: EventKind.DOMAIN });
+  const reservation = await reserveSlots(t.server.database.db, "Order", aggregateId, { type: "any" }, [{ eventId, eventType: "Noted", contentHash: hash, orderingKey: null }]);
+  if (reservation.type !== "reserved") throw new Error(`${eventId} was not reserved`);
+  const slot = reservation.slots[0]!;
+  const envelope = create(EventEnvelopeSchema, {
+    eventId,
+    eventType: "Noted",
+    aggregateType: "Order",
+    aggregateId,
+    sequenceNumber: BigInt(slot.seq),
+    occurredAt: timestampFromDate(new Date()),
+    actor: "segment-writer-test",
+    metadata,
+    schemaVersion: 1,
+    kind: EventKind.DOMAIN,
+    contentHash: hash,
+    previousHash: reservation.previousHash,
+  });
+  const event: SegmentEvent = { eventId, aggregateType: "Order", aggregateId, seq: slot.seq, json: encodeEnvelope(envelope) };
+  return { slots: [slot], events: [event] };
+}
+
+describe("segment writer", () => {
+  it("writes a stream's event queued behind its successor's flush, with one place (no wait for a commit deadline)", async () => {
+    const log = createLogger("segment-writer-test", "fatal");
+    // A commit deadline well inside the test's timeout: with the place held until the commit ends,
+    // the successor waits it out and fails, and only then is its predecessor written.
+    const committer = new Committer(t.server.database.db, t.config.pgSchema, log, { maxWaitMs: 4_000 });
+    const writer = new SegmentWriter({
+      db: t.server.database.db,
+      objects: t.server.objects,
+      committer,
+      log,
+      settings: { maxBytes: 1 << 20, maxEvents: 100, maxInFlight: 1, lingerMs: 0 },
+      now: () => new Date(),
+      resync: () => Promise.reject(new Error("no resync expected")),
+      settleSoon: () => {},
+    });
+    try {
+      const first = await reserveOne("o-queued", "sw-1");
+      const second = await reserveOne("o-queued", "sw-2");
+      expect(second.slots[0]!.seq).toBe(first.slots[0]!.seq + 1);
+      // The successor reaches the writer first (two reservations answered out of their lock
+      // order), takes the only place, and its commit waits for the predecessor queued behind it.
+      const late = writer.write(second);
+      const early = writer.write(first);
+      const [p1, p2] = await Promise.all([early, late]);
+      expect(p1.get(first.slots[0]!.logId)!).toBeLessThan(p2.get(second.slots[0]!.logId)!);
+      expect(writer.stats.segments).toBe(2);
+    } finally {
+      writer.close();
+      committer.close();
+    }
+  });
+});
