@@ -12,6 +12,8 @@ interface Waiter {
   readonly expiresAt: number;
   /** The caller's trace context (a segment flush's span, tracing on). */
   readonly trace: TraceContext | undefined;
+  /** Set once a commit transaction deferred it behind a stream predecessor. */
+  deferred: boolean;
   resolve(positions: Map<number, number>): void;
   reject(error: Error): void;
 }
@@ -39,6 +41,11 @@ export class Committer {
   /** Commit transactions run so far, and slots they committed (for metrics and tests). */
   readonly stats = { transactions: 0, slots: 0 };
 
+  /** Commit requests (a segment's slots each) waiting now for a stream predecessor to commit first (R2). */
+  get deferred(): number {
+    return this.waiting.length + this.queue.filter((w) => w.deferred).length;
+  }
+
   constructor(
     private readonly db: Kysely<WriteSideTables>,
     private readonly schema: string,
@@ -58,7 +65,7 @@ export class Committer {
   commit(requests: readonly CommitRequest[]): Promise<Map<number, number>> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new UnavailableError("server is shutting down"));
-      this.queue.push({ requests, positions: new Map(), expiresAt: Date.now() + this.maxWaitMs, trace: activeContext(), resolve, reject });
+      this.queue.push({ requests, positions: new Map(), expiresAt: Date.now() + this.maxWaitMs, trace: activeContext(), deferred: false, resolve, reject });
       this.kick();
     });
   }
@@ -151,6 +158,7 @@ export class Committer {
         } else if (now > w.expiresAt) {
           w.reject(new UnavailableError("an earlier event of this stream is still unresolved; retry later"));
         } else {
+          w.deferred = true;
           deferred.push(w);
         }
       }

@@ -93,24 +93,27 @@ interface Waiter {
   reject(e: Error): void;
 }
 
-/** Totals since start, for metrics and tests. */
+/** Totals since start, and the writer's state now, for metrics and tests. */
 export interface SegmentWriterStats {
   segments: number;
   events: number;
   bytes: number;
   failed: number;
   conflicts: number;
+  /** Appends waiting for a flush now. */
+  queued: number;
+  /** Segment PUTs out now (at most `maxInFlight`). */
+  inFlight: number;
 }
 
 /** The one segment writer of a server process. */
 export class SegmentWriter {
   private queue: Waiter[] = [];
-  private inFlight = 0;
   private closed = false;
   private lingering: NodeJS.Timeout | undefined;
   /** Flushes wait for a re-synchronisation in progress: nothing new is written meanwhile (W6). */
   private resyncing: Promise<void> | undefined;
-  readonly stats: SegmentWriterStats = { segments: 0, events: 0, bytes: 0, failed: 0, conflicts: 0 };
+  readonly stats: SegmentWriterStats = { segments: 0, events: 0, bytes: 0, failed: 0, conflicts: 0, queued: 0, inFlight: 0 };
 
   constructor(private readonly deps: SegmentWriterDeps) {}
 
@@ -120,6 +123,7 @@ export class SegmentWriter {
       if (this.closed) return reject(new UnavailableError("server is shutting down"));
       const bytes = write.events.reduce((n, e) => n + Buffer.byteLength(e.json) + 1, 0);
       this.queue.push({ write, bytes, trace: activeContext(), resolve, reject });
+      this.stats.queued = this.queue.length;
       this.kick();
     });
   }
@@ -129,10 +133,11 @@ export class SegmentWriter {
     this.closed = true;
     if (this.lingering !== undefined) clearTimeout(this.lingering);
     for (const w of this.queue.splice(0)) w.reject(new UnavailableError("server is shutting down"));
+    this.stats.queued = 0;
   }
 
   private kick(): void {
-    if (this.closed || this.queue.length === 0 || this.inFlight >= this.deps.settings.maxInFlight) return;
+    if (this.closed || this.queue.length === 0 || this.stats.inFlight >= this.deps.settings.maxInFlight) return;
     const { lingerMs } = this.deps.settings;
     if (lingerMs > 0) {
       if (this.lingering !== undefined) return;
@@ -146,14 +151,14 @@ export class SegmentWriter {
   }
 
   private start(): void {
-    while (!this.closed && this.queue.length > 0 && this.inFlight < this.deps.settings.maxInFlight) {
+    while (!this.closed && this.queue.length > 0 && this.stats.inFlight < this.deps.settings.maxInFlight) {
       const batch = this.take();
-      this.inFlight += 1;
+      this.stats.inFlight += 1;
       let released = false;
       const release = (): void => {
         if (released) return;
         released = true;
-        this.inFlight -= 1;
+        this.stats.inFlight -= 1;
         this.kick();
       };
       void this.flush(batch, release).finally(release);
@@ -173,6 +178,7 @@ export class SegmentWriter {
       bytes += next.bytes;
       events += next.write.events.length;
     }
+    this.stats.queued = this.queue.length;
     return batch;
   }
 

@@ -74,6 +74,16 @@ export function serverMetrics(registry: Registry): ServerMetrics {
   segmentTotal("tidemark_segment_bytes_total", "Bytes of the segments this server wrote", (s) => s.bytes);
   segmentTotal("tidemark_segment_write_failures_total", "Segment flushes that failed (every append in them answered UNAVAILABLE)", (s) => s.failed);
   segmentTotal("tidemark_segment_conflicts_total", "Segment numbers S3 already held (the commit log was behind the bucket: re-synchronised)", (s) => s.conflicts);
+  segmentTotal("tidemark_segment_queued_appends", "Appends waiting now for a segment flush (they go into the next one together)", (s) => s.queued);
+  segmentTotal("tidemark_segment_puts_in_flight", "Segment PUTs out now (at most TIDEMARK_SEGMENT_MAX_IN_FLIGHT)", (s) => s.inFlight);
+  new Gauge({
+    name: "tidemark_commit_deferred",
+    help: "Written segments whose commit waits now for a stream predecessor to commit first (R2); stuck above 0 means an earlier event of a stream is unresolved",
+    registers: [registry],
+    collect() {
+      this.set(committer?.deferred ?? 0);
+    },
+  });
   new Gauge({
     name: "tidemark_subscribers",
     help: "Open Subscribe streams: live (fed by the shared log tail) or catching_up (reading the log on their own)",

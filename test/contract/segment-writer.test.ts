@@ -14,6 +14,7 @@ import type { SegmentEvent } from "../../core/segment.js";
 import { Committer } from "../../server/committer.js";
 import { SegmentWriter, type PendingWrite } from "../../server/segment-writer.js";
 import { startTestServer, type TestServer } from "../helpers/test-server.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 let t: TestServer;
 beforeAll(async () => {
@@ -54,6 +55,7 @@ describe("segment writer", () => {
     // A commit deadline well inside the test's timeout: with the place held until the commit ends,
     // the successor waits it out and fails, and only then is its predecessor written.
     const committer = new Committer(t.server.database.db, t.config.pgSchema, log, { maxWaitMs: 4_000 });
+    let first: PendingWrite | undefined;
     const writer = new SegmentWriter({
       db: t.server.database.db,
       objects: t.server.objects,
@@ -63,18 +65,25 @@ describe("segment writer", () => {
       now: () => new Date(),
       resync: () => Promise.reject(new Error("no resync expected")),
       settleSoon: () => {},
+      // The predecessor's flush goes ahead only once the successor's commit is deferred behind
+      // it (R2), which the committer reports (tidemark_commit_deferred).
+      beforeWrite: async (slot) => {
+        if (slot.logId === first?.slots[0]!.logId) await waitFor(() => committer.deferred === 1, { what: "the successor's commit to wait for its predecessor" });
+      },
     });
     try {
-      const first = await reserveOne("o-queued", "sw-1");
+      first = await reserveOne("o-queued", "sw-1");
       const second = await reserveOne("o-queued", "sw-2");
       expect(second.slots[0]!.seq).toBe(first.slots[0]!.seq + 1);
       // The successor reaches the writer first (two reservations answered out of their lock
       // order), takes the only place, and its commit waits for the predecessor queued behind it.
       const late = writer.write(second);
       const early = writer.write(first);
+      expect({ inFlight: writer.stats.inFlight, queued: writer.stats.queued }).toEqual({ inFlight: 1, queued: 1 });
       const [p1, p2] = await Promise.all([early, late]);
       expect(p1.get(first.slots[0]!.logId)!).toBeLessThan(p2.get(second.slots[0]!.logId)!);
-      expect(writer.stats.segments).toBe(2);
+      expect(writer.stats).toMatchObject({ segments: 2, inFlight: 0, queued: 0 });
+      expect(committer.deferred).toBe(0);
     } finally {
       writer.close();
       committer.close();
