@@ -101,21 +101,34 @@ export interface SegmentWriterStats {
   failed: number;
   conflicts: number;
   /** Appends waiting for a flush now. */
-  queued: number;
+  readonly queued: number;
   /** Segment PUTs out now (at most `maxInFlight`). */
   inFlight: number;
 }
 
 /** The one segment writer of a server process. */
 export class SegmentWriter {
-  private queue: Waiter[] = [];
+  private readonly queue: Waiter[] = [];
   private closed = false;
   private lingering: NodeJS.Timeout | undefined;
   /** Flushes wait for a re-synchronisation in progress: nothing new is written meanwhile (W6). */
   private resyncing: Promise<void> | undefined;
-  readonly stats: SegmentWriterStats = { segments: 0, events: 0, bytes: 0, failed: 0, conflicts: 0, queued: 0, inFlight: 0 };
+  readonly stats: SegmentWriterStats;
 
-  constructor(private readonly deps: SegmentWriterDeps) {}
+  constructor(private readonly deps: SegmentWriterDeps) {
+    const queue = this.queue;
+    this.stats = {
+      segments: 0,
+      events: 0,
+      bytes: 0,
+      failed: 0,
+      conflicts: 0,
+      get queued() {
+        return queue.length;
+      },
+      inFlight: 0,
+    };
+  }
 
   /** Queues an append; resolves with each slot's global position once its segment is written and committed. */
   write(write: PendingWrite): Promise<Map<number, number>> {
@@ -123,7 +136,6 @@ export class SegmentWriter {
       if (this.closed) return reject(new UnavailableError("server is shutting down"));
       const bytes = write.events.reduce((n, e) => n + Buffer.byteLength(e.json) + 1, 0);
       this.queue.push({ write, bytes, trace: activeContext(), resolve, reject });
-      this.stats.queued = this.queue.length;
       this.kick();
     });
   }
@@ -133,7 +145,6 @@ export class SegmentWriter {
     this.closed = true;
     if (this.lingering !== undefined) clearTimeout(this.lingering);
     for (const w of this.queue.splice(0)) w.reject(new UnavailableError("server is shutting down"));
-    this.stats.queued = 0;
   }
 
   private kick(): void {
@@ -178,7 +189,6 @@ export class SegmentWriter {
       bytes += next.bytes;
       events += next.write.events.length;
     }
-    this.stats.queued = this.queue.length;
     return batch;
   }
 

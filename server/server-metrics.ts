@@ -60,7 +60,7 @@ export function serverMetrics(registry: Registry): ServerMetrics {
       for (const outcome of ["committed", "voided", "conflicts"] as const) this.set({ outcome }, sweeper?.totals[outcome] ?? 0);
     },
   });
-  const segmentTotal = (name: string, help: string, value: (s: SegmentWriterStats) => number) =>
+  const segmentGauge = (name: string, help: string, value: (s: SegmentWriterStats) => number) =>
     new Gauge({
       name,
       help,
@@ -69,13 +69,13 @@ export function serverMetrics(registry: Registry): ServerMetrics {
         this.set(segments === undefined ? 0 : value(segments));
       },
     });
-  segmentTotal("tidemark_segments_written_total", "Segments this server wrote to S3 (one conditional PUT each)", (s) => s.segments);
-  segmentTotal("tidemark_segment_events_total", "Events in the segments this server wrote (÷ segments = events per PUT)", (s) => s.events);
-  segmentTotal("tidemark_segment_bytes_total", "Bytes of the segments this server wrote", (s) => s.bytes);
-  segmentTotal("tidemark_segment_write_failures_total", "Segment flushes that failed (every append in them answered UNAVAILABLE)", (s) => s.failed);
-  segmentTotal("tidemark_segment_conflicts_total", "Segment numbers S3 already held (the commit log was behind the bucket: re-synchronised)", (s) => s.conflicts);
-  segmentTotal("tidemark_segment_queued_appends", "Appends waiting now for a segment flush (they go into the next one together)", (s) => s.queued);
-  segmentTotal("tidemark_segment_puts_in_flight", "Segment PUTs out now (at most TIDEMARK_SEGMENT_MAX_IN_FLIGHT)", (s) => s.inFlight);
+  segmentGauge("tidemark_segments_written_total", "Segments this server wrote to S3 (one conditional PUT each)", (s) => s.segments);
+  segmentGauge("tidemark_segment_events_total", "Events in the segments this server wrote (÷ segments = events per PUT)", (s) => s.events);
+  segmentGauge("tidemark_segment_bytes_total", "Bytes of the segments this server wrote", (s) => s.bytes);
+  segmentGauge("tidemark_segment_write_failures_total", "Segment flushes that failed (every append in them answered UNAVAILABLE)", (s) => s.failed);
+  segmentGauge("tidemark_segment_conflicts_total", "Segment numbers S3 already held (the commit log was behind the bucket: re-synchronised)", (s) => s.conflicts);
+  segmentGauge("tidemark_segment_queued_appends", "Appends waiting now for a segment flush (they go into the next one together)", (s) => s.queued);
+  segmentGauge("tidemark_segment_puts_in_flight", "Segment PUTs out now (at most TIDEMARK_SEGMENT_MAX_IN_FLIGHT)", (s) => s.inFlight);
   new Gauge({
     name: "tidemark_commit_deferred",
     help: "Written segments whose commit waits now for a stream predecessor to commit first (R2); stuck above 0 means an earlier event of a stream is unresolved",

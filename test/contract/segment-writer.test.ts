@@ -4,15 +4,11 @@
  * its slots (R2); when that predecessor is still queued behind it in the writer, a place held
  * across the wait leaves the predecessor no flush to go in. Both storages.
  */
-import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { contentHash, encodeEnvelope, EventEnvelopeSchema, EventKind } from "../../core/envelope.js";
-import { reserveSlots } from "../../core/event-log.js";
 import { createLogger } from "../../core/log.js";
-import type { SegmentEvent } from "../../core/segment.js";
 import { Committer } from "../../server/committer.js";
 import { SegmentWriter, type PendingWrite } from "../../server/segment-writer.js";
+import { reserveNoted } from "../helpers/relay-writes.js";
 import { startTestServer, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -24,30 +20,8 @@ afterAll(async () => {
   await t?.close();
 });
 
-/** Reserves the next slot of `aggregateId` (`any`) and makes its envelope line, as EventStore.append does. */
-async function reserveOne(aggregateId: string, eventId: string): Promise<PendingWrite> {
-  const metadata = { kind: "domain" };
-  const hash = contentHash({ eventType: "Noted", aggregateType: "Order", aggregateId, data: {}, metadata, schemaVersion: 1, kind: EventKind.DOMAIN });
-  const reservation = await reserveSlots(t.server.database.db, "Order", aggregateId, { type: "any" }, [{ eventId, eventType: "Noted", contentHash: hash, orderingKey: null }]);
-  if (reservation.type !== "reserved") throw new Error(`${eventId} was not reserved`);
-  const slot = reservation.slots[0]!;
-  const envelope = create(EventEnvelopeSchema, {
-    eventId,
-    eventType: "Noted",
-    aggregateType: "Order",
-    aggregateId,
-    sequenceNumber: BigInt(slot.seq),
-    occurredAt: timestampFromDate(new Date()),
-    actor: "segment-writer-test",
-    metadata,
-    schemaVersion: 1,
-    kind: EventKind.DOMAIN,
-    contentHash: hash,
-    previousHash: reservation.previousHash,
-  });
-  const event: SegmentEvent = { eventId, aggregateType: "Order", aggregateId, seq: slot.seq, json: encodeEnvelope(envelope) };
-  return { slots: [slot], events: [event] };
-}
+/** Step 1 of an append to `aggregateId`, as EventStore.append does it. */
+const reserveOne = (aggregateId: string, eventId: string): Promise<PendingWrite> => reserveNoted(t.server, "Order", aggregateId, eventId, {}, "segment-writer-test");
 
 describe("segment writer", () => {
   it("writes a stream's event queued behind its successor's flush, with one place (no wait for a commit deadline)", async () => {

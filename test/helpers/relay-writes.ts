@@ -8,8 +8,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { contentHash, encodeEnvelope, EventEnvelopeSchema, EventKind } from "../../core/envelope.js";
-import { reserveSlots } from "../../core/event-log.js";
-import { encodeSegment, SEGMENT_CONTENT_TYPE, segmentKey } from "../../core/segment.js";
+import { reserveSlots, type SlotRow } from "../../core/event-log.js";
+import { encodeSegment, SEGMENT_CONTENT_TYPE, segmentKey, type SegmentEvent } from "../../core/segment.js";
 import { allocateSegment } from "../../core/segment-log.js";
 import { commitChannel } from "../../core/db/database.js";
 import type { ServerHandle } from "../../server/app.js";
@@ -25,11 +25,19 @@ export interface WrittenSlot {
   readonly body: string;
 }
 
-/** Steps 1 and 2 of an append (reserve, segment write), as the server's EventStore and SegmentWriter do them. */
-export async function writeSlot(server: ServerHandle, aggregateType: string, aggregateId: string, eventId: string, data: Record<string, unknown> = {}): Promise<WrittenSlot> {
+/** Step 1 of an append, as the server's EventStore does it: reserves the next slot of the aggregate (`any`) for one `Noted` event and makes its envelope line. */
+export async function reserveNoted(
+  server: ServerHandle,
+  aggregateType: string,
+  aggregateId: string,
+  eventId: string,
+  data: Record<string, unknown> = {},
+  actor = "relay-test",
+): Promise<{ readonly slots: [SlotRow]; readonly events: [SegmentEvent] }> {
   const metadata = { kind: "domain" };
   const hash = contentHash({ eventType: "Noted", aggregateType, aggregateId, data: data as never, metadata, schemaVersion: 1, kind: EventKind.DOMAIN });
   const reservation = await reserveSlots(server.database.db, aggregateType, aggregateId, { type: "any" }, [{ eventId, eventType: "Noted", contentHash: hash, orderingKey: null }]);
+  if (reservation.type !== "reserved") throw new Error(`${eventId} was not reserved`);
   const slot = reservation.slots[0]!;
   const envelope = create(EventEnvelopeSchema, {
     eventId,
@@ -38,14 +46,22 @@ export async function writeSlot(server: ServerHandle, aggregateType: string, agg
     aggregateId,
     sequenceNumber: BigInt(slot.seq),
     occurredAt: timestampFromDate(new Date()),
-    actor: "relay-test",
+    actor,
     data: data as never,
     metadata,
     schemaVersion: 1,
     kind: EventKind.DOMAIN,
     contentHash: hash,
   });
-  const body = encodeEnvelope(envelope);
+  return { slots: [slot], events: [{ eventId, aggregateType, aggregateId, seq: slot.seq, json: encodeEnvelope(envelope) }] };
+}
+
+/** Steps 1 and 2 of an append (reserve, segment write), as the server's EventStore and SegmentWriter do them. */
+export async function writeSlot(server: ServerHandle, aggregateType: string, aggregateId: string, eventId: string, data: Record<string, unknown> = {}): Promise<WrittenSlot> {
+  const {
+    slots: [slot],
+    events: [{ json: body }],
+  } = await reserveNoted(server, aggregateType, aggregateId, eventId, data);
   const allocation = await allocateSegment(server.database.db, [[slot.logId]]);
   if (allocation === undefined) throw new Error(`slot ${slot.logId} could not be put into a segment`);
   const key = segmentKey(allocation.segment);
