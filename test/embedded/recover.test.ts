@@ -91,7 +91,10 @@ describe("embedded verify and recover", () => {
     // segment: the interrupt lands part-way however fast the machine settles the rest.
     const held = await holdSegment(HELD_SEGMENT);
     const first = background(process.execPath, [TIDEMARK_BIN, "recover"], env);
-    const pipe = await open(held.path, "w"); // returns once the recovery opened the pipe to read
+    const pipe = await Promise.race([
+      open(held.path, "w"), // returns once the recovery opened the pipe to read
+      new Promise<never>((_, reject) => first.child.once("exit", (code) => reject(new Error(`recover exited (${code}) before it read segment ${HELD_SEGMENT}\n${first.stderr()}`)))),
+    ]);
     const stopping = first.stop("SIGINT");
     await pipe.writeFile(held.bytes);
     await pipe.close();

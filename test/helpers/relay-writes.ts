@@ -52,6 +52,7 @@ export async function reserveNoted(
     schemaVersion: 1,
     kind: EventKind.DOMAIN,
     contentHash: hash,
+    previousHash: reservation.previousHash,
   });
   return { slots: [slot], events: [{ eventId, aggregateType, aggregateId, seq: slot.seq, json: encodeEnvelope(envelope) }] };
 }
