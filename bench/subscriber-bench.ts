@@ -1,12 +1,14 @@
 /**
  * P5: what live subscribers cost the write path. Append p50 (1 event/call, many aggregates) on the
  * server child with no subscriber, then with N live `Subscribe` streams (from_end, consumed as fast
- * as they arrive), then with none again; the two subscriber-free windows are merged into the
- * baseline, so drift between them is shared. Every stream must receive every event appended while
+ * as they arrive) taking one event per message, then with N taking batches (max_batch), then with
+ * none again; the two subscriber-free windows are merged into the baseline, so drift between them
+ * is shared. Every stream must receive every event appended while
  * it was open: the figure says whether they did.
  */
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { createDatabase } from "../core/index.js";
 import { EventStoreService, SubscribeRequestSchema, SubscribeResponseSchema } from "../gen/tidemark/v1/event_store_pb.js";
 import { createClient } from "../server/index.js";
@@ -48,6 +50,19 @@ const DELIVERY_TIMEOUT_MS = 60_000;
 
 const SINGLE: Workload = { key: "single", name: "append 1 event/call, many aggregates" };
 
+/** max_batch of the batched subscribers (reported beside the P5 target). */
+export const BATCH = 100;
+
+/** One window with live subscribers. */
+interface LiveWindow {
+  readonly maxBatch: number;
+  readonly live: Awaited<ReturnType<typeof withCpu>>;
+  readonly expected: number;
+  readonly delivered: boolean;
+  readonly drainMs: number;
+  readonly counts: { readonly min: number; readonly max: number; readonly errors: number; readonly messages: number };
+}
+
 /** Runs P5 on its own server child. */
 export async function runSubscriberBench(o: SubscriberBenchOptions): Promise<SubscriberBenchResult> {
   const names = o.resources.allocate("subs");
@@ -64,22 +79,28 @@ export async function runSubscriberBench(o: SubscriberBenchOptions): Promise<Sub
 
     o.log(`P5: append at concurrency ${c} with no subscriber`);
     const before = await withCpu(() => appendLoad(client, SINGLE, c, timing, "p5-none-a"), server.child.pid);
-    o.log(`P5: opening ${o.subscribers} Subscribe streams (from_end) and waiting until each is caught up`);
-    subscribers = await openSubscribers(server.address, o.subscribers);
-    o.log(`P5: append at concurrency ${c} with ${o.subscribers} live subscribers`);
-    const live = await withCpu(() => appendLoad(client, SINGLE, c, timing, "p5-live"), server.child.pid);
-    const loadEnded = performance.now();
-    // Every append that completed (inside the window or not) committed while every stream was open.
-    const expected = live.result.totalUnits;
-    const all = subscribers;
-    const delivered = await waitUntil(() => (all.minEvents() >= expected ? true : undefined), "every subscriber to receive every event", DELIVERY_TIMEOUT_MS).then(
-      () => true,
-      () => false,
-    );
-    const drainMs = performance.now() - loadEnded;
-    const counts = { min: all.minEvents(), max: all.maxEvents(), errors: all.errors };
-    subscribers.close();
-    subscribers = undefined;
+    // The same number of subscribers twice: one event per message (the default, the target's), then
+    // batches of up to BATCH events (max_batch), to show what batching changes under this load.
+    const windows: LiveWindow[] = [];
+    for (const maxBatch of [0, BATCH]) {
+      const how = maxBatch === 0 ? "one event per message" : `max_batch ${maxBatch}`;
+      o.log(`P5: opening ${o.subscribers} Subscribe streams (from_end, ${how}) and waiting until each is caught up`);
+      subscribers = await openSubscribers(server.address, o.subscribers, maxBatch);
+      o.log(`P5: append at concurrency ${c} with ${o.subscribers} live subscribers (${how})`);
+      const live = await withCpu(() => appendLoad(client, SINGLE, c, timing, maxBatch === 0 ? "p5-live" : "p5-batched"), server.child.pid);
+      const loadEnded = performance.now();
+      // Every append that completed (inside the window or not) committed while every stream was open.
+      const expected = live.result.totalUnits;
+      const all = subscribers;
+      const delivered = await waitUntil(() => (all.minEvents() >= expected ? true : undefined), "every subscriber to receive every event", DELIVERY_TIMEOUT_MS).then(
+        () => true,
+        () => false,
+      );
+      const drainMs = performance.now() - loadEnded;
+      windows.push({ maxBatch, live, expected, delivered, drainMs, counts: { min: all.minEvents(), max: all.maxEvents(), errors: all.errors, messages: all.messages() } });
+      subscribers.close();
+      subscribers = undefined;
+    }
     o.log(`P5: append at concurrency ${c} with no subscriber (again)`);
     const after = await withCpu(() => appendLoad(client, SINGLE, c, timing, "p5-none-b"), server.child.pid);
 
@@ -88,27 +109,32 @@ export async function runSubscriberBench(o: SubscriberBenchOptions): Promise<Sub
       ...figureOf({ id: `p5.none.c${c}`, group: "P5", name: "append 1 event/call, no subscriber", concurrency: c, unit: "events/s" }, noneResult),
       extra: { cpuMsPerUnit: cpuPerUnit(noneCpu, noneResult.totalUnits) },
     };
-    let withSubs = compare(
-      figureOf({ id: `p5.live.c${c}`, group: "P5", name: `append 1 event/call, ${o.subscribers} live subscribers`, concurrency: c, unit: "events/s" }, live.result),
-      none,
-    );
-    withSubs = {
-      ...withSubs,
-      extra: {
-        p50Ratio: (withSubs.p50Ms ?? Number.NaN) / (none.p50Ms ?? Number.NaN),
-        subscribers: o.subscribers,
-        // Each stream got exactly the events appended while it was open (no loss, no repeat).
-        deliveredAll: delivered && counts.min === expected && counts.max === expected && counts.errors === 0 ? "yes" : "no",
-        expectedPerSubscriber: expected,
-        minReceived: counts.min,
-        maxReceived: counts.max,
-        streamErrors: counts.errors,
-        drainAfterLoadMs: Math.round(drainMs),
-        cpuMsPerUnit: cpuPerUnit(live.cpu, live.result.totalUnits),
-      },
-    };
-    if (withSubs.extra?.["deliveredAll"] !== "yes") o.log(`  P5: delivery incomplete: expected ${expected} per stream, got ${counts.min}–${counts.max}, ${counts.errors} stream errors`);
-    return { figures: [none, withSubs] };
+    const withSubs = windows.map(({ maxBatch, live, expected, delivered, drainMs, counts }) => {
+      const id = maxBatch === 0 ? `p5.live.c${c}` : `p5.batched.c${c}`;
+      const name = `append 1 event/call, ${o.subscribers} live subscribers${maxBatch === 0 ? "" : ` (max_batch ${maxBatch})`}`;
+      const figure = compare(figureOf({ id, group: "P5", name, concurrency: c, unit: "events/s" }, live.result), none);
+      const result: Figure = {
+        ...figure,
+        extra: {
+          p50Ratio: (figure.p50Ms ?? Number.NaN) / (none.p50Ms ?? Number.NaN),
+          subscribers: o.subscribers,
+          maxBatch,
+          // Each stream got exactly the events appended while it was open (no loss, no repeat).
+          deliveredAll: delivered && counts.min === expected && counts.max === expected && counts.errors === 0 ? "yes" : "no",
+          expectedPerSubscriber: expected,
+          minReceived: counts.min,
+          maxReceived: counts.max,
+          streamErrors: counts.errors,
+          // Events per message, over every stream: 1 without max_batch.
+          eventsPerMessage: counts.messages === 0 ? 0 : Math.round((counts.min * o.subscribers * 100) / counts.messages) / 100,
+          drainAfterLoadMs: Math.round(drainMs),
+          cpuMsPerUnit: cpuPerUnit(live.cpu, live.result.totalUnits),
+        },
+      };
+      if (result.extra?.["deliveredAll"] !== "yes") o.log(`  P5: delivery incomplete (${name}): expected ${expected} per stream, got ${counts.min}–${counts.max}, ${counts.errors} stream errors`);
+      return result;
+    });
+    return { figures: [none, ...withSubs] };
   } finally {
     subscribers?.close();
     client.close();
@@ -117,10 +143,12 @@ export async function runSubscriberBench(o: SubscriberBenchOptions): Promise<Sub
   }
 }
 
-/** Live Subscribe streams whose messages are counted, not decoded. */
+/** Live Subscribe streams whose events are counted, not decoded. */
 interface Subscribers {
   minEvents(): number;
   maxEvents(): number;
+  /** Messages received after the caught-up markers, over every stream. */
+  messages(): number;
   readonly errors: number;
   close(): void;
 }
@@ -128,19 +156,21 @@ interface Subscribers {
 const SUBSCRIBE_PATH = `/${EventStoreService.typeName}/${EventStoreService.method.subscribe.name}`;
 
 /**
- * Opens `n` from_end streams and resolves once each has sent its caught-up marker. The streams are
- * plain HTTP/2 requests that count gRPC messages by their length prefixes without decoding them: a
- * real subscriber decodes on its own machine, and here every client cycle is taken from the two
- * cores the server runs on (a grpc-js client costs about as much per message as the server does).
+ * Opens `n` from_end streams asking for `maxBatch` (0: one event per message) and resolves once
+ * each has sent its caught-up marker. The streams are plain HTTP/2 requests that count events by
+ * walking the message's fields without decoding them: a real subscriber decodes on its own
+ * machine, and here every client cycle is taken from the two cores the server runs on (a grpc-js
+ * client costs about as much per message as the server does).
  */
-async function openSubscribers(address: string, n: number): Promise<Subscribers> {
-  const body = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { start: { case: "fromEnd", value: {} } }));
+async function openSubscribers(address: string, n: number, maxBatch: number): Promise<Subscribers> {
+  const body = toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, { start: { case: "fromEnd", value: {} }, maxBatch }));
   const request = Buffer.alloc(5 + body.length);
   request.writeUInt32BE(body.length, 1);
   request.set(body, 5);
   const sessions: http2.ClientHttp2Session[] = [];
   const streams: http2.ClientHttp2Stream[] = [];
   const events = new Array<number>(n).fill(0);
+  let messages = 0;
   let caughtUp = 0;
   let errors = 0;
   let closing = false;
@@ -155,15 +185,18 @@ async function openSubscribers(address: string, n: number): Promise<Subscribers>
     }
     const stream = sessions[sessions.length - 1]!.request({ ":method": "POST", ":path": SUBSCRIBE_PATH, "content-type": "application/grpc", te: "trailers" });
     stream.end(request);
-    const messages = new MessageCounter((message) => {
-      if (message === undefined) {
-        events[i]! += 1;
+    let first = true;
+    const counter = new MessageSplitter((message) => {
+      if (first) {
+        first = false;
+        if (fromBinary(SubscribeResponseSchema, message).message.case !== "caughtUp") errors += 1;
+        caughtUp += 1;
         return;
       }
-      if (fromBinary(SubscribeResponseSchema, message).message.case !== "caughtUp") errors += 1;
-      caughtUp += 1;
+      messages += 1;
+      events[i]! += eventsIn(message);
     });
-    stream.on("data", (chunk: Buffer) => messages.push(chunk));
+    stream.on("data", (chunk: Buffer) => counter.push(chunk));
     stream.on("trailers", (trailers) => {
       if (!closing && trailers["grpc-status"] !== "0") errors += 1;
     });
@@ -176,6 +209,7 @@ async function openSubscribers(address: string, n: number): Promise<Subscribers>
   return {
     minEvents: () => events.reduce((a, b) => Math.min(a, b), Number.POSITIVE_INFINITY),
     maxEvents: () => events.reduce((a, b) => Math.max(a, b), 0),
+    messages: () => messages,
     get errors() {
       return errors;
     },
@@ -188,16 +222,39 @@ async function openSubscribers(address: string, n: number): Promise<Subscribers>
 }
 
 /**
- * Splits a gRPC response body into its length-prefixed messages: hands the first one over as bytes
- * (the caught-up marker, checked), and only counts the others.
+ * The events in an encoded SubscribeResponse, found by its field tags alone: one for `event` (1),
+ * the entries of `events` (5), none for a marker or checkpoint.
  */
-class MessageCounter {
+export function eventsIn(message: Uint8Array): number {
+  const reader = new BinaryReader(message);
+  let count = 0;
+  while (reader.pos < reader.len) {
+    const [field, wireType] = reader.tag();
+    if (field === 1) {
+      count += 1;
+      reader.skip(wireType);
+    } else if (field === 5) {
+      const batch = new BinaryReader(reader.bytes());
+      while (batch.pos < batch.len) {
+        const [inner, innerType] = batch.tag();
+        if (inner === 1) count += 1;
+        batch.skip(innerType);
+      }
+    } else {
+      reader.skip(wireType);
+    }
+  }
+  return count;
+}
+
+/** Splits a gRPC response body into its length-prefixed messages. */
+class MessageSplitter {
   private readonly header = Buffer.alloc(5);
   private headerBytes = 0;
   private remaining = 0;
-  private first: Buffer[] | undefined = [];
+  private parts: Buffer[] = [];
 
-  constructor(private readonly onMessage: (first: Buffer | undefined) => void) {}
+  constructor(private readonly onMessage: (message: Buffer) => void) {}
 
   push(chunk: Buffer): void {
     let at = 0;
@@ -214,7 +271,7 @@ class MessageCounter {
         continue;
       }
       const take = Math.min(this.remaining, chunk.length - at);
-      this.first?.push(chunk.subarray(at, at + take));
+      this.parts.push(chunk.subarray(at, at + take));
       this.remaining -= take;
       at += take;
       if (this.remaining === 0) this.done();
@@ -222,8 +279,8 @@ class MessageCounter {
   }
 
   private done(): void {
-    const first = this.first;
-    this.first = undefined;
-    this.onMessage(first === undefined ? undefined : Buffer.concat(first));
+    const parts = this.parts;
+    this.parts = [];
+    this.onMessage(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
   }
 }

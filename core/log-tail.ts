@@ -615,11 +615,47 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
       if (item.envelope === undefined) return this.checkpointAt(item.position - 1);
       this.shift();
       if (this.acceptEvent !== undefined && !this.acceptEvent(item.envelope)) continue;
-      this.reported = item.position;
-      this.reportedAt = performance.now();
-      // One item object per event, shared by every subscriber that takes it.
-      return (item.item ??= { kind: "event", position: item.position, event: item.envelope });
+      return this.yielded(item, item.envelope);
     }
+  }
+
+  /**
+   * Up to `max` more events that can be handed out without waiting for the tail: those queued next,
+   * up to the first marker, for a consumer that sends several events in one message. Envelopes not
+   * loaded yet (a page read alone) are loaded first, up to {@link LOAD_CONCURRENCY} at once; the
+   * events are taken up to the first one still not loaded, which the next `next` loads (and fails
+   * on if it cannot be read). May return none. Never yields checkpoints.
+   */
+  takeEvents(max: number): TailItem[] | Promise<TailItem[]> {
+    const missing: Promise<EventEnvelope>[] = [];
+    let events = 0;
+    for (let i = this.head; i < this.queue.length && events < max && missing.length < LOAD_CONCURRENCY; i++) {
+      const entry = this.queue[i]!;
+      if ("caughtUp" in entry) break;
+      if (entry.envelope === undefined) missing.push(Promise.resolve(this.tail.envelopeOf(entry)));
+      events += 1;
+    }
+    if (missing.length === 0) return this.takeLoaded(max);
+    return Promise.allSettled(missing).then(() => this.takeLoaded(max));
+  }
+
+  /** The queued events up to `max`, the first marker or the first envelope not loaded. */
+  private takeLoaded(max: number): TailItem[] {
+    const items: TailItem[] = [];
+    while (items.length < max && !this.closed && this.head < this.queue.length) {
+      const entry = this.queue[this.head]!;
+      if ("caughtUp" in entry || entry.envelope === undefined) break;
+      this.shift();
+      if (this.acceptEvent === undefined || this.acceptEvent(entry.envelope)) items.push(this.yielded(entry, entry.envelope));
+    }
+    return items;
+  }
+
+  /** Notes that `entry` is handed out and returns its item, one object shared by every subscriber. */
+  private yielded(entry: Entry, event: EventEnvelope): TailItem {
+    this.reported = entry.position;
+    this.reportedAt = performance.now();
+    return (entry.item ??= { kind: "event", position: entry.position, event });
   }
 
   private shift(): void {

@@ -7,10 +7,11 @@
  * does not hold, is tested on the loaded event.
  */
 import { create } from "@bufbuild/protobuf";
-import { ALL_DATABASES, checkAggregateType, checkEventType, checkInstancePart, type EventEnvelope, type LogFilter, type LogTail, type TailItem, Upcasters, Violations } from "../core/index.js";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { ALL_DATABASES, checkAggregateType, checkEventType, checkInstancePart, encodeBinary, type EventEnvelope, type LogFilter, type LogTail, type TailItem, Upcasters, Violations } from "../core/index.js";
 import { EventKind } from "../gen/tidemark/v1/envelope_pb.js";
-import { SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
-import type { CallContext } from "./grpc/bridge.js";
+import { EventBatchSchema, SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
+import { type CallContext, encodedAs } from "./grpc/bridge.js";
 import type { Limits } from "./limits.js";
 import type { SubjectKeys } from "./privacy.js";
 import { checkSeq } from "./validation.js";
@@ -27,27 +28,62 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
   // Every live subscriber gets the same envelope object from the tail, so they share one response
   // message, and the bridge encodes it once (encoding a 1 KiB event costs ~45 µs: per subscriber,
   // it was most of what a subscriber cost the server). Subscribers asking for the latest schema
-  // share the upcasted one the same way (E2).
-  const stored = new WeakMap<EventEnvelope, SubscribeResponse>();
-  const latest = new WeakMap<EventEnvelope, SubscribeResponse>();
-  const message = (event: EventEnvelope, position: number) => create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(position) });
-  const toResponse = (item: TailItem, latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
+  // share the upcast envelope the same way (E2). A batch is different for each subscriber, so it is
+  // assembled from the shared encoding of each of its events instead.
+  const upcast = new WeakMap<EventEnvelope, EventEnvelope>();
+  const single = new WeakMap<EventEnvelope, SubscribeResponse>();
+  const inBatch = new WeakMap<EventEnvelope, Uint8Array>();
+  const marker = (item: TailItem): SubscribeResponse | undefined => {
     if (item.kind === "caught-up") return create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) });
     if (item.kind === "checkpoint") return create(SubscribeResponseSchema, { message: { case: "checkpoint", value: {} }, position: BigInt(item.position) });
-    // An event naming a subject is opened for each message, never shared or kept opened: once the
-    // subject is forgotten, the next message carries the erasure marker (T5). It is upcast after
-    // opening; the erasure marker is never upcast.
-    if (item.event.subject !== "") {
-      return keys.open(item.event).then((event) => message(latestSchema ? upcasters.upcastEnvelope(event) : event, item.position));
+    return undefined;
+  };
+  /**
+   * The event as it is sent. One naming a subject is opened for each message, never shared or kept
+   * opened: once the subject is forgotten, the next message carries the erasure marker (T5). It is
+   * upcast after opening; the erasure marker is never upcast. An event the upcasters cannot bring up
+   * to date fails the call (FAILED_PRECONDITION).
+   */
+  const eventOf = (event: EventEnvelope, latestSchema: boolean): EventEnvelope | Promise<EventEnvelope> => {
+    if (event.subject !== "") return keys.open(event).then((opened) => (latestSchema ? upcasters.upcastEnvelope(opened) : opened));
+    if (!latestSchema) return event;
+    let latest = upcast.get(event);
+    if (latest === undefined) {
+      latest = upcasters.upcastEnvelope(event);
+      upcast.set(event, latest);
     }
-    const responses = latestSchema ? latest : stored;
-    let response = responses.get(item.event);
-    if (response === undefined) {
-      // An event the upcasters cannot bring up to date fails the call (FAILED_PRECONDITION).
-      response = message(latestSchema ? upcasters.upcastEnvelope(item.event) : item.event, item.position);
-      responses.set(item.event, response);
-    }
-    return response;
+    return latest;
+  };
+  const toResponse = (item: TailItem, latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
+    if (item.kind !== "event") return marker(item)!;
+    const message = (event: EventEnvelope) => {
+      let response = single.get(event);
+      if (response === undefined) {
+        response = create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(item.position) });
+        // An opened event is a new object each time: keeping it would keep nothing.
+        if (event.subject === "") single.set(event, response);
+      }
+      return response;
+    };
+    const event = eventOf(item.event, latestSchema);
+    return event instanceof Promise ? event.then(message) : message(event);
+  };
+  const toBatch = (items: readonly TailItem[], latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
+    const position = items[items.length - 1]!.position;
+    const events = items.map((item) => eventOf((item as Extract<TailItem, { kind: "event" }>).event, latestSchema));
+    const batch = (ready: EventEnvelope[]) => {
+      const parts = ready.map((event) => {
+        let bytes = inBatch.get(event);
+        if (bytes === undefined) {
+          bytes = encodeBinary(EventBatchSchema, create(EventBatchSchema, { events: [event] }));
+          if (event.subject === "") inBatch.set(event, bytes);
+        }
+        return bytes;
+      });
+      const response = create(SubscribeResponseSchema, { message: { case: "events", value: create(EventBatchSchema, { events: ready }) }, position: BigInt(position) });
+      return encodedAs(response, batchBytes(parts, position));
+    };
+    return events.some((e) => e instanceof Promise) ? Promise.all(events).then(batch) : batch(events as EventEnvelope[]);
   };
   return function subscribe(request: SubscribeRequest, context: CallContext): AsyncIterable<SubscribeResponse> {
     const kinds = checkSubscribeRequest(request, limits.maxSubscribeFilterEntries);
@@ -58,7 +94,11 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
       checkpoints: request.checkpoints,
       signal: AbortSignal.any([context.signal, shutdown]),
     });
+    const maxBatch = Math.max(1, request.maxBatch);
+    const { latestSchema } = request;
     let ended = false;
+    const result = (value: SubscribeResponse | Promise<SubscribeResponse>): IteratorResult<SubscribeResponse, undefined> | Promise<IteratorResult<SubscribeResponse, undefined>> =>
+      value instanceof Promise ? value.then((ready) => ({ done: false as const, value: ready })) : { done: false as const, value };
     // A plain mapping iterator rather than an async generator: one promise per message fewer, on a
     // path that runs once per event and subscriber. Ending the iteration closes the subscription.
     const iterator: AsyncIterator<SubscribeResponse, undefined> = {
@@ -69,10 +109,14 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
         }
         return subscription.next().then((r) => {
           if (r.done) return r;
+          const item = r.value;
           // stop_at_caught_up: the marker is the last message; the call then ends with OK (A3).
-          if (r.value.kind === "caught-up" && request.stopAtCaughtUp) ended = true;
-          const value = toResponse(r.value, request.latestSchema);
-          return value instanceof Promise ? value.then((opened) => ({ done: false as const, value: opened })) : { done: false as const, value };
+          if (item.kind === "caught-up" && request.stopAtCaughtUp) ended = true;
+          if (item.kind !== "event") return { done: false as const, value: marker(item)! };
+          if (maxBatch === 1) return result(toResponse(item, latestSchema));
+          // The first event waited for the tail; the rest of the batch is whatever is ready now.
+          const more = subscription.takeEvents(maxBatch - 1);
+          return more instanceof Promise ? more.then((rest) => result(toBatch([item, ...rest], latestSchema))) : result(toBatch([item, ...more], latestSchema));
         });
       },
       return: async () => {
@@ -83,6 +127,24 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
     return { [Symbol.asyncIterator]: () => iterator };
   };
 }
+
+/**
+ * The encoding of a SubscribeResponse at `position` whose `events` batch is made of the encoded
+ * single-event batches `parts` (the encodings of a repeated field concatenate): the bytes the
+ * encoder writes for that message (position first, as it orders fields by number), without
+ * encoding any event again.
+ */
+export function batchBytes(parts: readonly Uint8Array[], position: number): Buffer {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const writer = new BinaryWriter();
+  if (position !== 0) writer.tag(3, WireType.Varint).uint64(position);
+  const head = writer.tag(5, WireType.LengthDelimited).uint32(length).finish();
+  return Buffer.concat([head, ...parts], head.length + length);
+}
+
+/** Most events one Subscribe message may carry (SubscribeRequest.max_batch). */
+export const MAX_BATCH = 1000;
 
 /**
  * Checks a Subscribe request (A2: INVALID_ARGUMENT naming every bad field) and returns the kinds
@@ -104,6 +166,7 @@ export function checkSubscribeRequest(request: SubscribeRequest, maxEntries: num
   if (request.eventTypePrefix.length > 128) v.add("event_type_prefix", "must be at most 128 characters");
   if (request.start.case === undefined) v.add("start", "is required: set after_position or from_end");
   if (request.start.case === "afterPosition") v.add("after_position", checkSeq(request.start.value));
+  if (request.maxBatch > MAX_BATCH) v.add("max_batch", `must be at most ${MAX_BATCH}, got ${request.maxBatch}`);
   v.throwIfAny();
   const kinds = new Set(request.kinds);
   return kinds.size === 0 || kinds.size === 2 ? undefined : kinds;

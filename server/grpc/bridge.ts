@@ -109,20 +109,35 @@ export function serviceDefinition(service: DescService): grpc.ServiceDefinition 
 }
 
 /**
+ * Bytes of streamed response objects, kept weakly for as long as the object lives: see
+ * {@link encodeOnce} and {@link encodedAs}.
+ */
+const streamedBytes = new WeakMap<object, Buffer>();
+
+/**
  * A streamed response object written to many calls (Subscribe's fan-out hands every subscriber the
  * same message) is encoded once: the bytes are kept, weakly, for as long as the object lives. So a
  * handler must not change a message after yielding it.
  */
 function encodeOnce(encode: (value: MessageShape<DescMessage>) => Buffer): (value: MessageShape<DescMessage>) => Buffer {
-  const encoded = new WeakMap<object, Buffer>();
   return (value) => {
-    let bytes = encoded.get(value);
+    let bytes = streamedBytes.get(value);
     if (bytes === undefined) {
       bytes = encode(value);
-      encoded.set(value, bytes);
+      streamedBytes.set(value, bytes);
     }
     return bytes;
   };
+}
+
+/**
+ * Gives a streamed response message the bytes it is to be written as, which the handler built
+ * itself (Subscribe assembles a batch from the shared encodings of its events). They must be an
+ * encoding of exactly `message`; the message must not change afterwards. Returns the message.
+ */
+export function encodedAs<M extends object>(message: M, bytes: Buffer): M {
+  streamedBytes.set(message, bytes);
+  return message;
 }
 
 /** Binds typed handlers to a generated service. */

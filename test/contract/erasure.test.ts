@@ -173,17 +173,21 @@ describe("T5 with the other read and write paths", () => {
     });
     const readStream = async (latestSchema: boolean) =>
       (await collect(t.events.readStream({ aggregateType: "Customer", aggregateId: "shop/c-u", latestSchema }))).map((r) => [r.event!.schemaVersion, r.event!.data]);
-    const subscribe = async () =>
-      (await collect(t.events.subscribe({ start: { case: "afterPosition", value: 0n }, aggregateTypes: ["Customer"], stopAtCaughtUp: true, latestSchema: true })))
-        .flatMap((m) => (m.message.case === "event" && m.message.value.eventId === "t5-u1" ? [[m.message.value.schemaVersion, m.message.value.data]] : []));
+    // One event per message, and in batches (max_batch), which open and upcast each event the same way.
+    const subscribe = async (maxBatch = 0) =>
+      (await collect(t.events.subscribe({ start: { case: "afterPosition", value: 0n }, aggregateTypes: ["Customer"], stopAtCaughtUp: true, latestSchema: true, maxBatch })))
+        .flatMap((m) => (m.message.case === "event" ? [m.message.value] : m.message.case === "events" ? m.message.value.events : []))
+        .flatMap((e) => (e.eventId === "t5-u1" ? [[e.schemaVersion, e.data]] : []));
     expect(await readStream(false)).toEqual([[1, { phone: plain }]]);
     expect(await readStream(true)).toEqual([[2, { contact: { phone: plain } }]]);
     expect(await subscribe()).toEqual([[2, { contact: { phone: plain } }]]);
+    expect(await subscribe(50)).toEqual([[2, { contact: { phone: plain } }]]);
 
     await privacy.forgetSubject({ database: "shop", subject: "cust-u" });
     // The marker comes as it is, at the stored version: no upcaster ever sees it.
     expect(await readStream(true)).toEqual([[1, ERASED_DATA]]);
     expect(await subscribe()).toEqual([[1, ERASED_DATA]]);
+    expect(await subscribe(50)).toEqual([[1, ERASED_DATA]]);
   });
 
   it("seals AppendToStreams events naming a subject, replays a retry, and refuses a forgotten subject naming its field, writing nothing (W8)", async () => {

@@ -10,6 +10,7 @@ import { PostgresQueryCompiler, type KyselyPlugin, type PluginTransformQueryArgs
 import { openBackends } from "../../core/backends.js";
 import type { Registry } from "../../core/metrics.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { type EventEnvelope, EventKind } from "../../gen/tidemark/v1/envelope_pb.js";
 import type { SubscribeRequestSchema, SubscribeResponse } from "../../gen/tidemark/v1/event_store_pb.js";
 import { badFields, collect, expectStatus, grpc } from "../helpers/grpc-errors.js";
 import { startTestServer, testBackend, testServerConfig, type EventStoreClient, type TestServer } from "../helpers/test-server.js";
@@ -78,9 +79,14 @@ class Subscriber {
     }
   }
 
+  /**
+   * Every event received, in order, whether it came on its own or in a batch (max_batch). The
+   * message position is given for an event that came on its own or last in its batch (the
+   * message's position is that event's), and is the event's own position for the others.
+   */
   events(): Array<{ eventId: string; position: number; messagePosition: number }> {
     return this.messages.flatMap((m) =>
-      m.message.case === "event" ? [{ eventId: m.message.value.eventId, position: Number(m.message.value.globalPosition), messagePosition: Number(m.position) }] : [],
+      eventsOf(m).map((e, i, all) => ({ eventId: e.eventId, position: Number(e.globalPosition), messagePosition: i === all.length - 1 ? Number(m.position) : Number(e.globalPosition) })),
     );
   }
 
@@ -89,12 +95,17 @@ class Subscriber {
   }
 
   has(eventId: string): boolean {
-    return this.messages.some((m) => m.message.case === "event" && m.message.value.eventId === eventId);
+    return this.messages.some((m) => eventsOf(m).some((e) => e.eventId === eventId));
   }
 
   cancel(): void {
     this.controller.abort();
   }
+}
+
+/** The events of a message: its one event, or the events of its batch (max_batch). */
+function eventsOf(m: SubscribeResponse): readonly EventEnvelope[] {
+  return m.message.case === "event" ? [m.message.value] : m.message.case === "events" ? m.message.value.events : [];
 }
 
 async function appendBatch(client: EventStoreClient, aggregateType: string, aggregateId: string, eventTypes: readonly string[]): Promise<Known[]> {
@@ -142,8 +153,8 @@ function checkDelivery(
   const events = sub.events();
   for (const e of events) expect(e.messagePosition, `${label}: message position is the event's`).toBe(e.position);
   const markerIndex = sub.messages.findIndex((m) => m.message.case === "caughtUp");
-  const before = sub.messages.slice(0, markerIndex).filter((m) => m.message.case === "event").map((m) => (m.message.value as { eventId: string }).eventId);
-  const after = sub.messages.slice(markerIndex + 1).filter((m) => m.message.case === "event").map((m) => (m.message.value as { eventId: string }).eventId);
+  const before = sub.messages.slice(0, markerIndex).flatMap((m) => eventsOf(m).map((e) => e.eventId));
+  const after = sub.messages.slice(markerIndex + 1).flatMap((m) => eventsOf(m).map((e) => e.eventId));
   const wanted = [...known].sort((a, b) => a.position - b.position).filter(spec.wants);
   expect(after, `${label}: live events`).toEqual(wanted.filter((k) => k.position > marker).map((k) => k.eventId));
   if (spec.start === "end") {
@@ -176,22 +187,24 @@ describe("Subscribe fan-out", () => {
       const headBefore = Math.max(...known.map((k) => k.position));
       for (let j = 0; j < 25; j++) {
         const i = wave * 25 + j;
-        const label = `subscriber ${i}`;
+        // Every other one takes its events in batches of up to 7 (max_batch).
+        const batched = i % 2 === 1 ? { maxBatch: 7 } : {};
+        const label = `subscriber ${i}${i % 2 === 1 ? " (batched)" : ""}`;
         switch (i % 5) {
           case 0:
-            subs.push({ sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(base) } }), start: base, headBefore, wants: all, label });
+            subs.push({ sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(base) }, ...batched }), start: base, headBefore, wants: all, label });
             break;
           case 1:
-            subs.push({ sub: new Subscriber(t.events, { start: { case: "fromEnd", value: {} } }), start: "end", headBefore, wants: all, label });
+            subs.push({ sub: new Subscriber(t.events, { start: { case: "fromEnd", value: {} }, ...batched }), start: "end", headBefore, wants: all, label });
             break;
           case 2: {
             const start = Math.max(base, headBefore - (i % 13));
-            subs.push({ sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(start) } }), start, headBefore, wants: all, label });
+            subs.push({ sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(start) }, ...batched }), start, headBefore, wants: all, label });
             break;
           }
           case 3:
             subs.push({
-              sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(base) }, aggregateTypes: ["FanA"] }),
+              sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(base) }, aggregateTypes: ["FanA"], ...batched }),
               start: base,
               headBefore,
               wants: (k) => k.aggregateType === "FanA",
@@ -201,7 +214,7 @@ describe("Subscribe fan-out", () => {
           default: {
             const start = Math.max(base, headBefore - 40);
             subs.push({
-              sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(start) }, eventTypePrefix: "Tick." }),
+              sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(start) }, eventTypePrefix: "Tick.", ...batched }),
               start,
               headBefore,
               wants: (k) => k.eventType.startsWith("Tick."),
@@ -224,7 +237,8 @@ describe("Subscribe fan-out", () => {
 
   it("a subscriber that stops reading stalls nobody, is detached, and later gets everything once, in order", async () => {
     const base = await head(t.events);
-    const slow = new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(base) } }, false);
+    // The slow one takes batches: reading on its own, it loads the events of a batch together.
+    const slow = new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(base) }, maxBatch: 16 }, false);
     expect((await slow.takeOne()).message.case).toBe("caughtUp");
     const fast = new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(base) } });
     await waitFor(() => fast.markers().length === 1, { what: "the fast subscriber to catch up" });
@@ -267,7 +281,8 @@ describe("Subscribe fan-out", () => {
       for (const distance of [0, 1, 5, 30, 63, 64, 65, 100, 200, 300, 500, 799]) {
         const headBefore = Math.max(...known.map((k) => k.position));
         const start = Math.max(base, headBefore - distance);
-        subs.push({ sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(start) } }), start, headBefore, label: `distance ${distance}` });
+        const batched = distance % 2 === 1 ? { maxBatch: 10 } : {};
+        subs.push({ sub: new Subscriber(t.events, { start: { case: "afterPosition", value: BigInt(start) }, ...batched }), start, headBefore, label: `distance ${distance}${distance % 2 === 1 ? " (batched)" : ""}` });
         // The next one starts once a few more events committed.
         const count = known.length;
         await waitFor(() => known.length >= count + 3, { what: "more live events" });
@@ -321,7 +336,8 @@ describe("Subscribe fan-out", () => {
       expect(again.map((r) => r.event)).toEqual(read.map((r) => r.event));
       expect(requests(other.server.objects)).toBeGreaterThan(otherBefore);
     } finally {
-      await other.close();
+      // stop, not close: close drops the schema, which is this file's server's too.
+      await other.stop();
     }
   });
 
@@ -338,6 +354,73 @@ describe("Subscribe fan-out", () => {
     } finally {
       await other.close();
     }
+  });
+});
+
+describe("Subscribe in batches (max_batch, A5)", () => {
+  /** Checks the batch messages of a stream and returns its events in order. */
+  const batchedEvents = (messages: readonly SubscribeResponse[], maxBatch: number, label: string): EventEnvelope[] => {
+    expect(messages.filter((m) => m.message.case === "event"), `${label}: no single-event message`).toEqual([]);
+    for (const m of messages) {
+      if (m.message.case !== "events") continue;
+      const events = m.message.value.events;
+      expect(events.length, `${label}: batch size`).toBeGreaterThanOrEqual(1);
+      expect(events.length, `${label}: batch size`).toBeLessThanOrEqual(maxBatch);
+      expect(Number(m.position), `${label}: a batch's position is its last event's`).toBe(Number(events.at(-1)!.globalPosition));
+    }
+    return messages.flatMap(eventsOf);
+  };
+  const sizes = (messages: readonly SubscribeResponse[]) => messages.flatMap((m) => (m.message.case === "events" ? [m.message.value.events.length] : []));
+
+  it("catch-up comes in messages of at most max_batch events, in order; resuming from a batch's position repeats nothing", async () => {
+    const base = await head(t.events);
+    const known: Known[] = [];
+    for (let i = 0; i < 5; i++) known.push(...(await appendBatch(t.events, "FanBatch", `cu-${i}`, Array.from({ length: 12 }, () => "Tick.b"))));
+    const messages = await collect(t.events.subscribe({ start: { case: "afterPosition", value: BigInt(base) }, maxBatch: 10, stopAtCaughtUp: true }));
+    expect(messages.at(-1)!.message.case).toBe("caughtUp");
+    const events = batchedEvents(messages, 10, "catch-up");
+    expect(events.map((e) => e.eventId)).toEqual(known.map((k) => k.eventId));
+    // Several events per message: far fewer messages than events.
+    expect(Math.max(...sizes(messages))).toBeGreaterThan(1);
+    expect(messages.length).toBeLessThan(known.length / 2);
+    // The same events as one per message, field for field.
+    const single = (await collect(t.events.subscribe({ start: { case: "afterPosition", value: BigInt(base) }, stopAtCaughtUp: true }))).flatMap(eventsOf);
+    expect(events).toEqual(single);
+
+    const second = messages[1]!;
+    expect(second.message.case).toBe("events");
+    const resumed = await collect(t.events.subscribe({ start: { case: "afterPosition", value: second.position }, maxBatch: 10, stopAtCaughtUp: true }));
+    expect(batchedEvents(resumed, 10, "resumed").map((e) => e.eventId)).toEqual(known.filter((k) => k.position > Number(second.position)).map((k) => k.eventId));
+  });
+
+  it("live events come in batches of what is ready, filtered by kind, with no gap or repeat", async () => {
+    const sub = new Subscriber(t.events, { start: { case: "fromEnd", value: {} }, maxBatch: 100 });
+    const commands = new Subscriber(t.events, { start: { case: "fromEnd", value: {} }, maxBatch: 5, kinds: [EventKind.COMMAND] });
+    await waitFor(() => sub.markers().length === 1 && commands.markers().length === 1, { what: "both to catch up" });
+    const known: Known[] = [];
+    for (let i = 0; i < 3; i++) known.push(...(await appendBatch(t.events, "FanBatch", `blive-${i}`, Array.from({ length: 40 }, () => "Tick.l"))));
+    const out = await t.events.appendEvents({
+      aggregateType: "FanBatch",
+      aggregateId: "live-kinds",
+      expectation: { case: "any", value: {} },
+      events: Array.from({ length: 20 }, (_, i) => ({ eventId: `live-kinds-${i}`, eventType: "Tick.k", kind: i % 2 === 0 ? EventKind.COMMAND : EventKind.DOMAIN })),
+    });
+    known.push(...out.events.map((e) => ({ eventId: e.eventId, aggregateType: "FanBatch", eventType: "Tick.k", position: Number(e.globalPosition) })));
+    await waitFor(() => sub.has("live-kinds-19") && commands.has("live-kinds-18"), { what: "both to get the last events" });
+    const afterMarker = (s: Subscriber) => s.messages.slice(s.messages.findIndex((m) => m.message.case === "caughtUp") + 1);
+    expect(batchedEvents(afterMarker(sub), 100, "live").map((e) => e.eventId)).toEqual(known.map((k) => k.eventId));
+    // A commit of 40 events is handed to the subscriber at once: it comes in a few messages, not 40.
+    expect(Math.max(...sizes(sub.messages))).toBeGreaterThan(1);
+    expect(batchedEvents(afterMarker(commands), 5, "commands").map((e) => e.eventId)).toEqual(Array.from({ length: 10 }, (_, i) => `live-kinds-${2 * i}`));
+    expect(sub.error).toBeUndefined();
+    expect(commands.error).toBeUndefined();
+  });
+
+  it("max_batch above 1000 is INVALID_ARGUMENT naming it; 1000 is accepted", async () => {
+    const error = await expectStatus(collect(t.events.subscribe({ start: { case: "fromEnd", value: {} }, maxBatch: 1001, stopAtCaughtUp: true })), grpc.status.INVALID_ARGUMENT);
+    expect(badFields(error)).toEqual(["max_batch"]);
+    const ok = await collect(t.events.subscribe({ start: { case: "fromEnd", value: {} }, maxBatch: 1000, stopAtCaughtUp: true }));
+    expect(ok.map((m) => m.message.case)).toEqual(["caughtUp"]);
   });
 });
 

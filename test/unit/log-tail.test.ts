@@ -341,6 +341,39 @@ describe("log tail", () => {
     await tail.stop();
   });
 
+  it("takes what is ready after an event, in order, up to a marker, loading a page read alone together", async () => {
+    const { log, tail, commit } = setup({ pageSize: 10, bufferSize: 20, historySize: 10 });
+    log.append(25);
+    const s = tail.subscribe({ after: 0, acceptEvent: (e) => e.eventId !== "e4" });
+    /** A batch as a consumer makes one: one item from next, then what takeEvents gives. */
+    const batch = async (max: number) => {
+      const first = await s.next();
+      if (first.done) throw new Error("ended");
+      return show([first.value, ...(first.value.kind === "event" ? await s.takeEvents(max - 1) : [])]);
+    };
+    // Catch-up alone, pages of 10. Up to 4 loaded (e4 among them, filtered out): 3 events, not more.
+    expect(await batch(4)).toEqual(["1", "2", "3"]);
+    const loads = log.loads;
+    const pending = s.takeEvents(100);
+    // The rest of the page, loaded together (up to 16 at once), before any is taken; never across
+    // a page (it does not wait for a read).
+    expect(pending).toBeInstanceOf(Promise);
+    expect(log.loads - loads).toBe(6);
+    expect(show(await pending)).toEqual(range(5, 10));
+    expect(await batch(100)).toEqual(range(11, 20));
+    expect(await batch(100)).toEqual(range(21, 25));
+    // The marker is a message of its own.
+    expect(await batch(100)).toEqual(["^25"]);
+    expect(s.takeEvents(100)).toEqual([]);
+    // Live: a commit is handed over at once, so the batch holds it all; loaded by the tail already.
+    const live = batch(100);
+    await waitFor(() => tail.live === 1);
+    commit(7);
+    expect(await live).toEqual(range(26, 32));
+    await tail.stop();
+    expect(s.takeEvents(100)).toEqual([]);
+  });
+
   it("retries a failed read of the log without losing an event", async () => {
     const { log, tail, commit } = setup();
     const s = tail.subscribe({ after: "end" });

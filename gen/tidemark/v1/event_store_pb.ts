@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tidemark/v1/event_store.proto.
  */
 export const file_tidemark_v1_event_store: GenFile = /*@__PURE__*/
-  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEimAIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kEg8KB3N1YmplY3QYByABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIosCChNBcHBlbmRFdmVudHNSZXF1ZXN0EhYKDmFnZ3JlZ2F0ZV90eXBlGAEgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgCIAEoCRIWCgxleHBlY3RlZF9zZXEYAyABKARIABIrCglub19zdHJlYW0YBCABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIlCgNhbnkYBSABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIqCgZldmVudHMYBiADKAsyGi50aWRlbWFyay52MS5Qcm9wb3NlZEV2ZW50Eg0KBWFjdG9yGAcgASgJEhAKCGRhdGFiYXNlGAggASgJQg0KC2V4cGVjdGF0aW9uIlMKDUFwcGVuZGVkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCJUChRBcHBlbmRFdmVudHNSZXNwb25zZRIqCgZldmVudHMYASADKAsyGi50aWRlbWFyay52MS5BcHBlbmRlZEV2ZW50EhAKCHJlcGxheWVkGAIgASgIIo8BChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJEhUKDWxhdGVzdF9zY2hlbWEYBiABKAgiPwoSUmVhZFN0cmVhbVJlc3BvbnNlEikKBWV2ZW50GAEgASgLMhoudGlkZW1hcmsudjEuRXZlbnRFbnZlbG9wZSJWChRHZXRTdHJlYW1IZWFkUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZGF0YWJhc2UYAyABKAkiUQoVR2V0U3RyZWFtSGVhZFJlc3BvbnNlEgwKBGhlYWQYASABKAQSEQoJYWxsb2NhdGVkGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCLKAgoQU3Vic2NyaWJlUmVxdWVzdBIYCg5hZnRlcl9wb3NpdGlvbhgBIAEoBEgAEioKCGZyb21fZW5kGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASFwoPYWdncmVnYXRlX3R5cGVzGAMgAygJEhkKEWV2ZW50X3R5cGVfcHJlZml4GAQgASgJEhEKCWRhdGFiYXNlcxgFIAMoCRIdChVhZ2dyZWdhdGVfdHlwZV9wcmVmaXgYBiABKAkSEwoLZXZlbnRfdHlwZXMYByADKAkSJQoFa2luZHMYCCADKA4yFi50aWRlbWFyay52MS5FdmVudEtpbmQSGQoRc3RvcF9hdF9jYXVnaHRfdXAYCSABKAgSEwoLY2hlY2twb2ludHMYCiABKAgSFQoNbGF0ZXN0X3NjaGVtYRgLIAEoCEIHCgVzdGFydCK4AQoRU3Vic2NyaWJlUmVzcG9uc2USKwoFZXZlbnQYASABKAsyGi50aWRlbWFyay52MS5FdmVudEVudmVsb3BlSAASKgoJY2F1Z2h0X3VwGAIgASgLMhUudGlkZW1hcmsudjEuQ2F1Z2h0VXBIABItCgpjaGVja3BvaW50GAQgASgLMhcudGlkZW1hcmsudjEuQ2hlY2twb2ludEgAEhAKCHBvc2l0aW9uGAMgASgEQgkKB21lc3NhZ2UiCgoIQ2F1Z2h0VXAi9QEKDFN0cmVhbUFwcGVuZBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBIQCghkYXRhYmFzZRgHIAEoCUINCgtleHBlY3RhdGlvbiKmAQoQQ29uc2lzdGVuY3lDaGVjaxIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASEAoIZGF0YWJhc2UYBSABKAlCDQoLZXhwZWN0YXRpb24ijgEKFkFwcGVuZFRvU3RyZWFtc1JlcXVlc3QSKgoHc3RyZWFtcxgBIAMoCzIZLnRpZGVtYXJrLnYxLlN0cmVhbUFwcGVuZBI5ChJjb25zaXN0ZW5jeV9jaGVja3MYAiADKAsyHS50aWRlbWFyay52MS5Db25zaXN0ZW5jeUNoZWNrEg0KBWFjdG9yGAMgASgJIm4KElN0cmVhbUFwcGVuZFJlc3VsdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSKgoGZXZlbnRzGAMgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudCJdChdBcHBlbmRUb1N0cmVhbXNSZXNwb25zZRIwCgdzdHJlYW1zGAEgAygLMh8udGlkZW1hcmsudjEuU3RyZWFtQXBwZW5kUmVzdWx0EhAKCHJlcGxheWVkGAIgASgIIgwKCkNoZWNrcG9pbnQyvQMKEUV2ZW50U3RvcmVTZXJ2aWNlElMKDEFwcGVuZEV2ZW50cxIgLnRpZGVtYXJrLnYxLkFwcGVuZEV2ZW50c1JlcXVlc3QaIS50aWRlbWFyay52MS5BcHBlbmRFdmVudHNSZXNwb25zZRJPCgpSZWFkU3RyZWFtEh4udGlkZW1hcmsudjEuUmVhZFN0cmVhbVJlcXVlc3QaHy50aWRlbWFyay52MS5SZWFkU3RyZWFtUmVzcG9uc2UwARJWCg1HZXRTdHJlYW1IZWFkEiEudGlkZW1hcmsudjEuR2V0U3RyZWFtSGVhZFJlcXVlc3QaIi50aWRlbWFyay52MS5HZXRTdHJlYW1IZWFkUmVzcG9uc2USTAoJU3Vic2NyaWJlEh0udGlkZW1hcmsudjEuU3Vic2NyaWJlUmVxdWVzdBoeLnRpZGVtYXJrLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESXAoPQXBwZW5kVG9TdHJlYW1zEiMudGlkZW1hcmsudjEuQXBwZW5kVG9TdHJlYW1zUmVxdWVzdBokLnRpZGVtYXJrLnYxLkFwcGVuZFRvU3RyZWFtc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
+  fileDesc("Ch10aWRlbWFyay92MS9ldmVudF9zdG9yZS5wcm90bxILdGlkZW1hcmsudjEimAIKDVByb3Bvc2VkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRIlCgRkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6CghtZXRhZGF0YRgEIAMoCzIoLnRpZGVtYXJrLnYxLlByb3Bvc2VkRXZlbnQuTWV0YWRhdGFFbnRyeRIWCg5zY2hlbWFfdmVyc2lvbhgFIAEoDRIkCgRraW5kGAYgASgOMhYudGlkZW1hcmsudjEuRXZlbnRLaW5kEg8KB3N1YmplY3QYByABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIosCChNBcHBlbmRFdmVudHNSZXF1ZXN0EhYKDmFnZ3JlZ2F0ZV90eXBlGAEgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgCIAEoCRIWCgxleHBlY3RlZF9zZXEYAyABKARIABIrCglub19zdHJlYW0YBCABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIlCgNhbnkYBSABKAsyFi5nb29nbGUucHJvdG9idWYuRW1wdHlIABIqCgZldmVudHMYBiADKAsyGi50aWRlbWFyay52MS5Qcm9wb3NlZEV2ZW50Eg0KBWFjdG9yGAcgASgJEhAKCGRhdGFiYXNlGAggASgJQg0KC2V4cGVjdGF0aW9uIlMKDUFwcGVuZGVkRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSFwoPc2VxdWVuY2VfbnVtYmVyGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCJUChRBcHBlbmRFdmVudHNSZXNwb25zZRIqCgZldmVudHMYASADKAsyGi50aWRlbWFyay52MS5BcHBlbmRlZEV2ZW50EhAKCHJlcGxheWVkGAIgASgIIo8BChFSZWFkU3RyZWFtUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZnJvbV9zZXEYAyABKAQSEQoJbWF4X2NvdW50GAQgASgNEhAKCGRhdGFiYXNlGAUgASgJEhUKDWxhdGVzdF9zY2hlbWEYBiABKAgiPwoSUmVhZFN0cmVhbVJlc3BvbnNlEikKBWV2ZW50GAEgASgLMhoudGlkZW1hcmsudjEuRXZlbnRFbnZlbG9wZSJWChRHZXRTdHJlYW1IZWFkUmVxdWVzdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSEAoIZGF0YWJhc2UYAyABKAkiUQoVR2V0U3RyZWFtSGVhZFJlc3BvbnNlEgwKBGhlYWQYASABKAQSEQoJYWxsb2NhdGVkGAIgASgEEhcKD2dsb2JhbF9wb3NpdGlvbhgDIAEoBCLdAgoQU3Vic2NyaWJlUmVxdWVzdBIYCg5hZnRlcl9wb3NpdGlvbhgBIAEoBEgAEioKCGZyb21fZW5kGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASFwoPYWdncmVnYXRlX3R5cGVzGAMgAygJEhkKEWV2ZW50X3R5cGVfcHJlZml4GAQgASgJEhEKCWRhdGFiYXNlcxgFIAMoCRIdChVhZ2dyZWdhdGVfdHlwZV9wcmVmaXgYBiABKAkSEwoLZXZlbnRfdHlwZXMYByADKAkSJQoFa2luZHMYCCADKA4yFi50aWRlbWFyay52MS5FdmVudEtpbmQSGQoRc3RvcF9hdF9jYXVnaHRfdXAYCSABKAgSEwoLY2hlY2twb2ludHMYCiABKAgSFQoNbGF0ZXN0X3NjaGVtYRgLIAEoCBIRCgltYXhfYmF0Y2gYDCABKA1CBwoFc3RhcnQi4wEKEVN1YnNjcmliZVJlc3BvbnNlEisKBWV2ZW50GAEgASgLMhoudGlkZW1hcmsudjEuRXZlbnRFbnZlbG9wZUgAEioKCWNhdWdodF91cBgCIAEoCzIVLnRpZGVtYXJrLnYxLkNhdWdodFVwSAASLQoKY2hlY2twb2ludBgEIAEoCzIXLnRpZGVtYXJrLnYxLkNoZWNrcG9pbnRIABIpCgZldmVudHMYBSABKAsyFy50aWRlbWFyay52MS5FdmVudEJhdGNoSAASEAoIcG9zaXRpb24YAyABKARCCQoHbWVzc2FnZSI4CgpFdmVudEJhdGNoEioKBmV2ZW50cxgBIAMoCzIaLnRpZGVtYXJrLnYxLkV2ZW50RW52ZWxvcGUiCgoIQ2F1Z2h0VXAi9QEKDFN0cmVhbUFwcGVuZBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASJQoDYW55GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASKgoGZXZlbnRzGAYgAygLMhoudGlkZW1hcmsudjEuUHJvcG9zZWRFdmVudBIQCghkYXRhYmFzZRgHIAEoCUINCgtleHBlY3RhdGlvbiKmAQoQQ29uc2lzdGVuY3lDaGVjaxIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSFgoMZXhwZWN0ZWRfc2VxGAMgASgESAASKwoJbm9fc3RyZWFtGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5SAASEAoIZGF0YWJhc2UYBSABKAlCDQoLZXhwZWN0YXRpb24ijgEKFkFwcGVuZFRvU3RyZWFtc1JlcXVlc3QSKgoHc3RyZWFtcxgBIAMoCzIZLnRpZGVtYXJrLnYxLlN0cmVhbUFwcGVuZBI5ChJjb25zaXN0ZW5jeV9jaGVja3MYAiADKAsyHS50aWRlbWFyay52MS5Db25zaXN0ZW5jeUNoZWNrEg0KBWFjdG9yGAMgASgJIm4KElN0cmVhbUFwcGVuZFJlc3VsdBIWCg5hZ2dyZWdhdGVfdHlwZRgBIAEoCRIUCgxhZ2dyZWdhdGVfaWQYAiABKAkSKgoGZXZlbnRzGAMgAygLMhoudGlkZW1hcmsudjEuQXBwZW5kZWRFdmVudCJdChdBcHBlbmRUb1N0cmVhbXNSZXNwb25zZRIwCgdzdHJlYW1zGAEgAygLMh8udGlkZW1hcmsudjEuU3RyZWFtQXBwZW5kUmVzdWx0EhAKCHJlcGxheWVkGAIgASgIIgwKCkNoZWNrcG9pbnQyvQMKEUV2ZW50U3RvcmVTZXJ2aWNlElMKDEFwcGVuZEV2ZW50cxIgLnRpZGVtYXJrLnYxLkFwcGVuZEV2ZW50c1JlcXVlc3QaIS50aWRlbWFyay52MS5BcHBlbmRFdmVudHNSZXNwb25zZRJPCgpSZWFkU3RyZWFtEh4udGlkZW1hcmsudjEuUmVhZFN0cmVhbVJlcXVlc3QaHy50aWRlbWFyay52MS5SZWFkU3RyZWFtUmVzcG9uc2UwARJWCg1HZXRTdHJlYW1IZWFkEiEudGlkZW1hcmsudjEuR2V0U3RyZWFtSGVhZFJlcXVlc3QaIi50aWRlbWFyay52MS5HZXRTdHJlYW1IZWFkUmVzcG9uc2USTAoJU3Vic2NyaWJlEh0udGlkZW1hcmsudjEuU3Vic2NyaWJlUmVxdWVzdBoeLnRpZGVtYXJrLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESXAoPQXBwZW5kVG9TdHJlYW1zEiMudGlkZW1hcmsudjEuQXBwZW5kVG9TdHJlYW1zUmVxdWVzdBokLnRpZGVtYXJrLnYxLkFwcGVuZFRvU3RyZWFtc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_struct, file_tidemark_v1_envelope]);
 
 /**
  * An event proposed by a client; the server assigns sequence number and global position.
@@ -444,6 +444,18 @@ export type SubscribeRequest = Message<"tidemark.v1.SubscribeRequest"> & {
    * @generated from field: bool latest_schema = 11;
    */
   latestSchema: boolean;
+
+  /**
+   * Most events per message. 0 or 1 (the default): every event is its own message, in `event`.
+   * Above 1: events come in `events` messages of 1 to max_batch events each, in position order,
+   * made of what is ready when the message is sent (the server never waits to fill one); markers
+   * and checkpoints stay messages of their own. At most 1000; above that is INVALID_ARGUMENT.
+   * A subscriber that keeps up under load gets several events per message, which costs the server
+   * and the client one message each instead of one per event.
+   *
+   * @generated from field: uint32 max_batch = 12;
+   */
+  maxBatch: number;
 };
 
 /**
@@ -483,10 +495,20 @@ export type SubscribeResponse = Message<"tidemark.v1.SubscribeResponse"> & {
      */
     value: Checkpoint;
     case: "checkpoint";
+  } | {
+    /**
+     * Several events, in position order, when the request sets max_batch above 1 (then every
+     * event comes this way, never in `event`).
+     *
+     * @generated from field: tidemark.v1.EventBatch events = 5;
+     */
+    value: EventBatch;
+    case: "events";
   } | { case: undefined; value?: undefined };
 
   /**
-   * Resume with after_position = this value to continue with no gap and no repeat.
+   * Resume with after_position = this value to continue with no gap and no repeat. For `events`,
+   * the position of the last event in the batch.
    *
    * @generated from field: uint64 position = 3;
    */
@@ -501,6 +523,27 @@ export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE_
   messageDesc(file_tidemark_v1_event_store, 9);
 
 /**
+ * Events of one Subscribe message (SubscribeRequest.max_batch).
+ *
+ * @generated from message tidemark.v1.EventBatch
+ */
+export type EventBatch = Message<"tidemark.v1.EventBatch"> & {
+  /**
+   * At least one, at most max_batch, in position order; each as it would come in `event`.
+   *
+   * @generated from field: repeated tidemark.v1.EventEnvelope events = 1;
+   */
+  events: EventEnvelope[];
+};
+
+/**
+ * Describes the message tidemark.v1.EventBatch.
+ * Use `create(EventBatchSchema)` to create a new message.
+ */
+export const EventBatchSchema: GenMessage<EventBatch> = /*@__PURE__*/
+  messageDesc(file_tidemark_v1_event_store, 10);
+
+/**
  * Marks the end of catch-up.
  *
  * @generated from message tidemark.v1.CaughtUp
@@ -513,7 +556,7 @@ export type CaughtUp = Message<"tidemark.v1.CaughtUp"> & {
  * Use `create(CaughtUpSchema)` to create a new message.
  */
 export const CaughtUpSchema: GenMessage<CaughtUp> = /*@__PURE__*/
-  messageDesc(file_tidemark_v1_event_store, 10);
+  messageDesc(file_tidemark_v1_event_store, 11);
 
 /**
  * One aggregate written by an AppendToStreams call.
@@ -584,7 +627,7 @@ export type StreamAppend = Message<"tidemark.v1.StreamAppend"> & {
  * Use `create(StreamAppendSchema)` to create a new message.
  */
 export const StreamAppendSchema: GenMessage<StreamAppend> = /*@__PURE__*/
-  messageDesc(file_tidemark_v1_event_store, 11);
+  messageDesc(file_tidemark_v1_event_store, 12);
 
 /**
  * An aggregate an AppendToStreams call does not write but whose head must be as expected.
@@ -638,7 +681,7 @@ export type ConsistencyCheck = Message<"tidemark.v1.ConsistencyCheck"> & {
  * Use `create(ConsistencyCheckSchema)` to create a new message.
  */
 export const ConsistencyCheckSchema: GenMessage<ConsistencyCheck> = /*@__PURE__*/
-  messageDesc(file_tidemark_v1_event_store, 12);
+  messageDesc(file_tidemark_v1_event_store, 13);
 
 /**
  * @generated from message tidemark.v1.AppendToStreamsRequest
@@ -673,7 +716,7 @@ export type AppendToStreamsRequest = Message<"tidemark.v1.AppendToStreamsRequest
  * Use `create(AppendToStreamsRequestSchema)` to create a new message.
  */
 export const AppendToStreamsRequestSchema: GenMessage<AppendToStreamsRequest> = /*@__PURE__*/
-  messageDesc(file_tidemark_v1_event_store, 13);
+  messageDesc(file_tidemark_v1_event_store, 14);
 
 /**
  * Where the events of one written aggregate landed.
@@ -704,7 +747,7 @@ export type StreamAppendResult = Message<"tidemark.v1.StreamAppendResult"> & {
  * Use `create(StreamAppendResultSchema)` to create a new message.
  */
 export const StreamAppendResultSchema: GenMessage<StreamAppendResult> = /*@__PURE__*/
-  messageDesc(file_tidemark_v1_event_store, 14);
+  messageDesc(file_tidemark_v1_event_store, 15);
 
 /**
  * @generated from message tidemark.v1.AppendToStreamsResponse
@@ -731,7 +774,7 @@ export type AppendToStreamsResponse = Message<"tidemark.v1.AppendToStreamsRespon
  * Use `create(AppendToStreamsResponseSchema)` to create a new message.
  */
 export const AppendToStreamsResponseSchema: GenMessage<AppendToStreamsResponse> = /*@__PURE__*/
-  messageDesc(file_tidemark_v1_event_store, 15);
+  messageDesc(file_tidemark_v1_event_store, 16);
 
 /**
  * Progress of a filtered Subscribe (with `checkpoints` set): resuming with after_position = the
@@ -749,7 +792,7 @@ export type Checkpoint = Message<"tidemark.v1.Checkpoint"> & {
  * Use `create(CheckpointSchema)` to create a new message.
  */
 export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
-  messageDesc(file_tidemark_v1_event_store, 16);
+  messageDesc(file_tidemark_v1_event_store, 17);
 
 /**
  * Generic access to event streams: append with optimistic concurrency, read, and inspect heads.

@@ -1,0 +1,40 @@
+/**
+ * The bytes of a batched Subscribe message (server/subscribe.ts batchBytes): assembled from the
+ * shared encodings of its events, they must be exactly what the encoder writes for the message,
+ * and decode to the same events, for any events a client can have written (including data with
+ * keys protobuf-es would otherwise lose, and position 0).
+ */
+import { create } from "@bufbuild/protobuf";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { decodeBinary, encodeBinary } from "../../core/index.js";
+import { EventEnvelopeSchema, type EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
+import { EventBatchSchema, SubscribeResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
+import { batchBytes } from "../../server/subscribe.js";
+
+const envelope = fc.record({
+  eventId: fc.string({ maxLength: 40 }),
+  eventType: fc.string({ maxLength: 20 }),
+  globalPosition: fc.bigInt({ min: 0n, max: (1n << 63n) - 1n }),
+  seq: fc.bigInt({ min: 0n, max: 1n << 40n }),
+  data: fc.dictionary(fc.oneof(fc.string(), fc.constantFrom("__proto__", "constructor", "\ufeffk")), fc.oneof(fc.string(), fc.integer(), fc.boolean()), { maxKeys: 5 }),
+});
+
+describe("batched Subscribe messages", () => {
+  it("are the encoder's bytes for the same message, and decode to the same events", () => {
+    fc.assert(
+      fc.property(fc.array(envelope, { minLength: 1, maxLength: 8 }), fc.nat(), (inits, position) => {
+        const events: EventEnvelope[] = inits.map((init) => create(EventEnvelopeSchema, { ...init, data: init.data as never }));
+        const parts = events.map((event) => encodeBinary(EventBatchSchema, create(EventBatchSchema, { events: [event] })));
+        const message = create(SubscribeResponseSchema, { message: { case: "events", value: { events } }, position: BigInt(position) });
+        const bytes = batchBytes(parts, position);
+        expect(Buffer.from(bytes).equals(Buffer.from(encodeBinary(SubscribeResponseSchema, message)))).toBe(true);
+        const decoded = decodeBinary(SubscribeResponseSchema, bytes);
+        expect(decoded.message.case).toBe("events");
+        expect(decoded.position).toBe(BigInt(position));
+        expect(decoded.message.value).toEqual(message.message.value);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
