@@ -646,7 +646,11 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
       const entry = this.queue[this.head]!;
       if ("caughtUp" in entry || entry.envelope === undefined) break;
       this.shift();
-      if (this.acceptEvent === undefined || this.acceptEvent(entry.envelope)) items.push(this.yielded(entry, entry.envelope));
+      if (this.acceptEvent === undefined || this.acceptEvent(entry.envelope)) items.push((entry.item ??= { kind: "event", position: entry.position, event: entry.envelope }));
+    }
+    if (items.length > 0) {
+      this.reported = items[items.length - 1]!.position;
+      this.reportedAt = performance.now();
     }
     return items;
   }

@@ -7,7 +7,7 @@
  * does not hold, is tested on the loaded event.
  */
 import { create } from "@bufbuild/protobuf";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { WireType } from "@bufbuild/protobuf/wire";
 import { ALL_DATABASES, checkAggregateType, checkEventType, checkInstancePart, encodeBinary, type EventEnvelope, type LogFilter, type LogTail, type TailItem, Upcasters, Violations } from "../core/index.js";
 import { EventKind } from "../gen/tidemark/v1/envelope_pb.js";
 import { EventBatchSchema, SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
@@ -68,22 +68,39 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
     const event = eventOf(item.event, latestSchema);
     return event instanceof Promise ? event.then(message) : message(event);
   };
-  const toBatch = (items: readonly TailItem[], latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
-    const position = items[items.length - 1]!.position;
-    const events = items.map((item) => eventOf((item as Extract<TailItem, { kind: "event" }>).event, latestSchema));
-    const batch = (ready: EventEnvelope[]) => {
-      const parts = ready.map((event) => {
-        let bytes = inBatch.get(event);
-        if (bytes === undefined) {
-          bytes = encodeBinary(EventBatchSchema, create(EventBatchSchema, { events: [event] }));
-          if (event.subject === "") inBatch.set(event, bytes);
-        }
-        return bytes;
-      });
-      const response = create(SubscribeResponseSchema, { message: { case: "events", value: create(EventBatchSchema, { events: ready }) }, position: BigInt(position) });
-      return encodedAs(response, batchBytes(parts, position));
+  /** The encoding of a one-event batch: a part of every batch message that holds the event. */
+  const partOf = (event: EventEnvelope): Uint8Array => {
+    let bytes = inBatch.get(event);
+    if (bytes === undefined) {
+      bytes = encodeBinary(EventBatchSchema, create(EventBatchSchema, { events: [event] }));
+      if (event.subject === "") inBatch.set(event, bytes);
+    }
+    return bytes;
+  };
+  const batchMessage = (events: EventEnvelope[], position: number): SubscribeResponse => {
+    const parts = new Array<Uint8Array>(events.length);
+    for (let i = 0; i < events.length; i++) parts[i] = partOf(events[i]!);
+    // A plain message object (protobuf-es messages are plain objects named by $typeName, which is
+    // what create() makes): create() walks the schema for every batch of every subscriber.
+    const response: SubscribeResponse = {
+      $typeName: "tidemark.v1.SubscribeResponse",
+      message: { case: "events", value: { $typeName: "tidemark.v1.EventBatch", events } },
+      position: BigInt(position),
     };
-    return events.some((e) => e instanceof Promise) ? Promise.all(events).then(batch) : batch(events as EventEnvelope[]);
+    return encodedAs(response, batchBytes(parts, position));
+  };
+  /** The batch of `first` and `rest` (events taken after it), at the last one's position. */
+  const toBatch = (first: TailItem, rest: readonly TailItem[], latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
+    const position = rest.length === 0 ? first.position : rest[rest.length - 1]!.position;
+    const events = new Array<EventEnvelope | Promise<EventEnvelope>>(rest.length + 1);
+    let opening = false;
+    for (let i = 0; i <= rest.length; i++) {
+      const item = (i === 0 ? first : rest[i - 1]!) as Extract<TailItem, { kind: "event" }>;
+      const event = eventOf(item.event, latestSchema);
+      if (event instanceof Promise) opening = true;
+      events[i] = event;
+    }
+    return opening ? Promise.all(events).then((ready) => batchMessage(ready, position)) : batchMessage(events as EventEnvelope[], position);
   };
   return function subscribe(request: SubscribeRequest, context: CallContext): AsyncIterable<SubscribeResponse> {
     const kinds = checkSubscribeRequest(request, limits.maxSubscribeFilterEntries);
@@ -116,7 +133,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
           if (maxBatch === 1) return result(toResponse(item, latestSchema));
           // The first event waited for the tail; the rest of the batch is whatever is ready now.
           const more = subscription.takeEvents(maxBatch - 1);
-          return more instanceof Promise ? more.then((rest) => result(toBatch([item, ...rest], latestSchema))) : result(toBatch([item, ...more], latestSchema));
+          return more instanceof Promise ? more.then((rest) => result(toBatch(item, rest, latestSchema))) : result(toBatch(item, more, latestSchema));
         });
       },
       return: async () => {
@@ -137,10 +154,31 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
 export function batchBytes(parts: readonly Uint8Array[], position: number): Buffer {
   let length = 0;
   for (const part of parts) length += part.length;
-  const writer = new BinaryWriter();
-  if (position !== 0) writer.tag(3, WireType.Varint).uint64(position);
-  const head = writer.tag(5, WireType.LengthDelimited).uint32(length).finish();
-  return Buffer.concat([head, ...parts], head.length + length);
+  // Two tags, a 64-bit position (at most 10 bytes) and a 32-bit length (at most 5).
+  const out = Buffer.allocUnsafe(17 + length);
+  let at = 0;
+  if (position !== 0) {
+    out[at++] = (3 << 3) | WireType.Varint;
+    at = writeVarint(out, at, position);
+  }
+  out[at++] = (5 << 3) | WireType.LengthDelimited;
+  at = writeVarint(out, at, length);
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out.subarray(0, at);
+}
+
+/** Writes a non-negative safe integer as a varint at `at`; returns the end. */
+function writeVarint(out: Buffer, at: number, value: number): number {
+  let rest = value;
+  while (rest > 0x7f) {
+    out[at++] = (rest % 0x80) | 0x80;
+    rest = Math.floor(rest / 0x80);
+  }
+  out[at++] = rest;
+  return at;
 }
 
 /** Most events one Subscribe message may carry (SubscribeRequest.max_batch). */

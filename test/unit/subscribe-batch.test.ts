@@ -23,7 +23,7 @@ const envelope = fc.record({
 describe("batched Subscribe messages", () => {
   it("are the encoder's bytes for the same message, and decode to the same events", () => {
     fc.assert(
-      fc.property(fc.array(envelope, { minLength: 1, maxLength: 8 }), fc.nat(), (inits, position) => {
+      fc.property(fc.array(envelope, { minLength: 1, maxLength: 8 }), fc.oneof(fc.constant(0), fc.nat(), fc.maxSafeNat()), (inits, position) => {
         const events: EventEnvelope[] = inits.map((init) => create(EventEnvelopeSchema, { ...init, data: init.data as never }));
         const parts = events.map((event) => encodeBinary(EventBatchSchema, create(EventBatchSchema, { events: [event] })));
         const message = create(SubscribeResponseSchema, { message: { case: "events", value: { events } }, position: BigInt(position) });
@@ -36,5 +36,12 @@ describe("batched Subscribe messages", () => {
       }),
       { numRuns: 200 },
     );
+  });
+
+  it("hold lengths that take several varint bytes", () => {
+    const events = [0, 1, 2].map((i) => create(EventEnvelopeSchema, { eventId: `big-${i}`, globalPosition: BigInt(2 ** 40 + i), data: { text: "x".repeat(70_000 * (i + 1)) } as never }));
+    const parts = events.map((event) => encodeBinary(EventBatchSchema, create(EventBatchSchema, { events: [event] })));
+    const message = create(SubscribeResponseSchema, { message: { case: "events", value: { events } }, position: 2n ** 40n + 2n });
+    expect(Buffer.from(batchBytes(parts, 2 ** 40 + 2)).equals(Buffer.from(encodeBinary(SubscribeResponseSchema, message)))).toBe(true);
   });
 });
