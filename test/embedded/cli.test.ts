@@ -147,6 +147,10 @@ describe("an embedded deployment driven by the CLI", () => {
 
     const replay = await tidemark(["tail", "--after", "0", "--limit", "2", "--json"], env);
     expect(replay.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { global_position: string }).global_position)).toEqual(["1", "2"]);
+    // tail takes batches: stopping inside one, the resume point is the last event printed, not the batch's end.
+    const one = await tidemark(["tail", "--after", "0", "--limit", "1"], env);
+    expect(one.stdout).toMatch(/^@1 {2}Instance\/demo\/Person\/ada#1 /);
+    expect(one.stderr).toMatch(/stopped at position 1 \(resume with --after 1\)/);
 
     // status by command id (tried as an event id first), then by event id.
     const byCommand = await waitForStatus(["status", "cmd-2"], /projection:instances\s+DONE/);
