@@ -311,3 +311,27 @@ filtered 0 '[7]'
 expect_code "Subscribe with an unknown kind" 3 INVALID_ARGUMENT
 expect_eq violations "$(bad_fields)" '["kinds[0]"]'
 ok "2 of the ORDER events matched, $CHECKPOINTS checkpoints, ended OK at position $CAUGHT_UP; resume empty; unknown kind refused"
+# ---------------------------------------------------------------- S12
+SCENARIO=S12
+# orders MAX_BATCH: every ORDER event from position 0, MAX_BATCH per message, ending with OK.
+orders() {
+  call EventStoreService/Subscribe "{\"after_position\":0,\"aggregate_type_prefix\":\"$ORDER\",\"stop_at_caught_up\":true,\"max_batch\":$1}"
+}
+orders 0
+expect_ok "unbatched Subscribe"
+ALL=$(jq -s -c . <<<"$OUT") || fail "Subscribe printed no JSON: $OUT"
+jq -e 'length > 0 and (last | has("caughtUp")) and (.[:-1] | all(has("event")))' <<<"$ALL" >/dev/null || fail "expected events then caught_up, got $ALL"
+REFERENCE=$(jq -c '[.[] | select(has("event")) | .event.eventId]' <<<"$ALL")
+orders 2
+expect_ok "batched Subscribe"
+ALL=$(jq -s -c . <<<"$OUT") || fail "Subscribe printed no JSON: $OUT"
+jq -e 'length > 0 and (last | has("caughtUp"))' <<<"$ALL" >/dev/null || fail "last message: expected caught_up, got $ALL"
+jq -e '.[:-1] | all(has("events") and (.events.events | length) >= 1 and (.events.events | length) <= 2)' <<<"$ALL" >/dev/null || fail "expected events messages of 1 or 2 events, got $ALL"
+jq -e '.[:-1] | all(.position == (.events.events | last | .globalPosition))' <<<"$ALL" >/dev/null || fail "a batch's position is not its last event's: $ALL"
+expect_eq "batched events" "$(jq -c '[.[:-1][] | .events.events[].eventId]' <<<"$ALL")" "$REFERENCE"
+jq -e '[.[:-1][] | .events.events | length] | max == 2' <<<"$ALL" >/dev/null || fail "no message held two events: $ALL"
+MESSAGES=$(jq 'length - 1' <<<"$ALL")
+orders 1001
+expect_code "Subscribe with max_batch 1001" 3 INVALID_ARGUMENT
+expect_eq violations "$(bad_fields)" '["max_batch"]'
+ok "$(jq length <<<"$REFERENCE") ORDER events in $MESSAGES messages of up to 2; max_batch 1001 refused"

@@ -340,6 +340,35 @@ def run(address, ns):
     status = expect_status(lambda: list(events.Subscribe(filtered(0, kinds=(7,)), timeout=TIMEOUT)), grpc.StatusCode.INVALID_ARGUMENT)
     expect_equal("violations", bad_fields(status), ["kinds[0]"])
     ok(f"2 of the ORDER events matched, {len(messages) - 3} checkpoints, ended OK at position {caught_up}; resume empty; unknown kind refused")
+
+    scenario = "S12"
+
+    def orders(max_batch):
+        return es.SubscribeRequest(after_position=0, aggregate_type_prefix=order_type, stop_at_caught_up=True, max_batch=max_batch)
+
+    reference = []
+    for m in events.Subscribe(orders(0), timeout=TIMEOUT):
+        if m.WhichOneof("message") == "event":
+            reference.append(m.event.event_id)
+        else:
+            expect_equal("unbatched message", m.WhichOneof("message"), "caught_up")
+    batched = list(events.Subscribe(orders(2), timeout=TIMEOUT))
+    expect(len(batched) > 0, "the batched stream ended with no message")
+    expect_equal("last message", batched[-1].WhichOneof("message"), "caught_up")
+    batch_ids = []
+    largest = 0
+    for i, m in enumerate(batched[:-1]):
+        expect(m.WhichOneof("message") == "events", f"message {i + 1}: expected events, got {m}")
+        in_batch = list(m.events.events)
+        expect(1 <= len(in_batch) <= 2, f"message {i + 1}: {len(in_batch)} events")
+        expect_equal(f"message {i + 1} position", m.position, in_batch[-1].global_position)
+        largest = max(largest, len(in_batch))
+        batch_ids.extend(e.event_id for e in in_batch)
+    expect_equal("batched events", batch_ids, reference)
+    expect(largest == 2, "no message held two events")
+    status = expect_status(lambda: list(events.Subscribe(orders(1001), timeout=TIMEOUT)), grpc.StatusCode.INVALID_ARGUMENT)
+    expect_equal("violations", bad_fields(status), ["max_batch"])
+    ok(f"{len(reference)} ORDER events in {len(batched) - 1} messages of up to 2; max_batch 1001 refused")
     channel.close()
 
 

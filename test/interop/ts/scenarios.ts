@@ -26,7 +26,7 @@ export class ScenarioFailure extends Error {
 }
 
 /**
- * Runs S1–S11 against the server at `address` with names in namespace `ns`; resolves when all
+ * Runs S1–S12 against the server at `address` with names in namespace `ns`; resolves when all
  * pass, rejects with a {@link ScenarioFailure} on the first failed expectation. `log` gets one
  * "ok Sn …" line per scenario.
  */
@@ -296,6 +296,37 @@ export async function runScenarios(address: string, ns: string, log: (line: stri
     );
     expectEqual("violations", badFields(bad), ["kinds[0]"]);
     ok(`2 of the ORDER events matched, ${batchFrom0.messages.length - 3} checkpoints, ended OK at position ${batchFrom0.caughtUp}; resume empty; unknown kind refused`);
+
+    scenario = "S12";
+    const orders = (maxBatch: number) => events.subscribe({ start: { case: "afterPosition", value: 0n }, aggregateTypePrefix: orderType, stopAtCaughtUp: true, maxBatch });
+    const reference: string[] = [];
+    for await (const m of orders(0)) {
+      if (m.message.case === "event") reference.push(m.message.value.eventId);
+      else expectEqual("unbatched message", m.message.case, "caughtUp");
+    }
+    const batched: SubscribeResponse[] = [];
+    for await (const m of orders(2)) batched.push(m);
+    expectEqual("last message", batched.at(-1)?.message.case, "caughtUp");
+    const batchIds: string[] = [];
+    let largest = 0;
+    batched.slice(0, -1).forEach((m, i) => {
+      if (m.message.case !== "events") return fail(`message ${i + 1}: expected events, got ${m.message.case}`);
+      const inBatch = m.message.value.events;
+      expect(inBatch.length >= 1 && inBatch.length <= 2, `message ${i + 1}: ${inBatch.length} events`);
+      expectEqual(`message ${i + 1} position`, m.position, inBatch.at(-1)!.globalPosition);
+      largest = Math.max(largest, inBatch.length);
+      batchIds.push(...inBatch.map((e) => e.eventId));
+    });
+    expectEqual("batched events", batchIds, reference);
+    expect(largest === 2, "no message held two events");
+    const tooMany = await expectStatus(
+      (async () => {
+        for await (const _ of orders(1001)) void _;
+      })(),
+      grpc.status.INVALID_ARGUMENT,
+    );
+    expectEqual("violations", badFields(tooMany), ["max_batch"]);
+    ok(`${reference.length} ORDER events in ${batched.length - 1} messages of up to 2; max_batch 1001 refused`);
   } catch (e) {
     if (e instanceof ScenarioFailure) throw e;
     const code = (e as { code?: number }).code;

@@ -398,10 +398,50 @@ func main() {
 	_, err = bad.Recv()
 	expectEqual("violations", fmt.Sprint(badFields(expectStatus(err, codes.InvalidArgument))), "[kinds[0]]")
 	ok("2 of the ORDER events matched, %d checkpoints, ended OK at position %d; resume empty; unknown kind refused", len(batchFrom0)-3, caughtUp)
+
+	// S12
+	scenario = "S12"
+	orders := func(maxBatch uint32) *tm.SubscribeRequest {
+		return &tm.SubscribeRequest{
+			Start:               &tm.SubscribeRequest_AfterPosition{AfterPosition: 0},
+			AggregateTypePrefix: orderType,
+			StopAtCaughtUp:      true,
+			MaxBatch:            maxBatch,
+		}
+	}
+	var reference []string
+	for _, m := range receiveAll(events, orders(0)) {
+		if e := m.GetEvent(); e != nil {
+			reference = append(reference, e.GetEventId())
+		}
+	}
+	batched := receiveAll(events, orders(2))
+	expect(batched[len(batched)-1].GetCaughtUp() != nil, "last message: expected caught_up, got %v", batched[len(batched)-1])
+	var batchIDs []string
+	largest := 0
+	for i, m := range batched[:len(batched)-1] {
+		batch := m.GetEvents()
+		expect(batch != nil, "message %d: expected events, got %v", i+1, m)
+		inBatch := batch.GetEvents()
+		expect(len(inBatch) >= 1 && len(inBatch) <= 2, "message %d: %d events", i+1, len(inBatch))
+		expectEqual(fmt.Sprintf("message %d position", i+1), m.GetPosition(), inBatch[len(inBatch)-1].GetGlobalPosition())
+		if len(inBatch) > largest {
+			largest = len(inBatch)
+		}
+		for _, e := range inBatch {
+			batchIDs = append(batchIDs, e.GetEventId())
+		}
+	}
+	expectEqual("batched events", fmt.Sprint(batchIDs), fmt.Sprint(reference))
+	expect(largest == 2, "no message held two events")
+	tooMany := must(events.Subscribe(ctx(), orders(1001)))
+	_, err = tooMany.Recv()
+	expectEqual("violations", fmt.Sprint(badFields(expectStatus(err, codes.InvalidArgument))), "[max_batch]")
+	ok("%d ORDER events in %d messages of up to 2; max_batch 1001 refused", len(reference), len(batched)-1)
 }
 
-// receiveAll reads a stop_at_caught_up stream to its OK end and checks it: events or checkpoints,
-// then caught_up last, positions strictly increasing.
+// receiveAll reads a stop_at_caught_up stream to its OK end and checks it: events (one per message
+// or batched) or checkpoints, then caught_up last, positions strictly increasing up to it.
 func receiveAll(client tm.EventStoreServiceClient, request *tm.SubscribeRequest) []*tm.SubscribeResponse {
 	stream := must(client.Subscribe(ctx(), request))
 	var out []*tm.SubscribeResponse
@@ -413,14 +453,17 @@ func receiveAll(client tm.EventStoreServiceClient, request *tm.SubscribeRequest)
 		if err != nil {
 			fail("Subscribe failed after %d messages: %v", len(out), err)
 		}
-		if len(out) > 0 {
+		// caught_up may stand at the last event's position (nothing after it): every other message moves on.
+		if len(out) > 0 && msg.GetCaughtUp() != nil {
+			expect(msg.GetPosition() >= out[len(out)-1].GetPosition(), "message %d: caught_up position %d below %d", len(out)+1, msg.GetPosition(), out[len(out)-1].GetPosition())
+		} else if len(out) > 0 {
 			expect(msg.GetPosition() > out[len(out)-1].GetPosition(), "message %d: position %d not above %d", len(out)+1, msg.GetPosition(), out[len(out)-1].GetPosition())
 		}
 		out = append(out, msg)
 	}
 	expect(len(out) > 0, "the stream ended with no message")
 	for i, m := range out[:len(out)-1] {
-		expect(m.GetEvent() != nil || m.GetCheckpoint() != nil, "message %d: expected an event or a checkpoint, got %v", i+1, m)
+		expect(m.GetEvent() != nil || m.GetEvents() != nil || m.GetCheckpoint() != nil, "message %d: expected events or a checkpoint, got %v", i+1, m)
 	}
 	expect(out[len(out)-1].GetCaughtUp() != nil, "last message: expected caught_up, got %v", out[len(out)-1])
 	return out
