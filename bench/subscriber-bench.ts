@@ -225,7 +225,7 @@ async function openSubscribers(address: string, n: number, maxBatch: number): Pr
  * The events in an encoded SubscribeResponse, found by its field tags alone: one for `event` (1),
  * the entries of `events` (5), none for a marker or checkpoint.
  */
-export function eventsIn(message: Uint8Array): number {
+function eventsIn(message: Uint8Array): number {
   const reader = new BinaryReader(message);
   let count = 0;
   while (reader.pos < reader.len) {

@@ -120,13 +120,13 @@ export async function runTail(cmd: ParsedCommand, io: Io): Promise<number> {
         continue;
       }
       const events = response.message.case === "event" ? [response.message.value] : response.message.case === "events" ? response.message.value.events : [];
-      for (const event of events) {
+      const full = limit !== undefined && n + events.length >= limit;
+      for (const event of full ? events.slice(0, limit - n) : events) {
         io.out(cmd.values["json"] === true ? `${encodeEnvelope(event)}\n` : `${tailLine(event)}\n`);
         reached = event.globalPosition;
-        n += 1;
-        if (limit !== undefined && n >= limit) break;
       }
-      if (limit !== undefined && n >= limit) {
+      n += events.length;
+      if (full) {
         stop.abort();
         break;
       }

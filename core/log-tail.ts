@@ -375,6 +375,11 @@ export class LogTail {
   }
 }
 
+/** The item of a loaded entry: one object per event, shared by every subscriber that takes it. */
+function itemOf(entry: Entry, event: EventEnvelope): TailItem {
+  return (entry.item ??= { kind: "event", position: entry.position, event });
+}
+
 /** Index of the first entry with a position above `position` (entries are in position order). */
 function firstAfter(entries: readonly Entry[], position: number): number {
   let lo = 0;
@@ -607,15 +612,15 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
       const item = this.queue[this.head]!;
       if ("caughtUp" in item) {
         this.shift();
-        this.reported = item.position;
-        this.reportedAt = performance.now();
+        this.report(item.position);
         return { kind: "caught-up", position: item.position };
       }
       // Everything below a queued event has been yielded or filtered out.
       if (item.envelope === undefined) return this.checkpointAt(item.position - 1);
       this.shift();
       if (this.acceptEvent !== undefined && !this.acceptEvent(item.envelope)) continue;
-      return this.yielded(item, item.envelope);
+      this.report(item.position);
+      return itemOf(item, item.envelope);
     }
   }
 
@@ -646,20 +651,16 @@ export class TailSubscription implements AsyncIterableIterator<TailItem> {
       const entry = this.queue[this.head]!;
       if ("caughtUp" in entry || entry.envelope === undefined) break;
       this.shift();
-      if (this.acceptEvent === undefined || this.acceptEvent(entry.envelope)) items.push((entry.item ??= { kind: "event", position: entry.position, event: entry.envelope }));
+      if (this.acceptEvent === undefined || this.acceptEvent(entry.envelope)) items.push(itemOf(entry, entry.envelope));
     }
-    if (items.length > 0) {
-      this.reported = items[items.length - 1]!.position;
-      this.reportedAt = performance.now();
-    }
+    if (items.length > 0) this.report(items[items.length - 1]!.position);
     return items;
   }
 
-  /** Notes that `entry` is handed out and returns its item, one object shared by every subscriber. */
-  private yielded(entry: Entry, event: EventEnvelope): TailItem {
-    this.reported = entry.position;
+  /** Notes that the consumer has been told of everything wanted up to `position`. */
+  private report(position: number): void {
+    this.reported = position;
     this.reportedAt = performance.now();
-    return (entry.item ??= { kind: "event", position: entry.position, event });
   }
 
   private shift(): void {

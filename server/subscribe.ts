@@ -7,7 +7,7 @@
  * does not hold, is tested on the loaded event.
  */
 import { create } from "@bufbuild/protobuf";
-import { WireType } from "@bufbuild/protobuf/wire";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { ALL_DATABASES, checkAggregateType, checkEventType, checkInstancePart, encodeBinary, type EventEnvelope, type LogFilter, type LogTail, type TailItem, Upcasters, Violations } from "../core/index.js";
 import { EventKind } from "../gen/tidemark/v1/envelope_pb.js";
 import { EventBatchSchema, SubscribeResponseSchema, type SubscribeRequest, type SubscribeResponse } from "../gen/tidemark/v1/event_store_pb.js";
@@ -33,11 +33,10 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
   const upcast = new WeakMap<EventEnvelope, EventEnvelope>();
   const single = new WeakMap<EventEnvelope, SubscribeResponse>();
   const inBatch = new WeakMap<EventEnvelope, Uint8Array>();
-  const marker = (item: TailItem): SubscribeResponse | undefined => {
-    if (item.kind === "caught-up") return create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) });
-    if (item.kind === "checkpoint") return create(SubscribeResponseSchema, { message: { case: "checkpoint", value: {} }, position: BigInt(item.position) });
-    return undefined;
-  };
+  const marker = (item: Exclude<TailItem, { kind: "event" }>): SubscribeResponse =>
+    item.kind === "caught-up"
+      ? create(SubscribeResponseSchema, { message: { case: "caughtUp", value: {} }, position: BigInt(item.position) })
+      : create(SubscribeResponseSchema, { message: { case: "checkpoint", value: {} }, position: BigInt(item.position) });
   /**
    * The event as it is sent. One naming a subject is opened for each message, never shared or kept
    * opened: once the subject is forgotten, the next message carries the erasure marker (T5). It is
@@ -54,19 +53,19 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
     }
     return latest;
   };
-  const toResponse = (item: TailItem, latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
-    if (item.kind !== "event") return marker(item)!;
-    const message = (event: EventEnvelope) => {
-      let response = single.get(event);
-      if (response === undefined) {
-        response = create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(item.position) });
-        // An opened event is a new object each time: keeping it would keep nothing.
-        if (event.subject === "") single.set(event, response);
-      }
-      return response;
-    };
+  /** The one-event message of `event` (as sent), shared by every subscriber that sends it. */
+  const singleMessage = (event: EventEnvelope, position: number): SubscribeResponse => {
+    let response = single.get(event);
+    if (response === undefined) {
+      response = create(SubscribeResponseSchema, { message: { case: "event", value: event }, position: BigInt(position) });
+      // An opened event is a new object each time: keeping it would keep nothing.
+      if (event.subject === "") single.set(event, response);
+    }
+    return response;
+  };
+  const toResponse = (item: Extract<TailItem, { kind: "event" }>, latestSchema: boolean): SubscribeResponse | Promise<SubscribeResponse> => {
     const event = eventOf(item.event, latestSchema);
-    return event instanceof Promise ? event.then(message) : message(event);
+    return event instanceof Promise ? event.then((opened) => singleMessage(opened, item.position)) : singleMessage(event, item.position);
   };
   /** The encoding of a one-event batch: a part of every batch message that holds the event. */
   const partOf = (event: EventEnvelope): Uint8Array => {
@@ -80,13 +79,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
   const batchMessage = (events: EventEnvelope[], position: number): SubscribeResponse => {
     const parts = new Array<Uint8Array>(events.length);
     for (let i = 0; i < events.length; i++) parts[i] = partOf(events[i]!);
-    // A plain message object (protobuf-es messages are plain objects named by $typeName, which is
-    // what create() makes): create() walks the schema for every batch of every subscriber.
-    const response: SubscribeResponse = {
-      $typeName: "tidemark.v1.SubscribeResponse",
-      message: { case: "events", value: { $typeName: "tidemark.v1.EventBatch", events } },
-      position: BigInt(position),
-    };
+    const response = create(SubscribeResponseSchema, { message: { case: "events", value: { events } }, position: BigInt(position) });
     return encodedAs(response, batchBytes(parts, position));
   };
   /** The batch of `first` and `rest` (events taken after it), at the last one's position. */
@@ -129,7 +122,7 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
           const item = r.value;
           // stop_at_caught_up: the marker is the last message; the call then ends with OK (A3).
           if (item.kind === "caught-up" && request.stopAtCaughtUp) ended = true;
-          if (item.kind !== "event") return { done: false as const, value: marker(item)! };
+          if (item.kind !== "event") return { done: false as const, value: marker(item) };
           if (maxBatch === 1) return result(toResponse(item, latestSchema));
           // The first event waited for the tail; the rest of the batch is whatever is ready now.
           const more = subscription.takeEvents(maxBatch - 1);
@@ -154,31 +147,10 @@ export function subscribeHandler(tail: LogTail, shutdown: AbortSignal, limits: P
 export function batchBytes(parts: readonly Uint8Array[], position: number): Buffer {
   let length = 0;
   for (const part of parts) length += part.length;
-  // Two tags, a 64-bit position (at most 10 bytes) and a 32-bit length (at most 5).
-  const out = Buffer.allocUnsafe(17 + length);
-  let at = 0;
-  if (position !== 0) {
-    out[at++] = (3 << 3) | WireType.Varint;
-    at = writeVarint(out, at, position);
-  }
-  out[at++] = (5 << 3) | WireType.LengthDelimited;
-  at = writeVarint(out, at, length);
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out.subarray(0, at);
-}
-
-/** Writes a non-negative safe integer as a varint at `at`; returns the end. */
-function writeVarint(out: Buffer, at: number, value: number): number {
-  let rest = value;
-  while (rest > 0x7f) {
-    out[at++] = (rest % 0x80) | 0x80;
-    rest = Math.floor(rest / 0x80);
-  }
-  out[at++] = rest;
-  return at;
+  const writer = new BinaryWriter();
+  if (position !== 0) writer.tag(3, WireType.Varint).uint64(position);
+  const head = writer.tag(5, WireType.LengthDelimited).uint32(length).finish();
+  return Buffer.concat([head, ...parts], head.length + length);
 }
 
 /** Most events one Subscribe message may carry (SubscribeRequest.max_batch). */

@@ -139,6 +139,21 @@ describe("filtered Subscribe (A3)", () => {
     expect(resumeScan).toBeLessThanOrEqual(3);
   });
 
+  it("in batches (max_batch): the same events and the same checkpoints, each checkpoint a message of its own (A5)", async () => {
+    const start = (await append("FilterMark", `mark-${next()}`, [{ type: "Marked" }]))[0]!;
+    await append("Rare", `east/rb-${next()}`, [{ type: "RareHappened" }, { type: "RareHappened" }]);
+    for (let i = 0; i < 6; i++) await append("Noise", `east/nb-${next()}`, Array.from({ length: 10 }, () => ({ type: "Noise" })));
+    await append("Rare", `east/rb-${next()}`, [{ type: "RareHappened" }]);
+    const request: Request & Filter = { start: { case: "afterPosition", value: BigInt(start) }, aggregateTypes: ["Rare"], checkpoints: true };
+    const single = await batch(request);
+    const batched = await batch({ ...request, maxBatch: 10 });
+    const flat = (messages: readonly SubscribeResponse[]) =>
+      messages.flatMap((m) => (m.message.case === "events" ? m.message.value.events.map((e) => `event@${e.globalPosition}`) : m.message.case === "event" ? [`event@${m.position}`] : [`${m.message.case}@${m.position}`]));
+    expect(batched.filter((m) => m.message.case === "event")).toEqual([]);
+    expect(single.filter((m) => m.message.case === "checkpoint").length).toBeGreaterThanOrEqual(3);
+    expect(flat(batched)).toEqual(flat(single));
+  });
+
   it("a live filtered subscriber gets a checkpoint past events it does not want", async () => {
     const stop = new AbortController();
     const iterator = t.events.subscribe({ start: { case: "fromEnd", value: {} }, aggregateTypes: ["NeverWritten"], checkpoints: true }, { signal: stop.signal })[Symbol.asyncIterator]();

@@ -10,7 +10,9 @@ import { describe, expect, it } from "vitest";
 import { decodeBinary, encodeBinary } from "../../core/index.js";
 import { EventEnvelopeSchema, type EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
 import { EventBatchSchema, SubscribeResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
-import { batchBytes } from "../../server/subscribe.js";
+import { batchBytes, checkSubscribeRequest, MAX_BATCH } from "../../server/subscribe.js";
+import { isValidationError } from "../../core/index.js";
+import { SubscribeRequestSchema } from "../../gen/tidemark/v1/event_store_pb.js";
 
 const envelope = fc.record({
   eventId: fc.string({ maxLength: 40 }),
@@ -43,5 +45,22 @@ describe("batched Subscribe messages", () => {
     const parts = events.map((event) => encodeBinary(EventBatchSchema, create(EventBatchSchema, { events: [event] })));
     const message = create(SubscribeResponseSchema, { message: { case: "events", value: { events } }, position: 2n ** 40n + 2n });
     expect(Buffer.from(batchBytes(parts, 2 ** 40 + 2)).equals(Buffer.from(encodeBinary(SubscribeResponseSchema, message)))).toBe(true);
+  });
+
+  it("max_batch is accepted up to MAX_BATCH and refused above it, naming only max_batch", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.integer({ min: 0, max: MAX_BATCH + 2 }), fc.integer({ min: 0, max: 2 ** 32 - 1 })), (maxBatch) => {
+        const request = create(SubscribeRequestSchema, { start: { case: "fromEnd", value: {} }, maxBatch });
+        let refused: unknown;
+        try {
+          checkSubscribeRequest(request, 100);
+        } catch (e) {
+          refused = e;
+        }
+        if (maxBatch <= MAX_BATCH) expect(refused).toBeUndefined();
+        else expect(isValidationError(refused) && refused.violations.map((v) => v.field)).toEqual(["max_batch"]);
+      }),
+      { numRuns: 500 },
+    );
   });
 });
