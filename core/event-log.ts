@@ -61,7 +61,7 @@ class HeadBehindLog extends Error {
 }
 
 /**
- * Step 1 of an append, one transaction: lock the aggregate's head, look the event_ids up, check the
+ * An append reserved alone, one transaction: lock the aggregate's head, look the event_ids up, check the
  * expectation and reserve contiguous pending slots. Throws ConcurrencyError (nothing reserved, no
  * number consumed) or IdempotencyError.
  */
@@ -104,27 +104,50 @@ async function reserveIn(
   //
   // Its commit does not wait for the WAL flush (synchronous_commit off for this transaction only),
   // which takes a flush wait off every append. Nothing acknowledged depends on it: an append is
-  // acknowledged only after its commit transaction (step 3), which waits for the flush, and the
+  // acknowledged only after its commit transaction (commitSlots), which waits for the flush, and the
   // WAL is flushed in order, so the reservation is durable before any OK. A database crash can
   // lose only reservations whose appends were never acknowledged; their objects, if written, are
   // found again exactly as after lost allocations (W6: conflict, resync from S3) or by the
   // sweeper's void marker (W5).
-  const { rows } = await sql<SlotRecord & { outcome: "reserved" | "existing" | "conflict" | "head_behind"; head: number; previous_hash: string | null }>`
+  const { rows } = await sql<ReserveRecord>`
     select r.* from set_config('synchronous_commit', 'off', true) as unflushed, reserve_slots(
       ${aggregateType}, ${aggregateId}, ${expectation.type === "exact" ? expectation.seq : null}::bigint,
       ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
       ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[]) as r`.execute(db);
+  const outcome = reservationOf(rows, events);
+  switch (outcome.type) {
+    case "head_behind":
+      // A new head row for a stream the log already knows means the heads were lost (W6): the
+      // caller repairs the head and decides again.
+      throw new HeadBehindLog(outcome.logged);
+    case "conflict":
+      throw new ConcurrencyError(aggregateType, aggregateId, expectation.type === "exact" ? expectation.seq : outcome.head, outcome.head);
+    default:
+      return outcome;
+  }
+}
+
+/** A row of `reserve_slots` (core/db/functions/reserve_slots.sql). */
+export type ReserveRecord = SlotRecord & { outcome: "reserved" | "existing" | "conflict" | "head_behind"; head: number; previous_hash: string | null };
+
+/** What `reserve_slots` decided for one append: a reservation, or why not (the head it found). */
+export type ReserveOutcome = Reservation | { readonly type: "conflict"; readonly head: number } | { readonly type: "head_behind"; readonly logged: number };
+
+/**
+ * Reads `reserve_slots`'s rows for one append (alone, or as one append of a flush,
+ * core/segment-log.ts reserveSegment). Throws IdempotencyError when the event ids were appended
+ * before with other content.
+ */
+export function reservationOf(rows: readonly ReserveRecord[], events: readonly SlotRequest[]): ReserveOutcome {
   const first = rows[0];
   if (first === undefined) throw new Error("reserve_slots returned no row");
   switch (first.outcome) {
     case "head_behind":
-      // A new head row for a stream the log already knows means the heads were lost (W6): the
-      // caller repairs the head and decides again.
-      throw new HeadBehindLog(first.head);
+      return { type: "head_behind", logged: Number(first.head) };
     case "existing":
       return { type: "existing", slots: matchExisting(events, rows.map(toSlotRow)) };
     case "conflict":
-      throw new ConcurrencyError(aggregateType, aggregateId, expectation.type === "exact" ? expectation.seq : first.head, first.head);
+      return { type: "conflict", head: Number(first.head) };
     case "reserved": {
       const sorted = [...rows].sort((a, b) => Number(a.seq) - Number(b.seq));
       return { type: "reserved", slots: sorted.map(toSlotRow), previousHash: sorted[0]!.previous_hash ?? "" };
@@ -373,7 +396,7 @@ export interface CommitRequest {
 }
 
 /**
- * Step 3 of an append, one transaction for many slots (group commit): records where each written
+ * The commit step of an append, one transaction for many slots (group commit): records where each written
  * event is, then takes the commit counter's row lock, so commit order equals global position order
  * and a reader that sees position p has seen every position below p (docs/CONTRACT.md R1). A slot
  * commits only after its predecessor in the stream is settled, which keeps per-aggregate order in

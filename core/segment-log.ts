@@ -5,8 +5,8 @@
  */
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { SegmentState, WriteSideTables } from "./db/schema.js";
-import type { SlotRow } from "./event-log.js";
-import { selectSlots, toSlotRow } from "./event-log.js";
+import type { Expectation, ReserveOutcome, ReserveRecord, SlotRequest, SlotRow } from "./event-log.js";
+import { reservationOf, selectSlots, toSlotRow } from "./event-log.js";
 
 type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
 
@@ -24,6 +24,58 @@ export async function allocateSegment(db: Kysely<WriteSideTables>, calls: Readon
     select * from allocate_segment(${ids}::bigint[], ${callOf}::integer[])`.execute(db);
   if (rows.length === 0) return undefined;
   return { segment: Number(rows[0]!.segment), taken: new Set(rows.map((r) => r.call)) };
+}
+
+/** An append a flush reserves into its segment (one stream). */
+export interface SegmentAppend {
+  readonly aggregateType: string;
+  readonly aggregateId: string;
+  readonly expectation: Expectation;
+  readonly events: readonly SlotRequest[];
+}
+
+/** What {@link reserveSegment} did: the number, the calls of slots reserved before it took, and each append's outcome. */
+export interface SegmentReservation {
+  readonly segment: number;
+  readonly taken: Set<number>;
+  /** One per append, in the order given (IdempotencyError: its event ids were appended before with other content). */
+  readonly appends: ReadonlyArray<ReserveOutcome | { readonly type: "failed"; readonly error: Error }>;
+}
+
+/**
+ * Takes the next segment number for a flush, the calls of slots reserved before it (as
+ * {@link allocateSegment}) and reserves its appends into it, in one transaction committed with a
+ * flush of the WAL (core/db/functions/reserve_segment.sql). Throws when the transaction failed
+ * (nothing reserved: the appends are then reserved one by one).
+ */
+export async function reserveSegment(db: Kysely<WriteSideTables>, calls: ReadonlyArray<readonly number[]>, appends: readonly SegmentAppend[]): Promise<SegmentReservation> {
+  const events = appends.flatMap((a) => a.events);
+  const { rows } = await sql<ReserveRecord & { flush_segment: number; item: number }>`
+    select * from reserve_segment(
+      ${calls.flat()}::bigint[], ${calls.flatMap((call, i) => call.map(() => i))}::integer[],
+      ${appends.map((a) => a.aggregateType)}::text[], ${appends.map((a) => a.aggregateId)}::text[],
+      ${appends.map((a) => (a.expectation.type === "exact" ? a.expectation.seq : null))}::bigint[], ${appends.map((a) => a.events.length)}::integer[],
+      ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
+      ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[])`.execute(db);
+  const segment = rows[0]?.flush_segment;
+  if (segment === undefined) throw new Error("reserve_segment returned no row");
+  const taken = new Set<number>();
+  const byAppend = appends.map((): ReserveRecord[] => []);
+  for (const row of rows) {
+    if ((row.outcome as string) === "taken") taken.add(row.item);
+    else byAppend[row.item]!.push(row);
+  }
+  return {
+    segment: Number(segment),
+    taken,
+    appends: appends.map((a, i) => {
+      try {
+        return reservationOf(byAppend[i]!, a.events);
+      } catch (e) {
+        return { type: "failed", error: e instanceof Error ? e : new Error(String(e)) };
+      }
+    }),
+  };
 }
 
 /** Segment numbers allocated longer ago than `olderThanMs` (database clock) and still pending. */

@@ -1,5 +1,5 @@
 /**
- * Group commit (step 3 of an append): slots written to S3 queue here and commit together in one
+ * Group commit (the commit step of an append, docs/ARCHITECTURE.md): slots written to S3 queue here and commit together in one
  * PostgreSQL transaction, so the serialised commit counter costs one lock hold per batch, not per
  * event. Slots whose stream predecessor is still pending wait and are retried.
  */

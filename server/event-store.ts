@@ -37,7 +37,7 @@ import {
 import type { Committer } from "./committer.js";
 import { EventCache } from "./event-cache.js";
 import { SegmentRecovery } from "./segment-recovery.js";
-import { SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats } from "./segment-writer.js";
+import { SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats, type StreamAppend } from "./segment-writer.js";
 
 /** A validated event to append. */
 export interface ProposedEventInput {
@@ -135,6 +135,21 @@ function landed(slot: SlotRow, position: number): AppendOutput["events"][number]
   return { eventId: slot.eventId, seq: slot.seq, position };
 }
 
+/** An envelope's bytes besides its data, ids, metadata and sealed data (timestamps, hashes, field names), rounded up. */
+const ENVELOPE_FIXED_BYTES = 400;
+
+/** What an append's envelope lines will take, before its slots are known: for the segment limits only. */
+function estimatedLineBytes(input: AppendInput): number {
+  let bytes = 0;
+  for (const e of input.events) {
+    bytes += ENVELOPE_FIXED_BYTES + e.eventId.length + e.eventType.length + input.aggregateType.length + input.aggregateId.length + input.actor.length;
+    bytes += e.dataJson === undefined ? JSON.stringify(e.data).length : Buffer.byteLength(e.dataJson);
+    for (const key in e.metadata) bytes += key.length + e.metadata[key]!.length + 6;
+    if (e.sealedData !== undefined) bytes += Math.ceil(e.sealedData.length / 3) * 4 + (e.subject?.length ?? 0);
+  }
+  return bytes;
+}
+
 /** Envelope lines of this process's latest writes, kept for the first read of each (Subscribe's tail reads every one). */
 const MAX_WRITTEN_LINES = 4096;
 
@@ -202,21 +217,41 @@ export class EventStore {
     this.writer.close();
   }
 
-  /** Appends events atomically; returns after every event is in S3 and committed (W1). */
+  /**
+   * Appends events atomically; returns after every event is in S3 and committed (W1). The append
+   * queues for a flush of the segment writer, which reserves its slots together with the other
+   * appends of its segment (one round trip for all of them, server/segment-writer.ts); one the
+   * flush could not reserve is reserved alone and queued again.
+   */
   async append(input: AppendInput): Promise<AppendOutput> {
+    const requests = slotRequests(input.events);
+    const append: StreamAppend = {
+      aggregateType: input.aggregateType,
+      aggregateId: input.aggregateId,
+      expectation: input.expectation,
+      events: requests,
+      bytes: estimatedLineBytes(input),
+      lines: (slots, previousHash) => this.lines(input, slots, previousHash),
+    };
     for (let restart = 0; ; restart++) {
-      const reservation = await inSpan("tidemark.reserve", () =>
-        reserveSlots(this.deps.db, input.aggregateType, input.aggregateId, input.expectation, slotRequests(input.events)),
-      );
-      const slots = reservation.slots;
-      if (reservation.type === "reserved") {
-        const events = this.lines(input, slots, reservation.previousHash);
-        // One segment holds many appends: this call's span waits for it, the flush's span links them all (segment-writer.ts).
-        const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events }));
-        return { replayed: false, events: slots.map((slot) => landed(slot, positions.get(slot.logId)!)) };
+      // One segment holds many appends: this call's span waits for it, the flush's span links them all (segment-writer.ts).
+      const result = await inSpan("tidemark.segment.write", () => this.writer.append(append));
+      if (result.type === "written") {
+        return { replayed: false, events: result.slots.map((slot) => landed(slot, result.positions.get(slot.logId)!)) };
+      }
+      let existing = result.type === "existing" ? result.slots : undefined;
+      if (existing === undefined) {
+        const reservation = await inSpan("tidemark.reserve", () => reserveSlots(this.deps.db, input.aggregateType, input.aggregateId, input.expectation, requests));
+        const slots = reservation.slots;
+        if (reservation.type === "reserved") {
+          const events = this.lines(input, slots, reservation.previousHash);
+          const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events }));
+          return { replayed: false, events: slots.map((slot) => landed(slot, positions.get(slot.logId)!)) };
+        }
+        existing = slots;
       }
       // A retry: the original committed (answer what it got), is still in flight, or was closed.
-      const settled = await this.original(slots);
+      const settled = await this.original(existing);
       if (settled !== undefined) {
         return { replayed: true, events: settled.map((slot) => landed(slot, slot.globalPosition!)) };
       }

@@ -20,6 +20,7 @@
 import {
   activeContext,
   allocateSegment,
+  inSpan,
   annotateSpan,
   type CommitRequest,
   ConcurrencyError,
@@ -28,24 +29,48 @@ import {
   type EncodedSegment,
   type Logger,
   type ObjectStore,
+  reserveSegment,
   SEGMENT_CONTENT_TYPE,
+  type SegmentAppend,
   segmentKey,
   type SegmentEvent,
   type SlotRow,
   type TraceContext,
   inBatchSpan,
   UnavailableError,
+  voidSegmentSlotsExcept,
   type WriteSideTables,
 } from "../core/index.js";
 import type { Kysely } from "kysely";
 import type { Committer } from "./committer.js";
 
-/** One append waiting for its segment: its reserved slots and their envelopes, in slot order. */
+const UNIQUE_VIOLATION = "23505";
+
+/** A call whose slots were reserved before it queued (AppendToStreams; an append reserved alone): its slots and their envelopes, in slot order. */
 export interface PendingWrite {
   readonly slots: readonly SlotRow[];
   /** One per slot: the envelope JSON line (no global position). */
   readonly events: readonly SegmentEvent[];
 }
+
+/** An append to one stream, reserved by the flush that takes it (core/db/functions/reserve_segment.sql). */
+export interface StreamAppend extends SegmentAppend {
+  /** The bytes its envelope lines will take, estimated before its slots are known (for the segment limits). */
+  readonly bytes: number;
+  /** Its envelope lines (no global position), once its slots are reserved. */
+  lines(slots: readonly SlotRow[], previousHash: string): SegmentEvent[];
+}
+
+/** What became of an append a flush reserved (a conflict rejects with ConcurrencyError). */
+export type StreamAppendResult =
+  | { readonly type: "written"; readonly slots: readonly SlotRow[]; readonly positions: Map<number, number> }
+  /** Its event ids were appended before (a retry): the slots holding them, in request order. */
+  | { readonly type: "existing"; readonly slots: readonly SlotRow[] }
+  /**
+   * To be reserved alone (core/event-log.ts reserveSlots, which repairs and decides): the stream's
+   * head is behind the log (W6), or the flush's reservation failed as a whole. Nothing reserved.
+   */
+  | { readonly type: "alone" };
 
 /** Settings of the segment writer (each a server setting, docs/CONFIGURATION.md). */
 export interface SegmentWriterSettings {
@@ -84,13 +109,36 @@ export interface SegmentWriterDeps {
   readonly afterWrite?: (slot: SlotRow) => Promise<void>;
 }
 
-interface Waiter {
-  readonly write: PendingWrite;
+interface Queued {
+  /** Envelope bytes and events it brings to a segment (for the size limits). */
   readonly bytes: number;
+  readonly events: number;
   /** The append's trace context (tracing on). */
   readonly trace: TraceContext | undefined;
-  resolve(positions: Map<number, number>): void;
   reject(e: Error): void;
+}
+
+/** A call reserved before it queued. */
+interface ReservedWaiter extends Queued {
+  readonly write: PendingWrite;
+  readonly append?: undefined;
+  resolve(positions: Map<number, number>): void;
+}
+
+/** An append the flush reserves. */
+interface AppendWaiter extends Queued {
+  readonly append: StreamAppend;
+  readonly write?: undefined;
+  resolve(result: StreamAppendResult): void;
+}
+
+type Waiter = ReservedWaiter | AppendWaiter;
+
+/** A call going into a segment: its slots and their lines, and how to answer it once committed. */
+interface Part {
+  readonly slots: readonly SlotRow[];
+  readonly events: readonly SegmentEvent[];
+  readonly waiter: Waiter;
 }
 
 /** Totals since start, and the writer's state now, for metrics and tests. */
@@ -100,6 +148,9 @@ export interface SegmentWriterStats {
   bytes: number;
   failed: number;
   conflicts: number;
+  /** Appends the flushes reserved (reserve_segment), and appends sent back to be reserved alone. */
+  reserved: number;
+  alone: number;
   /** Appends waiting for a flush now. */
   readonly queued: number;
   /** Segment PUTs out now (at most `maxInFlight`). */
@@ -123,6 +174,8 @@ export class SegmentWriter {
       bytes: 0,
       failed: 0,
       conflicts: 0,
+      reserved: 0,
+      alone: 0,
       get queued() {
         return queue.length;
       },
@@ -130,12 +183,24 @@ export class SegmentWriter {
     };
   }
 
-  /** Queues an append; resolves with each slot's global position once its segment is written and committed. */
+  /** Queues a call reserved before; resolves with each slot's global position once its segment is written and committed. */
   write(write: PendingWrite): Promise<Map<number, number>> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new UnavailableError("server is shutting down"));
       const bytes = write.events.reduce((n, e) => n + Buffer.byteLength(e.json) + 1, 0);
-      this.queue.push({ write, bytes, trace: activeContext(), resolve, reject });
+      this.queue.push({ write, bytes, events: write.events.length, trace: activeContext(), resolve, reject });
+      this.kick();
+    });
+  }
+
+  /**
+   * Queues an append for the next flush to reserve and write; resolves once its segment is
+   * written and committed, or with why it was not reserved (a conflict rejects, W3).
+   */
+  append(append: StreamAppend): Promise<StreamAppendResult> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new UnavailableError("server is shutting down"));
+      this.queue.push({ append, bytes: append.bytes, events: append.events.length, trace: activeContext(), resolve, reject });
       this.kick();
     });
   }
@@ -184,10 +249,10 @@ export class SegmentWriter {
     let events = 0;
     while (this.queue.length > 0) {
       const next = this.queue[0]!;
-      if (batch.length > 0 && (bytes + next.bytes > maxBytes || events + next.write.events.length > maxEvents)) break;
+      if (batch.length > 0 && (bytes + next.bytes > maxBytes || events + next.events > maxEvents)) break;
       batch.push(this.queue.shift()!);
       bytes += next.bytes;
-      events += next.write.events.length;
+      events += next.events;
     }
     return batch;
   }
@@ -205,21 +270,15 @@ export class SegmentWriter {
     const { deps } = this;
     try {
       await this.resyncing;
-      const allocation = await allocateSegment(deps.db, batch.map((w) => w.write.slots.map((s) => s.logId)));
-      const taken: Waiter[] = [];
-      batch.forEach((w, i) => {
-        // Left out: the sweeper closed its slots meanwhile (the append came too late).
-        if (allocation?.taken.has(i) === true) taken.push(w);
-        else w.reject(new UnavailableError("the write reached the store after its slots were closed; retry the append"));
-      });
-      if (allocation === undefined || taken.length === 0) return;
-      const { segment } = allocation;
-      const events = taken.flatMap((w) => w.write.events);
-      const slots = taken.flatMap((w) => w.write.slots);
+      const taken = await this.reserve(batch);
+      if (taken === undefined) return;
+      const { segment, parts } = taken;
+      const events = parts.flatMap((p) => p.events);
+      const slots = parts.flatMap((p) => p.slots);
       const encoded = encodeSegment(segment, deps.now(), events);
       const key = segmentKey(segment);
-      annotateSpan({ "tidemark.segment": segment, "tidemark.segment.appends": taken.length, "tidemark.segment.events": events.length, "tidemark.segment.bytes": encoded.body.length });
-      for (const w of taken) if (w.trace !== undefined) annotateSpan({ "tidemark.segment": segment }, w.trace);
+      annotateSpan({ "tidemark.segment": segment, "tidemark.segment.appends": parts.length, "tidemark.segment.events": events.length, "tidemark.segment.bytes": encoded.body.length });
+      for (const p of parts) if (p.waiter.trace !== undefined) annotateSpan({ "tidemark.segment": segment }, p.waiter.trace);
       for (const slot of slots) await deps.beforeWrite?.({ ...slot, segment });
       let outcome;
       try {
@@ -234,7 +293,7 @@ export class SegmentWriter {
         // Our own bytes: the SDK retried a PUT whose reply was lost, so it is written.
         const existing = await deps.objects.read(key);
         if (existing === undefined || !existing.equals(encoded.body)) {
-          await this.conflict(segment, existing, taken, slots);
+          await this.conflict(segment, existing, parts, slots);
           return;
         }
       }
@@ -249,7 +308,11 @@ export class SegmentWriter {
         written: { eventId: slot.eventId, offset: encoded.ranges[i]!.start, length: encoded.ranges[i]!.length },
       }));
       const positions = await deps.committer.commit(requests);
-      for (const w of taken) w.resolve(new Map(w.write.slots.map((s) => [s.logId, positions.get(s.logId)!])));
+      for (const { waiter, slots: own } of parts) {
+        const mine = new Map(own.map((s) => [s.logId, positions.get(s.logId)!]));
+        if (waiter.append === undefined) waiter.resolve(mine);
+        else waiter.resolve({ type: "written", slots: own, positions: mine });
+      }
     } catch (e) {
       this.stats.failed += 1;
       // Nothing is acknowledged; what the store may hold is settled by the sweeper (W5).
@@ -259,12 +322,83 @@ export class SegmentWriter {
   }
 
   /**
+   * Takes a segment number for the flush and what goes into it: the calls reserved before whose
+   * slots are still open (one the sweeper closed meanwhile came too late), and the appends it
+   * reserves (core/db/functions/reserve_segment.sql) — each of the others answered here: a
+   * conflict, a retry of an earlier append, or one to be reserved alone. Undefined: nothing to write.
+   */
+  private async reserve(batch: Waiter[]): Promise<{ segment: number; parts: Part[] } | undefined> {
+    const { deps } = this;
+    const reserved = batch.filter((w): w is ReservedWaiter => w.write !== undefined);
+    const appends = batch.filter((w): w is AppendWaiter => w.append !== undefined);
+    const calls = reserved.map((w) => w.write.slots.map((s) => s.logId));
+    let allocation: { segment: number; taken: Set<number> } | undefined;
+    const parts: Part[] = [];
+    if (appends.length === 0) {
+      allocation = await allocateSegment(deps.db, calls);
+    } else {
+      let reservation;
+      try {
+        reservation = await inSpan("tidemark.reserve", () => reserveSegment(deps.db, calls, appends.map((w) => w.append)));
+      } catch (e) {
+        // Rolled back whole (an event id reserved elsewhere at the same moment, a head behind the
+        // log): each append is reserved alone, which repairs and decides; the calls reserved before
+        // go into the next flush when an append caused it, and fail otherwise (nothing taken).
+        const raced = (e as { code?: string }).code === UNIQUE_VIOLATION;
+        if (raced) deps.log.debug({ err: e, appends: appends.length }, "a flush's reservation met a concurrent one; reserving its appends one by one");
+        else deps.log.warn({ err: e, appends: appends.length }, "a flush's reservation failed; reserving its appends one by one");
+        this.stats.alone += appends.length;
+        for (const w of appends) w.resolve({ type: "alone" });
+        if (raced) this.queue.unshift(...reserved);
+        else for (const w of reserved) w.reject(e instanceof Error ? e : new Error(String(e)));
+        return undefined;
+      }
+      allocation = reservation;
+      const unwritten: number[] = [];
+      reservation.appends.forEach((outcome, i) => {
+        const w = appends[i]!;
+        switch (outcome.type) {
+          case "reserved":
+            this.stats.reserved += 1;
+            try {
+              parts.push({ slots: outcome.slots, events: w.append.lines(outcome.slots, outcome.previousHash), waiter: w });
+            } catch (e) {
+              unwritten.push(...outcome.slots.map((s) => s.logId));
+              w.reject(e instanceof Error ? e : new Error(String(e)));
+            }
+            return;
+          case "existing":
+            return w.resolve({ type: "existing", slots: outcome.slots });
+          case "head_behind":
+            this.stats.alone += 1;
+            return w.resolve({ type: "alone" });
+          case "conflict": {
+            const { aggregateType, aggregateId, expectation } = w.append;
+            return w.reject(new ConcurrencyError(aggregateType, aggregateId, expectation.type === "exact" ? expectation.seq : outcome.head, outcome.head));
+          }
+          case "failed":
+            return w.reject(outcome.error);
+        }
+      });
+      // Reserved, but no line to write (a bug): closed now, so nothing waits for them (W7).
+      if (unwritten.length > 0) await voidSegmentSlotsExcept(deps.db, reservation.segment, parts.flatMap((p) => p.slots.map((s) => s.logId)));
+    }
+    reserved.forEach((w, i) => {
+      // Left out: the sweeper closed its slots meanwhile (the append came too late).
+      if (allocation?.taken.has(i) === true) parts.unshift({ slots: w.write.slots, events: w.write.events, waiter: w });
+      else w.reject(new UnavailableError("the write reached the store after its slots were closed; retry the append"));
+    });
+    if (allocation === undefined || parts.length === 0) return undefined;
+    return { segment: allocation.segment, parts };
+  }
+
+  /**
    * The segment's key exists and holds something else. A void segment means the sweeper closed the
    * number first (too late: UNAVAILABLE); anything else means PostgreSQL is behind S3 (W6):
    * re-synchronise, then answer ABORTED where S3 handed a slot to another event and UNAVAILABLE
    * (retry) otherwise.
    */
-  private async conflict(segment: number, existing: Buffer | undefined, taken: Waiter[], slots: SlotRow[]): Promise<void> {
+  private async conflict(segment: number, existing: Buffer | undefined, parts: readonly Part[], slots: SlotRow[]): Promise<void> {
     const { deps } = this;
     if (existing !== undefined && decodeSegmentHeader(existing).type === "void") {
       throw new UnavailableError("the write reached the store after its segment was closed; retry the append");
@@ -282,11 +416,11 @@ export class SegmentWriter {
     } finally {
       this.resyncing = undefined;
     }
-    for (const w of taken) {
-      const lost = w.write.slots.find((s) => handedOver.has(s.logId));
+    for (const { waiter: w, slots: mine } of parts) {
+      const lost = mine.find((s) => handedOver.has(s.logId));
       if (lost !== undefined) {
         // A multi-stream call (W8) holds several streams: name the one that lost its slot.
-        const own = w.write.slots.filter((s) => s.aggregateType === lost.aggregateType && s.aggregateId === lost.aggregateId);
+        const own = mine.filter((s) => s.aggregateType === lost.aggregateType && s.aggregateId === lost.aggregateId);
         w.reject(new ConcurrencyError(lost.aggregateType, lost.aggregateId, own[0]!.seq - 1, Math.max(...own.map((s) => s.seq))));
       }
       else w.reject(new UnavailableError("the commit log was behind the object store and has been re-synchronised; retry the append"));

@@ -74,6 +74,8 @@ export function serverMetrics(registry: Registry): ServerMetrics {
   segmentGauge("tidemark_segment_bytes_total", "Bytes of the segments this server wrote", (s) => s.bytes);
   segmentGauge("tidemark_segment_write_failures_total", "Segment flushes that failed (every append in them answered UNAVAILABLE)", (s) => s.failed);
   segmentGauge("tidemark_segment_conflicts_total", "Segment numbers S3 already held (the commit log was behind the bucket: re-synchronised)", (s) => s.conflicts);
+  segmentGauge("tidemark_segment_reserved_appends_total", "Appends a segment flush reserved together with the others of its segment (one round trip for all)", (s) => s.reserved);
+  segmentGauge("tidemark_segment_alone_appends_total", "Appends a flush sent back to be reserved alone (a stream head behind the log, or the flush's reservation failed)", (s) => s.alone);
   segmentGauge("tidemark_segment_queued_appends", "Appends waiting now for a segment flush (they go into the next one together)", (s) => s.queued);
   segmentGauge("tidemark_segment_puts_in_flight", "Segment PUTs out now (at most TIDEMARK_SEGMENT_MAX_IN_FLIGHT)", (s) => s.inFlight);
   new Gauge({

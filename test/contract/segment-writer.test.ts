@@ -20,7 +20,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-/** Step 1 of an append to `aggregateId`, as EventStore.append does it. */
+/** An append to `aggregateId` reserved alone, as EventStore.append does when its flush cannot reserve it. */
 const reserveOne = (aggregateId: string, eventId: string): Promise<PendingWrite> => reserveNoted(t.server, "Order", aggregateId, eventId, {}, "segment-writer-test");
 
 describe("segment writer", () => {

@@ -32,13 +32,13 @@ const probe = (value: number): SqlFunctionFile => {
 describe("SQL function files", () => {
   it("applies every file to a fresh schema once, and nothing on the next migrate", async () => {
     const files = await sqlFunctionFiles();
-    expect(files.map((f) => f.name)).toEqual(["allocate_segment", "commit_slots", "reserve_slots", "reserve_streams"]);
+    expect(files.map((f) => f.name)).toEqual(["allocate_segment", "commit_slots", "reserve_segment", "reserve_slots", "reserve_streams"]);
     const first = await migrateToLatest(backends.database.db, config.pgSchema);
-    expect(first).toEqual(expect.arrayContaining(["function allocate_segment", "function commit_slots", "function reserve_slots", "function reserve_streams"]));
+    expect(first).toEqual(expect.arrayContaining(["function allocate_segment", "function commit_slots", "function reserve_segment", "function reserve_slots", "function reserve_streams"]));
     const again = await migrateToLatest(backends.database.db, config.pgSchema);
     expect(again).toEqual([]);
-    const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_proc p join pg_namespace s on s.oid = p.pronamespace where s.nspname = ${config.pgSchema} and p.proname in ('allocate_segment', 'reserve_slots', 'commit_slots', 'reserve_streams')`.execute(backends.database.db);
-    expect(rows[0]!.n).toBe(4);
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_proc p join pg_namespace s on s.oid = p.pronamespace where s.nspname = ${config.pgSchema} and p.proname in ('allocate_segment', 'take_slots', 'reserve_segment', 'reserve_slots', 'commit_slots', 'reserve_streams')`.execute(backends.database.db);
+    expect(rows[0]!.n).toBe(6);
   });
 
   it("applies a file again when it changes, also when two processes migrate at once", async () => {

@@ -40,7 +40,7 @@ afterAll(async () => {
 
 describe("the compiled CLI", () => {
   it("holds the SQL functions beside the compiled database code", async () => {
-    for (const name of ["reserve_slots.sql", "commit_slots.sql", "allocate_segment.sql"]) {
+    for (const name of ["reserve_slots.sql", "reserve_segment.sql", "commit_slots.sql", "allocate_segment.sql"]) {
       expect(await readFile(path.join(build, "dist/core/db/functions", name), "utf8")).toBe(await readFile(path.join(ROOT, "core/db/functions", name), "utf8"));
     }
   });

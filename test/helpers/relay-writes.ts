@@ -25,7 +25,7 @@ export interface WrittenSlot {
   readonly body: string;
 }
 
-/** Step 1 of an append, as the server's EventStore does it: reserves the next slot of the aggregate (`any`) for one `Noted` event and makes its envelope line. */
+/** An append reserved alone, as the server's EventStore does it: reserves the next slot of the aggregate (`any`) for one `Noted` event and makes its envelope line. */
 export async function reserveNoted(
   server: ServerHandle,
   aggregateType: string,

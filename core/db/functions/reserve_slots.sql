@@ -1,4 +1,5 @@
--- reserve_slots: step 1 of an append, one transaction in one round trip (docs/CONTRACT.md W3, W4, W7).
+-- reserve_slots: the reservation of one append (docs/CONTRACT.md W3, W4, W7): alone, in one transaction
+-- in one round trip, or as one append of a flush (reserve_segment.sql).
 --
 -- Locks the aggregate's head row (creating it when missing, so appends to one aggregate queue here),
 -- looks the event ids up, checks the expectation and reserves contiguous pending slots. Returns one
@@ -6,7 +7,9 @@
 -- event ids: the caller decides retry or conflict); or a single row without a slot: `conflict` (head
 -- is the actual head; nothing reserved, no number used up) or `head_behind` (the head row is 0 while
 -- the log knows `head` slots — heads were lost, W6: the caller repairs the head and asks again).
--- p_expected null means "any". Errors (unique violations) reach the caller with their code and
+-- p_expected null means "any". p_segment, when given, is the segment the new rows go into (a flush
+-- of the segment writer reserving its appends, reserve_segment.sql); null leaves them for a flush
+-- to take later (allocate_segment.sql). Errors (unique violations) reach the caller with their code and
 -- constraint, which core/event-log.ts uses to repair and retry.
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
@@ -14,7 +17,8 @@
 drop function if exists reserve_slots(text, text, bigint, text[], text[], text[], text[]);
 create or replace function reserve_slots(
   p_aggregate_type text, p_aggregate_id text, p_expected bigint,
-  p_event_ids text[], p_event_types text[], p_content_hashes text[], p_ordering_keys text[])
+  p_event_ids text[], p_event_types text[], p_content_hashes text[], p_ordering_keys text[],
+  p_segment bigint default null)
 returns table (
   outcome text, head bigint,
   log_id bigint, event_id text, aggregate_type text, aggregate_id text, seq bigint,
@@ -97,9 +101,9 @@ begin
   return query
     with inserted as (
       insert into event_log (event_id, aggregate_type, aggregate_id, seq, event_type, content_hash,
-                             ordering_key, batch_first_seq, batch_last_seq, state, chain_hash)
+                             ordering_key, batch_first_seq, batch_last_seq, state, chain_hash, segment)
       select u.event_id, p_aggregate_type, p_aggregate_id, v_head + u.ord, u.event_type, u.content_hash,
-             u.ordering_key, v_head + 1, v_head + v_count, 'pending', u.chain_hash
+             u.ordering_key, v_head + 1, v_head + v_count, 'pending', u.chain_hash, p_segment
         from unnest(p_event_ids, p_event_types, p_content_hashes, p_ordering_keys, v_chains)
              with ordinality as u(event_id, event_type, content_hash, ordering_key, chain_hash, ord)
       returning *)

@@ -1,0 +1,123 @@
+/**
+ * A flush reserves its appends together (core/db/functions/reserve_segment.sql): the appends queued
+ * while a segment PUT is out are reserved in one transaction, into the segment the flush writes,
+ * each decided on its own as if reserved alone (W3, W4, W7) — and what that transaction cannot
+ * decide (a head behind the log, W6) is reserved alone and still lands. Both storages.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConcurrencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
+import type { SlotRow } from "../../core/event-log.js";
+import { expectStatus, findDetail, grpc } from "../helpers/grpc-errors.js";
+import { startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+/** Flushes of a held event wait here: the appends after it queue for the next flush. */
+const gates = new Map<string, Promise<void>>();
+let t: TestServer;
+beforeAll(async () => {
+  t = await startTestServer(testServerConfig({ TIDEMARK_SEGMENT_MAX_IN_FLIGHT: "1" }), {
+    beforeWrite: async (slot: SlotRow) => {
+      await gates.get(slot.eventId);
+    },
+  });
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+const stats = () => t.server.store.segmentStats;
+const noted = (eventId: string, n = 1) => ({ eventId, eventType: "Noted", data: { n } as never });
+const any = { case: "any", value: {} } as const;
+const exact = (seq: number) => ({ case: "expectedSeq", value: BigInt(seq) }) as const;
+
+/**
+ * Holds the only flush place with an append of its own, runs `queue` (whose appends then wait for
+ * the next flush), waits until `expected` appends are queued, and lets the flushes go.
+ */
+async function whileHeld<T>(name: string, expected: number, queue: () => T): Promise<T> {
+  let release!: () => void;
+  gates.set(`${name}-gate`, new Promise<void>((r) => (release = r)));
+  const held = t.events.appendEvents({ aggregateType: "Gate", aggregateId: name, expectation: any, events: [noted(`${name}-gate`)] });
+  await waitFor(() => stats().inFlight === 1, { what: "the held flush to take the place" });
+  const queued = queue();
+  await waitFor(() => stats().queued === expected, { what: `${expected} appends to queue behind the held flush` });
+  release();
+  await held;
+  return queued;
+}
+
+async function segmentsOf(eventIds: readonly string[]): Promise<Map<string, number | null>> {
+  const rows = await t.server.database.db.selectFrom("event_log").select(["event_id", "segment"]).where("event_id", "in", [...eventIds]).where("state", "=", "committed").execute();
+  return new Map(rows.map((r) => [r.event_id, r.segment === null ? null : Number(r.segment)]));
+}
+
+describe("a flush reserves its appends together", () => {
+  it("decides each append on its own in one segment: two to one stream, a conflict, a new stream, a retry", async () => {
+    const before = { ...stats() };
+    const calls = await whileHeld("mixed", 5, () => ({
+      first: t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-two", expectation: any, events: [noted("fr-b1")] }),
+      second: t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-two", expectation: any, events: [noted("fr-b2"), noted("fr-b3")] }),
+      conflict: expectStatus(t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-never", expectation: exact(5), events: [noted("fr-c1")] }), grpc.status.ABORTED),
+      fresh: t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-new", expectation: exact(0), events: [noted("fr-d1")] }),
+      retry: t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-new", expectation: exact(0), events: [noted("fr-d1")] }),
+    }));
+    const [first, second, conflict, fresh, retry] = await Promise.all([calls.first, calls.second, calls.conflict, calls.fresh, calls.retry]);
+
+    // In queue order, the second append to a stream after the first of the same flush.
+    expect(first.events.map((e) => Number(e.sequenceNumber))).toEqual([1]);
+    expect(second.events.map((e) => Number(e.sequenceNumber))).toEqual([2, 3]);
+    // The conflict names the real head, and its stream gets no head row (nothing reserved).
+    expect(findDetail(conflict, ConcurrencyConflictSchema)).toMatchObject({ expectedSeq: 5n, actualSeq: 0n });
+    const heads = await t.server.database.db.selectFrom("stream_heads").select(["aggregate_id", "head"]).where("aggregate_id", "in", ["fr-two", "fr-never", "fr-new"]).orderBy("aggregate_id").execute();
+    expect(heads.map((h) => [h.aggregate_id, Number(h.head)])).toEqual([["fr-new", 1], ["fr-two", 3]]);
+    // The retry in the same flush is answered with the original's place.
+    expect(fresh.events.map((e) => [Number(e.sequenceNumber), Number(e.globalPosition)])).toEqual(retry.events.map((e) => [Number(e.sequenceNumber), Number(e.globalPosition)]));
+    expect([fresh.replayed, retry.replayed]).toEqual([false, true]);
+
+    // One segment, reserved in one go (the held append, the two to fr-two, fr-new's): nothing alone.
+    const segments = await segmentsOf(["fr-b1", "fr-b2", "fr-b3", "fr-d1"]);
+    expect(new Set(segments.values()).size).toBe(1);
+    expect(stats().segments - before.segments).toBe(2);
+    expect(stats().reserved - before.reserved).toBe(4);
+    expect(stats().alone - before.alone).toBe(0);
+  });
+
+  it("reserves alone what the flush cannot decide — a lost head row, a head behind the log (W6) — and every append still lands", async () => {
+    const db = t.server.database.db;
+    for (const id of ["fr-lost", "fr-behind"]) {
+      await t.events.appendEvents({ aggregateType: "Order", aggregateId: id, expectation: exact(0), events: [noted(`${id}-1`), noted(`${id}-2`), noted(`${id}-3`)] });
+    }
+    // As after a restore of an older backup: one head row gone, one behind its stream's slots.
+    await db.deleteFrom("stream_heads").where("aggregate_id", "=", "fr-lost").execute();
+    await db.updateTable("stream_heads").set({ head: 1 }).where("aggregate_id", "=", "fr-behind").execute();
+
+    // A lost head row is one append's outcome: the others of its flush are reserved with it.
+    let before = { ...stats() };
+    const lost = await whileHeld("lost", 2, () =>
+      Promise.all([
+        t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-lost", expectation: any, events: [noted("fr-lost-4")] }),
+        t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-beside-1", expectation: exact(0), events: [noted("fr-beside-1")] }),
+      ]),
+    );
+    expect(lost.map((r) => r.events.map((e) => Number(e.sequenceNumber)))).toEqual([[4], [1]]);
+    // Reserved by flushes: the held append and the one beside; alone: the lost head's.
+    expect([stats().reserved - before.reserved, stats().alone - before.alone]).toEqual([2, 1]);
+
+    // A head behind its slots fails the flush's transaction (a unique violation): every append
+    // of that flush is reserved alone, where the head is repaired.
+    before = { ...stats() };
+    const behind = await whileHeld("behind", 2, () =>
+      Promise.all([
+        t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-behind", expectation: any, events: [noted("fr-behind-4")] }),
+        t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-beside-2", expectation: exact(0), events: [noted("fr-beside-2")] }),
+      ]),
+    );
+    expect(behind.map((r) => r.events.map((e) => Number(e.sequenceNumber)))).toEqual([[4], [1]]);
+    expect(stats().alone - before.alone).toBe(2);
+    const heads = await db.selectFrom("stream_heads").select(["aggregate_id", "head"]).where("aggregate_id", "in", ["fr-lost", "fr-behind"]).orderBy("aggregate_id").execute();
+    expect(heads.map((h) => [h.aggregate_id, Number(h.head)])).toEqual([["fr-behind", 4], ["fr-lost", 4]]);
+    // Every slot committed once, at its own seq.
+    const slots = await db.selectFrom("event_log").select(["aggregate_id", "seq", "state"]).where("aggregate_id", "in", ["fr-lost", "fr-behind"]).orderBy("aggregate_id").orderBy("seq").execute();
+    expect(slots.map((s) => `${s.aggregate_id}/${Number(s.seq)}/${s.state}`)).toEqual([1, 2, 3, 4].map((n) => `fr-behind/${n}/committed`).concat([1, 2, 3, 4].map((n) => `fr-lost/${n}/committed`)));
+  });
+});
