@@ -1,12 +1,14 @@
 /**
- * Adaptive group commit into segments (docs/STORAGE.md): appends whose slots are reserved queue
- * here; a flush takes what is queued into one segment — a number from PostgreSQL's counter, one
- * conditional PUT, one commit — and answers every append in it. No timer: while the flushes in
+ * Adaptive group commit into segments (docs/STORAGE.md): appends queue here; a flush takes what is
+ * queued into one segment — a number from PostgreSQL's counter and the appends' slots in one
+ * transaction, one conditional PUT, one commit — and answers every append in it. No timer: while the flushes in
  * flight occupy every slot (`maxInFlight`), appends queue, and the next flush takes them all (up to
  * `maxBytes` and `maxEvents`), so at low load a segment holds one call and an append is one PUT long,
  * and under load segments grow by themselves. `lingerMs` may add a wait for fewer, larger PUTs.
+ * The flush reserves the appends it takes, all in one transaction (reserve_segment), one flush at a
+ * time: flushes overlap in their PUTs, not in their reservations.
  *
- * A flush holds its place among the `maxInFlight` from its allocation to the end of its PUT, not
+ * A flush holds its place among the `maxInFlight` from its reservation to the end of its PUT, not
  * of its commit: a commit may wait for a stream predecessor (R2) that is still queued here, and a
  * place held across that wait could leave the predecessor no flush to go in (every place taken by
  * a flush waiting for a slot behind it in the queue, until the commit's deadline).
@@ -162,6 +164,12 @@ export class SegmentWriter {
   private readonly queue: Waiter[] = [];
   private closed = false;
   private lingering: NodeJS.Timeout | undefined;
+  /**
+   * A flush is reserving now (reserve_segment): the next one starts only after it, with everything
+   * queued meanwhile, so flushes overlap in their PUTs but not in their reservations — which would
+   * contend for the same head rows and split the queue into smaller segments.
+   */
+  private reserving = false;
   /** Flushes wait for a re-synchronisation in progress: nothing new is written meanwhile (W6). */
   private resyncing: Promise<void> | undefined;
   readonly stats: SegmentWriterStats;
@@ -213,7 +221,7 @@ export class SegmentWriter {
   }
 
   private kick(): void {
-    if (this.closed || this.queue.length === 0 || this.stats.inFlight >= this.deps.settings.maxInFlight) return;
+    if (this.closed || this.reserving || this.queue.length === 0 || this.stats.inFlight >= this.deps.settings.maxInFlight) return;
     const { lingerMs } = this.deps.settings;
     if (lingerMs > 0) {
       if (this.lingering !== undefined) return;
@@ -227,9 +235,10 @@ export class SegmentWriter {
   }
 
   private start(): void {
-    while (!this.closed && this.queue.length > 0 && this.stats.inFlight < this.deps.settings.maxInFlight) {
+    while (!this.closed && !this.reserving && this.queue.length > 0 && this.stats.inFlight < this.deps.settings.maxInFlight) {
       const batch = this.take();
       this.stats.inFlight += 1;
+      this.reserving = true;
       let released = false;
       const release = (): void => {
         if (released) return;
@@ -269,8 +278,14 @@ export class SegmentWriter {
   private async flushBatch(batch: Waiter[], release: () => void): Promise<void> {
     const { deps } = this;
     try {
-      await this.resyncing;
-      const taken = await this.reserve(batch);
+      let taken;
+      try {
+        await this.resyncing;
+        taken = await this.reserve(batch);
+      } finally {
+        this.reserving = false;
+        this.kick();
+      }
       if (taken === undefined) return;
       const { segment, parts } = taken;
       const events = parts.flatMap((p) => p.events);
