@@ -239,6 +239,13 @@ export class SegmentWriter {
       const batch = this.take();
       this.stats.inFlight += 1;
       this.reserving = true;
+      let reservationOver = false;
+      const reserved = (): void => {
+        if (reservationOver) return;
+        reservationOver = true;
+        this.reserving = false;
+        this.kick();
+      };
       let released = false;
       const release = (): void => {
         if (released) return;
@@ -246,7 +253,10 @@ export class SegmentWriter {
         this.stats.inFlight -= 1;
         this.kick();
       };
-      void this.flush(batch, release).finally(release);
+      void this.flush(batch, reserved, release).finally(() => {
+        reserved();
+        release();
+      });
     }
   }
 
@@ -270,12 +280,15 @@ export class SegmentWriter {
    * One segment for many appends, so one span for it: a child of the first append's
    * `tidemark.segment.write` span, linking the others' (each of which records the segment number).
    */
-  private flush(batch: Waiter[], release: () => void): Promise<void> {
-    return inBatchSpan("tidemark.segment.flush", batch.map((w) => w.trace), () => this.flushBatch(batch, release));
+  private flush(batch: Waiter[], reserved: () => void, release: () => void): Promise<void> {
+    return inBatchSpan("tidemark.segment.flush", batch.map((w) => w.trace), () => this.flushBatch(batch, reserved, release));
   }
 
-  /** Writes and commits one segment; `release` gives its place back once the segment is in S3. */
-  private async flushBatch(batch: Waiter[], release: () => void): Promise<void> {
+  /**
+   * Writes and commits one segment; `reserved` lets the next flush start once this one has
+   * reserved, `release` gives its place back once the segment is in S3.
+   */
+  private async flushBatch(batch: Waiter[], reserved: () => void, release: () => void): Promise<void> {
     const { deps } = this;
     try {
       let taken;
@@ -283,8 +296,7 @@ export class SegmentWriter {
         await this.resyncing;
         taken = await this.reserve(batch);
       } finally {
-        this.reserving = false;
-        this.kick();
+        reserved();
       }
       if (taken === undefined) return;
       const { segment, parts } = taken;
