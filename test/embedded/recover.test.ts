@@ -73,7 +73,9 @@ describe("embedded verify and recover", () => {
         const ids = acked.get(stream) ?? [];
         acked.set(stream, ids);
         const eventId = `${stream}-${ids.length + 1}`;
-        await events.appendEvents({ aggregateType: "Ledger", aggregateId: stream, expectation: { case: "expectedSeq", value: BigInt(ids.length) }, events: [{ eventId, eventType: "Posted", data: { i } as never }] });
+        await events.appendEvents({ aggregateType: "Ledger", aggregateId: stream, expectation: { case: "expectedSeq", value: BigInt(ids.length) }, events: [{ eventId, eventType: "Posted", data: { i } as never }] }).catch((e: unknown) => {
+          throw new Error(`append ${i + 1} of ${APPENDS} failed: ${(e as Error).message}; the server's stderr ends:\n${running?.stderr().slice(-4000) ?? ""}`, { cause: e });
+        });
         ids.push(eventId);
       }
     } finally {
