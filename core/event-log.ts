@@ -114,14 +114,14 @@ async function reserveIn(
       ${aggregateType}, ${aggregateId}, ${expectation.type === "exact" ? expectation.seq : null}::bigint,
       ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
       ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[]) as r`.execute(db);
-  const outcome = reservationOf(rows, events);
+  const outcome = reservationOf(rows, { aggregateType, aggregateId, expectation, events });
   switch (outcome.type) {
     case "head_behind":
       // A new head row for a stream the log already knows means the heads were lost (W6): the
       // caller repairs the head and decides again.
       throw new HeadBehindLog(outcome.logged);
-    case "conflict":
-      throw new ConcurrencyError(aggregateType, aggregateId, expectation.type === "exact" ? expectation.seq : outcome.head, outcome.head);
+    case "refused":
+      throw outcome.error;
     default:
       return outcome;
   }
@@ -130,24 +130,32 @@ async function reserveIn(
 /** A row of `reserve_slots` (core/db/functions/reserve_slots.sql). */
 export type ReserveRecord = SlotRecord & { outcome: "reserved" | "existing" | "conflict" | "head_behind"; head: number; previous_hash: string | null };
 
-/** What `reserve_slots` decided for one append: a reservation, or why not (the head it found). */
-export type ReserveOutcome = Reservation | { readonly type: "conflict"; readonly head: number } | { readonly type: "head_behind"; readonly logged: number };
-
 /**
- * Reads `reserve_slots`'s rows for one append (alone, or as one append of a flush,
- * core/segment-log.ts reserveSegment). Throws IdempotencyError when the event ids were appended
- * before with other content.
+ * What `reserve_slots` decided for one append: a reservation (or the slots of its original), a
+ * refusal (ConcurrencyError, or IdempotencyError when the event ids were appended before with other
+ * content), or a head behind the log (W6).
  */
-export function reservationOf(rows: readonly ReserveRecord[], events: readonly SlotRequest[]): ReserveOutcome {
+export type ReserveOutcome = Reservation | { readonly type: "refused"; readonly error: ConcurrencyError | IdempotencyError } | { readonly type: "head_behind"; readonly logged: number };
+
+/** Reads `reserve_slots`'s rows for `append` (alone, or as one append of a flush, core/segment-log.ts reserveSegment). */
+export function reservationOf(rows: readonly ReserveRecord[], append: StreamSlotRequest): ReserveOutcome {
   const first = rows[0];
   if (first === undefined) throw new Error("reserve_slots returned no row");
   switch (first.outcome) {
     case "head_behind":
       return { type: "head_behind", logged: Number(first.head) };
     case "existing":
-      return { type: "existing", slots: matchExisting(events, rows.map(toSlotRow)) };
-    case "conflict":
-      return { type: "conflict", head: Number(first.head) };
+      try {
+        return { type: "existing", slots: matchExisting(append.events, rows.map(toSlotRow)) };
+      } catch (e) {
+        if (e instanceof IdempotencyError) return { type: "refused", error: e };
+        throw e;
+      }
+    case "conflict": {
+      const head = Number(first.head);
+      const { aggregateType, aggregateId, expectation } = append;
+      return { type: "refused", error: new ConcurrencyError(aggregateType, aggregateId, expectation.type === "exact" ? expectation.seq : head, head) };
+    }
     case "reserved": {
       const sorted = [...rows].sort((a, b) => Number(a.seq) - Number(b.seq));
       return { type: "reserved", slots: sorted.map(toSlotRow), previousHash: sorted[0]!.previous_hash ?? "" };

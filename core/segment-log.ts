@@ -5,7 +5,7 @@
  */
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { SegmentState, WriteSideTables } from "./db/schema.js";
-import type { Expectation, ReserveOutcome, ReserveRecord, SlotRequest, SlotRow } from "./event-log.js";
+import type { ReserveOutcome, ReserveRecord, SlotRow, StreamSlotRequest } from "./event-log.js";
 import { reservationOf, selectSlots, toSlotRow } from "./event-log.js";
 
 type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
@@ -16,31 +16,28 @@ type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
  * Returns the number and the indexes of the calls taken, or undefined when none was.
  */
 export async function allocateSegment(db: Kysely<WriteSideTables>, calls: ReadonlyArray<readonly number[]>): Promise<{ segment: number; taken: Set<number> } | undefined> {
-  const ids = calls.flat();
-  const callOf = calls.flatMap((call, i) => call.map(() => i));
   // Commits with a flush of the WAL: the segment is PUT only after this, so a segment S3 holds is
   // known to PostgreSQL (short of a restore from an older backup, which W6 re-synchronises).
   const { rows } = await sql<{ segment: number; call: number }>`
-    select * from allocate_segment(${ids}::bigint[], ${callOf}::integer[])`.execute(db);
+    select * from allocate_segment(${calls.flat()}::bigint[], ${callOf(calls)}::integer[])`.execute(db);
   if (rows.length === 0) return undefined;
   return { segment: Number(rows[0]!.segment), taken: new Set(rows.map((r) => r.call)) };
 }
 
-/** An append a flush reserves into its segment (one stream). */
-export interface SegmentAppend {
-  readonly aggregateType: string;
-  readonly aggregateId: string;
-  readonly expectation: Expectation;
-  readonly events: readonly SlotRequest[];
+/** Each slot's call, for `calls` given as one list of log ids per call. */
+function callOf(calls: ReadonlyArray<readonly number[]>): number[] {
+  return calls.flatMap((call, i) => call.map(() => i));
 }
 
-/** What {@link reserveSegment} did: the number, the calls of slots reserved before it took, and each append's outcome. */
+/** What {@link reserveSegment} did: the number, the calls of slots reserved before it took, and each append's outcome (in the order given). */
 export interface SegmentReservation {
   readonly segment: number;
   readonly taken: Set<number>;
-  /** One per append, in the order given (IdempotencyError: its event ids were appended before with other content). */
-  readonly appends: ReadonlyArray<ReserveOutcome | { readonly type: "failed"; readonly error: Error }>;
+  readonly appends: readonly ReserveOutcome[];
 }
+
+/** A row of `reserve_segment`: one of `reserve_slots`'s for append `item`, or a call reserved before that it took. */
+type SegmentRecord = (ReserveRecord | (Omit<ReserveRecord, "outcome"> & { outcome: "taken" })) & { flush_segment: number; item: number };
 
 /**
  * Takes the next segment number for a flush, the calls of slots reserved before it (as
@@ -48,11 +45,11 @@ export interface SegmentReservation {
  * flush of the WAL (core/db/functions/reserve_segment.sql). Throws when the transaction failed
  * (nothing reserved: the appends are then reserved one by one).
  */
-export async function reserveSegment(db: Kysely<WriteSideTables>, calls: ReadonlyArray<readonly number[]>, appends: readonly SegmentAppend[]): Promise<SegmentReservation> {
+export async function reserveSegment(db: Kysely<WriteSideTables>, calls: ReadonlyArray<readonly number[]>, appends: readonly StreamSlotRequest[]): Promise<SegmentReservation> {
   const events = appends.flatMap((a) => a.events);
-  const { rows } = await sql<ReserveRecord & { flush_segment: number; item: number }>`
+  const { rows } = await sql<SegmentRecord>`
     select * from reserve_segment(
-      ${calls.flat()}::bigint[], ${calls.flatMap((call, i) => call.map(() => i))}::integer[],
+      ${calls.flat()}::bigint[], ${callOf(calls)}::integer[],
       ${appends.map((a) => a.aggregateType)}::text[], ${appends.map((a) => a.aggregateId)}::text[],
       ${appends.map((a) => (a.expectation.type === "exact" ? a.expectation.seq : null))}::bigint[], ${appends.map((a) => a.events.length)}::integer[],
       ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
@@ -62,20 +59,10 @@ export async function reserveSegment(db: Kysely<WriteSideTables>, calls: Readonl
   const taken = new Set<number>();
   const byAppend = appends.map((): ReserveRecord[] => []);
   for (const row of rows) {
-    if ((row.outcome as string) === "taken") taken.add(row.item);
-    else byAppend[row.item]!.push(row);
+    if (row.outcome === "taken") taken.add(row.item);
+    else byAppend[row.item]!.push(row as ReserveRecord);
   }
-  return {
-    segment: Number(segment),
-    taken,
-    appends: appends.map((a, i) => {
-      try {
-        return reservationOf(byAppend[i]!, a.events);
-      } catch (e) {
-        return { type: "failed", error: e instanceof Error ? e : new Error(String(e)) };
-      }
-    }),
-  };
+  return { segment: Number(segment), taken, appends: appends.map((a, i) => reservationOf(byAppend[i]!, a)) };
 }
 
 /** Segment numbers allocated longer ago than `olderThanMs` (database clock) and still pending. */

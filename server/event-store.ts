@@ -37,7 +37,7 @@ import {
 import type { Committer } from "./committer.js";
 import { EventCache } from "./event-cache.js";
 import { SegmentRecovery } from "./segment-recovery.js";
-import { SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats, type StreamAppend } from "./segment-writer.js";
+import { SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats, type StreamAppend, type StreamAppendResult } from "./segment-writer.js";
 
 /** A validated event to append. */
 export interface ProposedEventInput {
@@ -138,12 +138,21 @@ function landed(slot: SlotRow, position: number): AppendOutput["events"][number]
 /** An envelope's bytes besides its data, ids, metadata and sealed data (timestamps, hashes, field names), rounded up. */
 const ENVELOPE_FIXED_BYTES = 400;
 
+/**
+ * `input` with every event's data encoded as JSON (validation encodes it already, commands do not),
+ * so the size estimate of its lines and the lines themselves share one encoding.
+ */
+function withDataJson(input: AppendInput): AppendInput {
+  if (input.events.every((e) => e.dataJson !== undefined)) return input;
+  return { ...input, events: input.events.map((e) => (e.dataJson === undefined ? { ...e, dataJson: JSON.stringify(e.data) } : e)) };
+}
+
 /** What an append's envelope lines will take, before its slots are known: for the segment limits only. */
 function estimatedLineBytes(input: AppendInput): number {
   let bytes = 0;
   for (const e of input.events) {
     bytes += ENVELOPE_FIXED_BYTES + e.eventId.length + e.eventType.length + input.aggregateType.length + input.aggregateId.length + input.actor.length;
-    bytes += e.dataJson === undefined ? JSON.stringify(e.data).length : Buffer.byteLength(e.dataJson);
+    bytes += Buffer.byteLength(e.dataJson ?? "");
     for (const key in e.metadata) bytes += key.length + e.metadata[key]!.length + 6;
     if (e.sealedData !== undefined) bytes += Math.ceil(e.sealedData.length / 3) * 4 + (e.subject?.length ?? 0);
   }
@@ -223,7 +232,8 @@ export class EventStore {
    * appends of its segment (one round trip for all of them, server/segment-writer.ts); one the
    * flush could not reserve is reserved alone and queued again.
    */
-  async append(input: AppendInput): Promise<AppendOutput> {
+  async append(request: AppendInput): Promise<AppendOutput> {
+    const input = withDataJson(request);
     const requests = slotRequests(input.events);
     const append: StreamAppend = {
       aggregateType: input.aggregateType,
@@ -235,28 +245,31 @@ export class EventStore {
     };
     for (let restart = 0; ; restart++) {
       // One segment holds many appends: this call's span waits for it, the flush's span links them all (segment-writer.ts).
-      const result = await inSpan("tidemark.segment.write", () => this.writer.append(append));
+      let result = await inSpan("tidemark.segment.write", () => this.writer.append(append));
+      if (result.type === "alone") result = await this.appendAlone(input, requests);
       if (result.type === "written") {
-        return { replayed: false, events: result.slots.map((slot) => landed(slot, result.positions.get(slot.logId)!)) };
-      }
-      let existing = result.type === "existing" ? result.slots : undefined;
-      if (existing === undefined) {
-        const reservation = await inSpan("tidemark.reserve", () => reserveSlots(this.deps.db, input.aggregateType, input.aggregateId, input.expectation, requests));
-        const slots = reservation.slots;
-        if (reservation.type === "reserved") {
-          const events = this.lines(input, slots, reservation.previousHash);
-          const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events }));
-          return { replayed: false, events: slots.map((slot) => landed(slot, positions.get(slot.logId)!)) };
-        }
-        existing = slots;
+        const { slots, positions } = result;
+        return { replayed: false, events: slots.map((slot) => landed(slot, positions.get(slot.logId)!)) };
       }
       // A retry: the original committed (answer what it got), is still in flight, or was closed.
-      const settled = await this.original(existing);
+      const settled = await this.original(result.slots);
       if (settled !== undefined) {
         return { replayed: true, events: settled.map((slot) => landed(slot, slot.globalPosition!)) };
       }
       if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
     }
+  }
+
+  /**
+   * An append its flush could not reserve: reserved alone (core/event-log.ts reserveSlots, which
+   * repairs a head behind the log, W6), then queued with its slots for the next flush.
+   */
+  private async appendAlone(input: AppendInput, requests: readonly SlotRequest[]): Promise<Exclude<StreamAppendResult, { type: "alone" }>> {
+    const reservation = await inSpan("tidemark.reserve", () => reserveSlots(this.deps.db, input.aggregateType, input.aggregateId, input.expectation, requests));
+    if (reservation.type === "existing") return reservation;
+    const { slots } = reservation;
+    const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events: this.lines(input, slots, reservation.previousHash) }));
+    return { type: "written", slots, positions };
   }
 
   /**

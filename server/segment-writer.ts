@@ -31,9 +31,10 @@ import {
   type EncodedSegment,
   type Logger,
   type ObjectStore,
+  type ReserveOutcome,
   reserveSegment,
   SEGMENT_CONTENT_TYPE,
-  type SegmentAppend,
+  type StreamSlotRequest,
   segmentKey,
   type SegmentEvent,
   type SlotRow,
@@ -56,7 +57,7 @@ export interface PendingWrite {
 }
 
 /** An append to one stream, reserved by the flush that takes it (core/db/functions/reserve_segment.sql). */
-export interface StreamAppend extends SegmentAppend {
+export interface StreamAppend extends StreamSlotRequest {
   /** The bytes its envelope lines will take, estimated before its slots are known (for the segment limits). */
   readonly bytes: number;
   /** Its envelope lines (no global position), once its slots are reserved. */
@@ -240,7 +241,7 @@ export class SegmentWriter {
       this.stats.inFlight += 1;
       this.reserving = true;
       let reservationOver = false;
-      const reserved = (): void => {
+      const reservationDone = (): void => {
         if (reservationOver) return;
         reservationOver = true;
         this.reserving = false;
@@ -253,8 +254,8 @@ export class SegmentWriter {
         this.stats.inFlight -= 1;
         this.kick();
       };
-      void this.flush(batch, reserved, release).finally(() => {
-        reserved();
+      void this.flush(batch, reservationDone, release).finally(() => {
+        reservationDone();
         release();
       });
     }
@@ -280,15 +281,15 @@ export class SegmentWriter {
    * One segment for many appends, so one span for it: a child of the first append's
    * `tidemark.segment.write` span, linking the others' (each of which records the segment number).
    */
-  private flush(batch: Waiter[], reserved: () => void, release: () => void): Promise<void> {
-    return inBatchSpan("tidemark.segment.flush", batch.map((w) => w.trace), () => this.flushBatch(batch, reserved, release));
+  private flush(batch: Waiter[], reservationDone: () => void, release: () => void): Promise<void> {
+    return inBatchSpan("tidemark.segment.flush", batch.map((w) => w.trace), () => this.flushBatch(batch, reservationDone, release));
   }
 
   /**
-   * Writes and commits one segment; `reserved` lets the next flush start once this one has
+   * Writes and commits one segment; `reservationDone` lets the next flush start once this one has
    * reserved, `release` gives its place back once the segment is in S3.
    */
-  private async flushBatch(batch: Waiter[], reserved: () => void, release: () => void): Promise<void> {
+  private async flushBatch(batch: Waiter[], reservationDone: () => void, release: () => void): Promise<void> {
     const { deps } = this;
     try {
       let taken;
@@ -296,7 +297,7 @@ export class SegmentWriter {
         await this.resyncing;
         taken = await this.reserve(batch);
       } finally {
-        reserved();
+        reservationDone();
       }
       if (taken === undefined) return;
       const { segment, parts } = taken;
@@ -356,9 +357,9 @@ export class SegmentWriter {
    */
   private async reserve(batch: Waiter[]): Promise<{ segment: number; parts: Part[] } | undefined> {
     const { deps } = this;
-    const reserved = batch.filter((w): w is ReservedWaiter => w.write !== undefined);
+    const earlier = batch.filter((w): w is ReservedWaiter => w.write !== undefined);
     const appends = batch.filter((w): w is AppendWaiter => w.append !== undefined);
-    const calls = reserved.map((w) => w.write.slots.map((s) => s.logId));
+    const calls = earlier.map((w) => w.write.slots.map((s) => s.logId));
     let allocation: { segment: number; taken: Set<number> } | undefined;
     const parts: Part[] = [];
     if (appends.length === 0) {
@@ -368,55 +369,65 @@ export class SegmentWriter {
       try {
         reservation = await inSpan("tidemark.reserve", () => reserveSegment(deps.db, calls, appends.map((w) => w.append)));
       } catch (e) {
-        // Rolled back whole (an event id reserved elsewhere at the same moment, a head behind the
-        // log): each append is reserved alone, which repairs and decides; the calls reserved before
-        // go into the next flush when an append caused it, and fail otherwise (nothing taken).
-        const raced = (e as { code?: string }).code === UNIQUE_VIOLATION;
-        if (raced) deps.log.debug({ err: e, appends: appends.length }, "a flush's reservation met a concurrent one; reserving its appends one by one");
-        else deps.log.warn({ err: e, appends: appends.length }, "a flush's reservation failed; reserving its appends one by one");
-        this.stats.alone += appends.length;
-        for (const w of appends) w.resolve({ type: "alone" });
-        if (raced) this.queue.unshift(...reserved);
-        else for (const w of reserved) w.reject(e instanceof Error ? e : new Error(String(e)));
+        this.reservationFailed(e instanceof Error ? e : new Error(String(e)), appends, earlier);
         return undefined;
       }
       allocation = reservation;
-      const unwritten: number[] = [];
-      reservation.appends.forEach((outcome, i) => {
-        const w = appends[i]!;
-        switch (outcome.type) {
-          case "reserved":
-            this.stats.reserved += 1;
-            try {
-              parts.push({ slots: outcome.slots, events: w.append.lines(outcome.slots, outcome.previousHash), waiter: w });
-            } catch (e) {
-              unwritten.push(...outcome.slots.map((s) => s.logId));
-              w.reject(e instanceof Error ? e : new Error(String(e)));
-            }
-            return;
-          case "existing":
-            return w.resolve({ type: "existing", slots: outcome.slots });
-          case "head_behind":
-            this.stats.alone += 1;
-            return w.resolve({ type: "alone" });
-          case "conflict": {
-            const { aggregateType, aggregateId, expectation } = w.append;
-            return w.reject(new ConcurrencyError(aggregateType, aggregateId, expectation.type === "exact" ? expectation.seq : outcome.head, outcome.head));
-          }
-          case "failed":
-            return w.reject(outcome.error);
-        }
-      });
+      const unwritten = reservation.appends.flatMap((outcome, i) => this.answer(appends[i]!, outcome, parts));
       // Reserved, but no line to write (a bug): closed now, so nothing waits for them (W7).
       if (unwritten.length > 0) await voidSegmentSlotsExcept(deps.db, reservation.segment, parts.flatMap((p) => p.slots.map((s) => s.logId)));
     }
-    reserved.forEach((w, i) => {
+    earlier.forEach((w, i) => {
       // Left out: the sweeper closed its slots meanwhile (the append came too late).
       if (allocation?.taken.has(i) === true) parts.unshift({ slots: w.write.slots, events: w.write.events, waiter: w });
       else w.reject(new UnavailableError("the write reached the store after its slots were closed; retry the append"));
     });
     if (allocation === undefined || parts.length === 0) return undefined;
     return { segment: allocation.segment, parts };
+  }
+
+  /**
+   * What the flush's reservation decided for one append: reserved, it goes into the segment (its
+   * lines built now, `parts`); otherwise it is answered here. Returns the log ids of slots reserved
+   * but left out of the segment (their lines could not be built).
+   */
+  private answer(w: AppendWaiter, outcome: ReserveOutcome, parts: Part[]): number[] {
+    switch (outcome.type) {
+      case "reserved":
+        this.stats.reserved += 1;
+        try {
+          parts.push({ slots: outcome.slots, events: w.append.lines(outcome.slots, outcome.previousHash), waiter: w });
+          return [];
+        } catch (e) {
+          w.reject(e instanceof Error ? e : new Error(String(e)));
+          return outcome.slots.map((s) => s.logId);
+        }
+      case "existing":
+        w.resolve({ type: "existing", slots: outcome.slots });
+        return [];
+      case "head_behind":
+        this.stats.alone += 1;
+        w.resolve({ type: "alone" });
+        return [];
+      case "refused":
+        w.reject(outcome.error);
+        return [];
+    }
+  }
+
+  /**
+   * The flush's reservation rolled back whole (an event id reserved elsewhere at the same moment, a
+   * head behind its slots): each append is reserved alone, which repairs and decides; the calls
+   * reserved before go into the next flush when an append caused it, and fail otherwise.
+   */
+  private reservationFailed(e: Error, appends: readonly AppendWaiter[], earlier: readonly ReservedWaiter[]): void {
+    const raced = (e as { code?: string }).code === UNIQUE_VIOLATION;
+    if (raced) this.deps.log.debug({ err: e, appends: appends.length }, "a flush's reservation met a concurrent one; reserving its appends one by one");
+    else this.deps.log.warn({ err: e, appends: appends.length }, "a flush's reservation failed; reserving its appends one by one");
+    this.stats.alone += appends.length;
+    for (const w of appends) w.resolve({ type: "alone" });
+    if (raced) this.queue.unshift(...earlier);
+    else for (const w of earlier) w.reject(e);
   }
 
   /**

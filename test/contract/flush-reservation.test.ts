@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcurrencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
 import type { SlotRow } from "../../core/event-log.js";
+import { segmentKey } from "../../core/segment.js";
 import { expectStatus, findDetail, grpc } from "../helpers/grpc-errors.js";
 import { startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -80,6 +81,23 @@ describe("a flush reserves its appends together", () => {
     expect(stats().segments - before.segments).toBe(2);
     expect(stats().reserved - before.reserved).toBe(4);
     expect(stats().alone - before.alone).toBe(0);
+  });
+
+  it("voids the number of a flush whose every append is refused at once: no PUT, nothing left for the sweeper (W3, W5)", async () => {
+    const db = t.server.database.db;
+    const before = { ...stats() };
+    const refused = await whileHeld("refused", 2, () => [
+      expectStatus(t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-none-1", expectation: exact(3), events: [noted("fr-r1")] }), grpc.status.ABORTED),
+      expectStatus(t.events.appendEvents({ aggregateType: "Order", aggregateId: "fr-none-2", expectation: exact(7), events: [noted("fr-r2")] }), grpc.status.ABORTED),
+    ]);
+    await Promise.all(refused);
+    const gate = await db.selectFrom("event_log").select("segment").where("event_id", "=", "refused-gate").executeTakeFirstOrThrow();
+    const after = await db.selectFrom("segments").select(["segment", "state"]).where("segment", ">", Number(gate.segment)).orderBy("segment").execute();
+    expect(after.map((r) => r.state)).toEqual(["void"]);
+    expect(stats().segments - before.segments).toBe(1);
+    expect(await t.server.objects.read(segmentKey(Number(after[0]!.segment)))).toBeUndefined();
+    const heads = await db.selectFrom("stream_heads").select("aggregate_id").where("aggregate_id", "in", ["fr-none-1", "fr-none-2"]).execute();
+    expect(heads).toEqual([]);
   });
 
   it("reserves alone what the flush cannot decide — a lost head row, a head behind the log (W6) — and every append still lands", async () => {

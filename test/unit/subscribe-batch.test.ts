@@ -7,12 +7,10 @@
 import { create } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeBinary, encodeBinary } from "../../core/index.js";
+import { decodeBinary, encodeBinary, isValidationError } from "../../core/index.js";
 import { EventEnvelopeSchema, type EventEnvelope } from "../../gen/tidemark/v1/envelope_pb.js";
-import { EventBatchSchema, SubscribeResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
+import { EventBatchSchema, SubscribeRequestSchema, SubscribeResponseSchema } from "../../gen/tidemark/v1/event_store_pb.js";
 import { batchBytes, checkSubscribeRequest, MAX_BATCH } from "../../server/subscribe.js";
-import { isValidationError } from "../../core/index.js";
-import { SubscribeRequestSchema } from "../../gen/tidemark/v1/event_store_pb.js";
 
 const envelope = fc.record({
   eventId: fc.string({ maxLength: 40 }),
