@@ -184,13 +184,47 @@ export type StreamsReservation =
   /** Every event_id was appended before by this same call with the same content: the original slots. */
   | { readonly type: "existing"; readonly streams: ReadonlyArray<readonly SlotRow[]> };
 
-type StreamsRecord = SlotRecord & {
+/** A row of `reserve_streams` (core/db/functions/reserve_streams.sql). */
+export type StreamsRecord = SlotRecord & {
   outcome: "reserved" | "existing" | "conflict" | "head_behind";
   item: number | null;
   head: number | null;
   previous_hash: string | null;
   call_id: number | null;
 };
+
+/** What `reserve_streams` decided for one multi-stream append: as {@link ReserveOutcome}, per stream. */
+export type StreamsOutcome =
+  | StreamsReservation
+  | { readonly type: "refused"; readonly error: ConsistencyError | IdempotencyError }
+  | { readonly type: "head_behind"; readonly streams: ReadonlyArray<{ aggregateType: string; aggregateId: string; logged: number }> };
+
+/** Reads `reserve_streams`'s rows for a multi-stream append (alone, or as one call of a flush, core/segment-log.ts reserveSegment). */
+export function streamsReservationOf(rows: readonly StreamsRecord[], streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[]): StreamsOutcome {
+  const first = rows[0];
+  if (first === undefined) throw new Error("reserve_streams returned no row");
+  switch (first.outcome) {
+    case "head_behind":
+      return { type: "head_behind", streams: rows.map((r) => ({ aggregateType: r.aggregate_type, aggregateId: r.aggregate_id, logged: Number(r.head) })) };
+    case "existing":
+      try {
+        return { type: "existing", streams: matchExistingCall(streams, rows) };
+      } catch (e) {
+        if (e instanceof IdempotencyError) return { type: "refused", error: e };
+        throw e;
+      }
+    case "conflict":
+      return { type: "refused", error: new ConsistencyError(rows.map((r) => conflictOf(streams, checks, r))) };
+    case "reserved":
+      return {
+        type: "reserved",
+        streams: streams.map((_, i) => {
+          const own = rows.filter((r) => r.item === i + 1).sort((a, b) => Number(a.seq) - Number(b.seq));
+          return { slots: own.map(toSlotRow), previousHash: own[0]?.previous_hash ?? "" };
+        }),
+      };
+  }
+}
 
 /**
  * Step 1 of a multi-stream append (docs/CONTRACT.md W8), one transaction: lock every named head in
@@ -237,23 +271,14 @@ async function reserveStreamsIn(db: Kysely<WriteSideTables>, streams: readonly S
       ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[],
       ${checks.map((c) => c.aggregateType)}::text[], ${checks.map((c) => c.aggregateId)}::text[],
       ${checks.map((c) => c.expectedSeq)}::bigint[]) as r`.execute(db);
-  const first = rows[0];
-  if (first === undefined) throw new Error("reserve_streams returned no row");
-  switch (first.outcome) {
+  const outcome = streamsReservationOf(rows, streams, checks);
+  switch (outcome.type) {
     case "head_behind":
-      throw new HeadsBehindLog(rows.map((r) => ({ aggregateType: r.aggregate_type, aggregateId: r.aggregate_id, logged: Number(r.head) })));
-    case "existing":
-      return { type: "existing", streams: matchExistingCall(streams, rows) };
-    case "conflict":
-      throw new ConsistencyError(rows.map((r) => conflictOf(streams, checks, r)));
-    case "reserved":
-      return {
-        type: "reserved",
-        streams: streams.map((_, i) => {
-          const own = rows.filter((r) => r.item === i + 1).sort((a, b) => Number(a.seq) - Number(b.seq));
-          return { slots: own.map(toSlotRow), previousHash: own[0]?.previous_hash ?? "" };
-        }),
-      };
+      throw new HeadsBehindLog(outcome.streams);
+    case "refused":
+      throw outcome.error;
+    default:
+      return outcome;
   }
 }
 

@@ -5,8 +5,9 @@
  */
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { SegmentState, WriteSideTables } from "./db/schema.js";
-import type { ReserveOutcome, ReserveRecord, SlotRow, StreamSlotRequest } from "./event-log.js";
-import { reservationOf, selectSlots, toSlotRow } from "./event-log.js";
+import type { ConcurrencyError, ConsistencyError, IdempotencyError } from "./errors.js";
+import type { HeadCheck, ReserveRecord, SlotRow, StreamSlotRequest, StreamsRecord } from "./event-log.js";
+import { reservationOf, selectSlots, streamsReservationOf, toSlotRow } from "./event-log.js";
 
 type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
 
@@ -29,40 +30,115 @@ function callOf(calls: ReadonlyArray<readonly number[]>): number[] {
   return calls.flatMap((call, i) => call.map(() => i));
 }
 
-/** What {@link reserveSegment} did: the number, the calls of slots reserved before it took, and each append's outcome (in the order given). */
+/**
+ * A call a flush reserves: an append to one stream (AppendEvents, reserve_slots), or to several
+ * streams with its consistency checks (AppendToStreams, reserve_streams, W8).
+ */
+export type FlushCall =
+  | { readonly kind: "stream"; readonly append: StreamSlotRequest }
+  | { readonly kind: "streams"; readonly streams: readonly StreamSlotRequest[]; readonly checks: readonly HeadCheck[] };
+
+/** What a flush decided for one call, alike for both kinds. */
+export type FlushOutcome =
+  /** Its slots per written stream, in request order (`previousHash`: the first slot's predecessor link). */
+  | { readonly type: "reserved"; readonly streams: ReadonlyArray<{ readonly slots: readonly SlotRow[]; readonly previousHash: string }> }
+  /** Its event ids were appended before by the same call (a retry): the original's slots, in request order. */
+  | { readonly type: "existing"; readonly slots: readonly SlotRow[] }
+  | { readonly type: "refused"; readonly error: ConcurrencyError | ConsistencyError | IdempotencyError }
+  /** A head row behind the log (W6): to be reserved alone, which repairs it. Nothing reserved. */
+  | { readonly type: "head_behind" };
+
+/** What {@link reserveSegment} did: the number, the calls of slots reserved before it took, and each call's outcome (in the order given). */
 export interface SegmentReservation {
   readonly segment: number;
   readonly taken: Set<number>;
-  readonly appends: readonly ReserveOutcome[];
+  readonly outcomes: readonly FlushOutcome[];
 }
 
-/** A row of `reserve_segment`: one of `reserve_slots`'s for append `item`, or a call reserved before that it took. */
-type SegmentRecord = (ReserveRecord | (Omit<ReserveRecord, "outcome"> & { outcome: "taken" })) & { flush_segment: number; item: number };
+/**
+ * A row of `reserve_segment`: one of `reserve_slots`'s or `reserve_streams`'s (its `item` as
+ * `part`) for call `item`, or a call reserved before that it took.
+ */
+type SegmentRecord = Omit<StreamsRecord, "outcome" | "item"> & { outcome: StreamsRecord["outcome"] | "taken"; flush_segment: number; item: number; part: number | null };
 
 /**
  * Takes the next segment number for a flush, the calls of slots reserved before it (as
- * {@link allocateSegment}) and reserves its appends into it, in one transaction committed with a
+ * {@link allocateSegment}) and reserves its calls into it, in one transaction committed with a
  * flush of the WAL (core/db/functions/reserve_segment.sql). Throws when the transaction failed
- * (nothing reserved: the appends are then reserved one by one).
+ * (nothing reserved: the calls are then reserved one by one).
  */
-export async function reserveSegment(db: Kysely<WriteSideTables>, calls: ReadonlyArray<readonly number[]>, appends: readonly StreamSlotRequest[]): Promise<SegmentReservation> {
+export async function reserveSegment(db: Kysely<WriteSideTables>, earlier: ReadonlyArray<readonly number[]>, calls: readonly FlushCall[]): Promise<SegmentReservation> {
+  const appends = calls.flatMap((c) => (c.kind === "stream" ? [c.append] : []));
   const events = appends.flatMap((a) => a.events);
+  // Multi-stream calls travel as one JSON array (reserve_segment's p_multi), each with its place among the calls.
+  const multi = calls.flatMap((c, at) => (c.kind === "streams" ? [multiCallJson(c.streams, c.checks, at)] : []));
   const { rows } = await sql<SegmentRecord>`
     select * from reserve_segment(
-      ${calls.flat()}::bigint[], ${callOf(calls)}::integer[],
+      ${earlier.flat()}::bigint[], ${callOf(earlier)}::integer[],
       ${appends.map((a) => a.aggregateType)}::text[], ${appends.map((a) => a.aggregateId)}::text[],
-      ${appends.map((a) => (a.expectation.type === "exact" ? a.expectation.seq : null))}::bigint[], ${appends.map((a) => a.events.length)}::integer[],
+      ${appends.map((a) => expectedOf(a))}::bigint[], ${appends.map((a) => a.events.length)}::integer[],
       ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
-      ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[])`.execute(db);
+      ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[],
+      ${JSON.stringify(multi)}::jsonb)`.execute(db);
   const segment = rows[0]?.flush_segment;
   if (segment === undefined) throw new Error("reserve_segment returned no row");
   const taken = new Set<number>();
-  const byAppend = appends.map((): ReserveRecord[] => []);
+  const byCall = calls.map((): SegmentRecord[] => []);
   for (const row of rows) {
     if (row.outcome === "taken") taken.add(row.item);
-    else byAppend[row.item]!.push(row as ReserveRecord);
+    else byCall[row.item]!.push(row);
   }
-  return { segment: Number(segment), taken, appends: appends.map((a, i) => reservationOf(byAppend[i]!, a)) };
+  return { segment: Number(segment), taken, outcomes: calls.map((c, i) => flushOutcomeOf(c, byCall[i]!)) };
+}
+
+function expectedOf(stream: StreamSlotRequest): number | null {
+  return stream.expectation.type === "exact" ? stream.expectation.seq : null;
+}
+
+/** A multi-stream call as reserve_segment reads it: reserve_streams's arrays by parameter name, and `at`. */
+function multiCallJson(streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[], at: number) {
+  const events = streams.flatMap((s) => s.events);
+  return {
+    at,
+    types: streams.map((s) => s.aggregateType),
+    ids: streams.map((s) => s.aggregateId),
+    expected: streams.map(expectedOf),
+    counts: streams.map((s) => s.events.length),
+    event_ids: events.map((e) => e.eventId),
+    event_types: events.map((e) => e.eventType),
+    content_hashes: events.map((e) => e.contentHash),
+    ordering_keys: events.map((e) => e.orderingKey),
+    check_types: checks.map((c) => c.aggregateType),
+    check_ids: checks.map((c) => c.aggregateId),
+    check_expected: checks.map((c) => c.expectedSeq),
+  };
+}
+
+function flushOutcomeOf(call: FlushCall, rows: readonly SegmentRecord[]): FlushOutcome {
+  if (call.kind === "stream") {
+    const outcome = reservationOf(rows as readonly ReserveRecord[], call.append);
+    switch (outcome.type) {
+      case "reserved":
+        return { type: "reserved", streams: [{ slots: outcome.slots, previousHash: outcome.previousHash }] };
+      case "head_behind":
+        return { type: "head_behind" };
+      default:
+        return outcome;
+    }
+  }
+  const outcome = streamsReservationOf(
+    rows.map((r) => ({ ...r, item: r.part }) as StreamsRecord),
+    call.streams,
+    call.checks,
+  );
+  switch (outcome.type) {
+    case "existing":
+      return { type: "existing", slots: outcome.streams.flat() };
+    case "head_behind":
+      return { type: "head_behind" };
+    default:
+      return outcome;
+  }
 }
 
 /** Segment numbers allocated longer ago than `olderThanMs` (database clock) and still pending. */

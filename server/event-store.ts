@@ -23,6 +23,7 @@ import {
   type SegmentEvent,
   segmentKey,
   type SlotRequest,
+  type StreamSlotRequest,
   type SlotRow,
   slotsById,
   sleep,
@@ -37,7 +38,7 @@ import {
 import type { Committer } from "./committer.js";
 import { EventCache } from "./event-cache.js";
 import { SegmentRecovery } from "./segment-recovery.js";
-import { SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats, type StreamAppend, type StreamAppendResult } from "./segment-writer.js";
+import { type FlushAppend, type FlushAppendResult, type ReservedStreams, SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats } from "./segment-writer.js";
 
 /** A validated event to append. */
 export interface ProposedEventInput {
@@ -128,6 +129,11 @@ const MAX_RESTARTS = 3;
 /** What the reservation needs of each proposed event. */
 function slotRequests(events: readonly ProposedEventInput[]): SlotRequest[] {
   return events.map((e) => ({ eventId: e.eventId, eventType: e.eventType, contentHash: e.contentHash, orderingKey: e.metadata["ordering_key"] ?? null }));
+}
+
+/** What the reservation needs of a validated append to one stream. */
+function streamRequest(input: Omit<AppendInput, "actor">): StreamSlotRequest {
+  return { aggregateType: input.aggregateType, aggregateId: input.aggregateId, expectation: input.expectation, events: slotRequests(input.events) };
 }
 
 /** Where an event landed: its slot's event id and seq, at `position`. */
@@ -234,81 +240,66 @@ export class EventStore {
    */
   async append(request: AppendInput): Promise<AppendOutput> {
     const input = withDataJson(request);
-    const requests = slotRequests(input.events);
-    const append: StreamAppend = {
-      aggregateType: input.aggregateType,
-      aggregateId: input.aggregateId,
-      expectation: input.expectation,
-      events: requests,
-      bytes: estimatedLineBytes(input),
-      lines: (slots, previousHash) => this.lines(input, slots, previousHash),
-    };
-    for (let restart = 0; ; restart++) {
-      // One segment holds many appends: this call's span waits for it, the flush's span links them all (segment-writer.ts).
-      let result = await inSpan("tidemark.segment.write", () => this.writer.append(append));
-      if (result.type === "alone") result = await this.appendAlone(input, requests);
-      if (result.type === "written") {
-        const { slots, positions } = result;
-        return { replayed: false, events: slots.map((slot) => landed(slot, positions.get(slot.logId)!)) };
-      }
-      // A retry: the original committed (answer what it got), is still in flight, or was closed.
-      const settled = await this.original(result.slots);
-      if (settled !== undefined) {
-        return { replayed: true, events: settled.map((slot) => landed(slot, slot.globalPosition!)) };
-      }
-      if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
-    }
-  }
-
-  /**
-   * An append its flush could not reserve: reserved alone (core/event-log.ts reserveSlots, which
-   * repairs a head behind the log, W6), then queued with its slots for the next flush.
-   */
-  private async appendAlone(input: AppendInput, requests: readonly SlotRequest[]): Promise<Exclude<StreamAppendResult, { type: "alone" }>> {
-    const reservation = await inSpan("tidemark.reserve", () => reserveSlots(this.deps.db, input.aggregateType, input.aggregateId, input.expectation, requests));
-    if (reservation.type === "existing") return reservation;
-    const { slots } = reservation;
-    const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events: this.lines(input, slots, reservation.previousHash) }));
-    return { type: "written", slots, positions };
+    const stream = streamRequest(input);
+    return this.land(
+      { call: { kind: "stream", append: stream }, bytes: estimatedLineBytes(input), lines: ([own]) => this.lines(input, own!.slots, own!.previousHash) },
+      async () => {
+        const reservation = await inSpan("tidemark.reserve", () => reserveSlots(this.deps.db, stream.aggregateType, stream.aggregateId, stream.expectation, stream.events));
+        return reservation.type === "existing" ? reservation : this.writeAlone([reservation], (streams) => this.lines(input, streams[0]!.slots, streams[0]!.previousHash));
+      },
+    );
   }
 
   /**
    * Appends to several aggregates atomically (W8): one reservation locks every named head and
-   * checks every expectation and consistency check, one segment holds every event of the call, and
-   * one commit gives them contiguous positions. Returns after all of it (W1).
+   * checks every expectation and consistency check — the flush's, with the other appends of its
+   * segment, as for append — one segment holds every event of the call, and one commit gives them
+   * contiguous positions. Returns after all of it (W1).
    */
-  async appendToStreams(input: MultiAppendInput): Promise<MultiAppendOutput> {
+  async appendToStreams(request: MultiAppendInput): Promise<MultiAppendOutput> {
+    const inputs = request.streams.map((st) => withDataJson({ ...st, actor: request.actor }));
+    const streams = inputs.map(streamRequest);
+    const lines = (reserved: ReservedStreams) => reserved.flatMap((r, i) => this.lines(inputs[i]!, r.slots, r.previousHash));
+    const { replayed, events } = await this.land(
+      { call: { kind: "streams", streams, checks: request.checks }, bytes: inputs.reduce((n, i) => n + estimatedLineBytes(i), 0), lines },
+      async () => {
+        const reservation = await inSpan("tidemark.reserve", () => reserveStreams(this.deps.db, streams, request.checks));
+        return reservation.type === "existing" ? { type: "existing", slots: reservation.streams.flat() } : this.writeAlone(reservation.streams, lines);
+      },
+    );
+    // The events of every stream, in request order: one slice per stream.
+    let from = 0;
+    return { replayed, streams: streams.map((st) => events.slice(from, (from += st.events.length))) };
+  }
+
+  /**
+   * Queues `append` for a flush to reserve and write, reserving it `alone` when the flush could not
+   * (a head behind the log, W6; the flush's transaction failed). A retry of an earlier call is
+   * answered with what the original got, or starts over when the original was closed.
+   */
+  private async land(append: FlushAppend, alone: () => Promise<Exclude<FlushAppendResult, { type: "alone" }>>): Promise<AppendOutput> {
     for (let restart = 0; ; restart++) {
-      const reservation = await reserveStreams(
-        this.deps.db,
-        input.streams.map((stream) => ({
-          aggregateType: stream.aggregateType,
-          aggregateId: stream.aggregateId,
-          expectation: stream.expectation,
-          events: slotRequests(stream.events),
-        })),
-        input.checks,
-      );
-      if (reservation.type === "reserved") {
-        const slots = reservation.streams.flatMap((r) => r.slots);
-        const events = reservation.streams.flatMap((r, i) => this.lines({ ...input.streams[i]!, actor: input.actor }, r.slots, r.previousHash));
-        const positions = await this.writer.write({ slots, events });
-        return {
-          replayed: false,
-          streams: reservation.streams.map((r) => r.slots.map((slot) => landed(slot, positions.get(slot.logId)!))),
-        };
+      // One segment holds many appends: this call's span waits for it, the flush's span links them all (segment-writer.ts).
+      let result = await inSpan("tidemark.segment.write", () => this.writer.append(append));
+      if (result.type === "alone") result = await alone();
+      if (result.type === "written") {
+        const { slots, positions } = result;
+        return { replayed: false, events: slots.map((slot) => landed(slot, positions.get(slot.logId)!)) };
       }
-      // A retry, as in append: answer what the original got, or start over when it was closed.
-      const settled = await this.original(reservation.streams.flat());
+      const settled = await this.original(result.slots);
       if (settled !== undefined) {
         const byId = new Map(settled.map((slot) => [slot.logId, slot]));
-        return {
-          replayed: true,
-          streams: reservation.streams.map((own) => own.map((s) => byId.get(s.logId)!).map((slot) => landed(slot, slot.globalPosition!))),
-        };
+        return { replayed: true, events: result.slots.map((s) => byId.get(s.logId)!).map((slot) => landed(slot, slot.globalPosition!)) };
       }
       if (restart >= MAX_RESTARTS) throw new UnavailableError("the append was closed while it was retried; retry the append");
     }
+  }
+
+  /** A call reserved alone (core/event-log.ts, which repairs a head behind the log, W6), queued with its slots for the next flush. */
+  private async writeAlone(reserved: ReservedStreams, lines: (reserved: ReservedStreams) => SegmentEvent[]): Promise<Extract<FlushAppendResult, { type: "written" }>> {
+    const slots = reserved.flatMap((r) => r.slots);
+    const positions = await inSpan("tidemark.segment.write", () => this.writer.write({ slots, events: lines(reserved) }));
+    return { type: "written", slots, positions };
   }
 
   /**

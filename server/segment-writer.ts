@@ -31,10 +31,10 @@ import {
   type EncodedSegment,
   type Logger,
   type ObjectStore,
-  type ReserveOutcome,
+  type FlushCall,
+  type FlushOutcome,
   reserveSegment,
   SEGMENT_CONTENT_TYPE,
-  type StreamSlotRequest,
   segmentKey,
   type SegmentEvent,
   type SlotRow,
@@ -49,29 +49,37 @@ import type { Committer } from "./committer.js";
 
 const UNIQUE_VIOLATION = "23505";
 
-/** A call whose slots were reserved before it queued (AppendToStreams; an append reserved alone): its slots and their envelopes, in slot order. */
+/** A call whose slots were reserved before it queued (an append reserved alone): its slots and their envelopes, in slot order. */
 export interface PendingWrite {
   readonly slots: readonly SlotRow[];
   /** One per slot: the envelope JSON line (no global position). */
   readonly events: readonly SegmentEvent[];
 }
 
-/** An append to one stream, reserved by the flush that takes it (core/db/functions/reserve_segment.sql). */
-export interface StreamAppend extends StreamSlotRequest {
+/**
+ * An append reserved by the flush that takes it (core/db/functions/reserve_segment.sql): to one
+ * stream (AppendEvents) or to several, with consistency checks (AppendToStreams, W8).
+ */
+export interface FlushAppend {
+  readonly call: FlushCall;
   /** The bytes its envelope lines will take, estimated before its slots are known (for the segment limits). */
   readonly bytes: number;
-  /** Its envelope lines (no global position), once its slots are reserved. */
-  lines(slots: readonly SlotRow[], previousHash: string): SegmentEvent[];
+  /** Its envelope lines (no global position), once its slots are reserved: per written stream, in request order. */
+  lines(streams: ReservedStreams): SegmentEvent[];
 }
 
-/** What became of an append a flush reserved (a conflict rejects with ConcurrencyError). */
-export type StreamAppendResult =
+/** The slots reserved per written stream, in request order, and each first slot's predecessor link. */
+export type ReservedStreams = ReadonlyArray<{ readonly slots: readonly SlotRow[]; readonly previousHash: string }>;
+
+/** What became of an append a flush reserved (a conflict rejects: ConcurrencyError, ConsistencyError). */
+export type FlushAppendResult =
+  /** Its slots, every stream's in request order. */
   | { readonly type: "written"; readonly slots: readonly SlotRow[]; readonly positions: Map<number, number> }
   /** Its event ids were appended before (a retry): the slots holding them, in request order. */
   | { readonly type: "existing"; readonly slots: readonly SlotRow[] }
   /**
-   * To be reserved alone (core/event-log.ts reserveSlots, which repairs and decides): the stream's
-   * head is behind the log (W6), or the flush's reservation failed as a whole. Nothing reserved.
+   * To be reserved alone (core/event-log.ts reserveSlots or reserveStreams, which repair and
+   * decide): a head behind the log (W6), or the flush's reservation failed as a whole. Nothing reserved.
    */
   | { readonly type: "alone" };
 
@@ -130,9 +138,9 @@ interface ReservedWaiter extends Queued {
 
 /** An append the flush reserves. */
 interface AppendWaiter extends Queued {
-  readonly append: StreamAppend;
+  readonly append: FlushAppend;
   readonly write?: undefined;
-  resolve(result: StreamAppendResult): void;
+  resolve(result: FlushAppendResult): void;
 }
 
 type Waiter = ReservedWaiter | AppendWaiter;
@@ -206,10 +214,12 @@ export class SegmentWriter {
    * Queues an append for the next flush to reserve and write; resolves once its segment is
    * written and committed, or with why it was not reserved (a conflict rejects, W3).
    */
-  append(append: StreamAppend): Promise<StreamAppendResult> {
+  append(append: FlushAppend): Promise<FlushAppendResult> {
+    const { call } = append;
+    const events = call.kind === "stream" ? call.append.events.length : call.streams.reduce((n, st) => n + st.events.length, 0);
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new UnavailableError("server is shutting down"));
-      this.queue.push({ append, bytes: append.bytes, events: append.events.length, trace: activeContext(), resolve, reject });
+      this.queue.push({ append, bytes: append.bytes, events, trace: activeContext(), resolve, reject });
       this.kick();
     });
   }
@@ -367,13 +377,13 @@ export class SegmentWriter {
     } else {
       let reservation;
       try {
-        reservation = await inSpan("tidemark.reserve", () => reserveSegment(deps.db, calls, appends.map((w) => w.append)));
+        reservation = await inSpan("tidemark.reserve", () => reserveSegment(deps.db, calls, appends.map((w) => w.append.call)));
       } catch (e) {
         this.reservationFailed(e instanceof Error ? e : new Error(String(e)), appends, earlier);
         return undefined;
       }
       allocation = reservation;
-      const unwritten = reservation.appends.flatMap((outcome, i) => this.answer(appends[i]!, outcome, parts));
+      const unwritten = reservation.outcomes.flatMap((outcome, i) => this.answer(appends[i]!, outcome, parts));
       // Reserved, but no line to write (a bug): closed now, so nothing waits for them (W7).
       if (unwritten.length > 0) await voidSegmentSlotsExcept(deps.db, reservation.segment, parts.flatMap((p) => p.slots.map((s) => s.logId)));
     }
@@ -391,17 +401,19 @@ export class SegmentWriter {
    * lines built now, `parts`); otherwise it is answered here. Returns the log ids of slots reserved
    * but left out of the segment (their lines could not be built).
    */
-  private answer(w: AppendWaiter, outcome: ReserveOutcome, parts: Part[]): number[] {
+  private answer(w: AppendWaiter, outcome: FlushOutcome, parts: Part[]): number[] {
     switch (outcome.type) {
-      case "reserved":
+      case "reserved": {
         this.stats.reserved += 1;
+        const slots = outcome.streams.flatMap((st) => st.slots);
         try {
-          parts.push({ slots: outcome.slots, events: w.append.lines(outcome.slots, outcome.previousHash), waiter: w });
+          parts.push({ slots, events: w.append.lines(outcome.streams), waiter: w });
           return [];
         } catch (e) {
           w.reject(e instanceof Error ? e : new Error(String(e)));
-          return outcome.slots.map((s) => s.logId);
+          return slots.map((st) => st.logId);
         }
+      }
       case "existing":
         w.resolve({ type: "existing", slots: outcome.slots });
         return [];

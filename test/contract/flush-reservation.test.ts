@@ -2,10 +2,11 @@
  * A flush reserves its appends together (core/db/functions/reserve_segment.sql): the appends queued
  * while a segment PUT is out are reserved in one transaction, into the segment the flush writes,
  * each decided on its own as if reserved alone (W3, W4, W7) — and what that transaction cannot
- * decide (a head behind the log, W6) is reserved alone and still lands. Both storages.
+ * decide (a head behind the log, W6) is reserved alone and still lands. Multi-stream calls
+ * (AppendToStreams, W8) are reserved by their flush too, among the appends in queue order. Both storages.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConcurrencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
+import { ConcurrencyConflictSchema, ConsistencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
 import type { SlotRow } from "../../core/event-log.js";
 import { segmentKey } from "../../core/segment.js";
 import { expectStatus, findDetail, grpc } from "../helpers/grpc-errors.js";
@@ -137,5 +138,69 @@ describe("a flush reserves its appends together", () => {
     // Every slot committed once, at its own seq.
     const slots = await db.selectFrom("event_log").select(["aggregate_id", "seq", "state"]).where("aggregate_id", "in", ["fr-lost", "fr-behind"]).orderBy("aggregate_id").orderBy("seq").execute();
     expect(slots.map((s) => `${s.aggregate_id}/${Number(s.seq)}/${s.state}`)).toEqual([1, 2, 3, 4].map((n) => `fr-behind/${n}/committed`).concat([1, 2, 3, 4].map((n) => `fr-lost/${n}/committed`)));
+  });
+
+  it("reserves multi-stream calls with the appends around them, in queue order: checks, a conflict naming its field, a retry (W8, W4)", async () => {
+    const db = t.server.database.db;
+    await t.events.appendEvents({ aggregateType: "Order", aggregateId: "frm-c", expectation: exact(0), events: [noted("frm-c-1")] });
+    const before = { ...stats() };
+    const stream = (aggregateId: string, expectation: typeof any | ReturnType<typeof exact>, ...ids: string[]) => ({ aggregateType: "Order", aggregateId, expectation, events: ids.map((id) => noted(id)) });
+    const first = {
+      streams: [stream("frm-a", exact(0), "frm-a-1", "frm-a-2"), stream("frm-b", any, "frm-b-1")],
+      consistencyChecks: [{ aggregateType: "Order", aggregateId: "frm-c", expectation: exact(1) }, { aggregateType: "Order", aggregateId: "frm-unseen", expectation: { case: "noStream", value: {} } }],
+    } as never;
+    const calls = await whileHeld("multi", 5, () => ({
+      first: t.events.appendToStreams(first),
+      // Queued after the first: sees its slots of frm-a.
+      after: t.events.appendEvents({ aggregateType: "Order", aggregateId: "frm-a", expectation: exact(2), events: [noted("frm-a-3")] }),
+      // Expects frm-a at 0, which the two before it moved to 3: refused, naming the field; frm-d gets nothing.
+      conflict: expectStatus(t.events.appendToStreams({ streams: [stream("frm-d", any, "frm-d-1"), stream("frm-a", exact(0), "frm-a-x")] } as never), grpc.status.ABORTED),
+      retry: t.events.appendToStreams(first),
+      single: t.events.appendEvents({ aggregateType: "Order", aggregateId: "frm-e", expectation: any, events: [noted("frm-e-1")] }),
+    }));
+    const [out, after, conflict, retry, single] = await Promise.all([calls.first, calls.after, calls.conflict, calls.retry, calls.single]);
+
+    expect(out.streams.map((st) => st.events.map((e) => Number(e.sequenceNumber)))).toEqual([[1, 2], [1]]);
+    expect(after.events.map((e) => Number(e.sequenceNumber))).toEqual([3]);
+    expect(findDetail(conflict, ConsistencyConflictSchema)?.conflicts.map((c) => [c.field, c.aggregateId, Number(c.actualSeq)])).toEqual([["streams[1]", "frm-a", 3]]);
+    expect([out.replayed, retry.replayed]).toEqual([false, true]);
+    const positions = (o: typeof out) => o.streams.flatMap((st) => st.events.map((e) => Number(e.globalPosition)));
+    expect(positions(retry)).toEqual(positions(out));
+    // The first call's positions are contiguous (W9) even in a shared segment.
+    const mine = positions(out);
+    expect(mine).toEqual(mine.map((_, i) => mine[0]! + i));
+    expect(single.events.map((e) => Number(e.sequenceNumber))).toEqual([1]);
+
+    // No head row for the refused call's new stream, nor for the aggregate only checked.
+    const heads = await db.selectFrom("stream_heads").select(["aggregate_id", "head"]).where("aggregate_id", "in", ["frm-a", "frm-b", "frm-c", "frm-d", "frm-e", "frm-unseen"]).orderBy("aggregate_id").execute();
+    expect(heads.map((h) => [h.aggregate_id, Number(h.head)])).toEqual([["frm-a", 3], ["frm-b", 1], ["frm-c", 1], ["frm-e", 1]]);
+    // One segment for the whole flush, every call reserved by it (the held append, first, after, single): nothing alone.
+    const segments = await segmentsOf(["frm-a-1", "frm-a-2", "frm-b-1", "frm-a-3", "frm-e-1"]);
+    expect(new Set(segments.values()).size).toBe(1);
+    expect(stats().reserved - before.reserved).toBe(4);
+    expect(stats().alone - before.alone).toBe(0);
+  });
+
+  it("reserves a multi-stream call alone when one of its heads is behind the log (W6), and it lands", async () => {
+    const db = t.server.database.db;
+    await t.events.appendEvents({ aggregateType: "Order", aggregateId: "frm-lost", expectation: exact(0), events: [noted("frm-lost-1"), noted("frm-lost-2")] });
+    await db.deleteFrom("stream_heads").where("aggregate_id", "=", "frm-lost").execute();
+    const before = { ...stats() };
+    const [multi, beside] = await whileHeld("multi-lost", 2, () =>
+      Promise.all([
+        t.events.appendToStreams({
+          streams: [
+            { aggregateType: "Order", aggregateId: "frm-lost", expectation: exact(2), events: [noted("frm-lost-3")] },
+            { aggregateType: "Order", aggregateId: "frm-lost-new", expectation: exact(0), events: [noted("frm-lost-new-1")] },
+          ],
+        } as never),
+        t.events.appendEvents({ aggregateType: "Order", aggregateId: "frm-beside", expectation: exact(0), events: [noted("frm-beside-1")] }),
+      ]),
+    );
+    expect(multi.streams.map((st) => st.events.map((e) => Number(e.sequenceNumber)))).toEqual([[3], [1]]);
+    expect(beside.events.map((e) => Number(e.sequenceNumber))).toEqual([1]);
+    expect([stats().reserved - before.reserved, stats().alone - before.alone]).toEqual([2, 1]);
+    const heads = await db.selectFrom("stream_heads").select(["aggregate_id", "head"]).where("aggregate_id", "in", ["frm-lost", "frm-lost-new"]).orderBy("aggregate_id").execute();
+    expect(heads.map((h) => [h.aggregate_id, Number(h.head)])).toEqual([["frm-lost", 3], ["frm-lost-new", 1]]);
   });
 });

@@ -15,14 +15,19 @@
 -- 1-based place: written streams first, then checks; `head` the actual head; nothing reserved, no
 -- number used up), or one `head_behind` per aggregate whose head row is 0 while the log knows
 -- `head` slots (W6: the caller repairs the heads and asks again). p_expected and p_check_expected
--- hold null for "any". Every outcome but a reservation leaves no head row behind.
+-- hold null for "any". Every outcome but a reservation leaves no head row behind. p_segment, when
+-- given, is the segment the new rows go into (a flush of the segment writer reserving the call with
+-- the others it holds, reserve_segment.sql); null leaves them for a flush to take later
+-- (allocate_segment.sql), as reserve_slots does.
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
 -- place; a change of the signature or the result columns needs a `drop function` first.
+drop function if exists reserve_streams(text[], text[], bigint[], integer[], text[], text[], text[], text[], text[], text[], bigint[]);
 create or replace function reserve_streams(
   p_types text[], p_ids text[], p_expected bigint[], p_counts integer[],
   p_event_ids text[], p_event_types text[], p_content_hashes text[], p_ordering_keys text[],
-  p_check_types text[], p_check_ids text[], p_check_expected bigint[])
+  p_check_types text[], p_check_ids text[], p_check_expected bigint[],
+  p_segment bigint default null)
 returns table (
   outcome text, item integer, head bigint,
   log_id bigint, event_id text, aggregate_type text, aggregate_id text, seq bigint,
@@ -139,9 +144,9 @@ begin
           return query
             with inserted as (
               insert into event_log (event_id, aggregate_type, aggregate_id, seq, event_type, content_hash,
-                                     ordering_key, batch_first_seq, batch_last_seq, state, chain_hash, call_id)
+                                     ordering_key, batch_first_seq, batch_last_seq, state, chain_hash, call_id, segment)
               select u.event_id, p_types[s], p_ids[s], v_head + u.ord, u.event_type, u.content_hash,
-                     u.ordering_key, v_head + 1, v_head + v_count, 'pending', u.chain_hash, v_call
+                     u.ordering_key, v_head + 1, v_head + v_count, 'pending', u.chain_hash, v_call, p_segment
                 from unnest(p_event_ids[v_offset + 1 : v_offset + v_count], p_event_types[v_offset + 1 : v_offset + v_count],
                             p_content_hashes[v_offset + 1 : v_offset + v_count], p_ordering_keys[v_offset + 1 : v_offset + v_count], v_chains)
                      with ordinality as u(event_id, event_type, content_hash, ordering_key, chain_hash, ord)
