@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcurrencyConflictSchema, ConsistencyConflictSchema } from "../../gen/tidemark/v1/errors_pb.js";
 import type { SlotRow } from "../../core/event-log.js";
 import { segmentKey } from "../../core/segment.js";
+import { verifyStore } from "../../server/verify.js";
 import { expectStatus, findDetail, grpc } from "../helpers/grpc-errors.js";
 import { startTestServer, testServerConfig, type TestServer } from "../helpers/test-server.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -82,6 +83,34 @@ describe("a flush reserves its appends together", () => {
     expect(stats().segments - before.segments).toBe(2);
     expect(stats().reserved - before.reserved).toBe(4);
     expect(stats().alone - before.alone).toBe(0);
+  });
+
+  it("decides a flush of first appends (none a retry) as one after the other would: seqs, conflicts on the head so far, hash chains", async () => {
+    const before = { ...stats() };
+    const calls = await whileHeld("fast", 6, () => ({
+      a1: t.events.appendEvents({ aggregateType: "Order", aggregateId: "fp-a", expectation: any, events: [noted("fp-a1")] }),
+      a2: t.events.appendEvents({ aggregateType: "Order", aggregateId: "fp-a", expectation: exact(1), events: [noted("fp-a2"), noted("fp-a3")] }),
+      // Expects the head the first append left, which the second moved on: refused.
+      stale: expectStatus(t.events.appendEvents({ aggregateType: "Order", aggregateId: "fp-a", expectation: exact(1), events: [noted("fp-ax")] }), grpc.status.ABORTED),
+      a4: t.events.appendEvents({ aggregateType: "Order", aggregateId: "fp-a", expectation: exact(3), events: [noted("fp-a4")] }),
+      b1: t.events.appendEvents({ aggregateType: "Order", aggregateId: "fp-b", expectation: exact(0), events: [noted("fp-b1")] }),
+      never: expectStatus(t.events.appendEvents({ aggregateType: "Order", aggregateId: "fp-c", expectation: exact(2), events: [noted("fp-c1")] }), grpc.status.ABORTED),
+    }));
+    const [a1, a2, stale, a4, b1, never] = await Promise.all([calls.a1, calls.a2, calls.stale, calls.a4, calls.b1, calls.never]);
+    const seqs = (o: typeof a1) => o.events.map((e) => Number(e.sequenceNumber));
+    expect([seqs(a1), seqs(a2), seqs(a4), seqs(b1)]).toEqual([[1], [2, 3], [4], [1]]);
+    expect(findDetail(stale, ConcurrencyConflictSchema)).toMatchObject({ aggregateId: "fp-a", expectedSeq: 1n, actualSeq: 3n });
+    expect(findDetail(never, ConcurrencyConflictSchema)).toMatchObject({ aggregateId: "fp-c", expectedSeq: 2n, actualSeq: 0n });
+    const db = t.server.database.db;
+    const heads = await db.selectFrom("stream_heads").select(["aggregate_id", "head"]).where("aggregate_id", "in", ["fp-a", "fp-b", "fp-c"]).orderBy("aggregate_id").execute();
+    expect(heads.map((h) => [h.aggregate_id, Number(h.head)])).toEqual([["fp-a", 4], ["fp-b", 1]]);
+    const segments = await segmentsOf(["fp-a1", "fp-a2", "fp-a3", "fp-a4", "fp-b1"]);
+    expect(new Set(segments.values()).size).toBe(1);
+    expect([stats().reserved - before.reserved, stats().alone - before.alone]).toEqual([5, 0]);
+    // Every link of fp-a's chain is the one its predecessor makes (the audit recomputes each).
+    const report = await verifyStore({ db, objects: t.server.objects });
+    expect(report.anomalies.filter((a) => JSON.stringify(a).includes("fp-"))).toEqual([]);
+    expect(report.anomalies).toEqual([]);
   });
 
   it("voids the number of a flush whose every append is refused at once: no PUT, nothing left for the sweeper (W3, W5)", async () => {
