@@ -65,6 +65,7 @@ import type { Limits } from "./limits.js";
 import { eventStoreHandlers } from "./services/event-store-service.js";
 import { instanceHandlers, type InstanceReadModel } from "./services/instance-service.js";
 import { subscribeHandler } from "./subscribe.js";
+import { PlannerStatistics } from "./planner-statistics.js";
 import { Sweeper } from "./sweeper.js";
 
 /** Parts a caller (tests, the embedded mode) may supply instead of the configured ones. */
@@ -281,6 +282,11 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   const address = `${host}:${port}`;
   sweeper.start();
   lifecycle.defer("sweeper", () => sweeper.stop());
+  if (config.pgAnalyzeYoungTables) {
+    const statistics = new PlannerStatistics(database.db, log, () => committer.stats.slots);
+    statistics.start();
+    lifecycle.defer("planner statistics", () => statistics.stop());
+  }
   if (config.metricsAddr !== "") {
     const metricsServer = await startMetricsServer(config.metricsAddr, [registry]);
     lifecycle.defer("metrics", () => metricsServer.close());

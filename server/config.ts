@@ -8,6 +8,7 @@ import { DEFAULT_LIMITS } from "./limits.js";
 /** The server's own settings (beside the storage, process and origin settings it shares). */
 export const SERVER_OWN_SETTINGS = {
   grpcAddr: { env: "TIDEMARK_GRPC_ADDR", default: "127.0.0.1:50051", parse: parse.hostPort, description: "Address the gRPC server listens on (port 0 picks a free port)." },
+  pgAnalyzeYoungTables: { env: "TIDEMARK_PG_ANALYZE_YOUNG_TABLES", default: true, parse: parse.bool, description: "Analyse event_log, stream_heads and segments whenever one has doubled in size since its last analysis, for this process's first million commits, so the SQL functions' cached plans follow a young store's growth before autovacuum's first rounds (docs/OPERATIONS.md \"PostgreSQL\")." },
   pgPoolSize: { env: "TIDEMARK_PG_POOL_SIZE", default: 10, parse: parse.int(1, 1000), description: "Maximum PostgreSQL connections of the server (the relay and the consumers have pools of their own: TIDEMARK_RELAY_PG_POOL_SIZE, TIDEMARK_CONSUMER_PG_POOL_SIZE)." },
   writeDeadlineMs: { env: "TIDEMARK_WRITE_DEADLINE_MS", default: 25_000, parse: parse.int(100, 3_600_000), description: "A write not finished within this time is resolved by the sweeper: its segment is found in S3 and committed, or closed with a void segment." },
   sweepIntervalMs: { env: "TIDEMARK_SWEEP_INTERVAL_MS", default: 2000, parse: parse.int(50, 600_000), description: "How often the sweeper looks for expired reservations." },
