@@ -38,10 +38,13 @@ export type FlushCall =
   | { readonly kind: "stream"; readonly append: StreamSlotRequest }
   | { readonly kind: "streams"; readonly streams: readonly StreamSlotRequest[]; readonly checks: readonly HeadCheck[] };
 
+/** The slots reserved per written stream, in request order, and each first slot's predecessor link. */
+export type ReservedStreams = ReadonlyArray<{ readonly slots: readonly SlotRow[]; readonly previousHash: string }>;
+
 /** What a flush decided for one call, alike for both kinds. */
 export type FlushOutcome =
-  /** Its slots per written stream, in request order (`previousHash`: the first slot's predecessor link). */
-  | { readonly type: "reserved"; readonly streams: ReadonlyArray<{ readonly slots: readonly SlotRow[]; readonly previousHash: string }> }
+  /** Its slots per written stream. */
+  | { readonly type: "reserved"; readonly streams: ReservedStreams }
   /** Its event ids were appended before by the same call (a retry): the original's slots, in request order. */
   | { readonly type: "existing"; readonly slots: readonly SlotRow[] }
   | { readonly type: "refused"; readonly error: ConcurrencyError | ConsistencyError | IdempotencyError }

@@ -23,6 +23,7 @@ import {
   type SegmentEvent,
   segmentKey,
   type SlotRequest,
+  type ReservedStreams,
   type StreamSlotRequest,
   type SlotRow,
   slotsById,
@@ -38,7 +39,7 @@ import {
 import type { Committer } from "./committer.js";
 import { EventCache } from "./event-cache.js";
 import { SegmentRecovery } from "./segment-recovery.js";
-import { type FlushAppend, type FlushAppendResult, type ReservedStreams, SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats } from "./segment-writer.js";
+import { type FlushAppend, type FlushAppendResult, SegmentWriter, type SegmentWriterSettings, type SegmentWriterStats } from "./segment-writer.js";
 
 /** A validated event to append. */
 export interface ProposedEventInput {
@@ -241,13 +242,11 @@ export class EventStore {
   async append(request: AppendInput): Promise<AppendOutput> {
     const input = withDataJson(request);
     const stream = streamRequest(input);
-    return this.land(
-      { call: { kind: "stream", append: stream }, bytes: estimatedLineBytes(input), lines: ([own]) => this.lines(input, own!.slots, own!.previousHash) },
-      async () => {
-        const reservation = await inSpan("tidemark.reserve", () => reserveSlots(this.deps.db, stream.aggregateType, stream.aggregateId, stream.expectation, stream.events));
-        return reservation.type === "existing" ? reservation : this.writeAlone([reservation], (streams) => this.lines(input, streams[0]!.slots, streams[0]!.previousHash));
-      },
-    );
+    const lines = ([own]: ReservedStreams) => this.lines(input, own!.slots, own!.previousHash);
+    return this.land({ call: { kind: "stream", append: stream }, bytes: estimatedLineBytes(input), lines }, async () => {
+      const reservation = await inSpan("tidemark.reserve", () => reserveSlots(this.deps.db, stream.aggregateType, stream.aggregateId, stream.expectation, stream.events));
+      return reservation.type === "existing" ? reservation : this.writeAlone([reservation], lines);
+    });
   }
 
   /**

@@ -33,6 +33,7 @@ import {
   type ObjectStore,
   type FlushCall,
   type FlushOutcome,
+  type ReservedStreams,
   reserveSegment,
   SEGMENT_CONTENT_TYPE,
   segmentKey,
@@ -67,9 +68,6 @@ export interface FlushAppend {
   /** Its envelope lines (no global position), once its slots are reserved: per written stream, in request order. */
   lines(streams: ReservedStreams): SegmentEvent[];
 }
-
-/** The slots reserved per written stream, in request order, and each first slot's predecessor link. */
-export type ReservedStreams = ReadonlyArray<{ readonly slots: readonly SlotRow[]; readonly previousHash: string }>;
 
 /** What became of an append a flush reserved (a conflict rejects: ConcurrencyError, ConsistencyError). */
 export type FlushAppendResult =
