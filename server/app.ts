@@ -284,6 +284,7 @@ async function serve(config: ServerConfig, overrides: ServerOverrides, log: Logg
   lifecycle.defer("sweeper", () => sweeper.stop());
   if (config.pgAnalyzeYoungTables) {
     const statistics = new PlannerStatistics(database.db, log, () => committer.stats.slots);
+    metrics.trackPlannerStatistics(statistics);
     statistics.start();
     lifecycle.defer("planner statistics", () => statistics.stop());
   }

@@ -12,6 +12,8 @@ export interface ServerMetrics {
   readonly snapshotRejected: (reason: SnapshotRejection) => void;
   /** Starts reading committer, sweeper and log-tail totals at scrape time. */
   track(committer: Committer, sweeper: Sweeper, tail?: LogTail, segments?: SegmentWriterStats): void;
+  /** Reports the young-table analyses of `statistics` (server/planner-statistics.ts). */
+  trackPlannerStatistics(statistics: { readonly analysed: number }): void;
 }
 
 /** Registers the server's metrics in `registry`. */
@@ -130,6 +132,16 @@ export function serverMetrics(registry: Registry): ServerMetrics {
       sweeper = s;
       tail = t;
       segments = w;
+    },
+    trackPlannerStatistics(statistics) {
+      new Gauge({
+        name: "tidemark_pg_young_table_analyses_total",
+        help: "ANALYZEs this server ran on the write path's tables while they were young (docs/OPERATIONS.md, PostgreSQL planner statistics)",
+        registers: [registry],
+        collect() {
+          this.set(statistics.analysed);
+        },
+      });
     },
   };
 }

@@ -57,5 +57,12 @@ describe("planner statistics of the write path's tables", () => {
     expect(await analysedPages(on, "event_log")).toBe(0);
     await appendMany(on, "ps-c", 6);
     await waitFor(async () => (await analysedPages(on, "event_log")) > 0, { what: "the server to analyse event_log" });
+    // Counted for operators.
+    const metric = await waitFor(async () => {
+      const text = await on.server.registry.getSingleMetricAsString("tidemark_pg_young_table_analyses_total");
+      const value = Number(/ (\d+)$/m.exec(text)?.[1] ?? 0);
+      return value > 0 && value;
+    }, { what: "the analyses to be counted" });
+    expect(metric).toBeGreaterThanOrEqual(1);
   });
 });
