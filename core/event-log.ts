@@ -111,7 +111,7 @@ async function reserveIn(
   // sweeper's void marker (W5).
   const { rows } = await sql<ReserveRecord>`
     select r.* from set_config('synchronous_commit', 'off', true) as unflushed, reserve_slots(
-      ${aggregateType}, ${aggregateId}, ${expectation.type === "exact" ? expectation.seq : null}::bigint,
+      ${aggregateType}, ${aggregateId}, ${expectedSeqOf(expectation)}::bigint,
       ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
       ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[]) as r`.execute(db);
   const outcome = reservationOf(rows, { aggregateType, aggregateId, expectation, events });
@@ -259,18 +259,40 @@ class HeadsBehindLog extends Error {
   }
 }
 
-async function reserveStreamsIn(db: Kysely<WriteSideTables>, streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[]): Promise<StreamsReservation> {
+/** The seq an append expects its stream's head at; null for "any" (the SQL functions' p_expected). */
+export function expectedSeqOf(expectation: Expectation): number | null {
+  return expectation.type === "exact" ? expectation.seq : null;
+}
+
+/**
+ * A multi-stream append as `reserve_streams` takes it: its arguments, named as its parameters
+ * without `p_` (reserve_segment.sql reads them by these names for a call of a flush).
+ */
+export function reserveStreamsArguments(streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[]) {
   const events = streams.flatMap((s) => s.events);
+  return {
+    types: streams.map((s) => s.aggregateType),
+    ids: streams.map((s) => s.aggregateId),
+    expected: streams.map((s) => expectedSeqOf(s.expectation)),
+    counts: streams.map((s) => s.events.length),
+    event_ids: events.map((e) => e.eventId),
+    event_types: events.map((e) => e.eventType),
+    content_hashes: events.map((e) => e.contentHash),
+    ordering_keys: events.map((e) => e.orderingKey),
+    check_types: checks.map((c) => c.aggregateType),
+    check_ids: checks.map((c) => c.aggregateId),
+    check_expected: checks.map((c) => c.expectedSeq),
+  };
+}
+
+async function reserveStreamsIn(db: Kysely<WriteSideTables>, streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[]): Promise<StreamsReservation> {
+  const a = reserveStreamsArguments(streams, checks);
   // One round trip, committed without waiting for the WAL flush, for the reasons reserveIn gives.
   const { rows } = await sql<StreamsRecord>`
     select r.* from set_config('synchronous_commit', 'off', true) as unflushed, reserve_streams(
-      ${streams.map((s) => s.aggregateType)}::text[], ${streams.map((s) => s.aggregateId)}::text[],
-      ${streams.map((s) => (s.expectation.type === "exact" ? s.expectation.seq : null))}::bigint[],
-      ${streams.map((s) => s.events.length)}::integer[],
-      ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
-      ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[],
-      ${checks.map((c) => c.aggregateType)}::text[], ${checks.map((c) => c.aggregateId)}::text[],
-      ${checks.map((c) => c.expectedSeq)}::bigint[]) as r`.execute(db);
+      ${a.types}::text[], ${a.ids}::text[], ${a.expected}::bigint[], ${a.counts}::integer[],
+      ${a.event_ids}::text[], ${a.event_types}::text[], ${a.content_hashes}::text[], ${a.ordering_keys}::text[],
+      ${a.check_types}::text[], ${a.check_ids}::text[], ${a.check_expected}::bigint[]) as r`.execute(db);
   const outcome = streamsReservationOf(rows, streams, checks);
   switch (outcome.type) {
     case "head_behind":

@@ -7,7 +7,7 @@ import { sql, type Kysely, type Transaction } from "kysely";
 import type { SegmentState, WriteSideTables } from "./db/schema.js";
 import type { ConcurrencyError, ConsistencyError, IdempotencyError } from "./errors.js";
 import type { HeadCheck, ReserveRecord, SlotRow, StreamSlotRequest, StreamsRecord } from "./event-log.js";
-import { reservationOf, selectSlots, streamsReservationOf, toSlotRow } from "./event-log.js";
+import { expectedSeqOf, reservationOf, reserveStreamsArguments, selectSlots, streamsReservationOf, toSlotRow } from "./event-log.js";
 
 type Db = Kysely<WriteSideTables> | Transaction<WriteSideTables>;
 
@@ -74,12 +74,12 @@ export async function reserveSegment(db: Kysely<WriteSideTables>, earlier: Reado
   const appends = calls.flatMap((c) => (c.kind === "stream" ? [c.append] : []));
   const events = appends.flatMap((a) => a.events);
   // Multi-stream calls travel as one JSON array (reserve_segment's p_multi), each with its place among the calls.
-  const multi = calls.flatMap((c, at) => (c.kind === "streams" ? [multiCallJson(c.streams, c.checks, at)] : []));
+  const multi = calls.flatMap((c, at) => (c.kind === "streams" ? [{ at, ...reserveStreamsArguments(c.streams, c.checks) }] : []));
   const { rows } = await sql<SegmentRecord>`
     select * from reserve_segment(
       ${earlier.flat()}::bigint[], ${callOf(earlier)}::integer[],
       ${appends.map((a) => a.aggregateType)}::text[], ${appends.map((a) => a.aggregateId)}::text[],
-      ${appends.map((a) => expectedOf(a))}::bigint[], ${appends.map((a) => a.events.length)}::integer[],
+      ${appends.map((a) => expectedSeqOf(a.expectation))}::bigint[], ${appends.map((a) => a.events.length)}::integer[],
       ${events.map((e) => e.eventId)}::text[], ${events.map((e) => e.eventType)}::text[],
       ${events.map((e) => e.contentHash)}::text[], ${events.map((e) => e.orderingKey)}::text[],
       ${JSON.stringify(multi)}::jsonb)`.execute(db);
@@ -92,29 +92,6 @@ export async function reserveSegment(db: Kysely<WriteSideTables>, earlier: Reado
     else byCall[row.item]!.push(row);
   }
   return { segment: Number(segment), taken, outcomes: calls.map((c, i) => flushOutcomeOf(c, byCall[i]!)) };
-}
-
-function expectedOf(stream: StreamSlotRequest): number | null {
-  return stream.expectation.type === "exact" ? stream.expectation.seq : null;
-}
-
-/** A multi-stream call as reserve_segment reads it: reserve_streams's arrays by parameter name, and `at`. */
-function multiCallJson(streams: readonly StreamSlotRequest[], checks: readonly HeadCheck[], at: number) {
-  const events = streams.flatMap((s) => s.events);
-  return {
-    at,
-    types: streams.map((s) => s.aggregateType),
-    ids: streams.map((s) => s.aggregateId),
-    expected: streams.map(expectedOf),
-    counts: streams.map((s) => s.events.length),
-    event_ids: events.map((e) => e.eventId),
-    event_types: events.map((e) => e.eventType),
-    content_hashes: events.map((e) => e.contentHash),
-    ordering_keys: events.map((e) => e.orderingKey),
-    check_types: checks.map((c) => c.aggregateType),
-    check_ids: checks.map((c) => c.aggregateId),
-    check_expected: checks.map((c) => c.expectedSeq),
-  };
 }
 
 function flushOutcomeOf(call: FlushCall, rows: readonly SegmentRecord[]): FlushOutcome {

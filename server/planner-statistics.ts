@@ -72,8 +72,9 @@ export class PlannerStatistics {
   private tick(): void {
     const committed = this.committed();
     if (this.running || committed < this.next) return;
-    if (this.next > LAST_CHECK) return this.stop();
     while (this.next <= committed) this.next *= 2;
+    // This check is the last: autovacuum keeps the statistics from here on.
+    if (this.next > LAST_CHECK) this.stop();
     this.running = true;
     analyzeGrownTables(this.db)
       .then((tables) => {
