@@ -232,4 +232,28 @@ describe("a flush reserves its appends together", () => {
     const heads = await db.selectFrom("stream_heads").select(["aggregate_id", "head"]).where("aggregate_id", "in", ["frm-lost", "frm-lost-new"]).orderBy("aggregate_id").execute();
     expect(heads.map((h) => [h.aggregate_id, Number(h.head)])).toEqual([["frm-lost", 3], ["frm-lost-new", 1]]);
   });
+
+  it("reserves every call alone when a multi-stream call fails its flush's transaction (a head behind its slots, W6), and each lands", async () => {
+    const db = t.server.database.db;
+    await t.events.appendEvents({ aggregateType: "Order", aggregateId: "frm-behind", expectation: exact(0), events: [noted("frm-behind-1"), noted("frm-behind-2")] });
+    // As after a restore of an older backup: the head row behind the stream's slots.
+    await db.updateTable("stream_heads").set({ head: 1 }).where("aggregate_id", "=", "frm-behind").execute();
+    const before = { ...stats() };
+    const [multi, beside] = await whileHeld("multi-behind", 2, () =>
+      Promise.all([
+        t.events.appendToStreams({
+          streams: [
+            { aggregateType: "Order", aggregateId: "frm-behind", expectation: any, events: [noted("frm-behind-3")] },
+            { aggregateType: "Order", aggregateId: "frm-behind-new", expectation: exact(0), events: [noted("frm-behind-new-1")] },
+          ],
+        } as never),
+        t.events.appendEvents({ aggregateType: "Order", aggregateId: "frm-behind-beside", expectation: exact(0), events: [noted("frm-behind-beside-1")] }),
+      ]),
+    );
+    expect(multi.streams.map((st) => st.events.map((e) => Number(e.sequenceNumber)))).toEqual([[3], [1]]);
+    expect(beside.events.map((e) => Number(e.sequenceNumber))).toEqual([1]);
+    expect(stats().alone - before.alone).toBe(2);
+    const slots = await db.selectFrom("event_log").select(["seq", "state"]).where("aggregate_id", "=", "frm-behind").orderBy("seq").execute();
+    expect(slots.map((r) => `${Number(r.seq)}/${r.state}`)).toEqual(["1/committed", "2/committed", "3/committed"]);
+  });
 });
