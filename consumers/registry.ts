@@ -236,11 +236,19 @@ export async function claimEvents(
         ${column((e) => e.commandId)}::text[])
       as r(event_id, aggregate_type, aggregate_id, seq, global_position, event_type, command_id)
     cross join (select clock_timestamp() as t) as now
+    -- The ordering guard, one probe per partial index (in flight; unresolved): a condition over
+    -- states of both could use neither, and read every registry row of the handler per event.
     where not exists (
       select 1 from processed_events p
       where p.handler = ${handler} and p.aggregate_type = r.aggregate_type
         and p.aggregate_id = r.aggregate_id and p.seq < r.seq and p.event_id <> r.event_id and r.seq > 0
-        and (p.state in ('retry_scheduled', 'replay_requested') or (p.state = 'processing' and p.lease_expires_at > clock_timestamp())))
+        and p.state in ('processing', 'retry_scheduled')
+        and (p.state = 'retry_scheduled' or p.lease_expires_at > clock_timestamp()))
+    and not exists (
+      select 1 from processed_events p
+      where p.handler = ${handler} and p.aggregate_type = r.aggregate_type
+        and p.aggregate_id = r.aggregate_id and p.seq < r.seq and p.event_id <> r.event_id and r.seq > 0
+        and p.state = 'replay_requested')
     on conflict (handler, event_id) do update set
       state = 'processing',
       fence = excluded.fence,

@@ -190,6 +190,45 @@ describe("C7 housekeeping", () => {
 });
 
 describe("group claims (handlers with handleBatch)", () => {
+  it("probes only in-flight and unresolved rows for the ordering guard: a claim's cost does not grow with the done rows the registry holds", async () => {
+    const handler = "guard";
+    // A busy projection's registry between two prunes: 40 000 done rows of 10 000 aggregates.
+    await database.db.connection().execute(async (c) => {
+      // No autovacuum pass of these rows may land its page reads inside the measured claim.
+      await sql`alter table processed_events set (autovacuum_enabled = false)`.execute(c);
+      await sql`insert into processed_events (handler, event_id, aggregate_type, aggregate_id, seq, event_type, state, fence, owner, attempts, finished_at)
+        select ${handler}, ${id} || '-old-' || g, 'Task', 'old' || (g / 4), g % 4 + 1, 'Noted', 'done', 0, 'worker-old', 1, now()
+        from generate_series(0, 39999) g`.execute(c);
+      await sql`analyze processed_events`.execute(c);
+      // The pages this backend read reach the statistics views now, not during the claim below.
+      await sql`select pg_stat_force_next_flush()`.execute(c);
+    });
+    const { rows } = await sql<{ pages: number }>`select relpages as pages from pg_class where oid = 'processed_events'::regclass`.execute(database.db);
+    const pages = rows[0]!.pages;
+    expect(pages).toBeGreaterThan(200);
+    const heapBlocks = async () =>
+      Number((await sql<{ n: string }>`select heap_blks_read + heap_blks_hit as n from pg_statio_user_tables where relid = 'processed_events'::regclass`.execute(database.db)).rows[0]!.n);
+
+    // The next seq of 20 of those aggregates: the guard looks for an unfinished lower seq of each.
+    const events = Array.from({ length: 20 }, (_, i) => request(`${id}-guard-${i}`, 5, { handler, aggregateId: `old${i}` }));
+    const before = await heapBlocks();
+    const granted = await database.db.connection().execute(async (c) => {
+      const claims = await claimEvents(c, handler, "worker-a", 30_000, events);
+      // Its counters too, before they are read.
+      await sql`select pg_stat_force_next_flush()`.execute(c);
+      return claims;
+    });
+    expect(granted.size).toBe(20);
+    // A guard the partial indexes cannot answer reads every row of the handler for each event
+    // (20 passes over the table); answered by them, the claim touches a few pages to insert.
+    const read = (await heapBlocks()) - before;
+    expect(read).toBeLessThan(pages / 4);
+
+    // And the guard still refuses: seq 6 behind a seq 5 in flight, on any worker.
+    const behind = await claimEvents(database.db, handler, "worker-b", 30_000, [request(`${id}-guard-behind`, 6, { handler, aggregateId: "old0" })]);
+    expect(behind.size).toBe(0);
+  });
+
   it("grants and refuses in one statement exactly as one claim at a time would", async () => {
     const g = (name: string) => `${id}-grp-${name}`;
     // Already done; held by another worker; behind a held lower seq; a new aggregate with seq 1 and 2.
