@@ -186,7 +186,9 @@ export async function pruneDone(db: Kysely<ConsumerDatabase>, options: PruneOpti
     const result = await sql`
       delete from processed_events where ctid in (
         select ctid from processed_events
-        where state = 'done' and finished_at < clock_timestamp() - ${retentionMs}::bigint * interval '1 millisecond'
+        -- The cutoff read once (a scalar subquery): compared with clock_timestamp() itself, a
+        -- volatile function, it cannot bound the index scan, which then read every done row.
+        where state = 'done' and finished_at < (select clock_timestamp() - ${retentionMs}::bigint * interval '1 millisecond')
         order by finished_at
         limit ${batchSize}::integer
         for update skip locked)`.execute(db);

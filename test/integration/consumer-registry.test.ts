@@ -2,10 +2,12 @@
  * The processed-event registry against real PostgreSQL: concurrent claims (exactly one wins),
  * fencing of a holder whose lease expired (its side effect rolls back), leases on the database
  * clock, the cross-worker ordering guard, and housekeeping that prunes only old `done` rows while
- * the watermark still recognises a redelivered old event (C1, C2, C4, C7).
+ * the watermark still recognises a redelivered old event (C1, C2, C4, C7). And the registry's
+ * statements whose cost must not grow with its tables (counted in heap pages read): the claim's
+ * ordering guard, the prune, the watermarks GetProcessingStatus reads.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sql } from "kysely";
+import { type Kysely, type RawBuilder, sql } from "kysely";
 import type { Database } from "../../core/db/database.js";
 import { isLeaseLostError, pruneDone, startConsumer } from "../../consumers/index.js";
 import {
@@ -24,7 +26,7 @@ import {
 import { consumerTestConfig, consumerTestId, dropTestDatabase, effectCounts, effectHandler, openTestDatabase, recordEffect, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
 import { waitFor } from "../helpers/wait-for.js";
-import type { ConsumerDatabase } from "../../core/index.js";
+import { type ConsumerDatabase, watermarksOf } from "../../core/index.js";
 
 const id = consumerTestId("creg");
 let database: Database<ConsumerDatabase>;
@@ -73,6 +75,36 @@ async function untilLeaseExpired(eventId: string): Promise<void> {
       select lease_expires_at <= clock_timestamp() as expired from processed_events where handler = 'reg' and event_id = ${eventId}`.execute(database.db);
     return rows[0]?.expired === true;
   }, { what: "the lease to expire on the database clock" });
+}
+
+/** Heap pages of `table` read so far (hits and reads), as the statistics views show them. */
+async function heapPages(table: string): Promise<number> {
+  const { rows } = await sql<{ n: string }>`select heap_blks_read + heap_blks_hit as n from pg_statio_user_tables where relid = ${table}::regclass`.execute(database.db);
+  return Number(rows[0]!.n);
+}
+
+/** Runs `work` on one connection, whose page counts then reach the statistics views at once (not within a second). */
+async function counted<T>(work: (db: Kysely<ConsumerDatabase>) => Promise<T>): Promise<T> {
+  return database.db.connection().execute(async (c) => {
+    const out = await work(c);
+    await sql`select pg_stat_force_next_flush()`.execute(c);
+    return out;
+  });
+}
+
+/**
+ * Fills `table` by `insert` (a statement over `generate_series`), analyses it and returns its
+ * pages; autovacuum is off for it, so that no pass of these rows lands its reads in a measurement.
+ */
+async function grown(table: string, insert: RawBuilder<unknown>): Promise<number> {
+  await counted(async (c) => {
+    await sql`alter table ${sql.id(table)} set (autovacuum_enabled = false)`.execute(c);
+    await insert.execute(c);
+    await sql`analyze ${sql.id(table)}`.execute(c);
+  });
+  const { rows } = await sql<{ pages: number }>`select relpages as pages from pg_class where oid = ${table}::regclass`.execute(database.db);
+  expect(rows[0]!.pages).toBeGreaterThan(100);
+  return rows[0]!.pages;
 }
 
 describe("claims", () => {
@@ -187,42 +219,44 @@ describe("C7 housekeeping", () => {
       await handle.stop();
     }
   });
+
+  it("reads the done rows past the retention, not the recent ones: a prune's cost does not grow with the registry", async () => {
+    const handler = "prune-scan";
+    // 40 000 done rows within the retention and 5 beyond it.
+    const pages = await grown(
+      "processed_events",
+      sql`insert into processed_events (handler, event_id, aggregate_type, aggregate_id, seq, event_type, state, fence, owner, attempts, finished_at)
+        select ${handler}, ${id} || '-recent-' || g, 'Task', 'recent' || g, 1, 'Noted', 'done', 0, 'worker-old', 1,
+          now() - case when g < 5 then interval '10 days' else interval '1 hour' end
+        from generate_series(0, 40004) g`,
+    );
+    const before = await heapPages("processed_events");
+    expect(await counted((c) => pruneDone(c))).toBe(5);
+    // A cutoff that cannot bound the scan of the done index reads every done row on each run.
+    expect((await heapPages("processed_events")) - before).toBeLessThan(pages / 4);
+    const left = await sql<{ n: string }>`select count(*) as n from processed_events where handler = ${handler}`.execute(database.db);
+    expect(Number(left.rows[0]!.n)).toBe(40_000);
+  });
 });
 
 describe("group claims (handlers with handleBatch)", () => {
   it("probes only in-flight and unresolved rows for the ordering guard: a claim's cost does not grow with the done rows the registry holds", async () => {
     const handler = "guard";
     // A busy projection's registry between two prunes: 40 000 done rows of 10 000 aggregates.
-    await database.db.connection().execute(async (c) => {
-      // No autovacuum pass of these rows may land its page reads inside the measured claim.
-      await sql`alter table processed_events set (autovacuum_enabled = false)`.execute(c);
-      await sql`insert into processed_events (handler, event_id, aggregate_type, aggregate_id, seq, event_type, state, fence, owner, attempts, finished_at)
+    const pages = await grown(
+      "processed_events",
+      sql`insert into processed_events (handler, event_id, aggregate_type, aggregate_id, seq, event_type, state, fence, owner, attempts, finished_at)
         select ${handler}, ${id} || '-old-' || g, 'Task', 'old' || (g / 4), g % 4 + 1, 'Noted', 'done', 0, 'worker-old', 1, now()
-        from generate_series(0, 39999) g`.execute(c);
-      await sql`analyze processed_events`.execute(c);
-      // The pages this backend read reach the statistics views now, not during the claim below.
-      await sql`select pg_stat_force_next_flush()`.execute(c);
-    });
-    const { rows } = await sql<{ pages: number }>`select relpages as pages from pg_class where oid = 'processed_events'::regclass`.execute(database.db);
-    const pages = rows[0]!.pages;
-    expect(pages).toBeGreaterThan(200);
-    const heapBlocks = async () =>
-      Number((await sql<{ n: string }>`select heap_blks_read + heap_blks_hit as n from pg_statio_user_tables where relid = 'processed_events'::regclass`.execute(database.db)).rows[0]!.n);
-
+        from generate_series(0, 39999) g`,
+    );
     // The next seq of 20 of those aggregates: the guard looks for an unfinished lower seq of each.
     const events = Array.from({ length: 20 }, (_, i) => request(`${id}-guard-${i}`, 5, { handler, aggregateId: `old${i}` }));
-    const before = await heapBlocks();
-    const granted = await database.db.connection().execute(async (c) => {
-      const claims = await claimEvents(c, handler, "worker-a", 30_000, events);
-      // Its counters too, before they are read.
-      await sql`select pg_stat_force_next_flush()`.execute(c);
-      return claims;
-    });
+    const before = await heapPages("processed_events");
+    const granted = await counted((c) => claimEvents(c, handler, "worker-a", 30_000, events));
     expect(granted.size).toBe(20);
     // A guard the partial indexes cannot answer reads every row of the handler for each event
     // (20 passes over the table); answered by them, the claim touches a few pages to insert.
-    const read = (await heapBlocks()) - before;
-    expect(read).toBeLessThan(pages / 4);
+    expect((await heapPages("processed_events")) - before).toBeLessThan(pages / 4);
 
     // And the guard still refuses: seq 6 behind a seq 5 in flight, on any worker.
     const behind = await claimEvents(database.db, handler, "worker-b", 30_000, [request(`${id}-guard-behind`, 6, { handler, aggregateId: "old0" })]);
@@ -292,5 +326,20 @@ describe("group claims (handlers with handleBatch)", () => {
     expect(effects.get(g("live"))).toBeUndefined();
     expect(effects.get(g("late"))).toBeUndefined();
     expect((await registryRow(database.db, "reg", g("live")))?.state).toBe("processing");
+  });
+});
+
+describe("processing status", () => {
+  it("reads one aggregate's watermarks by index: GetProcessingStatus does not scan the never-pruned watermarks", async () => {
+    // Three handlers' watermarks of 20 000 aggregates each.
+    const pages = await grown(
+      "consumer_watermarks",
+      sql`insert into consumer_watermarks (handler, aggregate_type, aggregate_id, applied_seq)
+        select 'wm-' || (g % 3), 'Task', 'wm' || (g / 3), 1 + g % 7 from generate_series(0, 59999) g`,
+    );
+    const before = await heapPages("consumer_watermarks");
+    const marks = await counted((c) => watermarksOf(c, "Task", "wm100"));
+    expect(marks).toEqual(new Map([["wm-0", 1 + (300 % 7)], ["wm-1", 1 + (301 % 7)], ["wm-2", 1 + (302 % 7)]]));
+    expect((await heapPages("consumer_watermarks")) - before).toBeLessThan(pages / 4);
   });
 });
