@@ -87,6 +87,10 @@ export async function migrateToLatest(
   migrations: Readonly<Record<string, Migration>> = MIGRATIONS,
 ): Promise<string[]> {
   await sql`create schema if not exists ${sql.id(checkSchemaName(schema))}`.execute(db);
+  if (await everyMigrationApplied(db, schema, migrations)) {
+    const functions = await applySqlFunctions(db, schema);
+    return functions.map((name) => `function ${name}`);
+  }
   const migrator = new Migrator({
     db: db.withSchema(schema),
     migrationTableSchema: schema,
@@ -104,6 +108,23 @@ export async function migrateToLatest(
     if (attempt >= 5) throw new Error("database migration failed", { cause: error });
     await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
   }
+}
+
+/**
+ * True when the schema's migration table lists every migration by name: the usual start of a
+ * process, which then skips Kysely's Migrator. That one reads the columns of every table in the
+ * database before it takes its lock (a quarter of a second of PostgreSQL with a few dozen schemas,
+ * and a spurious failure when DDL runs elsewhere meanwhile); migrations only add, so one applied
+ * stays applied and no lock is needed to see it. Anything else — no table yet, a migration
+ * missing — goes through the Migrator and its lock as before.
+ */
+async function everyMigrationApplied(db: Kysely<any>, schema: string, migrations: Readonly<Record<string, Migration>>): Promise<boolean> {
+  // A checked schema name (checkSchemaName) needs no quoting.
+  const { rows: exists } = await sql<{ found: boolean }>`select to_regclass(${`${schema}.kysely_migration`}) is not null as found`.execute(db);
+  if (exists[0]?.found !== true) return false;
+  const { rows } = await sql<{ name: string }>`select name from ${sql.table(`${schema}.kysely_migration`)}`.execute(db);
+  const applied = new Set(rows.map((r) => r.name));
+  return Object.keys(migrations).every((name) => applied.has(name));
 }
 
 /** The NOTIFY channel on which commits wake relays and subscribers. */

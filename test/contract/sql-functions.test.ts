@@ -1,14 +1,16 @@
 /**
  * The append's SQL functions are files applied by the migrate step when they change (issue #12):
  * a fresh schema gets every function, a second migrate applies nothing, an edited file is applied
- * again, and processes migrating at once apply a change without failing; and what commit_slots
+ * again, and processes migrating at once apply a change without failing; an up-to-date schema is
+ * recognised without Kysely's Migrator; and what commit_slots
  * decides when a stream has void slots (R2). Both storages.
  */
 import { rm } from "node:fs/promises";
-import { sql } from "kysely";
+import { type Migration, sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openBackends, type Backends } from "../../core/backends.js";
 import { migrateToLatest } from "../../core/db/database.js";
+import { MIGRATIONS } from "../../core/db/migrations/index.js";
 import { applySqlFunctions, sqlFunctionFiles, type SqlFunctionFile } from "../../core/db/sql-functions.js";
 import { commitSlots, reserveSlots, reserveStreams } from "../../core/event-log.js";
 import { testServerConfig } from "../helpers/test-server.js";
@@ -49,6 +51,38 @@ describe("SQL function files", () => {
     expect(both.flat()).toEqual(["tidemark_probe"]);
     const { rows } = await sql<{ v: number }>`select tidemark_probe() as v`.execute(db);
     expect(rows[0]!.v).toBe(2);
+  });
+});
+
+describe("migrations", () => {
+  it("finds an up-to-date schema by its migration table, without Kysely's Migrator (its lock, its read of every table's columns); a missing migration still runs", async () => {
+    const seen: string[] = [];
+    const watched = backends.database.db.withPlugin({
+      transformQuery: ({ node }) => {
+        seen.push(JSON.stringify(node, (_key, value: unknown) => (typeof value === "bigint" ? String(value) : value)));
+        return node;
+      },
+      transformResult: async ({ result }) => result,
+    });
+    await migrateToLatest(backends.database.db, config.pgSchema);
+    expect(await migrateToLatest(watched, config.pgSchema)).toEqual([]);
+    expect(seen.length).toBeGreaterThan(0);
+    // The Migrator's introspection bypasses plugins; its lock table does not.
+    const migratorLock = (q: string) => q.includes("kysely_migration_lock");
+    expect(seen.filter(migratorLock)).toEqual([]);
+
+    // A migration the schema lacks goes through the Migrator (its introspection and lock) and runs.
+    const probe = "2099-01-01-01-probe";
+    const extra: Record<string, Migration> = { ...MIGRATIONS, [probe]: { up: async (db) => db.schema.createTable("migration_probe").addColumn("x", "integer").execute() } };
+    seen.length = 0;
+    try {
+      expect(await migrateToLatest(watched, config.pgSchema, extra)).toEqual([probe]);
+      expect(seen.some(migratorLock)).toBe(true);
+      expect(await migrateToLatest(watched, config.pgSchema, extra)).toEqual([]);
+    } finally {
+      await sql`drop table if exists ${sql.table(`${config.pgSchema}.migration_probe`)}`.execute(backends.database.db);
+      await sql`delete from ${sql.table(`${config.pgSchema}.kysely_migration`)} where name = ${probe}`.execute(backends.database.db);
+    }
   });
 });
 
