@@ -3,7 +3,7 @@ import { sql, type Kysely } from "kysely";
 // Frozen in time once released. GetProcessingStatus asks every handler's watermark of one
 // aggregate (core/processing-status.ts watermarksOf); the primary key leads with the handler, so
 // without this index that read scanned the whole table, which is never pruned (a watermark per
-// handler and aggregate for the store's lifetime). Watermark updates change only applied_seq, so
+// handler and aggregate for the store's lifetime). Watermark updates change no indexed column, so
 // they stay heap-only.
 
 export async function up(db: Kysely<any>): Promise<void> {
