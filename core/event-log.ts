@@ -2,7 +2,7 @@
  * Repository of the commit log (`stream_heads`, `event_log`, `global_counter`). Functions take the
  * database or a transaction first; the write path, the sweeper, the relay and readers share them.
  */
-import { sql, type Kysely, type Transaction } from "kysely";
+import { sql, type Expression, type Kysely, type SqlBool, type Transaction } from "kysely";
 import { commitChannel } from "./db/database.js";
 import type { SlotState, WriteSideTables } from "./db/schema.js";
 import { ConcurrencyError, ConsistencyError, IdempotencyError, type StreamConflictInfo } from "./errors.js";
@@ -597,7 +597,36 @@ export async function streamState(db: Db, aggregateType: string, aggregateId: st
   return { allocated, resolved, globalPosition: Number(row?.position ?? 0) };
 }
 
-/** Aggregate ids of one type that start with `prefix`, after `after`, in order (at most `limit`). */
+/**
+ * Listings order ids by code point (`collate "C"`), the order of the listing indexes
+ * (stream_heads_listing_ix, instances_listing_ix): whatever the database's collation, a prefix is
+ * then a key range, and a page reads its own rows rather than every id of the type before or
+ * after it (a locale collation's order gives PostgreSQL no range for a prefix).
+ */
+export const CODE_POINT_ORDER = sql`collate "C"`;
+
+/**
+ * `column` (of ids) starting with `prefix` and above `after`, in code-point order: the range
+ * [prefix, the least string above every string that starts with it) is exactly those ids.
+ */
+export function idsAfter(column: string, prefix: string, after: string): Expression<SqlBool> {
+  const id = sql`${sql.ref(column)} ${CODE_POINT_ORDER}`;
+  const end = prefixEnd(prefix);
+  return sql<SqlBool>`${id} >= ${prefix} and ${id} > ${after}${end === undefined ? sql`` : sql` and ${id} < ${end}`}`;
+}
+
+/** The least string above every string that starts with `prefix`, in code-point order; undefined for none (no prefix, or U+10FFFF only). */
+export function prefixEnd(prefix: string): string | undefined {
+  const points = [...prefix];
+  while (points.length > 0) {
+    const last = points.pop()!.codePointAt(0)!;
+    // Past the surrogates, which no valid string holds alone.
+    if (last < 0x10ffff) return points.join("") + String.fromCodePoint(last === 0xd7ff ? 0xe000 : last + 1);
+  }
+  return undefined;
+}
+
+/** Aggregate ids of one type that start with `prefix`, after `after`, in code-point order (at most `limit`). */
 export async function listStreams(
   db: Db,
   aggregateType: string,
@@ -609,10 +638,9 @@ export async function listStreams(
     .selectFrom("stream_heads")
     .select("aggregate_id")
     .where("aggregate_type", "=", aggregateType)
-    .where(sql<boolean>`starts_with(aggregate_id, ${prefix})`)
-    .where("aggregate_id", ">", after)
+    .where(idsAfter("aggregate_id", prefix, after))
     .where("head", ">", 0)
-    .orderBy("aggregate_id")
+    .orderBy(sql`aggregate_id ${CODE_POINT_ORDER}`)
     .limit(limit)
     .execute();
   return rows.map((r) => r.aggregate_id);

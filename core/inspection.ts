@@ -7,6 +7,7 @@
  */
 import { sql, type Expression, type Kysely, type SqlBool } from "kysely";
 import type { ConsumerDatabase, RelayTables, WriteSideTables } from "./db/schema.js";
+import { CODE_POINT_ORDER, idsAfter } from "./event-log.js";
 import type { RecordScope } from "./processing-status.js";
 
 /** The database (tenant) of an aggregate id in SQL, as core/tokens.ts `databaseOf` computes it. */
@@ -77,7 +78,7 @@ export interface StreamHeadRow {
   readonly updatedAt: Date;
 }
 
-/** Streams of one type in `database` whose id starts with `prefix`, after `after`, in id order (at most `limit`). */
+/** Streams of one type in `database` whose id starts with `prefix`, after `after`, in code-point order of ids (at most `limit`). */
 export async function listDatabaseStreams(
   db: Kysely<WriteSideTables>,
   query: { readonly database: string; readonly aggregateType: string; readonly prefix: string; readonly after: string; readonly limit: number },
@@ -87,10 +88,9 @@ export async function listDatabaseStreams(
     .select(["aggregate_type", "aggregate_id", "head", "updated_at"])
     .where("aggregate_type", "=", query.aggregateType)
     .where(inDatabase(query.database))
-    .where(sql<SqlBool>`starts_with(aggregate_id, ${query.prefix})`)
-    .where("aggregate_id", ">", query.after)
+    .where(idsAfter("aggregate_id", query.prefix, query.after))
     .where("head", ">", 0)
-    .orderBy("aggregate_id")
+    .orderBy(sql`aggregate_id ${CODE_POINT_ORDER}`)
     .limit(query.limit)
     .execute();
   return rows.map((r) => ({ aggregateType: r.aggregate_type, aggregateId: r.aggregate_id, head: r.head, updatedAt: r.updated_at }));

@@ -7,6 +7,7 @@
 import { sql, type Kysely } from "kysely";
 import type { ConsumerDatabase, InstanceRow } from "./db/schema.js";
 import { INSTANCE_AGGREGATE_TYPE, type ReadModelInstance } from "./domain/instance.js";
+import { CODE_POINT_ORDER } from "./event-log.js";
 
 /** Registry name of the instances projection. */
 export const INSTANCES_PROJECTION_HANDLER = "projection:instances";
@@ -27,7 +28,7 @@ export interface ReadModelOptions {
 export interface InstanceReadModelReader {
   /** One instance (deleted ones included, flagged), or undefined when the model has none. */
   get(database: string, className: string, instanceId: string): Promise<ReadModelInstance | undefined>;
-  /** Instances of a class after `afterInstanceId` in id order, at most `limit`. */
+  /** Instances of a class after `afterInstanceId` in code-point order of ids, at most `limit`. */
   list(database: string, className: string, afterInstanceId: string, limit: number, includeDeleted: boolean): Promise<ReadModelInstance[]>;
   /**
    * Resolves true once the model reflects every event up to `position`; false when `signal`
@@ -58,9 +59,10 @@ export function createInstanceReadModel(db: Kysely<ConsumerDatabase>, options: R
         .select(columns)
         .where("database", "=", database)
         .where("class_name", "=", className)
-        .where("instance_id", ">", afterInstanceId);
+        .where(sql`instance_id ${CODE_POINT_ORDER}`, ">", afterInstanceId);
       if (!includeDeleted) query = query.where("deleted", "=", false);
-      const rows = await query.orderBy("instance_id").limit(limit).execute();
+      // The strong listing's order (core/event-log.ts CODE_POINT_ORDER), so their pages mix.
+      const rows = await query.orderBy(sql`instance_id ${CODE_POINT_ORDER}`).limit(limit).execute();
       return rows.map(toInstance);
     },
     async waitForPosition(position, signal) {

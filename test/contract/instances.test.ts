@@ -104,6 +104,18 @@ describe("instance lifecycle", () => {
   });
 });
 
+/** Every listed instance id of a class (STRONG), a page of `pageSize` at a time. */
+async function listedIds(database: string, className: string, pageSize: number): Promise<string[]> {
+  const seen: string[] = [];
+  let pageToken = "";
+  do {
+    const page = await t.instances.listInstances({ database, className, pageSize, pageToken });
+    seen.push(...page.instances.map((i) => i.instanceId));
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return seen;
+}
+
 describe("ListInstances", () => {
   it("pages through one class, leaving out deleted ones unless asked", async () => {
     for (let i = 0; i < 5; i++) {
@@ -112,16 +124,21 @@ describe("ListInstances", () => {
     await t.instances.createInstance({ database: "list", className: "Other", instanceId: "o", properties: {}, commandId: "c-list-o" });
     await t.instances.deleteInstance({ database: "list", className: "Item", instanceId: "i2", expectedSeq: 1n, commandId: "c-list-del" });
 
-    const seen: string[] = [];
-    let pageToken = "";
-    do {
-      const page = await t.instances.listInstances({ database: "list", className: "Item", pageSize: 2, pageToken });
-      seen.push(...page.instances.map((i) => i.instanceId));
-      pageToken = page.nextPageToken;
-    } while (pageToken !== "");
-    expect(seen).toEqual(["i0", "i1", "i3", "i4"]);
+    expect(await listedIds("list", "Item", 2)).toEqual(["i0", "i1", "i3", "i4"]);
     const all = await t.instances.listInstances({ database: "list", className: "Item", includeDeleted: true });
     expect(all.instances.map((i) => [i.instanceId, i.deleted])).toEqual([["i0", false], ["i1", false], ["i2", true], ["i3", false], ["i4", false]]);
+  });
+});
+
+describe("ListInstances order", () => {
+  it("lists ids in code-point order, whatever the database's collation", async () => {
+    // Upper case before lower, a fullwidth letter (U+FF21) before an emoji (U+1F600): code points,
+    // not a locale's order, nor JavaScript's UTF-16 order (which puts the emoji's surrogates first).
+    const ids = ["b", "\u{1F600}", "B", "\uFF21", "a", "é", "~"];
+    for (const [i, instanceId] of ids.entries()) {
+      await t.instances.createInstance({ database: "order", className: "Item", instanceId, properties: { i }, commandId: `c-order-${i}` });
+    }
+    expect(await listedIds("order", "Item", 3)).toEqual(["B", "a", "b", "~", "é", "\uFF21", "\u{1F600}"]);
   });
 });
 

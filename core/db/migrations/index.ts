@@ -12,6 +12,7 @@ import * as snapshots from "./2026-12-03-01-snapshots.js";
 import * as multiStreamCalls from "./2026-12-03-08-multi-stream-calls.js";
 import * as subjectKeys from "./2026-12-03-10-subject-keys.js";
 import * as watermarksByAggregate from "./2026-12-03-11-watermarks-by-aggregate.js";
+import * as listingOrder from "./2026-12-03-12-listing-order.js";
 
 /**
  * Every migration, by dated name. Names sort in the order they must run; append new ones with a
@@ -31,4 +32,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   "2026-12-03-08-multi-stream-calls": multiStreamCalls,
   "2026-12-03-10-subject-keys": subjectKeys,
   "2026-12-03-11-watermarks-by-aggregate": watermarksByAggregate,
+  "2026-12-03-12-listing-order": listingOrder,
 });
