@@ -25,6 +25,7 @@ import {
 } from "../../consumers/registry.js";
 import { consumerTestConfig, consumerTestId, dropTestDatabase, effectCounts, effectHandler, openTestDatabase, recordEffect, registryRow, testEnvelope } from "../helpers/consumer-env.js";
 import { openTestKafka, type TestKafka } from "../helpers/consumer-kafka.js";
+import { onFlushedConnection, pagesRead } from "../helpers/pages-read.js";
 import { waitFor } from "../helpers/wait-for.js";
 import { type ConsumerDatabase, watermarksOf } from "../../core/index.js";
 
@@ -77,20 +78,8 @@ async function untilLeaseExpired(eventId: string): Promise<void> {
   }, { what: "the lease to expire on the database clock" });
 }
 
-/** Heap pages of `table` read so far (hits and reads), as the statistics views show them. */
-async function heapPages(table: string): Promise<number> {
-  const { rows } = await sql<{ n: string }>`select heap_blks_read + heap_blks_hit as n from pg_statio_user_tables where relid = ${table}::regclass`.execute(database.db);
-  return Number(rows[0]!.n);
-}
-
-/** Runs `work` on one connection, whose page counts then reach the statistics views at once (not within a second). */
-async function counted<T>(work: (db: Kysely<ConsumerDatabase>) => Promise<T>): Promise<T> {
-  return database.db.connection().execute(async (c) => {
-    const out = await work(c);
-    await sql`select pg_stat_force_next_flush()`.execute(c);
-    return out;
-  });
-}
+const heapPages = (table: string) => pagesRead(database.db, table);
+const counted = <T>(work: (db: Kysely<ConsumerDatabase>) => Promise<T>) => onFlushedConnection(database.db, work);
 
 /**
  * Fills `table` by `insert` (a statement over `generate_series`), analyses it and returns its
@@ -261,6 +250,12 @@ describe("group claims (handlers with handleBatch)", () => {
     // And the guard still refuses: seq 6 behind a seq 5 in flight, on any worker.
     const behind = await claimEvents(database.db, handler, "worker-b", 30_000, [request(`${id}-guard-behind`, 6, { handler, aggregateId: "old0" })]);
     expect(behind.size).toBe(0);
+    // Behind a seq 5 waiting for its replay too (C9); not behind one whose lease ran out (C4: taken over).
+    const state = (eventId: string, set: RawBuilder<unknown>) => sql`update processed_events set ${set} where handler = ${handler} and event_id = ${eventId}`.execute(database.db);
+    await state(`${id}-guard-1`, sql`state = 'replay_requested'`);
+    expect((await claimEvents(database.db, handler, "worker-b", 30_000, [request(`${id}-guard-replay`, 6, { handler, aggregateId: "old1" })])).size).toBe(0);
+    await state(`${id}-guard-2`, sql`lease_expires_at = clock_timestamp() - interval '1 second'`);
+    expect((await claimEvents(database.db, handler, "worker-b", 30_000, [request(`${id}-guard-expired`, 6, { handler, aggregateId: "old2" })])).size).toBe(1);
   });
 
   it("grants and refuses in one statement exactly as one claim at a time would", async () => {

@@ -11,6 +11,7 @@ import { sql, type Kysely } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDatabase, migrateToLatest, type Database } from "../../core/db/database.js";
 import { createInstanceReadModel, listDatabaseStreams, listStreams } from "../../core/index.js";
+import { onFlushedConnection, pagesRead } from "../helpers/pages-read.js";
 import { stackEnv, uniqueId } from "../helpers/test-server.js";
 
 const schema = uniqueId("lst");
@@ -19,7 +20,7 @@ let database: Database<any>;
 beforeAll(async () => {
   database = createDatabase({ url: stackEnv()["TIDEMARK_PG_URL"]!, schema, poolSize: 2 });
   await migrateToLatest(database.db, schema);
-  await database.db.connection().execute(async (c) => {
+  await onFlushedConnection(database.db, async (c) => {
     for (const table of ["stream_heads", "instances"]) await sql`alter table ${sql.id(table)} set (autovacuum_enabled = false)`.execute(c);
     // Classes "Early" (before "Listed") and "Late" (after it): 20 000 each; "Listed": 30.
     await sql`insert into stream_heads (aggregate_type, aggregate_id, head)
@@ -29,7 +30,6 @@ beforeAll(async () => {
       select 'shop', c.name, 'i' || lpad(g::text, 5, '0'), '{}', 1, false, now(), now(), g
       from (values ('Early', 20000), ('Late', 20000), ('Listed', 30)) as c(name, n), generate_series(1, c.n) g`.execute(c);
     for (const table of ["stream_heads", "instances"]) await sql`analyze ${sql.id(table)}`.execute(c);
-    await sql`select pg_stat_force_next_flush()`.execute(c);
   });
 });
 
@@ -38,23 +38,11 @@ afterAll(async () => {
   await database.close();
 });
 
-/** Pages of `table` and its indexes read so far (hits and reads). */
-async function pagesRead(table: string): Promise<number> {
-  const { rows } = await sql<{ n: string }>`
-    select coalesce(heap_blks_read, 0) + coalesce(heap_blks_hit, 0) + coalesce(idx_blks_read, 0) + coalesce(idx_blks_hit, 0) as n
-    from pg_statio_user_tables where relid = ${table}::regclass`.execute(database.db);
-  return Number(rows[0]!.n);
-}
-
-/** Pages of `table` that `work` read, on one connection flushed to the statistics views at once. */
+/** Pages of `table` and its indexes that `work` read. */
 async function pagesReadBy<T>(table: string, work: (db: Kysely<any>) => Promise<T>): Promise<{ out: T; pages: number }> {
-  const before = await pagesRead(table);
-  const out = await database.db.connection().execute(async (c) => {
-    const result = await work(c);
-    await sql`select pg_stat_force_next_flush()`.execute(c);
-    return result;
-  });
-  return { out, pages: (await pagesRead(table)) - before };
+  const before = await pagesRead(database.db, table, true);
+  const out = await onFlushedConnection(database.db, work);
+  return { out, pages: (await pagesRead(database.db, table, true)) - before };
 }
 
 describe("listings beside 40 000 streams of other classes", () => {
