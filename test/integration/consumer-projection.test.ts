@@ -115,6 +115,28 @@ describe("reads with a consistency level", () => {
     expect(await pages(ReadConsistency.EVENTUAL, false)).toEqual(["p0@1", "p1@3", "p3@1", "p4@1", "p5@1"]);
   });
 
+  it("takes one listing's page token at either consistency: STRONG and EVENTUAL pages mixed list each id once, in code-point order", async () => {
+    // Both listings order ids by code point (the strong one over stream_heads, the eventual one
+    // over the read model), so a token ends a page at the same id for either: a client may switch
+    // consistency between pages and still see every instance once.
+    const ids = ["b", "\u{1F600}", "B", "\uFF21", "a", "é", "~"];
+    for (const [i, instanceId] of ids.entries()) await t.instances.createInstance({ ...addr(instanceId, "Mixed"), properties: { i }, commandId: `c-mixed-${i}` });
+    await caughtUp();
+    const expected = ["B", "a", "b", "~", "é", "\uFF21", "\u{1F600}"];
+    for (const first of [ReadConsistency.STRONG, ReadConsistency.EVENTUAL]) {
+      const seen: string[] = [];
+      let pageToken = "";
+      let consistency = first;
+      do {
+        const page = await t.instances.listInstances({ database: "acme", className: "Mixed", pageSize: 2, pageToken, consistency });
+        seen.push(...page.instances.map((i) => i.instanceId));
+        pageToken = page.nextPageToken;
+        consistency = consistency === ReadConsistency.STRONG ? ReadConsistency.EVENTUAL : ReadConsistency.STRONG;
+      } while (pageToken !== "");
+      expect(seen).toEqual(expected);
+    }
+  });
+
   it("reads its own writes with AT_LEAST_POSITION, and answers UNAVAILABLE when the model cannot get there in time", async () => {
     await t.instances.createInstance({ ...addr("ryw"), properties: { v: 0 }, commandId: "c-ryw-0" });
     for (let v = 1; v <= 5; v++) {
