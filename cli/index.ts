@@ -3,5 +3,5 @@
  * only folder that puts the parts (server, relay, consumers) together into processes.
  */
 export { COMMANDS } from "./commands.js";
-export { main, runCli, VERSION } from "./main.js";
+export { main, packageVersion, runCli } from "./main.js";
 export { banner, startProcess, type ProcessParts, type TidemarkProcess } from "./process.js";

@@ -5,16 +5,24 @@
  * error, 130 interrupted.
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { ConfigError, PACKAGE_ROOT, startTracing } from "../core/index.js";
 import { commandHelp, nameFlags, parseCommand, UsageError, wrap, type ParsedCommand } from "./args.js";
 import { COMMANDS } from "./commands.js";
 import { processIo, type Io } from "./io.js";
 
+/**
+ * core/ loaded on demand: help, `--version` and usage errors answer without its clients (Kysely,
+ * the S3 SDK, kafkajs: most of a second of module loading), as the commands below load their own.
+ */
+const core = () => import("../core/index.js");
+
 /** The package version, for `--version` and the banner. */
-export const VERSION: string = (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
+export async function packageVersion(): Promise<string> {
+  const { PACKAGE_ROOT } = await core();
+  return (JSON.parse(await readFile(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }).version;
+}
 
 /** `tidemark --help`. */
 export function mainHelp(): string {
@@ -59,7 +67,7 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
     return name === undefined ? 2 : 0;
   }
   if (name === "--version" || name === "-v") {
-    io.out(`tidemark ${VERSION}\n`);
+    io.out(`tidemark ${await packageVersion()}\n`);
     return 0;
   }
   const spec = COMMANDS.find((c) => c.name === name);
@@ -74,16 +82,16 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
       io.out(commandHelp(spec));
       return 0;
     }
-    // Loaded on demand: help and the client commands start without PGlite, Kafka or S3 code.
+    // Loaded on demand: a command loads its own modules (the client commands still load core/).
     switch (spec.name) {
       case "start":
       case "server":
       case "relay":
       case "consumer": {
         // Before the parts are built, so the instrumented clients are patched (core/tracing.ts).
-        const tracing = await startTracing(env, `tidemark-${spec.name}`);
+        const tracing = await (await core()).startTracing(env, `tidemark-${spec.name}`);
         try {
-          return await (await import("./run-process.js")).runProcess(cmd, io, VERSION, spec.name);
+          return await (await import("./run-process.js")).runProcess(cmd, io, await packageVersion(), spec.name);
         } finally {
           await tracing?.shutdown();
         }
@@ -120,11 +128,11 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
       io.err(`tidemark ${name}: ${e.message}\nRun \`tidemark ${name} --help\` for its usage.\n`);
       return 2;
     }
-    if (e instanceof ConfigError) {
+    // By name, as the next ones: an instanceof would load core/ for every command.
+    if (e instanceof Error && e.name === "ConfigError") {
       io.err(`tidemark ${name}: ${nameFlags(e.message, cmd?.flagOf ?? new Map())}\n\nEvery setting is described in docs/CONFIGURATION.md.\n`);
       return 2;
     }
-    // By name: importing core/backends here would load PGlite and the S3 client for every command.
     if (e instanceof Error && e.name === "DataDirInUseError") {
       io.err(`tidemark ${name}: ${e.message}\n`);
       return 2;
@@ -140,12 +148,12 @@ export async function runCli(argv: readonly string[], io: Io = processIo, env: R
 }
 
 /** `tidemark stack …`: scripts/stack.sh with the same arguments and exit code. */
-function runStack(args: readonly string[], io: Io): Promise<number> {
+async function runStack(args: readonly string[], io: Io): Promise<number> {
   if (args.length === 0) {
     io.err("tidemark stack: missing action: up, down, status or env\n");
-    return Promise.resolve(2);
+    return 2;
   }
-  const script = path.join(PACKAGE_ROOT, "scripts", "stack.sh");
+  const script = path.join((await core()).PACKAGE_ROOT, "scripts", "stack.sh");
   return new Promise((resolve) => {
     const child = spawn("bash", [script, ...args], { stdio: "inherit" });
     child.on("error", (e) => {

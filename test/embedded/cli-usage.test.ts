@@ -9,7 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cleanEnv, freePort, tidemark } from "../helpers/cli-process.js";
+import { cleanEnv, freePort, ROOT, tidemark } from "../helpers/cli-process.js";
 import { ORIGIN_ENV } from "../helpers/origin-env.js";
 
 let dir: string;
@@ -35,6 +35,19 @@ describe("help and usage", () => {
     expect(stream.stdout).toMatch(/--addr HOST:PORT.*\n?.*\[TIDEMARK_GRPC_ADDR\]/);
     const start = await tidemark(["start", "-h"], env);
     expect(start.stdout).toMatch(/--data-dir DIR[\s\S]*\[TIDEMARK_DATA_DIR\]/);
+  });
+
+  it("answers help and usage errors without loading a client of PostgreSQL, S3, Kafka or gRPC", async () => {
+    // Most of a second of module loading that `tidemark --help` has no use for.
+    const bare = { ...env, NODE_OPTIONS: `--import ${path.join(ROOT, "test/helpers/no-store-clients.mjs")}` };
+    for (const [args, code] of [[["--help"], 0], [["stream", "--help"], 0], [["launch"], 2], [["tail", "--follow"], 2]] as const) {
+      const run = await tidemark(args, bare);
+      expect(run.stderr).not.toMatch(/loaded at run time/);
+      expect(run.code, `tidemark ${args.join(" ")}: ${run.stderr}`).toBe(code);
+    }
+    // The hook refuses what a command does load.
+    const status = await tidemark(["status", "some-id", "--addr", "127.0.0.1:1"], bare);
+    expect(status.stderr).toMatch(/loaded at run time/);
   });
 
   it("refuses unknown commands, missing arguments and unknown options with exit code 2", async () => {
