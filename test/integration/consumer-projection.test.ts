@@ -9,7 +9,7 @@ import { sql } from "kysely";
 import { CommitListener } from "../../core/commit-listener.js";
 import { createDatabase, type Database } from "../../core/db/database.js";
 import { createLogger } from "../../core/log.js";
-import { ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
+import { type Instance, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/processing_pb.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
 import { type ProjectionHandle, pruneDone, rebuildInstances, type RebuildProgress, startProjection } from "../../consumers/index.js";
@@ -77,6 +77,18 @@ async function caughtUp(): Promise<number> {
   return head;
 }
 
+/** Every listed instance of a class in `acme`, two per page, page `n` read at `consistencyOf(n)`. */
+async function listed(className: string, consistencyOf: (page: number) => ReadConsistency, includeDeleted = false): Promise<Instance[]> {
+  const out: Instance[] = [];
+  let pageToken = "";
+  for (let page = 0; ; page++) {
+    const answer = await t.instances.listInstances({ database: "acme", className, pageSize: 2, pageToken, includeDeleted, consistency: consistencyOf(page) });
+    out.push(...answer.instances);
+    pageToken = answer.nextPageToken;
+    if (pageToken === "") return out;
+  }
+}
+
 async function snapshot(table = "instances") {
   const { rows } = await sql<Record<string, any>>`select * from ${sql.id(table)} order by database, class_name, instance_id`.execute(database.db);
   return rows;
@@ -100,16 +112,7 @@ describe("reads with a consistency level", () => {
     expect((await t.instances.getInstance({ ...addr("p1"), consistency: ReadConsistency.EVENTUAL })).instance).toMatchObject({ version: 3n, properties: { n: 10, tags: ["a"] } });
     await expectStatus(t.instances.getInstance({ ...addr("ghost"), consistency: ReadConsistency.EVENTUAL }), grpc.status.NOT_FOUND);
 
-    const pages = async (consistency: ReadConsistency, includeDeleted: boolean) => {
-      const ids: string[] = [];
-      let pageToken = "";
-      do {
-        const page = await t.instances.listInstances({ database: "acme", className: "Person", pageSize: 2, pageToken, includeDeleted, consistency });
-        ids.push(...page.instances.map((i) => `${i.instanceId}@${i.version}`));
-        pageToken = page.nextPageToken;
-      } while (pageToken !== "");
-      return ids;
-    };
+    const pages = async (consistency: ReadConsistency, includeDeleted: boolean) => (await listed("Person", () => consistency, includeDeleted)).map((i) => `${i.instanceId}@${i.version}`);
     expect(await pages(ReadConsistency.EVENTUAL, false)).toEqual(await pages(ReadConsistency.STRONG, false));
     expect(await pages(ReadConsistency.EVENTUAL, true)).toEqual(await pages(ReadConsistency.STRONG, true));
     expect(await pages(ReadConsistency.EVENTUAL, false)).toEqual(["p0@1", "p1@3", "p3@1", "p4@1", "p5@1"]);
@@ -123,17 +126,10 @@ describe("reads with a consistency level", () => {
     for (const [i, instanceId] of ids.entries()) await t.instances.createInstance({ ...addr(instanceId, "Mixed"), properties: { i }, commandId: `c-mixed-${i}` });
     await caughtUp();
     const expected = ["B", "a", "b", "~", "é", "\uFF21", "\u{1F600}"];
+    const other = (c: ReadConsistency) => (c === ReadConsistency.STRONG ? ReadConsistency.EVENTUAL : ReadConsistency.STRONG);
     for (const first of [ReadConsistency.STRONG, ReadConsistency.EVENTUAL]) {
-      const seen: string[] = [];
-      let pageToken = "";
-      let consistency = first;
-      do {
-        const page = await t.instances.listInstances({ database: "acme", className: "Mixed", pageSize: 2, pageToken, consistency });
-        seen.push(...page.instances.map((i) => i.instanceId));
-        pageToken = page.nextPageToken;
-        consistency = consistency === ReadConsistency.STRONG ? ReadConsistency.EVENTUAL : ReadConsistency.STRONG;
-      } while (pageToken !== "");
-      expect(seen).toEqual(expected);
+      const seen = await listed("Mixed", (page) => (page % 2 === 0 ? first : other(first)));
+      expect(seen.map((i) => i.instanceId)).toEqual(expected);
     }
   });
 
