@@ -4,12 +4,12 @@
  */
 import { toJsonString } from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { encodeEnvelope, type EventEnvelope, parse } from "../core/index.js";
+import { encodeEnvelope, type EventEnvelope, parse } from "../core/client.js";
 import { EventKind } from "../gen/tidemark/v1/envelope_pb.js";
 import { EventStoreService } from "../gen/tidemark/v1/event_store_pb.js";
 import { GetProcessingStatusResponseSchema, ProcessingService, ProcessingState, type GetProcessingStatusResponse } from "../gen/tidemark/v1/processing_pb.js";
 import { readFileSync } from "node:fs";
-import { type ClientOptions, createClient, grpc } from "../server/index.js";
+import { type ClientOptions, createClient, grpc } from "../server/client.js";
 import { nameFlags, UsageError, type ParsedCommand } from "./args.js";
 import type { Io } from "./io.js";
 

@@ -15,7 +15,7 @@ import {
 } from "../gen/tidemark/v1/processing_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { DeadLetterSelectionSchema } from "../gen/tidemark/v1/processing_pb.js";
-import { createClient } from "../server/index.js";
+import { createClient } from "../server/client.js";
 import { UsageError, type ParsedCommand } from "./args.js";
 import type { Io } from "./io.js";
 import { clientOptions, grpcFailure, iso, serverAddress } from "./run-client.js";

@@ -6,7 +6,7 @@
 export { startServer, type ServerHandle, type ServerOverrides } from "./app.js";
 export { buildConsole, CONSOLE_DIR, ensureConsoleBundle } from "./console/console-assets.js";
 export { authMode, consoleAddress, DEFAULT_CONSOLE_ADDR, loadServerConfig, SERVER_OWN_SETTINGS, SERVER_SETTINGS, type ServerConfig } from "./config.js";
-export { type ClientOptions, createClient, findDetail, grpc, statusDetails, type CallOptions, type Client, type ClientOf } from "./grpc/client.js";
+export { type CallOptions, type Client, type ClientOf, type ClientOptions, createClient, findDetail, grpc, statusDetails } from "./client.js";
 export { HealthState, ServingStatus } from "./grpc/health.js";
 export { DEFAULT_LIMITS, type Limits } from "./limits.js";
 export { loadMasterKeyring, MASTER_KEY_SETTING, SubjectKeys, subjectKeyClient } from "./privacy.js";

@@ -12,7 +12,7 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { activeTraceparent, decodeBinary, DecodeError, encodeBinary, type Logger, type Principal, ValidationError } from "../../core/index.js";
+import { activeTraceparent, decodeBinary, DecodeError, encodeBinary, type Logger, type Principal, ValidationError } from "../../core/client.js";
 import { toServiceError } from "./status.js";
 
 /** What a handler knows about its call. */

@@ -20,7 +20,7 @@ import {
   isValidationError,
   type Logger,
   rootCause,
-} from "../../core/index.js";
+} from "../../core/client.js";
 
 const ERROR_DOMAIN = "tidemark.dev";
 

@@ -22,6 +22,7 @@ import { ProcessingService, ProcessingState } from "../../gen/tidemark/v1/proces
 import { startProcess, type TidemarkProcess } from "../../cli/process.js";
 import { loadServerConfig } from "../../server/config.js";
 import { createClient, type ClientOf } from "../../server/grpc/client.js";
+import { cleanEnv, tidemark, withoutStoreClients } from "../helpers/cli-process.js";
 import { createEffectsTable, recordEffect } from "../helpers/consumer-effects.js";
 import { effectCounts, effectOrder, registryRow } from "../helpers/consumer-env.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -219,6 +220,22 @@ describe("embedded all-in-one", () => {
     expect(JSON.parse(letter.value)).toMatchObject({ event_id: poisonEvent, aggregate_type: "Poison" });
     const status = await processing.getProcessingStatus({ key: { case: "eventId", value: poisonEvent } });
     expect(status.events[0]!.handlers.find((h) => h.handler === "flaky")?.state).toBe(ProcessingState.DEAD_LETTERED);
+
+    // What an operator sees and does with it: `tidemark dead-letters`, a separate process that
+    // talks gRPC and loads no client of the store.
+    const cli = withoutStoreClients(cleanEnv({ TIDEMARK_GRPC_ADDR: proc.grpcAddress! }));
+    const list = await tidemark(["dead-letters", "list", "flaky"], cli);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/^flaky: 1 dead-lettered, 0 parked, 0 replay requested$/m);
+    expect(list.stdout).toMatch(/^flaky {2}Poison\/x1#1 {2}dead_lettered +attempts 1 {2}last failure \S+ {2}event_id=poison-event-1 {2}cause: .*can never be applied/m);
+    const show = await tidemark(["dead-letters", "show", "flaky", poisonEvent, "--json"], cli);
+    expect(show.code, show.stderr).toBe(0);
+    expect(JSON.parse(show.stdout)).toMatchObject({ dead_letter: { event_id: poisonEvent, handler: "flaky", state: "PROCESSING_STATE_DEAD_LETTERED" } });
+    expect(JSON.parse(Buffer.from((JSON.parse(show.stdout) as { message_value: string }).message_value, "base64").toString("utf8"))).toMatchObject({ event_id: poisonEvent });
+    const discard = await tidemark(["dead-letters", "discard", "flaky", poisonEvent, "--reason", "cannot be applied, by design"], cli);
+    expect(discard.code, discard.stderr).toBe(0);
+    expect(discard.stdout).toBe(`${poisonEvent}\n`);
+    expect((await tidemark(["dead-letters", "list", "flaky"], cli)).stdout).toMatch(/^flaky: 0 dead-lettered, 0 parked, 0 replay requested$/m);
   });
 
   it("serves the metrics of every part on one endpoint", async () => {

@@ -9,7 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cleanEnv, freePort, ROOT, tidemark } from "../helpers/cli-process.js";
+import { cleanEnv, freePort, tidemark, withoutClients, withoutStoreClients } from "../helpers/cli-process.js";
 import { ORIGIN_ENV } from "../helpers/origin-env.js";
 
 let dir: string;
@@ -39,7 +39,7 @@ describe("help and usage", () => {
 
   it("answers help and usage errors without loading a client of PostgreSQL, S3, Kafka or gRPC", async () => {
     // Most of a second of module loading that `tidemark --help` has no use for.
-    const bare = { ...env, NODE_OPTIONS: `--import ${path.join(ROOT, "test/helpers/no-store-clients.mjs")}` };
+    const bare = withoutClients(env);
     for (const [args, code] of [[["--help"], 0], [["stream", "--help"], 0], [["launch"], 2], [["tail", "--follow"], 2]] as const) {
       const run = await tidemark(args, bare);
       expect(run.stderr).not.toMatch(/loaded at run time/);
@@ -47,7 +47,19 @@ describe("help and usage", () => {
     }
     // The hook refuses what a command does load.
     const status = await tidemark(["status", "some-id", "--addr", "127.0.0.1:1"], bare);
-    expect(status.stderr).toMatch(/loaded at run time/);
+    expect(status.stderr).toMatch(/@grpc\/grpc-js loaded at run time/);
+  });
+
+  it("runs the client commands without loading a client of PostgreSQL, S3 or Kafka", async () => {
+    // They need gRPC only (a server answering them is in cli.test.ts and all-in-one.test.ts); here
+    // each gets as far as its call to an address where no server listens.
+    const lean = withoutStoreClients(env);
+    for (const args of [["status", "some-id"], ["stream", "Order", "o-1"], ["tail", "--limit", "1"], ["dead-letters", "list"]]) {
+      const run = await tidemark([...args, "--addr", "127.0.0.1:1"], lean);
+      expect(run.stderr, `tidemark ${args.join(" ")}`).not.toMatch(/loaded at run time/);
+      expect(run.stderr, `tidemark ${args.join(" ")}`).toMatch(/no server answers at 127\.0\.0\.1:1 \(UNAVAILABLE\)/);
+      expect(run.code).toBe(1);
+    }
   });
 
   it("refuses unknown commands, missing arguments and unknown options with exit code 2", async () => {

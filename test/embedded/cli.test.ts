@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventStoreService } from "../../gen/tidemark/v1/event_store_pb.js";
 import { InstanceService, ReadConsistency } from "../../gen/tidemark/v1/instance_pb.js";
 import { createClient } from "../../server/grpc/client.js";
-import { background, cleanEnv, freePort, tidemark, TIDEMARK_BIN, type Background } from "../helpers/cli-process.js";
+import { background, cleanEnv, freePort, tidemark, TIDEMARK_BIN, type Background, withoutStoreClients } from "../helpers/cli-process.js";
 import { ORIGIN_ENV } from "../helpers/origin-env.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -66,8 +66,10 @@ describe("an embedded deployment driven by the CLI", () => {
     expect(existsSync(path.join(dir, "objects", "spice-event-store"))).toBe(true);
 
     const instances = createClient(InstanceService, addr);
+    // The client commands load no client of the store (PostgreSQL, PGlite, S3, Kafka): gRPC only.
+    const lean = withoutStoreClients(env);
     // `tail` follows: started first, it prints the next commit and exits after --limit.
-    const tail = background(process.execPath, [TIDEMARK_BIN, "tail", "--limit", "1", "--type", "Instance"], env);
+    const tail = background(process.execPath, [TIDEMARK_BIN, "tail", "--limit", "1", "--type", "Instance"], lean);
     await tail.waitFor(/caught up at position 0/, "tail to catch up");
     const created = await instances.createInstance({ database: "demo", className: "Person", instanceId: "ada", properties: { name: "Ada" }, commandId: "cmd-1" });
     await instances.updateInstance({ database: "demo", className: "Person", instanceId: "ada", properties: { born: 1815 }, expectedSeq: 1n, commandId: "cmd-2" });
@@ -75,28 +77,28 @@ describe("an embedded deployment driven by the CLI", () => {
     expect(await tail.stop("SIGTERM", 20_000)).toBe(0);
     expect(tail.stdout()).toMatch(/^@1 {2}Instance\/demo\/Person\/ada#1 {2}\S+ {2}InstanceCreated {2}\{"properties":\{"name":"Ada"\}\}\n$/);
 
-    const stream = await tidemark(["stream", "Instance", "demo/Person/ada"], env);
+    const stream = await tidemark(["stream", "Instance", "demo/Person/ada"], lean);
     expect(stream.code, stream.stderr).toBe(0);
     const lines = stream.stdout.trim().split("\n");
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(new RegExp(`^#1  @1  \\S+  InstanceCreated  \\{"properties":\\{"name":"Ada"\\}\\}  event_id=${created.result!.eventId} command_id=cmd-1$`));
     expect(lines[1]).toMatch(/^#2 {2}@2 {2}\S+ {2}InstanceUpdated {2}/);
-    const json = await tidemark(["stream", "Instance", "demo/Person/ada", "--json", "--from", "2"], env);
+    const json = await tidemark(["stream", "Instance", "demo/Person/ada", "--json", "--from", "2"], lean);
     expect(JSON.parse(json.stdout)).toMatchObject({ event_type: "InstanceUpdated", sequence_number: "2", aggregate_id: "demo/Person/ada" });
 
-    const replay = await tidemark(["tail", "--after", "0", "--limit", "2", "--json"], env);
+    const replay = await tidemark(["tail", "--after", "0", "--limit", "2", "--json"], lean);
     expect(replay.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { global_position: string }).global_position)).toEqual(["1", "2"]);
     // tail takes batches: stopping inside one, the resume point is the last event printed, not the batch's end.
-    const one = await tidemark(["tail", "--after", "0", "--limit", "1"], env);
+    const one = await tidemark(["tail", "--after", "0", "--limit", "1"], lean);
     expect(one.stdout).toMatch(/^@1 {2}Instance\/demo\/Person\/ada#1 /);
     expect(one.stderr).toMatch(/stopped at position 1 \(resume with --after 1\)/);
 
     // status by command id (tried as an event id first), then by event id.
     const byCommand = await waitForStatus(["status", "cmd-2"], /projection:instances\s+DONE/);
     expect(byCommand).toMatch(/^event \S+ {2}InstanceUpdated {2}Instance\/demo\/Person\/ada {2}seq 2 {2}position 2$/m);
-    const byEvent = await tidemark(["status", "--event", created.result!.eventId, "--json"], env);
+    const byEvent = await tidemark(["status", "--event", created.result!.eventId, "--json"], lean);
     expect(JSON.parse(byEvent.stdout)).toMatchObject({ events: [{ event_id: created.result!.eventId, handlers: [{ handler: "projection:instances", state: "PROCESSING_STATE_DONE" }] }] });
-    const unknown = await tidemark(["status", "no-such-id"], env);
+    const unknown = await tidemark(["status", "no-such-id"], lean);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/nothing known about "no-such-id"/);
     instances.close();

@@ -22,6 +22,22 @@ export function cleanEnv(extra: Record<string, string> = {}): Record<string, str
   return { ...out, ...extra };
 }
 
+/**
+ * `env` for a client command that must not load any client of the store's services (PostgreSQL,
+ * PGlite, S3, Kafka): the process fails if it does (test/helpers/no-store-clients.mjs).
+ */
+export function withoutStoreClients(env: Record<string, string>): Record<string, string> {
+  return { ...env, NODE_OPTIONS: `--import ${fileURLToPath(new URL("./no-store-clients.mjs", import.meta.url))}` };
+}
+
+/**
+ * `env` for a command that must not load any client at all — the store's services or gRPC (help
+ * and usage errors): test/helpers/no-clients.mjs.
+ */
+export function withoutClients(env: Record<string, string>): Record<string, string> {
+  return { ...env, NODE_OPTIONS: `--import ${fileURLToPath(new URL("./no-clients.mjs", import.meta.url))}` };
+}
+
 /** The outcome of a finished command. */
 export interface Finished {
   readonly code: number | null;

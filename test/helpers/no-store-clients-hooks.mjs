@@ -1,4 +1,4 @@
-// Module hooks of no-store-clients.mjs: refuse every module of the packages it names.
+// Module hooks of no-store-clients.mjs and no-clients.mjs: refuse every module of the packages named.
 let refused = [];
 
 export function initialize(data) {
