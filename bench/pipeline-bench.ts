@@ -55,6 +55,9 @@ export interface PipelineOptions {
   /** Soak length (0 = no soak). */
   readonly soakMs: number;
   readonly serverNodeArgs: readonly string[];
+  /** Node flags of the relay child and of the projection child (--profile). */
+  readonly relayNodeArgs: readonly string[];
+  readonly projectionNodeArgs: readonly string[];
   readonly log: (message: string) => void;
 }
 
@@ -147,7 +150,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
       const getBefore = await s3GetBaseline(store, keys, RELAY_READ_CONCURRENCY, half, o.warmupMs);
       const produceBefore = await kafkaProduceBaseline(kafka, floorNames.topic, RELAY_BATCH, half, o.warmupMs);
       const relayStarted = performance.now();
-      const { child: relay, metricsAddress: relayMetrics } = await startRelayProcess(o.stack, names, { memory: o.memory });
+      const { child: relay, metricsAddress: relayMetrics } = await startRelayProcess(o.stack, names, { memory: o.memory, nodeArgs: o.relayNodeArgs });
       children.push(relay);
       relayRunning = true;
       const drainCpuBefore = cpuSnapshot({ relay: relay.pid });
@@ -226,7 +229,7 @@ export async function runPipelineBench(o: PipelineOptions): Promise<PipelineResu
       try {
         o.log(`P3: projection drain of ${backlog.events} instance events`);
         const projectionStarted = performance.now();
-        const projection = await startProjectionProcess(o.stack, names, { memory: o.memory });
+        const projection = await startProjectionProcess(o.stack, names, { memory: o.memory, nodeArgs: o.projectionNodeArgs });
         children.push(projection);
         projectionRunning = true;
         const projectionCpuBefore = cpuSnapshot({ projection: projection.pid });

@@ -97,7 +97,9 @@ async function main(): Promise<void> {
   const outDir = dirname(args.json);
   mkdirSync(outDir, { recursive: true });
   const profileDir = join(outDir, "profiles");
-  const serverNodeArgs = args.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
+  // One folder per role, so the server's, the relay's and the projection's profiles are told apart.
+  const profiled = (role: string): readonly string[] => (args.profile ? ["--cpu-prof", `--cpu-prof-dir=${join(profileDir, role)}`] : []);
+  const serverNodeArgs = profiled("server");
 
   let cleaningUp = false;
   const onSignal = () => {
@@ -149,6 +151,8 @@ async function main(): Promise<void> {
         drainTimeoutMs: q ? 60_000 : 240_000,
         soakMs: args.soakMinutes * 60_000,
         serverNodeArgs,
+        relayNodeArgs: profiled("relay"),
+        projectionNodeArgs: profiled("projection"),
         log,
       });
       figures.push(...pipeline.figures);
