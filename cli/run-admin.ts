@@ -6,7 +6,7 @@
  */
 import { sql, type Kysely } from "kysely";
 import { asWriteSide, type AuthTables, createBootstrapToken, createLogger, INSTANCES_PROJECTION, migrateToLatest, MIGRATIONS, openBackends, type RecoveryTables, ServingLockError } from "../core/index.js";
-import { loadConsumerConfig, pruneDone, rebuildInstances, type RebuildProgress } from "../consumers/index.js";
+import { foldRegistryCounts, loadConsumerConfig, pruneDone, rebuildInstances, type RebuildProgress } from "../consumers/index.js";
 import { loadServerConfig, rebuildSnapshots, recoverFromObjectStore, type RecoverProgress, verifyStore } from "../server/index.js";
 import { UsageError, type ParsedCommand } from "./args.js";
 import { loadUpcasterModule } from "./handler-modules.js";
@@ -80,7 +80,7 @@ async function runSnapshotRebuild(cmd: ParsedCommand, io: Io, batchSize: number)
   });
 }
 
-/** `tidemark prune`: one housekeeping pass over the registry (docs/CONTRACT.md C7). */
+/** `tidemark prune`: one housekeeping pass over the registry (docs/CONTRACT.md C7): prune, then fold the kept counts. */
 export async function runPrune(cmd: ParsedCommand, io: Io): Promise<number> {
   const config = loadServerConfig(cmd.env);
   const consumers = loadConsumerConfig(cmd.env);
@@ -88,6 +88,7 @@ export async function runPrune(cmd: ParsedCommand, io: Io): Promise<number> {
   try {
     await migrateToLatest(backends.database.db, backends.database.schema);
     const deleted = await pruneDone(backends.database.db, { retentionMs: consumers.retentionMs, batchSize: consumers.pruneBatchSize });
+    await foldRegistryCounts(backends.database.db);
     io.out(`pruned ${deleted} done rows older than ${consumers.retentionMs / 3_600_000} h · ${backends.where}\n`);
     return 0;
   } finally {

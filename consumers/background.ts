@@ -1,11 +1,12 @@
 /**
- * Background loops of a consumer process: housekeeping of the registry (docs/CONTRACT.md C7) and the
- * projection's position tracker (read-your-writes). Both survive outages by trying again later.
+ * Background loops of a consumer process: housekeeping of the registry (docs/CONTRACT.md C7:
+ * pruning, and folding its kept counts) and the projection's position tracker (read-your-writes).
+ * Both survive outages by trying again later.
  */
 import type { Kysely } from "kysely";
 import { advancePosition, INSTANCES_PROJECTION, type ConsumerDatabase, type Logger } from "../core/index.js";
 import type { ConsumerMetrics } from "./metrics.js";
-import { pruneDone } from "./registry.js";
+import { foldRegistryCounts, pruneDone } from "./registry.js";
 
 /** A running background loop. */
 export interface BackgroundLoop {
@@ -74,9 +75,15 @@ export interface HousekeepingOptions {
   readonly log: Logger;
 }
 
-/** Prunes old `done` rows now and every `intervalMs`. */
+/** How often housekeeping folds the registry's count deltas into its counts (ListHandlers sums both). */
+export const COUNT_FOLD_INTERVAL_MS = 10_000;
+
+/**
+ * Prunes old `done` rows now and every `intervalMs`, and folds the registry's count deltas now and
+ * every {@link COUNT_FOLD_INTERVAL_MS} (consumers/registry.ts foldRegistryCounts).
+ */
 export function startHousekeeping(options: HousekeepingOptions): BackgroundLoop {
-  return loop(
+  const prune = loop(
     async (signal) => {
       const deleted = await pruneDone(options.db, { retentionMs: options.retentionMs, batchSize: options.batchSize, signal });
       if (deleted > 0) {
@@ -89,6 +96,24 @@ export function startHousekeeping(options: HousekeepingOptions): BackgroundLoop 
     options.log,
     "registry housekeeping",
   );
+  const fold = loop(
+    async () => {
+      await foldRegistryCounts(options.db);
+    },
+    COUNT_FOLD_INTERVAL_MS,
+    COUNT_FOLD_INTERVAL_MS,
+    options.log,
+    "registry count fold",
+  );
+  return {
+    nudge() {
+      prune.nudge();
+      fold.nudge();
+    },
+    async stop() {
+      await Promise.all([prune.stop(), fold.stop()]);
+    },
+  };
 }
 
 /** Options of {@link startPositionTracker}. */

@@ -35,6 +35,7 @@ export {
   finishClaim,
   lockWatermark,
   markDeadLettered,
+  foldRegistryCounts,
   pruneDone,
   renewLease,
   scheduleRetry,

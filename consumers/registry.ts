@@ -171,6 +171,37 @@ export interface PruneOptions {
 /** Default retention of `done` rows: 7 days. */
 export const DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000;
 
+/** The advisory lock key of {@link foldRegistryCounts}: one fold at a time across processes. */
+const COUNT_FOLD_LOCK = 0x7464_636e; // "tdcn"
+
+/**
+ * Folds the registry's count deltas (written by its triggers, migration 2026-12-04-01-registry-counts)
+ * into registry_counts, in one transaction, and returns how many delta rows it folded. A process
+ * that finds another folding skips (0). Reads sum both tables, so this only keeps them short.
+ */
+export async function foldRegistryCounts(db: Kysely<ConsumerDatabase>): Promise<number> {
+  return db.transaction().execute(async (tx) => {
+    const { rows } = await sql<{ locked: boolean }>`select pg_try_advisory_xact_lock(${COUNT_FOLD_LOCK}) as locked`.execute(tx);
+    if (rows[0]?.locked !== true) return 0;
+    const { rows: folded } = await sql<{ n: string }>`
+      with moved as (delete from registry_count_deltas returning handler, state, n, max_position, last_changed_at),
+      summed as (
+        select handler, state, sum(n) as n, max(max_position) as max_position, max(last_changed_at) as last_changed_at, count(*) as deltas
+          from moved group by handler, state
+      ),
+      written as (
+        insert into registry_counts as c (handler, state, n, max_position, last_changed_at)
+        select handler, state, n, max_position, last_changed_at from summed order by handler, state
+        on conflict (handler, state) do update set
+          n = c.n + excluded.n,
+          max_position = greatest(c.max_position, excluded.max_position),
+          last_changed_at = greatest(c.last_changed_at, excluded.last_changed_at)
+      )
+      select coalesce(sum(deltas), 0) as n from summed`.execute(tx);
+    return Number(folded[0]?.n ?? 0);
+  });
+}
+
 /**
  * Housekeeping (docs/CONTRACT.md C7): deletes `done` rows whose outcome is older than the retention,
  * in bounded batches, and returns how many it deleted. Only `done` rows go: watermarks stay, so

@@ -147,13 +147,62 @@ export interface HandlerCounts {
   readonly parked: number;
   readonly replayRequested: number;
   readonly discarded: number;
-  /** Highest global position among done and skipped rows; 0 when none is left. */
+  /** Highest global position of a done or skipped row (from the kept counts: pruned rows too); 0 when none. */
   readonly appliedPosition: number;
+  /** The latest change of a row (from the kept counts: of a row's state). */
   readonly lastUpdatedAt: Date | null;
 }
 
-/** Every handler of the registry with its rows by state (visible rows only, with `scope`), in name order. */
+/**
+ * Every handler of the registry with its rows by state, in name order. A caller that sees every
+ * row (no scope, or every database and aggregate type) reads the counts the registry keeps
+ * (registry_counts and the deltas not folded yet: a few rows per handler, whatever the registry
+ * holds), where a handler stays listed once its rows are pruned, with its applied position. A
+ * narrower scope counts the rows it may see ({@link handlerCountsByScan}).
+ */
 export async function handlerCounts(db: Kysely<ConsumerDatabase>, scope?: RecordScope): Promise<HandlerCounts[]> {
+  if (scope !== undefined && (scope.databases !== "all" || scope.aggregateTypePrefix !== "")) return handlerCountsByScan(db, scope);
+  const rows = await db
+    .selectFrom((eb) =>
+      eb
+        .selectFrom("registry_counts")
+        .select(["handler", "state", "n", "max_position", "last_changed_at"])
+        .unionAll(eb.selectFrom("registry_count_deltas").select(["handler", "state", "n", "max_position", "last_changed_at"]))
+        .as("c"),
+    )
+    .select(["handler", "state", sql<string>`sum(n)`.as("n"), sql<string | null>`max(max_position)`.as("max_position"), sql<Date | null>`max(last_changed_at)`.as("last_changed_at")])
+    .groupBy(["handler", "state"])
+    .orderBy("handler")
+    .execute();
+  const byHandler = new Map<string, { counts: Map<string, number>; applied: number; last: Date | null }>();
+  for (const r of rows) {
+    let entry = byHandler.get(r.handler);
+    if (entry === undefined) byHandler.set(r.handler, (entry = { counts: new Map(), applied: 0, last: null }));
+    entry.counts.set(r.state, Number(r.n));
+    if ((r.state === "done" || r.state === "skipped_stale") && r.max_position !== null) entry.applied = Math.max(entry.applied, Number(r.max_position));
+    if (r.last_changed_at !== null && (entry.last === null || r.last_changed_at > entry.last)) entry.last = r.last_changed_at;
+  }
+  return [...byHandler].slice(0, INSPECTION_LIST_LIMIT).map(([handler, { counts, applied, last }]) => ({
+    handler,
+    processing: counts.get("processing") ?? 0,
+    retryScheduled: counts.get("retry_scheduled") ?? 0,
+    deadLettered: counts.get("dead_lettered") ?? 0,
+    done: counts.get("done") ?? 0,
+    skippedStale: counts.get("skipped_stale") ?? 0,
+    parked: counts.get("parked") ?? 0,
+    replayRequested: counts.get("replay_requested") ?? 0,
+    discarded: counts.get("discarded") ?? 0,
+    appliedPosition: applied,
+    lastUpdatedAt: last,
+  }));
+}
+
+/**
+ * Every handler with the registry rows `scope` may see by state, in name order: counted row by
+ * row (a scan of the registry's visible rows; the kept counts are per handler, not per database).
+ * Only handlers with a visible row are listed.
+ */
+export async function handlerCountsByScan(db: Kysely<ConsumerDatabase>, scope?: RecordScope): Promise<HandlerCounts[]> {
   const count = (state: string) => sql<number>`count(*) filter (where state = ${state})`;
   const rows = await db
     .selectFrom("processed_events")

@@ -192,6 +192,28 @@ export interface ProcessedEventsTable {
   resolved_at: Date | null;
 }
 
+/**
+ * The registry's rows counted by handler and state, folded from {@link RegistryCountDeltasTable}
+ * (migration 2026-12-04-01-registry-counts: a read sums both).
+ */
+export interface RegistryCountsTable {
+  handler: string;
+  state: ProcessingState;
+  n: Int8;
+  /** Highest global position of a row that reached this state (done, skipped_stale); kept when pruned. */
+  max_position: Int8 | null;
+  last_changed_at: Date | null;
+}
+
+/** What each statement on processed_events changed, per handler and state (written by its triggers only). */
+export interface RegistryCountDeltasTable {
+  handler: string;
+  state: ProcessingState;
+  n: Int8;
+  max_position: Int8 | null;
+  last_changed_at: Date;
+}
+
 /** The ordering guard (docs/CONTRACT.md C2): the highest seq a handler applied per aggregate. */
 export interface ConsumerWatermarksTable {
   handler: string;
@@ -240,6 +262,8 @@ export interface ProjectionRebuildsTable {
 /** The consumers' tables (a type alias, so `Kysely#withTables<ConsumerTables>()` accepts it). */
 export type ConsumerTables = {
   processed_events: ProcessedEventsTable;
+  registry_counts: RegistryCountsTable;
+  registry_count_deltas: RegistryCountDeltasTable;
   consumer_watermarks: ConsumerWatermarksTable;
   instances: InstancesTable;
   projection_positions: ProjectionPositionsTable;

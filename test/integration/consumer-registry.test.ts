@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Kysely, type RawBuilder, sql } from "kysely";
 import type { Database } from "../../core/db/database.js";
+import { handlerCounts, handlerCountsByScan } from "../../core/inspection.js";
 import { isLeaseLostError, pruneDone, startConsumer } from "../../consumers/index.js";
 import {
   claimEvent,
@@ -225,6 +226,25 @@ describe("C7 housekeeping", () => {
     expect((await heapPages("processed_events")) - before).toBeLessThan(pages / 4);
     const left = await sql<{ n: string }>`select count(*) as n from processed_events where handler = ${handler}`.execute(database.db);
     expect(Number(left.rows[0]!.n)).toBe(40_000);
+  });
+
+  it("keeps counts by handler and state: ListHandlers reads none of the registry's rows, however many it holds", async () => {
+    const handler = "list-counts";
+    const pages = await grown(
+      "processed_events",
+      sql`insert into processed_events (handler, event_id, aggregate_type, aggregate_id, seq, global_position, event_type, state, fence, owner, attempts, finished_at)
+        select ${handler}, ${id} || '-listed-' || g, 'Task', 'listed' || g, 1, g + 1, 'Noted', case when g % 1000 = 0 then 'dead_lettered' else 'done' end, 0, 'worker-old', 1, now()
+        from generate_series(0, 39999) g`,
+    );
+    const before = await heapPages("processed_events");
+    const kept = await counted((c) => handlerCounts(c));
+    expect((await heapPages("processed_events")) - before).toBeLessThan(pages / 100);
+    expect(kept.find((h) => h.handler === handler)).toMatchObject({ done: 39_960, deadLettered: 40, appliedPosition: 40_000 });
+    // The count the kept one replaces reads them all (and agrees).
+    const scanBefore = await heapPages("processed_events");
+    const scanned = await counted((c) => handlerCountsByScan(c));
+    expect((await heapPages("processed_events")) - scanBefore).toBeGreaterThanOrEqual(pages / 2);
+    expect(scanned.find((h) => h.handler === handler)).toMatchObject({ done: 39_960, deadLettered: 40, appliedPosition: 40_000 });
   });
 });
 

@@ -13,6 +13,7 @@ import * as multiStreamCalls from "./2026-12-03-08-multi-stream-calls.js";
 import * as subjectKeys from "./2026-12-03-10-subject-keys.js";
 import * as watermarksByAggregate from "./2026-12-03-11-watermarks-by-aggregate.js";
 import * as listingOrder from "./2026-12-03-12-listing-order.js";
+import * as registryCounts from "./2026-12-04-01-registry-counts.js";
 
 /**
  * Every migration, by dated name. Names sort in the order they must run; append new ones with a
@@ -33,4 +34,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   "2026-12-03-10-subject-keys": subjectKeys,
   "2026-12-03-11-watermarks-by-aggregate": watermarksByAggregate,
   "2026-12-03-12-listing-order": listingOrder,
+  "2026-12-04-01-registry-counts": registryCounts,
 });

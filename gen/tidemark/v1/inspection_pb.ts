@@ -485,13 +485,17 @@ export type HandlerSummary = Message<"tidemark.v1.HandlerSummary"> & {
   skippedStale: bigint;
 
   /**
-   * The highest global position among its done and skipped rows (0 when none is left: pruned).
+   * The highest global position of a row that became done or skipped_stale; kept when the rows
+   * are pruned (a handler whose rows were all pruned is still listed, with zero counts). For a
+   * token limited to some databases or aggregate types: among the rows it may see (0 when none).
    *
    * @generated from field: uint64 applied_position = 7;
    */
   appliedPosition: bigint;
 
   /**
+   * When a row of the handler last changed state (for a limited token: last changed at all).
+   *
    * @generated from field: google.protobuf.Timestamp last_updated_at = 8;
    */
   lastUpdatedAt?: Timestamp | undefined;
@@ -617,7 +621,9 @@ export const InspectionService: GenService<{
   },
   /**
    * Per handler, how many of its registry rows are in each state and how far it has applied the
-   * log. With a token, only rows of the token's databases and aggregate-type prefix count.
+   * log, from the counts the registry keeps (a few rows per handler, however many rows it holds).
+   * With a token limited to some databases or an aggregate-type prefix, only the rows it may see
+   * count (then counted row by row).
    *
    * @generated from rpc tidemark.v1.InspectionService.ListHandlers
    */
