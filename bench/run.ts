@@ -207,7 +207,7 @@ async function main(): Promise<void> {
       halfRates,
     },
     figures,
-    targets: targets(figures, args.concurrencies, maxAppendRate, soak),
+    targets: targets(figures, args.concurrencies, maxAppendRate, maxSingleRate, soak),
     memory: memory.all().map((p) => ({ process: p.name, peakMiB: p.peakMiB, lastMiB: p.lastMiB })),
     ...(soak === undefined ? {} : { soak: { ...soak } }),
   };
@@ -223,7 +223,7 @@ async function main(): Promise<void> {
 }
 
 /** The targets of bench/TARGETS.md, evaluated on this run's figures. */
-function targets(figures: readonly Figure[], concurrencies: readonly number[], maxAppendRate: number, soak: SoakResult | undefined): Target[] {
+function targets(figures: readonly Figure[], concurrencies: readonly number[], maxAppendRate: number, maxSingleRate: number, soak: SoakResult | undefined): Target[] {
   const f = (id: string) => figures.find((x) => x.id === id && x.notMeasured === undefined);
   const why = (id: string) => figures.find((x) => x.id === id)?.notMeasured;
   const out: Target[] = [];
@@ -249,8 +249,16 @@ function targets(figures: readonly Figure[], concurrencies: readonly number[], m
   const latency = f("p2.latency");
   out.push(target("P2 commit → Kafka p50 at half load", latency?.p50Ms, "<=", 20, "ms", why("p2.latency") ?? overloaded(latency)));
   out.push(target("P2 commit → Kafka p99 at half load", latency?.p99Ms, "<=", 100, "ms", why("p2.latency") ?? overloaded(latency)));
-  const drain = f("p2.drain");
-  out.push(target("P2 relay max / append max", drain?.rate === undefined || maxAppendRate === 0 ? undefined : drain.rate / maxAppendRate, ">=", 2, "×", why("p2.drain")));
+  // Each drain against the appends that write its shape of segments: the 1-event/call backlog
+  // against the best 1-event/call rate, the 10-events/call one against the append maximum; the
+  // lower of the two is the figure.
+  const drainRatio = (id: string, rate: number) => {
+    const drain = f(id);
+    return drain?.rate === undefined || rate === 0 ? undefined : drain.rate / rate;
+  };
+  const single = drainRatio("p2.drain", maxSingleRate);
+  const batched = drainRatio("p2.drain.batched", maxAppendRate);
+  out.push(target("P2 relay max / append max", single === undefined || batched === undefined ? undefined : Math.min(single, batched), ">=", 2, "×", why("p2.drain") ?? why("p2.drain.batched")));
   const projection = f("p3.drain");
   out.push(target("P3 projection max / append max", projection?.rate === undefined || maxAppendRate === 0 ? undefined : projection.rate / maxAppendRate, ">=", 1, "×", why("p3.drain")));
   out.push(target("P4 command OK → read model p99 at half load", f("p4.latency")?.p99Ms, "<=", 150, "ms", why("p4.latency") ?? overloaded(f("p4.latency"))));
