@@ -6,18 +6,26 @@ import { readdirSync, readFileSync } from "node:fs";
 
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
-/** User + system CPU time of `pid` so far, in ms; undefined when it cannot be read. */
+/**
+ * User + system CPU time of `pid` so far, in ms, with that of its children it has waited for
+ * (cutime, cstime); undefined when it cannot be read. Counting the reaped children keeps a
+ * service's total steady when its processes exit: a PostgreSQL backend that ends between two
+ * snapshots moves its time into the postmaster's cutime instead of taking it out of the sum.
+ */
 export function readCpuMs(pid: number): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const utime = Number(fields[11]);
-    const stime = Number(fields[12]);
-    return ((utime + stime) * 1000) / TICKS_PER_SECOND;
+    return cpuMsOfStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return undefined;
   }
+}
+
+/** The CPU time (ms) a /proc/PID/stat line gives: utime + stime + cutime + cstime. */
+export function cpuMsOfStat(stat: string): number {
+  // Fields after the command name (which may contain spaces) start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+  return (ticks * 1000) / TICKS_PER_SECOND;
 }
 
 /** Which service a process of the stack is, by its command line (undefined: not one of them). */
