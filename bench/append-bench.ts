@@ -178,7 +178,7 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
         maxAppendRate = Math.max(maxAppendRate, f.rate ?? 0);
         if (result.errors > 0) o.log(`  ${w.key} c${c}: ${result.errors} errors, e.g. ${result.errorSamples[0]}`);
       }
-      if (c === MULTI_CONCURRENCY) figures.push(...(await multiStreamFigures(client, c, o, `${run}-c${c}`)));
+      if (c === MULTI_CONCURRENCY) figures.push(...(await multiStreamFigures(client, c, o, `${run}-c${c}`, server.child.pid)));
     }
   } finally {
     client.close();
@@ -195,15 +195,18 @@ export async function runAppendBench(o: AppendBenchOptions): Promise<AppendBench
  * call to one stream, in the same server: the baseline just before and just after (merged), so
  * both see the same noise. The multi-stream figure's rateRatio is against that baseline.
  */
-async function multiStreamFigures(client: ClientOf<typeof EventStoreService>, c: number, o: AppendBenchOptions, prefix: string): Promise<Figure[]> {
+async function multiStreamFigures(client: ClientOf<typeof EventStoreService>, c: number, o: AppendBenchOptions, prefix: string, serverPid: number | undefined): Promise<Figure[]> {
   o.log(`P1 at concurrency ${c}: AppendToStreams ${MULTI_STREAMS} streams/call against AppendEvents ${MULTI_STREAMS} events/call`);
   const [trio, multi] = MULTI_WORKLOADS as [Workload, Workload];
-  const before = await appendLoad(client, trio, c, o, `${prefix}-trio-a`);
-  const measured = await appendLoad(client, multi, c, o, `${prefix}-multi`);
-  const after = await appendLoad(client, trio, c, o, `${prefix}-trio-b`);
-  const baseline = figureOf({ id: `p1.trio.c${c}`, group: "P1", name: trio.name, concurrency: c, unit: "events/s" }, mergeResults(before, after));
-  const figure = compare(figureOf({ id: `p1.multi.c${c}`, group: "P1", name: multi.name, concurrency: c, unit: "events/s" }, measured), baseline);
-  for (const [w, r] of [[trio, mergeResults(before, after)], [multi, measured]] as const) {
+  const before = await withCpu(() => appendLoad(client, trio, c, o, `${prefix}-trio-a`), serverPid);
+  const measured = await withCpu(() => appendLoad(client, multi, c, o, `${prefix}-multi`), serverPid);
+  const after = await withCpu(() => appendLoad(client, trio, c, o, `${prefix}-trio-b`), serverPid);
+  const both = mergeMeasured(before, after);
+  // CPU per event by process beside each, so the CPU table says where a multi-stream call costs more.
+  const withCpuExtra = (f: Figure, m: { result: LoadResult; cpu: Record<string, number> }): Figure => ({ ...f, extra: { ...f.extra, cpuMsPerUnit: cpuPerUnit(m.cpu, m.result.totalUnits) } });
+  const baseline = withCpuExtra(figureOf({ id: `p1.trio.c${c}`, group: "P1", name: trio.name, concurrency: c, unit: "events/s" }, both.result), both);
+  const figure = withCpuExtra(compare(figureOf({ id: `p1.multi.c${c}`, group: "P1", name: multi.name, concurrency: c, unit: "events/s" }, measured.result), baseline), measured);
+  for (const [w, r] of [[trio, both.result], [multi, measured.result]] as const) {
     if (r.errors > 0) o.log(`  ${w.key} c${c}: ${r.errors} errors, e.g. ${r.errorSamples[0]}`);
   }
   return [baseline, figure];

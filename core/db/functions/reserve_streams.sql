@@ -17,8 +17,9 @@
 -- `head` slots (W6: the caller repairs the heads and asks again). p_expected and p_check_expected
 -- hold null for "any". Every outcome but a reservation leaves no head row behind. p_segment, when
 -- given, is the segment the new rows go into (a flush of the segment writer reserving the call with
--- the others it holds, reserve_segment.sql); null leaves them for a flush to take later
--- (allocate_segment.sql), as reserve_slots does.
+-- the others it holds, reserve_segment.sql, which holds every lock the call needs: the heads are
+-- then only read); null leaves them for a flush to take later (allocate_segment.sql), as
+-- reserve_slots does.
 --
 -- Applied by the migrate step (core/db/sql-functions.ts) whenever this file changes: edit it in
 -- place; a change of the signature or the result columns needs a `drop function` first.
@@ -62,7 +63,17 @@ begin
       from unnest(v_all_types, v_all_ids) with ordinality as u(t, i, ord)
      order by u.t collate "C", u.i collate "C"
   loop
-    if r.ord <= v_n then
+    v_head := null;
+    if p_segment is not null then
+      -- Called by reserve_segment, which has locked (and where missing, created) every head row
+      -- this call names, and removes the created ones it leaves at 0: read the head as the calls
+      -- before this one in the flush left it, without writing another version of the row.
+      select h.head into v_head from stream_heads h where h.aggregate_type = r.t and h.aggregate_id = r.i;
+      v_new := false;
+    end if;
+    if v_head is not null then
+      null;
+    elsif r.ord <= v_n then
       insert into stream_heads as h (aggregate_type, aggregate_id, head)
       values (r.t, r.i, 0)
       on conflict (aggregate_type, aggregate_id) do update set head = h.head
