@@ -63,16 +63,17 @@ begin
       from unnest(v_all_types, v_all_ids) with ordinality as u(t, i, ord)
      order by u.t collate "C", u.i collate "C"
   loop
-    v_head := null;
     if p_segment is not null then
       -- Called by reserve_segment, which has locked (and where missing, created) every head row
       -- this call names, and removes the created ones it leaves at 0: read the head as the calls
-      -- before this one in the flush left it, without writing another version of the row.
+      -- before this one in the flush left it, without writing another version of the row. A row
+      -- missing here is a bug of the caller; the error rolls the flush back, and its calls are
+      -- then reserved alone.
       select h.head into v_head from stream_heads h where h.aggregate_type = r.t and h.aggregate_id = r.i;
+      if not found then
+        raise exception 'reserve_streams: the flush holds no head row of % %', r.t, r.i;
+      end if;
       v_new := false;
-    end if;
-    if v_head is not null then
-      null;
     elsif r.ord <= v_n then
       insert into stream_heads as h (aggregate_type, aggregate_id, head)
       values (r.t, r.i, 0)
